@@ -1,0 +1,286 @@
+//! The versioned plan and price catalog. It is parsed strictly: unknown fields, bad
+//! numbers and impossible limits are rejected with the JSON path of the problem, so a
+//! typo can never silently disable a quota or price a model at zero.
+
+use crate::usage::Usage;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One million, the unit prices are quoted in (`per_mtok`).
+const MTOK: Decimal = Decimal::from_parts(1_000_000, 0, 0, false, 0);
+
+/// ISO 4217 codes accepted, with their minor units (used when amounts are rounded).
+pub const CURRENCIES: &[(&str, u32)] = &[
+    ("USD", 2),
+    ("EUR", 2),
+    ("GBP", 2),
+    ("CHF", 2),
+    ("CAD", 2),
+    ("AUD", 2),
+    ("INR", 2),
+    ("BRL", 2),
+    ("JPY", 0),
+    ("KRW", 0),
+    ("KWD", 3),
+    ("BHD", 3),
+];
+
+/// The whole catalog: prices per model and the plans customers are on.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Catalog {
+    /// Free-form version label, recorded with usage so a price change is traceable.
+    pub version: String,
+    /// ISO 4217 currency all prices, spend caps and costs are in.
+    pub currency: String,
+    pub models: BTreeMap<String, ModelPrice>,
+    pub plans: BTreeMap<String, Plan>,
+}
+
+/// Prices of one model, per million tokens. Absent prices are zero.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPrice {
+    #[serde(default)]
+    pub input_per_mtok: Decimal,
+    /// Price of prompt tokens served from the provider's cache; defaults to the input price.
+    #[serde(default)]
+    pub cached_input_per_mtok: Option<Decimal>,
+    #[serde(default)]
+    pub output_per_mtok: Decimal,
+}
+
+/// Whether a spent budget blocks further use or lets it continue as overage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Cap {
+    #[default]
+    Hard,
+    Soft,
+}
+
+/// A plan's limits. Every limit is optional: absent means unlimited.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    pub requests_per_minute: Option<u64>,
+    pub tokens_per_minute: Option<u64>,
+    /// Requests included per billing period (always a hard cap).
+    pub requests_per_period: Option<u64>,
+    /// Tokens (input + output) included per billing period.
+    pub included_tokens: Option<u64>,
+    #[serde(default)]
+    pub token_cap: Cap,
+    /// Maximum spend per billing period, in the catalog currency (always hard).
+    pub spend_cap: Option<Decimal>,
+    pub max_concurrent: Option<u64>,
+    /// Output tokens reserved for a request that names no `max_tokens`.
+    #[serde(default = "default_max_output")]
+    pub default_max_output_tokens: u64,
+}
+
+fn default_max_output() -> u64 {
+    1024
+}
+
+/// A catalog problem with the JSON path where it was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogError {
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for CatalogError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "catalog {}: {}", self.path, self.message)
+    }
+}
+
+fn problem(path: String, message: impl Into<String>) -> CatalogError {
+    CatalogError {
+        path,
+        message: message.into(),
+    }
+}
+
+impl Catalog {
+    /// Parses and validates a catalog; the error names the JSON path of the first problem.
+    pub fn parse(json: &str) -> Result<Catalog, CatalogError> {
+        let de = &mut serde_json::Deserializer::from_str(json);
+        let catalog: Catalog = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            problem(format!("$.{path}"), e.into_inner().to_string())
+        })?;
+        catalog.validate()?;
+        Ok(catalog)
+    }
+
+    fn validate(&self) -> Result<(), CatalogError> {
+        if self.version.trim().is_empty() {
+            return Err(problem("$.version".into(), "must not be empty"));
+        }
+        if minor_units(&self.currency).is_none() {
+            return Err(problem(
+                "$.currency".into(),
+                format!("unknown ISO 4217 currency `{}`", self.currency),
+            ));
+        }
+        if self.plans.is_empty() {
+            return Err(problem("$.plans".into(), "at least one plan is required"));
+        }
+        for (name, price) in &self.models {
+            let base = format!("$.models.{name}");
+            let prices = [
+                ("input_per_mtok", Some(price.input_per_mtok)),
+                ("cached_input_per_mtok", price.cached_input_per_mtok),
+                ("output_per_mtok", Some(price.output_per_mtok)),
+            ];
+            for (field, value) in prices {
+                if value.is_some_and(|v| v.is_sign_negative() && !v.is_zero()) {
+                    return Err(problem(format!("{base}.{field}"), "price must not be negative"));
+                }
+            }
+        }
+        for (name, plan) in &self.plans {
+            let base = format!("$.plans.{name}");
+            let limits = [
+                ("requests_per_minute", plan.requests_per_minute),
+                ("tokens_per_minute", plan.tokens_per_minute),
+                ("requests_per_period", plan.requests_per_period),
+                ("max_concurrent", plan.max_concurrent),
+                ("default_max_output_tokens", Some(plan.default_max_output_tokens)),
+            ];
+            for (field, value) in limits {
+                if value == Some(0) {
+                    return Err(problem(format!("{base}.{field}"), "must be at least 1"));
+                }
+                if value.is_some_and(|v| v > MAX_COUNTER) {
+                    return Err(problem(format!("{base}.{field}"), "must be below 2^53"));
+                }
+            }
+            if plan.included_tokens.is_some_and(|v| v > MAX_COUNTER) {
+                return Err(problem(format!("{base}.included_tokens"), "must be below 2^53"));
+            }
+            if plan.spend_cap.is_some_and(|v| v.is_sign_negative() && !v.is_zero()) {
+                return Err(problem(format!("{base}.spend_cap"), "must not be negative"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn plan(&self, name: &str) -> Option<&Plan> {
+        self.plans.get(name)
+    }
+
+    pub fn price(&self, model: &str) -> Option<&ModelPrice> {
+        self.models.get(model)
+    }
+}
+
+/// Counters are stored as integers that must stay exact in a JavaScript number.
+pub const MAX_COUNTER: u64 = (1 << 53) - 1;
+
+/// ISO 4217 minor units of a currency, or `None` when it is not supported.
+pub fn minor_units(currency: &str) -> Option<u32> {
+    CURRENCIES
+        .iter()
+        .find(|(code, _)| *code == currency)
+        .map(|(_, units)| *units)
+}
+
+impl ModelPrice {
+    /// Exact cost of some usage. Cached prompt tokens are part of `input` and are priced
+    /// at the cached rate; reasoning tokens are part of `output`. Nothing is rounded here:
+    /// rounding happens once, when an invoice line is rated.
+    pub fn cost(&self, usage: &Usage) -> Decimal {
+        let cached = usage.cached.min(usage.input);
+        let fresh = usage.input - cached;
+        let cached_price = self.cached_input_per_mtok.unwrap_or(self.input_per_mtok);
+        (Decimal::from(fresh) * self.input_per_mtok
+            + Decimal::from(cached) * cached_price
+            + Decimal::from(usage.output) * self.output_per_mtok)
+            / MTOK
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    const DEMO: &str = include_str!("../catalog.json");
+
+    fn with(patch: impl Fn(&mut serde_json::Value)) -> Result<Catalog, CatalogError> {
+        let mut v: serde_json::Value = serde_json::from_str(DEMO).unwrap();
+        patch(&mut v);
+        Catalog::parse(&v.to_string())
+    }
+
+    #[test]
+    fn demo_catalog_is_valid() {
+        let c = Catalog::parse(DEMO).unwrap();
+        assert!(c.plan("starter").is_some());
+        assert!(c.price("gpt-4o-mini").is_some());
+    }
+
+    #[test]
+    fn unknown_field_is_rejected_with_its_path() {
+        let err = with(|v| v["plans"]["starter"]["requests_per_minit"] = 5.into()).unwrap_err();
+        assert_eq!(err.path, "$.plans.starter.requests_per_minit");
+        assert!(err.message.contains("requests_per_minit"), "{err}");
+    }
+
+    #[test]
+    fn bad_number_is_rejected_with_its_path() {
+        let err = with(|v| v["plans"]["starter"]["tokens_per_minute"] = (-3).into()).unwrap_err();
+        assert_eq!(err.path, "$.plans.starter.tokens_per_minute");
+        let err = with(|v| v["models"]["gpt-4o-mini"]["input_per_mtok"] = "abc".into()).unwrap_err();
+        assert_eq!(err.path, "$.models.gpt-4o-mini.input_per_mtok");
+    }
+
+    #[test]
+    fn semantic_problems_are_rejected() {
+        let neg = with(|v| v["models"]["gpt-4o-mini"]["output_per_mtok"] = "-1".into());
+        assert_eq!(neg.unwrap_err().path, "$.models.gpt-4o-mini.output_per_mtok");
+        let zero = with(|v| v["plans"]["starter"]["max_concurrent"] = 0.into());
+        assert_eq!(zero.unwrap_err().path, "$.plans.starter.max_concurrent");
+        let cur = with(|v| v["currency"] = "XYZ".into());
+        assert_eq!(cur.unwrap_err().path, "$.currency");
+        let big = with(|v| v["plans"]["starter"]["included_tokens"] = (1u64 << 60).into());
+        assert_eq!(big.unwrap_err().path, "$.plans.starter.included_tokens");
+    }
+
+    #[test]
+    fn cost_prices_cached_and_fresh_input_separately() {
+        let price = ModelPrice {
+            input_per_mtok: Decimal::from_str("2.50").unwrap(),
+            cached_input_per_mtok: Some(Decimal::from_str("1.25").unwrap()),
+            output_per_mtok: Decimal::from_str("10").unwrap(),
+        };
+        let usage = Usage {
+            input: 1000,
+            cached: 400,
+            output: 500,
+            ..Usage::default()
+        };
+        // (600*2.50 + 400*1.25 + 500*10) / 1e6 = (1500 + 500 + 5000) / 1e6 = 0.007
+        assert_eq!(price.cost(&usage), Decimal::from_str("0.007").unwrap());
+    }
+
+    #[test]
+    fn cost_is_exact_for_huge_usage() {
+        let price = ModelPrice {
+            input_per_mtok: Decimal::from_str("0.15").unwrap(),
+            cached_input_per_mtok: None,
+            output_per_mtok: Decimal::from_str("0.60").unwrap(),
+        };
+        let usage = Usage {
+            input: 1_000_000_000_000,
+            output: 3,
+            ..Usage::default()
+        };
+        // 1e12*0.15/1e6 + 3*0.60/1e6 = 150000 + 0.0000018
+        assert_eq!(price.cost(&usage), Decimal::from_str("150000.0000018").unwrap());
+    }
+}

@@ -1,0 +1,323 @@
+//! The in-memory model of one customer's usage counter: the current period's tallies,
+//! in-flight reservations and the current minute window. The Durable Object owns one,
+//! loads it from SQLite on start and writes each change through; all the arithmetic is
+//! here, so it is tested natively with a fake clock.
+
+use crate::catalog::{Catalog, Plan};
+use crate::error::ApiError;
+use crate::period::{period_at, Period};
+use crate::quota::{self, Ask, Totals, MINUTE_MS};
+use crate::usage::Usage;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Usage of one meter and model in the current period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tally {
+    pub requests: u64,
+    pub input: u64,
+    pub output: u64,
+    pub cached: u64,
+    pub reasoning: u64,
+    pub images: u64,
+    pub seconds: u64,
+    /// Requests whose usage was estimated because the provider reported none.
+    pub estimated: u64,
+}
+
+impl Tally {
+    pub fn usage(&self) -> Usage {
+        Usage {
+            input: self.input,
+            output: self.output,
+            cached: self.cached,
+            reasoning: self.reasoning,
+            images: self.images,
+            seconds: self.seconds,
+        }
+    }
+
+    fn add(&mut self, u: &Usage, estimated: bool) {
+        self.requests += 1;
+        self.input += u.input;
+        self.output += u.output;
+        self.cached += u.cached;
+        self.reasoning += u.reasoning;
+        self.images += u.images;
+        self.seconds += u.seconds;
+        self.estimated += u64::from(estimated);
+    }
+}
+
+/// A meter (API family, e.g. `chat.completions`) and a model.
+pub type MeterKey = (String, String);
+
+/// Capacity held for a request between admission and settlement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub id: u64,
+    pub created_ms: i64,
+    /// Index of the minute window it was admitted in.
+    pub minute: i64,
+    pub meter: String,
+    pub model: String,
+    pub tokens: u64,
+    pub input_estimate: u64,
+    pub cost: Decimal,
+}
+
+/// Requests and tokens admitted in one fixed minute window, reservations included.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    pub index: i64,
+    pub requests: u64,
+    pub tokens: u64,
+}
+
+/// What a request asks the counter for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdmitAsk {
+    pub meter: String,
+    pub model: String,
+    pub input_estimate: u64,
+    pub output_reserve: u64,
+}
+
+/// One customer's counter for the current period.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CounterState {
+    pub period: Period,
+    pub anchor_day: u32,
+    pub tallies: BTreeMap<MeterKey, Tally>,
+    pub reservations: BTreeMap<u64, Reservation>,
+    pub window: Window,
+    pub next_id: u64,
+}
+
+/// Cost of usage under the catalog; unpriced meters (plain requests) cost nothing.
+pub fn cost_of(catalog: &Catalog, model: &str, usage: &Usage) -> Decimal {
+    catalog.price(model).map_or(Decimal::ZERO, |p| p.cost(usage))
+}
+
+impl CounterState {
+    pub fn new(anchor_day: u32, now_ms: i64) -> Self {
+        CounterState {
+            period: period_at(now_ms, anchor_day),
+            anchor_day,
+            next_id: 1,
+            ..Default::default()
+        }
+    }
+
+    /// Starts a new period when `now_ms` has passed the current one; returns whether it did.
+    /// Old tallies stay in storage under their period; in memory the new period starts at 0.
+    pub fn roll(&mut self, now_ms: i64) -> bool {
+        let minute = now_ms.div_euclid(MINUTE_MS);
+        if self.window.index != minute {
+            self.window = Window { index: minute, requests: 0, tokens: 0 };
+        }
+        if now_ms < self.period.end_ms && now_ms >= self.period.start_ms {
+            return false;
+        }
+        self.period = period_at(now_ms, self.anchor_day);
+        self.tallies.clear();
+        true
+    }
+
+    /// Used plus reserved, as quota decisions see it.
+    pub fn totals(&self, catalog: &Catalog) -> Totals {
+        let mut t = Totals {
+            minute_requests: self.window.requests,
+            minute_tokens: self.window.tokens,
+            in_flight: self.reservations.len() as u64,
+            ..Totals::default()
+        };
+        for ((_, model), tally) in &self.tallies {
+            t.period_requests += tally.requests;
+            t.period_tokens += tally.usage().tokens();
+            t.period_spend += cost_of(catalog, model, &tally.usage());
+        }
+        for r in self.reservations.values() {
+            t.period_requests += 1;
+            t.period_tokens += r.tokens;
+            t.period_spend += r.cost;
+        }
+        t
+    }
+
+    /// Admits a request under `plan` and reserves its estimate, or says why not.
+    pub fn admit(
+        &mut self,
+        catalog: &Catalog,
+        plan: &Plan,
+        ask: &AdmitAsk,
+        now_ms: i64,
+    ) -> Result<Reservation, ApiError> {
+        self.roll(now_ms);
+        let reserve = Usage {
+            input: ask.input_estimate,
+            output: ask.output_reserve,
+            ..Usage::default()
+        };
+        let want = Ask {
+            tokens: reserve.tokens(),
+            cost: cost_of(catalog, &ask.model, &reserve),
+        };
+        quota::admit(plan, &self.totals(catalog), &want, now_ms, self.period.end_ms)?;
+        let r = Reservation {
+            id: self.next_id,
+            created_ms: now_ms,
+            minute: self.window.index,
+            meter: ask.meter.clone(),
+            model: ask.model.clone(),
+            tokens: want.tokens,
+            input_estimate: ask.input_estimate,
+            cost: want.cost,
+        };
+        self.next_id += 1;
+        self.window.requests += 1;
+        self.window.tokens += want.tokens;
+        self.reservations.insert(r.id, r.clone());
+        Ok(r)
+    }
+
+    /// Replaces a reservation by the actual usage; returns the updated tally to persist,
+    /// or `None` when the reservation is unknown (already settled: a duplicate is a no-op).
+    pub fn settle(
+        &mut self,
+        id: u64,
+        usage: &Usage,
+        estimated: bool,
+        now_ms: i64,
+    ) -> Option<(MeterKey, Tally)> {
+        let r = self.reservations.remove(&id)?;
+        self.roll(now_ms);
+        if r.minute == self.window.index {
+            self.window.tokens = self.window.tokens - r.tokens.min(self.window.tokens) + usage.tokens();
+        }
+        let key = (r.meter, r.model);
+        let tally = self.tallies.entry(key.clone()).or_default();
+        tally.add(usage, estimated);
+        Some((key, *tally))
+    }
+
+    /// Drops a reservation without metering (the request failed before any cost).
+    pub fn release(&mut self, id: u64, now_ms: i64) -> Option<Reservation> {
+        let r = self.reservations.remove(&id)?;
+        self.roll(now_ms);
+        if r.minute == self.window.index {
+            self.window.requests = self.window.requests.saturating_sub(1);
+            self.window.tokens = self.window.tokens.saturating_sub(r.tokens);
+        }
+        Some(r)
+    }
+
+    /// Reservations older than `ttl_ms`, whose worker died before settling them.
+    pub fn stale(&self, now_ms: i64, ttl_ms: i64) -> Vec<Reservation> {
+        let old = |r: &&Reservation| now_ms - r.created_ms > ttl_ms;
+        self.reservations.values().filter(old).cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_764_547_200_000; // 2025-12-01T00:00:00Z
+
+    fn catalog() -> Catalog {
+        Catalog::parse(include_str!("../catalog.json")).unwrap()
+    }
+
+    fn ask(input: u64, output: u64) -> AdmitAsk {
+        AdmitAsk {
+            meter: "chat.completions".into(),
+            model: "gpt-4o-mini".into(),
+            input_estimate: input,
+            output_reserve: output,
+        }
+    }
+
+    #[test]
+    fn concurrent_admissions_never_jointly_pass_a_hard_limit() {
+        let c = catalog();
+        let plan = Plan { requests_per_period: Some(50), ..Plan::default() };
+        let mut s = CounterState::new(1, NOW);
+        // 200 requests arrive before any settles: exactly 50 are admitted.
+        let admitted: Vec<_> = (0..200).filter_map(|i| s.admit(&c, &plan, &ask(10, 10), NOW + i).ok()).collect();
+        assert_eq!(admitted.len(), 50);
+        for r in &admitted {
+            assert!(s.settle(r.id, &Usage { input: 10, output: 5, ..Usage::default() }, false, NOW + 500).is_some());
+        }
+        assert!(s.admit(&c, &plan, &ask(10, 10), NOW + 600).is_err());
+        let t = s.tallies[&("chat.completions".into(), "gpt-4o-mini".into())];
+        // 50 requests * (10 + 5) tokens
+        assert_eq!((t.requests, t.usage().tokens()), (50, 750));
+    }
+
+    #[test]
+    fn settlement_replaces_the_estimate_and_is_idempotent() {
+        let c = catalog();
+        let plan = Plan { tokens_per_minute: Some(1000), ..Plan::default() };
+        let mut s = CounterState::new(1, NOW);
+        let r = s.admit(&c, &plan, &ask(100, 900), NOW).unwrap();
+        // 1000 reserved: the minute is full until settlement.
+        assert!(s.admit(&c, &plan, &ask(1, 0), NOW + 1).is_err());
+        let actual = Usage { input: 100, output: 50, ..Usage::default() };
+        assert!(s.settle(r.id, &actual, false, NOW + 2).is_some());
+        assert_eq!(s.settle(r.id, &actual, false, NOW + 3), None);
+        // 150 used, so 850 are left this minute.
+        assert_eq!(s.window.tokens, 150);
+        assert!(s.admit(&c, &plan, &ask(800, 50), NOW + 4).is_ok());
+    }
+
+    #[test]
+    fn spend_counts_settled_cost_plus_reserved_cost() {
+        let c = catalog();
+        let mut s = CounterState::new(1, NOW);
+        let plan = Plan::default();
+        let r = s.admit(&c, &plan, &ask(1_000_000, 1_000_000), NOW).unwrap();
+        // gpt-4o-mini: 1M input * 0.15 + 1M output * 0.60 = 0.75 reserved
+        assert_eq!(r.cost.to_string(), "0.75");
+        s.settle(r.id, &Usage { input: 1_000_000, cached: 1_000_000, ..Usage::default() }, false, NOW);
+        // all input cached: 1M * 0.075 = 0.075
+        assert_eq!(s.totals(&c).period_spend.normalize().to_string(), "0.075");
+    }
+
+    #[test]
+    fn release_returns_capacity_and_meters_nothing() {
+        let c = catalog();
+        let plan = Plan { max_concurrent: Some(1), requests_per_minute: Some(1), ..Plan::default() };
+        let mut s = CounterState::new(1, NOW);
+        let r = s.admit(&c, &plan, &ask(5, 5), NOW).unwrap();
+        assert!(s.admit(&c, &plan, &ask(5, 5), NOW).is_err());
+        s.release(r.id, NOW);
+        assert!(s.tallies.is_empty());
+        assert!(s.admit(&c, &plan, &ask(5, 5), NOW).is_ok());
+    }
+
+    #[test]
+    fn period_rolls_over_to_zero_exactly_at_its_end() {
+        let c = catalog();
+        let plan = Plan { requests_per_period: Some(1), ..Plan::default() };
+        let mut s = CounterState::new(1, NOW - 1); // last millisecond of November
+        let r = s.admit(&c, &plan, &ask(1, 1), NOW - 1).unwrap();
+        s.settle(r.id, &Usage::default(), false, NOW - 1);
+        assert!(s.admit(&c, &plan, &ask(1, 1), NOW - 1).is_err());
+        assert!(s.admit(&c, &plan, &ask(1, 1), NOW).is_ok());
+        assert_eq!(s.period.start_ms, NOW);
+    }
+
+    #[test]
+    fn minute_window_resets_on_the_minute() {
+        let c = catalog();
+        let plan = Plan { requests_per_minute: Some(1), ..Plan::default() };
+        let mut s = CounterState::new(1, NOW);
+        let r = s.admit(&c, &plan, &ask(1, 1), NOW + 59_999).unwrap();
+        s.settle(r.id, &Usage::default(), false, NOW + 59_999);
+        assert!(s.admit(&c, &plan, &ask(1, 1), NOW + 59_999).is_err());
+        assert!(s.admit(&c, &plan, &ask(1, 1), NOW + 60_000).is_ok());
+        assert_eq!(s.stale(NOW + 60_000 + 901, 900).len(), 1);
+    }
+}

@@ -1,0 +1,174 @@
+//! The one error type of edgemeter. Every failure a caller can see is rendered in
+//! OpenAI's error shape so the official SDKs surface it unchanged.
+
+use serde::Serialize;
+
+/// Where a failure came from, so logs and metrics can tell them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// The caller sent something we refuse (bad key, bad JSON, over quota).
+    Downstream,
+    /// The upstream AI provider failed or could not be reached.
+    Upstream,
+    /// A fault inside edgemeter itself.
+    Internal,
+}
+
+/// An error with the HTTP status, OpenAI `type`/`code`/`param`, and optional retry hint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub kind: &'static str,
+    pub code: Option<String>,
+    pub param: Option<String>,
+    pub message: String,
+    pub origin: Origin,
+    /// Seconds until retrying can succeed; becomes `Retry-After`.
+    pub retry_after_s: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Inner<'a>,
+}
+
+#[derive(Serialize)]
+struct Inner<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    code: Option<&'a str>,
+    param: Option<&'a str>,
+}
+
+impl ApiError {
+    fn new(status: u16, kind: &'static str, code: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            kind,
+            code: Some(code.to_string()),
+            param: None,
+            message: message.into(),
+            origin: Origin::Downstream,
+            retry_after_s: None,
+        }
+    }
+
+    pub fn with_param(mut self, param: impl Into<String>) -> Self {
+        self.param = Some(param.into());
+        self
+    }
+
+    pub fn with_origin(mut self, origin: Origin) -> Self {
+        self.origin = origin;
+        self
+    }
+
+    pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
+        Self::new(400, "invalid_request_error", code, message)
+    }
+
+    pub fn invalid_json(detail: impl std::fmt::Display) -> Self {
+        Self::bad_request(
+            "invalid_json",
+            format!("We could not parse the JSON body of your request: {detail}"),
+        )
+    }
+
+    pub fn unknown_model(model: &str) -> Self {
+        Self::new(
+            400,
+            "invalid_request_error",
+            "model_not_found",
+            format!("The model `{model}` does not exist or has no price in this plan's catalog."),
+        )
+        .with_param("model")
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(401, "invalid_request_error", "invalid_api_key", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(403, "invalid_request_error", "forbidden", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(404, "invalid_request_error", "not_found", message)
+    }
+
+    pub fn conflict(code: &str, message: impl Into<String>) -> Self {
+        Self::new(409, "invalid_request_error", code, message)
+    }
+
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(
+            413,
+            "invalid_request_error",
+            "request_too_large",
+            format!("The request body exceeds the maximum of {limit} bytes."),
+        )
+    }
+
+    /// A quota rejection: `rate_limit_exceeded` for windows, `insufficient_quota` for
+    /// period budgets, always with `Retry-After`.
+    pub fn quota(kind: &'static str, message: String, retry_after_s: u64) -> Self {
+        let mut e = Self::new(429, kind, kind, message);
+        e.retry_after_s = Some(retry_after_s);
+        e
+    }
+
+    pub fn upstream(status: u16, message: impl Into<String>) -> Self {
+        Self::new(status, "api_error", "upstream_error", message).with_origin(Origin::Upstream)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(500, "api_error", "internal_error", message).with_origin(Origin::Internal)
+    }
+
+    /// The JSON body: `{"error":{"message","type","code","param"}}`.
+    pub fn body(&self) -> String {
+        let body = Body {
+            error: Inner {
+                message: &self.message,
+                kind: self.kind,
+                code: self.code.as_deref(),
+                param: self.param.as_deref(),
+            },
+        };
+        serde_json::to_string(&body).unwrap_or_else(|_| "{}".into())
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status, self.kind, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_has_openai_shape() {
+        let e = ApiError::unknown_model("gpt-9");
+        let v: serde_json::Value = serde_json::from_str(&e.body()).unwrap();
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["code"], "model_not_found");
+        assert_eq!(v["error"]["param"], "model");
+        assert!(v["error"]["message"].as_str().unwrap().contains("gpt-9"));
+        assert_eq!(e.status, 400);
+    }
+
+    #[test]
+    fn quota_error_carries_retry_after() {
+        let e = ApiError::quota("rate_limit_exceeded", "slow down".into(), 7);
+        assert_eq!((e.status, e.retry_after_s), (429, Some(7)));
+        let v: serde_json::Value = serde_json::from_str(&e.body()).unwrap();
+        assert_eq!(v["error"]["param"], serde_json::Value::Null);
+    }
+}

@@ -1,0 +1,19 @@
+//! edgemeter: a metered, quota-enforcing proxy for AI APIs on Cloudflare Workers.
+//!
+//! The pure core (everything but `edge`) has no runtime dependency and is tested
+//! natively; `edge` is the thin Workers glue and only builds for wasm32.
+
+pub mod catalog;
+pub mod counter_state;
+pub mod error;
+pub mod keys;
+pub mod period;
+pub mod protocol;
+pub mod quota;
+pub mod request;
+pub mod sandbox;
+pub mod sse;
+pub mod usage;
+
+#[cfg(target_arch = "wasm32")]
+mod edge;

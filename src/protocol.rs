@@ -1,0 +1,101 @@
+//! Messages between the proxy and a customer's counter Durable Object. Kept in the
+//! core so both sides (and the tests) share one definition.
+
+use crate::counter_state::{AdmitAsk, MeterKey, Tally};
+use crate::usage::Usage;
+use serde::{Deserialize, Serialize};
+
+/// Authenticate and reserve, in one round trip.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdmitRequest {
+    pub key_hash: String,
+    pub ask: AdmitAsk,
+    /// `Idempotency-Key` header and the SHA-256 of the body it was sent with.
+    pub idempotency: Option<(String, String)>,
+    pub now_ms: i64,
+}
+
+/// A stored response, replayed for a retried idempotent request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Replay {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+/// The counter's answer to an admission.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum AdmitResponse {
+    Admitted {
+        reservation: u64,
+        plan: String,
+        headers: Vec<(String, String)>,
+    },
+    Replayed {
+        replay: Replay,
+    },
+    Rejected {
+        status: u16,
+        body: String,
+        retry_after_s: Option<u64>,
+        headers: Vec<(String, String)>,
+    },
+}
+
+/// Settle a reservation to actual usage (or release it when `usage` is `None`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SettleRequest {
+    pub reservation: u64,
+    pub usage: Option<Usage>,
+    pub estimated: bool,
+    /// The response to keep for idempotent retries, when the request had a key.
+    pub replay: Option<Replay>,
+    pub now_ms: i64,
+}
+
+/// A customer's current period as the usage endpoints show it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UsageReport {
+    pub customer: String,
+    pub plan: String,
+    pub currency: String,
+    pub catalog_version: String,
+    pub period_start: String,
+    pub period_end: String,
+    pub meters: Vec<MeterUsage>,
+    pub totals: Totals,
+    pub remaining: Remaining,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MeterUsage {
+    pub meter: String,
+    pub model: String,
+    #[serde(flatten)]
+    pub tally: Tally,
+    /// Exact cost as a decimal string, unrounded.
+    pub cost: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Totals {
+    pub requests: u64,
+    pub tokens: u64,
+    pub cost: String,
+    pub in_flight: u64,
+}
+
+/// What is left of each period budget; `None` means unlimited.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Remaining {
+    pub requests: Option<u64>,
+    pub included_tokens: Option<u64>,
+    pub spend: Option<String>,
+}
+
+impl MeterUsage {
+    pub fn key(&self) -> MeterKey {
+        (self.meter.clone(), self.model.clone())
+    }
+}

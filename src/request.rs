@@ -1,0 +1,239 @@
+//! Reading a client's request before it goes upstream: which meter it belongs to, the
+//! model, whether it streams, what to reserve, and the body to forward (with
+//! `stream_options.include_usage` switched on so a stream always reports its usage).
+
+use crate::error::ApiError;
+use crate::usage::estimate_tokens;
+use serde_json::{Map, Value};
+
+/// Fixed per-request token overhead added to input estimates (role markers, framing).
+const INPUT_OVERHEAD_TOKENS: u64 = 8;
+
+/// The API family a path is metered under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Meter {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+    Responses,
+    /// Anthropic's messages API.
+    Messages,
+    /// Any other `/v1/*` path: passed through and counted as a request.
+    Request,
+}
+
+impl Meter {
+    pub fn for_path(path: &str) -> Meter {
+        match path {
+            "/v1/chat/completions" => Meter::ChatCompletions,
+            "/v1/completions" => Meter::Completions,
+            "/v1/embeddings" => Meter::Embeddings,
+            "/v1/responses" => Meter::Responses,
+            "/v1/messages" => Meter::Messages,
+            _ => Meter::Request,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Meter::ChatCompletions => "chat.completions",
+            Meter::Completions => "completions",
+            Meter::Embeddings => "embeddings",
+            Meter::Responses => "responses",
+            Meter::Messages => "messages",
+            Meter::Request => "requests",
+        }
+    }
+
+    /// Whether usage is counted in tokens (and so needs a priced model).
+    pub fn by_tokens(self) -> bool {
+        self != Meter::Request
+    }
+}
+
+/// A request understood and ready to forward.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    pub meter: Meter,
+    /// Empty for plain requests.
+    pub model: String,
+    pub stream: bool,
+    /// Whether the client itself asked for the usage chunk of a stream.
+    pub client_wants_usage: bool,
+    pub input_estimate: u64,
+    /// Output tokens to reserve: the client's own cap or the plan default.
+    pub output_cap: Option<u64>,
+    /// The body to send upstream; `None` means forward the client's bytes unchanged.
+    pub upstream_body: Option<Vec<u8>>,
+}
+
+/// Characters of prompt text in a JSON value. Data URLs (inline images, audio) are
+/// skipped: their size says nothing about tokens. Integer arrays (pre-tokenized input)
+/// count one token (four characters) per element.
+fn prompt_chars(v: &Value) -> u64 {
+    match v {
+        Value::String(s) if s.starts_with("data:") => 0,
+        Value::String(s) => s.chars().count() as u64,
+        Value::Number(_) => 4,
+        Value::Array(items) => items.iter().map(prompt_chars).sum(),
+        Value::Object(map) => map.values().map(prompt_chars).sum(),
+        _ => 0,
+    }
+}
+
+fn input_estimate(body: &Map<String, Value>) -> u64 {
+    let fields = ["messages", "prompt", "input", "system", "tools", "instructions"];
+    let chars: u64 = fields.iter().filter_map(|f| body.get(*f)).map(prompt_chars).sum();
+    estimate_tokens(chars) + INPUT_OVERHEAD_TOKENS
+}
+
+fn output_cap(body: &Map<String, Value>) -> Result<Option<u64>, ApiError> {
+    for field in ["max_completion_tokens", "max_tokens", "max_output_tokens"] {
+        match body.get(field) {
+            None | Some(Value::Null) => continue,
+            Some(v) => {
+                let n = v.as_u64().ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_value",
+                        format!("`{field}` must be a non-negative integer."),
+                    )
+                    .with_param(field)
+                })?;
+                return Ok(Some(n));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Reads a request for `path`. Token-metered paths need a JSON object with a `model`.
+pub fn prepare(path: &str, body: &[u8]) -> Result<Prepared, ApiError> {
+    let meter = Meter::for_path(path);
+    if !meter.by_tokens() {
+        return Ok(Prepared {
+            meter,
+            model: String::new(),
+            stream: false,
+            client_wants_usage: false,
+            input_estimate: 0,
+            output_cap: Some(0),
+            upstream_body: None,
+        });
+    }
+    let mut json: Map<String, Value> = match serde_json::from_slice(body) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => return Err(ApiError::invalid_json("the body must be a JSON object")),
+        Err(e) => return Err(ApiError::invalid_json(e)),
+    };
+    let model = match json.get("model") {
+        Some(Value::String(m)) if !m.is_empty() => m.clone(),
+        _ => {
+            let msg = "You must provide a model parameter.";
+            return Err(ApiError::bad_request("missing_model", msg).with_param("model"));
+        }
+    };
+    let stream = json.get("stream") == Some(&Value::Bool(true));
+    let output_cap = match meter {
+        Meter::Embeddings => Some(0),
+        _ => output_cap(&json)?,
+    };
+    let input_estimate = input_estimate(&json);
+    let asks_usage = |j: &Map<String, Value>| {
+        j.get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            .and_then(Value::as_bool)
+            == Some(true)
+    };
+    let client_wants_usage = asks_usage(&json);
+    let needs_usage_option = stream
+        && !client_wants_usage
+        && matches!(meter, Meter::ChatCompletions | Meter::Completions);
+    let upstream_body = if needs_usage_option {
+        let options = json
+            .entry("stream_options")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !options.is_object() {
+            let msg = "`stream_options` must be an object.";
+            return Err(ApiError::bad_request("invalid_value", msg).with_param("stream_options"));
+        }
+        options["include_usage"] = Value::Bool(true);
+        Some(serde_json::to_vec(&json).map_err(|e| ApiError::internal(e.to_string()))?)
+    } else {
+        None
+    };
+    Ok(Prepared {
+        meter,
+        model,
+        stream,
+        client_wants_usage: client_wants_usage || !needs_usage_option,
+        input_estimate,
+        output_cap,
+        upstream_body,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_gets_include_usage_injected_and_remembers_the_client_did_not_ask() {
+        let body = br#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Hello there"}]}"#;
+        let p = prepare("/v1/chat/completions", body).unwrap();
+        assert!(p.stream && !p.client_wants_usage);
+        let sent: Value = serde_json::from_slice(p.upstream_body.as_ref().unwrap()).unwrap();
+        assert_eq!(sent["stream_options"]["include_usage"], true);
+        assert_eq!(sent["messages"][0]["content"], "Hello there");
+        // "user" (4) + "Hello there" (11) = 15 chars -> 4 tokens + 8 overhead
+        assert_eq!(p.input_estimate, 12);
+    }
+
+    #[test]
+    fn client_that_asked_for_usage_is_forwarded_unchanged() {
+        let body = br#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#;
+        let p = prepare("/v1/chat/completions", body).unwrap();
+        assert!(p.client_wants_usage);
+        assert_eq!(p.upstream_body, None);
+        let plain = prepare("/v1/chat/completions", br#"{"model":"m","messages":[]}"#).unwrap();
+        assert_eq!((plain.stream, plain.upstream_body), (false, None));
+    }
+
+    #[test]
+    fn output_cap_comes_from_any_spelling() {
+        let p = prepare("/v1/chat/completions", br#"{"model":"m","max_completion_tokens":77}"#);
+        assert_eq!(p.unwrap().output_cap, Some(77));
+        let p = prepare("/v1/messages", br#"{"model":"m","max_tokens":5}"#).unwrap();
+        assert_eq!((p.meter, p.output_cap), (Meter::Messages, Some(5)));
+        let e = prepare("/v1/completions", br#"{"model":"m","max_tokens":-1}"#).unwrap_err();
+        assert_eq!((e.status, e.param.as_deref()), (400, Some("max_tokens")));
+    }
+
+    #[test]
+    fn bad_bodies_are_rejected_in_openai_shape() {
+        let e = prepare("/v1/chat/completions", b"{not json").unwrap_err();
+        assert_eq!((e.status, e.code.as_deref()), (400, Some("invalid_json")));
+        let e = prepare("/v1/chat/completions", b"[1,2]").unwrap_err();
+        assert_eq!(e.status, 400);
+        let e = prepare("/v1/embeddings", br#"{"input":"x"}"#).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("model"));
+        let e = prepare("/v1/chat/completions", br#"{"model":"m","stream":true,"stream_options":3}"#);
+        assert_eq!(e.unwrap_err().param.as_deref(), Some("stream_options"));
+    }
+
+    #[test]
+    fn inline_images_do_not_inflate_the_estimate_and_token_arrays_count() {
+        let big = format!(r#"{{"model":"m","messages":[{{"role":"user","content":[{{"type":"image_url","image_url":{{"url":"data:image/png;base64,{}"}}}}]}}]}}"#, "A".repeat(100_000));
+        let p = prepare("/v1/chat/completions", big.as_bytes()).unwrap();
+        // "user" + "image_url" = 13 chars -> 4 tokens + 8
+        assert_eq!(p.input_estimate, 12);
+        let p = prepare("/v1/embeddings", br#"{"model":"m","input":[[1,2,3]]}"#).unwrap();
+        // three token ids -> 3 tokens + 8; embeddings reserve no output
+        assert_eq!((p.input_estimate, p.output_cap), (11, Some(0)));
+    }
+
+    #[test]
+    fn other_paths_are_plain_requests() {
+        let p = prepare("/v1/models", b"").unwrap();
+        assert_eq!((p.meter, p.meter.by_tokens(), p.model.as_str()), (Meter::Request, false, ""));
+    }
+}

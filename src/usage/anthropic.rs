@@ -1,0 +1,156 @@
+//! Anthropic's messages API. Its `input_tokens` excludes cache reads, so they are added
+//! back to make `input` mean the whole prompt as it does for OpenAI. In a stream,
+//! `message_start` reports the input and each `message_delta` reports the output so far
+//! (cumulative, so the latest value replaces the previous one rather than adding to it).
+
+use super::{EventKind, Usage, UsageAdapter};
+use serde::Deserialize;
+
+#[derive(Deserialize, Default, Clone, Copy)]
+struct RawUsage {
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
+}
+
+impl RawUsage {
+    fn input(&self) -> Option<u64> {
+        let fresh = self.input_tokens?;
+        Some(
+            fresh
+                + self.cache_read_input_tokens.unwrap_or(0)
+                + self.cache_creation_input_tokens.unwrap_or(0),
+        )
+    }
+}
+
+#[derive(Deserialize)]
+struct Message {
+    usage: Option<RawUsage>,
+}
+
+#[derive(Deserialize)]
+struct Delta {
+    text: Option<String>,
+    partial_json: Option<String>,
+    thinking: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Event {
+    #[serde(rename = "type")]
+    kind: String,
+    message: Option<Message>,
+    usage: Option<RawUsage>,
+    delta: Option<Delta>,
+}
+
+/// Usage adapter for Anthropic's `/v1/messages`.
+#[derive(Debug, Default)]
+pub struct Anthropic {
+    input: Option<u64>,
+    cached: u64,
+    output: Option<u64>,
+    chars: u64,
+}
+
+impl UsageAdapter for Anthropic {
+    fn from_body(&self, body: &[u8]) -> Option<Usage> {
+        let raw = serde_json::from_slice::<Message>(body).ok()?.usage?;
+        Some(Usage {
+            input: raw.input().unwrap_or(0),
+            output: raw.output_tokens.unwrap_or(0),
+            cached: raw.cache_read_input_tokens.unwrap_or(0),
+            ..Usage::default()
+        })
+    }
+
+    fn on_event(&mut self, data: &str) -> EventKind {
+        let Ok(event) = serde_json::from_str::<Event>(data) else {
+            return EventKind::Other;
+        };
+        let usage = match event.kind.as_str() {
+            "message_start" => event.message.and_then(|m| m.usage),
+            "message_delta" => event.usage,
+            _ => None,
+        };
+        if let Some(u) = usage {
+            if let Some(input) = u.input() {
+                self.input = Some(input);
+                self.cached = u.cache_read_input_tokens.unwrap_or(self.cached);
+            }
+            if event.kind == "message_delta" {
+                self.output = u.output_tokens.or(self.output);
+            }
+        }
+        if let Some(d) = event.delta {
+            for s in [&d.text, &d.partial_json, &d.thinking].into_iter().flatten() {
+                self.chars += s.chars().count() as u64;
+            }
+        }
+        EventKind::Other // Anthropic streams usage inside events clients expect
+    }
+
+    fn reported(&self) -> Option<Usage> {
+        Some(Usage {
+            input: self.input?,
+            output: self.output?,
+            cached: self.cached,
+            ..Usage::default()
+        })
+    }
+
+    fn delivered_chars(&self) -> u64 {
+        self.chars
+    }
+
+    fn reported_input(&self) -> Option<u64> {
+        self.input
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::usage::settle_stream;
+
+    const BODY: &str = r#"{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"text","text":"Hi"}],"model":"claude-sonnet-4-5","stop_reason":"end_turn","usage":{"input_tokens":12,"cache_creation_input_tokens":0,"cache_read_input_tokens":100,"output_tokens":6}}"#;
+    const STREAM: [&str; 6] = [
+        r#"{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","content":[],"model":"claude-sonnet-4-5","usage":{"input_tokens":25,"cache_read_input_tokens":0,"output_tokens":1}}}"#,
+        r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello world!"}}"#,
+        r#"{"type":"message_delta","delta":{"stop_reason":null},"usage":{"output_tokens":10}}"#,
+        r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":15}}"#,
+        r#"{"type":"message_stop"}"#,
+    ];
+
+    #[test]
+    fn body_adds_cache_reads_to_input() {
+        let u = Anthropic::default().from_body(BODY.as_bytes()).unwrap();
+        // 12 fresh + 100 cache reads = 112 input, of which 100 cached
+        assert_eq!((u.input, u.cached, u.output), (112, 100, 6));
+    }
+
+    #[test]
+    fn message_delta_usage_is_cumulative_not_summed() {
+        let mut a = Anthropic::default();
+        for e in STREAM {
+            assert_eq!(a.on_event(e), EventKind::Other);
+        }
+        let m = settle_stream(&a, 999);
+        // 25 input; output is the last cumulative value 15, not 10 + 15
+        assert_eq!((m.usage.input, m.usage.output, m.estimated), (25, 15, false));
+    }
+
+    #[test]
+    fn aborted_before_message_delta_keeps_reported_input() {
+        let mut a = Anthropic::default();
+        for e in &STREAM[..3] {
+            a.on_event(e);
+        }
+        let m = settle_stream(&a, 999);
+        // input 25 as reported; output ceil(12 chars / 4) = 3, estimated
+        assert_eq!((m.usage.input, m.usage.output, m.estimated), (25, 3, true));
+    }
+}

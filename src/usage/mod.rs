@@ -1,0 +1,99 @@
+//! Usage as edgemeter counts it, and the adapters that read it from each provider's
+//! responses. One adapter per provider sits behind [`UsageAdapter`], so a new API shape
+//! is a new file, not a rewrite of the proxy.
+
+mod anthropic;
+mod openai;
+
+pub use anthropic::Anthropic;
+pub use openai::OpenAi;
+
+use serde::{Deserialize, Serialize};
+
+/// Units consumed by one request. `cached` is the part of `input` served from the
+/// provider's prompt cache; `reasoning` is the part of `output` spent on hidden reasoning.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Usage {
+    pub input: u64,
+    pub output: u64,
+    pub cached: u64,
+    pub reasoning: u64,
+    pub images: u64,
+    pub seconds: u64,
+}
+
+impl Usage {
+    /// Tokens that count against token quotas.
+    pub fn tokens(&self) -> u64 {
+        self.input.saturating_add(self.output)
+    }
+}
+
+/// Characters per token used to estimate usage when the provider reported none.
+/// Four is the usual English average; estimates are stored with an `estimated` flag.
+pub const CHARS_PER_TOKEN: u64 = 4;
+
+/// Tokens estimated from a character count, rounded up.
+pub fn estimate_tokens(chars: u64) -> u64 {
+    chars.div_ceil(CHARS_PER_TOKEN)
+}
+
+/// What one streamed event turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// Carries only usage (no choices): hidden from clients that did not ask for it.
+    UsageOnly,
+    Other,
+}
+
+/// Reads usage from one provider's responses.
+pub trait UsageAdapter {
+    /// Usage reported in a complete JSON response body, if any.
+    fn from_body(&self, body: &[u8]) -> Option<Usage>;
+    /// Observes the `data` of one streamed event.
+    fn on_event(&mut self, data: &str) -> EventKind;
+    /// Usage the provider reported in the stream so far, if any.
+    fn reported(&self) -> Option<Usage>;
+    /// Characters of generated text delivered so far (for estimating aborted streams).
+    fn delivered_chars(&self) -> u64;
+    /// Input tokens the provider reported before the output, if the API does that.
+    fn reported_input(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// How a finished or aborted stream is metered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metered {
+    pub usage: Usage,
+    pub estimated: bool,
+}
+
+/// Final usage of a stream: what the provider reported when it did, otherwise an
+/// estimate from the delivered text and the admission's input estimate.
+pub fn settle_stream(adapter: &dyn UsageAdapter, input_estimate: u64) -> Metered {
+    if let Some(usage) = adapter.reported() {
+        return Metered {
+            usage,
+            estimated: false,
+        };
+    }
+    Metered {
+        usage: Usage {
+            input: adapter.reported_input().unwrap_or(input_estimate),
+            output: estimate_tokens(adapter.delivered_chars()),
+            ..Usage::default()
+        },
+        estimated: true,
+    }
+}
+
+/// The adapter for a request path: Anthropic's messages API or the OpenAI shapes.
+pub fn adapter_for(path: &str) -> Box<dyn UsageAdapter> {
+    if path == "/v1/messages" {
+        Box::new(Anthropic::default())
+    } else {
+        Box::new(OpenAi::default())
+    }
+}

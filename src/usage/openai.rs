@@ -1,0 +1,251 @@
+//! OpenAI-compatible shapes: chat completions, completions, embeddings, images and the
+//! Responses API, streamed or not.
+
+use super::{EventKind, Usage, UsageAdapter};
+use serde::Deserialize;
+
+#[derive(Deserialize, Default)]
+struct Details {
+    cached_tokens: Option<u64>,
+    reasoning_tokens: Option<u64>,
+}
+
+/// Both field spellings OpenAI uses: `prompt_/completion_tokens` (chat, completions,
+/// embeddings) and `input_/output_tokens` (Responses API, image models).
+#[derive(Deserialize, Default)]
+struct RawUsage {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    prompt_tokens_details: Option<Details>,
+    completion_tokens_details: Option<Details>,
+    input_tokens_details: Option<Details>,
+    output_tokens_details: Option<Details>,
+    seconds: Option<f64>,
+}
+
+impl RawUsage {
+    fn normalize(self) -> Usage {
+        let input_details = self.prompt_tokens_details.or(self.input_tokens_details);
+        let output_details = self.completion_tokens_details.or(self.output_tokens_details);
+        Usage {
+            input: self.prompt_tokens.or(self.input_tokens).unwrap_or(0),
+            output: self.completion_tokens.or(self.output_tokens).unwrap_or(0),
+            cached: input_details.and_then(|d| d.cached_tokens).unwrap_or(0),
+            reasoning: output_details.and_then(|d| d.reasoning_tokens).unwrap_or(0),
+            images: 0,
+            seconds: self.seconds.map_or(0, |s| s.max(0.0).ceil() as u64),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct DataItem {
+    url: Option<serde::de::IgnoredAny>,
+    b64_json: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct Body {
+    usage: Option<RawUsage>,
+    data: Option<Vec<DataItem>>,
+}
+
+#[derive(Deserialize, Default)]
+struct Function {
+    arguments: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct ToolCall {
+    function: Option<Function>,
+}
+
+#[derive(Deserialize, Default)]
+struct Delta {
+    content: Option<String>,
+    reasoning_content: Option<String>,
+    tool_calls: Option<Vec<ToolCall>>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    delta: Option<Delta>,
+    text: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ResponseObject {
+    usage: Option<RawUsage>,
+}
+
+/// One streamed event: a chat/completions chunk or a Responses API event.
+#[derive(Deserialize)]
+struct Chunk {
+    choices: Option<Vec<Choice>>,
+    usage: Option<RawUsage>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    delta: Option<serde_json::Value>,
+    response: Option<ResponseObject>,
+}
+
+fn text_len(s: &Option<String>) -> u64 {
+    s.as_ref().map_or(0, |s| s.chars().count() as u64)
+}
+
+/// Usage adapter for OpenAI and OpenAI-compatible providers.
+#[derive(Debug, Default)]
+pub struct OpenAi {
+    reported: Option<Usage>,
+    chars: u64,
+}
+
+impl UsageAdapter for OpenAi {
+    fn from_body(&self, body: &[u8]) -> Option<Usage> {
+        let body: Body = serde_json::from_slice(body).ok()?;
+        let images = body.data.as_ref().map_or(0, |items| {
+            let is_image = |i: &&DataItem| i.url.is_some() || i.b64_json.is_some();
+            items.iter().filter(is_image).count() as u64
+        });
+        match (body.usage, images) {
+            (None, 0) => None,
+            (usage, images) => Some(Usage {
+                images,
+                ..usage.map(RawUsage::normalize).unwrap_or_default()
+            }),
+        }
+    }
+
+    fn on_event(&mut self, data: &str) -> EventKind {
+        let Ok(chunk) = serde_json::from_str::<Chunk>(data) else {
+            return EventKind::Other; // `[DONE]` and anything we do not understand
+        };
+        for choice in chunk.choices.iter().flatten() {
+            self.chars += text_len(&choice.text);
+            if let Some(d) = &choice.delta {
+                self.chars += text_len(&d.content) + text_len(&d.reasoning_content);
+                for call in d.tool_calls.iter().flatten() {
+                    self.chars += call.function.as_ref().map_or(0, |f| text_len(&f.arguments));
+                }
+            }
+        }
+        if let Some(serde_json::Value::String(delta)) = &chunk.delta {
+            self.chars += delta.chars().count() as u64;
+        }
+        if chunk.kind.as_deref() == Some("response.completed") {
+            if let Some(usage) = chunk.response.and_then(|r| r.usage) {
+                self.reported = Some(usage.normalize());
+            }
+            return EventKind::Other;
+        }
+        match chunk.usage {
+            Some(usage) => {
+                self.reported = Some(usage.normalize());
+                let no_choices = chunk.choices.as_ref().is_none_or(|c| c.is_empty());
+                if no_choices {
+                    EventKind::UsageOnly
+                } else {
+                    EventKind::Other
+                }
+            }
+            None => EventKind::Other,
+        }
+    }
+
+    fn reported(&self) -> Option<Usage> {
+        self.reported
+    }
+
+    fn delivered_chars(&self) -> u64 {
+        self.chars
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::usage::{settle_stream, Metered};
+
+    // Recorded from the chat completions API (ids shortened).
+    const CHAT: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1732000000,"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":"Hi!","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":1117,"completion_tokens":46,"total_tokens":1163,"prompt_tokens_details":{"cached_tokens":1024,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},"system_fingerprint":"fp_1"}"#;
+    const REASONING: &str = r#"{"id":"chatcmpl-2","object":"chat.completion","model":"o3-mini","choices":[],"usage":{"prompt_tokens":75,"completion_tokens":1186,"total_tokens":1261,"prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":1024}}}"#;
+    const EMBEDDINGS: &str = r#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.0023,-0.0093]}],"model":"text-embedding-3-small","usage":{"prompt_tokens":8,"total_tokens":8}}"#;
+    const IMAGES: &str = r#"{"created":1713833628,"data":[{"b64_json":"AAAA"},{"b64_json":"BBBB"}],"usage":{"total_tokens":100,"input_tokens":50,"output_tokens":50,"input_tokens_details":{"text_tokens":10,"image_tokens":40}}}"#;
+    const RESPONSES: &str = r#"{"id":"resp_1","object":"response","status":"completed","usage":{"input_tokens":36,"input_tokens_details":{"cached_tokens":0},"output_tokens":87,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":123}}"#;
+
+    #[test]
+    fn reads_non_streamed_bodies() {
+        let a = OpenAi::default();
+        let chat = a.from_body(CHAT.as_bytes()).unwrap();
+        assert_eq!((chat.input, chat.output, chat.cached), (1117, 46, 1024));
+        let r = a.from_body(REASONING.as_bytes()).unwrap();
+        assert_eq!((r.output, r.reasoning), (1186, 1024));
+        let e = a.from_body(EMBEDDINGS.as_bytes()).unwrap();
+        assert_eq!((e.input, e.output, e.images), (8, 0, 0));
+        let i = a.from_body(IMAGES.as_bytes()).unwrap();
+        assert_eq!((i.input, i.output, i.images), (50, 50, 2));
+        let resp = a.from_body(RESPONSES.as_bytes()).unwrap();
+        assert_eq!((resp.input, resp.output), (36, 87));
+        assert_eq!(a.from_body(br#"{"object":"list","data":[]}"#), None);
+        assert_eq!(a.from_body(b"not json"), None);
+    }
+
+    // Recorded stream with `stream_options.include_usage`: every chunk carries
+    // `"usage":null` and the last one carries usage with empty choices.
+    const STREAM: [&str; 5] = [
+        r#"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}],"usage":null}"#,
+        r#"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"Hello"},"finish_reason":null}],"usage":null}"#,
+        r#"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}"#,
+        r#"{"id":"c","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11,"prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}}}"#,
+        "[DONE]",
+    ];
+
+    #[test]
+    fn stream_with_usage_is_exact_and_usage_chunk_is_recognised() {
+        let mut a = OpenAi::default();
+        let kinds: Vec<EventKind> = STREAM.iter().map(|d| a.on_event(d)).collect();
+        assert_eq!(kinds[3], EventKind::UsageOnly);
+        assert_eq!(kinds.iter().filter(|k| **k == EventKind::UsageOnly).count(), 1);
+        let m = settle_stream(&a, 100);
+        assert_eq!(m.usage.tokens(), 11);
+        assert!(!m.estimated);
+    }
+
+    #[test]
+    fn stream_without_usage_is_estimated_from_delivered_text() {
+        let mut a = OpenAi::default();
+        for d in &STREAM[..3] {
+            a.on_event(d);
+        }
+        // "Hello" is 5 chars -> ceil(5/4) = 2 output tokens; input from the admission estimate.
+        let m = settle_stream(&a, 40);
+        assert_eq!(
+            m,
+            Metered {
+                usage: Usage { input: 40, output: 2, ..Usage::default() },
+                estimated: true
+            }
+        );
+    }
+
+    #[test]
+    fn aborted_stream_counts_tool_call_arguments_and_completions_text() {
+        let mut a = OpenAi::default();
+        a.on_event(r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\":"}}]}}]}"#);
+        a.on_event(r#"{"choices":[{"text":"abcd","index":0}]}"#);
+        // 8 + 4 = 12 chars -> 3 tokens
+        assert_eq!(settle_stream(&a, 0).usage.output, 3);
+    }
+
+    #[test]
+    fn responses_api_stream_reads_completed_event() {
+        let mut a = OpenAi::default();
+        a.on_event(r#"{"type":"response.output_text.delta","delta":"Hi there"}"#);
+        assert_eq!(a.delivered_chars(), 8);
+        let done = format!(r#"{{"type":"response.completed","response":{RESPONSES}}}"#);
+        assert_eq!(a.on_event(&done), EventKind::Other);
+        assert_eq!(a.reported().unwrap().output, 87);
+    }
+}
