@@ -138,7 +138,10 @@ impl Catalog {
             ];
             for (field, value) in prices {
                 if value.is_some_and(|v| v.is_sign_negative() && !v.is_zero()) {
-                    return Err(problem(format!("{base}.{field}"), "price must not be negative"));
+                    return Err(problem(
+                        format!("{base}.{field}"),
+                        "price must not be negative",
+                    ));
                 }
             }
         }
@@ -149,7 +152,10 @@ impl Catalog {
                 ("tokens_per_minute", plan.tokens_per_minute),
                 ("requests_per_period", plan.requests_per_period),
                 ("max_concurrent", plan.max_concurrent),
-                ("default_max_output_tokens", Some(plan.default_max_output_tokens)),
+                (
+                    "default_max_output_tokens",
+                    Some(plan.default_max_output_tokens),
+                ),
             ];
             for (field, value) in limits {
                 if value == Some(0) {
@@ -160,9 +166,15 @@ impl Catalog {
                 }
             }
             if plan.included_tokens.is_some_and(|v| v > MAX_COUNTER) {
-                return Err(problem(format!("{base}.included_tokens"), "must be below 2^53"));
+                return Err(problem(
+                    format!("{base}.included_tokens"),
+                    "must be below 2^53",
+                ));
             }
-            if plan.spend_cap.is_some_and(|v| v.is_sign_negative() && !v.is_zero()) {
+            if plan
+                .spend_cap
+                .is_some_and(|v| v.is_sign_negative() && !v.is_zero())
+            {
                 return Err(problem(format!("{base}.spend_cap"), "must not be negative"));
             }
         }
@@ -235,14 +247,18 @@ mod tests {
     fn bad_number_is_rejected_with_its_path() {
         let err = with(|v| v["plans"]["starter"]["tokens_per_minute"] = (-3).into()).unwrap_err();
         assert_eq!(err.path, "$.plans.starter.tokens_per_minute");
-        let err = with(|v| v["models"]["gpt-4o-mini"]["input_per_mtok"] = "abc".into()).unwrap_err();
+        let err =
+            with(|v| v["models"]["gpt-4o-mini"]["input_per_mtok"] = "abc".into()).unwrap_err();
         assert_eq!(err.path, "$.models.gpt-4o-mini.input_per_mtok");
     }
 
     #[test]
     fn semantic_problems_are_rejected() {
         let neg = with(|v| v["models"]["gpt-4o-mini"]["output_per_mtok"] = "-1".into());
-        assert_eq!(neg.unwrap_err().path, "$.models.gpt-4o-mini.output_per_mtok");
+        assert_eq!(
+            neg.unwrap_err().path,
+            "$.models.gpt-4o-mini.output_per_mtok"
+        );
         let zero = with(|v| v["plans"]["starter"]["max_concurrent"] = 0.into());
         assert_eq!(zero.unwrap_err().path, "$.plans.starter.max_concurrent");
         let cur = with(|v| v["currency"] = "XYZ".into());
@@ -281,6 +297,9 @@ mod tests {
             ..Usage::default()
         };
         // 1e12*0.15/1e6 + 3*0.60/1e6 = 150000 + 0.0000018
-        assert_eq!(price.cost(&usage), Decimal::from_str("150000.0000018").unwrap());
+        assert_eq!(
+            price.cost(&usage),
+            Decimal::from_str("150000.0000018").unwrap()
+        );
     }
 }

@@ -81,7 +81,8 @@ pub struct AdmitAsk {
     pub meter: String,
     pub model: String,
     pub input_estimate: u64,
-    pub output_reserve: u64,
+    /// The request's own output cap; the plan's default is reserved when it has none.
+    pub output_cap: Option<u64>,
 }
 
 /// One customer's counter for the current period.
@@ -97,7 +98,9 @@ pub struct CounterState {
 
 /// Cost of usage under the catalog; unpriced meters (plain requests) cost nothing.
 pub fn cost_of(catalog: &Catalog, model: &str, usage: &Usage) -> Decimal {
-    catalog.price(model).map_or(Decimal::ZERO, |p| p.cost(usage))
+    catalog
+        .price(model)
+        .map_or(Decimal::ZERO, |p| p.cost(usage))
 }
 
 impl CounterState {
@@ -115,7 +118,11 @@ impl CounterState {
     pub fn roll(&mut self, now_ms: i64) -> bool {
         let minute = now_ms.div_euclid(MINUTE_MS);
         if self.window.index != minute {
-            self.window = Window { index: minute, requests: 0, tokens: 0 };
+            self.window = Window {
+                index: minute,
+                requests: 0,
+                tokens: 0,
+            };
         }
         if now_ms < self.period.end_ms && now_ms >= self.period.start_ms {
             return false;
@@ -157,14 +164,20 @@ impl CounterState {
         self.roll(now_ms);
         let reserve = Usage {
             input: ask.input_estimate,
-            output: ask.output_reserve,
+            output: ask.output_cap.unwrap_or(plan.default_max_output_tokens),
             ..Usage::default()
         };
         let want = Ask {
             tokens: reserve.tokens(),
             cost: cost_of(catalog, &ask.model, &reserve),
         };
-        quota::admit(plan, &self.totals(catalog), &want, now_ms, self.period.end_ms)?;
+        quota::admit(
+            plan,
+            &self.totals(catalog),
+            &want,
+            now_ms,
+            self.period.end_ms,
+        )?;
         let r = Reservation {
             id: self.next_id,
             created_ms: now_ms,
@@ -194,7 +207,8 @@ impl CounterState {
         let r = self.reservations.remove(&id)?;
         self.roll(now_ms);
         if r.minute == self.window.index {
-            self.window.tokens = self.window.tokens - r.tokens.min(self.window.tokens) + usage.tokens();
+            self.window.tokens =
+                self.window.tokens - r.tokens.min(self.window.tokens) + usage.tokens();
         }
         let key = (r.meter, r.model);
         let tally = self.tallies.entry(key.clone()).or_default();
@@ -235,20 +249,36 @@ mod tests {
             meter: "chat.completions".into(),
             model: "gpt-4o-mini".into(),
             input_estimate: input,
-            output_reserve: output,
+            output_cap: Some(output),
         }
     }
 
     #[test]
     fn concurrent_admissions_never_jointly_pass_a_hard_limit() {
         let c = catalog();
-        let plan = Plan { requests_per_period: Some(50), ..Plan::default() };
+        let plan = Plan {
+            requests_per_period: Some(50),
+            ..Plan::default()
+        };
         let mut s = CounterState::new(1, NOW);
         // 200 requests arrive before any settles: exactly 50 are admitted.
-        let admitted: Vec<_> = (0..200).filter_map(|i| s.admit(&c, &plan, &ask(10, 10), NOW + i).ok()).collect();
+        let admitted: Vec<_> = (0..200)
+            .filter_map(|i| s.admit(&c, &plan, &ask(10, 10), NOW + i).ok())
+            .collect();
         assert_eq!(admitted.len(), 50);
         for r in &admitted {
-            assert!(s.settle(r.id, &Usage { input: 10, output: 5, ..Usage::default() }, false, NOW + 500).is_some());
+            assert!(s
+                .settle(
+                    r.id,
+                    &Usage {
+                        input: 10,
+                        output: 5,
+                        ..Usage::default()
+                    },
+                    false,
+                    NOW + 500
+                )
+                .is_some());
         }
         assert!(s.admit(&c, &plan, &ask(10, 10), NOW + 600).is_err());
         let t = s.tallies[&("chat.completions".into(), "gpt-4o-mini".into())];
@@ -259,12 +289,19 @@ mod tests {
     #[test]
     fn settlement_replaces_the_estimate_and_is_idempotent() {
         let c = catalog();
-        let plan = Plan { tokens_per_minute: Some(1000), ..Plan::default() };
+        let plan = Plan {
+            tokens_per_minute: Some(1000),
+            ..Plan::default()
+        };
         let mut s = CounterState::new(1, NOW);
         let r = s.admit(&c, &plan, &ask(100, 900), NOW).unwrap();
         // 1000 reserved: the minute is full until settlement.
         assert!(s.admit(&c, &plan, &ask(1, 0), NOW + 1).is_err());
-        let actual = Usage { input: 100, output: 50, ..Usage::default() };
+        let actual = Usage {
+            input: 100,
+            output: 50,
+            ..Usage::default()
+        };
         assert!(s.settle(r.id, &actual, false, NOW + 2).is_some());
         assert_eq!(s.settle(r.id, &actual, false, NOW + 3), None);
         // 150 used, so 850 are left this minute.
@@ -280,7 +317,16 @@ mod tests {
         let r = s.admit(&c, &plan, &ask(1_000_000, 1_000_000), NOW).unwrap();
         // gpt-4o-mini: 1M input * 0.15 + 1M output * 0.60 = 0.75 reserved
         assert_eq!(r.cost.to_string(), "0.75");
-        s.settle(r.id, &Usage { input: 1_000_000, cached: 1_000_000, ..Usage::default() }, false, NOW);
+        s.settle(
+            r.id,
+            &Usage {
+                input: 1_000_000,
+                cached: 1_000_000,
+                ..Usage::default()
+            },
+            false,
+            NOW,
+        );
         // all input cached: 1M * 0.075 = 0.075
         assert_eq!(s.totals(&c).period_spend.normalize().to_string(), "0.075");
     }
@@ -288,7 +334,11 @@ mod tests {
     #[test]
     fn release_returns_capacity_and_meters_nothing() {
         let c = catalog();
-        let plan = Plan { max_concurrent: Some(1), requests_per_minute: Some(1), ..Plan::default() };
+        let plan = Plan {
+            max_concurrent: Some(1),
+            requests_per_minute: Some(1),
+            ..Plan::default()
+        };
         let mut s = CounterState::new(1, NOW);
         let r = s.admit(&c, &plan, &ask(5, 5), NOW).unwrap();
         assert!(s.admit(&c, &plan, &ask(5, 5), NOW).is_err());
@@ -300,7 +350,10 @@ mod tests {
     #[test]
     fn period_rolls_over_to_zero_exactly_at_its_end() {
         let c = catalog();
-        let plan = Plan { requests_per_period: Some(1), ..Plan::default() };
+        let plan = Plan {
+            requests_per_period: Some(1),
+            ..Plan::default()
+        };
         let mut s = CounterState::new(1, NOW - 1); // last millisecond of November
         let r = s.admit(&c, &plan, &ask(1, 1), NOW - 1).unwrap();
         s.settle(r.id, &Usage::default(), false, NOW - 1);
@@ -312,7 +365,10 @@ mod tests {
     #[test]
     fn minute_window_resets_on_the_minute() {
         let c = catalog();
-        let plan = Plan { requests_per_minute: Some(1), ..Plan::default() };
+        let plan = Plan {
+            requests_per_minute: Some(1),
+            ..Plan::default()
+        };
         let mut s = CounterState::new(1, NOW);
         let r = s.admit(&c, &plan, &ask(1, 1), NOW + 59_999).unwrap();
         s.settle(r.id, &Usage::default(), false, NOW + 59_999);

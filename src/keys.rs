@@ -53,7 +53,12 @@ pub fn parse(key: &str) -> Option<ParsedKey<'_>> {
 
 /// Hex SHA-256 of a key: what is stored and compared.
 pub fn hash(key: &str) -> String {
-    hex(&Sha256::digest(key.as_bytes()))
+    digest(key.as_bytes())
+}
+
+/// Hex SHA-256 of any bytes (request bodies for idempotency checks).
+pub fn digest(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
 }
 
 /// Constant-time comparison of two hashes.
@@ -89,7 +94,13 @@ mod tests {
     fn generated_keys_parse_back() {
         let key = generate(Mode::Live, "acme-1", [0xab; 16]);
         assert_eq!(key, format!("em_live_acme-1_{}", "ab".repeat(16)));
-        assert_eq!(parse(&key), Some(ParsedKey { mode: Mode::Live, customer: "acme-1" }));
+        assert_eq!(
+            parse(&key),
+            Some(ParsedKey {
+                mode: Mode::Live,
+                customer: "acme-1"
+            })
+        );
         let test = generate(Mode::Test, "demo", [7; 16]);
         assert_eq!(parse(&test).unwrap().mode, Mode::Test);
     }

@@ -10,6 +10,7 @@ pub mod keys;
 pub mod period;
 pub mod protocol;
 pub mod quota;
+pub mod report;
 pub mod request;
 pub mod sandbox;
 pub mod sse;

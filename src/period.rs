@@ -37,7 +37,15 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let mp = (5 * doy + 2) / 153;
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
 }
 
 fn days_in_month(y: i64, m: u32) -> u32 {
@@ -82,7 +90,12 @@ pub fn day_of_month(now_ms: i64) -> u32 {
 pub fn iso8601(ms: i64) -> String {
     let (y, m, d) = civil_from_days(ms.div_euclid(DAY_MS));
     let s = ms.div_euclid(1000).rem_euclid(86_400);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", s / 3600, s / 60 % 60, s % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
 }
 
 #[cfg(test)]
@@ -101,30 +114,63 @@ mod tests {
             let (y, m, d) = civil_from_days(z);
             assert_eq!(days_from_civil(y, m, d), z);
         }
-        assert_eq!(iso8601(ms(2026, 11, 25) + 3_723_000), "2026-11-25T01:02:03Z");
+        assert_eq!(
+            iso8601(ms(2026, 11, 25) + 3_723_000),
+            "2026-11-25T01:02:03Z"
+        );
     }
 
     #[test]
     fn calendar_month_rolls_over_exactly_at_midnight() {
         let p = period_at(ms(2026, 12, 1) - 1, 1);
-        assert_eq!(p, Period { start_ms: ms(2026, 11, 1), end_ms: ms(2026, 12, 1) });
+        assert_eq!(
+            p,
+            Period {
+                start_ms: ms(2026, 11, 1),
+                end_ms: ms(2026, 12, 1)
+            }
+        );
         let next = period_at(ms(2026, 12, 1), 1);
-        assert_eq!(next, Period { start_ms: ms(2026, 12, 1), end_ms: ms(2027, 1, 1) });
+        assert_eq!(
+            next,
+            Period {
+                start_ms: ms(2026, 12, 1),
+                end_ms: ms(2027, 1, 1)
+            }
+        );
     }
 
     #[test]
     fn anchor_past_month_end_clamps_to_last_day() {
         // Anchored on the 31st: Feb 2028 (leap) has 29 days, so that period starts Feb 29.
         let p = period_at(ms(2028, 3, 10), 31);
-        assert_eq!(p, Period { start_ms: ms(2028, 2, 29), end_ms: ms(2028, 3, 31) });
+        assert_eq!(
+            p,
+            Period {
+                start_ms: ms(2028, 2, 29),
+                end_ms: ms(2028, 3, 31)
+            }
+        );
         let p = period_at(ms(2026, 4, 30), 31);
-        assert_eq!(p, Period { start_ms: ms(2026, 4, 30), end_ms: ms(2026, 5, 31) });
+        assert_eq!(
+            p,
+            Period {
+                start_ms: ms(2026, 4, 30),
+                end_ms: ms(2026, 5, 31)
+            }
+        );
     }
 
     #[test]
     fn anchored_period_before_anchor_day_belongs_to_previous_month() {
         let p = period_at(ms(2027, 1, 14), 15);
-        assert_eq!(p, Period { start_ms: ms(2026, 12, 15), end_ms: ms(2027, 1, 15) });
+        assert_eq!(
+            p,
+            Period {
+                start_ms: ms(2026, 12, 15),
+                end_ms: ms(2027, 1, 15)
+            }
+        );
         assert_eq!(day_of_month(ms(2027, 1, 14) + 5), 14);
     }
 }

@@ -30,6 +30,8 @@ pub enum AdmitResponse {
     Admitted {
         reservation: u64,
         plan: String,
+        /// Cost of the reserved estimate, an upper bound for a streamed request.
+        reserved_cost: String,
         headers: Vec<(String, String)>,
     },
     Replayed {
@@ -98,4 +100,42 @@ impl MeterUsage {
     pub fn key(&self) -> MeterKey {
         (self.meter.clone(), self.model.clone())
     }
+}
+
+/// A customer as the counter stores it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Customer {
+    pub id: String,
+    pub plan: String,
+    /// Day of the month billing periods start on (1 = calendar months).
+    pub anchor_day: u32,
+    pub created_ms: i64,
+}
+
+/// Admin request to create a customer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCustomer {
+    pub id: String,
+    pub plan: String,
+    #[serde(default)]
+    pub anchor_day: Option<u32>,
+}
+
+/// Admin request to issue a key.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssueKey {
+    /// `test` (sandbox) or `live` (upstream); default `live`.
+    #[serde(default)]
+    pub mode: Option<String>,
+}
+
+/// A stored key, as listed; the key itself is shown only once, when issued.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyInfo {
+    pub id: String,
+    pub mode: String,
+    pub created_ms: i64,
+    pub revoked_ms: Option<i64>,
 }

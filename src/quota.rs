@@ -49,7 +49,10 @@ pub fn admit(
     let period_reset = period_end_ms - now_ms;
     let resets = |ms: i64| format!("resets in {}s, at {}", secs_ceil(ms), iso8601(now_ms + ms));
     let rate = |what: &str, limit: u64, used: u64, ms: i64| {
-        let msg = format!("Rate limit reached for {what}: limit {limit}, used {used}; {}.", resets(ms));
+        let msg = format!(
+            "Rate limit reached for {what}: limit {limit}, used {used}; {}.",
+            resets(ms)
+        );
         ApiError::quota("rate_limit_exceeded", msg, secs_ceil(ms))
     };
     let budget = |what: &str, limit: String, used: String| {
@@ -71,14 +74,22 @@ pub fn admit(
     }
     if let Some(limit) = plan.requests_per_minute {
         if t.minute_requests + 1 > limit {
-            return Err(rate("requests per minute", limit, t.minute_requests, minute_reset));
+            return Err(rate(
+                "requests per minute",
+                limit,
+                t.minute_requests,
+                minute_reset,
+            ));
         }
     }
     if let Some(limit) = plan.tokens_per_minute {
         if t.minute_tokens + ask.tokens > limit {
             let used = t.minute_tokens;
             let mut e = rate("tokens per minute", limit, used, minute_reset);
-            e.message = format!("{} This request needs up to {} tokens.", e.message, ask.tokens);
+            e.message = format!(
+                "{} This request needs up to {} tokens.",
+                e.message, ask.tokens
+            );
             return Err(e);
         }
     }
@@ -92,7 +103,10 @@ pub fn admit(
         if t.period_tokens + ask.tokens > limit {
             let used = t.period_tokens.to_string();
             let mut e = budget("included tokens", limit.to_string(), used);
-            e.message = format!("{} This request needs up to {} tokens.", e.message, ask.tokens);
+            e.message = format!(
+                "{} This request needs up to {} tokens.",
+                e.message, ask.tokens
+            );
             return Err(e);
         }
     }
@@ -159,7 +173,10 @@ mod tests {
     const END: i64 = NOW + 3_600_000;
 
     fn ask(tokens: u64, cost: &str) -> Ask {
-        Ask { tokens, cost: Decimal::from_str(cost).unwrap() }
+        Ask {
+            tokens,
+            cost: Decimal::from_str(cost).unwrap(),
+        }
     }
 
     fn check(t: Totals, a: Ask) -> Result<(), ApiError> {
@@ -176,33 +193,121 @@ mod tests {
             assert!(e.retry_after_s.unwrap() >= 1);
         };
         let base = Totals::default;
-        ok(Totals { in_flight: 1, ..base() }, ask(1, "0"));
-        no(Totals { in_flight: 2, ..base() }, ask(1, "0"), "rate_limit_exceeded", "concurrent");
-        ok(Totals { minute_requests: 9, ..base() }, ask(1, "0"));
-        no(Totals { minute_requests: 10, ..base() }, ask(1, "0"), "rate_limit_exceeded", "requests per minute");
+        ok(
+            Totals {
+                in_flight: 1,
+                ..base()
+            },
+            ask(1, "0"),
+        );
+        no(
+            Totals {
+                in_flight: 2,
+                ..base()
+            },
+            ask(1, "0"),
+            "rate_limit_exceeded",
+            "concurrent",
+        );
+        ok(
+            Totals {
+                minute_requests: 9,
+                ..base()
+            },
+            ask(1, "0"),
+        );
+        no(
+            Totals {
+                minute_requests: 10,
+                ..base()
+            },
+            ask(1, "0"),
+            "rate_limit_exceeded",
+            "requests per minute",
+        );
         // 900 used + 100 asked = 1000 = limit: admitted; 901 + 100 = 1001: rejected
-        ok(Totals { minute_tokens: 900, ..base() }, ask(100, "0"));
-        no(Totals { minute_tokens: 901, ..base() }, ask(100, "0"), "rate_limit_exceeded", "tokens per minute");
-        ok(Totals { period_requests: 99, ..base() }, ask(1, "0"));
-        no(Totals { period_requests: 100, ..base() }, ask(1, "0"), "insufficient_quota", "requests per period");
-        ok(Totals { period_tokens: 4900, ..base() }, ask(100, "0"));
-        no(Totals { period_tokens: 4901, ..base() }, ask(100, "0"), "insufficient_quota", "included tokens");
+        ok(
+            Totals {
+                minute_tokens: 900,
+                ..base()
+            },
+            ask(100, "0"),
+        );
+        no(
+            Totals {
+                minute_tokens: 901,
+                ..base()
+            },
+            ask(100, "0"),
+            "rate_limit_exceeded",
+            "tokens per minute",
+        );
+        ok(
+            Totals {
+                period_requests: 99,
+                ..base()
+            },
+            ask(1, "0"),
+        );
+        no(
+            Totals {
+                period_requests: 100,
+                ..base()
+            },
+            ask(1, "0"),
+            "insufficient_quota",
+            "requests per period",
+        );
+        ok(
+            Totals {
+                period_tokens: 4900,
+                ..base()
+            },
+            ask(100, "0"),
+        );
+        no(
+            Totals {
+                period_tokens: 4901,
+                ..base()
+            },
+            ask(100, "0"),
+            "insufficient_quota",
+            "included tokens",
+        );
         // 0.99 spent + 0.01 asked = 1.00 = cap: admitted; 0.990001 + 0.01 > 1.00: rejected
-        ok(Totals { period_spend: Decimal::from_str("0.99").unwrap(), ..base() }, ask(1, "0.01"));
-        let over = Totals { period_spend: Decimal::from_str("0.990001").unwrap(), ..base() };
+        ok(
+            Totals {
+                period_spend: Decimal::from_str("0.99").unwrap(),
+                ..base()
+            },
+            ask(1, "0.01"),
+        );
+        let over = Totals {
+            period_spend: Decimal::from_str("0.990001").unwrap(),
+            ..base()
+        };
         no(over, ask(1, "0.01"), "insufficient_quota", "spend cap");
     }
 
     #[test]
     fn soft_token_cap_admits_overage() {
-        let soft = Plan { token_cap: Cap::Soft, ..plan() };
-        let t = Totals { period_tokens: 10_000, ..Totals::default() };
+        let soft = Plan {
+            token_cap: Cap::Soft,
+            ..plan()
+        };
+        let t = Totals {
+            period_tokens: 10_000,
+            ..Totals::default()
+        };
         assert_eq!(admit(&soft, &t, &ask(100, "0"), NOW, END), Ok(()));
     }
 
     #[test]
     fn minute_rejection_names_the_reset() {
-        let t = Totals { minute_requests: 10, ..Totals::default() };
+        let t = Totals {
+            minute_requests: 10,
+            ..Totals::default()
+        };
         let e = check(t, ask(1, "0")).unwrap_err();
         // 48 s into the minute -> 12 s left
         assert_eq!(e.retry_after_s, Some(12));
@@ -211,15 +316,26 @@ mod tests {
 
     #[test]
     fn unlimited_plan_admits_anything() {
-        let open = Plan { default_max_output_tokens: 1, ..Plan::default() };
-        let t = Totals { in_flight: 1 << 40, minute_tokens: 1 << 50, ..Totals::default() };
+        let open = Plan {
+            default_max_output_tokens: 1,
+            ..Plan::default()
+        };
+        let t = Totals {
+            in_flight: 1 << 40,
+            minute_tokens: 1 << 50,
+            ..Totals::default()
+        };
         assert_eq!(admit(&open, &t, &ask(1 << 40, "1e9"), NOW, END), Ok(()));
         assert!(rate_headers(&open, &t, NOW).is_empty());
     }
 
     #[test]
     fn headers_show_remaining_after_this_request() {
-        let t = Totals { minute_requests: 4, minute_tokens: 250, ..Totals::default() };
+        let t = Totals {
+            minute_requests: 4,
+            minute_tokens: 250,
+            ..Totals::default()
+        };
         let h = rate_headers(&plan(), &t, NOW);
         let get = |k: &str| h.iter().find(|(n, _)| *n == k).unwrap().1.clone();
         assert_eq!(get("x-ratelimit-remaining-requests"), "6");

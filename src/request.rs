@@ -3,7 +3,7 @@
 //! `stream_options.include_usage` switched on so a stream always reports its usage).
 
 use crate::error::ApiError;
-use crate::usage::estimate_tokens;
+use crate::usage::{estimate_tokens, Anthropic, OpenAi, UsageAdapter};
 use serde_json::{Map, Value};
 
 /// Fixed per-request token overhead added to input estimates (role markers, framing).
@@ -45,6 +45,14 @@ impl Meter {
         }
     }
 
+    /// The usage reader for this API family's responses.
+    pub fn adapter(self) -> Box<dyn UsageAdapter> {
+        match self {
+            Meter::Messages => Box::new(Anthropic::default()),
+            _ => Box::new(OpenAi::default()),
+        }
+    }
+
     /// Whether usage is counted in tokens (and so needs a priced model).
     pub fn by_tokens(self) -> bool {
         self != Meter::Request
@@ -82,8 +90,19 @@ fn prompt_chars(v: &Value) -> u64 {
 }
 
 fn input_estimate(body: &Map<String, Value>) -> u64 {
-    let fields = ["messages", "prompt", "input", "system", "tools", "instructions"];
-    let chars: u64 = fields.iter().filter_map(|f| body.get(*f)).map(prompt_chars).sum();
+    let fields = [
+        "messages",
+        "prompt",
+        "input",
+        "system",
+        "tools",
+        "instructions",
+    ];
+    let chars: u64 = fields
+        .iter()
+        .filter_map(|f| body.get(*f))
+        .map(prompt_chars)
+        .sum();
     estimate_tokens(chars) + INPUT_OVERHEAD_TOKENS
 }
 
@@ -190,7 +209,8 @@ mod tests {
 
     #[test]
     fn client_that_asked_for_usage_is_forwarded_unchanged() {
-        let body = br#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#;
+        let body =
+            br#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#;
         let p = prepare("/v1/chat/completions", body).unwrap();
         assert!(p.client_wants_usage);
         assert_eq!(p.upstream_body, None);
@@ -200,7 +220,10 @@ mod tests {
 
     #[test]
     fn output_cap_comes_from_any_spelling() {
-        let p = prepare("/v1/chat/completions", br#"{"model":"m","max_completion_tokens":77}"#);
+        let p = prepare(
+            "/v1/chat/completions",
+            br#"{"model":"m","max_completion_tokens":77}"#,
+        );
         assert_eq!(p.unwrap().output_cap, Some(77));
         let p = prepare("/v1/messages", br#"{"model":"m","max_tokens":5}"#).unwrap();
         assert_eq!((p.meter, p.output_cap), (Meter::Messages, Some(5)));
@@ -216,13 +239,19 @@ mod tests {
         assert_eq!(e.status, 400);
         let e = prepare("/v1/embeddings", br#"{"input":"x"}"#).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("model"));
-        let e = prepare("/v1/chat/completions", br#"{"model":"m","stream":true,"stream_options":3}"#);
+        let e = prepare(
+            "/v1/chat/completions",
+            br#"{"model":"m","stream":true,"stream_options":3}"#,
+        );
         assert_eq!(e.unwrap_err().param.as_deref(), Some("stream_options"));
     }
 
     #[test]
     fn inline_images_do_not_inflate_the_estimate_and_token_arrays_count() {
-        let big = format!(r#"{{"model":"m","messages":[{{"role":"user","content":[{{"type":"image_url","image_url":{{"url":"data:image/png;base64,{}"}}}}]}}]}}"#, "A".repeat(100_000));
+        let big = format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":[{{"type":"image_url","image_url":{{"url":"data:image/png;base64,{}"}}}}]}}]}}"#,
+            "A".repeat(100_000)
+        );
         let p = prepare("/v1/chat/completions", big.as_bytes()).unwrap();
         // "user" + "image_url" = 13 chars -> 4 tokens + 8
         assert_eq!(p.input_estimate, 12);
@@ -234,6 +263,9 @@ mod tests {
     #[test]
     fn other_paths_are_plain_requests() {
         let p = prepare("/v1/models", b"").unwrap();
-        assert_eq!((p.meter, p.meter.by_tokens(), p.model.as_str()), (Meter::Request, false, ""));
+        assert_eq!(
+            (p.meter, p.meter.by_tokens(), p.model.as_str()),
+            (Meter::Request, false, "")
+        );
     }
 }

@@ -9,8 +9,18 @@ use serde_json::{json, Value};
 
 /// Words the sandbox answers with, one token each.
 const WORDS: [&str; 12] = [
-    "This", " is", " a", " sandbox", " reply", " from", " edgemeter,", " metered", " exactly",
-    " like", " a", " real one.",
+    "This",
+    " is",
+    " a",
+    " sandbox",
+    " reply",
+    " from",
+    " edgemeter,",
+    " metered",
+    " exactly",
+    " like",
+    " a",
+    " real one.",
 ];
 
 /// Output tokens when the request sets no cap.
@@ -25,7 +35,9 @@ pub struct Reply {
 }
 
 fn reply_text(tokens: u64) -> Vec<&'static str> {
-    (0..tokens as usize).map(|i| WORDS[i % WORDS.len()]).collect()
+    (0..tokens as usize)
+        .map(|i| WORDS[i % WORDS.len()])
+        .collect()
 }
 
 fn json_reply(v: Value) -> Reply {
@@ -57,7 +69,10 @@ fn sse(events: impl IntoIterator<Item = (Option<&'static str>, Value)>, done: bo
 /// Answers a prepared request. `body` is what would have been sent upstream;
 /// `models` lists the catalog's models for `/v1/models`.
 pub fn respond(p: &Prepared, body: &Value, models: &[&str], now_s: i64) -> Result<Reply, ApiError> {
-    let out = p.output_cap.unwrap_or(DEFAULT_REPLY_TOKENS).min(DEFAULT_REPLY_TOKENS);
+    let out = p
+        .output_cap
+        .unwrap_or(DEFAULT_REPLY_TOKENS)
+        .min(DEFAULT_REPLY_TOKENS);
     let words = reply_text(out);
     let input = p.input_estimate;
     let usage = json!({"prompt_tokens": input, "completion_tokens": out, "total_tokens": input + out,
@@ -68,7 +83,11 @@ pub fn respond(p: &Prepared, body: &Value, models: &[&str], now_s: i64) -> Resul
     match p.meter {
         Meter::ChatCompletions | Meter::Completions => {
             let chat = p.meter == Meter::ChatCompletions;
-            let object = if chat { "chat.completion" } else { "text_completion" };
+            let object = if chat {
+                "chat.completion"
+            } else {
+                "text_completion"
+            };
             if !p.stream {
                 let text = words.concat();
                 let choice = if chat {
@@ -76,10 +95,16 @@ pub fn respond(p: &Prepared, body: &Value, models: &[&str], now_s: i64) -> Resul
                 } else {
                     json!({"index": 0, "text": text, "finish_reason": "stop"})
                 };
-                return Ok(json_reply(json!({"id": id, "object": object, "created": now_s,
-                    "model": model, "choices": [choice], "usage": usage})));
+                return Ok(json_reply(
+                    json!({"id": id, "object": object, "created": now_s,
+                    "model": model, "choices": [choice], "usage": usage}),
+                ));
             }
-            let object = if chat { "chat.completion.chunk" } else { "text_completion" };
+            let object = if chat {
+                "chat.completion.chunk"
+            } else {
+                "text_completion"
+            };
             let null_usage = |mut v: Value| {
                 if wants_usage {
                     v["usage"] = Value::Null;
@@ -94,11 +119,17 @@ pub fn respond(p: &Prepared, body: &Value, models: &[&str], now_s: i64) -> Resul
                 };
                 json!({"id": id, "object": object, "created": now_s, "model": model, "choices": [choice]})
             };
-            let mut events: Vec<_> = words.iter().map(|w| null_usage(piece(w, Value::Null))).collect();
+            let mut events: Vec<_> = words
+                .iter()
+                .map(|w| null_usage(piece(w, Value::Null)))
+                .collect();
             events.push(null_usage(piece("", json!("stop"))));
             if wants_usage {
-                events.push((None, json!({"id": id, "object": object, "created": now_s,
-                    "model": model, "choices": [], "usage": usage})));
+                events.push((
+                    None,
+                    json!({"id": id, "object": object, "created": now_s,
+                    "model": model, "choices": [], "usage": usage}),
+                ));
             }
             Ok(sse(events, true))
         }
@@ -110,8 +141,10 @@ pub fn respond(p: &Prepared, body: &Value, models: &[&str], now_s: i64) -> Resul
             let data: Vec<Value> = (0..inputs)
                 .map(|i| json!({"object": "embedding", "index": i, "embedding": [0.0125, -0.5, 0.25, i as f64]}))
                 .collect();
-            Ok(json_reply(json!({"object": "list", "data": data, "model": model,
-                "usage": {"prompt_tokens": input, "total_tokens": input}})))
+            Ok(json_reply(
+                json!({"object": "list", "data": data, "model": model,
+                "usage": {"prompt_tokens": input, "total_tokens": input}}),
+            ))
         }
         Meter::Messages => Ok(anthropic(p, &words, &id)),
         Meter::Request if models_path(body) => {
@@ -142,23 +175,40 @@ fn anthropic(p: &Prepared, words: &[&str], id: &str) -> Reply {
     let out = words.len() as u64;
     let model = p.model.as_str();
     if !p.stream {
-        return json_reply(json!({"id": id, "type": "message", "role": "assistant", "model": model,
+        return json_reply(
+            json!({"id": id, "type": "message", "role": "assistant", "model": model,
             "content": [{"type": "text", "text": words.concat()}], "stop_reason": "end_turn",
-            "usage": {"input_tokens": input, "output_tokens": out}}));
+            "usage": {"input_tokens": input, "output_tokens": out}}),
+        );
     }
     let mut events = vec![
-        (Some("message_start"), json!({"type": "message_start", "message": {"id": id, "type": "message",
-            "role": "assistant", "model": model, "content": [], "usage": {"input_tokens": input, "output_tokens": 1}}})),
-        (Some("content_block_start"), json!({"type": "content_block_start", "index": 0,
-            "content_block": {"type": "text", "text": ""}})),
+        (
+            Some("message_start"),
+            json!({"type": "message_start", "message": {"id": id, "type": "message",
+            "role": "assistant", "model": model, "content": [], "usage": {"input_tokens": input, "output_tokens": 1}}}),
+        ),
+        (
+            Some("content_block_start"),
+            json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "text", "text": ""}}),
+        ),
     ];
     for w in words {
-        events.push((Some("content_block_delta"), json!({"type": "content_block_delta", "index": 0,
-            "delta": {"type": "text_delta", "text": w}})));
+        events.push((
+            Some("content_block_delta"),
+            json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "text_delta", "text": w}}),
+        ));
     }
-    events.push((Some("content_block_stop"), json!({"type": "content_block_stop", "index": 0})));
-    events.push((Some("message_delta"), json!({"type": "message_delta",
-        "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": out}})));
+    events.push((
+        Some("content_block_stop"),
+        json!({"type": "content_block_stop", "index": 0}),
+    ));
+    events.push((
+        Some("message_delta"),
+        json!({"type": "message_delta",
+        "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": out}}),
+    ));
     events.push((Some("message_stop"), json!({"type": "message_stop"})));
     sse(events, false)
 }
@@ -167,8 +217,9 @@ fn anthropic(p: &Prepared, words: &[&str], id: &str) -> Reply {
 mod tests {
     use super::*;
     use crate::request::prepare;
+    use crate::request::Meter as M;
     use crate::sse::{event_data, SseScanner};
-    use crate::usage::{adapter_for, settle_stream};
+    use crate::usage::settle_stream;
 
     fn run(path: &str, body: &str) -> (Prepared, Reply) {
         let p = prepare(path, body.as_bytes()).unwrap();
@@ -182,31 +233,47 @@ mod tests {
 
     #[test]
     fn non_streamed_usage_matches_the_request() {
-        let (p, r) = run("/v1/chat/completions", r#"{"model":"gpt-4o-mini","max_tokens":5,"messages":[{"role":"user","content":"Hi"}]}"#);
-        let u = adapter_for("/v1/chat/completions").from_body(&r.chunks.concat()).unwrap();
+        let (p, r) = run(
+            "/v1/chat/completions",
+            r#"{"model":"gpt-4o-mini","max_tokens":5,"messages":[{"role":"user","content":"Hi"}]}"#,
+        );
+        let u = M::ChatCompletions
+            .adapter()
+            .from_body(&r.chunks.concat())
+            .unwrap();
         assert_eq!((u.input, u.output), (p.input_estimate, 5));
     }
 
     #[test]
     fn streams_carry_usage_that_the_adapters_read_back() {
         for path in ["/v1/chat/completions", "/v1/completions", "/v1/messages"] {
-            let (p, r) = run(path, r#"{"model":"gpt-4o-mini","stream":true,"max_tokens":3,"prompt":"abc"}"#);
+            let (p, r) = run(
+                path,
+                r#"{"model":"gpt-4o-mini","stream":true,"max_tokens":3,"prompt":"abc"}"#,
+            );
             assert_eq!(r.content_type, "text/event-stream");
             let mut scanner = SseScanner::default();
-            let mut adapter = adapter_for(path);
+            let mut adapter = M::for_path(path).adapter();
             for event in r.chunks.iter().flat_map(|c| scanner.push(c)) {
                 if let Some(d) = event_data(&event) {
                     adapter.on_event(&d);
                 }
             }
             let m = settle_stream(adapter.as_ref(), 0);
-            assert_eq!((m.usage.input, m.usage.output, m.estimated), (p.input_estimate, 3, false), "{path}");
+            assert_eq!(
+                (m.usage.input, m.usage.output, m.estimated),
+                (p.input_estimate, 3, false),
+                "{path}"
+            );
         }
     }
 
     #[test]
     fn embeddings_and_models_and_unsupported_paths() {
-        let (_, r) = run("/v1/embeddings", r#"{"model":"text-embedding-3-small","input":["a","b"]}"#);
+        let (_, r) = run(
+            "/v1/embeddings",
+            r#"{"model":"text-embedding-3-small","input":["a","b"]}"#,
+        );
         let v: Value = serde_json::from_slice(&r.chunks[0]).unwrap();
         assert_eq!(v["data"].as_array().unwrap().len(), 2);
         let p = prepare("/v1/models", b"").unwrap();

@@ -85,7 +85,10 @@ impl UsageAdapter for Anthropic {
             }
         }
         if let Some(d) = event.delta {
-            for s in [&d.text, &d.partial_json, &d.thinking].into_iter().flatten() {
+            for s in [&d.text, &d.partial_json, &d.thinking]
+                .into_iter()
+                .flatten()
+            {
                 self.chars += s.chars().count() as u64;
             }
         }
@@ -140,7 +143,10 @@ mod tests {
         }
         let m = settle_stream(&a, 999);
         // 25 input; output is the last cumulative value 15, not 10 + 15
-        assert_eq!((m.usage.input, m.usage.output, m.estimated), (25, 15, false));
+        assert_eq!(
+            (m.usage.input, m.usage.output, m.estimated),
+            (25, 15, false)
+        );
     }
 
     #[test]

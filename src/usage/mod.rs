@@ -88,12 +88,3 @@ pub fn settle_stream(adapter: &dyn UsageAdapter, input_estimate: u64) -> Metered
         estimated: true,
     }
 }
-
-/// The adapter for a request path: Anthropic's messages API or the OpenAI shapes.
-pub fn adapter_for(path: &str) -> Box<dyn UsageAdapter> {
-    if path == "/v1/messages" {
-        Box::new(Anthropic::default())
-    } else {
-        Box::new(OpenAi::default())
-    }
-}

@@ -28,7 +28,9 @@ struct RawUsage {
 impl RawUsage {
     fn normalize(self) -> Usage {
         let input_details = self.prompt_tokens_details.or(self.input_tokens_details);
-        let output_details = self.completion_tokens_details.or(self.output_tokens_details);
+        let output_details = self
+            .completion_tokens_details
+            .or(self.output_tokens_details);
         Usage {
             input: self.prompt_tokens.or(self.input_tokens).unwrap_or(0),
             output: self.completion_tokens.or(self.output_tokens).unwrap_or(0),
@@ -207,7 +209,10 @@ mod tests {
         let mut a = OpenAi::default();
         let kinds: Vec<EventKind> = STREAM.iter().map(|d| a.on_event(d)).collect();
         assert_eq!(kinds[3], EventKind::UsageOnly);
-        assert_eq!(kinds.iter().filter(|k| **k == EventKind::UsageOnly).count(), 1);
+        assert_eq!(
+            kinds.iter().filter(|k| **k == EventKind::UsageOnly).count(),
+            1
+        );
         let m = settle_stream(&a, 100);
         assert_eq!(m.usage.tokens(), 11);
         assert!(!m.estimated);
@@ -224,7 +229,11 @@ mod tests {
         assert_eq!(
             m,
             Metered {
-                usage: Usage { input: 40, output: 2, ..Usage::default() },
+                usage: Usage {
+                    input: 40,
+                    output: 2,
+                    ..Usage::default()
+                },
                 estimated: true
             }
         );

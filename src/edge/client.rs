@@ -1,0 +1,59 @@
+//! Calls from the Worker to a customer's `UsageCounter` Durable Object.
+
+use crate::error::ApiError;
+use crate::protocol::{AdmitRequest, AdmitResponse, SettleRequest};
+use serde::Serialize;
+use wasm_bindgen::JsValue;
+use worker::{Env, Method, Request, RequestInit, Response};
+
+/// The Durable Object binding name in wrangler.toml.
+pub const COUNTER_BINDING: &str = "USAGE_COUNTER";
+
+/// Sends one request to the counter of `customer`.
+pub async fn call<T: Serialize>(
+    env: &Env,
+    customer: &str,
+    method: Method,
+    path: &str,
+    body: Option<&T>,
+) -> Result<Response, ApiError> {
+    let fail = |e: worker::Error| ApiError::internal(format!("usage counter unavailable: {e}"));
+    let stub = env
+        .durable_object(COUNTER_BINDING)
+        .and_then(|ns| ns.id_from_name(customer)?.get_stub())
+        .map_err(fail)?;
+    let mut init = RequestInit::new();
+    init.with_method(method);
+    if let Some(b) = body {
+        let text = serde_json::to_string(b).map_err(|e| ApiError::internal(e.to_string()))?;
+        init.with_body(Some(JsValue::from_str(&text)));
+    }
+    let req = Request::new_with_init(&format!("https://counter{path}"), &init).map_err(fail)?;
+    stub.fetch_with_request(req).await.map_err(fail)
+}
+
+/// Authenticates and reserves in one round trip.
+pub async fn admit(
+    env: &Env,
+    customer: &str,
+    req: &AdmitRequest,
+) -> Result<AdmitResponse, ApiError> {
+    let mut resp = call(env, customer, Method::Post, "/admit", Some(req)).await?;
+    resp.json()
+        .await
+        .map_err(|e| ApiError::internal(format!("usage counter answered badly: {e}")))
+}
+
+/// Settles (or, with no usage, releases) a reservation. Failures are logged: the counter
+/// expires reservations that are never settled, so nothing stays held forever.
+pub async fn settle(env: &Env, customer: &str, req: &SettleRequest) {
+    match call(env, customer, Method::Post, "/settle", Some(req)).await {
+        Ok(r) if r.status_code() < 300 => {}
+        Ok(r) => worker::console_error!(
+            "settle {customer}/{}: status {}",
+            req.reservation,
+            r.status_code()
+        ),
+        Err(e) => worker::console_error!("settle {customer}/{}: {e}", req.reservation),
+    }
+}

@@ -1,0 +1,71 @@
+//! Settings read from the Worker's environment: `[vars]` and secrets. The catalog is
+//! parsed once per isolate and reused until its text changes.
+
+use crate::catalog::Catalog;
+use crate::error::ApiError;
+use std::cell::RefCell;
+use std::rc::Rc;
+use worker::Env;
+
+/// The demo catalog, used when no `CATALOG` variable is set.
+const DEFAULT_CATALOG: &str = include_str!("../../catalog.json");
+
+/// Default request-body limit: large enough for chat requests with inline images.
+const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+thread_local! {
+    static CATALOG: RefCell<Option<(String, Rc<Catalog>)>> = const { RefCell::new(None) };
+}
+
+/// A plain setting or secret, `None` when unset or empty.
+pub fn setting(env: &Env, name: &str) -> Option<String> {
+    let value = env.var(name).ok()?.to_string();
+    (!value.trim().is_empty()).then_some(value)
+}
+
+/// The current catalog; a broken one is an internal error naming its JSON path.
+pub fn catalog(env: &Env) -> Result<Rc<Catalog>, ApiError> {
+    let text = setting(env, "CATALOG").unwrap_or_else(|| DEFAULT_CATALOG.to_string());
+    let cached = CATALOG.with(|c| {
+        c.borrow()
+            .as_ref()
+            .filter(|(t, _)| *t == text)
+            .map(|(_, cat)| cat.clone())
+    });
+    if let Some(cat) = cached {
+        return Ok(cat);
+    }
+    let parsed =
+        Rc::new(Catalog::parse(&text).map_err(|e| ApiError::internal(format!("invalid {e}")))?);
+    CATALOG.with(|c| *c.borrow_mut() = Some((text, parsed.clone())));
+    Ok(parsed)
+}
+
+pub fn max_body_bytes(env: &Env) -> usize {
+    setting(env, "MAX_BODY_BYTES")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_MAX_BODY_BYTES)
+}
+
+/// Where live requests go, and the company's key for it.
+pub struct Upstream {
+    pub base_url: String,
+    pub api_key: Option<String>,
+    /// Anthropic authenticates with `x-api-key` instead of a bearer token.
+    pub anthropic: bool,
+}
+
+/// The upstream for a path, or `None` when none is configured (the sandbox answers).
+pub fn upstream(env: &Env, path: &str) -> Option<Upstream> {
+    let anthropic = path == "/v1/messages";
+    let (url, key) = if anthropic {
+        ("ANTHROPIC_UPSTREAM_URL", "ANTHROPIC_API_KEY")
+    } else {
+        ("UPSTREAM_URL", "UPSTREAM_API_KEY")
+    };
+    Some(Upstream {
+        base_url: setting(env, url)?.trim_end_matches('/').to_string(),
+        api_key: setting(env, key),
+        anthropic,
+    })
+}

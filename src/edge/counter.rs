@@ -1,0 +1,347 @@
+//! `UsageCounter`: one Durable Object per customer, the source of truth for the
+//! customer's current period. It verifies keys, admits and reserves, settles, and
+//! reports usage. The arithmetic lives in `counter_state`; this file parses, calls it,
+//! persists and answers. After the request body is read nothing awaits, so every
+//! read-modify-write is atomic.
+
+use super::counter_store::{replay_of, KeyRow, Store};
+use super::{config, http};
+use crate::counter_state::CounterState;
+use crate::error::ApiError;
+use crate::keys;
+use crate::protocol::*;
+use crate::quota::rate_headers;
+use serde::de::DeserializeOwned;
+use std::cell::RefCell;
+use worker::{
+    durable_object, wasm_bindgen, DurableObject, Env, Method, Request, Response, Result, State,
+};
+
+/// A reservation not settled after this long belongs to a worker that died mid-request.
+const RESERVATION_TTL_MS: i64 = 15 * 60_000;
+
+struct Loaded {
+    customer: Customer,
+    state: CounterState,
+    keys: Vec<KeyRow>,
+}
+
+#[durable_object]
+pub struct UsageCounter {
+    env: Env,
+    store: Store,
+    mem: RefCell<Option<Loaded>>,
+}
+
+fn body<T: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(ApiError::invalid_json)
+}
+
+fn stored(e: worker::Error) -> ApiError {
+    ApiError::internal(format!("counter storage: {e}"))
+}
+
+impl DurableObject for UsageCounter {
+    fn new(state: State, env: Env) -> Self {
+        let store = Store::open(state.storage().sql()).expect("counter schema");
+        UsageCounter {
+            env,
+            store,
+            mem: RefCell::new(None),
+        }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let path = req.path();
+        let method = req.method();
+        let bytes = req.bytes().await.unwrap_or_default();
+        let now_ms = worker::Date::now().as_millis() as i64;
+        let result = match (method, path.as_str()) {
+            (Method::Post, "/admit") => body(&bytes).and_then(|r| self.admit(r)),
+            (Method::Post, "/settle") => body(&bytes).and_then(|r| self.settle(r)),
+            (Method::Post, "/usage") => {
+                body(&bytes).and_then(|h: Option<String>| self.usage(h, now_ms))
+            }
+            (Method::Post, "/customer") => body(&bytes).and_then(|c| self.create(c, now_ms)),
+            (Method::Get, "/keys") => self.list_keys(),
+            (Method::Post, "/keys") => body(&bytes).and_then(|k| self.issue_key(k, now_ms)),
+            (Method::Post, "/keys/revoke") => {
+                body(&bytes).and_then(|id: String| self.revoke(&id, now_ms))
+            }
+            _ => Err(ApiError::not_found(format!("no counter route {path}"))),
+        };
+        http::respond(result)
+    }
+}
+
+impl UsageCounter {
+    /// Runs `f` on the loaded counter, loading it from storage on first use.
+    fn with<T>(
+        &self,
+        now_ms: i64,
+        f: impl FnOnce(&mut Loaded) -> std::result::Result<T, ApiError>,
+    ) -> std::result::Result<T, ApiError> {
+        let mut mem = self.mem.borrow_mut();
+        if mem.is_none() {
+            let unknown = || ApiError::unauthorized("Incorrect API key provided.");
+            let customer = self.store.customer().map_err(stored)?.ok_or_else(unknown)?;
+            let state = self
+                .store
+                .load_state(customer.anchor_day, now_ms)
+                .map_err(stored)?;
+            let keys = self.store.keys().map_err(stored)?;
+            *mem = Some(Loaded {
+                customer,
+                state,
+                keys,
+            });
+        }
+        f(mem.as_mut().expect("loaded above"))
+    }
+
+    /// Checks a key hash against every live key in constant time per key.
+    fn verify(loaded: &Loaded, key_hash: &str) -> std::result::Result<(), ApiError> {
+        let found = loaded
+            .keys
+            .iter()
+            .find(|k| keys::same_hash(&k.hash, key_hash));
+        match found {
+            Some(k) if k.revoked_ms.is_none() => Ok(()),
+            Some(_) => Err(ApiError::unauthorized("This API key has been revoked.")),
+            None => Err(ApiError::unauthorized("Incorrect API key provided.")),
+        }
+    }
+
+    fn admit(&self, req: AdmitRequest) -> std::result::Result<Response, ApiError> {
+        let catalog = config::catalog(&self.env)?;
+        let now = req.now_ms;
+        let outcome = self.with(now, |l| {
+            Self::verify(l, &req.key_hash)?;
+            let plan = catalog.plan(&l.customer.plan).ok_or_else(|| {
+                ApiError::internal(format!("plan `{}` is not in the catalog", l.customer.plan))
+            })?;
+            self.expire_stale(l, now)?;
+            if let Some((key, hash)) = &req.idempotency {
+                if let Some(row) = self.store.idempotency(key, now).map_err(stored)? {
+                    if !keys::same_hash(&row.body_hash, hash) {
+                        let msg =
+                            "This Idempotency-Key was already used with a different request body.";
+                        return Err(ApiError::bad_request("idempotency_key_reused", msg)
+                            .with_param("Idempotency-Key"));
+                    }
+                    return match replay_of(&row).map_err(stored)? {
+                        Some(replay) => Ok(AdmitResponse::Replayed { replay }),
+                        None => {
+                            let msg = "A request with this Idempotency-Key is still in progress.";
+                            let mut e = ApiError::conflict("idempotency_key_in_use", msg);
+                            e.retry_after_s = Some(1);
+                            Err(e)
+                        }
+                    };
+                }
+            }
+            let admitted = l.state.admit(&catalog, plan, &req.ask, now);
+            let headers = rate_headers(plan, &l.state.totals(&catalog), now);
+            let headers: Vec<(String, String)> = headers
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+            let r = match admitted {
+                Ok(r) => r,
+                Err(e) => {
+                    return Ok(AdmitResponse::Rejected {
+                        status: e.status,
+                        body: e.body(),
+                        retry_after_s: e.retry_after_s,
+                        headers,
+                    })
+                }
+            };
+            self.store.insert_reservation(&r).map_err(stored)?;
+            self.store.save_cursor(&l.state).map_err(stored)?;
+            if let Some((key, hash)) = &req.idempotency {
+                self.store
+                    .begin_idempotent(key, hash, r.id, now)
+                    .map_err(stored)?;
+            }
+            Ok(AdmitResponse::Admitted {
+                reservation: r.id,
+                plan: l.customer.plan.clone(),
+                reserved_cost: r.cost.normalize().to_string(),
+                headers,
+            })
+        });
+        match outcome {
+            Ok(a) => http::json_response(&a, 200).map_err(http::internal),
+            Err(e) => {
+                let rejected = AdmitResponse::Rejected {
+                    status: e.status,
+                    body: e.body(),
+                    retry_after_s: e.retry_after_s,
+                    headers: vec![],
+                };
+                http::json_response(&rejected, 200).map_err(http::internal)
+            }
+        }
+    }
+
+    /// Settles reservations whose worker never came back, at their input estimate.
+    fn expire_stale(&self, l: &mut Loaded, now: i64) -> std::result::Result<(), ApiError> {
+        for r in l.state.stale(now, RESERVATION_TTL_MS) {
+            let usage = crate::usage::Usage {
+                input: r.input_estimate,
+                ..Default::default()
+            };
+            self.apply_settle(l, r.id, Some(usage), true, None, now)?;
+        }
+        Ok(())
+    }
+
+    fn apply_settle(
+        &self,
+        l: &mut Loaded,
+        id: u64,
+        usage: Option<crate::usage::Usage>,
+        estimated: bool,
+        replay: Option<Replay>,
+        now: i64,
+    ) -> std::result::Result<(), ApiError> {
+        let Some(usage) = usage else {
+            if l.state.release(id, now).is_some() {
+                self.store.delete_reservation(id).map_err(stored)?;
+                self.store.forget_idempotent(id, now).map_err(stored)?;
+                self.store.save_cursor(&l.state).map_err(stored)?;
+            }
+            return Ok(());
+        };
+        let Some((key, tally)) = l.state.settle(id, &usage, estimated, now) else {
+            return Ok(()); // already settled: a repeated settle changes nothing
+        };
+        self.store
+            .save_tally(l.state.period.start_ms, &key, &tally)
+            .map_err(stored)?;
+        self.store.delete_reservation(id).map_err(stored)?;
+        self.store.save_cursor(&l.state).map_err(stored)?;
+        let replay = replay.unwrap_or_else(|| {
+            let msg = "The request with this Idempotency-Key completed and was metered, but its response was too large to keep for replay.";
+            let e = ApiError::conflict("idempotency_response_not_kept", msg);
+            Replay { status: e.status, content_type: "application/json".into(), body: e.body() }
+        });
+        self.store.finish_idempotent(id, &replay).map_err(stored)
+    }
+
+    fn settle(&self, req: SettleRequest) -> std::result::Result<Response, ApiError> {
+        self.with(req.now_ms, |l| {
+            self.apply_settle(
+                l,
+                req.reservation,
+                req.usage,
+                req.estimated,
+                req.replay,
+                req.now_ms,
+            )
+        })?;
+        Ok(Response::empty().map_err(http::internal)?.with_status(204))
+    }
+
+    /// The current period's usage; with a key hash, only for that key's holder.
+    fn usage(&self, key_hash: Option<String>, now: i64) -> std::result::Result<Response, ApiError> {
+        let catalog = config::catalog(&self.env)?;
+        let report = self.with(now, |l| {
+            if let Some(h) = &key_hash {
+                Self::verify(l, h)?;
+            }
+            l.state.roll(now);
+            Ok(crate::report::build(&catalog, &l.customer, &l.state))
+        })?;
+        http::json_response(&report, 200).map_err(http::internal)
+    }
+
+    fn create(&self, c: CreateCustomer, now: i64) -> std::result::Result<Response, ApiError> {
+        let catalog = config::catalog(&self.env)?;
+        if self.store.customer().map_err(stored)?.is_some() {
+            return Err(ApiError::conflict(
+                "customer_exists",
+                format!("Customer `{}` already exists.", c.id),
+            ));
+        }
+        if catalog.plan(&c.plan).is_none() {
+            let msg = format!(
+                "Unknown plan `{}`; the catalog has: {}.",
+                c.plan,
+                catalog.plans.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+            return Err(ApiError::bad_request("unknown_plan", msg).with_param("plan"));
+        }
+        let anchor_day = c.anchor_day.unwrap_or(1);
+        if !(1..=31).contains(&anchor_day) {
+            return Err(
+                ApiError::bad_request("invalid_value", "`anchor_day` must be 1 to 31.")
+                    .with_param("anchor_day"),
+            );
+        }
+        let customer = Customer {
+            id: c.id,
+            plan: c.plan,
+            anchor_day,
+            created_ms: now,
+        };
+        self.store.save_customer(&customer).map_err(stored)?;
+        *self.mem.borrow_mut() = None;
+        http::json_response(&customer, 201).map_err(http::internal)
+    }
+
+    fn issue_key(&self, k: IssueKey, now: i64) -> std::result::Result<Response, ApiError> {
+        let mode = match k.mode.as_deref().unwrap_or("live") {
+            "live" => keys::Mode::Live,
+            "test" => keys::Mode::Test,
+            other => {
+                let msg = format!("`mode` must be `test` or `live`, not `{other}`.");
+                return Err(ApiError::bad_request("invalid_value", msg).with_param("mode"));
+            }
+        };
+        let customer = self
+            .with(now, |l| Ok(l.customer.id.clone()))
+            .map_err(|_| ApiError::not_found("No such customer."))?;
+        let mut random = [0u8; 16];
+        getrandom::fill(&mut random).map_err(|e| ApiError::internal(e.to_string()))?;
+        let key = keys::generate(mode, &customer, random);
+        let hash = keys::hash(&key);
+        let mode_name = if mode == keys::Mode::Live {
+            "live"
+        } else {
+            "test"
+        };
+        let info = KeyInfo {
+            id: keys::key_id(&hash),
+            mode: mode_name.into(),
+            created_ms: now,
+            revoked_ms: None,
+        };
+        self.store.insert_key(&hash, &info).map_err(stored)?;
+        *self.mem.borrow_mut() = None;
+        let shown = serde_json::json!({"id": info.id, "key": key, "mode": info.mode, "created_ms": now,
+            "note": "Store this key now: it is not shown again."});
+        http::json_response(&shown, 201).map_err(http::internal)
+    }
+
+    fn list_keys(&self) -> std::result::Result<Response, ApiError> {
+        let keys: Vec<KeyInfo> = self
+            .store
+            .keys()
+            .map_err(stored)?
+            .iter()
+            .map(KeyRow::info)
+            .collect();
+        http::json_response(&keys, 200).map_err(http::internal)
+    }
+
+    fn revoke(&self, id: &str, now: i64) -> std::result::Result<Response, ApiError> {
+        if !self.store.revoke_key(id, now).map_err(stored)? {
+            return Err(ApiError::not_found(format!("No live key `{id}`.")));
+        }
+        *self.mem.borrow_mut() = None;
+        http::json_response(&serde_json::json!({"id": id, "revoked": true}), 200)
+            .map_err(http::internal)
+    }
+}

@@ -1,0 +1,253 @@
+//! SQLite persistence of a customer's counter. Every method is synchronous, so a
+//! read-modify-write in the Durable Object never yields and stays atomic.
+
+use crate::counter_state::{CounterState, MeterKey, Reservation, Tally, Window};
+use crate::protocol::{Customer, KeyInfo, Replay};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use worker::{Result, SqlStorage, SqlStorageValue};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS keys (hash TEXT PRIMARY KEY, id TEXT NOT NULL UNIQUE, mode TEXT NOT NULL,
+  created_ms INTEGER NOT NULL, revoked_ms INTEGER);
+CREATE TABLE IF NOT EXISTS usage (period_start INTEGER NOT NULL, meter TEXT NOT NULL, model TEXT NOT NULL,
+  tally TEXT NOT NULL, PRIMARY KEY (period_start, meter, model));
+CREATE TABLE IF NOT EXISTS reservations (id INTEGER PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, body_hash TEXT NOT NULL,
+  reservation INTEGER, created_ms INTEGER NOT NULL, replay TEXT);
+";
+
+/// How long an `Idempotency-Key` is remembered.
+pub const IDEMPOTENCY_TTL_MS: i64 = 24 * 3_600_000;
+
+/// The small mutable part of the counter kept in `meta`.
+#[derive(Serialize, Deserialize, Default)]
+struct Cursor {
+    window: Window,
+    next_id: u64,
+}
+
+/// A stored key with its hash.
+#[derive(Deserialize)]
+pub struct KeyRow {
+    pub hash: String,
+    pub id: String,
+    pub mode: String,
+    pub created_ms: i64,
+    pub revoked_ms: Option<i64>,
+}
+
+impl KeyRow {
+    pub fn info(&self) -> KeyInfo {
+        KeyInfo {
+            id: self.id.clone(),
+            mode: self.mode.clone(),
+            created_ms: self.created_ms,
+            revoked_ms: self.revoked_ms,
+        }
+    }
+}
+
+/// A remembered idempotent request: in flight while `replay` is `None`.
+#[derive(Deserialize)]
+pub struct IdemRow {
+    pub body_hash: String,
+    pub created_ms: i64,
+    pub replay: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Text {
+    v: String,
+}
+
+fn int(v: i64) -> SqlStorageValue {
+    SqlStorageValue::from(v)
+}
+
+fn json<T: Serialize>(v: &T) -> SqlStorageValue {
+    SqlStorageValue::from(serde_json::to_string(v).unwrap_or_default())
+}
+
+fn parse<T: DeserializeOwned>(text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| worker::Error::RustError(e.to_string()))
+}
+
+pub struct Store {
+    sql: SqlStorage,
+}
+
+impl Store {
+    pub fn open(sql: SqlStorage) -> Result<Store> {
+        sql.exec(SCHEMA, None)?;
+        Ok(Store { sql })
+    }
+
+    fn meta<T: DeserializeOwned>(&self, k: &str) -> Result<Option<T>> {
+        let rows: Vec<Text> = self
+            .sql
+            .exec("SELECT v FROM meta WHERE k = ?", vec![k.into()])?
+            .to_array()?;
+        rows.first().map(|r| parse(&r.v)).transpose()
+    }
+
+    fn set_meta<T: Serialize>(&self, k: &str, v: &T) -> Result<()> {
+        let q = "INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v";
+        self.sql.exec(q, vec![k.into(), json(v)])?;
+        Ok(())
+    }
+
+    pub fn customer(&self) -> Result<Option<Customer>> {
+        self.meta("customer")
+    }
+
+    pub fn save_customer(&self, c: &Customer) -> Result<()> {
+        self.set_meta("customer", c)
+    }
+
+    /// The counter for the period containing `now_ms`, with in-flight reservations.
+    pub fn load_state(&self, anchor_day: u32, now_ms: i64) -> Result<CounterState> {
+        let mut s = CounterState::new(anchor_day, now_ms);
+        let cursor: Cursor = self.meta("cursor")?.unwrap_or_default();
+        s.window = cursor.window;
+        s.next_id = cursor.next_id.max(1);
+        #[derive(Deserialize)]
+        struct UsageRow {
+            meter: String,
+            model: String,
+            tally: String,
+        }
+        let q = "SELECT meter, model, tally FROM usage WHERE period_start = ?";
+        let rows: Vec<UsageRow> = self.sql.exec(q, vec![int(s.period.start_ms)])?.to_array()?;
+        for r in rows {
+            s.tallies.insert((r.meter, r.model), parse(&r.tally)?);
+        }
+        #[derive(Deserialize)]
+        struct ResRow {
+            body: String,
+        }
+        let rows: Vec<ResRow> = self
+            .sql
+            .exec("SELECT body FROM reservations", None)?
+            .to_array()?;
+        for r in rows {
+            let res: Reservation = parse(&r.body)?;
+            s.next_id = s.next_id.max(res.id + 1);
+            s.reservations.insert(res.id, res);
+        }
+        Ok(s)
+    }
+
+    pub fn save_cursor(&self, s: &CounterState) -> Result<()> {
+        let cursor = Cursor {
+            window: s.window,
+            next_id: s.next_id,
+        };
+        self.set_meta("cursor", &cursor)
+    }
+
+    pub fn insert_reservation(&self, r: &Reservation) -> Result<()> {
+        let q = "INSERT INTO reservations (id, body) VALUES (?, ?)";
+        self.sql.exec(q, vec![int(r.id as i64), json(r)])?;
+        Ok(())
+    }
+
+    pub fn delete_reservation(&self, id: u64) -> Result<()> {
+        self.sql.exec(
+            "DELETE FROM reservations WHERE id = ?",
+            vec![int(id as i64)],
+        )?;
+        Ok(())
+    }
+
+    pub fn save_tally(&self, period_start: i64, key: &MeterKey, t: &Tally) -> Result<()> {
+        let q = "INSERT INTO usage (period_start, meter, model, tally) VALUES (?, ?, ?, ?)
+                 ON CONFLICT(period_start, meter, model) DO UPDATE SET tally = excluded.tally";
+        let (meter, model) = key;
+        let binds = vec![
+            int(period_start),
+            meter.as_str().into(),
+            model.as_str().into(),
+            json(t),
+        ];
+        self.sql.exec(q, binds)?;
+        Ok(())
+    }
+
+    pub fn keys(&self) -> Result<Vec<KeyRow>> {
+        let q = "SELECT hash, id, mode, created_ms, revoked_ms FROM keys ORDER BY created_ms";
+        self.sql.exec(q, None)?.to_array()
+    }
+
+    pub fn insert_key(&self, hash: &str, info: &KeyInfo) -> Result<()> {
+        let q = "INSERT INTO keys (hash, id, mode, created_ms) VALUES (?, ?, ?, ?)";
+        let binds = vec![
+            hash.into(),
+            info.id.as_str().into(),
+            info.mode.as_str().into(),
+            int(info.created_ms),
+        ];
+        self.sql.exec(q, binds)?;
+        Ok(())
+    }
+
+    /// Marks a key revoked; returns whether a live key with that id existed.
+    pub fn revoke_key(&self, id: &str, now_ms: i64) -> Result<bool> {
+        let q = "UPDATE keys SET revoked_ms = ? WHERE id = ? AND revoked_ms IS NULL";
+        let cursor = self.sql.exec(q, vec![int(now_ms), id.into()])?;
+        Ok(cursor.rows_written() > 0)
+    }
+
+    /// The remembered request for an idempotency key, if still within its TTL.
+    pub fn idempotency(&self, key: &str, now_ms: i64) -> Result<Option<IdemRow>> {
+        let q = "SELECT body_hash, created_ms, replay FROM idempotency WHERE key = ?";
+        let rows: Vec<IdemRow> = self.sql.exec(q, vec![key.into()])?.to_array()?;
+        Ok(rows
+            .into_iter()
+            .find(|r| now_ms - r.created_ms < IDEMPOTENCY_TTL_MS))
+    }
+
+    pub fn begin_idempotent(
+        &self,
+        key: &str,
+        body_hash: &str,
+        reservation: u64,
+        now_ms: i64,
+    ) -> Result<()> {
+        let q = "INSERT INTO idempotency (key, body_hash, reservation, created_ms, replay) VALUES (?, ?, ?, ?, NULL)
+                 ON CONFLICT(key) DO UPDATE SET body_hash = excluded.body_hash,
+                 reservation = excluded.reservation, created_ms = excluded.created_ms, replay = NULL";
+        self.sql.exec(
+            q,
+            vec![
+                key.into(),
+                body_hash.into(),
+                int(reservation as i64),
+                int(now_ms),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Stores the response of a settled idempotent request for replay.
+    pub fn finish_idempotent(&self, reservation: u64, replay: &Replay) -> Result<()> {
+        let q = "UPDATE idempotency SET replay = ?, reservation = NULL WHERE reservation = ?";
+        self.sql
+            .exec(q, vec![json(replay), int(reservation as i64)])?;
+        Ok(())
+    }
+
+    /// Forgets an idempotent request that failed, so a retry can run.
+    pub fn forget_idempotent(&self, reservation: u64, now_ms: i64) -> Result<()> {
+        self.sql.exec(
+            "DELETE FROM idempotency WHERE reservation = ? OR created_ms < ?",
+            vec![int(reservation as i64), int(now_ms - IDEMPOTENCY_TTL_MS)],
+        )?;
+        Ok(())
+    }
+}
+
+/// Parses a stored replay.
+pub fn replay_of(row: &IdemRow) -> Result<Option<Replay>> {
+    row.replay.as_deref().map(parse).transpose()
+}

@@ -1,0 +1,62 @@
+//! The Workers glue: entry points and routing. Each handler is thin and delegates to
+//! the pure core.
+
+mod admin;
+mod client;
+mod config;
+mod counter;
+mod counter_store;
+mod http;
+mod proxy;
+mod stream;
+
+use crate::error::ApiError;
+use worker::{event, Context, Env, Method, Request, Response, Result};
+
+#[event(fetch, respond_with_errors)]
+async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
+    let path = req.path();
+    match path.as_str() {
+        "/v1/usage" => usage(req, &env).await,
+        p if p.starts_with("/v1/") => proxy::handle(req, &env, &ctx).await,
+        p if p.starts_with("/admin/v1/") => admin::handle(req, &env).await,
+        "/healthz" => Response::ok("ok"),
+        "/bare/v1/chat/completions" => bare(req, &env).await,
+        _ => http::error_response(&ApiError::not_found(format!("Unknown path {path}.")), &[]),
+    }
+}
+
+/// `GET /v1/usage`: the caller's own current-period usage, remaining quota and cost.
+async fn usage(req: Request, env: &Env) -> Result<Response> {
+    let result = async {
+        if req.method() != Method::Get {
+            return Err(ApiError::bad_request(
+                "method_not_allowed",
+                "Use GET /v1/usage.",
+            ));
+        }
+        let caller = proxy::authenticate(&req)?;
+        let hash = Some(caller.key_hash);
+        client::call(env, &caller.customer, Method::Post, "/usage", Some(&hash)).await
+    };
+    http::respond(result.await)
+}
+
+/// An unmetered pass-through to the upstream, for benchmarks only: it is enabled by the
+/// `BENCH_BARE_ROUTE` setting so production never exposes an unmetered path.
+async fn bare(mut req: Request, env: &Env) -> Result<Response> {
+    let enabled = config::setting(env, "BENCH_BARE_ROUTE").is_some_and(|v| v == "1");
+    let upstream = config::upstream(env, "/v1/chat/completions");
+    let (true, Some(upstream)) = (enabled, upstream) else {
+        return http::error_response(&ApiError::not_found("Unknown path."), &[]);
+    };
+    let body = req.bytes().await?;
+    let mut init = worker::RequestInit::new();
+    init.with_method(Method::Post).with_body(Some(
+        worker::js_sys::Uint8Array::from(body.as_slice()).into(),
+    ));
+    let url = format!("{}/v1/chat/completions", upstream.base_url);
+    worker::Fetch::Request(Request::new_with_init(&url, &init)?)
+        .send()
+        .await
+}

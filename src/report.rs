@@ -1,0 +1,105 @@
+//! The usage report a customer (`GET /v1/usage`) or an admin sees: the current period's
+//! usage per meter and model, exact costs, and what is left of each budget.
+
+use crate::catalog::Catalog;
+use crate::counter_state::{cost_of, CounterState};
+use crate::period::iso8601;
+use crate::protocol::{Customer, MeterUsage, Remaining, Totals, UsageReport};
+
+/// Builds the report for `state`'s current period.
+pub fn build(catalog: &Catalog, customer: &Customer, state: &CounterState) -> UsageReport {
+    let meters: Vec<MeterUsage> = state
+        .tallies
+        .iter()
+        .map(|((meter, model), tally)| MeterUsage {
+            meter: meter.clone(),
+            model: model.clone(),
+            tally: *tally,
+            cost: cost_of(catalog, model, &tally.usage())
+                .normalize()
+                .to_string(),
+        })
+        .collect();
+    let used = state.totals(catalog);
+    let plan = catalog.plan(&customer.plan);
+    let left = |limit: Option<u64>, used: u64| limit.map(|l| l.saturating_sub(used));
+    let settled_tokens: u64 = state.tallies.values().map(|t| t.usage().tokens()).sum();
+    let settled_requests: u64 = state.tallies.values().map(|t| t.requests).sum();
+    let settled_cost = meters
+        .iter()
+        .map(|m| m.cost.parse::<rust_decimal::Decimal>().unwrap_or_default())
+        .sum::<rust_decimal::Decimal>();
+    UsageReport {
+        customer: customer.id.clone(),
+        plan: customer.plan.clone(),
+        currency: catalog.currency.clone(),
+        catalog_version: catalog.version.clone(),
+        period_start: iso8601(state.period.start_ms),
+        period_end: iso8601(state.period.end_ms),
+        meters,
+        totals: Totals {
+            requests: settled_requests,
+            tokens: settled_tokens,
+            cost: settled_cost.normalize().to_string(),
+            in_flight: used.in_flight,
+        },
+        remaining: Remaining {
+            requests: left(
+                plan.and_then(|p| p.requests_per_period),
+                used.period_requests,
+            ),
+            included_tokens: left(plan.and_then(|p| p.included_tokens), used.period_tokens),
+            spend: plan.and_then(|p| p.spend_cap).map(|cap| {
+                let left = (cap - used.period_spend).max(rust_decimal::Decimal::ZERO);
+                left.normalize().to_string()
+            }),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::counter_state::AdmitAsk;
+    use crate::usage::Usage;
+
+    #[test]
+    fn report_shows_usage_cost_and_remaining_budget() {
+        let catalog = Catalog::parse(include_str!("../catalog.json")).unwrap();
+        let customer = Customer {
+            id: "acme".into(),
+            plan: "starter".into(),
+            anchor_day: 1,
+            created_ms: 0,
+        };
+        let now = 1_764_547_200_000;
+        let mut s = CounterState::new(1, now);
+        let ask = AdmitAsk {
+            meter: "chat.completions".into(),
+            model: "gpt-4o".into(),
+            input_estimate: 10,
+            output_cap: Some(10),
+        };
+        let plan = catalog.plan("starter").unwrap();
+        let r = s.admit(&catalog, plan, &ask, now).unwrap();
+        s.settle(
+            r.id,
+            &Usage {
+                input: 1000,
+                output: 100,
+                ..Usage::default()
+            },
+            false,
+            now,
+        );
+        let report = build(&catalog, &customer, &s);
+        // gpt-4o: 1000*2.50/1e6 + 100*10/1e6 = 0.0025 + 0.001 = 0.0035
+        assert_eq!(report.meters[0].cost, "0.0035");
+        assert_eq!(report.totals.cost, "0.0035");
+        assert_eq!((report.totals.requests, report.totals.tokens), (1, 1100));
+        // starter includes 1,000,000 tokens and caps spend at 20.00
+        assert_eq!(report.remaining.included_tokens, Some(998_900));
+        assert_eq!(report.remaining.spend.as_deref(), Some("19.9965"));
+        assert_eq!(report.period_start, "2025-12-01T00:00:00Z");
+    }
+}
