@@ -1,0 +1,111 @@
+//! Shared integration-test harness: the built worker under `wrangler dev`, the fake
+//! upstream, and helpers to create customers and read their usage.
+#![allow(dead_code)]
+
+pub mod http;
+pub mod upstream;
+pub mod wrangler;
+
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use upstream::FakeUpstream;
+use wrangler::{Worker, ADMIN_TOKEN};
+
+/// The catalog the tests run with: one plan per limit under test.
+pub fn catalog() -> String {
+    json!({
+        "version": "test-1",
+        "currency": "USD",
+        "models": {
+            "gpt-4o-mini": {"input_per_mtok": "0.15", "cached_input_per_mtok": "0.075", "output_per_mtok": "0.60"},
+            "text-embedding-3-small": {"input_per_mtok": "0.02"},
+            "claude-test": {"input_per_mtok": "3", "output_per_mtok": "15"}
+        },
+        "plans": {
+            "open": {},
+            "fifty": {"requests_per_period": 50},
+            "rpm": {"requests_per_minute": 2},
+            "tpm": {"tokens_per_minute": 100},
+            "tokens": {"included_tokens": 200, "token_cap": "hard"},
+            "spend": {"spend_cap": "0.00001"},
+            "solo": {"max_concurrent": 1}
+        }
+    })
+    .to_string()
+}
+
+pub struct Env {
+    pub upstream: FakeUpstream,
+    pub worker: Worker,
+}
+
+/// One worker and one upstream shared by all tests of a test binary.
+pub fn shared() -> &'static Env {
+    static ENV: OnceLock<Env> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let upstream = FakeUpstream::start(0);
+        let worker = Worker::start(&wrangler::scratch("shared"), &upstream.url(), &catalog());
+        Env { upstream, worker }
+    })
+}
+
+/// A customer id no other test uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    format!("{prefix}-{stamp}-{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+pub fn admin(port: u16, method: &str, path: &str, body: &Value) -> http::Resp {
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let bytes = if body.is_null() { Vec::new() } else { body.to_string().into_bytes() };
+    http::request(port, method, path, &[("authorization", &auth), ("content-type", "application/json")], &bytes)
+}
+
+/// Creates a customer on `plan` and issues a live key; returns (customer id, key).
+pub fn customer(port: u16, plan: &str) -> (String, String) {
+    let id = unique(plan);
+    let r = admin(port, "POST", "/admin/v1/customers", &json!({"id": id, "plan": plan}));
+    assert_eq!(r.status, 201, "create customer: {}", r.text());
+    let r = admin(port, "POST", &format!("/admin/v1/customers/{id}/keys"), &json!({"mode": "live"}));
+    assert_eq!(r.status, 201, "issue key: {}", r.text());
+    (id, r.json()["key"].as_str().unwrap().to_string())
+}
+
+/// POSTs JSON with a customer key and extra headers.
+pub fn call(port: u16, key: &str, path: &str, body: &Value, extra: &[(&str, &str)]) -> http::Resp {
+    let auth = format!("Bearer {key}");
+    let mut headers = vec![("authorization", auth.as_str()), ("content-type", "application/json")];
+    headers.extend_from_slice(extra);
+    http::request(port, "POST", path, &headers, body.to_string().as_bytes())
+}
+
+pub fn chat(port: u16, key: &str, body: &Value, extra: &[(&str, &str)]) -> http::Resp {
+    call(port, key, "/v1/chat/completions", body, extra)
+}
+
+/// The customer's usage once every reservation has settled (settlement runs after
+/// the response). Panics if something stays in flight for 30 s.
+pub fn settled_usage(port: u16, key: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = http::request(port, "GET", "/v1/usage", &[("authorization", &format!("Bearer {key}"))], b"");
+        assert_eq!(r.status, 200, "usage: {}", r.text());
+        let v = r.json();
+        if v["totals"]["in_flight"] == 0 {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "requests still in flight after 30 s: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The usage row of one meter and model, or zeros.
+pub fn meter(usage: &Value, meter: &str, model: &str) -> Value {
+    let rows = usage["meters"].as_array().cloned().unwrap_or_default();
+    rows.into_iter()
+        .find(|m| m["meter"] == meter && m["model"] == model)
+        .unwrap_or_else(|| json!({"requests": 0, "input": 0, "output": 0, "cached": 0, "estimated": 0}))
+}

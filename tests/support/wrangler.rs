@@ -1,0 +1,127 @@
+//! Runs the built wasm under `wrangler dev` (workerd) on a free loopback port, with its
+//! own config and `--persist-to` directory. The process group is killed on `stop`, and a
+//! watchdog kills it when the test process exits, so no server outlives the tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const UPSTREAM_KEY: &str = "sk-upstream-test-secret";
+
+pub struct Worker {
+    pub port: u16,
+    child: Child,
+    log: PathBuf,
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A fresh directory under the target dir for one worker's config, state and log.
+pub fn scratch(name: &str) -> PathBuf {
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let dir = root().join("target/it").join(format!("{name}-{}-{stamp}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn config(dir: &Path, upstream: &str, catalog: &str) -> PathBuf {
+    let shim = root().join("build/worker/shim.mjs");
+    assert!(shim.exists(), "build/worker/shim.mjs is missing: run scripts/build first (scripts/test does)");
+    let toml = format!(
+        r#"name = "edgemeter-test"
+main = "{shim}"
+compatibility_date = "2026-04-01"
+
+[vars]
+UPSTREAM_URL = "{upstream}"
+UPSTREAM_API_KEY = "{UPSTREAM_KEY}"
+ANTHROPIC_UPSTREAM_URL = "http://127.0.0.1:1"
+ADMIN_TOKEN = "{ADMIN_TOKEN}"
+MAX_BODY_BYTES = "65536"
+CATALOG = '''{catalog}'''
+
+[durable_objects]
+bindings = [{{ name = "USAGE_COUNTER", class_name = "UsageCounter" }}]
+
+[[migrations]]
+tag = "v1"
+new_sqlite_classes = ["UsageCounter"]
+"#,
+        shim = shim.display()
+    );
+    let path = dir.join("wrangler.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+impl Worker {
+    /// Starts a worker whose state lives in `dir` and waits until it answers.
+    pub fn start(dir: &Path, upstream: &str, catalog: &str) -> Worker {
+        let port = free_port();
+        let cfg = config(dir, upstream, catalog);
+        let log = dir.join(format!("wrangler-{port}.log"));
+        let wrangler = root().join("node_modules/.bin/wrangler");
+        let script = format!(
+            "'{wrangler}' dev --config '{cfg}' --local --ip 127.0.0.1 --port {port} --persist-to '{state}' \
+             --show-interactive-dev-session=false >'{log}' 2>&1 & w=$!; \
+             while kill -0 {parent} 2>/dev/null && kill -0 $w 2>/dev/null; do sleep 0.5; done; kill -- -$$",
+            wrangler = wrangler.display(),
+            cfg = cfg.display(),
+            state = dir.join("state").display(),
+            log = log.display(),
+            parent = std::process::id(),
+        );
+        let child = Command::new("setsid")
+            .args(["bash", "-c", &script])
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn wrangler");
+        let mut w = Worker { port, child, log };
+        w.wait_ready();
+        w
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("wrangler exited ({status}):\n{}", self.log_tail());
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                let r = super::http::request(self.port, "GET", "/healthz", &[], b"");
+                if r.status == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("wrangler did not become ready in 90 s:\n{}", self.log_tail());
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Kills wrangler and its workerd children, and waits for them.
+    pub fn stop(mut self) {
+        let pgid = self.child.id();
+        let _ = Command::new("kill").args(["-TERM", "--", &format!("-{pgid}")]).status();
+        let _ = self.child.wait();
+        // workerd may hold the port a moment longer
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
