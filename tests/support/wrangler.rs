@@ -31,9 +31,21 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// Copies the built worker into `dir`, so a rebuild during the tests does not make
+/// wrangler reload (and drop in-flight work) under them.
+fn copy_build(dir: &Path) -> PathBuf {
+    let build = root().join("build");
+    assert!(build.join("worker/shim.mjs").exists(), "build/ is missing: run scripts/build first (scripts/test does)");
+    let to = dir.join("build");
+    std::fs::create_dir_all(to.join("worker")).unwrap();
+    for f in ["index.js", "index_bg.wasm", "worker/shim.mjs"] {
+        std::fs::copy(build.join(f), to.join(f)).unwrap_or_else(|e| panic!("copy build/{f}: {e}"));
+    }
+    to.join("worker/shim.mjs")
+}
+
 fn config(dir: &Path, upstream: &str, catalog: &str) -> PathBuf {
-    let shim = root().join("build/worker/shim.mjs");
-    assert!(shim.exists(), "build/worker/shim.mjs is missing: run scripts/build first (scripts/test does)");
+    let shim = if dir.join("build/worker/shim.mjs").exists() { dir.join("build/worker/shim.mjs") } else { copy_build(dir) };
     let toml = format!(
         r#"name = "edgemeter-test"
 main = "{shim}"
