@@ -239,7 +239,7 @@ mod tests {
         );
         let u = M::ChatCompletions
             .adapter()
-            .from_body(&r.chunks.concat())
+            .read_body(&r.chunks.concat())
             .unwrap();
         assert_eq!((u.input, u.output), (p.input_estimate, 5));
     }

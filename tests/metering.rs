@@ -37,11 +37,23 @@ fn mixed_requests_are_metered_exactly() {
         output += 2;
     }
     for _ in 0..3 {
-        let r = call(port, &key, "/v1/embeddings", &json!({"model": "text-embedding-3-small", "input": "hi"}), &[]);
+        let r = call(
+            port,
+            &key,
+            "/v1/embeddings",
+            &json!({"model": "text-embedding-3-small", "input": "hi"}),
+            &[],
+        );
         assert_eq!(r.status, 200, "{}", r.text());
     }
     for _ in 0..2 {
-        let r = http::request(port, "GET", "/v1/models", &[("authorization", &format!("Bearer {key}"))], b"");
+        let r = http::request(
+            port,
+            "GET",
+            "/v1/models",
+            &[("authorization", &format!("Bearer {key}"))],
+            b"",
+        );
         assert_eq!(r.status, 200, "{}", r.text());
     }
 
@@ -56,7 +68,10 @@ fn mixed_requests_are_metered_exactly() {
     assert_eq!(output, 37);
     assert_eq!(chat_row["estimated"], 0);
     let emb = meter(&usage, "embeddings", "text-embedding-3-small");
-    assert_eq!((emb["requests"].as_u64(), emb["input"].as_u64()), (Some(3), Some(3 * EMBEDDING_TOKENS)));
+    assert_eq!(
+        (emb["requests"].as_u64(), emb["input"].as_u64()),
+        (Some(3), Some(3 * EMBEDDING_TOKENS))
+    );
     assert_eq!(meter(&usage, "requests", "")["requests"], 2);
     // chat: fresh 11*16*0.15 + cached 11*5*0.075 + out 37*0.60 = 26.4 + 4.125 + 22.2 = 52.725 per 1e6
     assert_eq!(chat_row["cost"], "0.000052725");
@@ -83,7 +98,10 @@ fn stream_passes_through_byte_for_byte() {
     body["stream_options"] = json!({"include_usage": true});
     let r = chat(port, &key, &body, &[]);
     assert_eq!(r.status, 200);
-    assert!(r.header("content-type").unwrap().starts_with("text/event-stream"));
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/event-stream"));
     assert_eq!(r.text(), chat_stream("gpt-4o-mini", 5, true).concat());
 
     // Without include_usage the proxy asks upstream for usage and hides that one event.
@@ -94,7 +112,14 @@ fn stream_passes_through_byte_for_byte() {
     assert!(!r.text().contains("prompt_tokens"));
     let usage = settled_usage(port, &key);
     let row = meter(&usage, "chat.completions", "gpt-4o-mini");
-    assert_eq!((row["requests"].as_u64(), row["output"].as_u64(), row["estimated"].as_u64()), (Some(2), Some(10), Some(0)));
+    assert_eq!(
+        (
+            row["requests"].as_u64(),
+            row["output"].as_u64(),
+            row["estimated"].as_u64()
+        ),
+        (Some(2), Some(10), Some(0))
+    );
 }
 
 #[test]
@@ -105,13 +130,22 @@ fn aborted_stream_is_metered_for_what_was_delivered() {
     let body = ask(40, true).to_string();
     let auth = format!("Bearer {key}");
     let headers = [("authorization", auth.as_str()), ("x-fake-delay-ms", "150")];
-    let got = http::read_then_hang_up(port, "/v1/chat/completions", &headers, body.as_bytes(), "tok2 ");
+    let got = http::read_then_hang_up(
+        port,
+        "/v1/chat/completions",
+        &headers,
+        body.as_bytes(),
+        "tok2 ",
+    );
     assert!(got.contains("tok0 "));
 
     let usage = settled_usage(port, &key);
     let row = meter(&usage, "chat.completions", "gpt-4o-mini");
     assert_eq!(row["requests"], 1, "{usage}");
-    assert_eq!(row["estimated"], 1, "the provider never reported usage, so it is an estimate");
+    assert_eq!(
+        row["estimated"], 1,
+        "the provider never reported usage, so it is an estimate"
+    );
     let out = row["output"].as_u64().unwrap();
     // at least "tok0 tok1 tok2 " (15 chars, 4 tokens) was delivered; far fewer than 40 tokens
     assert!((4..40).contains(&out), "output {out}");
@@ -132,12 +166,24 @@ fn idempotent_retry_is_metered_once() {
     assert_eq!(second.status, 200);
     assert_eq!(second.header("idempotent-replayed"), Some("true"));
     assert_eq!(second.body, first.body);
-    assert_eq!(env.upstream.tagged(&tag).len(), 1, "the retry must not reach the upstream");
+    assert_eq!(
+        env.upstream.tagged(&tag).len(),
+        1,
+        "the retry must not reach the upstream"
+    );
     let usage = settled_usage(port, &key);
-    assert_eq!(meter(&usage, "chat.completions", "gpt-4o-mini")["requests"], 1);
+    assert_eq!(
+        meter(&usage, "chat.completions", "gpt-4o-mini")["requests"],
+        1
+    );
 
     let other = chat(port, &key, &ask(4, false), &headers);
-    assert_eq!(other.status, 400, "same key, different body: {}", other.text());
+    assert_eq!(
+        other.status,
+        400,
+        "same key, different body: {}",
+        other.text()
+    );
     assert_eq!(other.json()["error"]["code"], "idempotency_key_reused");
 }
 
@@ -150,7 +196,10 @@ fn customer_key_is_swapped_for_the_upstream_key() {
     let r = chat(port, &key, &ask(1, false), &[("x-test-tag", tag.as_str())]);
     assert_eq!(r.status, 200);
     let seen = env.upstream.tagged(&tag);
-    assert_eq!(seen[0].authorization.as_deref(), Some(format!("Bearer {UPSTREAM_KEY}").as_str()));
+    assert_eq!(
+        seen[0].authorization.as_deref(),
+        Some(format!("Bearer {UPSTREAM_KEY}").as_str())
+    );
     assert!(!seen[0].body.contains("em_live_"));
     let all_headers = format!("{:?}", r.headers);
     assert!(!all_headers.contains(UPSTREAM_KEY) && !r.text().contains(UPSTREAM_KEY));

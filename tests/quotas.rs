@@ -23,7 +23,11 @@ fn two_hundred_concurrent_requests_against_a_hard_quota_of_fifty() {
                 let (key, tag) = (&key, &tag);
                 s.spawn(move || {
                     let r = chat(port, key, &ask(3), &[("x-test-tag", tag.as_str())]);
-                    let kind = if r.status == 429 { r.error_type() } else { String::new() };
+                    let kind = if r.status == 429 {
+                        r.error_type()
+                    } else {
+                        String::new()
+                    };
                     (r.status, kind)
                 })
             })
@@ -31,11 +35,21 @@ fn two_hundred_concurrent_requests_against_a_hard_quota_of_fifty() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let ok = statuses.iter().filter(|(s, _)| *s == 200).count();
-    let refused = statuses.iter().filter(|(s, k)| *s == 429 && k == "insufficient_quota").count();
+    let refused = statuses
+        .iter()
+        .filter(|(s, k)| *s == 429 && k == "insufficient_quota")
+        .count();
     assert_eq!((ok, refused), (50, 150), "{statuses:?}");
-    assert_eq!(env.upstream.tagged(&tag).len(), 50, "refused requests must never reach the upstream");
+    assert_eq!(
+        env.upstream.tagged(&tag).len(),
+        50,
+        "refused requests must never reach the upstream"
+    );
     let usage = settled_usage(port, &key);
-    assert_eq!(meter(&usage, "chat.completions", "gpt-4o-mini")["requests"], 50);
+    assert_eq!(
+        meter(&usage, "chat.completions", "gpt-4o-mini")["requests"],
+        50
+    );
     assert_eq!(usage["remaining"]["requests"], 0);
 }
 
@@ -45,18 +59,26 @@ fn requests_per_minute() {
     let (_, key) = customer(env.worker.port, "rpm");
     // 2 per fixed minute: 5 quick requests cross at most one boundary, so one of the
     // two windows sees at least 3 and refuses one.
-    let responses: Vec<_> = (0..5).map(|_| chat(env.worker.port, &key, &ask(1), &[])).collect();
+    let responses: Vec<_> = (0..5)
+        .map(|_| chat(env.worker.port, &key, &ask(1), &[]))
+        .collect();
     let refused: Vec<_> = responses.iter().filter(|r| r.status == 429).collect();
     assert!(!refused.is_empty());
     let r = refused[0];
     assert_eq!(r.error_type(), "rate_limit_exceeded");
-    assert!(r.json()["error"]["message"].as_str().unwrap().contains("requests per minute"));
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("requests per minute"));
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry));
     let ok = responses.iter().find(|r| r.status == 200).unwrap();
     assert_eq!(ok.header("x-ratelimit-limit-requests"), Some("2"));
     assert!(ok.header("x-ratelimit-remaining-requests").is_some());
-    assert!(ok.header("x-ratelimit-reset-requests").unwrap().ends_with('s'));
+    assert!(ok
+        .header("x-ratelimit-reset-requests")
+        .unwrap()
+        .ends_with('s'));
 }
 
 #[test]
@@ -65,7 +87,12 @@ fn tokens_per_minute() {
     let (_, key) = customer(env.worker.port, "tpm");
     let tag = unique("tpm");
     // the plan allows 100 tokens a minute; this request reserves 200 output tokens alone
-    let r = chat(env.worker.port, &key, &ask(200), &[("x-test-tag", tag.as_str())]);
+    let r = chat(
+        env.worker.port,
+        &key,
+        &ask(200),
+        &[("x-test-tag", tag.as_str())],
+    );
     assert_eq!(r.status, 429);
     assert_eq!(r.error_type(), "rate_limit_exceeded");
     assert!(r.text().contains("tokens per minute"));
@@ -129,11 +156,19 @@ fn concurrent_requests_in_flight() {
         let slow = s.spawn(|| {
             let mut body = ask(10);
             body["stream"] = json!(true);
-            chat(port, &key, &body, &[("x-fake-delay-ms", "200"), ("x-test-tag", tag.as_str())])
+            chat(
+                port,
+                &key,
+                &body,
+                &[("x-fake-delay-ms", "200"), ("x-test-tag", tag.as_str())],
+            )
         });
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while env.upstream.tagged(&tag).is_empty() {
-            assert!(std::time::Instant::now() < deadline, "slow request never reached upstream");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "slow request never reached upstream"
+            );
             thread::sleep(std::time::Duration::from_millis(20));
         }
         let r = chat(port, &key, &ask(1), &[]);

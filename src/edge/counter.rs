@@ -253,6 +253,11 @@ impl UsageCounter {
             }
             l.state.roll(now);
             Ok(crate::report::build(&catalog, &l.customer, &l.state))
+        });
+        // An admin asking about a customer that does not exist gets 404, not 401.
+        let report = report.map_err(|e| match (&key_hash, e.status) {
+            (None, 401) => ApiError::not_found("No such customer."),
+            _ => e,
         })?;
         http::json_response(&report, 200).map_err(http::internal)
     }

@@ -232,7 +232,7 @@ async fn observe(
         return respond(status, &headers, Payload::Stream(upstream.body));
     }
     let bytes = collect(upstream.body).await?;
-    let metered = match adapter.from_body(&bytes) {
+    let metered = match adapter.read_body(&bytes) {
         Some(usage) => Metered {
             usage,
             estimated: false,

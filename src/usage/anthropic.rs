@@ -56,7 +56,7 @@ pub struct Anthropic {
 }
 
 impl UsageAdapter for Anthropic {
-    fn from_body(&self, body: &[u8]) -> Option<Usage> {
+    fn read_body(&self, body: &[u8]) -> Option<Usage> {
         let raw = serde_json::from_slice::<Message>(body).ok()?.usage?;
         Some(Usage {
             input: raw.input().unwrap_or(0),
@@ -130,7 +130,7 @@ mod tests {
 
     #[test]
     fn body_adds_cache_reads_to_input() {
-        let u = Anthropic::default().from_body(BODY.as_bytes()).unwrap();
+        let u = Anthropic::default().read_body(BODY.as_bytes()).unwrap();
         // 12 fresh + 100 cache reads = 112 input, of which 100 cached
         assert_eq!((u.input, u.cached, u.output), (112, 100, 6));
     }

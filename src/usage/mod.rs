@@ -50,7 +50,7 @@ pub enum EventKind {
 /// Reads usage from one provider's responses.
 pub trait UsageAdapter {
     /// Usage reported in a complete JSON response body, if any.
-    fn from_body(&self, body: &[u8]) -> Option<Usage>;
+    fn read_body(&self, body: &[u8]) -> Option<Usage>;
     /// Observes the `data` of one streamed event.
     fn on_event(&mut self, data: &str) -> EventKind;
     /// Usage the provider reported in the stream so far, if any.

@@ -105,7 +105,7 @@ pub struct OpenAi {
 }
 
 impl UsageAdapter for OpenAi {
-    fn from_body(&self, body: &[u8]) -> Option<Usage> {
+    fn read_body(&self, body: &[u8]) -> Option<Usage> {
         let body: Body = serde_json::from_slice(body).ok()?;
         let images = body.data.as_ref().map_or(0, |items| {
             let is_image = |i: &&DataItem| i.url.is_some() || i.b64_json.is_some();
@@ -180,18 +180,18 @@ mod tests {
     #[test]
     fn reads_non_streamed_bodies() {
         let a = OpenAi::default();
-        let chat = a.from_body(CHAT.as_bytes()).unwrap();
+        let chat = a.read_body(CHAT.as_bytes()).unwrap();
         assert_eq!((chat.input, chat.output, chat.cached), (1117, 46, 1024));
-        let r = a.from_body(REASONING.as_bytes()).unwrap();
+        let r = a.read_body(REASONING.as_bytes()).unwrap();
         assert_eq!((r.output, r.reasoning), (1186, 1024));
-        let e = a.from_body(EMBEDDINGS.as_bytes()).unwrap();
+        let e = a.read_body(EMBEDDINGS.as_bytes()).unwrap();
         assert_eq!((e.input, e.output, e.images), (8, 0, 0));
-        let i = a.from_body(IMAGES.as_bytes()).unwrap();
+        let i = a.read_body(IMAGES.as_bytes()).unwrap();
         assert_eq!((i.input, i.output, i.images), (50, 50, 2));
-        let resp = a.from_body(RESPONSES.as_bytes()).unwrap();
+        let resp = a.read_body(RESPONSES.as_bytes()).unwrap();
         assert_eq!((resp.input, resp.output), (36, 87));
-        assert_eq!(a.from_body(br#"{"object":"list","data":[]}"#), None);
-        assert_eq!(a.from_body(b"not json"), None);
+        assert_eq!(a.read_body(br#"{"object":"list","data":[]}"#), None);
+        assert_eq!(a.read_body(b"not json"), None);
     }
 
     // Recorded stream with `stream_options.include_usage`: every chunk carries

@@ -15,7 +15,10 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn text(&self) -> String {
@@ -23,7 +26,8 @@ impl Resp {
     }
 
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
 
     /// The OpenAI error `type`, asserting the body has the error shape.
@@ -31,13 +35,23 @@ impl Resp {
         let v = self.json();
         let e = &v["error"];
         for field in ["message", "type", "code", "param"] {
-            assert!(e.get(field).is_some(), "error body lacks `{field}`: {}", self.text());
+            assert!(
+                e.get(field).is_some(),
+                "error body lacks `{field}`: {}",
+                self.text()
+            );
         }
         e["type"].as_str().unwrap_or_default().to_string()
     }
 }
 
-fn connect(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> TcpStream {
+fn connect(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> TcpStream {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to worker");
     s.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
     let mut head = format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
@@ -50,7 +64,10 @@ fn connect(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: 
     s
 }
 
-fn split_head(raw: &[u8]) -> Option<(u16, Vec<(String, String)>, usize)> {
+/// Status, headers and where the body starts.
+type Head = (u16, Vec<(String, String)>, usize);
+
+fn split_head(raw: &[u8]) -> Option<Head> {
     let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&raw[..end]);
     let mut lines = head.split("\r\n");
@@ -65,7 +82,8 @@ fn split_head(raw: &[u8]) -> Option<(u16, Vec<(String, String)>, usize)> {
 fn dechunk(mut raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(String::from_utf8_lossy(&raw[..eol]).trim(), 16).unwrap_or(0);
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&raw[..eol]).trim(), 16).unwrap_or(0);
         if size == 0 || raw.len() < eol + 2 + size {
             break;
         }
@@ -78,7 +96,12 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
 /// Whether `body` holds a complete message body (wrangler keeps connections open for
 /// seconds after `connection: close`, so the end is found by framing, not by EOF).
 fn complete(headers: &[(String, String)], body: &[u8]) -> bool {
-    let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
     if let Some(len) = get("content-length").and_then(|l| l.parse::<usize>().ok()) {
         return body.len() >= len;
     }
@@ -109,21 +132,42 @@ pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], bo
         }
         raw.extend_from_slice(&buf[..n]);
     }
-    let (status, headers, start) = split_head(&raw).unwrap_or_else(|| panic!("bad response: {raw:?}"));
-    let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
-    let body = if chunked { dechunk(&raw[start..]) } else { raw[start..].to_vec() };
-    Resp { status, headers, body }
+    let (status, headers, start) =
+        split_head(&raw).unwrap_or_else(|| panic!("bad response: {raw:?}"));
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked {
+        dechunk(&raw[start..])
+    } else {
+        raw[start..].to_vec()
+    };
+    Resp {
+        status,
+        headers,
+        body,
+    }
 }
 
 /// Sends a request, reads until the raw response contains `until`, then hangs up.
 /// Returns what was read.
-pub fn read_then_hang_up(port: u16, path: &str, headers: &[(&str, &str)], body: &[u8], until: &str) -> String {
+pub fn read_then_hang_up(
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    until: &str,
+) -> String {
     let mut s = connect(port, "POST", path, headers, body);
     let mut raw = Vec::new();
     let mut buf = [0u8; 4096];
     while !String::from_utf8_lossy(&raw).contains(until) {
         let n = s.read(&mut buf).expect("read stream");
-        assert!(n > 0, "stream ended before {until:?}: {}", String::from_utf8_lossy(&raw));
+        assert!(
+            n > 0,
+            "stream ended before {until:?}: {}",
+            String::from_utf8_lossy(&raw)
+        );
         raw.extend_from_slice(&buf[..n]);
     }
     s.shutdown(std::net::Shutdown::Both).ok();

@@ -54,22 +54,48 @@ pub fn shared() -> &'static Env {
 /// A customer id no other test uses.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
     format!("{prefix}-{stamp}-{}", N.fetch_add(1, Ordering::Relaxed))
 }
 
 pub fn admin(port: u16, method: &str, path: &str, body: &Value) -> http::Resp {
     let auth = format!("Bearer {ADMIN_TOKEN}");
-    let bytes = if body.is_null() { Vec::new() } else { body.to_string().into_bytes() };
-    http::request(port, method, path, &[("authorization", &auth), ("content-type", "application/json")], &bytes)
+    let bytes = if body.is_null() {
+        Vec::new()
+    } else {
+        body.to_string().into_bytes()
+    };
+    http::request(
+        port,
+        method,
+        path,
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        &bytes,
+    )
 }
 
 /// Creates a customer on `plan` and issues a live key; returns (customer id, key).
 pub fn customer(port: u16, plan: &str) -> (String, String) {
     let id = unique(plan);
-    let r = admin(port, "POST", "/admin/v1/customers", &json!({"id": id, "plan": plan}));
+    let r = admin(
+        port,
+        "POST",
+        "/admin/v1/customers",
+        &json!({"id": id, "plan": plan}),
+    );
     assert_eq!(r.status, 201, "create customer: {}", r.text());
-    let r = admin(port, "POST", &format!("/admin/v1/customers/{id}/keys"), &json!({"mode": "live"}));
+    let r = admin(
+        port,
+        "POST",
+        &format!("/admin/v1/customers/{id}/keys"),
+        &json!({"mode": "live"}),
+    );
     assert_eq!(r.status, 201, "issue key: {}", r.text());
     (id, r.json()["key"].as_str().unwrap().to_string())
 }
@@ -77,7 +103,10 @@ pub fn customer(port: u16, plan: &str) -> (String, String) {
 /// POSTs JSON with a customer key and extra headers.
 pub fn call(port: u16, key: &str, path: &str, body: &Value, extra: &[(&str, &str)]) -> http::Resp {
     let auth = format!("Bearer {key}");
-    let mut headers = vec![("authorization", auth.as_str()), ("content-type", "application/json")];
+    let mut headers = vec![
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+    ];
     headers.extend_from_slice(extra);
     http::request(port, "POST", path, &headers, body.to_string().as_bytes())
 }
@@ -91,13 +120,22 @@ pub fn chat(port: u16, key: &str, body: &Value, extra: &[(&str, &str)]) -> http:
 pub fn settled_usage(port: u16, key: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let r = http::request(port, "GET", "/v1/usage", &[("authorization", &format!("Bearer {key}"))], b"");
+        let r = http::request(
+            port,
+            "GET",
+            "/v1/usage",
+            &[("authorization", &format!("Bearer {key}"))],
+            b"",
+        );
         assert_eq!(r.status, 200, "usage: {}", r.text());
         let v = r.json();
         if v["totals"]["in_flight"] == 0 {
             return v;
         }
-        assert!(Instant::now() < deadline, "requests still in flight after 30 s: {v}");
+        assert!(
+            Instant::now() < deadline,
+            "requests still in flight after 30 s: {v}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -107,5 +145,7 @@ pub fn meter(usage: &Value, meter: &str, model: &str) -> Value {
     let rows = usage["meters"].as_array().cloned().unwrap_or_default();
     rows.into_iter()
         .find(|m| m["meter"] == meter && m["model"] == model)
-        .unwrap_or_else(|| json!({"requests": 0, "input": 0, "output": 0, "cached": 0, "estimated": 0}))
+        .unwrap_or_else(
+            || json!({"requests": 0, "input": 0, "output": 0, "cached": 0, "estimated": 0}),
+        )
 }

@@ -19,7 +19,9 @@ pub const EMBEDDING_TOKENS: u64 = 8;
 
 /// Completion tokens for a request: its `max_tokens`, else 7, never more than 50.
 pub fn completion_tokens(body: &Value) -> u64 {
-    let cap = body["max_completion_tokens"].as_u64().or(body["max_tokens"].as_u64());
+    let cap = body["max_completion_tokens"]
+        .as_u64()
+        .or(body["max_tokens"].as_u64());
     cap.unwrap_or(7).min(50)
 }
 
@@ -60,7 +62,10 @@ impl FakeUpstream {
     /// Requests seen with a tag.
     pub fn tagged(&self, tag: &str) -> Vec<Seen> {
         let seen = self.seen.lock().unwrap();
-        seen.iter().filter(|s| s.tag.as_deref() == Some(tag)).cloned().collect()
+        seen.iter()
+            .filter(|s| s.tag.as_deref() == Some(tag))
+            .cloned()
+            .collect()
     }
 }
 
@@ -73,7 +78,10 @@ struct Incoming {
 
 impl Incoming {
     fn header(&self, name: &str) -> Option<String> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
     }
 }
 
@@ -96,11 +104,22 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Incoming> {
         let (k, v) = h.split_once(':')?;
         headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
     }
-    let mut req = Incoming { method, path, headers, body: Vec::new() };
-    if let Some(len) = req.header("content-length").and_then(|l| l.parse::<usize>().ok()) {
+    let mut req = Incoming {
+        method,
+        path,
+        headers,
+        body: Vec::new(),
+    };
+    if let Some(len) = req
+        .header("content-length")
+        .and_then(|l| l.parse::<usize>().ok())
+    {
         req.body = vec![0; len];
         reader.read_exact(&mut req.body).ok()?;
-    } else if req.header("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+    } else if req
+        .header("transfer-encoding")
+        .is_some_and(|t| t.contains("chunked"))
+    {
         loop {
             let mut size = String::new();
             reader.read_line(&mut size).ok()?;
@@ -144,7 +163,10 @@ fn send_json(out: &mut TcpStream, status: u16, body: &Value) -> std::io::Result<
 
 fn respond(out: &mut TcpStream, req: &Incoming) -> std::io::Result<()> {
     let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
-    if let Some(status) = req.header("x-fake-status").and_then(|s| s.parse::<u16>().ok()) {
+    if let Some(status) = req
+        .header("x-fake-status")
+        .and_then(|s| s.parse::<u16>().ok())
+    {
         let err = json!({"error": {"message": "forced by test", "type": "server_error", "code": null, "param": null}});
         return send_json(out, status, &err);
     }
@@ -152,18 +174,31 @@ fn respond(out: &mut TcpStream, req: &Incoming) -> std::io::Result<()> {
     let path = req.path.split('?').next().unwrap_or("");
     match (req.method.as_str(), path) {
         ("POST", "/v1/chat/completions") if body["stream"] == true => {
-            let delay = req.header("x-fake-delay-ms").and_then(|d| d.parse().ok()).unwrap_or(0);
-            let events = chat_stream(&model, completion_tokens(&body), body["stream_options"]["include_usage"] == true);
+            let delay = req
+                .header("x-fake-delay-ms")
+                .and_then(|d| d.parse().ok())
+                .unwrap_or(0);
+            let events = chat_stream(
+                &model,
+                completion_tokens(&body),
+                body["stream_options"]["include_usage"] == true,
+            );
             stream(out, &events, delay)
         }
-        ("POST", "/v1/chat/completions") => send_json(out, 200, &chat(&model, completion_tokens(&body))),
+        ("POST", "/v1/chat/completions") => {
+            send_json(out, 200, &chat(&model, completion_tokens(&body)))
+        }
         ("POST", "/v1/embeddings") => send_json(
             out,
             200,
             &json!({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
                 "model": model, "usage": {"prompt_tokens": EMBEDDING_TOKENS, "total_tokens": EMBEDDING_TOKENS}}),
         ),
-        _ => send_json(out, 200, &json!({"object": "list", "data": [], "path": path})),
+        _ => send_json(
+            out,
+            200,
+            &json!({"object": "list", "data": [], "path": path}),
+        ),
     }
 }
 
@@ -189,7 +224,10 @@ pub fn chat_stream(model: &str, n: u64, include_usage: bool) -> Vec<String> {
         }
         format!("data: {c}\n\n")
     };
-    let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+    let mut events = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
     events.extend((0..n).map(|i| chunk(json!({"content": format!("tok{i} ")}), Value::Null)));
     events.push(chunk(json!({}), json!("stop")));
     if include_usage {
@@ -202,7 +240,10 @@ pub fn chat_stream(model: &str, n: u64, include_usage: bool) -> Vec<String> {
 }
 
 fn stream(out: &mut TcpStream, events: &[String], delay_ms: u64) -> std::io::Result<()> {
-    write!(out, "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")?;
+    write!(
+        out,
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    )?;
     for e in events {
         write!(out, "{:x}\r\n{e}\r\n", e.len())?;
         out.flush()?;

@@ -20,13 +20,22 @@ fn root() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A fresh directory under the target dir for one worker's config, state and log.
 pub fn scratch(name: &str) -> PathBuf {
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    let dir = root().join("target/it").join(format!("{name}-{}-{stamp}", std::process::id()));
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let dir = root()
+        .join("target/it")
+        .join(format!("{name}-{}-{stamp}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -35,7 +44,10 @@ pub fn scratch(name: &str) -> PathBuf {
 /// wrangler reload (and drop in-flight work) under them.
 fn copy_build(dir: &Path) -> PathBuf {
     let build = root().join("build");
-    assert!(build.join("worker/shim.mjs").exists(), "build/ is missing: run scripts/build first (scripts/test does)");
+    assert!(
+        build.join("worker/shim.mjs").exists(),
+        "build/ is missing: run scripts/build first (scripts/test does)"
+    );
     let to = dir.join("build");
     std::fs::create_dir_all(to.join("worker")).unwrap();
     for f in ["index.js", "index_bg.wasm", "worker/shim.mjs"] {
@@ -45,7 +57,11 @@ fn copy_build(dir: &Path) -> PathBuf {
 }
 
 fn config(dir: &Path, upstream: &str, catalog: &str) -> PathBuf {
-    let shim = if dir.join("build/worker/shim.mjs").exists() { dir.join("build/worker/shim.mjs") } else { copy_build(dir) };
+    let shim = if dir.join("build/worker/shim.mjs").exists() {
+        dir.join("build/worker/shim.mjs")
+    } else {
+        copy_build(dir)
+    };
     let toml = format!(
         r#"name = "edgemeter-test"
 main = "{shim}"
@@ -119,7 +135,10 @@ impl Worker {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        panic!("wrangler did not become ready in 90 s:\n{}", self.log_tail());
+        panic!(
+            "wrangler did not become ready in 90 s:\n{}",
+            self.log_tail()
+        );
     }
 
     pub fn log_tail(&self) -> String {
@@ -131,7 +150,9 @@ impl Worker {
     /// Kills wrangler and its workerd children, and waits for them.
     pub fn stop(mut self) {
         let pgid = self.child.id();
-        let _ = Command::new("kill").args(["-TERM", "--", &format!("-{pgid}")]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &format!("-{pgid}")])
+            .status();
         let _ = self.child.wait();
         // workerd may hold the port a moment longer
         std::thread::sleep(Duration::from_millis(300));
