@@ -75,13 +75,24 @@ pub struct Plan {
     /// Maximum spend per billing period, in the catalog currency (always hard).
     pub spend_cap: Option<Decimal>,
     pub max_concurrent: Option<u64>,
-    /// Output tokens reserved for a request that names no `max_tokens`.
+    /// Output tokens reserved for a request that names no `max_tokens`; under a plan
+    /// with token or spend limits it is also sent upstream as the request's cap.
     #[serde(default = "default_max_output")]
     pub default_max_output_tokens: u64,
 }
 
+impl Plan {
+    /// Whether a limit of this plan counts tokens or money, so a request's output must
+    /// be bounded for the limit to hold exactly.
+    pub fn needs_output_cap(&self) -> bool {
+        self.tokens_per_minute.is_some()
+            || self.spend_cap.is_some()
+            || (self.included_tokens.is_some() && self.token_cap == Cap::Hard)
+    }
+}
+
 fn default_max_output() -> u64 {
-    1024
+    4096
 }
 
 /// A catalog problem with the JSON path where it was found.
@@ -265,6 +276,34 @@ mod tests {
         assert_eq!(cur.unwrap_err().path, "$.currency");
         let big = with(|v| v["plans"]["starter"]["included_tokens"] = (1u64 << 60).into());
         assert_eq!(big.unwrap_err().path, "$.plans.starter.included_tokens");
+    }
+
+    #[test]
+    fn only_token_and_spend_limits_need_an_output_cap() {
+        let hard = |p: Plan| p.needs_output_cap();
+        assert!(!hard(Plan {
+            requests_per_minute: Some(1),
+            max_concurrent: Some(1),
+            ..Plan::default()
+        }));
+        assert!(!hard(Plan {
+            included_tokens: Some(1),
+            token_cap: Cap::Soft,
+            ..Plan::default()
+        }));
+        assert!(hard(Plan {
+            included_tokens: Some(1),
+            token_cap: Cap::Hard,
+            ..Plan::default()
+        }));
+        assert!(hard(Plan {
+            tokens_per_minute: Some(1),
+            ..Plan::default()
+        }));
+        assert!(hard(Plan {
+            spend_cap: Some(Decimal::ONE),
+            ..Plan::default()
+        }));
     }
 
     #[test]

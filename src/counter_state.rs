@@ -80,7 +80,10 @@ pub struct Window {
 pub struct AdmitAsk {
     pub meter: String,
     pub model: String,
+    /// Realistic input estimate, for settling a reservation nobody came back for.
     pub input_estimate: u64,
+    /// Upper bound of the input tokens: what is reserved.
+    pub input_reserve: u64,
     /// The request's own output cap; the plan's default is reserved when it has none.
     pub output_cap: Option<u64>,
 }
@@ -163,7 +166,7 @@ impl CounterState {
     ) -> Result<Reservation, ApiError> {
         self.roll(now_ms);
         let reserve = Usage {
-            input: ask.input_estimate,
+            input: ask.input_reserve,
             output: ask.output_cap.unwrap_or(plan.default_max_output_tokens),
             ..Usage::default()
         };
@@ -249,6 +252,7 @@ mod tests {
             meter: "chat.completions".into(),
             model: "gpt-4o-mini".into(),
             input_estimate: input,
+            input_reserve: input,
             output_cap: Some(output),
         }
     }

@@ -25,13 +25,16 @@ pub struct Replay {
 
 /// The counter's answer to an admission.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum AdmitResponse {
     Admitted {
         reservation: u64,
         plan: String,
         /// Cost of the reserved estimate, an upper bound for a streamed request.
         reserved_cost: String,
+        /// Output cap to add to a request that named none, when the plan's hard limits
+        /// need one to be exact.
+        output_cap: Option<u64>,
         headers: Vec<(String, String)>,
     },
     Replayed {

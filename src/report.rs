@@ -78,6 +78,7 @@ mod tests {
             meter: "chat.completions".into(),
             model: "gpt-4o".into(),
             input_estimate: 10,
+            input_reserve: 10,
             output_cap: Some(10),
         };
         let plan = catalog.plan("starter").unwrap();

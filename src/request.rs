@@ -68,28 +68,71 @@ pub struct Prepared {
     pub stream: bool,
     /// Whether the client itself asked for the usage chunk of a stream.
     pub client_wants_usage: bool,
+    /// Input tokens as realistically estimated (used when a provider reports none).
     pub input_estimate: u64,
+    /// Input tokens reserved at admission: an upper bound, so quotas cannot be overshot.
+    pub input_reserve: u64,
     /// Output tokens to reserve: the client's own cap or the plan default.
     pub output_cap: Option<u64>,
     /// The body to send upstream; `None` means forward the client's bytes unchanged.
     pub upstream_body: Option<Vec<u8>>,
 }
 
-/// Characters of prompt text in a JSON value. Data URLs (inline images, audio) are
-/// skipped: their size says nothing about tokens. Integer arrays (pre-tokenized input)
-/// count one token (four characters) per element.
-fn prompt_chars(v: &Value) -> u64 {
-    match v {
-        Value::String(s) if s.starts_with("data:") => 0,
-        Value::String(s) => s.chars().count() as u64,
-        Value::Number(_) => 4,
-        Value::Array(items) => items.iter().map(prompt_chars).sum(),
-        Value::Object(map) => map.values().map(prompt_chars).sum(),
-        _ => 0,
+/// Tokens an inline image or audio part is estimated at, and reserved at: the most a
+/// single image costs with the major providers.
+const MEDIA_ESTIMATE_TOKENS: u64 = 765;
+const MEDIA_RESERVE_TOKENS: u64 = 1600;
+
+/// Content part types that carry media rather than text.
+const MEDIA_TYPES: [&str; 5] = [
+    "image_url",
+    "image",
+    "input_image",
+    "input_audio",
+    "document",
+];
+
+/// What a prompt is made of. Characters give a realistic token estimate (about four a
+/// token); UTF-8 bytes give a strict upper bound, since byte-level BPE tokenizers never
+/// make a token of less than one byte.
+#[derive(Debug, Default)]
+struct PromptSize {
+    chars: u64,
+    bytes: u64,
+    /// Integers in a pre-tokenized prompt: one token each.
+    token_ids: u64,
+    media: u64,
+}
+
+impl PromptSize {
+    fn measure(&mut self, v: &Value) {
+        match v {
+            // Inline media (data URLs): their size says nothing about tokens.
+            Value::String(s) if s.starts_with("data:") => {}
+            Value::String(s) => {
+                self.chars += s.chars().count() as u64;
+                self.bytes += s.len() as u64;
+            }
+            Value::Number(_) => self.token_ids += 1,
+            Value::Array(items) => items.iter().for_each(|i| self.measure(i)),
+            Value::Object(map) => {
+                let kind = map.get("type").and_then(Value::as_str).unwrap_or("");
+                if MEDIA_TYPES.contains(&kind) {
+                    self.media += 1;
+                    return;
+                }
+                for (key, value) in map {
+                    self.bytes += key.len() as u64; // keys of tool schemas become tokens
+                    self.measure(value);
+                }
+            }
+            _ => {}
+        }
     }
 }
 
-fn input_estimate(body: &Map<String, Value>) -> u64 {
+/// (realistic estimate, upper bound) of a request's input tokens.
+fn input_tokens(body: &Map<String, Value>) -> (u64, u64) {
     let fields = [
         "messages",
         "prompt",
@@ -98,12 +141,33 @@ fn input_estimate(body: &Map<String, Value>) -> u64 {
         "tools",
         "instructions",
     ];
-    let chars: u64 = fields
-        .iter()
-        .filter_map(|f| body.get(*f))
-        .map(prompt_chars)
-        .sum();
-    estimate_tokens(chars) + INPUT_OVERHEAD_TOKENS
+    let mut size = PromptSize::default();
+    for value in fields.iter().filter_map(|f| body.get(*f)) {
+        size.measure(value);
+    }
+    let messages = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .map_or(0, |m| m.len() as u64);
+    let overhead = INPUT_OVERHEAD_TOKENS + 4 * messages;
+    let estimate =
+        estimate_tokens(size.chars) + size.token_ids + size.media * MEDIA_ESTIMATE_TOKENS;
+    let bound = size.bytes + size.token_ids + size.media * MEDIA_RESERVE_TOKENS;
+    (estimate + overhead, bound + overhead)
+}
+
+/// The request body with an output cap added, for a request that named none under a
+/// plan whose hard limits need one to be exact. `None` when the body is not a JSON object.
+pub fn with_output_cap(meter: Meter, body: &[u8], cap: u64) -> Option<Vec<u8>> {
+    let field = match meter {
+        Meter::ChatCompletions => "max_completion_tokens",
+        Meter::Responses => "max_output_tokens",
+        Meter::Completions | Meter::Messages => "max_tokens",
+        Meter::Embeddings | Meter::Request => return None,
+    };
+    let mut json: Map<String, Value> = serde_json::from_slice(body).ok()?;
+    json.insert(field.to_string(), Value::from(cap));
+    serde_json::to_vec(&json).ok()
 }
 
 fn output_cap(body: &Map<String, Value>) -> Result<Option<u64>, ApiError> {
@@ -135,6 +199,7 @@ pub fn prepare(path: &str, body: &[u8]) -> Result<Prepared, ApiError> {
             stream: false,
             client_wants_usage: false,
             input_estimate: 0,
+            input_reserve: 0,
             output_cap: Some(0),
             upstream_body: None,
         });
@@ -156,7 +221,7 @@ pub fn prepare(path: &str, body: &[u8]) -> Result<Prepared, ApiError> {
         Meter::Embeddings => Some(0),
         _ => output_cap(&json)?,
     };
-    let input_estimate = input_estimate(&json);
+    let (input_estimate, input_reserve) = input_tokens(&json);
     let asks_usage = |j: &Map<String, Value>| {
         j.get("stream_options")
             .and_then(|o| o.get("include_usage"))
@@ -186,6 +251,7 @@ pub fn prepare(path: &str, body: &[u8]) -> Result<Prepared, ApiError> {
         stream,
         client_wants_usage: client_wants_usage || !needs_usage_option,
         input_estimate,
+        input_reserve,
         output_cap,
         upstream_body,
     })
@@ -203,8 +269,10 @@ mod tests {
         let sent: Value = serde_json::from_slice(p.upstream_body.as_ref().unwrap()).unwrap();
         assert_eq!(sent["stream_options"]["include_usage"], true);
         assert_eq!(sent["messages"][0]["content"], "Hello there");
-        // "user" (4) + "Hello there" (11) = 15 chars -> 4 tokens + 8 overhead
-        assert_eq!(p.input_estimate, 12);
+        // "user" (4) + "Hello there" (11) = 15 chars -> 4 tokens, + 8 + 4 per message
+        assert_eq!(p.input_estimate, 16);
+        // bound: keys "role" + "content" (11) + values (15) = 26 bytes, + 12 overhead
+        assert_eq!(p.input_reserve, 38);
     }
 
     #[test]
@@ -247,17 +315,39 @@ mod tests {
     }
 
     #[test]
-    fn inline_images_do_not_inflate_the_estimate_and_token_arrays_count() {
-        let big = format!(
-            r#"{{"model":"m","messages":[{{"role":"user","content":[{{"type":"image_url","image_url":{{"url":"data:image/png;base64,{}"}}}}]}}]}}"#,
-            "A".repeat(100_000)
+    fn inline_images_count_per_image_not_per_byte_and_token_arrays_count() {
+        let with_image = |data: &str| {
+            let body = format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":[{{"type":"image_url","image_url":{{"url":"data:image/png;base64,{data}"}}}}]}}]}}"#
+            );
+            prepare("/v1/chat/completions", body.as_bytes()).unwrap()
+        };
+        let (big, small) = (with_image(&"A".repeat(100_000)), with_image("AA"));
+        assert_eq!(
+            (big.input_estimate, big.input_reserve),
+            (small.input_estimate, small.input_reserve)
         );
-        let p = prepare("/v1/chat/completions", big.as_bytes()).unwrap();
-        // "user" + "image_url" = 13 chars -> 4 tokens + 8
-        assert_eq!(p.input_estimate, 12);
+        // "user" -> 1 token + one image at 765 + 12 overhead
+        assert_eq!(big.input_estimate, 778);
+        // bound: "role" + "content" + "user" = 15 bytes + 1600 per image + 12
+        assert_eq!(big.input_reserve, 1627);
         let p = prepare("/v1/embeddings", br#"{"model":"m","input":[[1,2,3]]}"#).unwrap();
         // three token ids -> 3 tokens + 8; embeddings reserve no output
-        assert_eq!((p.input_estimate, p.output_cap), (11, Some(0)));
+        assert_eq!(
+            (p.input_estimate, p.input_reserve, p.output_cap),
+            (11, 11, Some(0))
+        );
+    }
+
+    #[test]
+    fn output_cap_is_added_under_the_field_each_api_reads() {
+        let body = br#"{"model":"m","messages":[]}"#;
+        let capped =
+            |m| serde_json::from_slice::<Value>(&with_output_cap(m, body, 64).unwrap()).unwrap();
+        assert_eq!(capped(Meter::ChatCompletions)["max_completion_tokens"], 64);
+        assert_eq!(capped(Meter::Messages)["max_tokens"], 64);
+        assert_eq!(capped(Meter::Responses)["max_output_tokens"], 64);
+        assert_eq!(with_output_cap(Meter::Embeddings, body, 64), None);
     }
 
     #[test]

@@ -107,13 +107,15 @@ fn included_tokens_hard_cap() {
     let env = shared();
     let port = env.worker.port;
     let (_, key) = customer(port, "tokens");
-    // 200 included. First: reserves ~12 input + 100 output, uses 21 + 50 = 71.
+    // 200 included. A request reserves its input bound, 29 ("role", "content", "user",
+    // "hi": 17 bytes + 12 overhead), plus 100 output: 129. The fake uses 21 + 50 = 71.
+    // First: 0 + 129 <= 200, admitted.
     assert_eq!(chat(port, &key, &ask(100), &[]).status, 200);
     settled_usage(port, &key);
-    // Second: 71 used + 112 reserved = 183 <= 200: admitted; uses 71 more (142).
+    // Second: 71 used + 129 = 200, exactly at the limit: admitted; 142 used after it.
     assert_eq!(chat(port, &key, &ask(100), &[]).status, 200);
     settled_usage(port, &key);
-    // Third: 142 + 112 > 200: refused.
+    // Third: 142 + 129 > 200: refused.
     let r = chat(port, &key, &ask(100), &[]);
     assert_eq!(r.status, 429);
     assert_eq!(r.error_type(), "insufficient_quota");
@@ -127,10 +129,11 @@ fn spend_cap() {
     let env = shared();
     let port = env.worker.port;
     let (_, key) = customer(port, "spend");
-    // Cap 0.00001 USD. Each request costs 3.375e-6 (16*0.15 + 5*0.075 + 1*0.60 per 1e6)
-    // and reserves about 2.4e-6 before it runs, so the fourth one cannot fit.
+    // Cap 0.00001 USD. A request reserves (29*0.15 + 1*0.60)/1e6 = 4.95e-6 and costs
+    // (16*0.15 + 5*0.075 + 1*0.60)/1e6 = 3.375e-6. Second: 3.375 + 4.95 = 8.325 <= 10;
+    // third: 6.75 + 4.95 = 11.7 > 10, refused before it could overshoot.
     let mut codes = Vec::new();
-    for _ in 0..6 {
+    for _ in 0..4 {
         let r = chat(port, &key, &ask(1), &[]);
         if r.status == 429 {
             assert_eq!(r.error_type(), "insufficient_quota");
@@ -139,11 +142,10 @@ fn spend_cap() {
         codes.push(r.status);
         settled_usage(port, &key);
     }
-    assert_eq!(codes, [200, 200, 200, 429, 429, 429]);
+    assert_eq!(codes, [200, 200, 429, 429]);
     let usage = settled_usage(port, &key);
-    // 3 * 3.375e-6 = 0.000010125: the last admitted request's actual cost may pass the
-    // cap by less than one request's estimate error; nothing after it is admitted.
-    assert_eq!(usage["totals"]["cost"], "0.000010125");
+    // 2 * 3.375e-6, under the cap
+    assert_eq!(usage["totals"]["cost"], "0.00000675");
 }
 
 #[test]
@@ -179,4 +181,33 @@ fn concurrent_requests_in_flight() {
     });
     settled_usage(port, &key);
     assert_eq!(chat(port, &key, &ask(1), &[]).status, 200);
+}
+
+#[test]
+fn plans_with_token_limits_bound_the_output_of_uncapped_requests() {
+    let env = shared();
+    let port = env.worker.port;
+    let uncapped = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+    let (_, key) = customer(port, "tokens");
+    let tag = unique("cap");
+    assert_eq!(
+        chat(port, &key, &uncapped, &[("x-test-tag", tag.as_str())]).status,
+        200
+    );
+    let sent: serde_json::Value = serde_json::from_str(&env.upstream.tagged(&tag)[0].body).unwrap();
+    // the plan's default_max_output_tokens, so the reservation bounds the real usage
+    assert_eq!(sent["max_completion_tokens"], 40);
+    assert_eq!(sent["messages"], uncapped["messages"]);
+
+    let (_, open_key) = customer(port, "open");
+    let tag = unique("nocap");
+    assert_eq!(
+        chat(port, &open_key, &uncapped, &[("x-test-tag", tag.as_str())]).status,
+        200
+    );
+    let sent: serde_json::Value = serde_json::from_str(&env.upstream.tagged(&tag)[0].body).unwrap();
+    assert!(
+        sent.get("max_completion_tokens").is_none(),
+        "a plan without token limits changes nothing"
+    );
 }

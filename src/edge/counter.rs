@@ -168,6 +168,10 @@ impl UsageCounter {
                 reservation: r.id,
                 plan: l.customer.plan.clone(),
                 reserved_cost: r.cost.normalize().to_string(),
+                output_cap: match req.ask.output_cap {
+                    None if plan.needs_output_cap() => Some(plan.default_max_output_tokens),
+                    _ => None,
+                },
                 headers,
             })
         });

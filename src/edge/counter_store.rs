@@ -28,7 +28,6 @@ struct Cursor {
 }
 
 /// A stored key with its hash.
-#[derive(Deserialize)]
 pub struct KeyRow {
     pub hash: String,
     pub id: String,
@@ -49,16 +48,29 @@ impl KeyRow {
 }
 
 /// A remembered idempotent request: in flight while `replay` is `None`.
-#[derive(Deserialize)]
 pub struct IdemRow {
     pub body_hash: String,
     pub created_ms: i64,
     pub replay: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct Text {
-    v: String,
+/// Rows as raw values: reading them through `to_array` would compile a second
+/// deserializer (serde-wasm-bindgen) for every row type into the bundle.
+type Row = Vec<SqlStorageValue>;
+
+fn text(row: &Row, i: usize) -> String {
+    match row.get(i) {
+        Some(SqlStorageValue::String(s)) => s.clone(),
+        _ => String::new(),
+    }
+}
+
+fn integer(row: &Row, i: usize) -> Option<i64> {
+    match row.get(i) {
+        Some(SqlStorageValue::Integer(n)) => Some(*n),
+        Some(SqlStorageValue::Float(f)) => Some(*f as i64),
+        _ => None,
+    }
 }
 
 fn int(v: i64) -> SqlStorageValue {
@@ -83,12 +95,13 @@ impl Store {
         Ok(Store { sql })
     }
 
+    fn rows(&self, query: &str, binds: Vec<SqlStorageValue>) -> Result<Vec<Row>> {
+        self.sql.exec(query, binds)?.raw().collect()
+    }
+
     fn meta<T: DeserializeOwned>(&self, k: &str) -> Result<Option<T>> {
-        let rows: Vec<Text> = self
-            .sql
-            .exec("SELECT v FROM meta WHERE k = ?", vec![k.into()])?
-            .to_array()?;
-        rows.first().map(|r| parse(&r.v)).transpose()
+        let rows = self.rows("SELECT v FROM meta WHERE k = ?", vec![k.into()])?;
+        rows.first().map(|r| parse(&text(r, 0))).transpose()
     }
 
     fn set_meta<T: Serialize>(&self, k: &str, v: &T) -> Result<()> {
@@ -176,7 +189,15 @@ impl Store {
 
     pub fn keys(&self) -> Result<Vec<KeyRow>> {
         let q = "SELECT hash, id, mode, created_ms, revoked_ms FROM keys ORDER BY created_ms";
-        self.sql.exec(q, None)?.to_array()
+        let rows = self.rows(q, vec![])?;
+        let key = |r: &Row| KeyRow {
+            hash: text(r, 0),
+            id: text(r, 1),
+            mode: text(r, 2),
+            created_ms: integer(r, 3).unwrap_or(0),
+            revoked_ms: integer(r, 4),
+        };
+        Ok(rows.iter().map(key).collect())
     }
 
     pub fn insert_key(&self, hash: &str, info: &KeyInfo) -> Result<()> {
@@ -201,9 +222,15 @@ impl Store {
     /// The remembered request for an idempotency key, if still within its TTL.
     pub fn idempotency(&self, key: &str, now_ms: i64) -> Result<Option<IdemRow>> {
         let q = "SELECT body_hash, created_ms, replay FROM idempotency WHERE key = ?";
-        let rows: Vec<IdemRow> = self.sql.exec(q, vec![key.into()])?.to_array()?;
+        let rows = self.rows(q, vec![key.into()])?;
+        let row = |r: &Row| IdemRow {
+            body_hash: text(r, 0),
+            created_ms: integer(r, 1).unwrap_or(0),
+            replay: matches!(r.get(2), Some(SqlStorageValue::String(_))).then(|| text(r, 2)),
+        };
         Ok(rows
-            .into_iter()
+            .iter()
+            .map(row)
             .find(|r| now_ms - r.created_ms < IDEMPOTENCY_TTL_MS))
     }
 

@@ -88,7 +88,7 @@ async fn proxy(mut req: Request, env: &Env, ctx: &Context) -> Result<Response, A
     let caller = authenticate(&req)?;
     let body = read_body(&mut req, config::max_body_bytes(env)).await?;
     let path = req.path();
-    let prepared = request::prepare(&path, &body)?;
+    let mut prepared = request::prepare(&path, &body)?;
     let catalog = config::catalog(env)?;
     if prepared.meter.by_tokens() && catalog.price(&prepared.model).is_none() {
         return Err(ApiError::unknown_model(&prepared.model));
@@ -109,19 +109,21 @@ async fn proxy(mut req: Request, env: &Env, ctx: &Context) -> Result<Response, A
             meter: prepared.meter.name().to_string(),
             model: prepared.model.clone(),
             input_estimate: prepared.input_estimate,
+            input_reserve: prepared.input_reserve,
             output_cap: prepared.output_cap,
         },
         idempotency: idempotency.clone(),
         now_ms,
     };
-    let (reservation, reserved_cost, mut headers) =
+    let (reservation, reserved_cost, output_cap, mut headers) =
         match client::admit(env, &caller.customer, &admit).await? {
             AdmitResponse::Admitted {
                 reservation,
                 reserved_cost,
+                output_cap,
                 headers,
                 ..
-            } => (reservation, reserved_cost, headers),
+            } => (reservation, reserved_cost, output_cap, headers),
             AdmitResponse::Replayed { replay } => return replayed(replay),
             AdmitResponse::Rejected {
                 status,
@@ -132,6 +134,13 @@ async fn proxy(mut req: Request, env: &Env, ctx: &Context) -> Result<Response, A
                 return rejected(status, body, retry_after_s, &headers);
             }
         };
+    if let Some(cap) = output_cap {
+        // The plan's hard limits need a bound on the output: send the reserved amount.
+        let current = prepared.upstream_body.as_deref().unwrap_or(&body);
+        if let Some(capped) = request::with_output_cap(prepared.meter, current, cap) {
+            prepared.upstream_body = Some(capped);
+        }
+    }
     let ticket = Ticket {
         env: env.clone(),
         customer: caller.customer.clone(),
@@ -364,10 +373,10 @@ async fn forward(
         };
         headers.set(name, &value).map_err(fail)?;
     }
-    let query = req
-        .url()
-        .map(|u| u.query().map(|q| format!("?{q}")).unwrap_or_default())
-        .unwrap_or_default();
+    // The raw URL string, not `req.url()`: parsing it would pull the `url` crate and its
+    // IDNA tables into the bundle for nothing.
+    let raw_url = req.inner().url();
+    let query = raw_url.find('?').map_or("", |i| &raw_url[i..]);
     let mut init = RequestInit::new();
     init.with_method(req.method()).with_headers(headers);
     if !matches!(req.method(), Method::Get | Method::Head) {

@@ -28,7 +28,7 @@ pub fn catalog() -> String {
             "fifty": {"requests_per_period": 50},
             "rpm": {"requests_per_minute": 2},
             "tpm": {"tokens_per_minute": 100},
-            "tokens": {"included_tokens": 200, "token_cap": "hard"},
+            "tokens": {"included_tokens": 200, "token_cap": "hard", "default_max_output_tokens": 40},
             "spend": {"spend_cap": "0.00001"},
             "solo": {"max_concurrent": 1}
         }
