@@ -118,10 +118,9 @@ fn problem(path: String, message: impl Into<String>) -> CatalogError {
 impl Catalog {
     /// Parses and validates a catalog; the error names the JSON path of the first problem.
     pub fn parse(json: &str) -> Result<Catalog, CatalogError> {
-        let de = &mut serde_json::Deserializer::from_str(json);
-        let catalog: Catalog = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            problem(format!("$.{path}"), e.into_inner().to_string())
+        let catalog: Catalog = serde_json::from_str(json).map_err(|e| {
+            let path = crate::json_path::path_at(json, e.line(), e.column());
+            problem(path, e.to_string())
         })?;
         catalog.validate()?;
         Ok(catalog)

@@ -4,46 +4,13 @@
 //! (cumulative, so the latest value replaces the previous one rather than adding to it).
 
 use super::{EventKind, Usage, UsageAdapter};
-use serde::Deserialize;
+use serde_json::Value;
 
-#[derive(Deserialize, Default, Clone, Copy)]
-struct RawUsage {
-    input_tokens: Option<u64>,
-    output_tokens: Option<u64>,
-    cache_read_input_tokens: Option<u64>,
-    cache_creation_input_tokens: Option<u64>,
-}
-
-impl RawUsage {
-    fn input(&self) -> Option<u64> {
-        let fresh = self.input_tokens?;
-        Some(
-            fresh
-                + self.cache_read_input_tokens.unwrap_or(0)
-                + self.cache_creation_input_tokens.unwrap_or(0),
-        )
-    }
-}
-
-#[derive(Deserialize)]
-struct Message {
-    usage: Option<RawUsage>,
-}
-
-#[derive(Deserialize)]
-struct Delta {
-    text: Option<String>,
-    partial_json: Option<String>,
-    thinking: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Event {
-    #[serde(rename = "type")]
-    kind: String,
-    message: Option<Message>,
-    usage: Option<RawUsage>,
-    delta: Option<Delta>,
+/// The whole prompt: fresh input plus cache reads and cache writes.
+fn input_of(u: &Value) -> Option<u64> {
+    let fresh = u["input_tokens"].as_u64()?;
+    let cache = |f: &str| u[f].as_u64().unwrap_or(0);
+    Some(fresh + cache("cache_read_input_tokens") + cache("cache_creation_input_tokens"))
 }
 
 /// Usage adapter for Anthropic's `/v1/messages`.
@@ -57,40 +24,40 @@ pub struct Anthropic {
 
 impl UsageAdapter for Anthropic {
     fn read_body(&self, body: &[u8]) -> Option<Usage> {
-        let raw = serde_json::from_slice::<Message>(body).ok()?.usage?;
+        let body: Value = serde_json::from_slice(body).ok()?;
+        let u = body.get("usage").filter(|u| u.is_object())?;
         Some(Usage {
-            input: raw.input().unwrap_or(0),
-            output: raw.output_tokens.unwrap_or(0),
-            cached: raw.cache_read_input_tokens.unwrap_or(0),
+            input: input_of(u).unwrap_or(0),
+            output: u["output_tokens"].as_u64().unwrap_or(0),
+            cached: u["cache_read_input_tokens"].as_u64().unwrap_or(0),
             ..Usage::default()
         })
     }
 
     fn on_event(&mut self, data: &str) -> EventKind {
-        let Ok(event) = serde_json::from_str::<Event>(data) else {
+        let Ok(event) = serde_json::from_str::<Value>(data) else {
             return EventKind::Other;
         };
-        let usage = match event.kind.as_str() {
-            "message_start" => event.message.and_then(|m| m.usage),
-            "message_delta" => event.usage,
-            _ => None,
+        let kind = event["type"].as_str().unwrap_or("");
+        let usage = match kind {
+            "message_start" => &event["message"]["usage"],
+            "message_delta" => &event["usage"],
+            _ => &Value::Null,
         };
-        if let Some(u) = usage {
-            if let Some(input) = u.input() {
-                self.input = Some(input);
-                self.cached = u.cache_read_input_tokens.unwrap_or(self.cached);
-            }
-            if event.kind == "message_delta" {
-                self.output = u.output_tokens.or(self.output);
-            }
+        if let Some(input) = input_of(usage) {
+            self.input = Some(input);
+            self.cached = usage["cache_read_input_tokens"]
+                .as_u64()
+                .unwrap_or(self.cached);
         }
-        if let Some(d) = event.delta {
-            for s in [&d.text, &d.partial_json, &d.thinking]
-                .into_iter()
-                .flatten()
-            {
-                self.chars += s.chars().count() as u64;
-            }
+        if kind == "message_delta" {
+            self.output = usage["output_tokens"].as_u64().or(self.output);
+        }
+        let delta = &event["delta"];
+        for field in ["text", "partial_json", "thinking"] {
+            self.chars += delta[field]
+                .as_str()
+                .map_or(0, |s| s.chars().count() as u64);
         }
         EventKind::Other // Anthropic streams usage inside events clients expect
     }

@@ -2,99 +2,44 @@
 //! Responses API, streamed or not.
 
 use super::{EventKind, Usage, UsageAdapter};
-use serde::Deserialize;
+use serde_json::Value;
 
-#[derive(Deserialize, Default)]
-struct Details {
-    cached_tokens: Option<u64>,
-    reasoning_tokens: Option<u64>,
+// Responses are read as `serde_json::Value` rather than typed structs: one generic
+// parser instead of a deserializer per shape keeps the wasm bundle small.
+
+fn count(v: &Value) -> Option<u64> {
+    v.as_u64()
 }
 
-/// Both field spellings OpenAI uses: `prompt_/completion_tokens` (chat, completions,
+/// Both spellings OpenAI uses: `prompt_/completion_tokens` (chat, completions,
 /// embeddings) and `input_/output_tokens` (Responses API, image models).
-#[derive(Deserialize, Default)]
-struct RawUsage {
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
-    input_tokens: Option<u64>,
-    output_tokens: Option<u64>,
-    prompt_tokens_details: Option<Details>,
-    completion_tokens_details: Option<Details>,
-    input_tokens_details: Option<Details>,
-    output_tokens_details: Option<Details>,
-    seconds: Option<f64>,
-}
-
-impl RawUsage {
-    fn normalize(self) -> Usage {
-        let input_details = self.prompt_tokens_details.or(self.input_tokens_details);
-        let output_details = self
-            .completion_tokens_details
-            .or(self.output_tokens_details);
-        Usage {
-            input: self.prompt_tokens.or(self.input_tokens).unwrap_or(0),
-            output: self.completion_tokens.or(self.output_tokens).unwrap_or(0),
-            cached: input_details.and_then(|d| d.cached_tokens).unwrap_or(0),
-            reasoning: output_details.and_then(|d| d.reasoning_tokens).unwrap_or(0),
-            images: 0,
-            seconds: self.seconds.map_or(0, |s| s.max(0.0).ceil() as u64),
-        }
+fn normalize(u: &Value) -> Usage {
+    let pick = |a: &str, b: &str| count(&u[a]).or(count(&u[b]));
+    let detail = |a: &str, b: &str, field: &str| count(&u[a][field]).or(count(&u[b][field]));
+    Usage {
+        input: pick("prompt_tokens", "input_tokens").unwrap_or(0),
+        output: pick("completion_tokens", "output_tokens").unwrap_or(0),
+        cached: detail(
+            "prompt_tokens_details",
+            "input_tokens_details",
+            "cached_tokens",
+        )
+        .unwrap_or(0),
+        reasoning: detail(
+            "completion_tokens_details",
+            "output_tokens_details",
+            "reasoning_tokens",
+        )
+        .unwrap_or(0),
+        images: 0,
+        seconds: u["seconds"]
+            .as_f64()
+            .map_or(0, |s| s.max(0.0).ceil() as u64),
     }
 }
 
-#[derive(Deserialize)]
-struct DataItem {
-    url: Option<serde::de::IgnoredAny>,
-    b64_json: Option<serde::de::IgnoredAny>,
-}
-
-#[derive(Deserialize)]
-struct Body {
-    usage: Option<RawUsage>,
-    data: Option<Vec<DataItem>>,
-}
-
-#[derive(Deserialize, Default)]
-struct Function {
-    arguments: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-struct ToolCall {
-    function: Option<Function>,
-}
-
-#[derive(Deserialize, Default)]
-struct Delta {
-    content: Option<String>,
-    reasoning_content: Option<String>,
-    tool_calls: Option<Vec<ToolCall>>,
-}
-
-#[derive(Deserialize)]
-struct Choice {
-    delta: Option<Delta>,
-    text: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ResponseObject {
-    usage: Option<RawUsage>,
-}
-
-/// One streamed event: a chat/completions chunk or a Responses API event.
-#[derive(Deserialize)]
-struct Chunk {
-    choices: Option<Vec<Choice>>,
-    usage: Option<RawUsage>,
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    delta: Option<serde_json::Value>,
-    response: Option<ResponseObject>,
-}
-
-fn text_len(s: &Option<String>) -> u64 {
-    s.as_ref().map_or(0, |s| s.chars().count() as u64)
+fn text_len(v: &Value) -> u64 {
+    v.as_str().map_or(0, |s| s.chars().count() as u64)
 }
 
 /// Usage adapter for OpenAI and OpenAI-compatible providers.
@@ -106,53 +51,50 @@ pub struct OpenAi {
 
 impl UsageAdapter for OpenAi {
     fn read_body(&self, body: &[u8]) -> Option<Usage> {
-        let body: Body = serde_json::from_slice(body).ok()?;
-        let images = body.data.as_ref().map_or(0, |items| {
-            let is_image = |i: &&DataItem| i.url.is_some() || i.b64_json.is_some();
-            items.iter().filter(is_image).count() as u64
-        });
-        match (body.usage, images) {
+        let body: Value = serde_json::from_slice(body).ok()?;
+        let is_image = |i: &&Value| i.get("url").is_some() || i.get("b64_json").is_some();
+        let images = body["data"]
+            .as_array()
+            .map_or(0, |items| items.iter().filter(is_image).count() as u64);
+        let usage = body.get("usage").filter(|u| u.is_object());
+        match (usage, images) {
             (None, 0) => None,
             (usage, images) => Some(Usage {
                 images,
-                ..usage.map(RawUsage::normalize).unwrap_or_default()
+                ..usage.map(normalize).unwrap_or_default()
             }),
         }
     }
 
     fn on_event(&mut self, data: &str) -> EventKind {
-        let Ok(chunk) = serde_json::from_str::<Chunk>(data) else {
+        let Ok(chunk) = serde_json::from_str::<Value>(data) else {
             return EventKind::Other; // `[DONE]` and anything we do not understand
         };
-        for choice in chunk.choices.iter().flatten() {
-            self.chars += text_len(&choice.text);
-            if let Some(d) = &choice.delta {
-                self.chars += text_len(&d.content) + text_len(&d.reasoning_content);
-                for call in d.tool_calls.iter().flatten() {
-                    self.chars += call.function.as_ref().map_or(0, |f| text_len(&f.arguments));
-                }
+        let choices = chunk["choices"].as_array();
+        for choice in choices.into_iter().flatten() {
+            let delta = &choice["delta"];
+            self.chars += text_len(&choice["text"])
+                + text_len(&delta["content"])
+                + text_len(&delta["reasoning_content"]);
+            for call in delta["tool_calls"].as_array().into_iter().flatten() {
+                self.chars += text_len(&call["function"]["arguments"]);
             }
         }
-        if let Some(serde_json::Value::String(delta)) = &chunk.delta {
-            self.chars += delta.chars().count() as u64;
-        }
-        if chunk.kind.as_deref() == Some("response.completed") {
-            if let Some(usage) = chunk.response.and_then(|r| r.usage) {
-                self.reported = Some(usage.normalize());
+        self.chars += text_len(&chunk["delta"]); // Responses API text deltas
+        if chunk["type"] == "response.completed" {
+            if chunk["response"]["usage"].is_object() {
+                self.reported = Some(normalize(&chunk["response"]["usage"]));
             }
             return EventKind::Other;
         }
-        match chunk.usage {
-            Some(usage) => {
-                self.reported = Some(usage.normalize());
-                let no_choices = chunk.choices.as_ref().is_none_or(|c| c.is_empty());
-                if no_choices {
-                    EventKind::UsageOnly
-                } else {
-                    EventKind::Other
-                }
-            }
-            None => EventKind::Other,
+        if !chunk["usage"].is_object() {
+            return EventKind::Other;
+        }
+        self.reported = Some(normalize(&chunk["usage"]));
+        if choices.is_none_or(|c| c.is_empty()) {
+            EventKind::UsageOnly
+        } else {
+            EventKind::Other
         }
     }
 
