@@ -6,6 +6,7 @@
 pub mod catalog;
 pub mod counter_state;
 pub mod error;
+pub mod flush;
 pub mod json_path;
 pub mod keys;
 pub mod period;

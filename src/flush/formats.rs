@@ -1,0 +1,155 @@
+//! The wire formats a batch can be delivered in: edgemeter's own JSON, a CloudEvents 1.0
+//! batch (as OpenMeter ingests), and Lago's batch events.
+
+use super::{Batch, UsageRecord};
+use crate::period::iso8601;
+use serde_json::{json, Value};
+
+/// Which receiver schema `RATING_FORMAT` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Native,
+    CloudEvents,
+    Lago,
+}
+
+impl Format {
+    pub fn parse(name: &str) -> Option<Format> {
+        match name {
+            "" | "native" => Some(Format::Native),
+            "cloudevents" => Some(Format::CloudEvents),
+            "lago" => Some(Format::Lago),
+            _ => None,
+        }
+    }
+
+    /// Records per request this receiver accepts at most.
+    pub fn max_batch(self) -> usize {
+        match self {
+            Format::Lago => 100,
+            _ => usize::MAX,
+        }
+    }
+}
+
+/// The usage numbers of a record, as every format carries them.
+fn measures(r: &UsageRecord) -> Value {
+    json!({
+        "meter": r.meter, "model": r.model,
+        "period_start": iso8601(r.period_start_ms), "period_end": iso8601(r.period_end_ms),
+        "requests": r.requests, "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
+        "cached_tokens": r.cached_tokens, "reasoning_tokens": r.reasoning_tokens,
+        "images": r.images, "seconds": r.seconds, "estimated": r.estimated,
+        "final": r.is_final, "seq_from": r.seq_from, "seq_to": r.seq_to,
+    })
+}
+
+/// Content type and body of a batch in `format`.
+pub fn render(format: Format, batch: &Batch, now_ms: i64) -> (&'static str, Vec<u8>) {
+    match format {
+        Format::Native => {
+            let body = json!({"schema": "edgemeter.usage.v1", "batch_id": batch.batch_id,
+                "sent_at": iso8601(now_ms), "records": batch.records});
+            ("application/json", body.to_string().into_bytes())
+        }
+        Format::CloudEvents => {
+            let events: Vec<Value> = batch
+                .records
+                .iter()
+                .map(|r| {
+                    json!({"specversion": "1.0", "id": r.id, "source": "edgemeter",
+                        "type": "edgemeter.usage", "subject": r.customer,
+                        "time": iso8601(r.recorded_at_ms), "datacontenttype": "application/json",
+                        "data": measures(r)})
+                })
+                .collect();
+            (
+                "application/cloudevents-batch+json",
+                Value::Array(events).to_string().into_bytes(),
+            )
+        }
+        Format::Lago => {
+            let events: Vec<Value> = batch
+                .records
+                .iter()
+                .map(|r| {
+                    json!({"transaction_id": r.id, "external_subscription_id": r.customer,
+                        "code": r.meter.replace('.', "_"), "timestamp": r.recorded_at_ms / 1000,
+                        "properties": measures(r)})
+                })
+                .collect();
+            (
+                "application/json",
+                json!({"events": events}).to_string().into_bytes(),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::record;
+    use super::*;
+
+    fn parsed(format: Format) -> (String, Value) {
+        let batch = Batch::new(vec![record("acme", (1, 3), 42), record("bolt", (4, 4), 7)]);
+        let (ct, body) = render(format, &batch, 1_764_547_200_000);
+        (ct.to_string(), serde_json::from_slice(&body).unwrap())
+    }
+
+    #[test]
+    fn native_carries_the_batch_id_and_records() {
+        let (ct, v) = parsed(Format::Native);
+        assert_eq!(ct, "application/json");
+        assert!(v["batch_id"].as_str().unwrap().starts_with("bat_"));
+        assert_eq!(v["records"].as_array().unwrap().len(), 2);
+        let acme = v["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["customer"] == "acme")
+            .unwrap();
+        assert_eq!(
+            (acme["input_tokens"].as_u64(), acme["final"].as_bool()),
+            (Some(42), Some(false))
+        );
+    }
+
+    #[test]
+    fn cloudevents_batch_has_the_required_attributes() {
+        let (ct, v) = parsed(Format::CloudEvents);
+        assert_eq!(ct, "application/cloudevents-batch+json");
+        let e = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["subject"] == "acme")
+            .unwrap();
+        for attr in ["specversion", "id", "source", "type"] {
+            assert!(e[attr].is_string(), "{attr} missing: {e}");
+        }
+        assert_eq!(e["specversion"], "1.0");
+        assert!(e["id"].as_str().unwrap().starts_with("rec_"));
+        assert_eq!(e["subject"], "acme");
+        assert_eq!(e["time"], "1970-01-01T00:00:01Z");
+    }
+
+    #[test]
+    fn lago_uses_the_record_id_as_transaction_id() {
+        let (_, v) = parsed(Format::Lago);
+        let e = v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["external_subscription_id"] == "acme")
+            .unwrap();
+        assert!(e["transaction_id"].as_str().unwrap().starts_with("rec_"));
+        assert_eq!(
+            (e["code"].as_str(), e["external_subscription_id"].as_str()),
+            (Some("chat_completions"), Some("acme"))
+        );
+        assert_eq!(e["properties"]["input_tokens"], 42);
+        assert_eq!(Format::Lago.max_batch(), 100);
+        assert_eq!(Format::parse("xml"), None);
+    }
+}

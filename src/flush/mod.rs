@@ -1,0 +1,238 @@
+//! Flushing usage to a rating endpoint: records with deterministic ids, batches with
+//! deterministic ids, Stripe-style signatures, and the three wire formats. Delivery is
+//! at least once (a retry resends the same ids); the receiver dedupes by id, so the
+//! effect is exactly once.
+
+mod formats;
+pub mod snapshot;
+
+pub use formats::{render, Format};
+
+use crate::keys::hex;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Records per request by default (Lago accepts at most 100 per batch).
+pub const DEFAULT_BATCH_RECORDS: usize = 500;
+
+/// One customer × period × meter × model delta, covering counter sequence numbers
+/// `seq_from..=seq_to`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    pub id: String,
+    pub customer: String,
+    pub period_start_ms: i64,
+    pub period_end_ms: i64,
+    pub meter: String,
+    pub model: String,
+    pub seq_from: u64,
+    pub seq_to: u64,
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub images: u64,
+    pub seconds: u64,
+    /// Requests whose usage was estimated (the provider reported none).
+    pub estimated: u64,
+    /// The period is over and this is its last record for this meter and model.
+    #[serde(rename = "final")]
+    pub is_final: bool,
+    /// When the counter took this snapshot; a retry resends the same value.
+    pub recorded_at_ms: i64,
+}
+
+/// The deterministic id of a record: the same delta always gets the same id.
+pub fn record_id(
+    customer: &str,
+    period_start_ms: i64,
+    meter: &str,
+    model: &str,
+    seq: (u64, u64),
+    is_final: bool,
+) -> String {
+    let text = format!(
+        "{customer}|{period_start_ms}|{meter}|{model}|{}|{}|{is_final}",
+        seq.0, seq.1
+    );
+    format!("rec_{}", &hex(&Sha256::digest(text.as_bytes()))[..32])
+}
+
+/// A batch of records for one request, with an id derived from its records' ids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    pub batch_id: String,
+    pub records: Vec<UsageRecord>,
+}
+
+impl Batch {
+    pub fn new(mut records: Vec<UsageRecord>) -> Batch {
+        records.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut h = Sha256::new();
+        for r in &records {
+            h.update(r.id.as_bytes());
+            h.update(b"\n");
+        }
+        Batch {
+            batch_id: format!("bat_{}", &hex(&h.finalize())[..32]),
+            records,
+        }
+    }
+}
+
+/// Splits records into batches of at most `size` (at least 1).
+pub fn batches(records: Vec<UsageRecord>, size: usize) -> Vec<Batch> {
+    let size = size.max(1);
+    let mut out = Vec::new();
+    let mut rest = records;
+    while !rest.is_empty() {
+        let tail = rest.split_off(rest.len().min(size));
+        out.push(Batch::new(rest));
+        rest = tail;
+    }
+    out
+}
+
+/// `X-Edgemeter-Signature`: `t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">`.
+pub fn signature(secret: &str, unix_s: i64, body: &[u8]) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    mac.update(format!("{unix_s}.").as_bytes());
+    mac.update(body);
+    format!("t={unix_s},v1={}", hex(&mac.finalize().into_bytes()))
+}
+
+/// Checks a signature header, in constant time, allowing `tolerance_s` of clock skew.
+pub fn verify(secret: &str, header: &str, body: &[u8], now_s: i64, tolerance_s: i64) -> bool {
+    let mut t = None;
+    let mut v1 = None;
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", v)) => t = v.parse::<i64>().ok(),
+            Some(("v1", v)) => v1 = Some(v),
+            _ => {}
+        }
+    }
+    let (Some(t), Some(v1)) = (t, v1) else {
+        return false;
+    };
+    if (now_s - t).abs() > tolerance_s {
+        return false;
+    }
+    let expected = signature(secret, t, body);
+    crate::keys::same_hash(&expected[expected.len() - 64..], v1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn record(customer: &str, seq: (u64, u64), tokens: u64) -> UsageRecord {
+        let id = record_id(
+            customer,
+            1_000,
+            "chat.completions",
+            "gpt-4o-mini",
+            seq,
+            false,
+        );
+        UsageRecord {
+            id,
+            customer: customer.into(),
+            period_start_ms: 1_000,
+            period_end_ms: 2_000,
+            meter: "chat.completions".into(),
+            model: "gpt-4o-mini".into(),
+            seq_from: seq.0,
+            seq_to: seq.1,
+            requests: 1,
+            input_tokens: tokens,
+            output_tokens: 0,
+            cached_tokens: 0,
+            reasoning_tokens: 0,
+            images: 0,
+            seconds: 0,
+            estimated: 0,
+            is_final: false,
+            recorded_at_ms: 1_500,
+        }
+    }
+
+    #[test]
+    fn ids_are_deterministic_and_distinct() {
+        let a = record_id("c", 1, "m", "x", (1, 5), false);
+        assert_eq!(a, record_id("c", 1, "m", "x", (1, 5), false));
+        assert_eq!(a.len(), 36);
+        for other in [
+            record_id("d", 1, "m", "x", (1, 5), false),
+            record_id("c", 2, "m", "x", (1, 5), false),
+            record_id("c", 1, "m", "x", (1, 6), false),
+            record_id("c", 1, "m", "x", (1, 5), true),
+        ] {
+            assert_ne!(a, other);
+        }
+    }
+
+    #[test]
+    fn batch_id_depends_on_the_set_of_records_not_their_order() {
+        let (a, b) = (record("a", (1, 2), 5), record("b", (1, 1), 7));
+        let one = Batch::new(vec![a.clone(), b.clone()]);
+        let two = Batch::new(vec![b, a.clone()]);
+        assert_eq!(one, two);
+        assert_ne!(one.batch_id, Batch::new(vec![a]).batch_id);
+    }
+
+    #[test]
+    fn batches_hold_at_most_the_limit() {
+        let records: Vec<_> = (0..1201)
+            .map(|i| record(&format!("c{i}"), (1, 1), i))
+            .collect();
+        let sizes: Vec<usize> = batches(records, 500)
+            .iter()
+            .map(|b| b.records.len())
+            .collect();
+        assert_eq!(sizes, [500, 500, 201]);
+        assert!(batches(vec![], 500).is_empty());
+    }
+
+    #[test]
+    fn signature_matches_an_independent_hmac() {
+        // python3: hmac.new(b"whsec_test", b'1700000000.{"batch_id":"b1"}', sha256).hexdigest()
+        let sig = signature("whsec_test", 1_700_000_000, br#"{"batch_id":"b1"}"#);
+        assert_eq!(
+            sig,
+            "t=1700000000,v1=5254551be49a56203ae79807571a56ded8a2cc7aa9472912db06fbea239b7b37"
+        );
+        assert!(verify(
+            "whsec_test",
+            &sig,
+            br#"{"batch_id":"b1"}"#,
+            1_700_000_100,
+            300
+        ));
+        assert!(!verify(
+            "whsec_test",
+            &sig,
+            br#"{"batch_id":"b2"}"#,
+            1_700_000_100,
+            300
+        ));
+        assert!(!verify(
+            "other",
+            &sig,
+            br#"{"batch_id":"b1"}"#,
+            1_700_000_100,
+            300
+        ));
+        assert!(!verify(
+            "whsec_test",
+            &sig,
+            br#"{"batch_id":"b1"}"#,
+            1_700_001_000,
+            300
+        ));
+        assert!(!verify("whsec_test", "v1=abc", b"", 0, 300));
+    }
+}

@@ -1,0 +1,240 @@
+//! What a counter hands to a flush: the difference between its tallies and what the
+//! receiver has acknowledged, frozen with a sequence range so a retry sends the very
+//! same records. A period that is over gets a last record marked final, even when
+//! nothing changed, so the receiver knows the period is complete.
+
+use super::{record_id, UsageRecord};
+use crate::counter_state::Tally;
+use crate::period::Period;
+
+/// One stored usage row and what of it the receiver has acknowledged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlushRow {
+    pub period: Period,
+    pub meter: String,
+    pub model: String,
+    pub tally: Tally,
+    pub flushed: Tally,
+    /// The final record of this row's period was acknowledged.
+    pub closed: bool,
+}
+
+impl Tally {
+    /// Component-wise `self - other`, never below zero.
+    pub fn minus(&self, o: &Tally) -> Tally {
+        Tally {
+            requests: self.requests.saturating_sub(o.requests),
+            input: self.input.saturating_sub(o.input),
+            output: self.output.saturating_sub(o.output),
+            cached: self.cached.saturating_sub(o.cached),
+            reasoning: self.reasoning.saturating_sub(o.reasoning),
+            images: self.images.saturating_sub(o.images),
+            seconds: self.seconds.saturating_sub(o.seconds),
+            estimated: self.estimated.saturating_sub(o.estimated),
+        }
+    }
+
+    /// Component-wise `self + other`.
+    pub fn plus(&self, o: &Tally) -> Tally {
+        Tally {
+            requests: self.requests + o.requests,
+            input: self.input + o.input,
+            output: self.output + o.output,
+            cached: self.cached + o.cached,
+            reasoning: self.reasoning + o.reasoning,
+            images: self.images + o.images,
+            seconds: self.seconds + o.seconds,
+            estimated: self.estimated + o.estimated,
+        }
+    }
+
+    pub fn is_zero(&self) -> bool {
+        *self == Tally::default()
+    }
+}
+
+/// The delta a record carries, as a tally.
+pub fn delta_of(r: &UsageRecord) -> Tally {
+    Tally {
+        requests: r.requests,
+        input: r.input_tokens,
+        output: r.output_tokens,
+        cached: r.cached_tokens,
+        reasoning: r.reasoning_tokens,
+        images: r.images,
+        seconds: r.seconds,
+        estimated: r.estimated,
+    }
+}
+
+fn over(row: &FlushRow, current_period_start: i64) -> bool {
+    row.period.end_ms <= current_period_start
+}
+
+/// Records for everything the receiver has not acknowledged, covering counter sequence
+/// numbers `flushed_seq + 1 ..= seq`.
+pub fn take(
+    customer: &str,
+    rows: &[FlushRow],
+    current_period_start: i64,
+    seq: (u64, u64),
+    now_ms: i64,
+) -> Vec<UsageRecord> {
+    let (flushed_seq, seq) = seq;
+    let range = (flushed_seq + 1, seq);
+    rows.iter()
+        .filter(|r| !r.closed)
+        .filter_map(|r| {
+            let d = r.tally.minus(&r.flushed);
+            let is_final = over(r, current_period_start);
+            if d.is_zero() && !is_final {
+                return None;
+            }
+            Some(UsageRecord {
+                id: record_id(
+                    customer,
+                    r.period.start_ms,
+                    &r.meter,
+                    &r.model,
+                    range,
+                    is_final,
+                ),
+                customer: customer.to_string(),
+                period_start_ms: r.period.start_ms,
+                period_end_ms: r.period.end_ms,
+                meter: r.meter.clone(),
+                model: r.model.clone(),
+                seq_from: range.0,
+                seq_to: range.1,
+                requests: d.requests,
+                input_tokens: d.input,
+                output_tokens: d.output,
+                cached_tokens: d.cached,
+                reasoning_tokens: d.reasoning,
+                images: d.images,
+                seconds: d.seconds,
+                estimated: d.estimated,
+                is_final,
+                recorded_at_ms: now_ms,
+            })
+        })
+        .collect()
+}
+
+/// Whether a counter has nothing left to flush: every row acknowledged, and every row
+/// of a finished period closed.
+pub fn is_clean(rows: &[FlushRow], current_period_start: i64) -> bool {
+    rows.iter()
+        .all(|r| r.closed || (r.tally == r.flushed && !over(r, current_period_start)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOV: Period = Period {
+        start_ms: 100,
+        end_ms: 200,
+    };
+    const DEC: Period = Period {
+        start_ms: 200,
+        end_ms: 300,
+    };
+
+    fn tally(requests: u64, input: u64) -> Tally {
+        Tally {
+            requests,
+            input,
+            ..Tally::default()
+        }
+    }
+
+    fn row(period: Period, t: Tally, flushed: Tally) -> FlushRow {
+        FlushRow {
+            period,
+            meter: "chat.completions".into(),
+            model: "m".into(),
+            tally: t,
+            flushed,
+            closed: false,
+        }
+    }
+
+    #[test]
+    fn delta_is_what_was_not_acknowledged() {
+        let rows = [row(NOV, tally(5, 500), tally(2, 200))];
+        let recs = take("acme", &rows, NOV.start_ms, (7, 10), 150);
+        assert_eq!(recs.len(), 1);
+        // 5 - 2 requests, 500 - 200 tokens, over sequence numbers 8..=10
+        assert_eq!((recs[0].requests, recs[0].input_tokens), (3, 300));
+        assert_eq!(
+            (recs[0].seq_from, recs[0].seq_to, recs[0].is_final),
+            (8, 10, false)
+        );
+        // Taking again from the same state gives the same ids: a retry is recognisable.
+        assert_eq!(
+            take("acme", &rows, NOV.start_ms, (7, 10), 999)[0].id,
+            recs[0].id
+        );
+        assert!(!is_clean(&rows, NOV.start_ms));
+    }
+
+    #[test]
+    fn acknowledged_current_rows_are_clean_and_send_nothing() {
+        let rows = [row(NOV, tally(5, 500), tally(5, 500))];
+        assert!(take("acme", &rows, NOV.start_ms, (10, 10), 150).is_empty());
+        assert!(is_clean(&rows, NOV.start_ms));
+    }
+
+    #[test]
+    fn a_finished_period_sends_a_final_record_even_without_change() {
+        let rows = [
+            row(NOV, tally(5, 500), tally(5, 500)),
+            row(DEC, tally(1, 10), Tally::default()),
+        ];
+        let recs = take("acme", &rows, DEC.start_ms, (10, 11), 250);
+        let nov = recs
+            .iter()
+            .find(|r| r.period_start_ms == NOV.start_ms)
+            .unwrap();
+        assert!(nov.is_final && nov.requests == 0);
+        let dec = recs
+            .iter()
+            .find(|r| r.period_start_ms == DEC.start_ms)
+            .unwrap();
+        assert!(!dec.is_final && dec.requests == 1);
+        assert!(!is_clean(&rows, DEC.start_ms));
+        let closed = [FlushRow {
+            closed: true,
+            ..rows[0].clone()
+        }];
+        assert!(is_clean(&closed, DEC.start_ms));
+        assert!(take("acme", &closed, DEC.start_ms, (11, 11), 250).is_empty());
+    }
+
+    #[test]
+    fn tally_arithmetic_round_trips() {
+        let a = Tally {
+            requests: 3,
+            input: 10,
+            output: 4,
+            cached: 2,
+            reasoning: 1,
+            images: 1,
+            seconds: 9,
+            estimated: 1,
+        };
+        let b = Tally {
+            requests: 1,
+            input: 4,
+            output: 1,
+            cached: 1,
+            reasoning: 0,
+            images: 0,
+            seconds: 2,
+            estimated: 0,
+        };
+        assert_eq!(a.minus(&b).plus(&b), a);
+        assert!(b.minus(&a).is_zero());
+    }
+}
