@@ -97,6 +97,8 @@ pub struct CounterState {
     pub reservations: BTreeMap<u64, Reservation>,
     pub window: Window,
     pub next_id: u64,
+    /// Settlements so far: the sequence flushes are cut along.
+    pub seq: u64,
 }
 
 /// Cost of usage under the catalog; unpriced meters (plain requests) cost nothing.
@@ -216,6 +218,7 @@ impl CounterState {
         let key = (r.meter, r.model);
         let tally = self.tallies.entry(key.clone()).or_default();
         tally.add(usage, estimated);
+        self.seq += 1;
         Some((key, *tally))
     }
 

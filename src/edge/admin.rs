@@ -1,7 +1,7 @@
 //! The admin API, behind the `ADMIN_TOKEN` secret (compared in constant time):
 //! customers, keys and usage. Each call is forwarded to the customer's counter.
 
-use super::{client, config, http};
+use super::{client, config, flush_shard, http};
 use crate::error::ApiError;
 use crate::keys;
 use crate::protocol::{CreateCustomer, IssueKey};
@@ -25,6 +25,40 @@ fn authorize(req: &Request, env: &Env) -> Result<(), ApiError> {
     } else {
         Err(ApiError::unauthorized("Invalid admin token."))
     }
+}
+
+/// Flush health per shard and overall: last run, records pending, oldest unflushed
+/// change, last error and dead letters.
+async fn flush_stats(env: &Env) -> Result<Response, ApiError> {
+    let Some(shards) = config::flush_shards(env) else {
+        return http::json_response(&serde_json::json!({"enabled": false}), 200)
+            .map_err(http::internal);
+    };
+    let stats = futures_util::future::join_all(
+        (0..shards).map(|i| flush_shard::shard_call(env, i, "/stats")),
+    )
+    .await;
+    let sum = |field: &str| stats.iter().filter_map(|s| s[field].as_u64()).sum::<u64>();
+    let max = |field: &str| stats.iter().filter_map(|s| s[field].as_i64()).max();
+    let last_error = stats
+        .iter()
+        .filter(|s| s["last_error"].is_string())
+        .max_by_key(|s| s["last_error_ms"].as_i64())
+        .map(|s| s["last_error"].clone());
+    let overall = serde_json::json!({
+        "pending_customers": sum("pending_customers"),
+        "oldest_unflushed_ms": max("oldest_unflushed_ms"),
+        "last_run_ms": max("last_run_ms"),
+        "last_error": last_error,
+        "dead_letters": sum("dead_letters"),
+        "batches_sent": sum("batches_sent"),
+        "records_sent": sum("records_sent"),
+    });
+    http::json_response(
+        &serde_json::json!({"enabled": true, "overall": overall, "shards": stats}),
+        200,
+    )
+    .map_err(http::internal)
 }
 
 fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
@@ -81,6 +115,18 @@ async fn admin(mut req: Request, env: &Env) -> Result<Response, ApiError> {
                 Some(&key_id),
             )
             .await
+        }
+        (Method::Post, ["customers", id, "close-period"]) => {
+            let none: Option<&()> = None;
+            client::call(env, customer_id(id)?, Method::Post, "/close-period", none).await
+        }
+        (Method::Get, ["flush"]) => flush_stats(env).await,
+        (Method::Post, ["flush", "requeue"]) => {
+            let shards = config::flush_shards(env).unwrap_or(0);
+            let runs = (0..shards).map(|i| flush_shard::shard_call(env, i, "/requeue"));
+            let results = futures_util::future::join_all(runs).await;
+            http::json_response(&serde_json::json!({"shards": results}), 200)
+                .map_err(http::internal)
         }
         _ => Err(ApiError::not_found(format!("No admin route {path}."))),
     }

@@ -9,6 +9,9 @@ use worker::{Env, Method, Request, RequestInit, Response};
 /// The Durable Object binding name in wrangler.toml.
 pub const COUNTER_BINDING: &str = "USAGE_COUNTER";
 
+/// The flush registry shards' binding name.
+pub const SHARD_BINDING: &str = "FLUSH_SHARD";
+
 /// Sends one request to the counter of `customer`.
 pub async fn call<T: Serialize>(
     env: &Env,
@@ -17,10 +20,22 @@ pub async fn call<T: Serialize>(
     path: &str,
     body: Option<&T>,
 ) -> Result<Response, ApiError> {
-    let fail = |e: worker::Error| ApiError::internal(format!("usage counter unavailable: {e}"));
+    call_object(env, COUNTER_BINDING, customer, method, path, body).await
+}
+
+/// Sends one request to the Durable Object `name` of namespace `binding`.
+pub async fn call_object<T: Serialize>(
+    env: &Env,
+    binding: &str,
+    name: &str,
+    method: Method,
+    path: &str,
+    body: Option<&T>,
+) -> Result<Response, ApiError> {
+    let fail = |e: worker::Error| ApiError::internal(format!("{binding} unavailable: {e}"));
     let stub = env
-        .durable_object(COUNTER_BINDING)
-        .and_then(|ns| ns.id_from_name(customer)?.get_stub())
+        .durable_object(binding)
+        .and_then(|ns| ns.id_from_name(name)?.get_stub())
         .map_err(fail)?;
     let mut init = RequestInit::new();
     init.with_method(method);
@@ -28,7 +43,7 @@ pub async fn call<T: Serialize>(
         let text = serde_json::to_string(b).map_err(|e| ApiError::internal(e.to_string()))?;
         init.with_body(Some(JsValue::from_str(&text)));
     }
-    let req = Request::new_with_init(&format!("https://counter{path}"), &init).map_err(fail)?;
+    let req = Request::new_with_init(&format!("https://object{path}"), &init).map_err(fail)?;
     stub.fetch_with_request(req).await.map_err(fail)
 }
 

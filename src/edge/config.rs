@@ -69,3 +69,12 @@ pub fn upstream(env: &Env, path: &str) -> Option<Upstream> {
         anthropic,
     })
 }
+
+/// Number of flush registry shards, or `None` when no `RATING_URL` is set (no flushing).
+pub fn flush_shards(env: &Env) -> Option<u32> {
+    setting(env, "RATING_URL")?;
+    let n = setting(env, "FLUSH_SHARDS")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
+    Some(n.clamp(1, 1024))
+}

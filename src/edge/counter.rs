@@ -20,24 +20,25 @@ use worker::{
 /// A reservation not settled after this long belongs to a worker that died mid-request.
 const RESERVATION_TTL_MS: i64 = 15 * 60_000;
 
-struct Loaded {
-    customer: Customer,
-    state: CounterState,
+pub(super) struct Loaded {
+    pub(super) customer: Customer,
+    pub(super) state: CounterState,
     keys: Vec<KeyRow>,
 }
 
 #[durable_object]
 pub struct UsageCounter {
-    env: Env,
-    store: Store,
+    pub(super) state: State,
+    pub(super) env: Env,
+    pub(super) store: Store,
     mem: RefCell<Option<Loaded>>,
 }
 
-fn body<T: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, ApiError> {
+pub(super) fn body<T: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(ApiError::invalid_json)
 }
 
-fn stored(e: worker::Error) -> ApiError {
+pub(super) fn stored(e: worker::Error) -> ApiError {
     ApiError::internal(format!("counter storage: {e}"))
 }
 
@@ -45,6 +46,7 @@ impl DurableObject for UsageCounter {
     fn new(state: State, env: Env) -> Self {
         let store = Store::open(state.storage().sql()).expect("counter schema");
         UsageCounter {
+            state,
             env,
             store,
             mem: RefCell::new(None),
@@ -58,7 +60,19 @@ impl DurableObject for UsageCounter {
         let now_ms = worker::Date::now().as_millis() as i64;
         let result = match (method, path.as_str()) {
             (Method::Post, "/admit") => body(&bytes).and_then(|r| self.admit(r)),
-            (Method::Post, "/settle") => body(&bytes).and_then(|r| self.settle(r)),
+            (Method::Post, "/settle") => {
+                let settled = body(&bytes).and_then(|r| self.settle(r));
+                if settled.is_ok() {
+                    self.mark_dirty(now_ms, false).await;
+                }
+                settled
+            }
+            (Method::Post, "/flush/take") => self.take(now_ms),
+            (Method::Post, "/flush/ack") => match body(&bytes) {
+                Ok(ids) => self.ack(ids, now_ms).await,
+                Err(e) => Err(e),
+            },
+            (Method::Post, "/close-period") => self.close_period(now_ms).await,
             (Method::Post, "/usage") => {
                 body(&bytes).and_then(|h: Option<String>| self.usage(h, now_ms))
             }
@@ -72,11 +86,19 @@ impl DurableObject for UsageCounter {
         };
         http::respond(result)
     }
+
+    /// At the end of a period with unflushed or unclosed usage: ask to be flushed, so
+    /// the period's final records go out even if the customer never calls again.
+    async fn alarm(&self) -> Result<Response> {
+        let now_ms = worker::Date::now().as_millis() as i64;
+        self.mark_dirty(now_ms, true).await;
+        Response::empty()
+    }
 }
 
 impl UsageCounter {
     /// Runs `f` on the loaded counter, loading it from storage on first use.
-    fn with<T>(
+    pub(super) fn with<T>(
         &self,
         now_ms: i64,
         f: impl FnOnce(&mut Loaded) -> std::result::Result<T, ApiError>,
@@ -222,7 +244,7 @@ impl UsageCounter {
             return Ok(()); // already settled: a repeated settle changes nothing
         };
         self.store
-            .save_tally(l.state.period.start_ms, &key, &tally)
+            .save_tally(l.state.period, &key, &tally)
             .map_err(stored)?;
         self.store.delete_reservation(id).map_err(stored)?;
         self.store.save_cursor(&l.state).map_err(stored)?;

@@ -2,6 +2,9 @@
 //! read-modify-write in the Durable Object never yields and stays atomic.
 
 use crate::counter_state::{CounterState, MeterKey, Reservation, Tally, Window};
+use crate::flush::snapshot::{delta_of, FlushRow};
+use crate::flush::UsageRecord;
+use crate::period::Period;
 use crate::protocol::{Customer, KeyInfo, Replay};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use worker::{Result, SqlStorage, SqlStorageValue};
@@ -10,8 +13,9 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS keys (hash TEXT PRIMARY KEY, id TEXT NOT NULL UNIQUE, mode TEXT NOT NULL,
   created_ms INTEGER NOT NULL, revoked_ms INTEGER);
-CREATE TABLE IF NOT EXISTS usage (period_start INTEGER NOT NULL, meter TEXT NOT NULL, model TEXT NOT NULL,
-  tally TEXT NOT NULL, PRIMARY KEY (period_start, meter, model));
+CREATE TABLE IF NOT EXISTS usage (period_start INTEGER NOT NULL, period_end INTEGER NOT NULL,
+  meter TEXT NOT NULL, model TEXT NOT NULL, tally TEXT NOT NULL, flushed TEXT, closed INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (period_start, meter, model));
 CREATE TABLE IF NOT EXISTS reservations (id INTEGER PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, body_hash TEXT NOT NULL,
   reservation INTEGER, created_ms INTEGER NOT NULL, replay TEXT);
@@ -25,6 +29,22 @@ pub const IDEMPOTENCY_TTL_MS: i64 = 24 * 3_600_000;
 struct Cursor {
     window: Window,
     next_id: u64,
+    #[serde(default)]
+    seq: u64,
+    /// The current period, when it was cut short by closing it early.
+    #[serde(default)]
+    period: Option<Period>,
+}
+
+/// Where the flush of this counter stands.
+#[derive(Serialize, Deserialize, Default)]
+pub struct FlushState {
+    /// Sequence number covered by the last acknowledged records.
+    pub flushed_seq: u64,
+    /// Records handed out and not yet acknowledged: a retry gets these same records.
+    pub pending: Vec<UsageRecord>,
+    /// Whether this counter is in its registry shard's dirty set.
+    pub registered: bool,
 }
 
 /// A stored key with its hash.
@@ -124,6 +144,13 @@ impl Store {
         let cursor: Cursor = self.meta("cursor")?.unwrap_or_default();
         s.window = cursor.window;
         s.next_id = cursor.next_id.max(1);
+        s.seq = cursor.seq;
+        if let Some(p) = cursor
+            .period
+            .filter(|p| p.start_ms <= now_ms && now_ms < p.end_ms)
+        {
+            s.period = p;
+        }
         #[derive(Deserialize)]
         struct UsageRow {
             meter: String,
@@ -155,6 +182,8 @@ impl Store {
         let cursor = Cursor {
             window: s.window,
             next_id: s.next_id,
+            seq: s.seq,
+            period: Some(s.period),
         };
         self.set_meta("cursor", &cursor)
     }
@@ -173,18 +202,84 @@ impl Store {
         Ok(())
     }
 
-    pub fn save_tally(&self, period_start: i64, key: &MeterKey, t: &Tally) -> Result<()> {
-        let q = "INSERT INTO usage (period_start, meter, model, tally) VALUES (?, ?, ?, ?)
+    pub fn save_tally(&self, period: Period, key: &MeterKey, t: &Tally) -> Result<()> {
+        let q = "INSERT INTO usage (period_start, period_end, meter, model, tally) VALUES (?, ?, ?, ?, ?)
                  ON CONFLICT(period_start, meter, model) DO UPDATE SET tally = excluded.tally";
         let (meter, model) = key;
         let binds = vec![
-            int(period_start),
+            int(period.start_ms),
+            int(period.end_ms),
             meter.as_str().into(),
             model.as_str().into(),
             json(t),
         ];
         self.sql.exec(q, binds)?;
         Ok(())
+    }
+
+    /// Usage rows whose period has not been closed by an acknowledged final record.
+    pub fn flush_rows(&self) -> Result<Vec<FlushRow>> {
+        let q = "SELECT period_start, period_end, meter, model, tally, flushed FROM usage WHERE closed = 0";
+        let mut out = Vec::new();
+        for r in self.rows(q, vec![])? {
+            let flushed = text(&r, 5);
+            out.push(FlushRow {
+                period: Period {
+                    start_ms: integer(&r, 0).unwrap_or(0),
+                    end_ms: integer(&r, 1).unwrap_or(0),
+                },
+                meter: text(&r, 2),
+                model: text(&r, 3),
+                tally: parse(&text(&r, 4))?,
+                flushed: if flushed.is_empty() {
+                    Tally::default()
+                } else {
+                    parse(&flushed)?
+                },
+                closed: false,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Adds acknowledged records to what has been flushed, closing finished periods.
+    pub fn apply_ack(&self, records: &[UsageRecord]) -> Result<()> {
+        let rows = self.flush_rows()?;
+        for rec in records {
+            let Some(row) = rows.iter().find(|r| {
+                r.period.start_ms == rec.period_start_ms
+                    && r.meter == rec.meter
+                    && r.model == rec.model
+            }) else {
+                continue;
+            };
+            let flushed = row.flushed.plus(&delta_of(rec));
+            let q = "UPDATE usage SET flushed = ?, closed = ? WHERE period_start = ? AND meter = ? AND model = ?";
+            let binds = vec![
+                json(&flushed),
+                int(i64::from(rec.is_final)),
+                int(rec.period_start_ms),
+                rec.meter.as_str().into(),
+                rec.model.as_str().into(),
+            ];
+            self.sql.exec(q, binds)?;
+        }
+        Ok(())
+    }
+
+    /// Moves the end of a period (closing it early).
+    pub fn end_period(&self, period_start: i64, end_ms: i64) -> Result<()> {
+        let q = "UPDATE usage SET period_end = ? WHERE period_start = ?";
+        self.sql.exec(q, vec![int(end_ms), int(period_start)])?;
+        Ok(())
+    }
+
+    pub fn flush_state(&self) -> Result<FlushState> {
+        Ok(self.meta("flush")?.unwrap_or_default())
+    }
+
+    pub fn save_flush_state(&self, f: &FlushState) -> Result<()> {
+        self.set_meta("flush", f)
     }
 
     pub fn keys(&self) -> Result<Vec<KeyRow>> {

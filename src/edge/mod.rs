@@ -5,13 +5,18 @@ mod admin;
 mod client;
 mod config;
 mod counter;
+mod counter_flush;
 mod counter_store;
+mod delivery;
+mod flush_shard;
 mod http;
 mod proxy;
 mod stream;
 
 use crate::error::ApiError;
-use worker::{event, Context, Env, Method, Request, Response, Result};
+use worker::{
+    event, Context, Env, Method, Request, Response, Result, ScheduleContext, ScheduledEvent,
+};
 
 #[event(fetch, respond_with_errors)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
@@ -23,6 +28,16 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
         "/healthz" => Response::ok("ok"),
         "/bare/v1/chat/completions" => bare(req, &env).await,
         _ => http::error_response(&ApiError::not_found(format!("Unknown path {path}.")), &[]),
+    }
+}
+
+/// The cron trigger: every registry shard flushes its dirty counters.
+#[event(scheduled)]
+async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    for (shard, result) in flush_shard::run_all(&env).await.iter().enumerate() {
+        if result.get("error").is_some_and(|e| !e.is_null()) {
+            worker::console_error!("flush shard {shard}: {result}");
+        }
     }
 }
 

@@ -60,6 +60,12 @@ pub fn record_id(
     format!("rec_{}", &hex(&Sha256::digest(text.as_bytes()))[..32])
 }
 
+/// The registry shard (of `shards`) a customer registers in.
+pub fn shard_for(customer: &str, shards: u32) -> u32 {
+    let h = Sha256::digest(customer.as_bytes());
+    u32::from_be_bytes([h[0], h[1], h[2], h[3]]) % shards.max(1)
+}
+
 /// A batch of records for one request, with an id derived from its records' ids.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Batch {
@@ -93,6 +99,42 @@ pub fn batches(records: Vec<UsageRecord>, size: usize) -> Vec<Batch> {
         rest = tail;
     }
     out
+}
+
+/// Packs customers' records into batches of at most `size`, keeping each customer's
+/// records together where they fit, so one acknowledgement settles a customer. Each
+/// batch lists the customers it carries records of.
+pub fn pack(customers: Vec<(String, Vec<UsageRecord>)>, size: usize) -> Vec<(Batch, Vec<String>)> {
+    let size = size.max(1);
+    let mut out = Vec::new();
+    let (mut records, mut names): (Vec<UsageRecord>, Vec<String>) = (Vec::new(), Vec::new());
+    for (customer, recs) in customers.into_iter().filter(|(_, r)| !r.is_empty()) {
+        if !records.is_empty() && records.len() + recs.len() > size {
+            out.push((
+                Batch::new(std::mem::take(&mut records)),
+                std::mem::take(&mut names),
+            ));
+        }
+        if recs.len() > size {
+            for batch in batches(recs, size) {
+                out.push((batch, vec![customer.clone()]));
+            }
+            continue;
+        }
+        records.extend(recs);
+        names.push(customer);
+    }
+    if !records.is_empty() {
+        out.push((Batch::new(records), names));
+    }
+    out
+}
+
+/// Milliseconds to wait after `failures` consecutive failed runs: `base`, doubling, at
+/// most an hour.
+pub fn backoff_ms(failures: u32, base_ms: i64) -> i64 {
+    let doubled = base_ms.saturating_mul(1i64 << failures.saturating_sub(1).min(20));
+    doubled.min(3_600_000)
 }
 
 /// `X-Edgemeter-Signature`: `t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">`.
@@ -176,6 +218,17 @@ mod tests {
     }
 
     #[test]
+    fn customers_spread_over_every_shard() {
+        let mut seen = [0u32; 8];
+        for i in 0..800 {
+            seen[shard_for(&format!("c{i}"), 8) as usize] += 1;
+        }
+        assert!(seen.iter().all(|n| *n > 50), "{seen:?}");
+        assert_eq!(shard_for("acme", 8), shard_for("acme", 8));
+        assert_eq!(shard_for("acme", 0), 0);
+    }
+
+    #[test]
     fn batch_id_depends_on_the_set_of_records_not_their_order() {
         let (a, b) = (record("a", (1, 2), 5), record("b", (1, 1), 7));
         let one = Batch::new(vec![a.clone(), b.clone()]);
@@ -195,6 +248,54 @@ mod tests {
             .collect();
         assert_eq!(sizes, [500, 500, 201]);
         assert!(batches(vec![], 500).is_empty());
+    }
+
+    #[test]
+    fn packing_keeps_customers_whole_and_batches_bounded() {
+        let recs = |c: &str, n: u64| {
+            (
+                c.to_string(),
+                (0..n).map(|i| record(c, (i, i), 1)).collect::<Vec<_>>(),
+            )
+        };
+        let packed = pack(
+            vec![
+                recs("a", 3),
+                recs("b", 3),
+                recs("c", 0),
+                recs("d", 9),
+                recs("e", 1),
+            ],
+            4,
+        );
+        let shape: Vec<(usize, Vec<String>)> = packed
+            .iter()
+            .map(|(b, c)| (b.records.len(), c.clone()))
+            .collect();
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // in order: a (3); b would make 6 > 4, so a goes alone; d (9 > 4) is split
+        // into 4 + 4 + 1 on its own; e starts a new batch; c has nothing to send
+        assert_eq!(
+            shape,
+            vec![
+                (3, names(&["a"])),
+                (3, names(&["b"])),
+                (4, names(&["d"])),
+                (4, names(&["d"])),
+                (1, names(&["d"])),
+                (1, names(&["e"]))
+            ]
+        );
+        let small = pack(vec![recs("a", 1), recs("b", 2)], 4);
+        assert_eq!((small.len(), small[0].1.clone()), (1, names(&["a", "b"])));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_an_hour() {
+        assert_eq!(backoff_ms(1, 60_000), 60_000);
+        assert_eq!(backoff_ms(3, 60_000), 240_000);
+        assert_eq!(backoff_ms(30, 60_000), 3_600_000);
+        assert_eq!(backoff_ms(5, 0), 0);
     }
 
     #[test]

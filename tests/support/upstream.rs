@@ -136,6 +136,9 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Incoming> {
 }
 
 fn serve(conn: TcpStream, seen: Arc<Mutex<Vec<Seen>>>) {
+    // Responses go out in several writes: without this, Nagle's algorithm would hold
+    // each tail for the peer's delayed ACK (about 40 ms).
+    let _ = conn.set_nodelay(true);
     let mut out = conn.try_clone().expect("clone stream");
     let mut reader = BufReader::new(conn);
     while let Some(req) = read_request(&mut reader) {

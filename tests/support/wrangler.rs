@@ -56,7 +56,7 @@ fn copy_build(dir: &Path) -> PathBuf {
     to.join("worker/shim.mjs")
 }
 
-fn config(dir: &Path, upstream: &str, catalog: &str) -> PathBuf {
+fn config(dir: &Path, upstream: &str, catalog: &str, vars: &[(&str, &str)]) -> PathBuf {
     let shim = if dir.join("build/worker/shim.mjs").exists() {
         dir.join("build/worker/shim.mjs")
     } else {
@@ -74,15 +74,25 @@ ANTHROPIC_UPSTREAM_URL = "http://127.0.0.1:1"
 ADMIN_TOKEN = "{ADMIN_TOKEN}"
 MAX_BODY_BYTES = "65536"
 CATALOG = '''{catalog}'''
+{extra}
+[triggers]
+crons = ["* * * * *"]
 
 [durable_objects]
-bindings = [{{ name = "USAGE_COUNTER", class_name = "UsageCounter" }}]
+bindings = [
+  {{ name = "USAGE_COUNTER", class_name = "UsageCounter" }},
+  {{ name = "FLUSH_SHARD", class_name = "FlushShard" }},
+]
 
 [[migrations]]
 tag = "v1"
-new_sqlite_classes = ["UsageCounter"]
+new_sqlite_classes = ["UsageCounter", "FlushShard"]
 "#,
-        shim = shim.display()
+        shim = shim.display(),
+        extra = vars
+            .iter()
+            .map(|(k, v)| format!("{k} = \"{v}\"\n"))
+            .collect::<String>(),
     );
     let path = dir.join("wrangler.toml");
     std::fs::write(&path, toml).unwrap();
@@ -92,19 +102,25 @@ new_sqlite_classes = ["UsageCounter"]
 impl Worker {
     /// Starts a worker whose state lives in `dir` and waits until it answers.
     pub fn start(dir: &Path, upstream: &str, catalog: &str) -> Worker {
+        Worker::start_with(dir, upstream, catalog, &[])
+    }
+
+    /// Like `start`, with extra `[vars]`.
+    pub fn start_with(dir: &Path, upstream: &str, catalog: &str, vars: &[(&str, &str)]) -> Worker {
         let port = free_port();
-        let cfg = config(dir, upstream, catalog);
+        let cfg = config(dir, upstream, catalog, vars);
         let log = dir.join(format!("wrangler-{port}.log"));
         let wrangler = root().join("node_modules/.bin/wrangler");
         let script = format!(
             "'{wrangler}' dev --config '{cfg}' --local --ip 127.0.0.1 --port {port} --persist-to '{state}' \
-             --show-interactive-dev-session=false >'{log}' 2>&1 & w=$!; \
+             --test-scheduled --inspector-port {inspector} --show-interactive-dev-session=false >'{log}' 2>&1 & w=$!; \
              while kill -0 {parent} 2>/dev/null && kill -0 $w 2>/dev/null; do sleep 0.5; done; kill -- -$$",
             wrangler = wrangler.display(),
             cfg = cfg.display(),
             state = dir.join("state").display(),
             log = log.display(),
             parent = std::process::id(),
+            inspector = free_port(),
         );
         let child = Command::new("setsid")
             .args(["bash", "-c", &script])

@@ -1,0 +1,108 @@
+//! Sending one signed batch to the rating endpoint, with a timeout, and classifying the
+//! answer: delivered, worth retrying, or refused for good (kept aside, never dropped).
+
+use super::config;
+use crate::flush::{render, signature, Batch, Format, DEFAULT_BATCH_RECORDS};
+use futures_util::future::{select, Either};
+use std::time::Duration;
+use wasm_bindgen::JsValue;
+use worker::{Delay, Env, Fetch, Headers, Method, Request, RequestInit};
+
+/// Where and how batches go, from `RATING_URL`, `RATING_FORMAT`, `RATING_SECRET`,
+/// `FLUSH_BATCH_RECORDS` and `FLUSH_TIMEOUT_MS`.
+pub struct Receiver {
+    pub url: String,
+    pub format: Format,
+    pub secret: String,
+    pub batch_records: usize,
+    pub timeout_ms: u64,
+}
+
+impl Receiver {
+    pub fn from_env(env: &Env) -> Result<Receiver, String> {
+        let url = config::setting(env, "RATING_URL").ok_or("RATING_URL is not set")?;
+        let name = config::setting(env, "RATING_FORMAT").unwrap_or_default();
+        let format = Format::parse(&name).ok_or(format!(
+            "RATING_FORMAT `{name}` is not native, cloudevents or lago"
+        ))?;
+        let secret = config::setting(env, "RATING_SECRET")
+            .ok_or("RATING_SECRET is not set: batches must be signed")?;
+        let number = |name: &str| config::setting(env, name).and_then(|v| v.parse::<u64>().ok());
+        let batch =
+            number("FLUSH_BATCH_RECORDS").map_or(DEFAULT_BATCH_RECORDS, |n| n.max(1) as usize);
+        Ok(Receiver {
+            url,
+            format,
+            secret,
+            batch_records: batch.min(format.max_batch()),
+            timeout_ms: number("FLUSH_TIMEOUT_MS").unwrap_or(10_000),
+        })
+    }
+}
+
+/// How a delivery ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Delivered,
+    /// A timeout, network error, 408, 429 or 5xx: the same batch goes again later.
+    Retry(String),
+    /// Any other 4xx: it will never succeed as it is, so it is kept aside.
+    Rejected(u16, String),
+}
+
+/// A rendered batch, kept as sent so it can be sent again byte for byte.
+pub struct Rendered {
+    pub batch_id: String,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+pub fn render_batch(r: &Receiver, batch: &Batch, now_ms: i64) -> Rendered {
+    let (content_type, body) = render(r.format, batch, now_ms);
+    Rendered {
+        batch_id: batch.batch_id.clone(),
+        content_type: content_type.into(),
+        body,
+    }
+}
+
+/// Signs and posts a rendered batch, waiting at most the receiver's timeout.
+pub async fn deliver(r: &Receiver, b: &Rendered, now_ms: i64) -> Outcome {
+    let sent = async {
+        let headers = Headers::new();
+        headers.set("content-type", &b.content_type)?;
+        headers.set(
+            "x-edgemeter-signature",
+            &signature(&r.secret, now_ms / 1000, &b.body),
+        )?;
+        headers.set("x-edgemeter-batch-id", &b.batch_id)?;
+        headers.set("idempotency-key", &b.batch_id)?;
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post).with_headers(headers);
+        init.with_body(Some(JsValue::from(worker::js_sys::Uint8Array::from(
+            b.body.as_slice(),
+        ))));
+        let mut resp = Fetch::Request(Request::new_with_init(&r.url, &init)?)
+            .send()
+            .await?;
+        let status = resp.status_code();
+        let text = resp.text().await.unwrap_or_default();
+        Ok::<_, worker::Error>((status, text))
+    };
+    let timeout = Delay::from(Duration::from_millis(r.timeout_ms));
+    match select(Box::pin(sent), timeout).await {
+        Either::Right(_) => Outcome::Retry(format!("no answer within {} ms", r.timeout_ms)),
+        Either::Left((Err(e), _)) => Outcome::Retry(format!("could not reach the receiver: {e}")),
+        Either::Left((Ok((status, text)), _)) => {
+            let detail = format!(
+                "receiver answered {status}: {}",
+                text.chars().take(200).collect::<String>()
+            );
+            match status {
+                200..=299 => Outcome::Delivered,
+                408 | 429 | 500..=599 => Outcome::Retry(detail),
+                _ => Outcome::Rejected(status, detail),
+            }
+        }
+    }
+}

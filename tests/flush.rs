@@ -1,0 +1,262 @@
+//! Cron flush through the real worker: at-least-once delivery to a receiver that fails,
+//! times out, or dies with the worker between send and acknowledgement, and still the
+//! receiver's deduplicated totals equal the counters' totals exactly.
+
+mod support;
+
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use support::http::request;
+use support::receiver::{Mode, Receiver};
+use support::upstream::FakeUpstream;
+use support::wrangler::{scratch, Worker};
+use support::{admin, call, catalog, chat, customer, settled_usage};
+
+const SECRET: &str = "whsec_flush_test";
+
+type Totals = BTreeMap<(String, String, String), [u64; 4]>;
+
+fn start(dir: &std::path::Path, upstream: &FakeUpstream, receiver: &Receiver) -> Worker {
+    let url = receiver.url();
+    let vars = [
+        ("RATING_URL", url.as_str()),
+        ("RATING_SECRET", SECRET),
+        ("FLUSH_SHARDS", "3"),
+        ("FLUSH_BATCH_RECORDS", "4"),
+        ("FLUSH_BACKOFF_MS", "0"),
+        ("FLUSH_TIMEOUT_MS", "1500"),
+    ];
+    Worker::start_with(dir, &upstream.url(), &catalog(), &vars)
+}
+
+fn cron(port: u16) {
+    let r = request(port, "GET", "/__scheduled?cron=*+*+*+*+*", &[], b"");
+    assert!(r.status < 300, "scheduled: {} {}", r.status, r.text());
+}
+
+/// What the counters say, per (customer, meter, model).
+fn counter_totals(port: u16, keys: &[(String, String)]) -> Totals {
+    let mut out = Totals::new();
+    for (id, key) in keys {
+        let usage = settled_usage(port, key);
+        for m in usage["meters"].as_array().unwrap() {
+            let n = |f: &str| m[f].as_u64().unwrap();
+            let k = (
+                id.clone(),
+                m["meter"].as_str().unwrap().to_string(),
+                m["model"].as_str().unwrap().to_string(),
+            );
+            out.insert(k, [n("requests"), n("input"), n("output"), n("cached")]);
+        }
+    }
+    out
+}
+
+/// Runs the cron until the receiver's totals match the counters' (at most 40 runs).
+fn flush_until_exact(port: u16, receiver: &Receiver, keys: &[(String, String)]) -> Totals {
+    let expected = counter_totals(port, keys);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for _ in 0..40 {
+        cron(port);
+        if receiver.totals() == expected {
+            return expected;
+        }
+        assert!(Instant::now() < deadline, "flush did not converge");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "after 40 runs the receiver has\n{:?}\nbut the counters\n{expected:?}\nstats: {}",
+        receiver.totals(),
+        flush_stats(port)
+    );
+}
+
+fn flush_stats(port: u16) -> Value {
+    admin(port, "GET", "/admin/v1/flush", &Value::Null).json()
+}
+
+fn drive_usage(port: u16, customers: usize) -> Vec<(String, String)> {
+    let keys: Vec<_> = (0..customers).map(|_| customer(port, "open")).collect();
+    for (i, (_, key)) in keys.iter().enumerate() {
+        for n in 0..(i % 3 + 1) as u64 {
+            let body = json!({"model": "gpt-4o-mini", "max_tokens": n + 1, "stream": n == 1, "messages": []});
+            assert_eq!(chat(port, key, &body, &[]).status, 200);
+        }
+        if i % 2 == 0 {
+            let emb = json!({"model": "text-embedding-3-small", "input": "x"});
+            assert_eq!(call(port, key, "/v1/embeddings", &emb, &[]).status, 200);
+        }
+    }
+    keys
+}
+
+#[test]
+fn totals_are_exact_through_failures_and_timeouts() {
+    let (upstream, receiver) = (FakeUpstream::start(0), Receiver::start(SECRET));
+    let worker = start(&scratch("flush-exact"), &upstream, &receiver);
+    let port = worker.port;
+    receiver.set_mode(Mode::FailEveryOther);
+    let keys = drive_usage(port, 12);
+    flush_until_exact(port, &receiver, &keys);
+
+    // More usage, and now the receiver answers after the worker gave up waiting: every
+    // batch is sent again, and the duplicates change nothing.
+    receiver.set_mode(Mode::Slow(2_000));
+    for (_, key) in keys.iter().take(5) {
+        chat(
+            port,
+            key,
+            &json!({"model": "gpt-4o-mini", "max_tokens": 9, "messages": []}),
+            &[],
+        );
+    }
+    for _ in 0..2 {
+        cron(port);
+    }
+    receiver.set_mode(Mode::Ok);
+    let exact = flush_until_exact(port, &receiver, &keys);
+    assert!(
+        receiver.state.lock().unwrap().duplicates > 0,
+        "the timed-out batches were resent"
+    );
+    // Once clean, further runs send nothing new.
+    let sent = receiver.state.lock().unwrap().requests;
+    cron(port);
+    cron(port);
+    assert_eq!(receiver.totals(), exact);
+    assert_eq!(receiver.state.lock().unwrap().requests, sent);
+    let stats = flush_stats(port);
+    assert_eq!(stats["overall"]["pending_customers"], 0, "{stats}");
+    assert!(stats["overall"]["last_run_ms"].as_i64().is_some());
+    worker.stop();
+}
+
+#[test]
+fn restart_between_send_and_acknowledgement_loses_and_doubles_nothing() {
+    let (upstream, receiver) = (FakeUpstream::start(0), Receiver::start(SECRET));
+    let dir = scratch("flush-restart");
+    let worker = start(&dir, &upstream, &receiver);
+    let keys = drive_usage(worker.port, 5);
+    let expected = counter_totals(worker.port, &keys);
+    receiver.set_mode(Mode::Hold);
+    let port = worker.port;
+    let trigger =
+        std::thread::spawn(move || request(port, "GET", "/__scheduled?cron=*+*+*+*+*", &[], b""));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while receiver.state.lock().unwrap().records.is_empty() {
+        assert!(Instant::now() < deadline, "no batch arrived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    worker.stop(); // the receiver has records; the worker never hears its answer
+    let _ = trigger.join();
+    receiver.set_mode(Mode::Ok);
+
+    let worker = start(&dir, &upstream, &receiver);
+    assert_eq!(
+        counter_totals(worker.port, &keys),
+        expected,
+        "counters survive the restart"
+    );
+    flush_until_exact(worker.port, &receiver, &keys);
+    assert!(
+        receiver.state.lock().unwrap().duplicates > 0,
+        "the unacknowledged batch was sent again"
+    );
+    worker.stop();
+}
+
+#[test]
+fn closing_a_period_sends_final_records_and_starts_at_zero() {
+    let (upstream, receiver) = (FakeUpstream::start(0), Receiver::start(SECRET));
+    let worker = start(&scratch("flush-period"), &upstream, &receiver);
+    let port = worker.port;
+    let (id, key) = customer(port, "fifty");
+    let ask = json!({"model": "gpt-4o-mini", "max_tokens": 2, "messages": []});
+    for _ in 0..3 {
+        assert_eq!(chat(port, &key, &ask, &[]).status, 200);
+    }
+    let keys = vec![(id.clone(), key.clone())];
+    flush_until_exact(port, &receiver, &keys);
+    let old_start = receiver.records()[0]["period_start_ms"].as_i64().unwrap();
+
+    let r = admin(
+        port,
+        "POST",
+        &format!("/admin/v1/customers/{id}/close-period"),
+        &Value::Null,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let usage = settled_usage(port, &key);
+    assert_eq!(
+        usage["totals"]["requests"], 0,
+        "the new period starts at zero: {usage}"
+    );
+    assert_eq!(usage["remaining"]["requests"], 50);
+    assert_eq!(chat(port, &key, &ask, &[]).status, 200);
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let is_final = |r: &Value| r["final"] == true && r["period_start_ms"] == old_start;
+    while !receiver.records().iter().any(is_final)
+        || receiver
+            .records()
+            .iter()
+            .all(|r| r["period_start_ms"] == old_start)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no final record: {:?}",
+            receiver.records()
+        );
+        cron(port);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let records = receiver.records();
+    let old: u64 = records
+        .iter()
+        .filter(|r| r["period_start_ms"] == old_start)
+        .map(|r| r["requests"].as_u64().unwrap())
+        .sum();
+    let new: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["period_start_ms"] != old_start)
+        .collect();
+    assert_eq!(old, 3, "the closed period keeps its 3 requests");
+    assert_eq!(
+        new.iter()
+            .map(|r| r["requests"].as_u64().unwrap())
+            .sum::<u64>(),
+        1
+    );
+    assert!(new.iter().all(|r| r["final"] == false));
+    worker.stop();
+}
+
+#[test]
+fn batches_refused_for_a_bad_signature_are_kept_and_can_be_requeued() {
+    let (upstream, receiver) = (
+        FakeUpstream::start(0),
+        Receiver::start("a-different-secret"),
+    );
+    let worker = start(&scratch("flush-dead"), &upstream, &receiver);
+    let port = worker.port;
+    let keys = drive_usage(port, 4);
+    let expected = counter_totals(port, &keys);
+    for _ in 0..3 {
+        cron(port);
+    }
+    let stats = flush_stats(port);
+    assert!(
+        stats["overall"]["dead_letters"].as_u64().unwrap() > 0,
+        "{stats}"
+    );
+    assert!(receiver.totals().is_empty());
+    assert!(receiver.state.lock().unwrap().bad_signatures > 0);
+
+    receiver.set_secret(SECRET);
+    let r = admin(port, "POST", "/admin/v1/flush/requeue", &Value::Null);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(receiver.totals(), expected);
+    assert_eq!(flush_stats(port)["overall"]["dead_letters"], 0);
+    worker.stop();
+}

@@ -1,0 +1,182 @@
+//! A fake rating endpoint on 127.0.0.1: checks each batch's signature, dedupes records
+//! by id (as a real receiver must), and can be told to fail, to answer too late, or to
+//! hold its answer until released (to kill the worker between send and acknowledgement).
+
+use edgemeter::flush::verify;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+/// How the receiver answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Ok,
+    /// 500 on every other request (after recording nothing).
+    FailEveryOther,
+    /// Records the batch, then answers after this many ms (past the worker's timeout).
+    Slow(u64),
+    /// Records the batch and does not answer until the mode changes.
+    Hold,
+}
+
+#[derive(Default)]
+pub struct State {
+    pub secret: String,
+    pub mode: Option<Mode>,
+    pub requests: usize,
+    pub bad_signatures: usize,
+    pub duplicates: usize,
+    /// Unique records by id.
+    pub records: HashMap<String, Value>,
+}
+
+pub struct Receiver {
+    pub port: u16,
+    pub state: Arc<Mutex<State>>,
+}
+
+impl Receiver {
+    pub fn start(secret: &str) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(Mutex::new(State {
+            secret: secret.into(),
+            mode: Some(Mode::Ok),
+            ..State::default()
+        }));
+        let shared = state.clone();
+        thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let state = shared.clone();
+                thread::spawn(move || handle(conn, state));
+            }
+        });
+        Receiver { port, state }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/ingest", self.port)
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        self.state.lock().unwrap().mode = Some(mode);
+    }
+
+    pub fn set_secret(&self, secret: &str) {
+        self.state.lock().unwrap().secret = secret.into();
+    }
+
+    /// Deduplicated totals per (customer, meter, model): requests, input, output, cached.
+    pub fn totals(&self) -> BTreeMap<(String, String, String), [u64; 4]> {
+        let mut out = BTreeMap::new();
+        for r in self.state.lock().unwrap().records.values() {
+            let key = (
+                r["customer"].as_str().unwrap().to_string(),
+                r["meter"].as_str().unwrap().to_string(),
+                r["model"].as_str().unwrap().to_string(),
+            );
+            let t: &mut [u64; 4] = out.entry(key).or_default();
+            for (i, f) in ["requests", "input_tokens", "output_tokens", "cached_tokens"]
+                .iter()
+                .enumerate()
+            {
+                t[i] += r[*f].as_u64().unwrap();
+            }
+        }
+        out
+    }
+
+    pub fn records(&self) -> Vec<Value> {
+        self.state
+            .lock()
+            .unwrap()
+            .records
+            .values()
+            .cloned()
+            .collect()
+    }
+}
+
+/// Lower-cased headers and the body.
+type Incoming = (Vec<(String, String)>, Vec<u8>);
+
+fn read_request(conn: &TcpStream) -> Option<Incoming> {
+    let mut reader = BufReader::new(conn.try_clone().ok()?);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).ok()?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':')?;
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let len = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")?
+        .1
+        .parse()
+        .ok()?;
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).ok()?;
+    Some((headers, body))
+}
+
+fn answer(mut conn: TcpStream, status: u16, body: &str) {
+    let _ = write!(conn, "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+}
+
+fn handle(conn: TcpStream, state: Arc<Mutex<State>>) {
+    let Some((headers, body)) = read_request(&conn) else {
+        return;
+    };
+    let signature = headers
+        .iter()
+        .find(|(k, _)| k == "x-edgemeter-signature")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let mode = {
+        let mut s = state.lock().unwrap();
+        s.requests += 1;
+        let mode = s.mode.unwrap_or(Mode::Ok);
+        if mode == Mode::FailEveryOther && s.requests % 2 == 1 {
+            drop(s);
+            return answer(conn, 500, r#"{"error":"try again"}"#);
+        }
+        if !verify(&s.secret, &signature, &body, now_s, 300) {
+            s.bad_signatures += 1;
+            drop(s);
+            return answer(conn, 401, r#"{"error":"bad signature"}"#);
+        }
+        let batch: Value = serde_json::from_slice(&body).unwrap();
+        for r in batch["records"].as_array().unwrap() {
+            let id = r["id"].as_str().unwrap().to_string();
+            if s.records.insert(id, r.clone()).is_some() {
+                s.duplicates += 1;
+            }
+        }
+        mode
+    };
+    match mode {
+        Mode::Slow(ms) => thread::sleep(Duration::from_millis(ms)),
+        Mode::Hold => {
+            while state.lock().unwrap().mode == Some(Mode::Hold) {
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+        _ => {}
+    }
+    answer(conn, 200, r#"{"ok":true}"#);
+}
