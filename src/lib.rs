@@ -12,6 +12,7 @@ pub mod keys;
 pub mod period;
 pub mod protocol;
 pub mod quota;
+pub mod rating;
 pub mod report;
 pub mod request;
 pub mod sandbox;

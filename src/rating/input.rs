@@ -1,0 +1,140 @@
+//! What the engine rates: usage already aggregated per customer × period × plan segment ×
+//! meter × model, plus the per-transaction values that percentage charges price.
+
+use crate::period::Period;
+use crate::usage::Usage;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds in a UTC day; proration counts whole UTC days.
+pub const DAY_MS: i64 = 86_400_000;
+
+/// A billable dimension. The mapping from a request's [`Usage`] (see [`meter_totals`]):
+///
+/// | meter                 | units                                   |
+/// |-----------------------|-----------------------------------------|
+/// | `input_tokens`        | `input − cached`: fresh prompt tokens   |
+/// | `cached_input_tokens` | `cached`: prompt tokens served from cache |
+/// | `output_tokens`       | `output`, reasoning tokens included     |
+/// | `requests`            | one per metered request                 |
+/// | `images`              | `images`                                |
+/// | `seconds`             | `seconds` (audio or video duration)     |
+/// | `transaction_value`   | a money value per transaction (percentage charges only) |
+///
+/// Reasoning tokens are not a meter of their own: they are already part of `output`, and
+/// pricing them twice is the mistake this enum is shaped to prevent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Meter {
+    InputTokens,
+    CachedInputTokens,
+    OutputTokens,
+    Requests,
+    Images,
+    Seconds,
+    TransactionValue,
+}
+
+impl Meter {
+    /// The meter's name as written in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Meter::InputTokens => "input_tokens",
+            Meter::CachedInputTokens => "cached_input_tokens",
+            Meter::OutputTokens => "output_tokens",
+            Meter::Requests => "requests",
+            Meter::Images => "images",
+            Meter::Seconds => "seconds",
+            Meter::TransactionValue => "transaction_value",
+        }
+    }
+}
+
+/// Units of one meter used with one model in one plan segment. Counters are integers
+/// (at most 2^53 − 1, so they stay exact in JavaScript); `transaction_value` is not a
+/// valid meter here, transactions go in [`Segment::transactions`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeterTotal {
+    pub meter: Meter,
+    pub model: String,
+    pub units: u64,
+}
+
+/// One transaction a percentage charge prices, valued in the price book currency (for
+/// example the upstream cost of a request that is resold at a markup).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transaction {
+    pub model: String,
+    pub value: Decimal,
+}
+
+/// The time a customer spent on one plan within the period, and what they used on it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Segment {
+    /// Plan name in the price book.
+    pub plan: String,
+    /// When the plan took effect, within the period; the first segment normally starts
+    /// at the period start. The UTC day containing this instant counts for this plan.
+    pub from_ms: i64,
+    #[serde(default)]
+    pub usage: Vec<MeterTotal>,
+    #[serde(default)]
+    pub transactions: Vec<Transaction>,
+}
+
+/// Everything to rate one customer's period. Time comes in as numbers: no clock is read.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RatingInput {
+    /// The billing period `[start_ms, end_ms)`, counted in whole UTC days.
+    pub period: Period,
+    /// Plan segments in time order; one segment when the plan did not change.
+    pub segments: Vec<Segment>,
+    /// The instant credits are drawn at: a grant must be effective and unexpired then.
+    pub as_of_ms: i64,
+}
+
+/// The UTC day number (days since 1970-01-01) containing `ms`.
+pub fn utc_day(ms: i64) -> i64 {
+    ms.div_euclid(DAY_MS)
+}
+
+/// Days of the period each segment covers, the change day counted for the new plan:
+/// `[utc_day(from), utc_day(next from))`, the period's end day excluded. A first segment
+/// starting after the period start (a customer who joined mid-period) covers fewer days.
+pub fn segment_days(period: &Period, segments: &[Segment]) -> Vec<i64> {
+    let end = utc_day(period.end_ms);
+    segments
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let stop = segments.get(i + 1).map_or(end, |n| utc_day(n.from_ms));
+            stop - utc_day(s.from_ms)
+        })
+        .collect()
+}
+
+/// The meter totals of one model's aggregated [`Usage`] plus its request count, by the
+/// mapping documented on [`Meter`]. Zero totals are left out.
+pub fn meter_totals(model: &str, usage: &Usage, requests: u64) -> Vec<MeterTotal> {
+    let cached = usage.cached.min(usage.input);
+    [
+        (Meter::InputTokens, usage.input - cached),
+        (Meter::CachedInputTokens, cached),
+        (Meter::OutputTokens, usage.output),
+        (Meter::Requests, requests),
+        (Meter::Images, usage.images),
+        (Meter::Seconds, usage.seconds),
+    ]
+    .into_iter()
+    .filter(|&(_, units)| units > 0)
+    .map(|(meter, units)| MeterTotal {
+        meter,
+        model: model.to_string(),
+        units,
+    })
+    .collect()
+}

@@ -1,0 +1,182 @@
+//! The draft invoice and [`rate`], which builds it: one line per base fee, charge and
+//! minimum true-up, each rounded once, then tax per line, then credits as payment.
+
+use super::account::Account;
+use super::credits::{apply_credits, remaining_balance, CreditApplication};
+use super::input::{segment_days, Meter, RatingInput};
+use super::lines::{segment_lines, LineDraft};
+use super::money::{FxTable, Rounding};
+use super::plan::PriceBook;
+use super::tax::TaxTreatment;
+use super::RatingError;
+use crate::period::Period;
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+/// Whether an invoice may still change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvoiceStatus {
+    Draft,
+    Final,
+}
+
+/// What a line charges for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LineKind {
+    BaseFee,
+    Usage,
+    /// Tops a charge or the whole plan up to its minimum commitment.
+    MinimumTrueUp,
+}
+
+/// Days used out of the days of the period, for a prorated line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Proration {
+    pub days: i64,
+    pub period_days: i64,
+}
+
+/// One invoice line. Quantities and unit prices are in units and in the price book's
+/// currency; `exact_amount`, `amount`, `net` and `tax` are in the invoice currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Line {
+    pub kind: LineKind,
+    pub plan: String,
+    pub description: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meter: Option<Meter>,
+    /// The charge's model; `None` for a charge covering every other model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Units used (or transactions, for a percentage charge).
+    pub quantity: Decimal,
+    pub included_units: u64,
+    /// Units the allowance covered.
+    pub included_used: Decimal,
+    /// Units priced after the allowance.
+    pub overage: Decimal,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit_price: Option<Decimal>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price_per: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tiers: Vec<super::charges::TierPart>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proration: Option<Proration>,
+    /// The line before its one rounding.
+    pub exact_amount: Decimal,
+    /// The line, rounded once to minor units, as priced (gross if prices include tax).
+    pub amount: Decimal,
+    pub net: Decimal,
+    pub tax: Decimal,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// A rated period. `subtotal + tax − credits_applied = total`, to the minor unit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Invoice {
+    pub customer_id: String,
+    pub price_book_version: String,
+    pub status: InvoiceStatus,
+    pub period: Period,
+    pub currency: String,
+    /// The currency prices are written in, and the rate applied to reach `currency`.
+    pub price_currency: String,
+    pub fx_rate: Decimal,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fx_as_of: Option<String>,
+    pub rounding: Rounding,
+    pub lines: Vec<Line>,
+    /// Sum of the lines' net amounts.
+    pub subtotal: Decimal,
+    /// Sum of the lines' tax.
+    pub tax: Decimal,
+    pub credits_applied: Decimal,
+    pub credits: Vec<CreditApplication>,
+    /// What is left to pay.
+    pub total: Decimal,
+    /// Usable credit left after this invoice, in `currency`.
+    pub credit_balance: Decimal,
+}
+
+impl Invoice {
+    /// The same invoice marked final; rating only ever produces drafts.
+    pub fn finalize(mut self) -> Invoice {
+        self.status = InvoiceStatus::Final;
+        self
+    }
+}
+
+/// Rates `input` for `account` under `book` into a draft invoice. Pure: same inputs,
+/// same invoice. Fails, naming the JSON path, when the account does not fit the book or
+/// the input is inconsistent (unknown plan, usage no charge prices, bad segments).
+pub fn rate(
+    book: &PriceBook,
+    account: &Account,
+    input: &RatingInput,
+) -> Result<Invoice, RatingError> {
+    account.check(book).map_err(|e| e.in_document("account"))?;
+    super::lines::check_input(book, input).map_err(|e| e.in_document("input"))?;
+    let currency = account.currency(book).to_string();
+    let fx = book.fx_rate(&currency).ok_or_else(|| {
+        RatingError::new("$.invoice_currency".into(), "no FX rate").in_document("account")
+    })?;
+    let tax = TaxTreatment::resolve(&book.tax, account).ok_or_else(|| {
+        RatingError::new("$.country".into(), "not in the tax table").in_document("account")
+    })?;
+    let days = segment_days(&input.period, &input.segments);
+    let period_days =
+        super::input::utc_day(input.period.end_ms) - super::input::utc_day(input.period.start_ms);
+    let mut drafts: Vec<LineDraft> = Vec::new();
+    for (i, segment) in input.segments.iter().enumerate() {
+        let proration = Proration {
+            days: days[i],
+            period_days,
+        };
+        drafts.extend(segment_lines(book, segment, proration, fx, &currency));
+    }
+    let lines: Vec<Line> = drafts
+        .into_iter()
+        .map(|d| d.finish(&tax, book.rounding, &currency))
+        .collect();
+    let zero = book.rounding.round(Decimal::ZERO, &currency);
+    let subtotal = lines.iter().fold(zero, |s, l| s + l.net);
+    let tax_total = lines.iter().fold(zero, |s, l| s + l.tax);
+    let credits = apply_credits(
+        book,
+        account,
+        &currency,
+        subtotal + tax_total,
+        input.as_of_ms,
+    );
+    let credits_applied = credits.iter().fold(zero, |s, c| s + c.applied);
+    let mut after = account.clone();
+    for c in &credits {
+        if let Some(g) = after.grants.iter_mut().find(|g| g.id == c.grant_id) {
+            g.amount = c.remaining;
+        }
+    }
+    Ok(Invoice {
+        customer_id: account.customer_id.clone(),
+        price_book_version: book.version.clone(),
+        status: InvoiceStatus::Draft,
+        period: input.period,
+        price_currency: book.currency.clone(),
+        fx_rate: fx,
+        fx_as_of: (currency != book.currency)
+            .then(|| book.fx.as_ref().map(|f: &FxTable| f.as_of.clone()))
+            .flatten(),
+        rounding: book.rounding,
+        lines,
+        subtotal,
+        tax: tax_total,
+        credits_applied,
+        credits,
+        total: subtotal + tax_total - credits_applied,
+        credit_balance: remaining_balance(book, &after, input.as_of_ms),
+        currency,
+    })
+}
