@@ -4,7 +4,7 @@
 
 use super::money::{minor_units, negative};
 use super::plan::PriceBook;
-use super::validate::check_currency;
+use super::validate::{check_currency, MAX_PRICE};
 use super::RatingError;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -138,8 +138,11 @@ impl Account {
                         );
                     }
                 }
-                (None, Some(rate)) if rate.is_zero() || negative(rate) => {
-                    return fail(&format!("{base}.credit_rate"), "must be positive".into())
+                (None, Some(rate)) if rate.is_zero() || negative(rate) || rate > MAX_PRICE => {
+                    return fail(
+                        &format!("{base}.credit_rate"),
+                        format!("must be in (0, {MAX_PRICE}]"),
+                    )
                 }
                 (None, Some(_)) => {}
                 _ => {

@@ -6,10 +6,10 @@
 
 use super::plan::{PercentageTerms, Tier, ZeroUsageFlatFee};
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One tier's share of a tiered charge, in the price book currency, for the invoice.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TierPart {
     pub up_to: Option<u64>,
     pub units: Decimal,
@@ -29,11 +29,6 @@ fn lower_bound(tiers: &[Tier], i: usize) -> Decimal {
         0 => Decimal::ZERO,
         _ => Decimal::from(tiers[i - 1].up_to.unwrap_or(u64::MAX)),
     }
-}
-
-/// Whether `quantity` lies in tier `i`, that is in `(lower, up_to]`.
-fn contains(tiers: &[Tier], i: usize, quantity: Decimal) -> bool {
-    quantity > lower_bound(tiers, i) && tiers[i].up_to.is_none_or(|u| quantity <= u.into())
 }
 
 /// The first tier's part at zero usage: only its flat fee, and only when charged.
@@ -89,9 +84,11 @@ pub fn volume(quantity: Decimal, tiers: &[Tier], per: u64, zero: ZeroUsageFlatFe
     if quantity <= Decimal::ZERO {
         return zero_usage(tiers, zero).remove(0);
     }
-    // Validation guarantees an open last tier, so some tier always contains the total.
-    let i = (0..tiers.len())
-        .find(|&i| contains(tiers, i, quantity))
+    // The first tier whose (inclusive) bound reaches the total; validation guarantees an
+    // open last tier, so there always is one.
+    let i = tiers
+        .iter()
+        .position(|t| t.up_to.is_none_or(|u| quantity <= u.into()))
         .unwrap_or(tiers.len() - 1);
     let tier = &tiers[i];
     TierPart {
@@ -115,7 +112,7 @@ pub fn package(quantity: Decimal, size: u64, price: Decimal, free: u64) -> (Deci
 }
 
 /// What a percentage charge came to over a period's transactions.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PercentageOutcome {
     pub transactions: u64,
     /// Transactions that were entirely free (cost 0, no minimum).

@@ -5,11 +5,11 @@ use super::account::{Account, CreditGrant};
 use super::money::floor_minor;
 use super::plan::{Plan, PriceBook};
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 
 /// What one grant paid toward an invoice.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreditApplication {
     pub grant_id: String,
     /// Paid, in the invoice currency, in whole minor units.

@@ -11,10 +11,10 @@ use super::tax::TaxTreatment;
 use super::RatingError;
 use crate::period::Period;
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Whether an invoice may still change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InvoiceStatus {
     Draft,
@@ -22,7 +22,7 @@ pub enum InvoiceStatus {
 }
 
 /// What a line charges for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LineKind {
     BaseFee,
@@ -32,7 +32,7 @@ pub enum LineKind {
 }
 
 /// Days used out of the days of the period, for a prorated line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proration {
     pub days: i64,
     pub period_days: i64,
@@ -40,15 +40,15 @@ pub struct Proration {
 
 /// One invoice line. Quantities and unit prices are in units and in the price book's
 /// currency; `exact_amount`, `amount`, `net` and `tax` are in the invoice currency.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Line {
     pub kind: LineKind,
     pub plan: String,
     pub description: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meter: Option<Meter>,
     /// The charge's model; `None` for a charge covering every other model.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     /// Units used (or transactions, for a percentage charge).
     pub quantity: Decimal,
@@ -57,13 +57,13 @@ pub struct Line {
     pub included_used: Decimal,
     /// Units priced after the allowance.
     pub overage: Decimal,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit_price: Option<Decimal>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price_per: Option<u64>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tiers: Vec<super::charges::TierPart>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proration: Option<Proration>,
     /// The line before its one rounding.
     pub exact_amount: Decimal,
@@ -71,12 +71,12 @@ pub struct Line {
     pub amount: Decimal,
     pub net: Decimal,
     pub tax: Decimal,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
 
 /// A rated period. `subtotal + tax − credits_applied = total`, to the minor unit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Invoice {
     pub customer_id: String,
     pub price_book_version: String,
@@ -86,7 +86,7 @@ pub struct Invoice {
     /// The currency prices are written in, and the rate applied to reach `currency`.
     pub price_currency: String,
     pub fx_rate: Decimal,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fx_as_of: Option<String>,
     pub rounding: Rounding,
     pub lines: Vec<Line>,

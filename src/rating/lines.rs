@@ -8,10 +8,13 @@ use super::invoice::{Line, LineKind, Proration};
 use super::money::negative;
 use super::plan::{Charge, PackageTerms, PerUnit, Plan, PriceBook, Pricing, Tiered};
 use super::tax::TaxTreatment;
-use super::validate::MAX_PRICE;
+use super::validate::MAX_SEGMENTS;
 use super::{RatingError, Rounding};
 use crate::catalog::MAX_COUNTER;
 use rust_decimal::Decimal;
+
+/// The most transaction value one segment can carry (1e15).
+const MAX_TRANSACTIONS: Decimal = Decimal::from_parts(0xA4C6_8000, 0x0003_8D7E, 0, false, 0);
 
 /// A line whose amount is rounded but whose tax is not yet split off.
 pub(crate) struct LineDraft(Line);
@@ -46,8 +49,11 @@ pub(crate) fn check_input(book: &PriceBook, input: &RatingInput) -> Result<(), R
     if utc_day(end) <= utc_day(start) {
         return fail("$.period".into(), "must span at least one UTC day");
     }
-    if input.segments.is_empty() {
-        return fail("$.segments".into(), "at least one plan segment is required");
+    if input.segments.is_empty() || input.segments.len() > MAX_SEGMENTS {
+        return fail(
+            "$.segments".into(),
+            format!("between 1 and {MAX_SEGMENTS} plan segments are required"),
+        );
     }
     let mut previous = start;
     for (i, s) in input.segments.iter().enumerate() {
@@ -62,6 +68,8 @@ pub(crate) fn check_input(book: &PriceBook, input: &RatingInput) -> Result<(), R
             );
         }
         previous = s.from_ms;
+        // Per meter, the segment's units must fit a counter (< 2^53), like each total.
+        let mut per_meter = std::collections::BTreeMap::<Meter, u64>::new();
         for (j, u) in s.usage.iter().enumerate() {
             let path = format!("{base}.usage[{j}]");
             if u.meter == Meter::TransactionValue {
@@ -70,8 +78,16 @@ pub(crate) fn check_input(book: &PriceBook, input: &RatingInput) -> Result<(), R
                     "transaction values go in `transactions`",
                 );
             }
-            if u.units > MAX_COUNTER {
-                return fail(format!("{path}.units"), "must be below 2^53");
+            let sum = per_meter.entry(u.meter).or_default();
+            *sum = sum.saturating_add(u.units);
+            if *sum > MAX_COUNTER {
+                return fail(
+                    format!("{path}.units"),
+                    format!(
+                        "the segment's `{}` units must stay below 2^53",
+                        u.meter.name()
+                    ),
+                );
             }
             if charge_for(plan, u.meter, &u.model).is_none() {
                 return fail(
@@ -85,10 +101,15 @@ pub(crate) fn check_input(book: &PriceBook, input: &RatingInput) -> Result<(), R
                 );
             }
         }
+        let mut value_sum = Decimal::ZERO;
         for (j, t) in s.transactions.iter().enumerate() {
             let path = format!("{base}.transactions[{j}]");
-            if negative(t.value) || t.value > MAX_PRICE * MAX_PRICE {
-                return fail(format!("{path}.value"), "must be between 0 and 1e18");
+            value_sum += t.value.abs().min(MAX_TRANSACTIONS);
+            if negative(t.value) || value_sum > MAX_TRANSACTIONS {
+                return fail(
+                    format!("{path}.value"),
+                    "must not be negative, and a segment's values must total at most 1e15",
+                );
             }
             if charge_for(plan, Meter::TransactionValue, &t.model).is_none() {
                 return fail(

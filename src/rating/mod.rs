@@ -55,6 +55,12 @@
 //! Usage arrives per plan segment × meter × model as integer [`MeterTotal`]s; see
 //! [`Meter`] for how a response's tokens, images and seconds map to meters, and
 //! [`meter_totals`] for the conversion from [`crate::usage::Usage`].
+//!
+//! # Bounds
+//! Prices and fees are at most [`MAX_PRICE`], FX rates at most [`MAX_FX`], a segment's
+//! units per meter below 2^53 and its transaction values at most 1e15 in total, and a
+//! period has at most [`MAX_SEGMENTS`] segments. Inside those bounds no amount can leave
+//! `Decimal`'s range, so rating returns an error for bad input and never panics.
 
 mod account;
 mod charges;
@@ -86,7 +92,7 @@ pub use plan::{
 };
 pub use preview::{preview, Difference, Preview};
 pub use tax::{TaxSplit, TaxTreatment, REVERSE_CHARGE_NOTE};
-pub use validate::MAX_PRICE;
+pub use validate::{MAX_FX, MAX_PRICE, MAX_SEGMENTS};
 
 /// A rating problem: which document (`price_book`, `account`, `input`), the JSON path
 /// of the offending value in it, and what is wrong.

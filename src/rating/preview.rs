@@ -7,10 +7,10 @@ use super::invoice::{rate, Invoice};
 use super::plan::PriceBook;
 use super::RatingError;
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Draft minus current, per invoice total. Positive means the draft charges more.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Difference {
     pub subtotal: Decimal,
     pub tax: Decimal,
@@ -20,7 +20,7 @@ pub struct Difference {
 
 /// Both invoices and their difference; `difference` is `None` when the two invoices are
 /// in different currencies, where a difference would mean nothing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Preview {
     pub current: Invoice,
     pub draft: Invoice,

@@ -10,9 +10,17 @@ use super::RatingError;
 use crate::catalog::MAX_COUNTER;
 use rust_decimal::Decimal;
 
-/// The largest price, fee or rate accepted. It bounds every product the engine forms
-/// (at most 2^53 units × 1e9) far below `Decimal`'s range, so rating cannot overflow.
-pub const MAX_PRICE: Decimal = Decimal::from_parts(1_000_000_000, 0, 0, false, 0);
+/// The largest price, fee or rate accepted (1e6). With [`MAX_FX`], the input bounds in
+/// `lines.rs` and at most [`MAX_SEGMENTS`] segments, every amount the engine forms stays
+/// below 1e29 (`Decimal`'s range): a line is at most 2^53 units × 1e6 × 1e4 ≈ 9e25, so
+/// rating can never panic on overflow.
+pub const MAX_PRICE: Decimal = Decimal::from_parts(1_000_000, 0, 0, false, 0);
+
+/// The largest exchange rate accepted (1e4; USD -> KRW is about 1.4e3).
+pub const MAX_FX: Decimal = Decimal::from_parts(10_000, 0, 0, false, 0);
+
+/// The most plan segments (plan changes + 1) one period can have.
+pub const MAX_SEGMENTS: usize = 32;
 
 fn err(path: String, message: impl Into<String>) -> Result<(), RatingError> {
     Err(RatingError::new(path, message))
@@ -52,10 +60,9 @@ impl PriceBook {
                 for (to, rate) in row {
                     let path = format!("$.fx.rates.{from}.{to}");
                     check_currency(path.clone(), to)?;
-                    if rate.is_zero() || negative(*rate) {
-                        return err(path, "an exchange rate must be positive");
+                    if rate.is_zero() || negative(*rate) || *rate > MAX_FX {
+                        return err(path, format!("an exchange rate must be in (0, {MAX_FX}]"));
                     }
-                    check_amount(path, *rate)?;
                 }
             }
         }

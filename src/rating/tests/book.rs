@@ -182,7 +182,7 @@ fn charge_shape_problems_are_rejected() {
         "$.plans.pro.charges[2].pricing.max_per_transaction"
     );
     assert_eq!(path_of(|v| v["plans"] = json!({})).0, "$.plans");
-    let (path, _) = path_of(|v| v["plans"]["pro"]["base_fee"] = json!("1000000000.01"));
+    let (path, _) = path_of(|v| v["plans"]["pro"]["base_fee"] = json!("1000000.01"));
     assert_eq!(path, "$.plans.pro.base_fee");
 }
 

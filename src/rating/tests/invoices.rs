@@ -250,3 +250,90 @@ fn invoice_json_has_amounts_as_strings() {
     assert_eq!(v["lines"][1]["meter"], "input_tokens");
     assert_eq!(v["lines"][1]["tiers"][0]["unit_price"], "1.00");
 }
+
+#[test]
+fn the_largest_accepted_input_rates_without_overflow() {
+    let unit_meters = [
+        "input_tokens",
+        "cached_input_tokens",
+        "output_tokens",
+        "requests",
+        "images",
+        "seconds",
+    ];
+    let mut charges: Vec<serde_json::Value> = unit_meters
+        .iter()
+        .map(|m| serde_json::json!({ "meter": m, "minimum": "1000000", "pricing": { "kind": "graduated", "tiers": [
+            { "up_to": 1, "unit_price": "1000000", "flat_fee": "1000000" },
+            { "up_to": null, "unit_price": "1000000", "flat_fee": "1000000" } ] } }))
+        .collect();
+    charges.push(serde_json::json!({ "meter": "transaction_value", "pricing": { "kind": "percentage", "rate": "1000000", "fixed_fee": "1000000" } }));
+    let book = book_with(|v| {
+        v["fx"]["rates"]["USD"]["KRW"] = "10000".into();
+        v["tax"]["countries"]["XX"] = serde_json::json!({ "rate": "0.999999" });
+        v["plans"] = serde_json::json!({ "max": { "base_fee": "1000000", "minimum_commitment": "1000000", "charges": charges } });
+    })
+    .unwrap();
+    let max = crate::catalog::MAX_COUNTER;
+    let segment = Segment {
+        plan: "max".into(),
+        from_ms: day(0),
+        usage: [
+            Meter::InputTokens,
+            Meter::CachedInputTokens,
+            Meter::OutputTokens,
+            Meter::Requests,
+            Meter::Images,
+            Meter::Seconds,
+        ]
+        .into_iter()
+        .map(|m| usage(m, "m", max))
+        .collect(),
+        transactions: vec![Transaction {
+            model: "m".into(),
+            value: d("1000000000000000"),
+        }],
+    };
+    let grant = CreditGrant {
+        id: "g".into(),
+        amount: d("10000000000000000"),
+        credit_rate: Some(d("1000000")),
+        ..CreditGrant::default()
+    };
+    let acct = Account {
+        invoice_currency: Some("KRW".into()),
+        grants: vec![grant],
+        ..account("XX")
+    };
+    let mut inp = input("max", vec![]);
+    inp.segments = vec![segment; MAX_SEGMENTS];
+    let inv = rate(&book, &acct, &inp).unwrap();
+    assert_reconciles(&inv);
+    assert!(inv.subtotal > d("10000000000000000000000000000"));
+    // one more unit, transaction or segment is refused instead
+    let mut over = inp.clone();
+    over.segments[0].usage.push(usage(Meter::Images, "n", 1));
+    assert_eq!(
+        rate(&book, &acct, &over).unwrap_err().path,
+        "$.segments[0].usage[6].units"
+    );
+    let mut over = inp.clone();
+    over.segments[0].transactions.push(Transaction {
+        model: "m".into(),
+        value: d("0.01"),
+    });
+    assert_eq!(
+        rate(&book, &acct, &over).unwrap_err().path,
+        "$.segments[0].transactions[1].value"
+    );
+    over = inp;
+    over.segments.push(over.segments[0].clone());
+    assert_eq!(rate(&book, &acct, &over).unwrap_err().path, "$.segments");
+}
+
+#[test]
+fn an_invoice_round_trips_through_json() {
+    let inv = rate(&book(), &account("DE"), &pro_usage()).unwrap();
+    let back: Invoice = serde_json::from_str(&serde_json::to_string(&inv).unwrap()).unwrap();
+    assert_eq!(back, inv);
+}
