@@ -12,6 +12,7 @@ mod flush_shard;
 mod http;
 mod proxy;
 mod stream;
+mod upstream;
 
 use crate::error::ApiError;
 use worker::{
