@@ -121,6 +121,11 @@ async fn admin(mut req: Request, env: &Env) -> Result<Response, ApiError> {
             client::call(env, customer_id(id)?, Method::Post, "/close-period", none).await
         }
         (Method::Get, ["flush"]) => flush_stats(env).await,
+        (Method::Post, ["flush", "run"]) => {
+            // What the cron does, on demand (operations, benchmarks).
+            let results = flush_shard::run_all(env).await;
+            http::json_response(&serde_json::json!({"shards": results}), 200).map_err(http::internal)
+        }
         (Method::Post, ["flush", "requeue"]) => {
             let shards = config::flush_shards(env).unwrap_or(0);
             let runs = (0..shards).map(|i| flush_shard::shard_call(env, i, "/requeue"));
