@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""Writes the workerd config (capnp) that scripts/bench serves the built Worker with.
+
+The Worker's bindings come from wrangler.toml, as `wrangler deploy` would set them:
+[vars] become text (or JSON) bindings and every Durable Object binding gets its own
+namespace, with SQLite for the classes a migration lists in `new_sqlite_classes`.
+`--var NAME=VALUE` overrides a variable, `--var-file NAME=PATH` embeds a file as one.
+
+Each `--instance PORT:DISK_DIR` adds one copy of the Worker listening on
+127.0.0.1:PORT, with its Durable Object storage in DISK_DIR. Binding kinds this script
+does not know (KV, R2, queues, ...) are an error rather than silently left out.
+
+usage: workerd_config.py --wrangler wrangler.toml --js NAME --wasm NAME
+           --instance PORT:DIR [--instance ...] [--var N=V ...] [--var-file N=PATH ...]
+The module files are expected in dist/ beside the written config.
+"""
+
+import argparse
+import json
+import sys
+import tomllib
+
+KNOWN_KEYS = {
+    "name", "main", "compatibility_date", "compatibility_flags", "vars",
+    "durable_objects", "migrations", "triggers", "build", "workers_dev", "route",
+    "routes", "observability", "account_id", "limits", "placement", "keep_vars",
+    "minify", "no_bundle", "rules", "find_additional_modules", "base_dir",
+    "preserve_file_names", "upload_source_maps", "logpush", "tail_consumers", "dev",
+    "send_metrics", "env",
+}
+
+
+def text(s: str) -> str:
+    """A capnp text literal (JSON string escapes are valid capnp escapes for these)."""
+    return json.dumps(s, ensure_ascii=False)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--wrangler", required=True)
+    ap.add_argument("--js", required=True)
+    ap.add_argument("--wasm", required=True)
+    ap.add_argument("--instance", action="append", required=True)
+    ap.add_argument("--var", action="append", default=[])
+    ap.add_argument("--var-file", action="append", default=[])
+    args = ap.parse_args()
+
+    with open(args.wrangler, "rb") as f:
+        cfg = tomllib.load(f)
+    unknown = sorted(set(cfg) - KNOWN_KEYS)
+    if unknown:
+        print(f"workerd_config.py: wrangler.toml has settings this bench does not "
+              f"reproduce: {', '.join(unknown)}", file=sys.stderr)
+        return 1
+
+    bindings = []
+    overrides = dict(v.split("=", 1) for v in args.var)
+    files = dict(v.split("=", 1) for v in args.var_file)
+    names = list(cfg.get("vars", {})) + [n for n in overrides if n not in cfg.get("vars", {})]
+    names += [n for n in files if n not in names]
+    for name in names:
+        if name in files:
+            bindings.append(f"(name = {text(name)}, text = embed {text(files[name])})")
+        elif name in overrides:
+            bindings.append(f"(name = {text(name)}, text = {text(overrides[name])})")
+        else:
+            value = cfg["vars"][name]
+            if isinstance(value, str):
+                bindings.append(f"(name = {text(name)}, text = {text(value)})")
+            else:
+                bindings.append(f"(name = {text(name)}, json = {text(json.dumps(value))})")
+
+    sqlite = {c for m in cfg.get("migrations", []) for c in m.get("new_sqlite_classes", [])}
+    classes = []
+    for b in cfg.get("durable_objects", {}).get("bindings", []):
+        if b.get("script_name"):
+            print(f"workerd_config.py: Durable Object binding {b['name']} lives in another "
+                  "script; not supported", file=sys.stderr)
+            return 1
+        bindings.append(f"(name = {text(b['name'])}, durableObjectNamespace = {text(b['class_name'])})")
+        if b["class_name"] not in classes:
+            classes.append(b["class_name"])
+
+    flags = ", ".join(text(f) for f in cfg.get("compatibility_flags", []))
+    out = ['using Workerd = import "/workerd/workerd.capnp";', ""]
+    services, sockets, workers = [], [], []
+    for i, spec in enumerate(args.instance):
+        port, disk = spec.split(":", 1)
+        services.append(f'(name = "worker{i}", worker = .worker{i})')
+        services.append(f'(name = "disk{i}", disk = (path = {text(disk)}, writable = true))')
+        sockets.append(f'(name = "http{i}", address = "127.0.0.1:{port}", http = (), service = "worker{i}")')
+        namespaces = ", ".join(
+            f'(className = {text(c)}, uniqueKey = "edgemeter-bench-{i}-{c}", enableSql = {str(c in sqlite).lower()})'
+            for c in classes)
+        workers += [
+            f"const worker{i} :Workerd.Worker = (",
+            "  modules = [",
+            f"    (name = {text(args.js)}, esModule = embed {text('dist/' + args.js)}),",
+            f"    (name = {text(args.wasm)}, wasm = embed {text('dist/' + args.wasm)}),",
+            "  ],",
+            f"  compatibilityDate = {text(cfg['compatibility_date'])},",
+            f"  compatibilityFlags = [{flags}],",
+            "  bindings = [",
+            *(f"    {b}," for b in bindings),
+            "  ],",
+            f"  durableObjectNamespaces = [{namespaces}],",
+            f'  durableObjectStorage = (localDisk = "disk{i}"),',
+            '  globalOutbound = "loopback",',
+            ");",
+            "",
+        ]
+    services.append('(name = "loopback", network = (allow = ["local", "private", "public"]))')
+    out += [
+        "const config :Workerd.Config = (",
+        "  services = [",
+        *(f"    {s}," for s in services),
+        "  ],",
+        "  sockets = [",
+        *(f"    {s}," for s in sockets),
+        "  ],",
+        ");",
+        "",
+        *workers,
+    ]
+    print("\n".join(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
