@@ -9,6 +9,7 @@ pub mod error;
 pub mod flush;
 pub mod json_path;
 pub mod keys;
+pub mod ledger;
 pub mod period;
 pub mod protocol;
 pub mod quota;

@@ -86,6 +86,18 @@ pub fn day_of_month(now_ms: i64) -> u32 {
     civil_from_days(now_ms.div_euclid(DAY_MS)).2
 }
 
+/// Midnight UTC of a `YYYY-MM-DD` date, as Unix milliseconds.
+pub fn parse_date(text: &str) -> Option<i64> {
+    let mut parts = text.splitn(3, '-');
+    let y: i64 = parts.next()?.parse().ok()?;
+    let m: u32 = parts.next()?.parse().ok()?;
+    let d: u32 = parts.next()?.parse().ok()?;
+    if text.len() != 10 || !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) {
+        return None;
+    }
+    Some(days_from_civil(y, m, d) * DAY_MS)
+}
+
 /// ISO 8601 UTC rendering of a timestamp, to the second.
 pub fn iso8601(ms: i64) -> String {
     let (y, m, d) = civil_from_days(ms.div_euclid(DAY_MS));

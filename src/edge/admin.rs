@@ -12,7 +12,7 @@ pub async fn handle(req: Request, env: &Env) -> worker::Result<Response> {
     http::respond(admin(req, env).await)
 }
 
-fn authorize(req: &Request, env: &Env) -> Result<(), ApiError> {
+pub(super) fn authorize(req: &Request, env: &Env) -> Result<(), ApiError> {
     let Some(token) = config::setting(env, "ADMIN_TOKEN") else {
         return Err(ApiError::forbidden(
             "The admin API is disabled: set the ADMIN_TOKEN secret.",
@@ -70,7 +70,7 @@ fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(ApiError::invalid_json)
 }
 
-fn customer_id(id: &str) -> Result<&str, ApiError> {
+pub(super) fn customer_id(id: &str) -> Result<&str, ApiError> {
     if keys::valid_customer_id(id) {
         Ok(id)
     } else {
@@ -124,7 +124,8 @@ async fn admin(mut req: Request, env: &Env) -> Result<Response, ApiError> {
         (Method::Post, ["flush", "run"]) => {
             // What the cron does, on demand (operations, benchmarks).
             let results = flush_shard::run_all(env).await;
-            http::json_response(&serde_json::json!({"shards": results}), 200).map_err(http::internal)
+            http::json_response(&serde_json::json!({"shards": results}), 200)
+                .map_err(http::internal)
         }
         (Method::Post, ["flush", "requeue"]) => {
             let shards = config::flush_shards(env).unwrap_or(0);

@@ -3,6 +3,7 @@
 
 use crate::catalog::Catalog;
 use crate::error::ApiError;
+use crate::rating::PriceBook;
 use std::cell::RefCell;
 use std::rc::Rc;
 use worker::Env;
@@ -13,8 +14,31 @@ const DEFAULT_CATALOG: &str = include_str!("../../catalog.json");
 /// Default request-body limit: large enough for chat requests with inline images.
 const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
+/// The demo price book of the rating endpoint, used when no `PRICE_BOOK` is set.
+const DEFAULT_PRICE_BOOK: &str = include_str!("../../price_book.json");
+
 thread_local! {
     static CATALOG: RefCell<Option<(String, Rc<Catalog>)>> = const { RefCell::new(None) };
+    static PRICE_BOOK: RefCell<Option<(String, Rc<PriceBook>)>> = const { RefCell::new(None) };
+}
+
+/// The rating endpoint's price book; a broken one is an internal error with its path.
+pub fn price_book(env: &Env) -> Result<Rc<PriceBook>, ApiError> {
+    let text = setting(env, "PRICE_BOOK").unwrap_or_else(|| DEFAULT_PRICE_BOOK.to_string());
+    let cached = PRICE_BOOK.with(|c| {
+        c.borrow()
+            .as_ref()
+            .filter(|(t, _)| *t == text)
+            .map(|(_, b)| b.clone())
+    });
+    if let Some(book) = cached {
+        return Ok(book);
+    }
+    let book = PriceBook::parse(&text)
+        .map_err(|e| ApiError::internal(format!("invalid PRICE_BOOK {}: {}", e.path, e.message)))?;
+    let book = Rc::new(book);
+    PRICE_BOOK.with(|c| *c.borrow_mut() = Some((text, book.clone())));
+    Ok(book)
 }
 
 /// A plain setting or secret, `None` when unset or empty.

@@ -66,8 +66,18 @@ pub fn render_batch(r: &Receiver, batch: &Batch, now_ms: i64) -> Rendered {
     }
 }
 
-/// Signs and posts a rendered batch, waiting at most the receiver's timeout.
-pub async fn deliver(r: &Receiver, b: &Rendered, now_ms: i64) -> Outcome {
+/// Signs and posts a rendered batch, waiting at most the receiver's timeout. With
+/// `RATING_URL=internal` the built-in rating endpoint takes it directly, with the same
+/// payload and signature check.
+pub async fn deliver(env: &Env, r: &Receiver, b: &Rendered, now_ms: i64) -> Outcome {
+    if r.url == "internal" {
+        let signed = signature(&r.secret, now_ms / 1000, &b.body);
+        return match super::rating_api::ingest(env, &signed, &b.body).await {
+            Ok(_) => Outcome::Delivered,
+            Err(e) if e.status >= 500 => Outcome::Retry(e.message),
+            Err(e) => Outcome::Rejected(e.status, e.message),
+        };
+    }
     let sent = async {
         let headers = Headers::new();
         headers.set("content-type", &b.content_type)?;

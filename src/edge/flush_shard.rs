@@ -185,7 +185,7 @@ impl FlushShard {
                 continue;
             }
             let rendered = render_batch(&receiver, &batch, now_ms);
-            match deliver(&receiver, &rendered, now_ms).await {
+            match deliver(&self.env, &receiver, &rendered, now_ms).await {
                 Outcome::Delivered => {
                     batches += 1;
                     records += batch.records.len() as u64;
@@ -291,7 +291,7 @@ impl FlushShard {
                 content_type: text(row, 1),
                 body: text(row, 2).into_bytes(),
             };
-            match deliver(&receiver, &rendered, now_ms).await {
+            match deliver(&self.env, &receiver, &rendered, now_ms).await {
                 Outcome::Delivered => {
                     self.sql.exec(
                         "DELETE FROM dead WHERE batch_id = ?",

@@ -10,7 +10,9 @@ mod counter_store;
 mod delivery;
 mod flush_shard;
 mod http;
+mod ledger;
 mod proxy;
+mod rating_api;
 mod stream;
 mod upstream;
 
@@ -26,6 +28,7 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
         "/v1/usage" => usage(req, &env).await,
         p if p.starts_with("/v1/") => proxy::handle(req, &env, &ctx).await,
         p if p.starts_with("/admin/v1/") => admin::handle(req, &env).await,
+        p if p.starts_with("/rating/v1/") => rating_api::handle(req, &env).await,
         "/healthz" => Response::ok("ok"),
         "/bare/v1/chat/completions" => bare(req, &env).await,
         _ => http::error_response(&ApiError::not_found(format!("Unknown path {path}.")), &[]),

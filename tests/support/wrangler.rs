@@ -82,16 +82,17 @@ crons = ["* * * * *"]
 bindings = [
   {{ name = "USAGE_COUNTER", class_name = "UsageCounter" }},
   {{ name = "FLUSH_SHARD", class_name = "FlushShard" }},
+  {{ name = "LEDGER", class_name = "Ledger" }},
 ]
 
 [[migrations]]
 tag = "v1"
-new_sqlite_classes = ["UsageCounter", "FlushShard"]
+new_sqlite_classes = ["UsageCounter", "FlushShard", "Ledger"]
 "#,
         shim = shim.display(),
         extra = vars
             .iter()
-            .map(|(k, v)| format!("{k} = \"{v}\"\n"))
+            .map(|(k, v)| format!("{k} = '''{v}'''\n"))
             .collect::<String>(),
     );
     let path = dir.join("wrangler.toml");

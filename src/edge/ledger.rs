@@ -1,0 +1,255 @@
+//! `Ledger`: one Durable Object per customer on the rating side. It stores flushed
+//! records once each (deduplicated by record id), keeps running totals per period,
+//! meter and model, and rates them on demand with the pure rating engine.
+
+use super::{config, http};
+use crate::counter_state::Tally;
+use crate::error::ApiError;
+use crate::flush::UsageRecord;
+use crate::ledger::{rating_input, tally_of};
+use crate::period::{day_of_month, period_at, Period};
+use crate::rating::{preview, rate, Account, CreditGrant, PriceBook};
+use serde_json::{json, Value};
+use worker::{
+    durable_object, wasm_bindgen, DurableObject, Env, Request, Response, Result, SqlStorage,
+    SqlStorageValue, State,
+};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS records (id TEXT PRIMARY KEY, period_start INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS totals (period_start INTEGER NOT NULL, period_end INTEGER NOT NULL, meter TEXT NOT NULL,
+  model TEXT NOT NULL, tally TEXT NOT NULL, final INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (period_start, meter, model));
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+";
+
+type Answer = std::result::Result<Response, ApiError>;
+
+#[durable_object]
+pub struct Ledger {
+    env: Env,
+    sql: SqlStorage,
+}
+
+fn stored(e: worker::Error) -> ApiError {
+    ApiError::internal(format!("ledger storage: {e}"))
+}
+
+fn rating(e: crate::rating::RatingError) -> ApiError {
+    ApiError::bad_request(
+        "rating_error",
+        format!("{} {}: {}", e.document, e.path, e.message),
+    )
+    .with_param(e.path)
+}
+
+fn cell_int(row: &[SqlStorageValue], i: usize) -> i64 {
+    match row.get(i) {
+        Some(SqlStorageValue::Integer(n)) => *n,
+        Some(SqlStorageValue::Float(f)) => *f as i64,
+        _ => 0,
+    }
+}
+
+fn cell_text(row: &[SqlStorageValue], i: usize) -> String {
+    match row.get(i) {
+        Some(SqlStorageValue::String(s)) => s.clone(),
+        _ => String::new(),
+    }
+}
+
+impl DurableObject for Ledger {
+    fn new(state: State, env: Env) -> Self {
+        let sql = state.storage().sql();
+        sql.exec(SCHEMA, None).expect("ledger schema");
+        Ledger { env, sql }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let bytes = req.bytes().await.unwrap_or_default();
+        let v: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        let now_ms = worker::Date::now().as_millis() as i64;
+        let result = match req.path().as_str() {
+            "/ingest" => self.ingest(&bytes),
+            "/account" => self.set_account(&v),
+            "/grants" => self.add_grant(&v),
+            "/invoice" => self.invoice(v["period_start_ms"].as_i64().unwrap_or(0), None, now_ms),
+            "/preview" => self.invoice(
+                v["period_start_ms"].as_i64().unwrap_or(0),
+                v["price_book"].as_str(),
+                now_ms,
+            ),
+            other => Err(ApiError::not_found(format!("no ledger route {other}"))),
+        };
+        http::respond(result)
+    }
+}
+
+impl Ledger {
+    fn rows(
+        &self,
+        q: &str,
+        binds: Vec<SqlStorageValue>,
+    ) -> std::result::Result<Vec<Vec<SqlStorageValue>>, ApiError> {
+        self.sql
+            .exec(q, binds)
+            .and_then(|c| c.raw().collect())
+            .map_err(stored)
+    }
+
+    /// Stores each record once; a record seen before changes nothing.
+    fn ingest(&self, bytes: &[u8]) -> Answer {
+        let records: Vec<UsageRecord> =
+            serde_json::from_slice(bytes).map_err(ApiError::invalid_json)?;
+        let (mut fresh, mut duplicates) = (0, 0);
+        for r in &records {
+            let q = "INSERT OR IGNORE INTO records (id, period_start) VALUES (?, ?)";
+            let written = self
+                .sql
+                .exec(q, vec![r.id.as_str().into(), r.period_start_ms.into()])
+                .map_err(stored)?
+                .rows_written();
+            if written == 0 {
+                duplicates += 1;
+                continue;
+            }
+            fresh += 1;
+            let q = "SELECT tally FROM totals WHERE period_start = ? AND meter = ? AND model = ?";
+            let key = vec![
+                r.period_start_ms.into(),
+                r.meter.as_str().into(),
+                r.model.as_str().into(),
+            ];
+            let old: Tally = self
+                .rows(q, key)?
+                .first()
+                .and_then(|row| serde_json::from_str(&cell_text(row, 0)).ok())
+                .unwrap_or_default();
+            let total = old.plus(&tally_of(r));
+            let q = "INSERT INTO totals (period_start, period_end, meter, model, tally, final) VALUES (?, ?, ?, ?, ?, ?)
+                     ON CONFLICT(period_start, meter, model) DO UPDATE SET tally = excluded.tally,
+                     period_end = excluded.period_end, final = MAX(final, excluded.final)";
+            let binds = vec![
+                r.period_start_ms.into(),
+                r.period_end_ms.into(),
+                r.meter.as_str().into(),
+                r.model.as_str().into(),
+                serde_json::to_string(&total).unwrap_or_default().into(),
+                i64::from(r.is_final).into(),
+            ];
+            self.sql.exec(q, binds).map_err(stored)?;
+        }
+        http::json_response(&json!({"stored": fresh, "duplicates": duplicates}), 200)
+            .map_err(http::internal)
+    }
+
+    fn meta(&self, k: &str) -> std::result::Result<Option<Value>, ApiError> {
+        let rows = self.rows("SELECT v FROM meta WHERE k = ?", vec![k.into()])?;
+        Ok(rows
+            .first()
+            .and_then(|r| serde_json::from_str(&cell_text(r, 0)).ok()))
+    }
+
+    fn set_meta(&self, k: &str, v: &Value) -> std::result::Result<(), ApiError> {
+        let q = "INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v";
+        self.sql
+            .exec(q, vec![k.into(), v.to_string().into()])
+            .map_err(stored)?;
+        Ok(())
+    }
+
+    /// `{"plan", "account"}`: the customer's plan in the price book and billing account.
+    fn set_account(&self, v: &Value) -> Answer {
+        let book = config::price_book(&self.env)?;
+        let plan = v["plan"].as_str().unwrap_or_default();
+        if !book.plans.contains_key(plan) {
+            return Err(ApiError::bad_request(
+                "unknown_plan",
+                format!("The price book has no plan `{plan}`."),
+            )
+            .with_param("plan"));
+        }
+        Account::parse(&v["account"].to_string(), &book).map_err(rating)?;
+        self.set_meta("account", v)?;
+        http::json_response(v, 200).map_err(http::internal)
+    }
+
+    /// A prepaid credit grant or top-up, validated against the book with the others.
+    fn add_grant(&self, grant: &Value) -> Answer {
+        let book = config::price_book(&self.env)?;
+        let mut v = self
+            .meta("account")?
+            .ok_or_else(|| ApiError::not_found("Set the customer's account first."))?;
+        let g: CreditGrant =
+            serde_json::from_value(grant.clone()).map_err(ApiError::invalid_json)?;
+        let grants = v["account"]["grants"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if grants.iter().any(|x| x["id"] == g.id.as_str()) {
+            return Err(ApiError::conflict(
+                "grant_exists",
+                format!("A grant `{}` exists already.", g.id),
+            ));
+        }
+        v["account"]["grants"] = Value::Array([grants, vec![grant.clone()]].concat());
+        Account::parse(&v["account"].to_string(), &book).map_err(rating)?;
+        self.set_meta("account", &v)?;
+        http::json_response(&v, 201).map_err(http::internal)
+    }
+
+    /// The invoice of the period starting at `start`, under the book in force or, for a
+    /// preview, next to it under a draft book. Final once the period's final flush arrived.
+    fn invoice(&self, start: i64, draft: Option<&str>, now_ms: i64) -> Answer {
+        let book = config::price_book(&self.env)?;
+        let v = self
+            .meta("account")?
+            .ok_or_else(|| ApiError::not_found("This customer has no billing account."))?;
+        let account = Account::parse(&v["account"].to_string(), &book).map_err(rating)?;
+        let plan = v["plan"].as_str().unwrap_or_default();
+        let rows = self.rows(
+            "SELECT meter, model, tally, period_end, final FROM totals WHERE period_start = ?",
+            vec![start.into()],
+        )?;
+        let totals: Vec<(String, String, Tally)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    cell_text(r, 0),
+                    cell_text(r, 1),
+                    serde_json::from_str(&cell_text(r, 2)).unwrap_or_default(),
+                )
+            })
+            .collect();
+        let end = rows
+            .first()
+            .map(|r| cell_int(r, 3))
+            .unwrap_or_else(|| period_at(start, day_of_month(start)).end_ms);
+        let is_final = rows.iter().any(|r| cell_int(r, 4) == 1);
+        let input = rating_input(
+            plan,
+            Period {
+                start_ms: start,
+                end_ms: end,
+            },
+            &totals,
+            now_ms,
+        );
+        let body = match draft {
+            None => {
+                let invoice = rate(&book, &account, &input).map_err(rating)?;
+                serde_json::to_value(if is_final {
+                    invoice.finalize()
+                } else {
+                    invoice
+                })
+            }
+            Some(text) => {
+                let draft = PriceBook::parse(text)
+                    .map_err(|e| rating(e.in_document("draft price book")))?;
+                serde_json::to_value(preview(&book, &draft, &account, &input).map_err(rating)?)
+            }
+        };
+        http::json_response(&body.map_err(|e| ApiError::internal(e.to_string()))?, 200)
+            .map_err(http::internal)
+    }
+}

@@ -1,0 +1,134 @@
+//! The built-in rating endpoint, `/rating/v1/...`: signed batch ingestion (what the
+//! flush delivers to), billing accounts and credit grants, draft invoices and the price
+//! sandbox. Each customer's data lives in its `Ledger` Durable Object.
+
+use super::client::call_object;
+use super::{admin, config, http};
+use crate::error::ApiError;
+use crate::flush::verify;
+use crate::ledger::parse_batch;
+use crate::period::parse_date;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use worker::{Env, Method, Request, Response};
+
+pub const LEDGER_BINDING: &str = "LEDGER";
+
+/// Signatures older (or newer) than this are refused.
+const SIGNATURE_TOLERANCE_S: i64 = 300;
+
+pub async fn handle(mut req: Request, env: &Env) -> worker::Result<Response> {
+    let path = req.path();
+    let method = req.method();
+    let bytes = req.bytes().await.unwrap_or_default();
+    let result = if (method.clone(), path.as_str()) == (Method::Post, "/rating/v1/ingest") {
+        let signature = req
+            .headers()
+            .get("x-edgemeter-signature")
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        ingest(env, &signature, &bytes).await
+    } else {
+        match admin::authorize(&req, env) {
+            Ok(()) => manage(env, method, &path, &bytes).await,
+            Err(e) => Err(e),
+        }
+    };
+    http::respond(result)
+}
+
+async fn ledger(env: &Env, customer: &str, path: &str, body: &Value) -> Result<Response, ApiError> {
+    call_object(
+        env,
+        LEDGER_BINDING,
+        customer,
+        Method::Post,
+        path,
+        Some(body),
+    )
+    .await
+}
+
+/// Verifies and stores a flush batch. 401 for a bad signature, 400 for a malformed
+/// batch (nothing of it stored); records seen before are counted, not stored again.
+pub async fn ingest(env: &Env, signature: &str, body: &[u8]) -> Result<Response, ApiError> {
+    let secret = config::setting(env, "RATING_SECRET")
+        .ok_or_else(|| ApiError::internal("RATING_SECRET is not set"))?;
+    let now_s = worker::Date::now().as_millis() as i64 / 1000;
+    if !verify(&secret, signature, body, now_s, SIGNATURE_TOLERANCE_S) {
+        return Err(ApiError::unauthorized(
+            "Missing or invalid X-Edgemeter-Signature.",
+        ));
+    }
+    let batch = parse_batch(body).map_err(|e| ApiError::bad_request("invalid_batch", e))?;
+    let mut by_customer: BTreeMap<&str, Vec<&crate::flush::UsageRecord>> = BTreeMap::new();
+    for r in &batch.records {
+        by_customer.entry(r.customer.as_str()).or_default().push(r);
+    }
+    let (mut stored, mut duplicates) = (0, 0);
+    for (customer, records) in by_customer {
+        let body = serde_json::to_value(records).map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut resp = ledger(env, customer, "/ingest", &body).await?;
+        if resp.status_code() >= 300 {
+            // The sender retries the whole batch; what was stored dedupes.
+            return Err(ApiError::internal(format!(
+                "ledger of {customer} answered {}",
+                resp.status_code()
+            )));
+        }
+        let counts: Value = resp.json().await.map_err(http::internal)?;
+        stored += counts["stored"].as_u64().unwrap_or(0);
+        duplicates += counts["duplicates"].as_u64().unwrap_or(0);
+    }
+    let answer = json!({"batch_id": batch.batch_id, "stored": stored, "duplicates": duplicates});
+    http::json_response(&answer, 200).map_err(http::internal)
+}
+
+/// A period given as `YYYY-MM-DD` (its first day, UTC) or Unix milliseconds.
+fn period_start(text: &str) -> Result<i64, ApiError> {
+    parse_date(text)
+        .or_else(|| text.parse().ok())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_period",
+                format!("`{text}` is not a period start (YYYY-MM-DD or Unix ms)."),
+            )
+            .with_param("period")
+        })
+}
+
+async fn manage(env: &Env, method: Method, path: &str, bytes: &[u8]) -> Result<Response, ApiError> {
+    let body: Value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(bytes).map_err(ApiError::invalid_json)?
+    };
+    let parts: Vec<&str> = path.trim_start_matches("/rating/v1/").split('/').collect();
+    let customer = |id: &str| admin::customer_id(id).map(str::to_string);
+    match (method, parts.as_slice()) {
+        (Method::Put, ["customers", id, "account"]) => {
+            ledger(env, &customer(id)?, "/account", &body).await
+        }
+        (Method::Post, ["customers", id, "grants"]) => {
+            ledger(env, &customer(id)?, "/grants", &body).await
+        }
+        (Method::Get, ["customers", id, "invoices", period]) => {
+            let ask = json!({"period_start_ms": period_start(period)?});
+            ledger(env, &customer(id)?, "/invoice", &ask).await
+        }
+        (Method::Post, ["preview"]) => {
+            let id = customer(body["customer"].as_str().unwrap_or_default())?;
+            let period = period_start(body["period"].as_str().unwrap_or_default())?;
+            let draft = body["price_book"].to_string();
+            ledger(
+                env,
+                &id,
+                "/preview",
+                &json!({"period_start_ms": period, "price_book": draft}),
+            )
+            .await
+        }
+        _ => Err(ApiError::not_found(format!("No rating route {path}."))),
+    }
+}

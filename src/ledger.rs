@@ -1,0 +1,212 @@
+//! The rating endpoint's pure side: checking an incoming batch strictly before anything
+//! of it is stored, and turning a customer's stored totals into the rating engine's
+//! input. Storage and HTTP live in `edge::ledger`.
+
+use crate::counter_state::Tally;
+use crate::flush::UsageRecord;
+use crate::keys::valid_customer_id;
+use crate::period::Period;
+use crate::rating::{meter_totals, RatingInput, Segment};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// A native flush batch as the rating endpoint accepts it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NativeBatch {
+    pub schema: String,
+    pub batch_id: String,
+    pub sent_at: String,
+    pub records: Vec<UsageRecord>,
+}
+
+/// Parses and checks a batch; the error says what is wrong. Nothing is stored for a
+/// batch that fails here.
+pub fn parse_batch(body: &[u8]) -> Result<NativeBatch, String> {
+    let text = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8".to_string())?;
+    let batch: NativeBatch = serde_json::from_str(text).map_err(|e| {
+        format!(
+            "{e} (at {})",
+            crate::json_path::path_at(text, e.line(), e.column())
+        )
+    })?;
+    if batch.schema != "edgemeter.usage.v1" {
+        return Err(format!(
+            "$.schema: expected `edgemeter.usage.v1`, got `{}`",
+            batch.schema
+        ));
+    }
+    for (i, r) in batch.records.iter().enumerate() {
+        let at = |field: &str| format!("$.records[{i}].{field}");
+        if !(r.id.starts_with("rec_") && r.id.len() == 36) {
+            return Err(format!("{}: not a record id", at("id")));
+        }
+        if !valid_customer_id(&r.customer) {
+            return Err(format!("{}: not a customer id", at("customer")));
+        }
+        if r.period_end_ms <= r.period_start_ms {
+            return Err(format!(
+                "{}: the period ends before it starts",
+                at("period_end_ms")
+            ));
+        }
+        if r.seq_from > r.seq_to.saturating_add(1) {
+            return Err(format!(
+                "{}: the sequence range is reversed",
+                at("seq_from")
+            ));
+        }
+    }
+    Ok(batch)
+}
+
+/// The delta a record adds to its (period, meter, model) total.
+pub fn tally_of(r: &UsageRecord) -> Tally {
+    crate::flush::snapshot::delta_of(r)
+}
+
+/// The rating input for one customer's period on one plan: totals per model (all
+/// meters of a model together), mapped to billable meters by the engine's rules.
+pub fn rating_input(
+    plan: &str,
+    period: Period,
+    totals: &[(String, String, Tally)],
+    as_of_ms: i64,
+) -> RatingInput {
+    let mut by_model: BTreeMap<&str, Tally> = BTreeMap::new();
+    for (_, model, t) in totals {
+        let sum = by_model.entry(model.as_str()).or_default();
+        *sum = sum.plus(t);
+    }
+    let usage = by_model
+        .iter()
+        .flat_map(|(model, t)| meter_totals(model, &t.usage(), t.requests))
+        .collect();
+    RatingInput {
+        period,
+        segments: vec![Segment {
+            plan: plan.to_string(),
+            from_ms: period.start_ms,
+            usage,
+            transactions: vec![],
+        }],
+        as_of_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flush::{record_id, render, Batch, Format};
+    use crate::rating::Meter;
+
+    fn record(customer: &str, requests: u64) -> UsageRecord {
+        UsageRecord {
+            id: record_id(
+                customer,
+                0,
+                "chat.completions",
+                "gpt-4o-mini",
+                (1, 2),
+                false,
+            ),
+            customer: customer.into(),
+            period_start_ms: 0,
+            period_end_ms: 100,
+            meter: "chat.completions".into(),
+            model: "gpt-4o-mini".into(),
+            seq_from: 1,
+            seq_to: 2,
+            requests,
+            input_tokens: 30,
+            output_tokens: 7,
+            cached_tokens: 10,
+            reasoning_tokens: 0,
+            images: 0,
+            seconds: 0,
+            estimated: 0,
+            is_final: false,
+            recorded_at_ms: 50,
+        }
+    }
+
+    #[test]
+    fn a_rendered_native_batch_parses_back() {
+        let batch = Batch::new(vec![record("acme", 2), record("bolt", 1)]);
+        let (_, body) = render(Format::Native, &batch, 1_000);
+        let parsed = parse_batch(&body).unwrap();
+        assert_eq!((parsed.batch_id, parsed.records.len()), (batch.batch_id, 2));
+    }
+
+    #[test]
+    fn malformed_batches_are_refused_with_where() {
+        let batch = Batch::new(vec![record("acme", 2)]);
+        let (_, body) = render(Format::Native, &batch, 1_000);
+        let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let bad = |patch: &dyn Fn(&mut serde_json::Value)| {
+            let mut w = v.clone();
+            patch(&mut w);
+            parse_batch(w.to_string().as_bytes()).unwrap_err()
+        };
+        assert!(
+            bad(&|w| w["records"][0]["customer"] = "a b".into()).contains("$.records[0].customer")
+        );
+        assert!(bad(&|w| w["records"][0]["period_end_ms"] = 0.into()).contains("period_end_ms"));
+        assert!(bad(&|w| w["records"][0]["input_tokens"] = (-1).into())
+            .contains("$.records[0].input_tokens"));
+        assert!(bad(&|w| w["schema"] = "other".into()).contains("$.schema"));
+        v["extra"] = 1.into();
+        assert!(parse_batch(v.to_string().as_bytes())
+            .unwrap_err()
+            .contains("extra"));
+        assert!(parse_batch(b"[]").is_err());
+    }
+
+    #[test]
+    fn totals_of_one_model_are_rated_together() {
+        let t = |requests, input, cached, output| Tally {
+            requests,
+            input,
+            cached,
+            output,
+            ..Tally::default()
+        };
+        let totals = vec![
+            (
+                "chat.completions".to_string(),
+                "m".to_string(),
+                t(2, 30, 10, 7),
+            ),
+            ("responses".to_string(), "m".to_string(), t(1, 5, 0, 3)),
+        ];
+        let input = rating_input(
+            "pro",
+            Period {
+                start_ms: 0,
+                end_ms: 10,
+            },
+            &totals,
+            5,
+        );
+        let units = |meter| {
+            input.segments[0]
+                .usage
+                .iter()
+                .find(|u| u.meter == meter)
+                .map(|u| u.units)
+        };
+        // input 35 of which 10 cached -> 25 fresh; output 10; 3 requests
+        assert_eq!(units(Meter::InputTokens), Some(25));
+        assert_eq!(units(Meter::CachedInputTokens), Some(10));
+        assert_eq!(units(Meter::OutputTokens), Some(10));
+        assert_eq!(units(Meter::Requests), Some(3));
+    }
+}
+
+#[cfg(test)]
+mod demo_book {
+    #[test]
+    fn the_demo_price_book_is_valid() {
+        crate::rating::PriceBook::parse(include_str!("../price_book.json")).unwrap();
+    }
+}

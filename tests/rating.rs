@@ -1,0 +1,287 @@
+//! Flush → built-in rating endpoint → invoice, under `wrangler dev`. Invoice totals are
+//! checked against an independent computation here, in integer hundredths of a cent.
+
+mod support;
+
+use edgemeter::flush::{record_id, render, signature, Batch, Format, UsageRecord};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use support::http::request;
+use support::upstream::FakeUpstream;
+use support::wrangler::{scratch, Worker};
+use support::{admin, catalog, chat, customer, settled_usage};
+
+const SECRET: &str = "whsec_rating_test";
+
+fn book(base_fee: &str) -> String {
+    json!({"version": "t1", "currency": "USD",
+        "tax": {"countries": {"US": {"rate": "0"}, "GB": {"rate": "0.20"}}},
+        "plans": {"std": {"base_fee": base_fee, "charges": [
+            {"meter": "input_tokens", "model": "gpt-4o-mini", "price_per": 1000, "pricing": {"kind": "per_unit", "unit_price": "2.50"}},
+            {"meter": "cached_input_tokens", "model": "gpt-4o-mini", "price_per": 1000, "pricing": {"kind": "per_unit", "unit_price": "1.25"}},
+            {"meter": "output_tokens", "model": "gpt-4o-mini", "price_per": 1000, "pricing": {"kind": "per_unit", "unit_price": "10"}},
+            {"meter": "requests", "pricing": {"kind": "per_unit", "unit_price": "0.01"}}]}}})
+    .to_string()
+}
+
+/// Rounds `n / d` to whole units, half to even.
+fn half_even(n: i64, d: i64) -> i64 {
+    let (q, r) = (n / d, n % d);
+    match (2 * r).cmp(&d) {
+        std::cmp::Ordering::Less => q,
+        std::cmp::Ordering::Greater => q + 1,
+        std::cmp::Ordering::Equal => q + (q % 2),
+    }
+}
+
+fn cents(v: &Value) -> i64 {
+    let s = v
+        .as_str()
+        .unwrap_or_else(|| panic!("amount is not a string: {v}"));
+    (s.parse::<f64>().unwrap() * 100.0).round() as i64
+}
+
+fn rating_call(port: u16, method: &str, path: &str, body: &Value) -> support::http::Resp {
+    admin(port, method, path, body)
+}
+
+fn month_start() -> String {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    edgemeter::period::iso8601(edgemeter::period::period_at(now_ms, 1).start_ms)[..10].to_string()
+}
+
+fn signed_batch(records: Vec<UsageRecord>, secret: &str) -> (String, Vec<u8>) {
+    let (_, body) = render(Format::Native, &Batch::new(records), 0);
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    (signature(secret, now_s, &body), body)
+}
+
+#[test]
+fn flushed_usage_becomes_an_exact_invoice() {
+    let upstream = FakeUpstream::start(0);
+    let book_text = book("10.00");
+    let vars = [
+        ("RATING_URL", "internal"),
+        ("RATING_SECRET", SECRET),
+        ("FLUSH_SHARDS", "2"),
+        ("FLUSH_BACKOFF_MS", "0"),
+        ("PRICE_BOOK", book_text.as_str()),
+    ];
+    let worker = Worker::start_with(&scratch("rating"), &upstream.url(), &catalog(), &vars);
+    let port = worker.port;
+    let (id, key) = customer(port, "open");
+    let account = json!({"plan": "std", "account": {"customer_id": id, "country": "GB"}});
+    let r = rating_call(
+        port,
+        "PUT",
+        &format!("/rating/v1/customers/{id}/account"),
+        &account,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let grant = json!({"id": "g1", "amount": "5.00", "currency": "USD", "priority": 1, "effective_at_ms": 0});
+    assert_eq!(
+        rating_call(
+            port,
+            "POST",
+            &format!("/rating/v1/customers/{id}/grants"),
+            &grant
+        )
+        .status,
+        201
+    );
+
+    for n in [4, 5, 6] {
+        let body = json!({"model": "gpt-4o-mini", "max_tokens": n, "messages": []});
+        assert_eq!(chat(port, &key, &body, &[]).status, 200);
+    }
+    settled_usage(port, &key);
+    let path = format!("/rating/v1/customers/{id}/invoices/{}", month_start());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let invoice = loop {
+        assert_eq!(
+            admin(port, "POST", "/admin/v1/flush/run", &Value::Null).status,
+            200
+        );
+        let r = rating_call(port, "GET", &path, &Value::Null);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let inv = r.json();
+        let requests = inv["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["meter"] == "requests")
+            .map(|l| l["quantity"].clone());
+        if requests == Some(json!("3")) || requests == Some(json!(3)) {
+            break inv;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "usage never reached the invoice: {inv}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+
+    // The fake upstream reports 21 prompt tokens (5 cached) per request; outputs 4+5+6.
+    // Net per line, in hundredths of a cent (1e-4 USD), rounded once to cents:
+    let lines = [
+        1_000 * 100,                       // base fee 10.00
+        half_even(3 * 16 * 25_000, 1_000), // 48 fresh input * 2.50 / 1000 = 0.12
+        half_even(3 * 5 * 12_500, 1_000),  // 15 cached * 1.25 / 1000 = 0.01875
+        half_even(15 * 100_000, 1_000),    // 15 output * 10 / 1000 = 0.15
+        3 * 100,                           // 3 requests * 0.01 = 0.03
+    ];
+    let net: Vec<i64> = lines.iter().map(|l| half_even(*l, 100)).collect(); // to cents
+    let tax: i64 = net.iter().map(|n| half_even(n * 20, 100)).sum(); // 20% per line
+    let subtotal: i64 = net.iter().sum();
+    assert_eq!((subtotal, tax), (1032, 206));
+    assert_eq!(cents(&invoice["subtotal"]), subtotal, "{invoice}");
+    assert_eq!(cents(&invoice["tax"]), tax, "{invoice}");
+    assert_eq!(cents(&invoice["credits_applied"]), 500);
+    assert_eq!(cents(&invoice["total"]), subtotal + tax - 500);
+    assert_eq!(invoice["currency"], "USD");
+    assert_eq!(invoice["status"], "draft");
+
+    // The price sandbox: the same usage under a draft book, changing nothing.
+    let preview = json!({"customer": id, "period": month_start(), "price_book": serde_json::from_str::<Value>(&book("20.00")).unwrap()});
+    let r = rating_call(port, "POST", "/rating/v1/preview", &preview);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let p = r.json();
+    // +10.00 base fee and +2.00 of its 20% tax
+    assert_eq!(cents(&p["difference"]["total"]), 1200, "{p}");
+    assert_eq!(
+        rating_call(port, "GET", &path, &Value::Null).json()["total"],
+        invoice["total"]
+    );
+
+    // Closing the period sends its final records: the invoice becomes final.
+    assert_eq!(
+        admin(
+            port,
+            "POST",
+            &format!("/admin/v1/customers/{id}/close-period"),
+            &Value::Null
+        )
+        .status,
+        200
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        admin(port, "POST", "/admin/v1/flush/run", &Value::Null);
+        let inv = rating_call(port, "GET", &path, &Value::Null).json();
+        if inv["status"] == "final" {
+            assert_eq!(inv["total"], invoice["total"]);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the invoice never became final: {inv}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    worker.stop();
+}
+
+#[test]
+fn ingestion_checks_signatures_and_batches_and_dedupes() {
+    let upstream = FakeUpstream::start(0);
+    let book_text = book("0");
+    let vars = [
+        ("RATING_SECRET", SECRET),
+        ("PRICE_BOOK", book_text.as_str()),
+    ];
+    let worker = Worker::start_with(&scratch("ingest"), &upstream.url(), &catalog(), &vars);
+    let port = worker.port;
+    let id = support::unique("led");
+    let account = json!({"plan": "std", "account": {"customer_id": id, "country": "US"}});
+    assert_eq!(
+        rating_call(
+            port,
+            "PUT",
+            &format!("/rating/v1/customers/{id}/account"),
+            &account
+        )
+        .status,
+        200
+    );
+    let start = edgemeter::period::parse_date(&month_start()).unwrap();
+    let rec = |seq: u64, requests: u64| UsageRecord {
+        id: record_id(
+            &id,
+            start,
+            "chat.completions",
+            "gpt-4o-mini",
+            (seq, seq),
+            false,
+        ),
+        customer: id.clone(),
+        period_start_ms: start,
+        period_end_ms: start + 86_400_000 * 28,
+        meter: "chat.completions".into(),
+        model: "gpt-4o-mini".into(),
+        seq_from: seq,
+        seq_to: seq,
+        requests,
+        input_tokens: 0,
+        output_tokens: 0,
+        cached_tokens: 0,
+        reasoning_tokens: 0,
+        images: 0,
+        seconds: 0,
+        estimated: 0,
+        is_final: false,
+        recorded_at_ms: start,
+    };
+    let post = |sig: &str, body: &[u8]| {
+        request(
+            port,
+            "POST",
+            "/rating/v1/ingest",
+            &[
+                ("x-edgemeter-signature", sig),
+                ("content-type", "application/json"),
+            ],
+            body,
+        )
+    };
+    let path = format!("/rating/v1/customers/{id}/invoices/{}", month_start());
+    let requests = || rating_call(port, "GET", &path, &Value::Null).json()["subtotal"].clone();
+
+    let (sig, body) = signed_batch(vec![rec(1, 2), rec(2, 3)], SECRET);
+    let r = post(&sig, &body);
+    assert_eq!(
+        (r.status, r.json()["stored"].as_u64()),
+        (200, Some(2)),
+        "{}",
+        r.text()
+    );
+    let billed = requests(); // 5 requests * 0.01 = 0.05
+    assert_eq!(billed, "0.05");
+    let r = post(&sig, &body);
+    assert_eq!(
+        (r.json()["stored"].as_u64(), r.json()["duplicates"].as_u64()),
+        (Some(0), Some(2))
+    );
+    assert_eq!(requests(), billed, "re-ingesting a batch changes nothing");
+
+    let (bad_sig, body3) = signed_batch(vec![rec(3, 7)], "wrong-secret");
+    assert_eq!(post(&bad_sig, &body3).status, 401);
+    let mut broken: Value =
+        serde_json::from_slice(&signed_batch(vec![rec(4, 7), rec(5, 1)], SECRET).1).unwrap();
+    broken["records"][1]["period_end_ms"] = json!(0);
+    let text = broken.to_string();
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let r = post(&signature(SECRET, now_s, text.as_bytes()), text.as_bytes());
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("period_end_ms"));
+    assert_eq!(requests(), billed, "nothing of a refused batch is stored");
+    worker.stop();
+}
