@@ -65,6 +65,9 @@ pub struct Reservation {
     pub tokens: u64,
     pub input_estimate: u64,
     pub cost: Decimal,
+    /// The request carried an `Idempotency-Key`, so its response is kept for replay.
+    #[serde(default)]
+    pub idempotent: bool,
 }
 
 /// Requests and tokens admitted in one fixed minute window, reservations included.
@@ -192,6 +195,7 @@ impl CounterState {
             tokens: want.tokens,
             input_estimate: ask.input_estimate,
             cost: want.cost,
+            idempotent: false,
         };
         self.next_id += 1;
         self.window.requests += 1;

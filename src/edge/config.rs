@@ -18,26 +18,21 @@ const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 const DEFAULT_PRICE_BOOK: &str = include_str!("../../price_book.json");
 
 thread_local! {
-    static CATALOG: RefCell<Option<(String, Rc<Catalog>)>> = const { RefCell::new(None) };
-    static PRICE_BOOK: RefCell<Option<(String, Rc<PriceBook>)>> = const { RefCell::new(None) };
+    static CATALOG: RefCell<Option<Rc<Catalog>>> = const { RefCell::new(None) };
+    static PRICE_BOOK: RefCell<Option<Rc<PriceBook>>> = const { RefCell::new(None) };
 }
 
 /// The rating endpoint's price book; a broken one is an internal error with its path.
+/// Parsed once per isolate, like the catalog.
 pub fn price_book(env: &Env) -> Result<Rc<PriceBook>, ApiError> {
-    let text = setting(env, "PRICE_BOOK").unwrap_or_else(|| DEFAULT_PRICE_BOOK.to_string());
-    let cached = PRICE_BOOK.with(|c| {
-        c.borrow()
-            .as_ref()
-            .filter(|(t, _)| *t == text)
-            .map(|(_, b)| b.clone())
-    });
-    if let Some(book) = cached {
+    if let Some(book) = PRICE_BOOK.with(|c| c.borrow().clone()) {
         return Ok(book);
     }
+    let text = setting(env, "PRICE_BOOK").unwrap_or_else(|| DEFAULT_PRICE_BOOK.to_string());
     let book = PriceBook::parse(&text)
         .map_err(|e| ApiError::internal(format!("invalid PRICE_BOOK {}: {}", e.path, e.message)))?;
     let book = Rc::new(book);
-    PRICE_BOOK.with(|c| *c.borrow_mut() = Some((text, book.clone())));
+    PRICE_BOOK.with(|c| *c.borrow_mut() = Some(book.clone()));
     Ok(book)
 }
 
@@ -47,21 +42,16 @@ pub fn setting(env: &Env, name: &str) -> Option<String> {
     (!value.trim().is_empty()).then_some(value)
 }
 
-/// The current catalog; a broken one is an internal error naming its JSON path.
+/// The current catalog; a broken one is an internal error naming its JSON path. Read
+/// and parsed once per isolate: settings cannot change under a running isolate.
 pub fn catalog(env: &Env) -> Result<Rc<Catalog>, ApiError> {
-    let text = setting(env, "CATALOG").unwrap_or_else(|| DEFAULT_CATALOG.to_string());
-    let cached = CATALOG.with(|c| {
-        c.borrow()
-            .as_ref()
-            .filter(|(t, _)| *t == text)
-            .map(|(_, cat)| cat.clone())
-    });
-    if let Some(cat) = cached {
+    if let Some(cat) = CATALOG.with(|c| c.borrow().clone()) {
         return Ok(cat);
     }
+    let text = setting(env, "CATALOG").unwrap_or_else(|| DEFAULT_CATALOG.to_string());
     let parsed =
         Rc::new(Catalog::parse(&text).map_err(|e| ApiError::internal(format!("invalid {e}")))?);
-    CATALOG.with(|c| *c.borrow_mut() = Some((text, parsed.clone())));
+    CATALOG.with(|c| *c.borrow_mut() = Some(parsed.clone()));
     Ok(parsed)
 }
 

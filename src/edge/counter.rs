@@ -32,6 +32,9 @@ pub struct UsageCounter {
     pub(super) env: Env,
     pub(super) store: Store,
     mem: RefCell<Option<Loaded>>,
+    /// Whether this counter is in its shard's dirty set, as last read or written, so a
+    /// settlement does not read the flush state from storage each time.
+    pub(super) registered: std::cell::Cell<Option<bool>>,
 }
 
 pub(super) fn body<T: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, ApiError> {
@@ -50,6 +53,7 @@ impl DurableObject for UsageCounter {
             env,
             store,
             mem: RefCell::new(None),
+            registered: std::cell::Cell::new(None),
         }
     }
 
@@ -179,6 +183,13 @@ impl UsageCounter {
                     })
                 }
             };
+            let mut r = r;
+            if req.idempotency.is_some() {
+                r.idempotent = true;
+                if let Some(kept) = l.state.reservations.get_mut(&r.id) {
+                    kept.idempotent = true;
+                }
+            }
             self.store.insert_reservation(&r).map_err(stored)?;
             self.store.save_cursor(&l.state).map_err(stored)?;
             if let Some((key, hash)) = &req.idempotency {
@@ -240,6 +251,7 @@ impl UsageCounter {
             }
             return Ok(());
         };
+        let idempotent = l.state.reservations.get(&id).is_some_and(|r| r.idempotent);
         let Some((key, tally)) = l.state.settle(id, &usage, estimated, now) else {
             return Ok(()); // already settled: a repeated settle changes nothing
         };
@@ -248,6 +260,9 @@ impl UsageCounter {
             .map_err(stored)?;
         self.store.delete_reservation(id).map_err(stored)?;
         self.store.save_cursor(&l.state).map_err(stored)?;
+        if !idempotent {
+            return Ok(());
+        }
         let replay = replay.unwrap_or_else(|| {
             let msg = "The request with this Idempotency-Key completed and was metered, but its response was too large to keep for replay.";
             let e = ApiError::conflict("idempotency_response_not_kept", msg);

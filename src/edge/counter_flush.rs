@@ -33,6 +33,7 @@ impl UsageCounter {
         if self.store.save_flush_state(&f).is_err() {
             return;
         }
+        self.registered.set(Some(true));
         let shard = format!("shard-{}", shard_for(&customer, shards));
         let body = json!({"customer": customer, "now_ms": now_ms});
         let ok = client::call_object(
@@ -47,6 +48,7 @@ impl UsageCounter {
         .is_ok_and(|r| r.status_code() < 300);
         if !ok {
             // Try again on the next settlement; the alarm is the backstop.
+            self.registered.set(Some(false));
             if let Ok(mut f) = self.store.flush_state() {
                 f.registered = false;
                 let _ = self.store.save_flush_state(&f);
@@ -88,6 +90,7 @@ impl UsageCounter {
             let clean = f.pending.is_empty() && is_clean(&rows, l.state.period.start_ms);
             if clean {
                 f.registered = false;
+                self.registered.set(Some(false));
             }
             self.store.save_flush_state(&f).map_err(stored)?;
             // Rows of the current period stay open until its final record is sent.

@@ -19,6 +19,7 @@ CREATE TABLE IF NOT EXISTS usage (period_start INTEGER NOT NULL, period_end INTE
 CREATE TABLE IF NOT EXISTS reservations (id INTEGER PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, body_hash TEXT NOT NULL,
   reservation INTEGER, created_ms INTEGER NOT NULL, replay TEXT);
+CREATE INDEX IF NOT EXISTS idempotency_reservation ON idempotency (reservation);
 ";
 
 /// How long an `Idempotency-Key` is remembered.
