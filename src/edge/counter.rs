@@ -4,7 +4,7 @@
 //! persists and answers. After the request body is read nothing awaits, so every
 //! read-modify-write is atomic.
 
-use super::counter_store::{replay_of, KeyRow, Store};
+use super::counter_store::{replay_of, CreditState, KeyRow, Store};
 use super::{config, http};
 use crate::counter_state::CounterState;
 use crate::error::ApiError;
@@ -24,6 +24,8 @@ pub(super) struct Loaded {
     pub(super) customer: Customer,
     pub(super) state: CounterState,
     keys: Vec<KeyRow>,
+    /// Set by the rating side when a prepaid plan's credits are used up.
+    credit: Option<CreditState>,
 }
 
 #[durable_object]
@@ -77,6 +79,7 @@ impl DurableObject for UsageCounter {
                 Err(e) => Err(e),
             },
             (Method::Post, "/close-period") => self.close_period(now_ms).await,
+            (Method::Post, "/credit") => body(&bytes).and_then(|c| self.set_credit(c, now_ms)),
             (Method::Post, "/usage") => {
                 body(&bytes).and_then(|h: Option<String>| self.usage(h, now_ms))
             }
@@ -116,10 +119,12 @@ impl UsageCounter {
                 .load_state(customer.anchor_day, now_ms)
                 .map_err(stored)?;
             let keys = self.store.keys().map_err(stored)?;
+            let credit = self.store.credit_state().map_err(stored)?;
             *mem = Some(Loaded {
                 customer,
                 state,
                 keys,
+                credit,
             });
         }
         f(mem.as_mut().expect("loaded above"))
@@ -165,6 +170,13 @@ impl UsageCounter {
                         }
                     };
                 }
+            }
+            if let Some(c) = l.credit.as_ref().filter(|c| c.blocked) {
+                let msg = format!(
+                    "Your prepaid credits are used up (balance {} {}); top up to continue.",
+                    c.balance, c.currency
+                );
+                return Err(ApiError::quota("insufficient_quota", msg, 60));
             }
             let admitted = l.state.admit(&catalog, plan, &req.ask, now);
             let headers = rate_headers(plan, &l.state.totals(&catalog), now);
@@ -269,6 +281,16 @@ impl UsageCounter {
             Replay { status: e.status, content_type: "application/json".into(), body: e.body() }
         });
         self.store.finish_idempotent(id, &replay).map_err(stored)
+    }
+
+    /// The rating side's word on prepaid credits: usage blocked or allowed again.
+    fn set_credit(&self, c: CreditState, now: i64) -> std::result::Result<Response, ApiError> {
+        self.store.save_credit_state(&c).map_err(stored)?;
+        self.with(now, |l| {
+            l.credit = Some(c);
+            Ok(())
+        })?;
+        Ok(Response::empty().map_err(http::internal)?.with_status(204))
     }
 
     fn settle(&self, req: SettleRequest) -> std::result::Result<Response, ApiError> {

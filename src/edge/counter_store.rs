@@ -48,6 +48,14 @@ pub struct FlushState {
     pub registered: bool,
 }
 
+/// Whether prepaid credits still cover usage, as the rating side last said.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct CreditState {
+    pub blocked: bool,
+    pub balance: String,
+    pub currency: String,
+}
+
 /// A stored key with its hash.
 pub struct KeyRow {
     pub hash: String,
@@ -273,6 +281,14 @@ impl Store {
         let q = "UPDATE usage SET period_end = ? WHERE period_start = ?";
         self.sql.exec(q, vec![int(end_ms), int(period_start)])?;
         Ok(())
+    }
+
+    pub fn credit_state(&self) -> Result<Option<CreditState>> {
+        self.meta("credit")
+    }
+
+    pub fn save_credit_state(&self, c: &CreditState) -> Result<()> {
+        self.set_meta("credit", c)
     }
 
     pub fn flush_state(&self) -> Result<FlushState> {

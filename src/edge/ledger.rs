@@ -2,14 +2,16 @@
 //! records once each (deduplicated by record id), keeps running totals per period,
 //! meter and model, and rates them on demand with the pure rating engine.
 
+use super::client::call;
 use super::{config, http};
 use crate::counter_state::Tally;
 use crate::error::ApiError;
 use crate::flush::UsageRecord;
 use crate::ledger::{rating_input, tally_of};
 use crate::period::{day_of_month, period_at, Period};
-use crate::rating::{preview, rate, Account, CreditGrant, PriceBook};
+use crate::rating::{preview, rate, usage_blocked, Account, CreditGrant, PriceBook};
 use serde_json::{json, Value};
+use worker::Method;
 use worker::{
     durable_object, wasm_bindgen, DurableObject, Env, Request, Response, Result, SqlStorage,
     SqlStorageValue, State,
@@ -23,6 +25,15 @@ CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 ";
 
 type Answer = std::result::Result<Response, ApiError>;
+
+/// Everything rating one period takes.
+struct Rating {
+    book: std::rc::Rc<PriceBook>,
+    account: Account,
+    plan: String,
+    input: crate::rating::RatingInput,
+    is_final: bool,
+}
 
 #[durable_object]
 pub struct Ledger {
@@ -69,9 +80,21 @@ impl DurableObject for Ledger {
         let v: Value = serde_json::from_slice(&bytes).unwrap_or_default();
         let now_ms = worker::Date::now().as_millis() as i64;
         let result = match req.path().as_str() {
-            "/ingest" => self.ingest(&bytes),
+            "/ingest" => match self.ingest(&bytes) {
+                Ok(r) => {
+                    self.credit_state(now_ms).await;
+                    Ok(r)
+                }
+                Err(e) => Err(e),
+            },
             "/account" => self.set_account(&v),
-            "/grants" => self.add_grant(&v),
+            "/grants" => match self.add_grant(&v) {
+                Ok(r) => {
+                    self.credit_state(now_ms).await;
+                    Ok(r)
+                }
+                Err(e) => Err(e),
+            },
             "/invoice" => self.invoice(v["period_start_ms"].as_i64().unwrap_or(0), None, now_ms),
             "/preview" => self.invoice(
                 v["period_start_ms"].as_i64().unwrap_or(0),
@@ -197,19 +220,16 @@ impl Ledger {
         http::json_response(&v, 201).map_err(http::internal)
     }
 
-    /// The invoice of the period starting at `start`, under the book in force or, for a
-    /// preview, next to it under a draft book. Final once the period's final flush arrived.
-    fn invoice(&self, start: i64, draft: Option<&str>, now_ms: i64) -> Answer {
+    /// What rating a period needs: the book, the account, its plan and the input.
+    fn context(&self, start: i64, now_ms: i64) -> std::result::Result<Rating, ApiError> {
         let book = config::price_book(&self.env)?;
         let v = self
             .meta("account")?
             .ok_or_else(|| ApiError::not_found("This customer has no billing account."))?;
         let account = Account::parse(&v["account"].to_string(), &book).map_err(rating)?;
-        let plan = v["plan"].as_str().unwrap_or_default();
-        let rows = self.rows(
-            "SELECT meter, model, tally, period_end, final FROM totals WHERE period_start = ?",
-            vec![start.into()],
-        )?;
+        let plan = v["plan"].as_str().unwrap_or_default().to_string();
+        let q = "SELECT meter, model, tally, period_end, final FROM totals WHERE period_start = ?";
+        let rows = self.rows(q, vec![start.into()])?;
         let totals: Vec<(String, String, Tally)> = rows
             .iter()
             .map(|r| {
@@ -226,7 +246,7 @@ impl Ledger {
             .unwrap_or_else(|| period_at(start, day_of_month(start)).end_ms);
         let is_final = rows.iter().any(|r| cell_int(r, 4) == 1);
         let input = rating_input(
-            plan,
+            &plan,
             Period {
                 start_ms: start,
                 end_ms: end,
@@ -234,10 +254,23 @@ impl Ledger {
             &totals,
             now_ms,
         );
+        Ok(Rating {
+            book,
+            account,
+            plan,
+            input,
+            is_final,
+        })
+    }
+
+    /// The invoice of the period starting at `start`, under the book in force or, for a
+    /// preview, next to it under a draft book. Final once the period's final flush arrived.
+    fn invoice(&self, start: i64, draft: Option<&str>, now_ms: i64) -> Answer {
+        let c = self.context(start, now_ms)?;
         let body = match draft {
             None => {
-                let invoice = rate(&book, &account, &input).map_err(rating)?;
-                serde_json::to_value(if is_final {
+                let invoice = rate(&c.book, &c.account, &c.input).map_err(rating)?;
+                serde_json::to_value(if c.is_final {
                     invoice.finalize()
                 } else {
                     invoice
@@ -246,10 +279,64 @@ impl Ledger {
             Some(text) => {
                 let draft = PriceBook::parse(text)
                     .map_err(|e| rating(e.in_document("draft price book")))?;
-                serde_json::to_value(preview(&book, &draft, &account, &input).map_err(rating)?)
+                serde_json::to_value(
+                    preview(&c.book, &draft, &c.account, &c.input).map_err(rating)?,
+                )
             }
         };
         http::json_response(&body.map_err(|e| ApiError::internal(e.to_string()))?, 200)
             .map_err(http::internal)
+    }
+
+    /// Pushes the credit state; a failure is logged and tried again on the next change.
+    async fn credit_state(&self, now_ms: i64) {
+        if let Err(e) = self.push_credit_state(now_ms).await {
+            worker::console_error!("credit state: {e}");
+        }
+    }
+
+    /// After new usage or a new grant, on a plan that blocks when prepaid credits run
+    /// out: tells the customer's counter whether usage must stop (or may go on again).
+    async fn push_credit_state(&self, now_ms: i64) -> std::result::Result<(), ApiError> {
+        let latest = self.rows("SELECT MAX(period_start) FROM totals", vec![])?;
+        let start = latest
+            .first()
+            .and_then(|r| match r.first() {
+                Some(SqlStorageValue::Integer(n)) => Some(*n),
+                Some(SqlStorageValue::Float(f)) => Some(*f as i64),
+                _ => None,
+            })
+            .unwrap_or_else(|| period_at(now_ms, 1).start_ms);
+        let c = match self.context(start, now_ms) {
+            Ok(c) => c,
+            Err(e) if e.status == 404 => return Ok(()), // no account yet
+            Err(e) => return Err(e),
+        };
+        let Some(plan) = c
+            .book
+            .plans
+            .get(&c.plan)
+            .filter(|p| p.block_when_credits_exhausted)
+        else {
+            return Ok(());
+        };
+        let invoice = rate(&c.book, &c.account, &c.input).map_err(rating)?;
+        let blocked = usage_blocked(plan, invoice.credit_balance);
+        if self.meta("blocked")? == Some(Value::Bool(blocked)) {
+            return Ok(());
+        }
+        let state = json!({"blocked": blocked, "balance": invoice.credit_balance, "currency": invoice.currency});
+        let resp = call(
+            &self.env,
+            &c.account.customer_id,
+            Method::Post,
+            "/credit",
+            Some(&state),
+        )
+        .await?;
+        if resp.status_code() < 300 {
+            self.set_meta("blocked", &Value::Bool(blocked))?;
+        }
+        Ok(())
     }
 }

@@ -108,6 +108,13 @@ async fn manage(env: &Env, method: Method, path: &str, bytes: &[u8]) -> Result<R
     let customer = |id: &str| admin::customer_id(id).map(str::to_string);
     match (method, parts.as_slice()) {
         (Method::Put, ["customers", id, "account"]) => {
+            if body["account"]["customer_id"] != *id {
+                let msg =
+                    format!("`account.customer_id` must be `{id}`, the customer in the path.");
+                return Err(
+                    ApiError::bad_request("invalid_value", msg).with_param("account.customer_id")
+                );
+            }
             ledger(env, &customer(id)?, "/account", &body).await
         }
         (Method::Post, ["customers", id, "grants"]) => {
