@@ -33,7 +33,7 @@ pub struct UsageCounter {
     pub(super) state: State,
     pub(super) env: Env,
     pub(super) store: Store,
-    mem: RefCell<Option<Loaded>>,
+    pub(super) mem: RefCell<Option<Loaded>>,
     /// Whether this counter is in its shard's dirty set, as last read or written, so a
     /// settlement does not read the flush state from storage each time.
     pub(super) registered: std::cell::Cell<Option<bool>>,
@@ -323,93 +323,5 @@ impl UsageCounter {
             _ => e,
         })?;
         http::json_response(&report, 200).map_err(http::internal)
-    }
-
-    fn create(&self, c: CreateCustomer, now: i64) -> std::result::Result<Response, ApiError> {
-        let catalog = config::catalog(&self.env)?;
-        if self.store.customer().map_err(stored)?.is_some() {
-            return Err(ApiError::conflict(
-                "customer_exists",
-                format!("Customer `{}` already exists.", c.id),
-            ));
-        }
-        if catalog.plan(&c.plan).is_none() {
-            let msg = format!(
-                "Unknown plan `{}`; the catalog has: {}.",
-                c.plan,
-                catalog.plans.keys().cloned().collect::<Vec<_>>().join(", ")
-            );
-            return Err(ApiError::bad_request("unknown_plan", msg).with_param("plan"));
-        }
-        let anchor_day = c.anchor_day.unwrap_or(1);
-        if !(1..=31).contains(&anchor_day) {
-            return Err(
-                ApiError::bad_request("invalid_value", "`anchor_day` must be 1 to 31.")
-                    .with_param("anchor_day"),
-            );
-        }
-        let customer = Customer {
-            id: c.id,
-            plan: c.plan,
-            anchor_day,
-            created_ms: now,
-        };
-        self.store.save_customer(&customer).map_err(stored)?;
-        *self.mem.borrow_mut() = None;
-        http::json_response(&customer, 201).map_err(http::internal)
-    }
-
-    fn issue_key(&self, k: IssueKey, now: i64) -> std::result::Result<Response, ApiError> {
-        let mode = match k.mode.as_deref().unwrap_or("live") {
-            "live" => keys::Mode::Live,
-            "test" => keys::Mode::Test,
-            other => {
-                let msg = format!("`mode` must be `test` or `live`, not `{other}`.");
-                return Err(ApiError::bad_request("invalid_value", msg).with_param("mode"));
-            }
-        };
-        let customer = self
-            .with(now, |l| Ok(l.customer.id.clone()))
-            .map_err(|_| ApiError::not_found("No such customer."))?;
-        let mut random = [0u8; 16];
-        getrandom::fill(&mut random).map_err(|e| ApiError::internal(e.to_string()))?;
-        let key = keys::generate(mode, &customer, random);
-        let hash = keys::hash(&key);
-        let mode_name = if mode == keys::Mode::Live {
-            "live"
-        } else {
-            "test"
-        };
-        let info = KeyInfo {
-            id: keys::key_id(&hash),
-            mode: mode_name.into(),
-            created_ms: now,
-            revoked_ms: None,
-        };
-        self.store.insert_key(&hash, &info).map_err(stored)?;
-        *self.mem.borrow_mut() = None;
-        let shown = serde_json::json!({"id": info.id, "key": key, "mode": info.mode, "created_ms": now,
-            "note": "Store this key now: it is not shown again."});
-        http::json_response(&shown, 201).map_err(http::internal)
-    }
-
-    fn list_keys(&self) -> std::result::Result<Response, ApiError> {
-        let keys: Vec<KeyInfo> = self
-            .store
-            .keys()
-            .map_err(stored)?
-            .iter()
-            .map(KeyRow::info)
-            .collect();
-        http::json_response(&keys, 200).map_err(http::internal)
-    }
-
-    fn revoke(&self, id: &str, now: i64) -> std::result::Result<Response, ApiError> {
-        if !self.store.revoke_key(id, now).map_err(stored)? {
-            return Err(ApiError::not_found(format!("No live key `{id}`.")));
-        }
-        *self.mem.borrow_mut() = None;
-        http::json_response(&serde_json::json!({"id": id, "revoked": true}), 200)
-            .map_err(http::internal)
     }
 }

@@ -1,6 +1,7 @@
 //! SQLite persistence of a customer's counter. Every method is synchronous, so a
 //! read-modify-write in the Durable Object never yields and stays atomic.
 
+use super::sql::{integer, text, Row};
 use crate::counter_state::{CounterState, MeterKey, Reservation, Tally, Window};
 use crate::flush::snapshot::{delta_of, FlushRow};
 use crate::flush::UsageRecord;
@@ -83,25 +84,6 @@ pub struct IdemRow {
     pub replay: Option<String>,
 }
 
-/// Rows as raw values: reading them through `to_array` would compile a second
-/// deserializer (serde-wasm-bindgen) for every row type into the bundle.
-type Row = Vec<SqlStorageValue>;
-
-fn text(row: &Row, i: usize) -> String {
-    match row.get(i) {
-        Some(SqlStorageValue::String(s)) => s.clone(),
-        _ => String::new(),
-    }
-}
-
-fn integer(row: &Row, i: usize) -> Option<i64> {
-    match row.get(i) {
-        Some(SqlStorageValue::Integer(n)) => Some(*n),
-        Some(SqlStorageValue::Float(f)) => Some(*f as i64),
-        _ => None,
-    }
-}
-
 fn int(v: i64) -> SqlStorageValue {
     SqlStorageValue::from(v)
 }
@@ -125,7 +107,7 @@ impl Store {
     }
 
     fn rows(&self, query: &str, binds: Vec<SqlStorageValue>) -> Result<Vec<Row>> {
-        self.sql.exec(query, binds)?.raw().collect()
+        super::sql::rows(&self.sql, query, binds)
     }
 
     fn meta<T: DeserializeOwned>(&self, k: &str) -> Result<Option<T>> {

@@ -5,6 +5,7 @@
 
 use super::client::{call, call_object, SHARD_BINDING};
 use super::delivery::{deliver, render_batch, Outcome, Receiver, Rendered};
+use super::sql::{integer, text, Row};
 use super::{config, http};
 use crate::error::ApiError;
 use crate::flush::{backoff_ms, pack, UsageRecord};
@@ -51,21 +52,8 @@ pub struct FlushShard {
     running: Cell<bool>,
 }
 
-type Row = Vec<SqlStorageValue>;
-
 fn int(row: &Row, i: usize) -> i64 {
-    match row.get(i) {
-        Some(SqlStorageValue::Integer(n)) => *n,
-        Some(SqlStorageValue::Float(f)) => *f as i64,
-        _ => 0,
-    }
-}
-
-fn text(row: &Row, i: usize) -> String {
-    match row.get(i) {
-        Some(SqlStorageValue::String(s)) => s.clone(),
-        _ => String::new(),
-    }
+    integer(row, i).unwrap_or(0)
 }
 
 impl DurableObject for FlushShard {
@@ -106,7 +94,7 @@ impl DurableObject for FlushShard {
 
 impl FlushShard {
     fn rows(&self, q: &str, binds: Vec<SqlStorageValue>) -> Result<Vec<Row>> {
-        self.sql.exec(q, binds)?.raw().collect()
+        super::sql::rows(&self.sql, q, binds)
     }
 
     fn load_stats(&self) -> Result<ShardStats> {

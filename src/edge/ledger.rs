@@ -3,6 +3,7 @@
 //! meter and model, and rates them on demand with the pure rating engine.
 
 use super::client::call;
+use super::sql::{integer, text};
 use super::{config, http};
 use crate::counter_state::Tally;
 use crate::error::ApiError;
@@ -53,19 +54,8 @@ fn rating(e: crate::rating::RatingError) -> ApiError {
     .with_param(e.path)
 }
 
-fn cell_int(row: &[SqlStorageValue], i: usize) -> i64 {
-    match row.get(i) {
-        Some(SqlStorageValue::Integer(n)) => *n,
-        Some(SqlStorageValue::Float(f)) => *f as i64,
-        _ => 0,
-    }
-}
-
-fn cell_text(row: &[SqlStorageValue], i: usize) -> String {
-    match row.get(i) {
-        Some(SqlStorageValue::String(s)) => s.clone(),
-        _ => String::new(),
-    }
+fn int(row: &[SqlStorageValue], i: usize) -> i64 {
+    integer(row, i).unwrap_or(0)
 }
 
 impl DurableObject for Ledger {
@@ -113,10 +103,7 @@ impl Ledger {
         q: &str,
         binds: Vec<SqlStorageValue>,
     ) -> std::result::Result<Vec<Vec<SqlStorageValue>>, ApiError> {
-        self.sql
-            .exec(q, binds)
-            .and_then(|c| c.raw().collect())
-            .map_err(stored)
+        super::sql::rows(&self.sql, q, binds).map_err(stored)
     }
 
     /// Stores each record once; a record seen before changes nothing.
@@ -145,7 +132,7 @@ impl Ledger {
             let old: Tally = self
                 .rows(q, key)?
                 .first()
-                .and_then(|row| serde_json::from_str(&cell_text(row, 0)).ok())
+                .and_then(|row| serde_json::from_str(&text(row, 0)).ok())
                 .unwrap_or_default();
             let total = old.plus(&tally_of(r));
             let q = "INSERT INTO totals (period_start, period_end, meter, model, tally, final) VALUES (?, ?, ?, ?, ?, ?)
@@ -169,7 +156,7 @@ impl Ledger {
         let rows = self.rows("SELECT v FROM meta WHERE k = ?", vec![k.into()])?;
         Ok(rows
             .first()
-            .and_then(|r| serde_json::from_str(&cell_text(r, 0)).ok()))
+            .and_then(|r| serde_json::from_str(&text(r, 0)).ok()))
     }
 
     fn set_meta(&self, k: &str, v: &Value) -> std::result::Result<(), ApiError> {
@@ -234,17 +221,17 @@ impl Ledger {
             .iter()
             .map(|r| {
                 (
-                    cell_text(r, 0),
-                    cell_text(r, 1),
-                    serde_json::from_str(&cell_text(r, 2)).unwrap_or_default(),
+                    text(r, 0),
+                    text(r, 1),
+                    serde_json::from_str(&text(r, 2)).unwrap_or_default(),
                 )
             })
             .collect();
         let end = rows
             .first()
-            .map(|r| cell_int(r, 3))
+            .map(|r| int(r, 3))
             .unwrap_or_else(|| period_at(start, day_of_month(start)).end_ms);
-        let is_final = rows.iter().any(|r| cell_int(r, 4) == 1);
+        let is_final = rows.iter().any(|r| int(r, 4) == 1);
         let input = rating_input(
             &plan,
             Period {
@@ -301,11 +288,7 @@ impl Ledger {
         let latest = self.rows("SELECT MAX(period_start) FROM totals", vec![])?;
         let start = latest
             .first()
-            .and_then(|r| match r.first() {
-                Some(SqlStorageValue::Integer(n)) => Some(*n),
-                Some(SqlStorageValue::Float(f)) => Some(*f as i64),
-                _ => None,
-            })
+            .and_then(|r| integer(r, 0))
             .unwrap_or_else(|| period_at(now_ms, 1).start_ms);
         let c = match self.context(start, now_ms) {
             Ok(c) => c,

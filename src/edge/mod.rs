@@ -6,6 +6,7 @@ mod client;
 mod config;
 mod counter;
 mod counter_flush;
+mod counter_keys;
 mod counter_store;
 mod delivery;
 mod flush_shard;
@@ -13,6 +14,7 @@ mod http;
 mod ledger;
 mod proxy;
 mod rating_api;
+mod sql;
 mod stream;
 mod upstream;
 

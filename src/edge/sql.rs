@@ -1,0 +1,28 @@
+//! Reading SQLite rows as raw values. `to_array` would compile a second deserializer
+//! (serde-wasm-bindgen) for every row type into the bundle; these few helpers do not.
+
+use worker::{Result, SqlStorage, SqlStorageValue};
+
+pub type Row = Vec<SqlStorageValue>;
+
+/// Every row of a query.
+pub fn rows(sql: &SqlStorage, query: &str, binds: Vec<SqlStorageValue>) -> Result<Vec<Row>> {
+    sql.exec(query, binds)?.raw().collect()
+}
+
+/// Column `i` as text; empty when it is not text.
+pub fn text(row: &[SqlStorageValue], i: usize) -> String {
+    match row.get(i) {
+        Some(SqlStorageValue::String(s)) => s.clone(),
+        _ => String::new(),
+    }
+}
+
+/// Column `i` as an integer; `None` when it is NULL or not a number.
+pub fn integer(row: &[SqlStorageValue], i: usize) -> Option<i64> {
+    match row.get(i) {
+        Some(SqlStorageValue::Integer(n)) => Some(*n),
+        Some(SqlStorageValue::Float(f)) => Some(*f as i64),
+        _ => None,
+    }
+}
