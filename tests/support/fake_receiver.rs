@@ -2,11 +2,16 @@
 //! `fake_receiver PORT SECRET` verifies signatures, dedupes records by id, answers 2xx,
 //! and prints its counts on `GET /stats`.
 
+#[allow(dead_code)]
+#[path = "wire.rs"]
+mod wire;
+
 use edgemeter::flush::verify;
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
+use wire::read_request;
 
 #[derive(Default)]
 struct Counts {
@@ -22,34 +27,16 @@ fn serve(conn: TcpStream, secret: &str, counts: &Mutex<Counts>) -> Option<()> {
     let mut out = conn.try_clone().ok()?;
     let mut reader = BufReader::new(conn);
     loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).ok()? == 0 {
-            return Some(());
-        }
-        let (mut len, mut signature) = (0, String::new());
-        loop {
-            let mut h = String::new();
-            reader.read_line(&mut h).ok()?;
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            let (k, v) = h.split_once(':')?;
-            match k.trim().to_ascii_lowercase().as_str() {
-                "content-length" => len = v.trim().parse().ok()?,
-                "x-edgemeter-signature" => signature = v.trim().to_string(),
-                _ => {}
-            }
-        }
-        let mut body = vec![0; len];
-        reader.read_exact(&mut body).ok()?;
+        let req = read_request(&mut reader)?;
+        let signature = req.header("x-edgemeter-signature").unwrap_or_default();
+        let body = req.body;
         let now_s = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .ok()?
             .as_secs() as i64;
         let (status, answer) = {
             let mut c = counts.lock().ok()?;
-            if line.starts_with("GET /stats") {
+            if req.method == "GET" && req.path == "/stats" {
                 let stats = format!(
                     r#"{{"batches":{},"records":{},"duplicates":{},"bad_signatures":{}}}"#,
                     c.batches, c.records, c.duplicates, c.bad_signatures

@@ -4,6 +4,9 @@
 #[allow(dead_code)]
 #[path = "upstream.rs"]
 mod upstream;
+#[allow(dead_code)]
+#[path = "wire.rs"]
+mod wire;
 
 fn main() {
     let port = std::env::args()

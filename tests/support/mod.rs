@@ -5,6 +5,7 @@
 pub mod http;
 pub mod receiver;
 pub mod upstream;
+pub mod wire;
 pub mod wrangler;
 
 use serde_json::{json, Value};

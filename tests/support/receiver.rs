@@ -2,10 +2,11 @@
 //! by id (as a real receiver must), and can be told to fail, to answer too late, or to
 //! hold its answer until released (to kill the worker between send and acknowledgement).
 
+use super::wire::{read_request, Incoming};
 use edgemeter::flush::verify;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -101,41 +102,13 @@ impl Receiver {
     }
 }
 
-/// Lower-cased headers and the body.
-type Incoming = (Vec<(String, String)>, Vec<u8>);
-
-fn read_request(conn: &TcpStream) -> Option<Incoming> {
-    let mut reader = BufReader::new(conn.try_clone().ok()?);
-    let mut line = String::new();
-    reader.read_line(&mut line).ok()?;
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        reader.read_line(&mut h).ok()?;
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        let (k, v) = h.split_once(':')?;
-        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-    }
-    let len = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")?
-        .1
-        .parse()
-        .ok()?;
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body).ok()?;
-    Some((headers, body))
-}
-
 fn answer(mut conn: TcpStream, status: u16, body: &str) {
     let _ = write!(conn, "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
 }
 
 fn handle(conn: TcpStream, state: Arc<Mutex<State>>) {
-    let Some((headers, body)) = read_request(&conn) else {
+    let Ok(clone) = conn.try_clone() else { return };
+    let Some(Incoming { headers, body, .. }) = read_request(&mut BufReader::new(clone)) else {
         return;
     };
     let signature = headers

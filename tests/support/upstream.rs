@@ -5,8 +5,9 @@
 //! Request headers steer it: `x-fake-status: 500` forces a status, `x-fake-delay-ms: N`
 //! pauses between streamed events, `x-test-tag: T` labels requests for counting.
 
+use super::wire::{read_request, Incoming};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -67,72 +68,6 @@ impl FakeUpstream {
             .cloned()
             .collect()
     }
-}
-
-struct Incoming {
-    method: String,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Incoming {
-    fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    }
-}
-
-fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Incoming> {
-    let mut line = String::new();
-    if reader.read_line(&mut line).ok()? == 0 {
-        return None;
-    }
-    let mut parts = line.split_whitespace();
-    let method = parts.next()?.to_string();
-    let path = parts.next()?.to_string();
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        reader.read_line(&mut h).ok()?;
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        let (k, v) = h.split_once(':')?;
-        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-    }
-    let mut req = Incoming {
-        method,
-        path,
-        headers,
-        body: Vec::new(),
-    };
-    if let Some(len) = req
-        .header("content-length")
-        .and_then(|l| l.parse::<usize>().ok())
-    {
-        req.body = vec![0; len];
-        reader.read_exact(&mut req.body).ok()?;
-    } else if req
-        .header("transfer-encoding")
-        .is_some_and(|t| t.contains("chunked"))
-    {
-        loop {
-            let mut size = String::new();
-            reader.read_line(&mut size).ok()?;
-            let n = usize::from_str_radix(size.trim(), 16).ok()?;
-            let mut chunk = vec![0; n + 2];
-            reader.read_exact(&mut chunk).ok()?;
-            if n == 0 {
-                break;
-            }
-            req.body.extend_from_slice(&chunk[..n]);
-        }
-    }
-    Some(req)
 }
 
 fn serve(conn: TcpStream, seen: Arc<Mutex<Vec<Seen>>>) {
