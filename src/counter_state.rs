@@ -6,6 +6,7 @@
 use crate::catalog::{Catalog, Plan};
 use crate::error::ApiError;
 use crate::period::{period_at, Period};
+use crate::pricing::Pricing;
 use crate::quota::{self, Ask, Totals, MINUTE_MS};
 use crate::usage::Usage;
 use rust_decimal::Decimal;
@@ -141,18 +142,18 @@ impl CounterState {
     }
 
     /// Used plus reserved, as quota decisions see it.
-    pub fn totals(&self, catalog: &Catalog) -> Totals {
+    pub fn totals(&self, pricing: &Pricing) -> Totals {
         let mut t = Totals {
             minute_requests: self.window.requests,
             minute_tokens: self.window.tokens,
             in_flight: self.reservations.len() as u64,
             ..Totals::default()
         };
-        for ((_, model), tally) in &self.tallies {
+        for tally in self.tallies.values() {
             t.period_requests += tally.requests;
             t.period_tokens += tally.usage().tokens();
-            t.period_spend += cost_of(catalog, model, &tally.usage());
         }
+        t.period_spend = pricing.spend(self.period, &self.tallies);
         for r in self.reservations.values() {
             t.period_requests += 1;
             t.period_tokens += r.tokens;
@@ -164,7 +165,7 @@ impl CounterState {
     /// Admits a request under `plan` and reserves its estimate, or says why not.
     pub fn admit(
         &mut self,
-        catalog: &Catalog,
+        pricing: &Pricing,
         plan: &Plan,
         ask: &AdmitAsk,
         now_ms: i64,
@@ -177,11 +178,11 @@ impl CounterState {
         };
         let want = Ask {
             tokens: reserve.tokens(),
-            cost: cost_of(catalog, &ask.model, &reserve),
+            cost: cost_of(pricing.catalog(), &ask.model, &reserve),
         };
         quota::admit(
             plan,
-            &self.totals(catalog),
+            &self.totals(pricing),
             &want,
             now_ms,
             self.period.end_ms,
@@ -274,7 +275,10 @@ mod tests {
         let mut s = CounterState::new(1, NOW);
         // 200 requests arrive before any settles: exactly 50 are admitted.
         let admitted: Vec<_> = (0..200)
-            .filter_map(|i| s.admit(&c, &plan, &ask(10, 10), NOW + i).ok())
+            .filter_map(|i| {
+                s.admit(&Pricing::List(&c), &plan, &ask(10, 10), NOW + i)
+                    .ok()
+            })
             .collect();
         assert_eq!(admitted.len(), 50);
         for r in &admitted {
@@ -291,7 +295,9 @@ mod tests {
                 )
                 .is_some());
         }
-        assert!(s.admit(&c, &plan, &ask(10, 10), NOW + 600).is_err());
+        assert!(s
+            .admit(&Pricing::List(&c), &plan, &ask(10, 10), NOW + 600)
+            .is_err());
         let t = s.tallies[&("chat.completions".into(), "gpt-4o-mini".into())];
         // 50 requests * (10 + 5) tokens
         assert_eq!((t.requests, t.usage().tokens()), (50, 750));
@@ -305,9 +311,13 @@ mod tests {
             ..Plan::default()
         };
         let mut s = CounterState::new(1, NOW);
-        let r = s.admit(&c, &plan, &ask(100, 900), NOW).unwrap();
+        let r = s
+            .admit(&Pricing::List(&c), &plan, &ask(100, 900), NOW)
+            .unwrap();
         // 1000 reserved: the minute is full until settlement.
-        assert!(s.admit(&c, &plan, &ask(1, 0), NOW + 1).is_err());
+        assert!(s
+            .admit(&Pricing::List(&c), &plan, &ask(1, 0), NOW + 1)
+            .is_err());
         let actual = Usage {
             input: 100,
             output: 50,
@@ -317,7 +327,9 @@ mod tests {
         assert_eq!(s.settle(r.id, &actual, false, NOW + 3), None);
         // 150 used, so 850 are left this minute.
         assert_eq!(s.window.tokens, 150);
-        assert!(s.admit(&c, &plan, &ask(800, 50), NOW + 4).is_ok());
+        assert!(s
+            .admit(&Pricing::List(&c), &plan, &ask(800, 50), NOW + 4)
+            .is_ok());
     }
 
     #[test]
@@ -325,7 +337,9 @@ mod tests {
         let c = catalog();
         let mut s = CounterState::new(1, NOW);
         let plan = Plan::default();
-        let r = s.admit(&c, &plan, &ask(1_000_000, 1_000_000), NOW).unwrap();
+        let r = s
+            .admit(&Pricing::List(&c), &plan, &ask(1_000_000, 1_000_000), NOW)
+            .unwrap();
         // gpt-4o-mini: 1M input * 0.15 + 1M output * 0.60 = 0.75 reserved
         assert_eq!(r.cost.to_string(), "0.75");
         s.settle(
@@ -339,7 +353,13 @@ mod tests {
             NOW,
         );
         // all input cached: 1M * 0.075 = 0.075
-        assert_eq!(s.totals(&c).period_spend.normalize().to_string(), "0.075");
+        assert_eq!(
+            s.totals(&Pricing::List(&c))
+                .period_spend
+                .normalize()
+                .to_string(),
+            "0.075"
+        );
     }
 
     #[test]
@@ -351,11 +371,11 @@ mod tests {
             ..Plan::default()
         };
         let mut s = CounterState::new(1, NOW);
-        let r = s.admit(&c, &plan, &ask(5, 5), NOW).unwrap();
-        assert!(s.admit(&c, &plan, &ask(5, 5), NOW).is_err());
+        let r = s.admit(&Pricing::List(&c), &plan, &ask(5, 5), NOW).unwrap();
+        assert!(s.admit(&Pricing::List(&c), &plan, &ask(5, 5), NOW).is_err());
         s.release(r.id, NOW);
         assert!(s.tallies.is_empty());
-        assert!(s.admit(&c, &plan, &ask(5, 5), NOW).is_ok());
+        assert!(s.admit(&Pricing::List(&c), &plan, &ask(5, 5), NOW).is_ok());
     }
 
     #[test]
@@ -366,10 +386,14 @@ mod tests {
             ..Plan::default()
         };
         let mut s = CounterState::new(1, NOW - 1); // last millisecond of November
-        let r = s.admit(&c, &plan, &ask(1, 1), NOW - 1).unwrap();
+        let r = s
+            .admit(&Pricing::List(&c), &plan, &ask(1, 1), NOW - 1)
+            .unwrap();
         s.settle(r.id, &Usage::default(), false, NOW - 1);
-        assert!(s.admit(&c, &plan, &ask(1, 1), NOW - 1).is_err());
-        assert!(s.admit(&c, &plan, &ask(1, 1), NOW).is_ok());
+        assert!(s
+            .admit(&Pricing::List(&c), &plan, &ask(1, 1), NOW - 1)
+            .is_err());
+        assert!(s.admit(&Pricing::List(&c), &plan, &ask(1, 1), NOW).is_ok());
         assert_eq!(s.period.start_ms, NOW);
     }
 
@@ -381,10 +405,16 @@ mod tests {
             ..Plan::default()
         };
         let mut s = CounterState::new(1, NOW);
-        let r = s.admit(&c, &plan, &ask(1, 1), NOW + 59_999).unwrap();
+        let r = s
+            .admit(&Pricing::List(&c), &plan, &ask(1, 1), NOW + 59_999)
+            .unwrap();
         s.settle(r.id, &Usage::default(), false, NOW + 59_999);
-        assert!(s.admit(&c, &plan, &ask(1, 1), NOW + 59_999).is_err());
-        assert!(s.admit(&c, &plan, &ask(1, 1), NOW + 60_000).is_ok());
+        assert!(s
+            .admit(&Pricing::List(&c), &plan, &ask(1, 1), NOW + 59_999)
+            .is_err());
+        assert!(s
+            .admit(&Pricing::List(&c), &plan, &ask(1, 1), NOW + 60_000)
+            .is_ok());
         assert_eq!(s.stale(NOW + 60_000 + 901, 900).len(), 1);
     }
 }

@@ -6,7 +6,7 @@ use crate::counter_state::Tally;
 use crate::flush::UsageRecord;
 use crate::keys::valid_customer_id;
 use crate::period::Period;
-use crate::rating::{meter_totals, RatingInput, Segment};
+use crate::rating::{meter_totals, MeterTotal, RatingInput, Segment};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -65,6 +65,22 @@ pub fn tally_of(r: &UsageRecord) -> Tally {
     crate::flush::snapshot::delta_of(r)
 }
 
+/// Billable meter totals of tallies: all meters of a model together, mapped by the
+/// rating engine's rules (uncached and cached input, output, requests, images, seconds).
+pub fn usage_totals<'a>(
+    tallies: impl IntoIterator<Item = (&'a str, &'a Tally)>,
+) -> Vec<MeterTotal> {
+    let mut by_model: BTreeMap<&str, Tally> = BTreeMap::new();
+    for (model, t) in tallies {
+        let sum = by_model.entry(model).or_default();
+        *sum = sum.plus(t);
+    }
+    by_model
+        .iter()
+        .flat_map(|(model, t)| meter_totals(model, &t.usage(), t.requests))
+        .collect()
+}
+
 /// The rating input for one customer's period on one plan: totals per model (all
 /// meters of a model together), mapped to billable meters by the engine's rules.
 pub fn rating_input(
@@ -73,15 +89,7 @@ pub fn rating_input(
     totals: &[(String, String, Tally)],
     as_of_ms: i64,
 ) -> RatingInput {
-    let mut by_model: BTreeMap<&str, Tally> = BTreeMap::new();
-    for (_, model, t) in totals {
-        let sum = by_model.entry(model.as_str()).or_default();
-        *sum = sum.plus(t);
-    }
-    let usage = by_model
-        .iter()
-        .flat_map(|(model, t)| meter_totals(model, &t.usage(), t.requests))
-        .collect();
+    let usage = usage_totals(totals.iter().map(|(_, model, t)| (model.as_str(), t)));
     RatingInput {
         period,
         segments: vec![Segment {

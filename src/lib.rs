@@ -11,6 +11,7 @@ pub mod json_path;
 pub mod keys;
 pub mod ledger;
 pub mod period;
+pub mod pricing;
 pub mod protocol;
 pub mod quota;
 pub mod rating;

@@ -66,6 +66,8 @@ pub struct UsageReport {
     pub plan: String,
     pub currency: String,
     pub catalog_version: String,
+    /// Where `totals.cost` and the spend cap's prices come from.
+    pub priced_by: String,
     pub period_start: String,
     pub period_end: String,
     pub meters: Vec<MeterUsage>,
@@ -87,6 +89,8 @@ pub struct MeterUsage {
 pub struct Totals {
     pub requests: u64,
     pub tokens: u64,
+    /// Exact cost of the settled usage so far: under a price-book plan, the invoice's
+    /// usage charges (included units and tiers applied); per meter, list prices.
     pub cost: String,
     pub in_flight: u64,
 }

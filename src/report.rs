@@ -1,13 +1,14 @@
 //! The usage report a customer (`GET /v1/usage`) or an admin sees: the current period's
 //! usage per meter and model, exact costs, and what is left of each budget.
 
-use crate::catalog::Catalog;
 use crate::counter_state::{cost_of, CounterState};
 use crate::period::iso8601;
+use crate::pricing::Pricing;
 use crate::protocol::{Customer, MeterUsage, Remaining, Totals, UsageReport};
 
 /// Builds the report for `state`'s current period.
-pub fn build(catalog: &Catalog, customer: &Customer, state: &CounterState) -> UsageReport {
+pub fn build(pricing: &Pricing, customer: &Customer, state: &CounterState) -> UsageReport {
+    let catalog = pricing.catalog();
     let meters: Vec<MeterUsage> = state
         .tallies
         .iter()
@@ -20,20 +21,19 @@ pub fn build(catalog: &Catalog, customer: &Customer, state: &CounterState) -> Us
                 .to_string(),
         })
         .collect();
-    let used = state.totals(catalog);
+    let used = state.totals(pricing);
     let plan = catalog.plan(&customer.plan);
     let left = |limit: Option<u64>, used: u64| limit.map(|l| l.saturating_sub(used));
     let settled_tokens: u64 = state.tallies.values().map(|t| t.usage().tokens()).sum();
     let settled_requests: u64 = state.tallies.values().map(|t| t.requests).sum();
-    let settled_cost = meters
-        .iter()
-        .map(|m| m.cost.parse::<rust_decimal::Decimal>().unwrap_or_default())
-        .sum::<rust_decimal::Decimal>();
+    // Settled usage only (reservations excluded), priced as the invoice will price it.
+    let settled_cost = pricing.spend(state.period, &state.tallies);
     UsageReport {
         customer: customer.id.clone(),
         plan: customer.plan.clone(),
         currency: catalog.currency.clone(),
         catalog_version: catalog.version.clone(),
+        priced_by: pricing.label(),
         period_start: iso8601(state.period.start_ms),
         period_end: iso8601(state.period.end_ms),
         meters,
@@ -60,6 +60,7 @@ pub fn build(catalog: &Catalog, customer: &Customer, state: &CounterState) -> Us
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::Catalog;
     use crate::counter_state::AdmitAsk;
     use crate::usage::Usage;
 
@@ -82,7 +83,7 @@ mod tests {
             output_cap: Some(10),
         };
         let plan = catalog.plan("starter").unwrap();
-        let r = s.admit(&catalog, plan, &ask, now).unwrap();
+        let r = s.admit(&Pricing::List(&catalog), plan, &ask, now).unwrap();
         s.settle(
             r.id,
             &Usage {
@@ -93,7 +94,7 @@ mod tests {
             false,
             now,
         );
-        let report = build(&catalog, &customer, &s);
+        let report = build(&Pricing::List(&catalog), &customer, &s);
         // gpt-4o: 1000*2.50/1e6 + 100*10/1e6 = 0.0025 + 0.001 = 0.0035
         assert_eq!(report.meters[0].cost, "0.0035");
         assert_eq!(report.totals.cost, "0.0035");

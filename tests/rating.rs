@@ -16,7 +16,7 @@ const SECRET: &str = "whsec_rating_test";
 fn book(base_fee: &str) -> String {
     json!({"version": "t1", "currency": "USD",
         "tax": {"countries": {"US": {"rate": "0"}, "GB": {"rate": "0.20"}}},
-        "plans": {"std": {"base_fee": base_fee, "charges": [
+        "plans": {"open": {"base_fee": base_fee, "charges": [
             {"meter": "input_tokens", "model": "gpt-4o-mini", "price_per": 1000, "pricing": {"kind": "per_unit", "unit_price": "2.50"}},
             {"meter": "cached_input_tokens", "model": "gpt-4o-mini", "price_per": 1000, "pricing": {"kind": "per_unit", "unit_price": "1.25"}},
             {"meter": "output_tokens", "model": "gpt-4o-mini", "price_per": 1000, "pricing": {"kind": "per_unit", "unit_price": "10"}},
@@ -76,7 +76,7 @@ fn flushed_usage_becomes_an_exact_invoice() {
     let worker = Worker::start_with(&scratch("rating"), &upstream.url(), &catalog(), &vars);
     let port = worker.port;
     let (id, key) = customer(port, "open");
-    let account = json!({"plan": "std", "account": {"customer_id": id, "country": "GB"}});
+    let account = json!({"plan": "open", "account": {"customer_id": id, "country": "GB"}});
     let r = rating_call(
         port,
         "PUT",
@@ -147,6 +147,34 @@ fn flushed_usage_becomes_an_exact_invoice() {
     assert_eq!(invoice["currency"], "USD");
     assert_eq!(invoice["status"], "draft");
 
+    // One engine: the edge prices the customer's spend with the same price-book plan,
+    // so its cost so far equals the invoice's usage lines, exactly.
+    let usage = settled_usage(port, &key);
+    assert!(
+        usage["priced_by"]
+            .as_str()
+            .unwrap()
+            .starts_with("price book t1"),
+        "{usage}"
+    );
+    let exact: rust_decimal::Decimal = invoice["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["kind"] == "usage")
+        .map(|l| {
+            l["exact_amount"]
+                .as_str()
+                .unwrap()
+                .parse::<rust_decimal::Decimal>()
+                .unwrap()
+        })
+        .sum();
+    let edge: rust_decimal::Decimal = usage["totals"]["cost"].as_str().unwrap().parse().unwrap();
+    // 48*2.5/1000 + 15*1.25/1000 + 15*10/1000 + 3*0.01 = 0.12 + 0.01875 + 0.15 + 0.03
+    assert_eq!(edge, exact);
+    assert_eq!(edge, "0.31875".parse().unwrap());
+
     // The price sandbox: the same usage under a draft book, changing nothing.
     let preview = json!({"customer": id, "period": month_start(), "price_book": serde_json::from_str::<Value>(&book("20.00")).unwrap()});
     let r = rating_call(port, "POST", "/rating/v1/preview", &preview);
@@ -198,7 +226,7 @@ fn ingestion_checks_signatures_and_batches_and_dedupes() {
     let worker = Worker::start_with(&scratch("ingest"), &upstream.url(), &catalog(), &vars);
     let port = worker.port;
     let id = support::unique("led");
-    let account = json!({"plan": "std", "account": {"customer_id": id, "country": "US"}});
+    let account = json!({"plan": "open", "account": {"customer_id": id, "country": "US"}});
     assert_eq!(
         rating_call(
             port,

@@ -9,6 +9,7 @@ use super::{config, http};
 use crate::counter_state::CounterState;
 use crate::error::ApiError;
 use crate::keys;
+use crate::pricing::Pricing;
 use crate::protocol::*;
 use crate::quota::rate_headers;
 use serde::de::DeserializeOwned;
@@ -145,6 +146,7 @@ impl UsageCounter {
 
     fn admit(&self, req: AdmitRequest) -> std::result::Result<Response, ApiError> {
         let catalog = config::catalog(&self.env)?;
+        let book = config::price_book(&self.env).ok();
         let now = req.now_ms;
         let outcome = self.with(now, |l| {
             Self::verify(l, &req.key_hash)?;
@@ -178,8 +180,9 @@ impl UsageCounter {
                 );
                 return Err(ApiError::quota("insufficient_quota", msg, 60));
             }
-            let admitted = l.state.admit(&catalog, plan, &req.ask, now);
-            let headers = rate_headers(plan, &l.state.totals(&catalog), now);
+            let pricing = Pricing::for_plan(&catalog, book.as_deref(), &l.customer.plan);
+            let admitted = l.state.admit(&pricing, plan, &req.ask, now);
+            let headers = rate_headers(plan, &l.state.totals(&pricing), now);
             let headers: Vec<(String, String)> = headers
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
@@ -310,12 +313,14 @@ impl UsageCounter {
     /// The current period's usage; with a key hash, only for that key's holder.
     fn usage(&self, key_hash: Option<String>, now: i64) -> std::result::Result<Response, ApiError> {
         let catalog = config::catalog(&self.env)?;
+        let book = config::price_book(&self.env).ok();
         let report = self.with(now, |l| {
             if let Some(h) = &key_hash {
                 Self::verify(l, h)?;
             }
             l.state.roll(now);
-            Ok(crate::report::build(&catalog, &l.customer, &l.state))
+            let pricing = Pricing::for_plan(&catalog, book.as_deref(), &l.customer.plan);
+            Ok(crate::report::build(&pricing, &l.customer, &l.state))
         });
         // An admin asking about a customer that does not exist gets 404, not 401.
         let report = report.map_err(|e| match (&key_hash, e.status) {

@@ -20,6 +20,14 @@ const MAX_TRANSACTIONS: Decimal = Decimal::from_parts(0xA4C6_8000, 0x0003_8D7E, 
 pub(crate) struct LineDraft(Line);
 
 impl LineDraft {
+    pub(crate) fn kind(&self) -> super::invoice::LineKind {
+        self.0.kind
+    }
+
+    pub(crate) fn exact_amount(&self) -> Decimal {
+        self.0.exact_amount
+    }
+
     pub(crate) fn finish(self, tax: &TaxTreatment, rounding: Rounding, currency: &str) -> Line {
         let mut line = self.0;
         let split = tax.split(line.amount, rounding, currency);

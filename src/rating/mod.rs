@@ -71,6 +71,7 @@ mod lines;
 mod money;
 mod plan;
 mod preview;
+mod spend;
 mod tax;
 mod validate;
 
@@ -91,6 +92,7 @@ pub use plan::{
     TaxRule, TaxTable, Tier, Tiered, ZeroUsageFlatFee,
 };
 pub use preview::{preview, Difference, Preview};
+pub use spend::usage_amount;
 pub use tax::{TaxSplit, TaxTreatment, REVERSE_CHARGE_NOTE};
 pub use validate::{MAX_FX, MAX_PRICE, MAX_SEGMENTS};
 

@@ -3,7 +3,7 @@
 
 mod book;
 mod charges;
-mod fixtures;
+pub(crate) mod fixtures;
 mod invoices;
 mod props;
 mod rules;

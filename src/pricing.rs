@@ -1,0 +1,110 @@
+//! How the edge prices a period's usage for spend caps and the usage report. When the
+//! rating endpoint's price book has a plan of the customer's plan name, spend is that
+//! plan's usage charges by the rating engine itself (included units, tiers and all),
+//! so the edge and the rated invoice agree for the same usage. Otherwise it is the
+//! catalog's list prices per model. A single request's cost (`x-edgemeter-cost`, and
+//! what a reservation holds) is always its list price.
+
+use crate::catalog::Catalog;
+use crate::counter_state::{cost_of, MeterKey, Tally};
+use crate::ledger::usage_totals;
+use crate::period::Period;
+use crate::rating::{usage_amount, PriceBook};
+use rust_decimal::Decimal;
+use std::collections::BTreeMap;
+
+/// The pricing in force for one customer.
+#[derive(Clone, Copy)]
+pub enum Pricing<'a> {
+    /// Catalog list prices.
+    List(&'a Catalog),
+    /// The rating engine under a price-book plan.
+    Book {
+        catalog: &'a Catalog,
+        book: &'a PriceBook,
+        plan: &'a str,
+    },
+}
+
+impl<'a> Pricing<'a> {
+    /// The price book's plan named `plan`, when the book has one; else list prices.
+    pub fn for_plan(catalog: &'a Catalog, book: Option<&'a PriceBook>, plan: &'a str) -> Self {
+        match book {
+            Some(book) if book.plans.contains_key(plan) => Pricing::Book {
+                catalog,
+                book,
+                plan,
+            },
+            _ => Pricing::List(catalog),
+        }
+    }
+
+    pub fn catalog(&self) -> &'a Catalog {
+        match self {
+            Pricing::List(c) | Pricing::Book { catalog: c, .. } => c,
+        }
+    }
+
+    /// Where the prices come from, for reports.
+    pub fn label(&self) -> String {
+        match self {
+            Pricing::List(c) => format!("catalog {}", c.version),
+            Pricing::Book { book, plan, .. } => format!("price book {}, plan {plan}", book.version),
+        }
+    }
+
+    /// Exact, unrounded spend of a period's tallies.
+    pub fn spend(&self, period: Period, tallies: &BTreeMap<MeterKey, Tally>) -> Decimal {
+        let list = |c: &Catalog| {
+            tallies
+                .iter()
+                .map(|((_, model), t)| cost_of(c, model, &t.usage()))
+                .sum()
+        };
+        match self {
+            Pricing::List(c) => list(c),
+            Pricing::Book {
+                catalog,
+                book,
+                plan,
+            } => {
+                let usage = usage_totals(tallies.iter().map(|((_, model), t)| (model.as_str(), t)));
+                // Usage the book cannot price would be refused by the invoice too; the
+                // list price keeps the cap meaningful meanwhile.
+                usage_amount(book, plan, period, usage).unwrap_or_else(|_| list(catalog))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_price_book_prices_spend_when_it_has_the_plan() {
+        let catalog = Catalog::parse(include_str!("../catalog.json")).unwrap();
+        let book = PriceBook::parse(include_str!("../price_book.json")).unwrap();
+        let period = Period {
+            start_ms: 0,
+            end_ms: 86_400_000 * 30,
+        };
+        let mut tallies = BTreeMap::new();
+        let t = Tally {
+            requests: 2,
+            input: 3_000_000,
+            cached: 1_000_000,
+            output: 1_000_000,
+            ..Tally::default()
+        };
+        tallies.insert(("chat.completions".to_string(), "gpt-4o".to_string()), t);
+        let book_pricing = Pricing::for_plan(&catalog, Some(&book), "starter");
+        assert!(book_pricing.label().starts_with("price book"));
+        // gpt-4o: 2M fresh * 2.50 + 1M cached * 1.25 + 1M out * 10.00 = 5 + 1.25 + 10 = 16.25
+        assert_eq!(book_pricing.spend(period, &tallies), Decimal::new(1625, 2));
+        // The demo catalog lists the same prices, so list pricing agrees here.
+        let list = Pricing::for_plan(&catalog, Some(&book), "no-such-plan");
+        assert_eq!(list.spend(period, &tallies), Decimal::new(1625, 2));
+        assert!(list.label().starts_with("catalog"));
+    }
+}
