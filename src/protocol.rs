@@ -125,8 +125,12 @@ pub struct Customer {
 pub struct CreateCustomer {
     pub id: String,
     pub plan: String,
+    /// Day of the month periods start on; default 1 (calendar months).
     #[serde(default)]
     pub anchor_day: Option<u32>,
+    /// Anchor periods to the day the customer is created instead.
+    #[serde(default)]
+    pub anchor_to_signup: bool,
 }
 
 /// Admin request to issue a key.

@@ -208,6 +208,44 @@ fn admin_api_needs_the_token_and_checks_its_input() {
         &json!({"id": id, "plan": "open"}),
     );
     assert_eq!(r.status, 409);
+    let both =
+        json!({"id": unique("x"), "plan": "open", "anchor_day": 3, "anchor_to_signup": true});
+    assert_eq!(
+        admin(port, "POST", "/admin/v1/customers", &both).status,
+        400
+    );
+    let r = admin(
+        port,
+        "POST",
+        "/admin/v1/customers",
+        &json!({"id": unique("x"), "plan": "open", "anchor_day": 32}),
+    );
+    assert_eq!(
+        (r.status, r.json()["error"]["param"].as_str()),
+        (400, Some("anchor_day"))
+    );
+    // Anchored to the signup day: the first period starts today at midnight UTC.
+    let anchored = unique("anchor");
+    let r = admin(
+        port,
+        "POST",
+        "/admin/v1/customers",
+        &json!({"id": anchored, "plan": "open", "anchor_to_signup": true}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let usage = admin(
+        port,
+        "GET",
+        &format!("/admin/v1/customers/{anchored}/usage"),
+        &json!(null),
+    )
+    .json();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let today = edgemeter::period::iso8601(now_ms - now_ms.rem_euclid(86_400_000));
+    assert_eq!(usage["period_start"], today.as_str(), "{usage}");
     let r = admin(
         port,
         "GET",

@@ -30,7 +30,14 @@ impl UsageCounter {
             );
             return Err(ApiError::bad_request("unknown_plan", msg).with_param("plan"));
         }
-        let anchor_day = c.anchor_day.unwrap_or(1);
+        if c.anchor_to_signup && c.anchor_day.is_some() {
+            let msg = "Give `anchor_day` or `anchor_to_signup`, not both.";
+            return Err(ApiError::bad_request("invalid_value", msg).with_param("anchor_day"));
+        }
+        let signup_day = crate::period::day_of_month(now);
+        let anchor_day = c
+            .anchor_day
+            .unwrap_or(if c.anchor_to_signup { signup_day } else { 1 });
         if !(1..=31).contains(&anchor_day) {
             return Err(
                 ApiError::bad_request("invalid_value", "`anchor_day` must be 1 to 31.")
