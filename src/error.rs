@@ -123,6 +123,14 @@ impl ApiError {
         Self::new(status, "api_error", "upstream_error", message).with_origin(Origin::Upstream)
     }
 
+    /// Storage or a dependency is unavailable right now; retrying later can succeed.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        let mut e = Self::new(503, "api_error", "service_unavailable", message)
+            .with_origin(Origin::Internal);
+        e.retry_after_s = Some(1);
+        e
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(500, "api_error", "internal_error", message).with_origin(Origin::Internal)
     }

@@ -50,7 +50,7 @@ pub(super) fn stored(e: worker::Error) -> ApiError {
 
 impl DurableObject for UsageCounter {
     fn new(state: State, env: Env) -> Self {
-        let store = Store::open(state.storage().sql()).expect("counter schema");
+        let store = Store::new(state.storage().sql());
         UsageCounter {
             state,
             env,
@@ -61,6 +61,12 @@ impl DurableObject for UsageCounter {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
+        if let Err(e) = self.store.ready() {
+            return http::error_response(
+                &ApiError::unavailable(format!("counter storage: {e}")),
+                &[],
+            );
+        }
         let path = req.path();
         let method = req.method();
         let bytes = req.bytes().await.unwrap_or_default();
@@ -98,6 +104,7 @@ impl DurableObject for UsageCounter {
     /// At the end of a period with unflushed or unclosed usage: ask to be flushed, so
     /// the period's final records go out even if the customer never calls again.
     async fn alarm(&self) -> Result<Response> {
+        self.store.ready()?;
         let now_ms = worker::Date::now().as_millis() as i64;
         self.mark_dirty(now_ms, true).await;
         Response::empty()

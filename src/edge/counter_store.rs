@@ -98,12 +98,20 @@ fn parse<T: DeserializeOwned>(text: &str) -> Result<T> {
 
 pub struct Store {
     sql: SqlStorage,
+    ready: std::cell::Cell<bool>,
 }
 
 impl Store {
-    pub fn open(sql: SqlStorage) -> Result<Store> {
-        sql.exec(SCHEMA, None)?;
-        Ok(Store { sql })
+    pub fn new(sql: SqlStorage) -> Store {
+        Store {
+            sql,
+            ready: std::cell::Cell::new(false),
+        }
+    }
+
+    /// Creates the tables if this object has not yet; call before any other method.
+    pub fn ready(&self) -> Result<()> {
+        super::sql::ensure_schema(&self.sql, SCHEMA, &self.ready)
     }
 
     fn rows(&self, query: &str, binds: Vec<SqlStorageValue>) -> Result<Vec<Row>> {

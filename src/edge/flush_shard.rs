@@ -50,6 +50,7 @@ pub struct FlushShard {
     env: Env,
     sql: SqlStorage,
     running: Cell<bool>,
+    ready: Cell<bool>,
 }
 
 fn int(row: &Row, i: usize) -> i64 {
@@ -59,15 +60,21 @@ fn int(row: &Row, i: usize) -> i64 {
 impl DurableObject for FlushShard {
     fn new(state: State, env: Env) -> Self {
         let sql = state.storage().sql();
-        sql.exec(SCHEMA, None).expect("shard schema");
         FlushShard {
             env,
             sql,
             running: Cell::new(false),
+            ready: Cell::new(false),
         }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
+        if let Err(e) = super::sql::ensure_schema(&self.sql, SCHEMA, &self.ready) {
+            return http::error_response(
+                &ApiError::unavailable(format!("shard storage: {e}")),
+                &[],
+            );
+        }
         let bytes = req.bytes().await.unwrap_or_default();
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
         let now_ms = worker::Date::now().as_millis() as i64;
@@ -152,8 +159,16 @@ impl FlushShard {
             .map(|r| (text(r, 0), int(r, 1)))
             .collect();
         let mut taken = Vec::with_capacity(dirty.len());
+        let mut failed: Vec<String> = Vec::new();
+        let mut error = None;
         for (customer, _) in &dirty {
-            taken.push((customer.clone(), self.take(customer).await?));
+            match self.take(customer).await {
+                Ok(records) => taken.push((customer.clone(), records)),
+                Err(e) => {
+                    failed.push(customer.clone());
+                    error.get_or_insert(e);
+                }
+            }
         }
         let ids_of = |c: &str| -> Vec<String> {
             taken
@@ -164,11 +179,10 @@ impl FlushShard {
         };
         let all_ids: Vec<(String, Vec<String>)> =
             dirty.iter().map(|(c, _)| (c.clone(), ids_of(c))).collect();
-        let mut failed: Vec<String> = Vec::new();
-        let mut error = None;
+        let mut undelivered = None;
         let (mut batches, mut records) = (0u64, 0u64);
         for (batch, customers) in pack(taken, receiver.batch_records) {
-            if error.is_some() {
+            if undelivered.is_some() {
                 failed.extend(customers);
                 continue;
             }
@@ -182,7 +196,7 @@ impl FlushShard {
                     self.keep_aside(&rendered, &batch.records, &customers, &detail, now_ms)?
                 }
                 Outcome::Retry(detail) => {
-                    error = Some(detail);
+                    undelivered = Some(detail);
                     failed.extend(customers);
                 }
             }
@@ -192,26 +206,38 @@ impl FlushShard {
             if failed.contains(customer) {
                 continue;
             }
-            if self.ack(customer, ids).await? {
-                let q = "DELETE FROM dirty WHERE customer = ? AND mark = ?";
-                self.sql
-                    .exec(q, vec![customer.as_str().into(), (*mark).into()])?;
-                cleaned += 1;
+            match self.ack(customer, ids).await {
+                Ok(true) => {
+                    let q = "DELETE FROM dirty WHERE customer = ? AND mark = ?";
+                    self.sql
+                        .exec(q, vec![customer.as_str().into(), (*mark).into()])?;
+                    cleaned += 1;
+                }
+                Ok(false) => {}
+                // Unacknowledged: the counter keeps the records and hands out the same
+                // ones next run; the receiver dedupes them.
+                Err(e) => {
+                    error.get_or_insert(e);
+                }
             }
         }
         stats.batches_sent += batches;
         stats.records_sent += records;
         let summary = json!({"customers": dirty.len(), "batches": batches, "records": records,
-            "cleaned": cleaned, "error": error});
-        match error {
-            Some(e) => self.fail(stats, now_ms, e).map(|_| summary),
-            None => {
-                stats.failures = 0;
-                stats.retry_at_ms = 0;
-                self.save_stats(&stats)?;
-                Ok(summary)
-            }
+            "cleaned": cleaned, "error": undelivered.as_ref().or(error.as_ref())});
+        if let Some(e) = undelivered {
+            // The receiver failed: back off before the next try.
+            return self.fail(stats, now_ms, e).map(|_| summary);
         }
+        stats.failures = 0;
+        stats.retry_at_ms = 0;
+        if let Some(e) = error {
+            // Some counters did not answer: they are simply tried again next run.
+            stats.last_error = Some(e);
+            stats.last_error_ms = Some(now_ms);
+        }
+        self.save_stats(&stats)?;
+        Ok(summary)
     }
 
     fn fail(&self, mut stats: ShardStats, now_ms: i64, error: String) -> Result<serde_json::Value> {
@@ -226,20 +252,49 @@ impl FlushShard {
         Ok(json!({"error": error, "retry_at_ms": stats.retry_at_ms}))
     }
 
-    async fn take(&self, customer: &str) -> Result<Vec<UsageRecord>> {
-        let none: Option<&()> = None;
-        let mut resp = call(&self.env, customer, Method::Post, "/flush/take", none)
-            .await
-            .map_err(|e| worker::Error::RustError(e.to_string()))?;
-        let v: serde_json::Value = resp.json().await?;
-        Ok(serde_json::from_value(v["records"].clone()).unwrap_or_default())
+    /// Waits at most `FLUSH_TIMEOUT_MS` for a counter, so one stuck counter cannot hold
+    /// up the run: it is skipped and tried again on the next run.
+    async fn counter(
+        &self,
+        customer: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> std::result::Result<serde_json::Value, String> {
+        let timeout_ms = config::setting(&self.env, "FLUSH_TIMEOUT_MS")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10_000);
+        let answer = async {
+            let mut resp = call(&self.env, customer, Method::Post, path, Some(body))
+                .await
+                .map_err(|e| e.message)?;
+            if resp.status_code() >= 300 {
+                return Err(format!(
+                    "counter {customer} answered {}",
+                    resp.status_code()
+                ));
+            }
+            resp.json::<serde_json::Value>()
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let timeout = worker::Delay::from(std::time::Duration::from_millis(timeout_ms));
+        match futures_util::future::select(Box::pin(answer), timeout).await {
+            futures_util::future::Either::Left((result, _)) => result,
+            futures_util::future::Either::Right(_) => Err(format!(
+                "counter {customer}: no answer within {timeout_ms} ms"
+            )),
+        }
     }
 
-    async fn ack(&self, customer: &str, ids: &[String]) -> Result<bool> {
-        let mut resp = call(&self.env, customer, Method::Post, "/flush/ack", Some(&ids))
-            .await
-            .map_err(|e| worker::Error::RustError(e.to_string()))?;
-        let v: serde_json::Value = resp.json().await?;
+    async fn take(&self, customer: &str) -> std::result::Result<Vec<UsageRecord>, String> {
+        let v = self
+            .counter(customer, "/flush/take", &serde_json::Value::Null)
+            .await?;
+        serde_json::from_value(v["records"].clone()).map_err(|e| e.to_string())
+    }
+
+    async fn ack(&self, customer: &str, ids: &[String]) -> std::result::Result<bool, String> {
+        let v = self.counter(customer, "/flush/ack", &json!(ids)).await?;
         Ok(v["clean"] == true)
     }
 

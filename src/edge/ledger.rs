@@ -40,6 +40,7 @@ struct Rating {
 pub struct Ledger {
     env: Env,
     sql: SqlStorage,
+    ready: std::cell::Cell<bool>,
 }
 
 fn stored(e: worker::Error) -> ApiError {
@@ -61,11 +62,20 @@ fn int(row: &[SqlStorageValue], i: usize) -> i64 {
 impl DurableObject for Ledger {
     fn new(state: State, env: Env) -> Self {
         let sql = state.storage().sql();
-        sql.exec(SCHEMA, None).expect("ledger schema");
-        Ledger { env, sql }
+        Ledger {
+            env,
+            sql,
+            ready: std::cell::Cell::new(false),
+        }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
+        if let Err(e) = super::sql::ensure_schema(&self.sql, SCHEMA, &self.ready) {
+            return http::error_response(
+                &ApiError::unavailable(format!("ledger storage: {e}")),
+                &[],
+            );
+        }
         let bytes = req.bytes().await.unwrap_or_default();
         let v: Value = serde_json::from_slice(&bytes).unwrap_or_default();
         let now_ms = worker::Date::now().as_millis() as i64;

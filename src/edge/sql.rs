@@ -1,6 +1,7 @@
 //! Reading SQLite rows as raw values. `to_array` would compile a second deserializer
 //! (serde-wasm-bindgen) for every row type into the bundle; these few helpers do not.
 
+use std::cell::Cell;
 use worker::{Result, SqlStorage, SqlStorageValue};
 
 pub type Row = Vec<SqlStorageValue>;
@@ -25,4 +26,15 @@ pub fn integer(row: &[SqlStorageValue], i: usize) -> Option<i64> {
         Some(SqlStorageValue::Float(f)) => Some(*f as i64),
         _ => None,
     }
+}
+
+/// Creates the tables on first use. Done lazily, not in the Durable Object's
+/// constructor, so a storage failure (a full disk, SQLite out of memory) becomes a 503
+/// for that request instead of a panic that would reset every object of the isolate.
+pub fn ensure_schema(sql: &SqlStorage, schema: &str, ready: &Cell<bool>) -> Result<()> {
+    if !ready.get() {
+        sql.exec(schema, None)?;
+        ready.set(true);
+    }
+    Ok(())
 }
