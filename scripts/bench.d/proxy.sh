@@ -1,0 +1,417 @@
+# The proxy section of scripts/bench, sourced by it at the top level: it uses the
+# script's helpers and variables, and its own variables stay visible to the report.
+# direct vs bare vs metered (and metered with Durable Objects on tmpfs), non-streamed
+# under oha and streamed with curl.
+
+# ---------------------------------------------------------------- fake upstream
+probe_upstream() { # prints the p50 (us) of 1 s of sequential requests to the upstream
+  oha -z 1s -c 1 --no-tui --output-format json -m POST -H 'content-type: application/json' \
+    -d "$CHAT_BODY" "$UPSTREAM_URL/v1/chat/completions" 2>/dev/null |
+    jq -r '.latencyPercentiles.p50 * 1e6 | floor'
+}
+
+step "probing the fake upstream"
+UPSTREAM_P50=$(probe_upstream)
+[ -n "$UPSTREAM_P50" ] || die "probing the fake upstream failed"
+info "sequential p50 $UPSTREAM_P50 us"
+UPSTREAM_NOTE=""
+if [ "$UPSTREAM_P50" -gt 10000 ]; then
+  # tests/support/upstream.rs writes each response in several small write() calls
+  # without TCP_NODELAY, so Nagle's algorithm holds the rest of every response until
+  # the client's delayed ACK (about 40 ms on Linux): a floor that would hide the
+  # Worker's own cost. Until that is fixed there, measure with a copy of the same
+  # source whose only change is TCP_NODELAY on accepted connections.
+  step "the fake upstream stalls $UPSTREAM_P50 us per response (Nagle + delayed ACK): building a TCP_NODELAY copy"
+  stop "$UPSTREAM_PID"
+  UPSTREAM_PID=""
+  NODELAY_DIR=$ROOT/target/bench-upstream
+  mkdir -p "$NODELAY_DIR"
+  cp tests/support/fake_upstream.rs Cargo.lock "$NODELAY_DIR/"
+  cp scripts/bench.d/nodelay-upstream.toml "$NODELAY_DIR/Cargo.toml"
+  # Insert the option as the first statement of `fn serve(conn: TcpStream, ...)`.
+  awk '/^fn serve\(conn: TcpStream/ { armed = 1 }
+       { print }
+       armed && /\{$/ { print "    let _ = conn.set_nodelay(true);"; armed = 0; done = 1 }
+       END { exit done ? 0 : 1 }' tests/support/upstream.rs >"$NODELAY_DIR/upstream.rs" ||
+    die "cannot patch a copy of tests/support/upstream.rs (fn serve changed); set TCP_NODELAY there"
+  (cd "$NODELAY_DIR" && cargo build --release --quiet 2>"$WORK/nodelay-build.log") ||
+    { cat "$WORK/nodelay-build.log" >&2; die "building the TCP_NODELAY copy failed"; }
+  start_upstream "$NODELAY_DIR/target/release/fake_upstream"
+  STALLED_P50=$UPSTREAM_P50
+  UPSTREAM_P50=$(probe_upstream)
+  info "TCP_NODELAY copy on $UPSTREAM_URL (pid $UPSTREAM_PID), sequential p50 $UPSTREAM_P50 us"
+  UPSTREAM_NOTE="**Upstream caveat.** The fake upstream as built from \`tests/support/upstream.rs\`
+answered sequential requests in $(awk -v u="$STALLED_P50" 'BEGIN { printf "%.1f", u / 1000 }') ms (p50): it writes each response in several
+small \`write()\` calls without \`TCP_NODELAY\`, so Nagle's algorithm holds the rest of the
+response until the client's delayed ACK (about 40 ms on Linux). That floor would hide the
+Worker's cost, so this run used a copy of the same source (built under
+\`target/bench-upstream\`) whose only change is \`conn.set_nodelay(true)\` on accepted
+connections: p50 $(awk -v u="$UPSTREAM_P50" 'BEGIN { printf "%.3f", u / 1000 }') ms. Once \`tests/support/upstream.rs\` sets it,
+\`scripts/bench\` uses the project's binary as is."
+fi
+
+# ---------------------------------------------------------------- workerd
+WORKER_PORT=$(free_port 18787) || die "no free port"
+# A second copy of the Worker keeps its Durable Object storage on tmpfs, when there is
+# one: the difference between the two metered rows is the cost of flushing SQLite to
+# disk (workerd fsyncs each Durable Object transaction).
+TMPFS_DO=""
+if [ "$(stat -f -c %T /dev/shm 2>/dev/null)" = tmpfs ]; then
+  TMPFS_DO=$(mktemp -d /dev/shm/edgemeter-bench.XXXXXX)
+  TMPFS_PORT=$(free_port $((WORKER_PORT + 1))) || die "no free port"
+fi
+# Bindings come from wrangler.toml; the bench overrides the upstream, the catalog and
+# the admin token, and turns on the bare route.
+instances=(--instance "$WORKER_PORT:$WORK/do")
+[ -z "$TMPFS_DO" ] || instances+=(--instance "$TMPFS_PORT:$TMPFS_DO")
+python3 scripts/bench.d/workerd_config.py --wrangler wrangler.toml \
+  --js "$MAIN_MODULE" --wasm "$WASM_MODULE" "${instances[@]}" \
+  --var "UPSTREAM_URL=$UPSTREAM_URL" --var "ADMIN_TOKEN=$ADMIN_TOKEN" \
+  --var BENCH_BARE_ROUTE=1 --var-file CATALOG=catalog.json >"$WORK/config.capnp" ||
+  die "could not write the workerd config"
+
+step "starting workerd serve on 127.0.0.1:$WORKER_PORT${TMPFS_DO:+ and :$TMPFS_PORT (Durable Objects on tmpfs)}"
+WORKERD_LOG=$WORK/workerd.log
+"$WORKERD" serve "$WORK/config.capnp" --experimental >"$WORKERD_LOG" 2>&1 &
+WORKERD_PID=$!
+WORKER_URL=http://127.0.0.1:$WORKER_PORT
+TMPFS_URL=${TMPFS_DO:+http://127.0.0.1:$TMPFS_PORT}
+wait_healthy "$WORKER_URL" "$WORKERD_PID"
+[ -z "$TMPFS_URL" ] || curl -sf "$TMPFS_URL/healthz" >/dev/null || die "the tmpfs Worker did not answer /healthz"
+info "workerd is up (pid $WORKERD_PID)"
+
+# ---------------------------------------------------------------- customer + key
+live_key() { # BASE_URL: creates the bench customer there and prints a live key
+  local resp key
+  resp=$(admin "$1" POST /admin/v1/customers '{"id":"bench","plan":"bench"}')
+  [ "$(tail -n 1 <<<"$resp")" = 201 ] || die "creating the customer failed: $resp"
+  resp=$(admin "$1" POST /admin/v1/customers/bench/keys '{"mode":"live"}')
+  [ "$(tail -n 1 <<<"$resp")" = 201 ] || die "issuing a key failed: $resp"
+  key=$(head -n -1 <<<"$resp" | jq -r .key)
+  [[ "$key" == em_live_* ]] || die "unexpected key in: $resp"
+  echo "$key"
+}
+
+# ---------------------------------------------------------------- targets
+TARGETS=(direct bare metered)
+declare -A URL AUTH LABEL BASE SENT
+URL[direct]=$UPSTREAM_URL/v1/chat/completions
+URL[bare]=$WORKER_URL/bare/v1/chat/completions
+URL[metered]=$WORKER_URL/v1/chat/completions
+LABEL[direct]=direct
+LABEL[bare]=bare
+LABEL[metered]=metered
+BASE[metered]=$WORKER_URL
+if [ -n "$TMPFS_URL" ]; then
+  TARGETS+=(metered_tmpfs)
+  URL[metered_tmpfs]=$TMPFS_URL/v1/chat/completions
+  LABEL[metered_tmpfs]="metered, DO on tmpfs"
+  BASE[metered_tmpfs]=$TMPFS_URL
+fi
+AUTH[direct]=""
+AUTH[bare]=""
+step "creating the bench customer (plan \"bench\", no limits) and a live key on each Worker"
+for t in "${TARGETS[@]}"; do
+  [ -n "${BASE[$t]:-}" ] || continue
+  key=$(live_key "${BASE[$t]}")
+  AUTH[$t]="Bearer $key"
+  SENT[$t]=0
+  info "${LABEL[$t]}: key ${key:0:16}..."
+done
+
+step "checking that every target answers correctly"
+for t in "${TARGETS[@]}"; do
+  args=(-sS -X POST "${URL[$t]}" -H 'content-type: application/json' -D "$WORK/check.h" -o "$WORK/check.b" -w '%{http_code}')
+  [ -z "${AUTH[$t]}" ] || args+=(-H "authorization: ${AUTH[$t]}")
+  code=$(curl "${args[@]}" --data "$CHAT_BODY")
+  [ "$code" = 200 ] || die "$t answered $code: $(cat "$WORK/check.b")"
+  jq -e '.usage.completion_tokens > 0' "$WORK/check.b" >/dev/null || die "$t: no usage in $(cat "$WORK/check.b")"
+  if [ -n "${BASE[$t]:-}" ]; then
+    grep -qi '^x-edgemeter-cost:' "$WORK/check.h" || die "$t: metered responses carry no x-edgemeter-cost header"
+    SENT[$t]=$((${SENT[$t]} + 2))
+  fi
+  code=$(curl "${args[@]}" --data "$STREAM_BODY")
+  [ "$code" = 200 ] || die "$t (stream) answered $code: $(cat "$WORK/check.b")"
+  grep -q '^data: \[DONE\]' "$WORK/check.b" || die "$t (stream): no [DONE] in $(cat "$WORK/check.b")"
+  info "${LABEL[$t]}: ok"
+done
+
+# ---------------------------------------------------------------- measuring helpers
+HZ=$(getconf CLK_TCK)
+proc_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # utime + stime of a process
+# "pid ticks" for every process but this script, workerd and the upstream: its CPU time
+# (user + system) plus that of its children that ended, so a short-lived compiler run
+# still counts towards its parent.
+others_snapshot() {
+  cat /proc/[0-9]*/stat 2>/dev/null | awk -v a="$$" -v b="$WORKERD_PID" -v c="$UPSTREAM_PID" '{
+    pid = $1; i = length($0); while (substr($0, i, 1) != ")") i--
+    split(substr($0, i + 2), f, " ")  # f[1] is field 3 (state)
+    if (pid != a && pid != b && pid != c) print pid, f[12] + f[13] + f[14] + f[15] }'
+}
+others_ticks() { # BEFORE AFTER: CPU ticks other processes used between the snapshots
+  awk 'NR == FNR { before[$1] = $2; next }
+       { d = $2 - (($1 in before) ? before[$1] : 0); if (d > 0) sum += d }
+       END { print sum + 0 }' "$1" "$2"
+}
+run_oha() { # TARGET CONNS SECONDS OUTFILE
+  local args=(-z "$3"s -c "$2" -w --no-tui --output-format json -m POST
+    -H 'content-type: application/json' -d "$CHAT_BODY")
+  [ -z "${AUTH[$1]}" ] || args+=(-H "authorization: ${AUTH[$1]}")
+  oha "${args[@]}" "${URL[$1]}" >"$4" 2>"$WORK/oha.err" ||
+    { cat "$WORK/oha.err" >&2; die "oha failed for $1 at c=$2"; }
+}
+us() { jq -r ".latencyPercentiles.$1 * 1e6 | floor" "$2"; }
+
+declare -A RPS P50 P90 P99 MAX DONE FAILED WCPU UCPU OTHER
+
+# ---------------------------------------------------------------- non-streamed load
+# A point during which other processes used more than MAX_OTHER % of a CPU (someone
+# else building, say) is measured again, up to RETRIES times; the least disturbed
+# attempt is kept, and the report shows how disturbed it was.
+measure() { # TARGET CONNS: one measured run; sets the m_* variables
+  local t=$1 c=$2 w0 w1 u0 u1 r=$WORK/run.json
+  w0=$(proc_ticks "$WORKERD_PID")
+  u0=$(proc_ticks "$UPSTREAM_PID")
+  others_snapshot >"$WORK/others0"
+  run_oha "$t" "$c" "$SECONDS_PER_POINT" "$r"
+  others_snapshot >"$WORK/others1"
+  w1=$(proc_ticks "$WORKERD_PID")
+  u1=$(proc_ticks "$UPSTREAM_PID")
+  m_done=$(jq '[.statusCodeDistribution[]] | add // 0' "$r")
+  m_failed=$(jq '([.statusCodeDistribution | to_entries[] | select(.key != "200") | .value] | add // 0)
+    + ([.errorDistribution[]] | add // 0)' "$r")
+  m_rps=$(jq '.summary.requestsPerSec | round' "$r")
+  m_p50=$(us p50 "$r")
+  m_p90=$(us p90 "$r")
+  m_p99=$(us p99 "$r")
+  m_max=$(jq -r '.summary.slowest * 1e6 | floor' "$r")
+  local secs
+  secs=$(jq '.summary.total' "$r")
+  # CPU per request in microseconds (clock-tick resolution over the whole run), and
+  # the CPU that processes other than workerd, the upstream and oha used meanwhile.
+  m_wcpu=$(awk -v d=$((w1 - w0)) -v n="$m_done" -v hz="$HZ" 'BEGIN { printf "%.0f", d / hz * 1e6 / n }')
+  m_ucpu=$(awk -v d=$((u1 - u0)) -v n="$m_done" -v hz="$HZ" 'BEGIN { printf "%.0f", d / hz * 1e6 / n }')
+  m_other=$(awk -v d="$(others_ticks "$WORK/others0" "$WORK/others1")" -v s="$secs" -v hz="$HZ" \
+    -v cap="$(nproc)" 'BEGIN { v = d / hz / s * 100; if (v > cap * 100) v = cap * 100; printf "%.0f", v }')
+}
+declare -A TRIES
+for c in $CONNS; do
+  for t in "${TARGETS[@]}"; do
+    step "non-streamed chat, $t, c=$c: ${WARMUP}s warm-up, ${SECONDS_PER_POINT}s measured"
+    run_oha "$t" "$c" "$WARMUP" "$WORK/warmup.json"
+    if [ -n "${BASE[$t]:-}" ]; then
+      SENT[$t]=$((${SENT[$t]} + $(jq '[.statusCodeDistribution[]] | add // 0' "$WORK/warmup.json")))
+    fi
+    k=$t/$c
+    for ((try = 1; try <= RETRIES + 1; try++)); do
+      measure "$t" "$c"
+      [ -z "${BASE[$t]:-}" ] || SENT[$t]=$((${SENT[$t]} + m_done))
+      info "$(printf '%s req/s, p50 %s us, p99 %s us, failed %s, workerd CPU %s us/req, other processes %s%% of a CPU' \
+        "$m_rps" "$m_p50" "$m_p99" "$m_failed" "$m_wcpu" "$m_other")"
+      if [ "$try" = 1 ] || [ "$m_other" -lt "${OTHER[$k]}" ]; then
+        DONE[$k]=$m_done FAILED[$k]=$m_failed RPS[$k]=$m_rps P50[$k]=$m_p50 P90[$k]=$m_p90
+        P99[$k]=$m_p99 MAX[$k]=$m_max WCPU[$k]=$m_wcpu UCPU[$k]=$m_ucpu OTHER[$k]=$m_other
+      fi
+      TRIES[$k]=$try
+      [ "${OTHER[$k]}" -gt "$MAX_OTHER" ] || break
+      [ "$try" -gt "$RETRIES" ] || info "other processes were busy: measuring again"
+    done
+  done
+done
+
+# ---------------------------------------------------------------- streamed
+# N sequential streamed requests over one kept-alive connection (one curl process);
+# time_starttransfer is the time to the first response byte, time_total the whole stream.
+declare -A S_TTFB50 S_TTFB90 S_TOT50 S_TOT90
+pct() { # PERCENT < numbers: nearest-rank percentile
+  sort -n | awk -v p="$1" '{ v[NR] = $1 } END { i = int(p / 100 * NR + 0.999999); if (i < 1) i = 1; print v[i] }'
+}
+stream_run() { # TARGET COUNT: prints "ttfb total status" per request
+  local cfg=$WORK/stream.curlrc i
+  printf '%s\n' "$STREAM_BODY" >"$WORK/stream.json"
+  {
+    echo 'silent'
+    echo 'request = "POST"'
+    echo 'header = "content-type: application/json"'
+    [ -z "${AUTH[$1]}" ] || echo "header = \"authorization: ${AUTH[$1]}\""
+    echo "data-binary = \"@$WORK/stream.json\""
+    echo 'write-out = "%{time_starttransfer} %{time_total} %{http_code}\n"'
+    for ((i = 0; i < $2; i++)); do
+      echo "url = \"${URL[$1]}\""
+      echo 'output = "/dev/null"'
+    done
+  } >"$cfg"
+  curl -K "$cfg"
+}
+for t in "${TARGETS[@]}"; do
+  step "streamed chat (50 tokens), $t: 20 warm-up and $STREAM_N measured sequential requests"
+  stream_run "$t" 20 >/dev/null
+  stream_run "$t" "$STREAM_N" >"$WORK/stream.$t"
+  [ -z "${BASE[$t]:-}" ] || SENT[$t]=$((${SENT[$t]} + 20 + STREAM_N))
+  bad=$(awk '$3 != 200' "$WORK/stream.$t" | wc -l)
+  [ "$bad" -eq 0 ] || die "$t: $bad streamed requests did not answer 200"
+  [ "$(wc -l <"$WORK/stream.$t")" -eq "$STREAM_N" ] || die "$t: expected $STREAM_N streamed results"
+  S_TTFB50[$t]=$(awk '{ printf "%.0f\n", $1 * 1e6 }' "$WORK/stream.$t" | pct 50)
+  S_TTFB90[$t]=$(awk '{ printf "%.0f\n", $1 * 1e6 }' "$WORK/stream.$t" | pct 90)
+  S_TOT50[$t]=$(awk '{ printf "%.0f\n", $2 * 1e6 }' "$WORK/stream.$t" | pct 50)
+  S_TOT90[$t]=$(awk '{ printf "%.0f\n", $2 * 1e6 }' "$WORK/stream.$t" | pct 90)
+  info "TTFB p50 ${S_TTFB50[$t]} us, p90 ${S_TTFB90[$t]} us; whole stream p50 ${S_TOT50[$t]} us"
+done
+
+# ---------------------------------------------------------------- metering check
+step "reading the bench customer's usage from each counter"
+sleep 1 # settlement runs after the response (waitUntil)
+declare -A SETTLED
+for t in "${TARGETS[@]}"; do
+  [ -n "${BASE[$t]:-}" ] || continue
+  usage=$(curl -sS "${BASE[$t]}/v1/usage" -H "authorization: ${AUTH[$t]}")
+  SETTLED[$t]=$(jq -r '.totals.requests // empty' <<<"$usage")
+  [ -n "${SETTLED[$t]}" ] || die "unexpected /v1/usage answer: $usage"
+  info "${LABEL[$t]}: the counter settled ${SETTLED[$t]} requests; the benchmark completed ${SENT[$t]}"
+done
+WORKERD_ERRORS=$(grep -ci -e error -e exception "$WORK/workerd.log" || true)
+V_OHA=$(oha --version)
+step "stopping the proxy section's workerd"
+stop "$WORKERD_PID"
+WORKERD_PID=""
+
+
+# ---------------------------------------------------------------- report
+first_c=${CONNS%% *}
+last_c=${CONNS##* }
+PAIRS=("metered bare")
+[ -z "$TMPFS_URL" ] || PAIRS+=("metered_tmpfs bare" "metered metered_tmpfs")
+PAIRS+=("metered direct" "bare direct")
+
+proxy_targets() {
+  local r
+  r=$(awk -v a="${P50[metered/$first_c]}" -v b="${P50[bare/$first_c]}" 'BEGIN { printf "%.2f", a / b }')
+  echo "| metered p50 ≤ 1.3× bare pass-through (c=$first_c, non-streamed) | $(ratio "${P50[metered/$first_c]}" "${P50[bare/$first_c]}") ($(ms "${P50[metered/$first_c]}") ms vs $(ms "${P50[bare/$first_c]}") ms) | $(verdict "$r" 1.3) |"
+  if [ -n "$TMPFS_URL" ]; then
+    r=$(awk -v a="${P50[metered_tmpfs/$first_c]}" -v b="${P50[bare/$first_c]}" 'BEGIN { printf "%.2f", a / b }')
+    echo "| the same, Durable Object storage on tmpfs | $(ratio "${P50[metered_tmpfs/$first_c]}" "${P50[bare/$first_c]}") ($(ms "${P50[metered_tmpfs/$first_c]}") ms vs $(ms "${P50[bare/$first_c]}") ms) | $(verdict "$r" 1.3) |"
+  fi
+}
+
+proxy_notes() {
+  if [ -n "$UPSTREAM_NOTE" ]; then
+    echo "$UPSTREAM_NOTE"
+    echo
+  fi
+}
+
+proxy_report() {
+  local c t k cpu pair a b
+  echo "## Proxy path"
+  echo
+  echo "What was measured, all against the same local fake upstream:"
+  echo
+  echo "- **direct**: \`POST /v1/chat/completions\` to the upstream itself."
+  echo "- **bare**: the bare pass-through Worker route, \`POST /bare/v1/chat/completions\`"
+  echo "  (enabled by \`BENCH_BARE_ROUTE\`): reads the body and forwards it, no metering."
+  echo "- **metered**: the metered proxy path, \`POST /v1/chat/completions\` with a live key."
+  echo "  The customer's \`UsageCounter\` Durable Object keeps SQLite on local disk"
+  echo "  ($DO_FS), which workerd flushes to disk (fsync) as Durable Object writes commit."
+  if [ -n "$TMPFS_URL" ]; then
+    echo "- **metered, DO on tmpfs**: the same path on a second copy of the Worker (same"
+    echo "  workerd process) whose Durable Object storage is on tmpfs, so no disk flush: the"
+    echo "  difference to *metered* is the cost of the flushes."
+  fi
+  echo
+  echo "### Non-streamed chat completion"
+  echo
+  echo "\`POST …/v1/chat/completions\` (gpt-4o-mini, answered at once by the upstream),"
+  echo "${SECONDS_PER_POINT} s per point after a ${WARMUP} s warm-up. Latencies in ms."
+  echo "*workerd CPU* is the workerd process's CPU time per request (for *direct*: the"
+  echo "upstream's). *Others* is the CPU time that every other process on the machine"
+  echo "(not workerd, the upstream or oha) used meanwhile, in % of one CPU (roughly: a"
+  echo "process that ends adds its whole CPU time to its parent's): high values"
+  echo "mean the point was disturbed by other work (kernel threads, such as the ones that"
+  echo "write the ext4 journal after the metered path's flushes, count here too). A point"
+  echo "with others above $MAX_OTHER% was measured again, up to $((RETRIES + 1)) runs in all (*runs*),"
+  echo "and the least disturbed run is shown."
+  echo
+  echo "| c | target | req/s | p50 | p90 | p99 | max | requests | failed | workerd CPU µs/req | others | runs |"
+  echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  for c in $CONNS; do
+    for t in "${TARGETS[@]}"; do
+      k=$t/$c
+      cpu=${WCPU[$k]}
+      [ "$t" != direct ] || cpu="${UCPU[$k]} (upstream)"
+      echo "| $c | ${LABEL[$t]} | ${RPS[$k]} | $(ms "${P50[$k]}") | $(ms "${P90[$k]}") | $(ms "${P99[$k]}") | $(ms "${MAX[$k]}") | ${DONE[$k]} | ${FAILED[$k]} | $cpu | ${OTHER[$k]}% | ${TRIES[$k]} |"
+    done
+  done
+  echo
+  echo "Ratios (first ÷ second target at the same concurrency; for req/s below 1× means"
+  echo "fewer requests per second), and the p50 difference in ms:"
+  echo
+  echo "| c | comparison | req/s | p50 | p90 | p99 | p50 difference |"
+  echo "|---:|---|---:|---:|---:|---:|---:|"
+  for c in $CONNS; do
+    for pair in "${PAIRS[@]}"; do
+      read -r a b <<<"$pair"
+      echo "| $c | ${LABEL[$a]} ÷ ${LABEL[$b]} | $(ratio "${RPS[$a/$c]}" "${RPS[$b/$c]}") | $(ratio "${P50[$a/$c]}" "${P50[$b/$c]}") | $(ratio "${P90[$a/$c]}" "${P90[$b/$c]}") | $(ratio "${P99[$a/$c]}" "${P99[$b/$c]}") | $(plus_ms "${P50[$a/$c]}" "${P50[$b/$c]}") |"
+    done
+  done
+  echo
+  echo "### Streamed chat completion"
+  echo
+  echo "\`\"stream\": true\`, 50 completion tokens (53 SSE events, sent as fast as possible),"
+  echo "$STREAM_N sequential requests per target over one kept-alive connection, after 20"
+  echo "warm-up requests. TTFB is curl's \`time_starttransfer\` (first response byte);"
+  echo "*stream* is \`time_total\` (until the last byte). In ms."
+  echo
+  echo "| target | TTFB p50 | TTFB p90 | stream p50 | stream p90 |"
+  echo "|---|---:|---:|---:|---:|"
+  for t in "${TARGETS[@]}"; do
+    echo "| ${LABEL[$t]} | $(ms "${S_TTFB50[$t]}") | $(ms "${S_TTFB90[$t]}") | $(ms "${S_TOT50[$t]}") | $(ms "${S_TOT90[$t]}") |"
+  done
+  echo
+  echo "| comparison | TTFB p50 | TTFB p90 | stream p50 | stream p90 | TTFB p50 difference |"
+  echo "|---|---:|---:|---:|---:|---:|"
+  for pair in "${PAIRS[@]}"; do
+    read -r a b <<<"$pair"
+    echo "| ${LABEL[$a]} ÷ ${LABEL[$b]} | $(ratio "${S_TTFB50[$a]}" "${S_TTFB50[$b]}") | $(ratio "${S_TTFB90[$a]}" "${S_TTFB90[$b]}") | $(ratio "${S_TOT50[$a]}" "${S_TOT50[$b]}") | $(ratio "${S_TOT90[$a]}" "${S_TOT90[$b]}") | $(plus_ms "${S_TTFB50[$a]}" "${S_TTFB50[$b]}") |"
+  done
+  echo
+  echo "### Metering check"
+  echo
+  echo "After the run, requests that each bench customer's counter had settled"
+  echo "(\`GET /v1/usage\`) against metered requests the benchmark completed:"
+  echo
+  for t in "${TARGETS[@]}"; do
+    [ -n "${BASE[$t]:-}" ] || continue
+    echo "- ${LABEL[$t]}: ${SETTLED[$t]} settled, ${SENT[$t]} completed"
+  done
+  echo
+  echo "Lines mentioning an error or exception in the workerd log: $WORKERD_ERRORS."
+  echo
+}
+
+proxy_how() {
+  echo "- Proxy: the \`UsageCounter\` Durable Object keeps SQLite in a fresh directory ($DO_FS;"
+  echo "  and tmpfs for the second Worker copy, if the machine has /dev/shm). The overrides"
+  echo "  are the fake upstream as \`UPSTREAM_URL\` and \`BENCH_BARE_ROUTE = \"1\"\`."
+  if [ -n "$UPSTREAM_NOTE" ]; then
+    echo "- Upstream: a TCP_NODELAY copy of \`tests/support/fake_upstream.rs\` (see the caveat above),"
+  else
+    echo "- Upstream: \`target/release/examples/fake_upstream\` (tests/support),"
+  fi
+  echo "  HTTP/1.1 with keep-alive on 127.0.0.1, answering at once with deterministic usage."
+  echo "  All targets use the same upstream process in the same run."
+  echo "- The proxy's bench customer is on the plan \`bench\` with one live key."
+  echo "- Non-streamed load: \`oha -z ${SECONDS_PER_POINT}s -c C -w\`, closed loop (each connection"
+  echo "  sends its next request when the previous answer arrives), keep-alive; percentiles"
+  echo "  are of the raw per-request latencies, without coordinated-omission correction"
+  echo "  (wrk's built-in percentiles include it, which turns a single 50 ms pause into"
+  echo "  hundreds of synthetic slow samples at c=1). c=$first_c measures latency,"
+  echo "  c=$last_c throughput. oha, workerd and the upstream share the machine's $NPROC CPUs."
+  echo "- Streamed: one \`curl -K\` process per target sending the requests one after another."
+  echo "- The metered path makes one Durable Object round trip before forwarding (admission)"
+  echo "  and one after the response (settlement, in \`waitUntil\`); the bare route makes none."
+}
+
+proxy_summary() {
+  sed -n '/^| c | target/,/^$/p' "$OUT"
+  sed -n '/^| c | comparison/,/^$/p' "$OUT"
+}

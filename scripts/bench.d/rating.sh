@@ -1,0 +1,160 @@
+# The rating section of scripts/bench, sourced by it at the top level: it uses the
+# script's helpers and variables, and its own variables stay visible to the report.
+#
+# A fresh workerd's built-in rating endpoint (/rating/v1), driven by
+# scripts/bench.d/rating_load.py: signed ingestion of native batches (500 records), as a
+# flush delivers them (every record another customer's) and for one customer whose
+# records grow towards BENCH_RATING_RECORDS, with the invoice and the price preview
+# timed along the way. Then the pure core, natively, if the crate has the
+# rating_core_bench example.
+
+RATING_SECRET=whsec_bench_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+RATING_PERIOD=$(date -u +%Y-%m-01)
+RATING_SPREAD_CUSTOMERS=1000
+RATING_SPREAD_SECONDS=15
+RATING_CALLS=20
+RATING_CHECKPOINTS=10000,100000
+
+step "rating: starting a fresh workerd with the built-in rating endpoint"
+start_worker rating "$WORK/do-rating" "RATING_SECRET=$RATING_SECRET"
+RATING_URL=$SECTION_URL
+info "workerd on $RATING_URL (pid $SECTION_PID); records of the period starting $RATING_PERIOD"
+rating_load() { # MODE ARGS...
+  python3 scripts/bench.d/rating_load.py "$1" --url "$RATING_URL" --token "$ADMIN_TOKEN" \
+    --secret "$RATING_SECRET" --period "$RATING_PERIOD" --price-book price_book.json "${@:2}"
+}
+
+step "rating endpoint, as a flush delivers: batches of 500 records of 500 different customers ($RATING_SPREAD_CUSTOMERS in all), ${RATING_SPREAD_SECONDS} s"
+rating_load spread --customers "$RATING_SPREAD_CUSTOMERS" --seconds "$RATING_SPREAD_SECONDS" >"$WORK/spread.json"
+R_SPREAD=$(tail -n 1 "$WORK/spread.json")
+[ -z "$(jq -r '.error // empty' <<<"$R_SPREAD")" ] || die "rating ingestion failed: $(jq -r .error <<<"$R_SPREAD")"
+info "$(jq -r '"\(.stored) records in \(.batches) batches in \(.seconds) s: \(.records_per_s) records/s (accounts set in \(.accounts_s) s)"' <<<"$R_SPREAD")"
+
+step "rating endpoint, one customer: up to $RATING_RECORDS records or ${RATING_SECONDS} s; invoice and preview timed (median of $RATING_CALLS) at $RATING_CHECKPOINTS and the end"
+rating_load single --customer rating-bench --target "$RATING_RECORDS" --seconds "$RATING_SECONDS" \
+  --checkpoints "$RATING_CHECKPOINTS" --calls "$RATING_CALLS" | tee "$WORK/single.jsonl" |
+  jq -r --unbuffered 'if .kind == "checkpoint" then
+      "    \(.records) records: invoice \(.invoice.median_ms) ms, preview \(.preview.median_ms) ms (medians)"
+    else "    \(.records) records in \(.sending_s) s of sending: \(.records_per_s) records/s" end'
+R_SINGLE=$(jq -c 'select(.kind == "summary")' "$WORK/single.jsonl")
+[ -n "$R_SINGLE" ] || die "the one-customer rating run printed no summary"
+[ -z "$(jq -r '.error // empty' <<<"$R_SINGLE")" ] || die "rating ingestion failed: $(jq -r .error <<<"$R_SINGLE")"
+R_PEAK=$(proc_kib "$SECTION_PID" VmHWM)
+R_DISK=$(du -sk "$WORK/do-rating" | cut -f1)
+R_ERRORS=$(grep -ci -e error -e exception "$WORKERD_LOG" || true)
+step "stopping the rating section's workerd"
+stop "$SECTION_PID"
+SECTION_PID=""
+
+R_CORE_ONE=""
+R_CORE_MANY=""
+if [ -n "$CORE_BENCH" ]; then
+  step "rating, pure core (rating_core_bench, natively): 1000000 records of 1 customer, then 100000 of 1000"
+  R_CORE_ONE=$("$CORE_BENCH" 1000000 1)
+  info "$R_CORE_ONE"
+  R_CORE_MANY=$("$CORE_BENCH" 100000 1000)
+  info "$R_CORE_MANY"
+else
+  step "rating, pure core: skipped (the crate has no rating_core_bench example)"
+fi
+
+# ---------------------------------------------------------------- report
+rating_targets() { :; }
+rating_notes() { :; }
+
+rating_report() {
+  local reached records per_s rest line one_totals
+  reached=$(jq -r .reached <<<"$R_SINGLE")
+  records=$(jq -r .records <<<"$R_SINGLE")
+  per_s=$(jq -r .records_per_s <<<"$R_SINGLE")
+  echo "## Rating engine"
+  echo
+  echo "A fresh workerd with the built-in rating endpoint (\`RATING_SECRET\` set), storage"
+  echo "on $DO_FS. Records are native usage records of the period starting $RATING_PERIOD,"
+  echo "meter \`chat.completions\`, models cycling over gpt-4o-mini, gpt-4o and o3-mini, one"
+  echo "request each, every one with a new id; batches of 500, signed at send time, sent on"
+  echo "2 threads (\`scripts/bench.d/rating_load.py\`). Accounts: plan \`starter\` of the"
+  echo "default price book, country US."
+  echo
+  echo "### Ingestion throughput"
+  echo
+  echo "| path | records | batches | seconds | records/s |"
+  echo "|---|---:|---:|---:|---:|"
+  echo "| endpoint, every record another customer's ($RATING_SPREAD_CUSTOMERS customers; as a flush delivers) | $(jq -r '"\(.stored) | \(.batches) | \(.seconds) | \(.records_per_s)"' <<<"$R_SPREAD") |"
+  echo "| endpoint, one customer | $(jq -r '"\(.records) | \(.batches) | \(.sending_s) | \(.records_per_s)"' <<<"$R_SINGLE") |"
+  if [ -n "$R_CORE_ONE" ]; then
+    echo "| pure core, one customer (parse_batch + running totals) | $(jq -r '"\(.records) | \(.batches) | \((.records / .ingest_records_per_s * 1000 | round) / 1000) | \(.ingest_records_per_s)"' <<<"$R_CORE_ONE") |"
+    echo "| pure core, 1000 customers | $(jq -r '"\(.records) | \(.batches) | \((.records / .ingest_records_per_s * 1000 | round) / 1000) | \(.ingest_records_per_s)"' <<<"$R_CORE_MANY") |"
+  fi
+  echo
+  echo "Ratios:"
+  echo
+  echo "- endpoint, one customer ÷ endpoint, every record another customer's: $(ratio "$per_s" "$(jq -r .records_per_s <<<"$R_SPREAD")")"
+  if [ -n "$R_CORE_ONE" ]; then
+    echo "- pure core ÷ endpoint, one customer: $(ratio "$(jq -r .ingest_records_per_s <<<"$R_CORE_ONE")" "$per_s")"
+    echo "- pure core ÷ endpoint, every record another customer's: $(ratio "$(jq -r .ingest_records_per_s <<<"$R_CORE_MANY")" "$(jq -r .records_per_s <<<"$R_SPREAD")")"
+  fi
+  echo
+  echo "A batch of the first row carries records of 500 customers, and the endpoint hands"
+  echo "them to their Ledger Durable Objects one customer after another; a batch of the"
+  echo "second row is one Ledger call."
+  echo
+  echo "### Invoice and preview time as one customer's records grow"
+  echo
+  echo "\`GET /rating/v1/customers/rating-bench/invoices/$RATING_PERIOD\` and \`POST /rating/v1/preview\`"
+  echo "(the same period under a draft book: the default price book with a \`starter\` base"
+  echo "fee of 5.00), each called $RATING_CALLS times in a row when the customer had the records"
+  echo "shown; ms. The Ledger keeps a running total per period × meter × model as records"
+  echo "arrive, so an invoice reads those totals, never the records: here 1 meter × 3 models"
+  echo "= 3 totals, however many records."
+  echo
+  echo "| records stored | invoice median | invoice max | preview median | preview max | invoice total | requests line | preview difference |"
+  echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
+  jq -r 'select(.kind == "checkpoint") | "| \(.records) | \(.invoice.median_ms) | \(.invoice.max_ms) | \(.preview.median_ms) | \(.preview.max_ms) | \(.invoice_total) | \(.line_units["requests/None"] // "n/a") | \(.preview_difference) |"' "$WORK/single.jsonl"
+  echo
+  one_totals=$(jq -s '[.[] | select(.kind == "checkpoint") | .preview.median_ms] | "\(min) to \(max)"' -r "$WORK/single.jsonl")
+  echo "Preview medians ranged $one_totals ms while the records grew"
+  echo "$(jq -s -r '[.[] | select(.kind == "checkpoint") | .records] | "from \(min) to \(max)"' "$WORK/single.jsonl") ($(jq -s -r '[.[] | select(.kind == "checkpoint") | .records] | "\((max / min * 10 | round) / 10)"' "$WORK/single.jsonl")×)."
+  if [ -n "$R_CORE_ONE" ]; then
+    echo "The pure core rates one invoice (\`rate()\` of the \`pro\` plan, 3 models) in"
+    echo "$(jq -r .invoice_rate_us <<<"$R_CORE_ONE") µs ($(jq -r .invoices_per_s <<<"$R_CORE_ONE") invoices/s); the endpoint's invoice median at the"
+    echo "end is $(ratio "$(jq -s -r '[.[] | select(.kind == "checkpoint")] | last | .invoice.median_ms * 1000' "$WORK/single.jsonl")" "$(jq -r .invoice_rate_us <<<"$R_CORE_ONE")") that (HTTP, the Ledger Durable Object, reading the totals, JSON)."
+  fi
+  echo
+  if [ "$reached" = true ]; then
+    echo "The one-customer run reached $records records in $(jq -r .sending_s <<<"$R_SINGLE") s of sending."
+  else
+    rest=$(awk -v t="$RATING_RECORDS" -v r="$per_s" 'BEGIN { if (r > 0) printf "%.0f", t / r; else print "n/a" }')
+    echo "**The one-customer run stopped at $records records** (the limit is ${RATING_SECONDS} s of sending):"
+    echo "at the measured $per_s records/s, $RATING_RECORDS records would take about $rest s."
+  fi
+  line=$(jq -r '.dedupe | if . then "sending its last batch again stored \(.stored) of \(.sent) records (\(.duplicates) duplicates)" else "no dedupe check" end' <<<"$R_SINGLE")
+  echo "Checks: $line; the invoice's requests line counts the records stored (table above)."
+  echo "Disk used by the section's Durable Object storage afterwards (both runs): $((R_DISK / 1024)) MiB; peak RSS of that workerd"
+  echo "over the section: $(mib "$R_PEAK") MiB. Lines mentioning an error or exception in its log: $R_ERRORS."
+  echo
+  if [ -z "$R_CORE_ONE" ]; then
+    echo "The pure core was not measured: the crate has no \`rating_core_bench\` example."
+    echo
+  fi
+}
+
+rating_how() {
+  echo "- Rating: \`POST /rating/v1/ingest\` with native batches signed like the flush's"
+  echo "  (\`X-Edgemeter-Signature: t=…,v1=HMAC-SHA256(secret, \"t.body\")\`), generated and"
+  echo "  signed by \`scripts/bench.d/rating_load.py\` (Python standard library) while sending;"
+  echo "  its time counts in the records/s. Each record goes to its customer's \`Ledger\`"
+  echo "  Durable Object, which stores the id once and updates the running total."
+  if [ -n "$R_CORE_ONE" ]; then
+    echo "- Pure core: \`target/release/examples/rating_core_bench\` (tests/support) renders the"
+    echo "  batches in memory first, then times \`ledger::parse_batch\` + \`ledger::tally_of\` +"
+    echo "  \`Tally::plus\` into totals per customer × period × meter × model, and \`rating::rate\`"
+    echo "  over one customer's totals (2000 rounds). Built with the crate's release profile"
+    echo "  (\`opt-level = \"z\"\`, as for the Worker), natively on this machine."
+  fi
+}
+
+rating_summary() {
+  sed -n '/^| path | records/,/^$/p' "$OUT"
+  sed -n '/^| records stored/,/^$/p' "$OUT"
+}
