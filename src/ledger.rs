@@ -6,7 +6,7 @@ use crate::counter_state::Tally;
 use crate::flush::UsageRecord;
 use crate::keys::valid_customer_id;
 use crate::period::Period;
-use crate::rating::{meter_totals, MeterTotal, RatingInput, Segment};
+use crate::rating::{meter_totals, MeterTotal, RatingInput};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -120,16 +120,7 @@ pub fn rating_input(
     as_of_ms: i64,
 ) -> RatingInput {
     let usage = usage_totals(totals.iter().map(|(_, model, t)| (model.as_str(), t)));
-    RatingInput {
-        period,
-        segments: vec![Segment {
-            plan: plan.to_string(),
-            from_ms: period.start_ms,
-            usage,
-            transactions: vec![],
-        }],
-        as_of_ms,
-    }
+    RatingInput::single(plan, period, usage, as_of_ms)
 }
 
 #[cfg(test)]

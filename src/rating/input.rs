@@ -97,6 +97,28 @@ pub struct RatingInput {
     pub as_of_ms: i64,
 }
 
+impl RatingInput {
+    /// A whole period on one plan, with usage only (no plan change, no transactions).
+    pub fn single(
+        plan: &str,
+        period: Period,
+        usage: Vec<MeterTotal>,
+        as_of_ms: i64,
+    ) -> RatingInput {
+        let segment = Segment {
+            plan: plan.to_string(),
+            from_ms: period.start_ms,
+            usage,
+            transactions: vec![],
+        };
+        RatingInput {
+            period,
+            segments: vec![segment],
+            as_of_ms,
+        }
+    }
+}
+
 /// The UTC day number (days since 1970-01-01) containing `ms`.
 pub fn utc_day(ms: i64) -> i64 {
     ms.div_euclid(DAY_MS)

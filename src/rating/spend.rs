@@ -3,7 +3,7 @@
 //! the invoice's own arithmetic (the same charge lines), so the edge and the rated
 //! invoice agree for the same usage.
 
-use super::input::{MeterTotal, RatingInput, Segment};
+use super::input::{MeterTotal, RatingInput};
 use super::invoice::{LineKind, Proration};
 use super::lines::{check_input, segment_lines};
 use super::{PriceBook, RatingError};
@@ -18,16 +18,7 @@ pub fn usage_amount(
     period: Period,
     usage: Vec<MeterTotal>,
 ) -> Result<Decimal, RatingError> {
-    let input = RatingInput {
-        period,
-        segments: vec![Segment {
-            plan: plan.to_string(),
-            from_ms: period.start_ms,
-            usage,
-            transactions: vec![],
-        }],
-        as_of_ms: period.start_ms,
-    };
+    let input = RatingInput::single(plan, period, usage, period.start_ms);
     check_input(book, &input).map_err(|e| e.in_document("input"))?;
     let whole = Proration {
         days: 1,
