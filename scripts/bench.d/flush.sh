@@ -160,8 +160,13 @@ for n in $FLUSH_CUSTOMERS; do
   F_RECV_RECORDS[$n]=$(($(jq .records <<<"$recv1") - $(jq .records <<<"$recv0")))
   F_RECV_DUPES[$n]=$(($(jq .duplicates <<<"$recv1") - $(jq .duplicates <<<"$recv0")))
   F_RECV_BAD[$n]=$(($(jq .bad_signatures <<<"$recv1") - $(jq .bad_signatures <<<"$recv0")))
-  F_SENT_BATCHES[$n]=$(($(jq .batches_sent <<<"$stats1") - $(jq .batches_sent <<<"$stats0")))
-  F_SENT_RECORDS[$n]=$(($(jq .records_sent <<<"$stats1") - $(jq .records_sent <<<"$stats0")))
+  if [ "$(jq .pending_customers <<<"$stats1")" -ge 0 ] && [ "$(jq .pending_customers <<<"$stats0")" -ge 0 ]; then
+    F_SENT_BATCHES[$n]=$(($(jq .batches_sent <<<"$stats1") - $(jq .batches_sent <<<"$stats0")))
+    F_SENT_RECORDS[$n]=$(($(jq .records_sent <<<"$stats1") - $(jq .records_sent <<<"$stats0")))
+  else
+    # A shard could not report: its counters are missing from the sums.
+    F_SENT_BATCHES[$n]=unknown F_SENT_RECORDS[$n]=unknown
+  fi
   F_NOMEM[$n]=$(log_count SQLITE_NOMEM "$log0")
   F_REINIT[$n]=$(log_count 'Reinitializing Wasm application' "$log0")
   F_PANIC[$n]=$(log_count 'Rust panic' "$log0")
@@ -241,7 +246,8 @@ flush_report() {
   echo "*Customers/s* counts customers whose counters reported clean after the"
   echo "acknowledgement; *records/s* the records the receiver stored. *Batches sent* and"
   echo "*records sent* are the flush's own counters (\`overall.batches_sent\`,"
-  echo "\`records_sent\`); the receiver's view of the same runs:"
+  echo "\`records_sent\`; unknown when a shard could not report them); the receiver's view"
+  echo "of the same runs:"
   echo
   echo "| dirty customers | receiver batches | receiver records (new ids) | duplicates | bad signatures | set-up failures |"
   echo "|---:|---:|---:|---:|---:|---:|"
@@ -311,7 +317,7 @@ flush_findings() {
     flush_done "$n" || continue
     [ -z "${F_ERROR[$n]}" ] ||
       echo "- $n customers finished, but a run reported: $(sed 's/|/\\|/g' <<<"${F_ERROR[$n]}" | cut -c1-300)."
-    [ "${F_RECV_RECORDS[$n]}" -eq "${F_SENT_RECORDS[$n]}" ] && [ "${F_RECV_DUPES[$n]}" -eq 0 ] &&
+    [ "${F_RECV_RECORDS[$n]}" = "${F_SENT_RECORDS[$n]}" ] && [ "${F_RECV_DUPES[$n]}" -eq 0 ] &&
       [ "${F_RECV_BAD[$n]}" -eq 0 ] && continue
     echo "- $n customers: the receiver stored ${F_RECV_RECORDS[$n]} new records (${F_RECV_DUPES[$n]} duplicates,"
     echo "  ${F_RECV_BAD[$n]} bad signatures) while the flush counted ${F_SENT_RECORDS[$n]} sent."
