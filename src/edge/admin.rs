@@ -38,7 +38,14 @@ async fn flush_stats(env: &Env) -> Result<Response, ApiError> {
         (0..shards).map(|i| flush_shard::shard_call(env, i, "/stats")),
     )
     .await;
-    let sum = |field: &str| stats.iter().filter_map(|s| s[field].as_u64()).sum::<u64>();
+    // A shard that could not report makes every sum unknown (null), never silently low.
+    let unreachable = stats
+        .iter()
+        .filter(|s| s.get("pending_customers").is_none())
+        .count();
+    let sum = |field: &str| {
+        (unreachable == 0).then(|| stats.iter().filter_map(|s| s[field].as_u64()).sum::<u64>())
+    };
     let max = |field: &str| stats.iter().filter_map(|s| s[field].as_i64()).max();
     let last_error = stats
         .iter()
@@ -46,6 +53,7 @@ async fn flush_stats(env: &Env) -> Result<Response, ApiError> {
         .max_by_key(|s| s["last_error_ms"].as_i64())
         .map(|s| s["last_error"].clone());
     let overall = serde_json::json!({
+        "shards_unreachable": unreachable,
         "pending_customers": sum("pending_customers"),
         "oldest_unflushed_ms": max("oldest_unflushed_ms"),
         "last_run_ms": max("last_run_ms"),
