@@ -189,7 +189,7 @@ impl UsageCounter {
             }
             let pricing = Pricing::for_plan(&catalog, book.as_deref(), &l.customer.plan);
             let admitted = l.state.admit(&pricing, plan, &req.ask, now);
-            let headers = rate_headers(plan, &l.state.totals(&pricing), now);
+            let headers = rate_headers(plan, &l.state.minute_totals(), now);
             let headers: Vec<(String, String)> = headers
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
