@@ -24,6 +24,18 @@ fn book(base_fee: &str) -> String {
     .to_string()
 }
 
+/// A worker that flushes to its own rating endpoint, priced by `price_book`.
+fn flushing_to_internal(name: &str, upstream: &FakeUpstream, price_book: &str) -> Worker {
+    let vars = [
+        ("RATING_URL", "internal"),
+        ("RATING_SECRET", SECRET),
+        ("FLUSH_SHARDS", "2"),
+        ("FLUSH_BACKOFF_MS", "0"),
+        ("PRICE_BOOK", price_book),
+    ];
+    Worker::start_with(&scratch(name), &upstream.url(), &catalog(), &vars)
+}
+
 /// Rounds `n / d` to whole units, half to even.
 fn half_even(n: i64, d: i64) -> i64 {
     let (q, r) = (n / d, n % d);
@@ -65,15 +77,7 @@ fn signed_batch(records: Vec<UsageRecord>, secret: &str) -> (String, Vec<u8>) {
 #[test]
 fn flushed_usage_becomes_an_exact_invoice() {
     let upstream = FakeUpstream::start(0);
-    let book_text = book("10.00");
-    let vars = [
-        ("RATING_URL", "internal"),
-        ("RATING_SECRET", SECRET),
-        ("FLUSH_SHARDS", "2"),
-        ("FLUSH_BACKOFF_MS", "0"),
-        ("PRICE_BOOK", book_text.as_str()),
-    ];
-    let worker = Worker::start_with(&scratch("rating"), &upstream.url(), &catalog(), &vars);
+    let worker = flushing_to_internal("rating", &upstream, &book("10.00"));
     let port = worker.port;
     let (id, key) = customer(port, "open");
     let account = json!({"plan": "open", "account": {"customer_id": id, "country": "GB"}});
@@ -324,14 +328,7 @@ fn prepaid_plans_stop_at_zero_credit_and_resume_after_a_top_up() {
             {"meter": "cached_input_tokens", "pricing": {"kind": "per_unit", "unit_price": "0"}},
             {"meter": "requests", "pricing": {"kind": "per_unit", "unit_price": "0"}}]}}})
     .to_string();
-    let vars = [
-        ("RATING_URL", "internal"),
-        ("RATING_SECRET", SECRET),
-        ("FLUSH_SHARDS", "1"),
-        ("FLUSH_BACKOFF_MS", "0"),
-        ("PRICE_BOOK", prepaid.as_str()),
-    ];
-    let worker = Worker::start_with(&scratch("prepaid"), &upstream.url(), &catalog(), &vars);
+    let worker = flushing_to_internal("prepaid", &upstream, &prepaid);
     let port = worker.port;
     let (id, key) = customer(port, "open");
     let account = json!({"plan": "prepaid", "account": {"customer_id": id, "country": "US",

@@ -1,5 +1,5 @@
 //! The rating engine: prices a customer's aggregated usage under a price book and
-//! returns a draft invoice. Pure: no `worker::` import, no I/O, no clock (instants are
+//! returns a draft invoice. Pure: no Workers runtime import, no I/O, no clock (instants are
 //! parameters), so it is tested natively and gives the same invoice for the same input.
 //!
 //! Flow: [`PriceBook::parse`] and [`Account::parse`] validate the JSON (errors carry a

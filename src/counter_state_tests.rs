@@ -1,0 +1,171 @@
+//! Tests of the counter state, with a fake clock.
+use super::*;
+
+const NOW: i64 = 1_764_547_200_000; // 2025-12-01T00:00:00Z
+
+fn catalog() -> Catalog {
+    Catalog::parse(include_str!("../catalog.json")).unwrap()
+}
+
+fn ask(input: u64, output: u64) -> AdmitAsk {
+    AdmitAsk {
+        meter: "chat.completions".into(),
+        model: "gpt-4o-mini".into(),
+        input_estimate: input,
+        input_reserve: input,
+        output_cap: Some(output),
+    }
+}
+
+#[test]
+fn concurrent_admissions_never_jointly_pass_a_hard_limit() {
+    let c = catalog();
+    let plan = Plan {
+        requests_per_period: Some(50),
+        ..Plan::default()
+    };
+    let mut s = CounterState::new(1, NOW);
+    // 200 requests arrive before any settles: exactly 50 are admitted.
+    let admitted: Vec<_> = (0..200)
+        .filter_map(|i| {
+            s.admit(&Pricing::List(&c), &plan, &ask(10, 10), NOW + i)
+                .ok()
+        })
+        .collect();
+    assert_eq!(admitted.len(), 50);
+    for r in &admitted {
+        assert!(s
+            .settle(
+                r.id,
+                &Usage {
+                    input: 10,
+                    output: 5,
+                    ..Usage::default()
+                },
+                false,
+                NOW + 500
+            )
+            .is_some());
+    }
+    assert!(s
+        .admit(&Pricing::List(&c), &plan, &ask(10, 10), NOW + 600)
+        .is_err());
+    let t = s.tallies[&("chat.completions".into(), "gpt-4o-mini".into())];
+    // 50 requests * (10 + 5) tokens
+    assert_eq!((t.requests, t.usage().tokens()), (50, 750));
+}
+
+#[test]
+fn settlement_replaces_the_estimate_and_is_idempotent() {
+    let c = catalog();
+    let plan = Plan {
+        tokens_per_minute: Some(1000),
+        ..Plan::default()
+    };
+    let mut s = CounterState::new(1, NOW);
+    let r = s
+        .admit(&Pricing::List(&c), &plan, &ask(100, 900), NOW)
+        .unwrap();
+    // 1000 reserved: the minute is full until settlement.
+    assert!(s
+        .admit(&Pricing::List(&c), &plan, &ask(1, 0), NOW + 1)
+        .is_err());
+    let actual = Usage {
+        input: 100,
+        output: 50,
+        ..Usage::default()
+    };
+    assert!(s.settle(r.id, &actual, false, NOW + 2).is_some());
+    assert_eq!(s.settle(r.id, &actual, false, NOW + 3), None);
+    // 150 used, so 850 are left this minute.
+    assert_eq!(s.window.tokens, 150);
+    assert!(s
+        .admit(&Pricing::List(&c), &plan, &ask(800, 50), NOW + 4)
+        .is_ok());
+}
+
+#[test]
+fn spend_counts_settled_cost_plus_reserved_cost() {
+    let c = catalog();
+    let mut s = CounterState::new(1, NOW);
+    let plan = Plan::default();
+    let r = s
+        .admit(&Pricing::List(&c), &plan, &ask(1_000_000, 1_000_000), NOW)
+        .unwrap();
+    // gpt-4o-mini: 1M input * 0.15 + 1M output * 0.60 = 0.75 reserved
+    assert_eq!(r.cost.to_string(), "0.75");
+    s.settle(
+        r.id,
+        &Usage {
+            input: 1_000_000,
+            cached: 1_000_000,
+            ..Usage::default()
+        },
+        false,
+        NOW,
+    );
+    // all input cached: 1M * 0.075 = 0.075
+    assert_eq!(
+        s.totals(&Pricing::List(&c))
+            .period_spend
+            .normalize()
+            .to_string(),
+        "0.075"
+    );
+}
+
+#[test]
+fn release_returns_capacity_and_meters_nothing() {
+    let c = catalog();
+    let plan = Plan {
+        max_concurrent: Some(1),
+        requests_per_minute: Some(1),
+        ..Plan::default()
+    };
+    let mut s = CounterState::new(1, NOW);
+    let r = s.admit(&Pricing::List(&c), &plan, &ask(5, 5), NOW).unwrap();
+    assert!(s.admit(&Pricing::List(&c), &plan, &ask(5, 5), NOW).is_err());
+    s.release(r.id, NOW);
+    assert!(s.tallies.is_empty());
+    assert!(s.admit(&Pricing::List(&c), &plan, &ask(5, 5), NOW).is_ok());
+}
+
+#[test]
+fn period_rolls_over_to_zero_exactly_at_its_end() {
+    let c = catalog();
+    let plan = Plan {
+        requests_per_period: Some(1),
+        ..Plan::default()
+    };
+    let mut s = CounterState::new(1, NOW - 1); // last millisecond of November
+    let r = s
+        .admit(&Pricing::List(&c), &plan, &ask(1, 1), NOW - 1)
+        .unwrap();
+    s.settle(r.id, &Usage::default(), false, NOW - 1);
+    assert!(s
+        .admit(&Pricing::List(&c), &plan, &ask(1, 1), NOW - 1)
+        .is_err());
+    assert!(s.admit(&Pricing::List(&c), &plan, &ask(1, 1), NOW).is_ok());
+    assert_eq!(s.period.start_ms, NOW);
+}
+
+#[test]
+fn minute_window_resets_on_the_minute() {
+    let c = catalog();
+    let plan = Plan {
+        requests_per_minute: Some(1),
+        ..Plan::default()
+    };
+    let mut s = CounterState::new(1, NOW);
+    let r = s
+        .admit(&Pricing::List(&c), &plan, &ask(1, 1), NOW + 59_999)
+        .unwrap();
+    s.settle(r.id, &Usage::default(), false, NOW + 59_999);
+    assert!(s
+        .admit(&Pricing::List(&c), &plan, &ask(1, 1), NOW + 59_999)
+        .is_err());
+    assert!(s
+        .admit(&Pricing::List(&c), &plan, &ask(1, 1), NOW + 60_000)
+        .is_ok());
+    assert_eq!(s.stale(NOW + 60_000 + 901, 900).len(), 1);
+}
