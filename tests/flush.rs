@@ -11,7 +11,7 @@ use support::http::request;
 use support::receiver::{Mode, Receiver};
 use support::upstream::FakeUpstream;
 use support::wrangler::{scratch, Worker};
-use support::{admin, call, catalog, chat, customer, settled_usage};
+use support::{admin, call, catalog, chat, customer, push_now, settled_usage, wait_pushed};
 
 const SECRET: &str = "whsec_flush_test";
 
@@ -26,6 +26,9 @@ fn start(dir: &std::path::Path, upstream: &FakeUpstream, receiver: &Receiver) ->
         ("FLUSH_BATCH_RECORDS", "4"),
         ("FLUSH_BACKOFF_MS", "0"),
         ("FLUSH_TIMEOUT_MS", "1500"),
+        // Counters push right after each change, and check back only when asked.
+        ("FLUSH_PUSH_MS", "0"),
+        ("FLUSH_CHECK_MS", "3600000"),
     ];
     Worker::start_with(dir, &upstream.url(), &catalog(), &vars)
 }
@@ -70,6 +73,16 @@ fn flush_until_exact(port: u16, receiver: &Receiver, keys: &[(String, String)]) 
         receiver.totals(),
         flush_stats(port)
     );
+}
+
+/// Asks each counter to push now and checks it learned that everything was
+/// acknowledged: nothing in flight, the watermark at the last change.
+fn assert_counters_acknowledged(port: u16, keys: &[(String, String)]) {
+    for (id, _) in keys {
+        let f = push_now(port, id);
+        assert_eq!(f["in_flight"], 0, "{id}: {f}");
+        assert_eq!(f["flushed_seq"], f["seq"], "{id}: {f}");
+    }
 }
 
 fn flush_stats(port: u16) -> Value {
@@ -128,7 +141,12 @@ fn totals_are_exact_through_failures_and_timeouts() {
     assert_eq!(receiver.state.lock().unwrap().requests, sent);
     let stats = flush_stats(port);
     assert_eq!(stats["overall"]["pending_customers"], 0, "{stats}");
+    assert_eq!(stats["overall"]["pending_records"], 0, "{stats}");
     assert!(stats["overall"]["last_run_ms"].as_i64().is_some());
+    assert_counters_acknowledged(port, &keys);
+    // Learning of the acknowledgement sends nothing again.
+    cron(port);
+    assert_eq!(receiver.state.lock().unwrap().requests, sent);
     worker.stop();
 }
 
@@ -139,6 +157,7 @@ fn restart_between_send_and_acknowledgement_loses_and_doubles_nothing() {
     let worker = start(&dir, &upstream, &receiver);
     let keys = drive_usage(worker.port, 5);
     let expected = counter_totals(worker.port, &keys);
+    wait_pushed(worker.port, &keys);
     receiver.set_mode(Mode::Hold);
     let port = worker.port;
     let trigger =
@@ -242,6 +261,7 @@ fn batches_refused_for_a_bad_signature_are_kept_and_can_be_requeued() {
     let port = worker.port;
     let keys = drive_usage(port, 4);
     let expected = counter_totals(port, &keys);
+    wait_pushed(port, &keys);
     for _ in 0..3 {
         cron(port);
     }
@@ -250,13 +270,22 @@ fn batches_refused_for_a_bad_signature_are_kept_and_can_be_requeued() {
         stats["overall"]["dead_letters"].as_u64().unwrap() > 0,
         "{stats}"
     );
+    assert_eq!(stats["overall"]["pending_records"], 0, "{stats}");
     assert!(receiver.totals().is_empty());
     assert!(receiver.state.lock().unwrap().bad_signatures > 0);
+    // Refused records are not acknowledged: each counter still has them in flight, and
+    // asking its shard again does not change that.
+    for (id, _) in &keys {
+        let f = push_now(port, id);
+        assert!(f["in_flight"].as_u64().unwrap() > 0, "{id}: {f}");
+        assert_eq!(f["flushed_seq"], 0, "{id}: {f}");
+    }
 
     receiver.set_secret(SECRET);
     let r = admin(port, "POST", "/admin/v1/flush/requeue", &Value::Null);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(receiver.totals(), expected);
     assert_eq!(flush_stats(port)["overall"]["dead_letters"], 0);
+    assert_counters_acknowledged(port, &keys);
     worker.stop();
 }

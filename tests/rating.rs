@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use support::http::request;
 use support::upstream::FakeUpstream;
 use support::wrangler::{scratch, Worker};
-use support::{admin, catalog, chat, customer, settled_usage};
+use support::{admin, catalog, chat, customer, settled_usage, wait_pushed};
 
 const SECRET: &str = "whsec_rating_test";
 
@@ -31,6 +31,7 @@ fn flushing_to_internal(name: &str, upstream: &FakeUpstream, price_book: &str) -
         ("RATING_SECRET", SECRET),
         ("FLUSH_SHARDS", "2"),
         ("FLUSH_BACKOFF_MS", "0"),
+        ("FLUSH_PUSH_MS", "0"),
         ("PRICE_BOOK", price_book),
     ];
     Worker::start_with(&scratch(name), &upstream.url(), &catalog(), &vars)
@@ -364,7 +365,7 @@ fn prepaid_plans_stop_at_zero_credit_and_resume_after_a_top_up() {
         }
         assert_eq!(r.status, 200, "{}", r.text());
         admitted += 1;
-        settled_usage(port, &key);
+        wait_pushed(port, &[(id.clone(), key.clone())]);
         admin(port, "POST", "/admin/v1/flush/run", &Value::Null);
         assert!(
             Instant::now() < deadline,

@@ -55,6 +55,7 @@ async fn flush_stats(env: &Env) -> Result<Response, ApiError> {
     let overall = serde_json::json!({
         "shards_unreachable": unreachable,
         "pending_customers": sum("pending_customers"),
+        "pending_records": sum("pending_records"),
         "oldest_unflushed_ms": max("oldest_unflushed_ms"),
         "last_run_ms": max("last_run_ms"),
         "last_error": last_error,
@@ -123,6 +124,14 @@ async fn admin(mut req: Request, env: &Env) -> Result<Response, ApiError> {
                 Some(&key_id),
             )
             .await
+        }
+        (Method::Get, ["customers", id, "flush"]) => {
+            client::call::<()>(env, customer_id(id)?, Method::Get, "/flush", None).await
+        }
+        (Method::Post, ["customers", id, "flush"]) => {
+            // Push this counter's new usage to its shard now, without waiting for its alarm.
+            let none: Option<&()> = None;
+            client::call(env, customer_id(id)?, Method::Post, "/flush/push", none).await
         }
         (Method::Post, ["customers", id, "close-period"]) => {
             let none: Option<&()> = None;

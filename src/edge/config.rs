@@ -92,3 +92,11 @@ pub fn flush_shards(env: &Env) -> Option<u32> {
         .unwrap_or(16);
     Some(n.clamp(1, 1024))
 }
+
+/// How counters pace their pushes to the shards (`FLUSH_PUSH_MS`, `FLUSH_CHECK_MS`).
+pub fn push_timing(env: &Env) -> crate::flush::wake::PushTiming {
+    crate::flush::wake::PushTiming::from_settings(
+        setting(env, "FLUSH_PUSH_MS").as_deref(),
+        setting(env, "FLUSH_CHECK_MS").as_deref(),
+    )
+}

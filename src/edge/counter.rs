@@ -35,9 +35,11 @@ pub struct UsageCounter {
     pub(super) env: Env,
     pub(super) store: Store,
     pub(super) mem: RefCell<Option<Loaded>>,
-    /// Whether this counter is in its shard's dirty set, as last read or written, so a
-    /// settlement does not read the flush state from storage each time.
-    pub(super) registered: std::cell::Cell<Option<bool>>,
+    /// Whether an alarm to push the latest changes is set, as last read or written, so
+    /// a settlement does not read the flush state from storage each time.
+    pub(super) push_due: std::cell::Cell<Option<bool>>,
+    /// A push is awaiting the shard; another one waits for the next alarm.
+    pub(super) pushing: std::cell::Cell<bool>,
 }
 
 pub(super) fn body<T: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, ApiError> {
@@ -56,7 +58,8 @@ impl DurableObject for UsageCounter {
             env,
             store,
             mem: RefCell::new(None),
-            registered: std::cell::Cell::new(None),
+            push_due: std::cell::Cell::new(None),
+            pushing: std::cell::Cell::new(false),
         }
     }
 
@@ -76,13 +79,13 @@ impl DurableObject for UsageCounter {
             (Method::Post, "/settle") => {
                 let settled = body(&bytes).and_then(|r| self.settle(r));
                 if settled.is_ok() {
-                    self.mark_dirty(now_ms, false).await;
+                    self.schedule_push(now_ms).await;
                 }
                 settled
             }
-            (Method::Post, "/flush/take") => self.take(now_ms),
-            (Method::Post, "/flush/ack") => match body(&bytes) {
-                Ok(ids) => self.ack(ids, now_ms).await,
+            (Method::Get, "/flush") => self.flush_view(now_ms),
+            (Method::Post, "/flush/push") => match self.push(now_ms).await {
+                Ok(v) => http::json_response(&v, 200).map_err(http::internal),
                 Err(e) => Err(e),
             },
             (Method::Post, "/close-period") => self.close_period(now_ms).await,
@@ -101,12 +104,15 @@ impl DurableObject for UsageCounter {
         http::respond(result)
     }
 
-    /// At the end of a period with unflushed or unclosed usage: ask to be flushed, so
-    /// the period's final records go out even if the customer never calls again.
+    /// Pushes new usage to the registry shard and learns what the receiver has
+    /// acknowledged; at the end of a period, its final records. A failed push has set
+    /// its own retry, so the alarm itself always succeeds.
     async fn alarm(&self) -> Result<Response> {
         self.store.ready()?;
         let now_ms = worker::Date::now().as_millis() as i64;
-        self.mark_dirty(now_ms, true).await;
+        if let Err(e) = self.push(now_ms).await {
+            worker::console_error!("flush push: {}", e.message);
+        }
         Response::empty()
     }
 }

@@ -3,7 +3,7 @@
 
 use super::sql::{integer, text, Row};
 use crate::counter_state::{CounterState, MeterKey, Reservation, Tally, Window};
-use crate::flush::snapshot::{delta_of, FlushRow};
+use crate::flush::snapshot::FlushRow;
 use crate::flush::UsageRecord;
 use crate::period::Period;
 use crate::protocol::{Customer, KeyInfo, Replay};
@@ -41,12 +41,20 @@ struct Cursor {
 /// Where the flush of this counter stands.
 #[derive(Serialize, Deserialize, Default)]
 pub struct FlushState {
-    /// Sequence number covered by the last acknowledged records.
+    /// Highest sequence number of the acknowledged records.
     pub flushed_seq: u64,
-    /// Records handed out and not yet acknowledged: a retry gets these same records.
+    /// Sequence number covered by the last records taken (in flight or acknowledged).
+    #[serde(default)]
+    pub taken_seq: u64,
+    /// Records taken and not yet acknowledged by the receiver. They are pushed again
+    /// (same ids) until the shard reports them acknowledged.
     pub pending: Vec<UsageRecord>,
-    /// Whether this counter is in its registry shard's dirty set.
-    pub registered: bool,
+    /// When the alarm that pushes the latest changes is due; `None`: none is set.
+    #[serde(default)]
+    pub push_at: Option<i64>,
+    /// Pushes in a row that found records in flight still unacknowledged.
+    #[serde(default)]
+    pub checks: u32,
 }
 
 /// Whether prepaid credits still cover usage, as the rating side last said.
@@ -241,25 +249,17 @@ impl Store {
         Ok(out)
     }
 
-    /// Adds acknowledged records to what has been flushed, closing finished periods.
-    pub fn apply_ack(&self, records: &[UsageRecord]) -> Result<()> {
-        let rows = self.flush_rows()?;
-        for rec in records {
-            let Some(row) = rows.iter().find(|r| {
-                r.period.start_ms == rec.period_start_ms
-                    && r.meter == rec.meter
-                    && r.model == rec.model
-            }) else {
-                continue;
-            };
-            let flushed = row.flushed.plus(&delta_of(rec));
+    /// Stores what is flushed of each row (and whether it is closed), as
+    /// `snapshot::acknowledge` computed it.
+    pub fn save_flushed(&self, rows: &[FlushRow]) -> Result<()> {
+        for row in rows {
             let q = "UPDATE usage SET flushed = ?, closed = ? WHERE period_start = ? AND meter = ? AND model = ?";
             let binds = vec![
-                json(&flushed),
-                int(i64::from(rec.is_final)),
-                int(rec.period_start_ms),
-                rec.meter.as_str().into(),
-                rec.model.as_str().into(),
+                json(&row.flushed),
+                int(i64::from(row.closed)),
+                int(row.period.start_ms),
+                row.meter.as_str().into(),
+                row.model.as_str().into(),
             ];
             self.sql.exec(q, binds)?;
         }

@@ -1,9 +1,9 @@
-//! `FlushShard`: one of N registry Durable Objects. Counters register here when they
-//! change; each cron run takes the dirty counters' snapshots, sends them in signed
-//! batches, and acknowledges to each counter only what the receiver accepted.
-//! Refused batches are kept aside (dead letters), never dropped.
+//! `FlushShard`: one of N registry Durable Objects. Counters push their unacknowledged
+//! records here (an outbox, keyed by record id); each cron run sends what is waiting in
+//! signed batches and marks what the receiver accepted, which the counters learn on
+//! their next push. Refused batches are kept aside (dead letters), never dropped.
 
-use super::client::{call, call_object, SHARD_BINDING};
+use super::client::{call_object, SHARD_BINDING};
 use super::delivery::{deliver, render_batch, Outcome, Receiver, Rendered};
 use super::sql::{integer, text, Row};
 use super::{config, http};
@@ -17,15 +17,27 @@ use worker::{
     SqlStorage, SqlStorageValue, State,
 };
 
+// outbox.state: 0 waiting to be sent, 1 acknowledged by the receiver, 2 kept aside.
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS dirty (customer TEXT PRIMARY KEY, mark INTEGER NOT NULL, since_ms INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS dead (batch_id TEXT PRIMARY KEY, customers TEXT NOT NULL, records INTEGER NOT NULL,
-  content_type TEXT NOT NULL, body TEXT NOT NULL, error TEXT NOT NULL, created_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (id TEXT PRIMARY KEY, customer TEXT NOT NULL, record TEXT NOT NULL,
+  recorded_ms INTEGER NOT NULL, state INTEGER NOT NULL DEFAULT 0, done_ms INTEGER);
+CREATE INDEX IF NOT EXISTS outbox_waiting ON outbox (state, customer);
+CREATE INDEX IF NOT EXISTS outbox_customer ON outbox (customer, state);
+CREATE TABLE IF NOT EXISTS dead (batch_id TEXT PRIMARY KEY, customers TEXT NOT NULL, record_ids TEXT NOT NULL,
+  records INTEGER NOT NULL, content_type TEXT NOT NULL, body TEXT NOT NULL, error TEXT NOT NULL, created_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 ";
 
-/// Customers taken per run and shard; the rest wait for the next run.
-const MAX_CUSTOMERS_PER_RUN: i64 = 400;
+const WAITING: i64 = 0;
+const ACKNOWLEDGED: i64 = 1;
+const KEPT_ASIDE: i64 = 2;
+
+/// Records sent per run and shard; the rest wait for the next run.
+const MAX_RECORDS_PER_RUN: i64 = 20_000;
+
+/// An acknowledged record whose counter never asked about it again (an idle customer)
+/// is forgotten after this long; should it come again, the receiver dedupes it.
+const ACKNOWLEDGED_RETENTION_MS: i64 = 45 * 86_400_000;
 
 /// What the admin API shows of a shard.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -40,9 +52,18 @@ pub struct ShardStats {
     #[serde(default)]
     pub pending_customers: u64,
     #[serde(default)]
+    pub pending_records: u64,
+    #[serde(default)]
     pub oldest_unflushed_ms: Option<i64>,
     #[serde(default)]
     pub dead_letters: u64,
+}
+
+/// A counter's push: its records not yet acknowledged.
+#[derive(Deserialize)]
+struct Push {
+    customer: String,
+    records: Vec<UsageRecord>,
 }
 
 #[durable_object]
@@ -76,16 +97,12 @@ impl DurableObject for FlushShard {
             );
         }
         let bytes = req.bytes().await.unwrap_or_default();
-        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
         let now_ms = worker::Date::now().as_millis() as i64;
         match req.path().as_str() {
-            "/dirty" => {
-                let customer = v["customer"].as_str().unwrap_or_default();
-                let q = "INSERT INTO dirty (customer, mark, since_ms) VALUES (?, 1, ?)
-                         ON CONFLICT(customer) DO UPDATE SET mark = mark + 1";
-                self.sql.exec(q, vec![customer.into(), now_ms.into()])?;
-                Response::empty()
-            }
+            "/push" => match serde_json::from_slice::<Push>(&bytes) {
+                Ok(push) => Response::from_json(&self.accept(&push, now_ms)?),
+                Err(e) => http::error_response(&ApiError::invalid_json(e), &[]),
+            },
             "/run" => {
                 let summary = self.run(now_ms).await;
                 Response::from_json(&summary)
@@ -104,6 +121,36 @@ impl FlushShard {
         super::sql::rows(&self.sql, q, binds)
     }
 
+    /// Stores a counter's records (each id once) and answers which of them the receiver
+    /// has acknowledged. Acknowledged records the counter no longer lists are ones it
+    /// has been told of already: they are forgotten.
+    fn accept(&self, push: &Push, now_ms: i64) -> Result<serde_json::Value> {
+        let q =
+            "INSERT OR IGNORE INTO outbox (id, customer, record, recorded_ms) VALUES (?, ?, ?, ?)";
+        for r in push.records.iter().filter(|r| r.customer == push.customer) {
+            let record = serde_json::to_string(r).unwrap_or_default();
+            let binds = vec![
+                r.id.as_str().into(),
+                r.customer.as_str().into(),
+                record.into(),
+                r.recorded_at_ms.min(now_ms).into(),
+            ];
+            self.sql.exec(q, binds)?;
+        }
+        let q = "SELECT id FROM outbox WHERE customer = ? AND state = ?";
+        let done = self.rows(q, vec![push.customer.as_str().into(), ACKNOWLEDGED.into()])?;
+        let mut acknowledged = Vec::new();
+        for id in done.iter().map(|r| text(r, 0)) {
+            if push.records.iter().any(|r| r.id == id) {
+                acknowledged.push(id);
+            } else {
+                self.sql
+                    .exec("DELETE FROM outbox WHERE id = ?", vec![id.into()])?;
+            }
+        }
+        Ok(json!({"acknowledged": acknowledged}))
+    }
+
     fn load_stats(&self) -> Result<ShardStats> {
         let rows = self.rows("SELECT v FROM meta WHERE k = 'stats'", vec![])?;
         Ok(rows
@@ -119,15 +166,16 @@ impl FlushShard {
         Ok(())
     }
 
-    /// Stats with the live counts: dirty customers, oldest unflushed change, dead letters.
+    /// Stats with the live counts: records waiting and their customers, the oldest
+    /// waiting record, dead letters.
     fn stats(&self, now_ms: i64) -> Result<ShardStats> {
         let mut s = self.load_stats()?;
-        let dirty = self.rows("SELECT COUNT(*), MIN(since_ms) FROM dirty", vec![])?;
-        s.pending_customers = dirty.first().map_or(0, |r| int(r, 0)) as u64;
-        s.oldest_unflushed_ms = dirty
-            .first()
-            .filter(|r| int(r, 0) > 0)
-            .map(|r| now_ms - int(r, 1));
+        let q = "SELECT COUNT(DISTINCT customer), COUNT(*), MIN(recorded_ms) FROM outbox WHERE state = ?";
+        let waiting = self.rows(q, vec![WAITING.into()])?;
+        let w = waiting.first();
+        s.pending_customers = w.map_or(0, |r| int(r, 0)) as u64;
+        s.pending_records = w.map_or(0, |r| int(r, 1)) as u64;
+        s.oldest_unflushed_ms = w.filter(|r| int(r, 1) > 0).map(|r| now_ms - int(r, 2));
         let dead = self.rows("SELECT COUNT(*) FROM dead", vec![])?;
         s.dead_letters = dead.first().map_or(0, |r| int(r, 0)) as u64;
         Ok(s)
@@ -142,6 +190,32 @@ impl FlushShard {
         result.unwrap_or_else(|e| json!({"error": e.to_string()}))
     }
 
+    /// The waiting records, grouped by customer, at most `MAX_RECORDS_PER_RUN`.
+    fn waiting(&self) -> Result<Vec<(String, Vec<UsageRecord>)>> {
+        let q = "SELECT customer, record FROM outbox WHERE state = ? ORDER BY customer LIMIT ?";
+        let rows = self.rows(q, vec![WAITING.into(), MAX_RECORDS_PER_RUN.into()])?;
+        let mut out: Vec<(String, Vec<UsageRecord>)> = Vec::new();
+        for row in &rows {
+            let Ok(record) = serde_json::from_str::<UsageRecord>(&text(row, 1)) else {
+                continue;
+            };
+            match out.last_mut() {
+                Some((c, recs)) if *c == record.customer => recs.push(record),
+                _ => out.push((text(row, 0), vec![record])),
+            }
+        }
+        Ok(out)
+    }
+
+    fn mark_ids(&self, ids: &[&str], state: i64, now_ms: i64) -> Result<()> {
+        let q = "UPDATE outbox SET state = ?, done_ms = ? WHERE id = ?";
+        for id in ids {
+            self.sql
+                .exec(q, vec![state.into(), now_ms.into(), (*id).into()])?;
+        }
+        Ok(())
+    }
+
     async fn run_once(&self, now_ms: i64) -> Result<serde_json::Value> {
         let mut stats = self.load_stats()?;
         if now_ms < stats.retry_at_ms {
@@ -152,90 +226,44 @@ impl FlushShard {
             Ok(r) => r,
             Err(e) => return self.fail(stats, now_ms, e),
         };
-        let q = "SELECT customer, mark FROM dirty ORDER BY since_ms LIMIT ?";
-        let dirty: Vec<(String, i64)> = self
-            .rows(q, vec![MAX_CUSTOMERS_PER_RUN.into()])?
-            .iter()
-            .map(|r| (text(r, 0), int(r, 1)))
-            .collect();
-        let mut taken = Vec::with_capacity(dirty.len());
-        let mut failed: Vec<String> = Vec::new();
-        let mut error = None;
-        for (customer, _) in &dirty {
-            match self.take(customer).await {
-                Ok(records) => taken.push((customer.clone(), records)),
-                Err(e) => {
-                    failed.push(customer.clone());
-                    error.get_or_insert(e);
-                }
-            }
-        }
-        let ids_of = |c: &str| -> Vec<String> {
-            taken
-                .iter()
-                .filter(|(n, _)| n == c)
-                .flat_map(|(_, r)| r.iter().map(|r| r.id.clone()))
-                .collect()
-        };
-        let all_ids: Vec<(String, Vec<String>)> =
-            dirty.iter().map(|(c, _)| (c.clone(), ids_of(c))).collect();
+        let waiting = self.waiting()?;
+        let customers = waiting.len();
+        let (mut batches, mut records, mut kept_aside) = (0u64, 0u64, 0u64);
         let mut undelivered = None;
-        let (mut batches, mut records) = (0u64, 0u64);
-        for (batch, customers) in pack(taken, receiver.batch_records) {
-            if undelivered.is_some() {
-                failed.extend(customers);
-                continue;
-            }
+        for (batch, names) in pack(waiting, receiver.batch_records) {
             let rendered = render_batch(&receiver, &batch, now_ms);
             match deliver(&self.env, &receiver, &rendered, now_ms).await {
                 Outcome::Delivered => {
+                    let ids: Vec<&str> = batch.records.iter().map(|r| r.id.as_str()).collect();
+                    self.mark_ids(&ids, ACKNOWLEDGED, now_ms)?;
                     batches += 1;
                     records += batch.records.len() as u64;
                 }
                 Outcome::Rejected(_, detail) => {
-                    self.keep_aside(&rendered, &batch.records, &customers, &detail, now_ms)?
+                    self.keep_aside(&rendered, &batch.records, &names, &detail, now_ms)?;
+                    kept_aside += 1;
                 }
                 Outcome::Retry(detail) => {
+                    // The rest waits too: the receiver is struggling.
                     undelivered = Some(detail);
-                    failed.extend(customers);
+                    break;
                 }
             }
         }
-        let mut cleaned = 0;
-        for ((customer, ids), (_, mark)) in all_ids.iter().zip(&dirty) {
-            if failed.contains(customer) {
-                continue;
-            }
-            match self.ack(customer, ids).await {
-                Ok(true) => {
-                    let q = "DELETE FROM dirty WHERE customer = ? AND mark = ?";
-                    self.sql
-                        .exec(q, vec![customer.as_str().into(), (*mark).into()])?;
-                    cleaned += 1;
-                }
-                Ok(false) => {}
-                // Unacknowledged: the counter keeps the records and hands out the same
-                // ones next run; the receiver dedupes them.
-                Err(e) => {
-                    error.get_or_insert(e);
-                }
-            }
-        }
+        let q = "DELETE FROM outbox WHERE state = ? AND done_ms < ?";
+        let forget_before = now_ms - ACKNOWLEDGED_RETENTION_MS;
+        self.sql
+            .exec(q, vec![ACKNOWLEDGED.into(), forget_before.into()])?;
         stats.batches_sent += batches;
         stats.records_sent += records;
-        let summary = json!({"customers": dirty.len(), "batches": batches, "records": records,
-            "cleaned": cleaned, "error": undelivered.as_ref().or(error.as_ref())});
+        let summary = json!({"customers": customers, "batches": batches, "records": records,
+            "kept_aside": kept_aside, "error": undelivered});
         if let Some(e) = undelivered {
             // The receiver failed: back off before the next try.
             return self.fail(stats, now_ms, e).map(|_| summary);
         }
         stats.failures = 0;
         stats.retry_at_ms = 0;
-        if let Some(e) = error {
-            // Some counters did not answer: they are simply tried again next run.
-            stats.last_error = Some(e);
-            stats.last_error_ms = Some(now_ms);
-        }
         self.save_stats(&stats)?;
         Ok(summary)
     }
@@ -252,52 +280,6 @@ impl FlushShard {
         Ok(json!({"error": error, "retry_at_ms": stats.retry_at_ms}))
     }
 
-    /// Waits at most `FLUSH_TIMEOUT_MS` for a counter, so one stuck counter cannot hold
-    /// up the run: it is skipped and tried again on the next run.
-    async fn counter(
-        &self,
-        customer: &str,
-        path: &str,
-        body: &serde_json::Value,
-    ) -> std::result::Result<serde_json::Value, String> {
-        let timeout_ms = config::setting(&self.env, "FLUSH_TIMEOUT_MS")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(10_000);
-        let answer = async {
-            let mut resp = call(&self.env, customer, Method::Post, path, Some(body))
-                .await
-                .map_err(|e| e.message)?;
-            if resp.status_code() >= 300 {
-                return Err(format!(
-                    "counter {customer} answered {}",
-                    resp.status_code()
-                ));
-            }
-            resp.json::<serde_json::Value>()
-                .await
-                .map_err(|e| e.to_string())
-        };
-        let timeout = worker::Delay::from(std::time::Duration::from_millis(timeout_ms));
-        match futures_util::future::select(Box::pin(answer), timeout).await {
-            futures_util::future::Either::Left((result, _)) => result,
-            futures_util::future::Either::Right(_) => Err(format!(
-                "counter {customer}: no answer within {timeout_ms} ms"
-            )),
-        }
-    }
-
-    async fn take(&self, customer: &str) -> std::result::Result<Vec<UsageRecord>, String> {
-        let v = self
-            .counter(customer, "/flush/take", &serde_json::Value::Null)
-            .await?;
-        serde_json::from_value(v["records"].clone()).map_err(|e| e.to_string())
-    }
-
-    async fn ack(&self, customer: &str, ids: &[String]) -> std::result::Result<bool, String> {
-        let v = self.counter(customer, "/flush/ack", &json!(ids)).await?;
-        Ok(v["clean"] == true)
-    }
-
     /// A batch the receiver refused for good: kept with its exact body, to be requeued.
     fn keep_aside(
         &self,
@@ -307,12 +289,14 @@ impl FlushShard {
         error: &str,
         now_ms: i64,
     ) -> Result<()> {
-        let q = "INSERT OR REPLACE INTO dead (batch_id, customers, records, content_type, body, error, created_ms)
-                 VALUES (?, ?, ?, ?, ?, ?, ?)";
+        let q = "INSERT OR REPLACE INTO dead (batch_id, customers, record_ids, records, content_type, body, error, created_ms)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
         let body = String::from_utf8_lossy(&r.body).into_owned();
+        let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
         let binds: Vec<SqlStorageValue> = vec![
             r.batch_id.as_str().into(),
             customers.join(",").into(),
+            serde_json::to_string(&ids).unwrap_or_default().into(),
             (records.len() as i64).into(),
             r.content_type.as_str().into(),
             body.into(),
@@ -320,13 +304,15 @@ impl FlushShard {
             now_ms.into(),
         ];
         self.sql.exec(q, binds)?;
-        Ok(())
+        self.mark_ids(&ids, KEPT_ASIDE, now_ms)
     }
 
-    /// Sends the dead letters again, exactly as first rendered; delivered ones are removed.
+    /// Sends the dead letters again, exactly as first rendered; delivered ones are
+    /// removed and their records count as acknowledged.
     async fn requeue(&self, now_ms: i64) -> Result<serde_json::Value> {
         let receiver = Receiver::from_env(&self.env).map_err(worker::Error::RustError)?;
-        let rows = self.rows("SELECT batch_id, content_type, body FROM dead", vec![])?;
+        let q = "SELECT batch_id, content_type, body, record_ids FROM dead";
+        let rows = self.rows(q, vec![])?;
         let mut delivered = 0;
         for row in &rows {
             let rendered = Rendered {
@@ -340,6 +326,9 @@ impl FlushShard {
                         "DELETE FROM dead WHERE batch_id = ?",
                         vec![rendered.batch_id.as_str().into()],
                     )?;
+                    let ids: Vec<String> = serde_json::from_str(&text(row, 3)).unwrap_or_default();
+                    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+                    self.mark_ids(&ids, ACKNOWLEDGED, now_ms)?;
                     delivered += 1;
                 }
                 Outcome::Rejected(_, e) | Outcome::Retry(e) => {

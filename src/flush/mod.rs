@@ -5,6 +5,7 @@
 
 mod formats;
 pub mod snapshot;
+pub mod wake;
 
 pub use formats::{render, Format};
 

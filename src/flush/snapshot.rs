@@ -71,23 +71,37 @@ fn over(row: &FlushRow, current_period_start: i64) -> bool {
     row.period.end_ms <= current_period_start
 }
 
-/// Records for everything the receiver has not acknowledged, covering counter sequence
-/// numbers `flushed_seq + 1 ..= seq`.
+fn same_row(r: &FlushRow, rec: &UsageRecord) -> bool {
+    r.period.start_ms == rec.period_start_ms && r.meter == rec.meter && r.model == rec.model
+}
+
+/// New records for what is neither acknowledged nor already in flight (`pending`),
+/// covering counter sequence numbers `taken_seq + 1 ..= seq`. Snapshots taken one after
+/// another cover disjoint ranges, so their ids differ and their deltas add up; a
+/// finished period gets one final record, after which its row takes nothing more.
 pub fn take(
     customer: &str,
     rows: &[FlushRow],
+    pending: &[UsageRecord],
     current_period_start: i64,
     seq: (u64, u64),
     now_ms: i64,
 ) -> Vec<UsageRecord> {
-    let (flushed_seq, seq) = seq;
-    let range = (flushed_seq + 1, seq);
+    let (taken_seq, seq) = seq;
+    let range = (taken_seq + 1, seq);
     rows.iter()
         .filter(|r| !r.closed)
         .filter_map(|r| {
-            let d = r.tally.minus(&r.flushed);
+            let in_flight = pending.iter().filter(|p| same_row(r, p));
+            let mut handed = r.flushed;
+            let mut final_in_flight = false;
+            for p in in_flight {
+                handed = handed.plus(&delta_of(p));
+                final_in_flight |= p.is_final;
+            }
+            let d = r.tally.minus(&handed);
             let is_final = over(r, current_period_start);
-            if d.is_zero() && !is_final {
+            if final_in_flight || (d.is_zero() && !is_final) {
                 return None;
             }
             Some(UsageRecord {
@@ -119,6 +133,29 @@ pub fn take(
             })
         })
         .collect()
+}
+
+/// The rows that acknowledged records change, with what is flushed of them afterwards
+/// and whether they are closed (their final record was acknowledged). Several records of
+/// one row add up.
+pub fn acknowledge(rows: &[FlushRow], acked: &[UsageRecord]) -> Vec<FlushRow> {
+    let mut changed: Vec<FlushRow> = Vec::new();
+    for rec in acked {
+        let Some(row) = rows.iter().find(|r| same_row(r, rec)) else {
+            continue;
+        };
+        let i = match changed.iter().position(|c| same_row(c, rec)) {
+            Some(i) => i,
+            None => {
+                changed.push(row.clone());
+                changed.len() - 1
+            }
+        };
+        let c = &mut changed[i];
+        c.flushed = c.flushed.plus(&delta_of(rec));
+        c.closed |= rec.is_final;
+    }
+    changed
 }
 
 /// Whether a counter has nothing left to flush: every row acknowledged, and every row
@@ -163,7 +200,7 @@ mod tests {
     #[test]
     fn delta_is_what_was_not_acknowledged() {
         let rows = [row(NOV, tally(5, 500), tally(2, 200))];
-        let recs = take("acme", &rows, NOV.start_ms, (7, 10), 150);
+        let recs = take("acme", &rows, &[], NOV.start_ms, (7, 10), 150);
         assert_eq!(recs.len(), 1);
         // 5 - 2 requests, 500 - 200 tokens, over sequence numbers 8..=10
         assert_eq!((recs[0].requests, recs[0].input_tokens), (3, 300));
@@ -173,7 +210,7 @@ mod tests {
         );
         // Taking again from the same state gives the same ids: a retry is recognisable.
         assert_eq!(
-            take("acme", &rows, NOV.start_ms, (7, 10), 999)[0].id,
+            take("acme", &rows, &[], NOV.start_ms, (7, 10), 999)[0].id,
             recs[0].id
         );
         assert!(!is_clean(&rows, NOV.start_ms));
@@ -182,7 +219,7 @@ mod tests {
     #[test]
     fn acknowledged_current_rows_are_clean_and_send_nothing() {
         let rows = [row(NOV, tally(5, 500), tally(5, 500))];
-        assert!(take("acme", &rows, NOV.start_ms, (10, 10), 150).is_empty());
+        assert!(take("acme", &rows, &[], NOV.start_ms, (10, 10), 150).is_empty());
         assert!(is_clean(&rows, NOV.start_ms));
     }
 
@@ -192,7 +229,7 @@ mod tests {
             row(NOV, tally(5, 500), tally(5, 500)),
             row(DEC, tally(1, 10), Tally::default()),
         ];
-        let recs = take("acme", &rows, DEC.start_ms, (10, 11), 250);
+        let recs = take("acme", &rows, &[], DEC.start_ms, (10, 11), 250);
         let nov = recs
             .iter()
             .find(|r| r.period_start_ms == NOV.start_ms)
@@ -209,7 +246,39 @@ mod tests {
             ..rows[0].clone()
         }];
         assert!(is_clean(&closed, DEC.start_ms));
-        assert!(take("acme", &closed, DEC.start_ms, (11, 11), 250).is_empty());
+        assert!(take("acme", &closed, &[], DEC.start_ms, (11, 11), 250).is_empty());
+    }
+
+    #[test]
+    fn snapshots_in_flight_are_not_taken_again_and_acks_add_up() {
+        let mut rows = [row(NOV, tally(3, 300), Tally::default())];
+        let first = take("acme", &rows, &[], NOV.start_ms, (0, 3), 110);
+        // Two more requests arrive while the first snapshot is in flight.
+        rows[0].tally = tally(5, 500);
+        let second = take("acme", &rows, &first, NOV.start_ms, (3, 5), 120);
+        assert_eq!(second.len(), 1);
+        // (5 - 0 flushed - 3 in flight) requests, (500 - 300) tokens, over 4..=5
+        assert_eq!((second[0].requests, second[0].input_tokens), (2, 200));
+        assert_eq!((second[0].seq_from, second[0].seq_to), (4, 5));
+        assert_ne!(second[0].id, first[0].id);
+        let both = [first.clone(), second.clone()].concat();
+        assert!(take("acme", &rows, &both, NOV.start_ms, (5, 5), 130).is_empty());
+        // Acknowledged in either order, in one call: 3 + 2 requests, 300 + 200 tokens.
+        let acked = acknowledge(&rows, &[second[0].clone(), first[0].clone()]);
+        assert_eq!(acked.len(), 1);
+        assert_eq!(acked[0].flushed, tally(5, 500));
+        assert!(!acked[0].closed && is_clean(&acked, NOV.start_ms));
+    }
+
+    #[test]
+    fn a_final_record_in_flight_is_the_last_of_its_row() {
+        let rows = [row(NOV, tally(2, 20), tally(1, 10))];
+        let fin = take("acme", &rows, &[], DEC.start_ms, (4, 6), 250);
+        assert!(fin[0].is_final && fin[0].requests == 1);
+        assert!(take("acme", &rows, &fin, DEC.start_ms, (6, 6), 260).is_empty());
+        let acked = acknowledge(&rows, &fin);
+        assert!(acked[0].closed && acked[0].flushed == tally(2, 20));
+        assert!(is_clean(&acked, DEC.start_ms));
     }
 
     #[test]

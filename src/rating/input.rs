@@ -119,6 +119,17 @@ impl RatingInput {
     }
 }
 
+/// The UTC day after a period's last: a period that ends on the day it starts (closed
+/// early on its first day) still counts that one day.
+fn end_day(period: &Period) -> i64 {
+    utc_day(period.end_ms).max(utc_day(period.start_ms) + 1)
+}
+
+/// The UTC days a period counts for proration, at least one.
+pub fn period_days(period: &Period) -> i64 {
+    end_day(period) - utc_day(period.start_ms)
+}
+
 /// The UTC day number (days since 1970-01-01) containing `ms`.
 pub fn utc_day(ms: i64) -> i64 {
     ms.div_euclid(DAY_MS)
@@ -128,7 +139,7 @@ pub fn utc_day(ms: i64) -> i64 {
 /// `[utc_day(from), utc_day(next from))`, the period's end day excluded. A first segment
 /// starting after the period start (a customer who joined mid-period) covers fewer days.
 pub fn segment_days(period: &Period, segments: &[Segment]) -> Vec<i64> {
-    let end = utc_day(period.end_ms);
+    let end = end_day(period);
     segments
         .iter()
         .enumerate()

@@ -128,8 +128,7 @@ pub fn rate(
         RatingError::new("$.country".into(), "not in the tax table").in_document("account")
     })?;
     let days = segment_days(&input.period, &input.segments);
-    let period_days =
-        super::input::utc_day(input.period.end_ms) - super::input::utc_day(input.period.start_ms);
+    let period_days = super::input::period_days(&input.period);
     let mut drafts: Vec<LineDraft> = Vec::new();
     for (i, segment) in input.segments.iter().enumerate() {
         let proration = Proration {

@@ -3,7 +3,7 @@
 //! the rating input must pass first.
 
 use super::charges::{graduated, package, per_unit, percentage, volume};
-use super::input::{utc_day, Meter, RatingInput, Segment};
+use super::input::{Meter, RatingInput, Segment};
 use super::invoice::{Line, LineKind, Proration};
 use super::money::negative;
 use super::plan::{Charge, PackageTerms, PerUnit, Plan, PriceBook, Pricing, Tiered};
@@ -54,8 +54,8 @@ fn charge_for<'a>(plan: &'a Plan, meter: Meter, model: &str) -> Option<&'a Charg
 /// The consistency the input needs beyond its types.
 pub(crate) fn check_input(book: &PriceBook, input: &RatingInput) -> Result<(), RatingError> {
     let (start, end) = (input.period.start_ms, input.period.end_ms);
-    if utc_day(end) <= utc_day(start) {
-        return fail("$.period".into(), "must span at least one UTC day");
+    if end <= start {
+        return fail("$.period".into(), "must end after it starts");
     }
     if input.segments.is_empty() || input.segments.len() > MAX_SEGMENTS {
         return fail(

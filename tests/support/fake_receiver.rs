@@ -19,6 +19,8 @@ struct Counts {
     records: u64,
     duplicates: u64,
     bad_signatures: u64,
+    /// Requests metered by the records with new ids: what the receiver would bill.
+    requests: u64,
     ids: HashSet<String>,
 }
 
@@ -38,8 +40,8 @@ fn serve(conn: TcpStream, secret: &str, counts: &Mutex<Counts>) -> Option<()> {
             let mut c = counts.lock().ok()?;
             if req.method == "GET" && req.path == "/stats" {
                 let stats = format!(
-                    r#"{{"batches":{},"records":{},"duplicates":{},"bad_signatures":{}}}"#,
-                    c.batches, c.records, c.duplicates, c.bad_signatures
+                    r#"{{"batches":{},"records":{},"duplicates":{},"bad_signatures":{},"requests":{}}}"#,
+                    c.batches, c.records, c.duplicates, c.bad_signatures, c.requests
                 );
                 (200, stats)
             } else if !verify(secret, &signature, &body, now_s, 300) {
@@ -51,6 +53,7 @@ fn serve(conn: TcpStream, secret: &str, counts: &Mutex<Counts>) -> Option<()> {
                 for r in batch["records"].as_array()? {
                     if c.ids.insert(r["id"].as_str()?.to_string()) {
                         c.records += 1;
+                        c.requests += r["requests"].as_u64().unwrap_or(0);
                     } else {
                         c.duplicates += 1;
                     }

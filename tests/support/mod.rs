@@ -151,3 +151,38 @@ pub fn meter(usage: &Value, meter: &str, model: &str) -> Value {
             || json!({"requests": 0, "input": 0, "output": 0, "cached": 0, "estimated": 0}),
         )
 }
+
+/// A counter's flush state (`GET /admin/v1/customers/{id}/flush`).
+pub fn counter_flush(port: u16, id: &str) -> Value {
+    counter_flush_call(port, "GET", id)
+}
+
+/// Has the counter push to its shard now, then answers its flush state.
+pub fn push_now(port: u16, id: &str) -> Value {
+    counter_flush_call(port, "POST", id);
+    counter_flush(port, id)
+}
+
+fn counter_flush_call(port: u16, method: &str, id: &str) -> Value {
+    let path = format!("/admin/v1/customers/{id}/flush");
+    let r = admin(port, method, &path, &Value::Null);
+    assert_eq!(r.status, 200, "{method} {path}: {}", r.text());
+    r.json()
+}
+
+/// Waits until every counter has pushed all its usage to its shard (its alarm runs
+/// right after each settlement here).
+pub fn wait_pushed(port: u16, keys: &[(String, String)]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (id, key) in keys {
+        settled_usage(port, key);
+        loop {
+            let f = counter_flush(port, id);
+            if f["push_at_ms"].is_null() && f["taken_seq"] == f["seq"] {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{id} never pushed: {f}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

@@ -228,3 +228,20 @@ fn rule10_proration_by_utc_days_with_the_change_day_for_the_new_plan() {
         vec![30]
     );
 }
+
+#[test]
+fn rule10_a_period_closed_on_its_first_day_counts_that_day() {
+    // closed five hours into April 1: one UTC day of one
+    let mut inp = input("pro", vec![]);
+    inp.period.end_ms = day(0) + 5 * 3_600_000;
+    assert_eq!(segment_days(&inp.period, &inp.segments), vec![1]);
+    let inv = rate(&book(), &account("US"), &inp).unwrap();
+    assert_reconciles(&inv);
+    // base 49 * 1/1 = 49.00, not prorated: as for any period closed early
+    assert_eq!(inv.lines[0].amount, d("49.00"));
+    assert_eq!(inv.lines[0].proration, None);
+    // a period that ends before it starts is still refused
+    inp.period.end_ms = day(0);
+    let e = rate(&book(), &account("US"), &inp).unwrap_err();
+    assert!(e.to_string().contains("$.period"), "{e}");
+}
