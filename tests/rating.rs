@@ -192,6 +192,14 @@ fn flushed_usage_becomes_an_exact_invoice() {
         invoice["total"]
     );
 
+    // A top-up changes the stored invoice at once: 1.00 more credit, 1.00 less to pay.
+    let top_up = json!({"id": "g2", "amount": "1.00", "currency": "USD", "priority": 2, "effective_at_ms": 0});
+    let grants = format!("/rating/v1/customers/{id}/grants");
+    assert_eq!(rating_call(port, "POST", &grants, &top_up).status, 201);
+    let invoice = rating_call(port, "GET", &path, &Value::Null).json();
+    assert_eq!(cents(&invoice["credits_applied"]), 600, "{invoice}");
+    assert_eq!(cents(&invoice["total"]), subtotal + tax - 600);
+
     // Closing the period sends its final records: the invoice becomes final.
     assert_eq!(
         admin(

@@ -1,6 +1,7 @@
 //! `Ledger`: one Durable Object per customer on the rating side. It stores flushed
 //! records once each (deduplicated by record id), keeps running totals per period,
-//! meter and model, and rates them on demand with the pure rating engine.
+//! meter and model, and rates a period with the pure rating engine as its records
+//! arrive, keeping the invoice (`ledger_rated`).
 
 use super::client::call;
 use super::sql::{integer, text};
@@ -10,7 +11,7 @@ use crate::error::ApiError;
 use crate::flush::UsageRecord;
 use crate::ledger::{rating_input, tally_of};
 use crate::period::{day_of_month, period_at, Period};
-use crate::rating::{preview, rate, usage_blocked, Account, CreditGrant, PriceBook};
+use crate::rating::{preview, usage_blocked, Account, CreditGrant, PriceBook};
 use serde_json::{json, Value};
 use worker::Method;
 use worker::{
@@ -23,31 +24,33 @@ CREATE TABLE IF NOT EXISTS records (id TEXT PRIMARY KEY, period_start INTEGER NO
 CREATE TABLE IF NOT EXISTS totals (period_start INTEGER NOT NULL, period_end INTEGER NOT NULL, meter TEXT NOT NULL,
   model TEXT NOT NULL, tally TEXT NOT NULL, final INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (period_start, meter, model));
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rated (period_start INTEGER PRIMARY KEY, book_version TEXT NOT NULL,
+  valid_until_ms INTEGER, invoice TEXT NOT NULL);
 ";
 
 type Answer = std::result::Result<Response, ApiError>;
 
 /// Everything rating one period takes.
-struct Rating {
-    book: std::rc::Rc<PriceBook>,
-    account: Account,
+pub(super) struct Rating {
+    pub(super) book: std::rc::Rc<PriceBook>,
+    pub(super) account: Account,
     plan: String,
-    input: crate::rating::RatingInput,
-    is_final: bool,
+    pub(super) input: crate::rating::RatingInput,
+    pub(super) is_final: bool,
 }
 
 #[durable_object]
 pub struct Ledger {
-    env: Env,
-    sql: SqlStorage,
+    pub(super) env: Env,
+    pub(super) sql: SqlStorage,
     ready: std::cell::Cell<bool>,
 }
 
-fn stored(e: worker::Error) -> ApiError {
+pub(super) fn stored(e: worker::Error) -> ApiError {
     ApiError::internal(format!("ledger storage: {e}"))
 }
 
-fn rating(e: crate::rating::RatingError) -> ApiError {
+pub(super) fn rating(e: crate::rating::RatingError) -> ApiError {
     ApiError::bad_request(
         "rating_error",
         format!("{} {}: {}", e.document, e.path, e.message),
@@ -80,7 +83,7 @@ impl DurableObject for Ledger {
         let v: Value = serde_json::from_slice(&bytes).unwrap_or_default();
         let now_ms = worker::Date::now().as_millis() as i64;
         let result = match req.path().as_str() {
-            "/ingest" => match self.ingest(&bytes) {
+            "/ingest" => match self.ingest(&bytes, now_ms) {
                 Ok(r) => {
                     self.credit_state(now_ms).await;
                     Ok(r)
@@ -108,7 +111,7 @@ impl DurableObject for Ledger {
 }
 
 impl Ledger {
-    fn rows(
+    pub(super) fn rows(
         &self,
         q: &str,
         binds: Vec<SqlStorageValue>,
@@ -117,10 +120,11 @@ impl Ledger {
     }
 
     /// Stores each record once; a record seen before changes nothing.
-    fn ingest(&self, bytes: &[u8]) -> Answer {
+    fn ingest(&self, bytes: &[u8], now_ms: i64) -> Answer {
         let records: Vec<UsageRecord> =
             serde_json::from_slice(bytes).map_err(ApiError::invalid_json)?;
         let (mut fresh, mut duplicates) = (0, 0);
+        let mut periods: Vec<i64> = Vec::new();
         for r in &records {
             let q = "INSERT OR IGNORE INTO records (id, period_start) VALUES (?, ?)";
             let written = self
@@ -133,6 +137,9 @@ impl Ledger {
                 continue;
             }
             fresh += 1;
+            if !periods.contains(&r.period_start_ms) {
+                periods.push(r.period_start_ms);
+            }
             let q = "SELECT tally FROM totals WHERE period_start = ? AND meter = ? AND model = ?";
             let key = vec![
                 r.period_start_ms.into(),
@@ -158,6 +165,7 @@ impl Ledger {
             ];
             self.sql.exec(q, binds).map_err(stored)?;
         }
+        self.rate_periods(&periods, now_ms);
         http::json_response(&json!({"stored": fresh, "duplicates": duplicates}), 200)
             .map_err(http::internal)
     }
@@ -190,6 +198,7 @@ impl Ledger {
         }
         Account::parse(&v["account"].to_string(), &book).map_err(rating)?;
         self.set_meta("account", v)?;
+        self.forget_rated()?;
         http::json_response(v, 200).map_err(http::internal)
     }
 
@@ -214,11 +223,12 @@ impl Ledger {
         v["account"]["grants"] = Value::Array([grants, vec![grant.clone()]].concat());
         Account::parse(&v["account"].to_string(), &book).map_err(rating)?;
         self.set_meta("account", &v)?;
+        self.forget_rated()?;
         http::json_response(&v, 201).map_err(http::internal)
     }
 
     /// What rating a period needs: the book, the account, its plan and the input.
-    fn context(&self, start: i64, now_ms: i64) -> std::result::Result<Rating, ApiError> {
+    pub(super) fn context(&self, start: i64, now_ms: i64) -> std::result::Result<Rating, ApiError> {
         let book = config::price_book(&self.env)?;
         let v = self
             .meta("account")?
@@ -263,17 +273,10 @@ impl Ledger {
     /// The invoice of the period starting at `start`, under the book in force or, for a
     /// preview, next to it under a draft book. Final once the period's final flush arrived.
     fn invoice(&self, start: i64, draft: Option<&str>, now_ms: i64) -> Answer {
-        let c = self.context(start, now_ms)?;
         let body = match draft {
-            None => {
-                let invoice = rate(&c.book, &c.account, &c.input).map_err(rating)?;
-                serde_json::to_value(if c.is_final {
-                    invoice.finalize()
-                } else {
-                    invoice
-                })
-            }
+            None => serde_json::to_value(self.rated_invoice(start, now_ms)?),
             Some(text) => {
+                let c = self.context(start, now_ms)?;
                 let draft = PriceBook::parse(text)
                     .map_err(|e| rating(e.in_document("draft price book")))?;
                 serde_json::to_value(
@@ -313,7 +316,7 @@ impl Ledger {
         else {
             return Ok(());
         };
-        let invoice = rate(&c.book, &c.account, &c.input).map_err(rating)?;
+        let invoice = self.rated_invoice(start, now_ms)?;
         let blocked = usage_blocked(plan, invoice.credit_balance);
         if self.meta("blocked")? == Some(Value::Bool(blocked)) {
             return Ok(());

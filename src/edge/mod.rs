@@ -12,6 +12,7 @@ mod delivery;
 mod flush_shard;
 mod http;
 mod ledger;
+mod ledger_rated;
 mod proxy;
 mod rating_api;
 mod sql;

@@ -63,6 +63,17 @@ pub struct CreditGrant {
 }
 
 impl Account {
+    /// The first instant after `at_ms` at which a grant becomes usable or stops being
+    /// usable: an invoice rated at `at_ms` holds until then. `None`: no change is coming.
+    pub fn next_credit_change(&self, at_ms: i64) -> Option<i64> {
+        self.grants
+            .iter()
+            .flat_map(|g| [Some(g.effective_at_ms), g.expires_at_ms])
+            .flatten()
+            .filter(|&t| t > at_ms)
+            .min()
+    }
+
     /// Parses an account and checks it against `book`; errors carry the JSON path.
     pub fn parse(json: &str, book: &PriceBook) -> Result<Account, RatingError> {
         let account: Account = serde_json::from_str(json).map_err(|e| {

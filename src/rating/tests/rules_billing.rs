@@ -245,3 +245,20 @@ fn rule10_a_period_closed_on_its_first_day_counts_that_day() {
     let e = rate(&book(), &account("US"), &inp).unwrap_err();
     assert!(e.to_string().contains("$.period"), "{e}");
 }
+
+#[test]
+fn rule8_a_rated_invoice_holds_until_the_next_grant_starts_or_ends() {
+    let mut acct = account("US");
+    acct.grants = vec![
+        grant("a", "1", 0, Some(40)),
+        CreditGrant {
+            effective_at_ms: day(20),
+            ..grant("b", "1", 0, None)
+        },
+    ];
+    // at day 10: b starts on day 20, before a expires on day 40
+    assert_eq!(acct.next_credit_change(day(10)), Some(day(20)));
+    // exactly at day 20 b is usable already: the next change is a's expiry
+    assert_eq!(acct.next_credit_change(day(20)), Some(day(40)));
+    assert_eq!(acct.next_credit_change(day(40)), None);
+}
