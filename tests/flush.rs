@@ -18,6 +18,16 @@ const SECRET: &str = "whsec_flush_test";
 type Totals = BTreeMap<(String, String, String), [u64; 4]>;
 
 fn start(dir: &std::path::Path, upstream: &FakeUpstream, receiver: &Receiver) -> Worker {
+    // Counters push right after each change.
+    start_pushing_every(dir, upstream, receiver, "0")
+}
+
+fn start_pushing_every(
+    dir: &std::path::Path,
+    upstream: &FakeUpstream,
+    receiver: &Receiver,
+    push_ms: &str,
+) -> Worker {
     let url = receiver.url();
     let vars = [
         ("RATING_URL", url.as_str()),
@@ -26,9 +36,7 @@ fn start(dir: &std::path::Path, upstream: &FakeUpstream, receiver: &Receiver) ->
         ("FLUSH_BATCH_RECORDS", "4"),
         ("FLUSH_BACKOFF_MS", "0"),
         ("FLUSH_TIMEOUT_MS", "1500"),
-        // Counters push right after each change, and check back only when asked.
-        ("FLUSH_PUSH_MS", "0"),
-        ("FLUSH_CHECK_MS", "3600000"),
+        ("FLUSH_PUSH_MS", push_ms),
     ];
     Worker::start_with(dir, &upstream.url(), &catalog(), &vars)
 }
@@ -287,5 +295,32 @@ fn batches_refused_for_a_bad_signature_are_kept_and_can_be_requeued() {
     assert_eq!(receiver.totals(), expected);
     assert_eq!(flush_stats(port)["overall"]["dead_letters"], 0);
     assert_counters_acknowledged(port, &keys);
+    worker.stop();
+}
+
+#[test]
+fn changes_within_the_push_interval_travel_together_on_the_alarm() {
+    let (upstream, receiver) = (FakeUpstream::start(0), Receiver::start(SECRET));
+    let worker = start_pushing_every(&scratch("flush-alarm"), &upstream, &receiver, "2000");
+    let port = worker.port;
+    let (id, key) = customer(port, "open");
+    let ask = json!({"model": "gpt-4o-mini", "max_tokens": 3, "messages": []});
+    for _ in 0..4 {
+        assert_eq!(chat(port, &key, &ask, &[]).status, 200);
+    }
+    settled_usage(port, &key);
+    // The first change pushed at once; the other three wait for the alarm.
+    let f = support::counter_flush(port, &id);
+    assert!(
+        f["seq"].as_u64().unwrap() > f["pushed_seq"].as_u64().unwrap(),
+        "{f}"
+    );
+    assert!(f["alarm_ms"].is_i64(), "{f}");
+    let keys = vec![(id.clone(), key.clone())];
+    wait_pushed(port, &keys);
+    let exact = flush_until_exact(port, &receiver, &keys);
+    assert_eq!(exact.values().map(|t| t[0]).sum::<u64>(), 4);
+    // one record from the first push, one from the alarm's
+    assert_eq!(receiver.records().len(), 2, "{:?}", receiver.records());
     worker.stop();
 }

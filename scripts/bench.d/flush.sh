@@ -5,8 +5,8 @@
 # which verifies signatures and dedupes by record id). For each size in
 # BENCH_FLUSH_CUSTOMERS (ascending) the customers are made dirty (new ones created, each
 # with a live key and one metered request; those flushed before get one more request),
-# their counters push them to the shards (each on its own alarm, FLUSH_PUSH_MS after the
-# change), then POST /admin/v1/flush/run (what the cron runs) is called until
+# their counters push them to the shards (after a settlement, at most once per
+# FLUSH_PUSH_MS, the rest on the counter's alarm), then POST /admin/v1/flush/run (what the cron runs) is called until
 # GET /admin/v1/flush shows no waiting record, each run bounded by BENCH_FLUSH_RUN_S.
 
 FLUSH_SHARDS=$(sed -n 's/^FLUSH_SHARDS *= *"\([0-9]*\)".*/\1/p' wrangler.toml | head -n 1)
@@ -92,8 +92,8 @@ for n in $FLUSH_CUSTOMERS; do
   F_METERED[$n]=$metered
   info "set up in $(ms "${F_SETUP_MS[$n]}") s: ${F_NEW[$n]} created, ${F_REMETER[$n]} metered again, ${F_SETUP_FAILED[$n]} failed${F_SETUP_ERROR[$n]:+ (first: ${F_SETUP_ERROR[$n]})}"
 
-  # Settlement runs after the response (waitUntil), and each counter's alarm pushes its
-  # records FLUSH_PUSH_MS later: wait until every dirty customer has records waiting.
+  # Settlement, and with it the push, runs after the response (waitUntil): wait until
+  # every dirty customer has records waiting in a shard.
   expect=$((F_NEW[$n] + F_REMETER[$n]))
   t1=$(now_ms)
   for _ in $(seq 600); do
@@ -214,9 +214,10 @@ flush_report() {
   echo "\`FLUSH_SHARDS = $FLUSH_SHARDS\`, \`FLUSH_BATCH_RECORDS = $FLUSH_BATCH\` as in wrangler.toml,"
   echo "\`FLUSH_PUSH_MS\` at its default, \`FLUSH_BACKOFF_MS = 0\`). Each size adds customers to the"
   echo "previous one: new customers get a live key and one metered chat completion, those"
-  echo "flushed before get one more request. Each changed counter pushes its new records to"
-  echo "its shard on its own alarm, shortly after the change; *push wait* is how long after"
-  echo "the set-up's last response every dirty customer had records waiting in a shard."
+  echo "flushed before get one more request. A counter pushes its new records to its shard"
+  echo "right after the settlement (at most once per \`FLUSH_PUSH_MS\`, later changes on its"
+  echo "alarm); *push wait* is how long after the set-up's last response every dirty"
+  echo "customer had records waiting in a shard."
   echo "Then \`POST /admin/v1/flush/run\` (what the cron runs: every shard at once, and no"
   echo "counter) is called back to back until \`GET /admin/v1/flush\` shows no waiting record;"
   echo "each run may take at most ${FLUSH_RUN_S} s (a cron minute), and no run starts after"

@@ -93,10 +93,7 @@ pub fn flush_shards(env: &Env) -> Option<u32> {
     Some(n.clamp(1, 1024))
 }
 
-/// How counters pace their pushes to the shards (`FLUSH_PUSH_MS`, `FLUSH_CHECK_MS`).
-pub fn push_timing(env: &Env) -> crate::flush::wake::PushTiming {
-    crate::flush::wake::PushTiming::from_settings(
-        setting(env, "FLUSH_PUSH_MS").as_deref(),
-        setting(env, "FLUSH_CHECK_MS").as_deref(),
-    )
+/// The least time between two pushes of one counter (`FLUSH_PUSH_MS`).
+pub fn push_interval_ms(env: &Env) -> i64 {
+    crate::flush::wake::push_interval_ms(setting(env, "FLUSH_PUSH_MS").as_deref())
 }

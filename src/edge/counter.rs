@@ -35,9 +35,9 @@ pub struct UsageCounter {
     pub(super) env: Env,
     pub(super) store: Store,
     pub(super) mem: RefCell<Option<Loaded>>,
-    /// Whether an alarm to push the latest changes is set, as last read or written, so
-    /// a settlement does not read the flush state from storage each time.
-    pub(super) push_due: std::cell::Cell<Option<bool>>,
+    /// The last push and the alarm set, as last read or written, so a settlement does
+    /// not read the flush state from storage each time.
+    pub(super) push_clock: std::cell::Cell<Option<super::counter_alarm::PushClock>>,
     /// A push is awaiting the shard; another one waits for the next alarm.
     pub(super) pushing: std::cell::Cell<bool>,
 }
@@ -58,7 +58,7 @@ impl DurableObject for UsageCounter {
             env,
             store,
             mem: RefCell::new(None),
-            push_due: std::cell::Cell::new(None),
+            push_clock: std::cell::Cell::new(None),
             pushing: std::cell::Cell::new(false),
         }
     }
@@ -104,12 +104,13 @@ impl DurableObject for UsageCounter {
         http::respond(result)
     }
 
-    /// Pushes new usage to the registry shard and learns what the receiver has
-    /// acknowledged; at the end of a period, its final records. A failed push has set
-    /// its own retry, so the alarm itself always succeeds.
+    /// Pushes the changes that came within the push interval, retries a failed push,
+    /// or sends a period's final records. A failed push sets its own retry, so the
+    /// alarm itself always succeeds.
     async fn alarm(&self) -> Result<Response> {
         self.store.ready()?;
         let now_ms = worker::Date::now().as_millis() as i64;
+        self.forget_alarm();
         if let Err(e) = self.push(now_ms).await {
             worker::console_error!("flush push: {}", e.message);
         }

@@ -1,25 +1,21 @@
-//! The counter's side of flushing. A settlement sets an alarm; the alarm takes a
-//! frozen snapshot of what is new, pushes every record still unacknowledged to the
-//! customer's registry shard, and learns from the shard's answer which records the
-//! receiver has acknowledged. Only those move the flushed watermark. The cron run then
-//! reads the shards alone, however many counters changed.
+//! The counter's side of flushing. After a settlement (at most once per
+//! `FLUSH_PUSH_MS`, the rest coalesced by an alarm) the counter takes a frozen snapshot
+//! of what is new, pushes every record still unacknowledged to the customer's registry
+//! shard, and learns from the shard's answer which records the receiver has
+//! acknowledged. Only those move the flushed watermark. The cron run then reads the
+//! shards alone, however many counters changed.
 
 use super::counter::{stored, UsageCounter};
 use super::{client, config, http};
 use crate::error::ApiError;
 use crate::flush::snapshot::{acknowledge, is_clean, take};
-use crate::flush::wake::next_wake;
+use crate::flush::wake::{next_alarm, push_due, AfterPush};
 use crate::flush::{shard_for, UsageRecord};
 use crate::period::{period_at, Period};
 use serde_json::json;
-use worker::{Method, Response, ScheduledTime};
+use worker::{Method, Response};
 
 type Answer = std::result::Result<Response, ApiError>;
-
-/// An alarm time from epoch milliseconds (a bare `i64` would mean an offset from now).
-fn alarm_at(ms: i64) -> ScheduledTime {
-    ScheduledTime::new(worker::js_sys::Date::new(&(ms as f64).into()))
-}
 
 /// What one push did.
 struct Pushed {
@@ -31,32 +27,33 @@ struct Pushed {
 }
 
 impl UsageCounter {
-    /// Makes sure an alarm pushes this counter's new usage within `FLUSH_PUSH_MS`, once
-    /// per push cycle. Does nothing when flushing is off.
+    /// After a settlement: pushes at once, or, within `FLUSH_PUSH_MS` of the last push
+    /// (or while one is on its way), makes sure an alarm pushes when the interval is
+    /// over. Does nothing when flushing is off.
     pub(super) async fn schedule_push(&self, now_ms: i64) {
-        if config::flush_shards(&self.env).is_none() || self.push_due.get() == Some(true) {
+        if config::flush_shards(&self.env).is_none() {
             return;
         }
-        let Ok(mut f) = self.store.flush_state() else {
+        let interval = config::push_interval_ms(&self.env);
+        let Ok(clock) = self.clock() else {
             return;
         };
-        if f.push_at.is_none() {
-            let at = now_ms + config::push_timing(&self.env).delay_ms;
-            f.push_at = Some(at);
-            if self.store.save_flush_state(&f).is_err()
-                || self.state.storage().set_alarm(alarm_at(at)).await.is_err()
-            {
-                // The next settlement tries again.
-                f.push_at = None;
-                let _ = self.store.save_flush_state(&f);
-                return;
-            }
+        if self.pushing.get() {
+            // The push on its way may have taken its records already.
+            self.ensure_alarm(now_ms + interval).await;
+            return;
         }
-        self.push_due.set(Some(true));
+        let due = push_due(now_ms, clock.last_push_ms, interval);
+        if due > now_ms {
+            self.ensure_alarm(due).await;
+        } else if let Err(e) = self.push(now_ms).await {
+            worker::console_error!("flush push: {}", e.message);
+        }
     }
 
-    /// The alarm's work: push, then set the next wake. A failed push is tried again
-    /// with the same doubling wait as an unacknowledged one.
+    /// Takes what is new, pushes every unacknowledged record to the shard, learns which
+    /// the receiver acknowledged, and sets the alarm the outcome calls for: a retry
+    /// (doubling), the changes that came meanwhile, or the period's final records.
     pub(super) async fn push(
         &self,
         now_ms: i64,
@@ -69,34 +66,22 @@ impl UsageCounter {
         }
         let pushed = self.push_once(now_ms, shards).await;
         self.pushing.set(false);
-        // Fruitless tries in a row (a failure, or nothing new and nothing acknowledged)
-        // stretch the wait for the next check.
-        let progressed = pushed
-            .as_ref()
-            .is_ok_and(|p| p.taken > 0 || p.acknowledged > 0 || p.in_flight == 0);
-        let failed = pushed.is_err();
-        let (in_flight, checks, push_at, period_end) = self.with(now_ms, |l| {
+        let after = self.with(now_ms, |l| {
             let mut f = self.store.flush_state().map_err(stored)?;
-            f.checks = if progressed { 0 } else { f.checks + 1 };
+            f.failures = if pushed.is_ok() { 0 } else { f.failures + 1 };
+            f.last_push_ms = Some(now_ms);
             self.store.save_flush_state(&f).map_err(stored)?;
+            self.remember_push(now_ms);
             let open = !self.store.flush_rows().map_err(stored)?.is_empty();
-            Ok((
-                !f.pending.is_empty() || failed,
-                f.checks,
-                f.push_at,
-                open.then_some(l.state.period.end_ms),
-            ))
+            Ok(AfterPush {
+                now_ms,
+                failures: f.failures,
+                changed_since: l.state.seq > f.taken_seq,
+                period_end_ms: open.then_some(l.state.period.end_ms),
+            })
         })?;
-        // A settlement during the push has set a sooner alarm already.
-        if push_at.is_none() {
-            let timing = config::push_timing(&self.env);
-            if let Some(at) = next_wake(now_ms, in_flight, checks, timing, period_end) {
-                self.state
-                    .storage()
-                    .set_alarm(alarm_at(at))
-                    .await
-                    .map_err(stored)?;
-            }
+        if let Some(at) = next_alarm(after, config::push_interval_ms(&self.env)) {
+            self.ensure_alarm(at).await;
         }
         let p = pushed?;
         Ok(
@@ -106,22 +91,19 @@ impl UsageCounter {
     }
 
     async fn push_once(&self, now_ms: i64, shards: u32) -> std::result::Result<Pushed, ApiError> {
-        let (customer, records, taken) = self.with(now_ms, |l| {
+        let (customer, records, taken, taken_seq) = self.with(now_ms, |l| {
             l.state.roll(now_ms);
             let mut f = self.store.flush_state().map_err(stored)?;
-            f.push_at = None;
-            self.push_due.set(Some(false));
             let rows = self.store.flush_rows().map_err(stored)?;
             let seq = (f.taken_seq.max(f.flushed_seq), l.state.seq);
             let start = l.state.period.start_ms;
             let new = take(&l.customer.id, &rows, &f.pending, start, seq, now_ms);
             let taken = new.len();
-            if taken > 0 {
-                f.taken_seq = l.state.seq;
-                f.pending.extend(new);
-            }
+            // Sequence numbers that changed nothing left to take are covered too.
+            f.taken_seq = f.taken_seq.max(l.state.seq);
+            f.pending.extend(new);
             self.store.save_flush_state(&f).map_err(stored)?;
-            Ok((l.customer.id.clone(), f.pending, taken))
+            Ok((l.customer.id.clone(), f.pending, taken, f.taken_seq))
         })?;
         let acknowledged = if records.is_empty() {
             Vec::new()
@@ -142,6 +124,7 @@ impl UsageCounter {
                 f.flushed_seq = f.flushed_seq.max(seq_to);
             }
             f.pending = kept;
+            f.pushed_seq = f.pushed_seq.max(taken_seq);
             self.store.save_flush_state(&f).map_err(stored)?;
             let rows = self.store.flush_rows().map_err(stored)?;
             Ok(Pushed {
@@ -190,8 +173,9 @@ impl UsageCounter {
         let view = self.with(now_ms, |l| {
             let f = self.store.flush_state().map_err(stored)?;
             Ok(json!({"seq": l.state.seq, "taken_seq": f.taken_seq,
-                "flushed_seq": f.flushed_seq, "in_flight": f.pending.len(),
-                "push_at_ms": f.push_at, "checks": f.checks}))
+                "pushed_seq": f.pushed_seq, "flushed_seq": f.flushed_seq,
+                "in_flight": f.pending.len(), "last_push_ms": f.last_push_ms,
+                "alarm_ms": f.alarm_ms, "failures": f.failures}))
         })?;
         http::json_response(&view, 200).map_err(http::internal)
     }

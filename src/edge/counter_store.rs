@@ -49,12 +49,18 @@ pub struct FlushState {
     /// Records taken and not yet acknowledged by the receiver. They are pushed again
     /// (same ids) until the shard reports them acknowledged.
     pub pending: Vec<UsageRecord>,
-    /// When the alarm that pushes the latest changes is due; `None`: none is set.
+    /// Sequence number covered by the records the shard has stored.
     #[serde(default)]
-    pub push_at: Option<i64>,
-    /// Pushes in a row that found records in flight still unacknowledged.
+    pub pushed_seq: u64,
+    /// When the last push was tried.
     #[serde(default)]
-    pub checks: u32,
+    pub last_push_ms: Option<i64>,
+    /// The alarm set, if any.
+    #[serde(default)]
+    pub alarm_ms: Option<i64>,
+    /// Pushes that failed in a row.
+    #[serde(default)]
+    pub failures: u32,
 }
 
 /// Whether prepaid credits still cover usage, as the rating side last said.

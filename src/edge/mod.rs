@@ -5,6 +5,7 @@ mod admin;
 mod client;
 mod config;
 mod counter;
+mod counter_alarm;
 mod counter_flush;
 mod counter_keys;
 mod counter_store;

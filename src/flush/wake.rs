@@ -1,97 +1,118 @@
-//! When a counter wakes itself to push usage to its registry shard. The counter's own
-//! alarm does the pushing, so a cron run reads only the shards and never has to open
-//! thousands of counters at once.
+//! When a counter pushes usage to its registry shard. The counter does the pushing, so
+//! a cron run reads only the shards and never has to open thousands of counters. A
+//! change pushes at once unless the counter pushed within the last `FLUSH_PUSH_MS`;
+//! then one alarm pushes everything that came meanwhile. The same alarm retries a
+//! failed push and sends a period's final records after it ends.
 
 use super::backoff_ms;
 
 /// A period's final records are taken this long after it ends.
 pub const PERIOD_END_GRACE_MS: i64 = 1_000;
 
-/// How a counter paces its pushes, from `FLUSH_PUSH_MS` and `FLUSH_CHECK_MS`.
+/// The first wait before trying a failed push again; it doubles, up to an hour.
+pub const RETRY_BASE_MS: i64 = 10_000;
+
+/// The least time between two pushes of one counter, from `FLUSH_PUSH_MS` (default
+/// 5 s, at most an hour): a busy customer pushes at most once per interval.
+pub fn push_interval_ms(setting: Option<&str>) -> i64 {
+    setting
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or(5_000)
+        .clamp(0, 3_600_000)
+}
+
+/// When a change at `now_ms` may be pushed: now, if the last push (`last_push_ms`) is
+/// at least an interval ago, else an interval after it.
+pub fn push_due(now_ms: i64, last_push_ms: Option<i64>, interval_ms: i64) -> i64 {
+    last_push_ms.map_or(now_ms, |last| now_ms.max(last + interval_ms))
+}
+
+/// What a counter knows after a push, to choose its next alarm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PushTiming {
-    /// How long after its first change a counter pushes; changes within that time
-    /// travel in one push.
-    pub delay_ms: i64,
-    /// How long after a push the counter asks its shard again whether its records in
-    /// flight were acknowledged; doubling while they are not, up to an hour.
-    pub check_ms: i64,
+pub struct AfterPush {
+    pub now_ms: i64,
+    /// Pushes that failed in a row (0: the last one reached the shard).
+    pub failures: u32,
+    /// Changes arrived while the push was on its way.
+    pub changed_since: bool,
+    /// The end of the current period, when it has usage that will need a final record.
+    pub period_end_ms: Option<i64>,
 }
 
-impl Default for PushTiming {
-    fn default() -> Self {
-        PushTiming {
-            delay_ms: 5_000,
-            check_ms: 90_000,
-        }
-    }
-}
-
-impl PushTiming {
-    /// From the two settings (milliseconds), each defaulted when absent or unreadable.
-    /// The check is at least a second, so a counter never spins on its shard.
-    pub fn from_settings(delay: Option<&str>, check: Option<&str>) -> PushTiming {
-        let d = PushTiming::default();
-        let ms = |v: Option<&str>| v.and_then(|v| v.trim().parse::<i64>().ok());
-        PushTiming {
-            delay_ms: ms(delay).unwrap_or(d.delay_ms).clamp(0, 3_600_000),
-            check_ms: ms(check).unwrap_or(d.check_ms).clamp(1_000, 3_600_000),
-        }
-    }
-}
-
-/// When a counter that has just pushed should wake next: to learn what became of its
-/// records in flight (`checks` is how many times in a row it found some still
-/// unacknowledged), or after its period ends (`period_end_ms`, when it has usage
-/// there) to send the final records. `None`: nothing to wake for.
-pub fn next_wake(
-    now_ms: i64,
-    in_flight: bool,
-    checks: u32,
-    t: PushTiming,
-    period_end_ms: Option<i64>,
-) -> Option<i64> {
-    let check = in_flight.then(|| now_ms + backoff_ms(checks + 1, t.check_ms));
-    let end = period_end_ms.map(|e| e + PERIOD_END_GRACE_MS);
-    match (check, end) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+/// The next alarm after a push: a retry, the changes that came during it (an interval
+/// later), or the period's end; the soonest of those that apply.
+pub fn next_alarm(a: AfterPush, interval_ms: i64) -> Option<i64> {
+    let retry = (a.failures > 0).then(|| a.now_ms + backoff_ms(a.failures, RETRY_BASE_MS));
+    let changes = a.changed_since.then(|| a.now_ms + interval_ms);
+    let end = a.period_end_ms.map(|e| e + PERIOD_END_GRACE_MS);
+    [retry, changes, end].into_iter().flatten().min()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const T: PushTiming = PushTiming {
-        delay_ms: 5_000,
-        check_ms: 90_000,
+    const CALM: AfterPush = AfterPush {
+        now_ms: 1_000,
+        failures: 0,
+        changed_since: false,
+        period_end_ms: None,
     };
 
     #[test]
-    fn records_in_flight_are_checked_with_a_doubling_wait() {
-        // 1000 + 90 s, then 1000 + 2 * 90 s, then 1000 + 4 * 90 s
-        assert_eq!(next_wake(1_000, true, 0, T, None), Some(91_000));
-        assert_eq!(next_wake(1_000, true, 1, T, None), Some(181_000));
-        assert_eq!(next_wake(1_000, true, 2, T, None), Some(361_000));
-        // never more than an hour
-        assert_eq!(next_wake(0, true, 40, T, None), Some(3_600_000));
+    fn a_change_pushes_at_once_unless_a_push_was_recent() {
+        assert_eq!(push_due(10_000, None, 5_000), 10_000);
+        assert_eq!(push_due(10_000, Some(4_000), 5_000), 10_000);
+        // pushed at 8 s: the next push waits until 8 + 5 s
+        assert_eq!(push_due(10_000, Some(8_000), 5_000), 13_000);
+        assert_eq!(push_due(10_000, Some(10_000), 0), 10_000);
     }
 
     #[test]
-    fn the_period_end_comes_first_when_it_is_sooner() {
-        assert_eq!(next_wake(0, true, 0, T, Some(10_000)), Some(11_000));
-        assert_eq!(next_wake(0, true, 0, T, Some(200_000)), Some(90_000));
-        assert_eq!(next_wake(0, false, 0, T, Some(200_000)), Some(201_000));
-        assert_eq!(next_wake(0, false, 0, T, None), None);
+    fn failed_pushes_are_retried_with_a_doubling_wait() {
+        let failed = |n| {
+            next_alarm(
+                AfterPush {
+                    failures: n,
+                    ..CALM
+                },
+                5_000,
+            )
+        };
+        // 1000 + 10 s, then 1000 + 20 s, then 1000 + 40 s, never more than an hour
+        assert_eq!(failed(1), Some(11_000));
+        assert_eq!(failed(2), Some(21_000));
+        assert_eq!(failed(3), Some(41_000));
+        assert_eq!(failed(40), Some(3_601_000));
     }
 
     #[test]
-    fn settings_are_defaulted_and_bounded() {
-        assert_eq!(PushTiming::from_settings(None, None), T);
-        let t = PushTiming::from_settings(Some("0"), Some("5"));
-        assert_eq!((t.delay_ms, t.check_ms), (0, 1_000));
-        let t = PushTiming::from_settings(Some("soon"), Some(" 2500 "));
-        assert_eq!((t.delay_ms, t.check_ms), (5_000, 2_500));
+    fn the_soonest_reason_sets_the_alarm() {
+        assert_eq!(next_alarm(CALM, 5_000), None);
+        let changed = AfterPush {
+            changed_since: true,
+            period_end_ms: Some(100_000),
+            ..CALM
+        };
+        assert_eq!(next_alarm(changed, 5_000), Some(6_000));
+        let ending = AfterPush {
+            period_end_ms: Some(2_000),
+            ..changed
+        };
+        // the period ends at 2 s: its final records go at 2 + 1 s, before 1 + 5 s
+        assert_eq!(next_alarm(ending, 5_000), Some(3_000));
+        let idle = AfterPush {
+            period_end_ms: Some(100_000),
+            ..CALM
+        };
+        assert_eq!(next_alarm(idle, 5_000), Some(101_000));
+    }
+
+    #[test]
+    fn the_interval_is_defaulted_and_bounded() {
+        assert_eq!(push_interval_ms(None), 5_000);
+        assert_eq!(push_interval_ms(Some(" 250 ")), 250);
+        assert_eq!(push_interval_ms(Some("-3")), 0);
+        assert_eq!(push_interval_ms(Some("soon")), 5_000);
     }
 }

@@ -170,15 +170,15 @@ fn counter_flush_call(port: u16, method: &str, id: &str) -> Value {
     r.json()
 }
 
-/// Waits until every counter has pushed all its usage to its shard (its alarm runs
-/// right after each settlement here).
+/// Waits until every counter's shard has stored all its usage (the counter pushes
+/// right after its settlements, or on its alarm).
 pub fn wait_pushed(port: u16, keys: &[(String, String)]) {
     let deadline = Instant::now() + Duration::from_secs(30);
     for (id, key) in keys {
         settled_usage(port, key);
         loop {
             let f = counter_flush(port, id);
-            if f["push_at_ms"].is_null() && f["taken_seq"] == f["seq"] {
+            if f["pushed_seq"] == f["seq"] {
                 break;
             }
             assert!(Instant::now() < deadline, "{id} never pushed: {f}");

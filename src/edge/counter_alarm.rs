@@ -1,0 +1,78 @@
+//! The counter's one Durable Object alarm, shared by every reason to wake (coalesced
+//! pushes, retries, a period's end). The alarm is only ever moved earlier; the push it
+//! triggers works out the next one, so no reason is lost when it fires.
+
+use super::counter::UsageCounter;
+use worker::ScheduledTime;
+
+/// When the counter last pushed and the alarm it has set, as stored.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct PushClock {
+    pub last_push_ms: Option<i64>,
+    pub alarm_ms: Option<i64>,
+}
+
+/// An alarm time from epoch milliseconds (a bare `i64` would mean an offset from now).
+fn alarm_at(ms: i64) -> ScheduledTime {
+    ScheduledTime::new(worker::js_sys::Date::new(&(ms as f64).into()))
+}
+
+impl UsageCounter {
+    /// The push clock, read from storage once per object lifetime.
+    pub(super) fn clock(&self) -> worker::Result<PushClock> {
+        if let Some(c) = self.push_clock.get() {
+            return Ok(c);
+        }
+        let f = self.store.flush_state()?;
+        let c = PushClock {
+            last_push_ms: f.last_push_ms,
+            alarm_ms: f.alarm_ms,
+        };
+        self.push_clock.set(Some(c));
+        Ok(c)
+    }
+
+    pub(super) fn remember_push(&self, now_ms: i64) {
+        if let Ok(mut c) = self.clock() {
+            c.last_push_ms = Some(now_ms);
+            self.push_clock.set(Some(c));
+        }
+    }
+
+    /// Makes sure the alarm fires at `at_ms` or sooner. A failure is logged; the next
+    /// settlement or push tries again.
+    pub(super) async fn ensure_alarm(&self, at_ms: i64) {
+        let Ok(mut c) = self.clock() else {
+            return;
+        };
+        if c.alarm_ms.is_some_and(|a| a <= at_ms) {
+            return;
+        }
+        c.alarm_ms = Some(at_ms);
+        self.push_clock.set(Some(c));
+        let saved = self.store.flush_state().and_then(|mut f| {
+            f.alarm_ms = Some(at_ms);
+            self.store.save_flush_state(&f)
+        });
+        let set = match saved {
+            Ok(()) => self.state.storage().set_alarm(alarm_at(at_ms)).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = set {
+            worker::console_error!("setting the flush alarm: {e}");
+            self.forget_alarm();
+        }
+    }
+
+    /// The alarm fired (or could not be set): none is pending now.
+    pub(super) fn forget_alarm(&self) {
+        if let Ok(mut c) = self.clock() {
+            c.alarm_ms = None;
+            self.push_clock.set(Some(c));
+        }
+        if let Ok(mut f) = self.store.flush_state() {
+            f.alarm_ms = None;
+            let _ = self.store.save_flush_state(&f);
+        }
+    }
+}
