@@ -5,10 +5,11 @@
 //! acknowledged. Only those move the flushed watermark. The cron run then reads the
 //! shards alone, however many counters changed.
 
-use super::counter::{stored, UsageCounter};
+use super::counter::{stored, Loaded, UsageCounter};
+use super::counter_store::FlushState;
 use super::{client, config, http};
 use crate::error::ApiError;
-use crate::flush::snapshot::{acknowledge, is_clean, take};
+use crate::flush::snapshot::{acknowledge, is_clean, take, FlushRow};
 use crate::flush::wake::{next_alarm, push_due, AfterPush};
 use crate::flush::{shard_for, UsageRecord};
 use crate::period::{period_at, Period};
@@ -24,6 +25,17 @@ struct Pushed {
     acknowledged: usize,
     in_flight: usize,
     clean: bool,
+    after: AfterPush,
+}
+
+/// What the next alarm depends on, once a push is over.
+fn after_push(l: &Loaded, f: &FlushState, rows: &[FlushRow], now_ms: i64) -> AfterPush {
+    AfterPush {
+        now_ms,
+        failures: f.failures,
+        changed_since: l.state.seq > f.taken_seq,
+        period_end_ms: (!rows.is_empty()).then_some(l.state.period.end_ms),
+    }
 }
 
 impl UsageCounter {
@@ -66,28 +78,33 @@ impl UsageCounter {
         }
         let pushed = self.push_once(now_ms, shards).await;
         self.pushing.set(false);
-        let after = self.with(now_ms, |l| {
-            let mut f = self.store.flush_state().map_err(stored)?;
-            f.failures = if pushed.is_ok() { 0 } else { f.failures + 1 };
-            f.last_push_ms = Some(now_ms);
-            self.store.save_flush_state(&f).map_err(stored)?;
-            self.remember_push(now_ms);
-            let open = !self.store.flush_rows().map_err(stored)?.is_empty();
-            Ok(AfterPush {
-                now_ms,
-                failures: f.failures,
-                changed_since: l.state.seq > f.taken_seq,
-                period_end_ms: open.then_some(l.state.period.end_ms),
-            })
-        })?;
+        let (answer, after) = match pushed {
+            Ok(p) => (
+                Ok(
+                    json!({"taken": p.taken, "sent": p.sent, "acknowledged": p.acknowledged,
+                    "in_flight": p.in_flight, "clean": p.clean}),
+                ),
+                p.after,
+            ),
+            Err(e) => (Err(e), self.push_failed(now_ms)?),
+        };
         if let Some(at) = next_alarm(after, config::push_interval_ms(&self.env)) {
             self.ensure_alarm(at).await;
         }
-        let p = pushed?;
-        Ok(
-            json!({"taken": p.taken, "sent": p.sent, "acknowledged": p.acknowledged,
-            "in_flight": p.in_flight, "clean": p.clean}),
-        )
+        answer
+    }
+
+    /// Counts a failed push, for the retry's doubling wait.
+    fn push_failed(&self, now_ms: i64) -> std::result::Result<AfterPush, ApiError> {
+        self.with(now_ms, |l| {
+            let mut f = self.store.flush_state().map_err(stored)?;
+            f.failures += 1;
+            f.last_push_ms = Some(now_ms);
+            self.store.save_flush_state(&f).map_err(stored)?;
+            self.remember_push(now_ms);
+            let rows = self.store.flush_rows().map_err(stored)?;
+            Ok(after_push(l, &f, &rows, now_ms))
+        })
     }
 
     async fn push_once(&self, now_ms: i64, shards: u32) -> std::result::Result<Pushed, ApiError> {
@@ -125,7 +142,10 @@ impl UsageCounter {
             }
             f.pending = kept;
             f.pushed_seq = f.pushed_seq.max(taken_seq);
+            f.failures = 0;
+            f.last_push_ms = Some(now_ms);
             self.store.save_flush_state(&f).map_err(stored)?;
+            self.remember_push(now_ms);
             let rows = self.store.flush_rows().map_err(stored)?;
             Ok(Pushed {
                 taken,
@@ -133,6 +153,7 @@ impl UsageCounter {
                 acknowledged: acked.len(),
                 in_flight: f.pending.len(),
                 clean: f.pending.is_empty() && is_clean(&rows, l.state.period.start_ms),
+                after: after_push(l, &f, &rows, now_ms),
             })
         })
     }
