@@ -39,7 +39,8 @@ impl Tally {
         }
     }
 
-    fn add(&mut self, u: &Usage, estimated: bool) {
+    /// One more request with usage `u`.
+    pub fn add(&mut self, u: &Usage, estimated: bool) {
         self.requests += 1;
         self.input += u.input;
         self.output += u.output;

@@ -2,14 +2,15 @@
 //! rating endpoint's price book has a plan of the customer's plan name, spend is that
 //! plan's usage charges by the rating engine itself (included units, tiers and all),
 //! so the edge and the rated invoice agree for the same usage. Otherwise it is the
-//! catalog's list prices per model. A single request's cost (`x-edgemeter-cost`, and
-//! what a reservation holds) is always its list price.
+//! catalog's list prices per model. A request's cost (`x-edgemeter-cost`) is what it
+//! adds to that spend; what a reservation holds is always its list price.
 
 use crate::catalog::Catalog;
 use crate::counter_state::{cost_of, MeterKey, Tally};
 use crate::ledger::usage_totals;
 use crate::period::Period;
 use crate::rating::{usage_amount, PriceBook};
+use crate::usage::Usage;
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 
@@ -51,6 +52,30 @@ impl<'a> Pricing<'a> {
             Pricing::List(c) => format!("catalog {}", c.version),
             Pricing::Book { book, plan, .. } => format!("price book {}, plan {plan}", book.version),
         }
+    }
+
+    /// Whether spend depends on the period's totals (included units, tiers), so a
+    /// request's cost needs them.
+    pub fn needs_totals(&self) -> bool {
+        matches!(self, Pricing::Book { .. })
+    }
+
+    /// What one more request with `usage` under `key` adds to the spend of `tallies`:
+    /// its list price, or under a price-book plan the difference it makes to the
+    /// invoice's usage charges. Successive requests' costs add up to the spend exactly.
+    pub fn marginal(
+        &self,
+        period: Period,
+        tallies: &BTreeMap<MeterKey, Tally>,
+        key: &MeterKey,
+        usage: &Usage,
+    ) -> Decimal {
+        if !self.needs_totals() {
+            return cost_of(self.catalog(), &key.1, usage);
+        }
+        let mut after = tallies.clone();
+        after.entry(key.clone()).or_default().add(usage, false);
+        self.spend(period, &after) - self.spend(period, tallies)
     }
 
     /// Exact, unrounded spend of a period's tallies.
@@ -106,5 +131,42 @@ mod tests {
         let list = Pricing::for_plan(&catalog, Some(&book), "no-such-plan");
         assert_eq!(list.spend(period, &tallies), Decimal::new(1625, 2));
         assert!(list.label().starts_with("catalog"));
+    }
+
+    #[test]
+    fn a_requests_cost_is_what_it_adds_to_the_invoice() {
+        let catalog = Catalog::parse(include_str!("../catalog.json")).unwrap();
+        let book = PriceBook::parse(
+            r#"{"version": "m1", "currency": "USD", "tax": {"countries": {"US": {"rate": "0"}}},
+            "plans": {"hybrid": {"charges": [
+              {"meter": "output_tokens", "included_units": 100, "price_per": 1000,
+               "pricing": {"kind": "per_unit", "unit_price": "2"}},
+              {"meter": "input_tokens", "pricing": {"kind": "per_unit", "unit_price": "0"}},
+              {"meter": "requests", "pricing": {"kind": "per_unit", "unit_price": "0"}}]}}}"#,
+        )
+        .unwrap();
+        let pricing = Pricing::for_plan(&catalog, Some(&book), "hybrid");
+        let period = Period {
+            start_ms: 0,
+            end_ms: 86_400_000 * 30,
+        };
+        let key = ("chat.completions".to_string(), "gpt-4o".to_string());
+        let out = |n| Usage {
+            output: n,
+            ..Usage::default()
+        };
+        let mut tallies = BTreeMap::new();
+        let mut total = Decimal::ZERO;
+        // 80 output tokens: inside the 100 included, free
+        // 50 more: 20 still included, 30 over at 2 per 1000 = 0.06
+        // 50 more: all over, 50 * 2 / 1000 = 0.10
+        let expected = ["0", "0.06", "0.10"];
+        for (n, want) in [80, 50, 50].into_iter().zip(expected) {
+            let cost = pricing.marginal(period, &tallies, &key, &out(n));
+            assert_eq!(cost, want.parse::<Decimal>().unwrap(), "{n} tokens");
+            total += cost;
+            tallies.entry(key.clone()).or_default().add(&out(n), false);
+        }
+        assert_eq!(total, pricing.spend(period, &tallies));
     }
 }

@@ -23,6 +23,13 @@ pub struct Replay {
     pub body: String,
 }
 
+/// The settled totals of the customer's period at admission.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpendBasis {
+    pub period: crate::period::Period,
+    pub tallies: Vec<(MeterKey, Tally)>,
+}
+
 /// The counter's answer to an admission.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -36,6 +43,10 @@ pub enum AdmitResponse {
         /// need one to be exact.
         output_cap: Option<u64>,
         headers: Vec<(String, String)>,
+        /// Under pricing that depends on the period's totals, those totals, so the
+        /// proxy can price the request as what it adds to them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        spend_basis: Option<SpendBasis>,
     },
     Replayed {
         replay: Replay,

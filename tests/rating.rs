@@ -101,9 +101,17 @@ fn flushed_usage_becomes_an_exact_invoice() {
         201
     );
 
+    let mut header_costs = rust_decimal::Decimal::ZERO;
     for n in [4, 5, 6] {
         let body = json!({"model": "gpt-4o-mini", "max_tokens": n, "messages": []});
-        assert_eq!(chat(port, &key, &body, &[]).status, 200);
+        let r = chat(port, &key, &body, &[]);
+        assert_eq!(r.status, 200);
+        header_costs += r
+            .header("x-edgemeter-cost")
+            .unwrap()
+            .parse::<rust_decimal::Decimal>()
+            .unwrap();
+        settled_usage(port, &key);
     }
     settled_usage(port, &key);
     let path = format!("/rating/v1/customers/{id}/invoices/{}", month_start());
@@ -179,6 +187,10 @@ fn flushed_usage_becomes_an_exact_invoice() {
     // 48*2.5/1000 + 15*1.25/1000 + 15*10/1000 + 3*0.01 = 0.12 + 0.01875 + 0.15 + 0.03
     assert_eq!(edge, exact);
     assert_eq!(edge, "0.31875".parse().unwrap());
+    // Each request's x-edgemeter-cost is what it added to those charges (its base fee
+    // aside), so one after another they add up to them too; the test catalog's list
+    // prices (0.15, 0.075 and 0.60 per 1M tokens) would say about 0.00002.
+    assert_eq!(header_costs, exact);
 
     // The price sandbox: the same usage under a draft book, changing nothing.
     let preview = json!({"customer": id, "period": month_start(), "price_book": serde_json::from_str::<Value>(&book("20.00")).unwrap()});

@@ -235,6 +235,15 @@ impl UsageCounter {
                     _ => None,
                 },
                 headers,
+                spend_basis: pricing.needs_totals().then(|| SpendBasis {
+                    period: l.state.period,
+                    tallies: l
+                        .state
+                        .tallies
+                        .iter()
+                        .map(|(k, t)| (k.clone(), *t))
+                        .collect(),
+                }),
             })
         });
         match outcome {

@@ -7,12 +7,14 @@ use super::stream::{Body, MeteredStream, StreamEnd, REPLAY_LIMIT};
 use super::upstream::{collect, forward, Upstreamed};
 use super::{client, config, http};
 use crate::catalog::Catalog;
-use crate::counter_state::{cost_of, AdmitAsk};
+use crate::counter_state::{cost_of, AdmitAsk, MeterKey};
 use crate::error::ApiError;
 use crate::keys::{self, Mode};
-use crate::protocol::{AdmitRequest, AdmitResponse, Replay, SettleRequest};
+use crate::pricing::Pricing;
+use crate::protocol::{AdmitRequest, AdmitResponse, Replay, SettleRequest, SpendBasis};
 use crate::request::{self, Prepared};
 use crate::usage::{Metered, Usage};
+use rust_decimal::Decimal;
 use worker::{Context, Env, Headers, Method, Request, Response};
 
 /// Response headers not copied from upstream: the runtime sets its own framing.
@@ -103,15 +105,23 @@ async fn proxy(mut req: Request, env: &Env, ctx: &Context) -> Result<Response, A
         idempotency: idempotency.clone(),
         now_ms,
     };
-    let (reservation, reserved_cost, output_cap, mut headers) =
+    let (reservation, cost, output_cap, mut headers) =
         match client::admit(env, &caller.customer, &admit).await? {
             AdmitResponse::Admitted {
                 reservation,
                 reserved_cost,
                 output_cap,
                 headers,
-                ..
-            } => (reservation, reserved_cost, output_cap, headers),
+                plan,
+                spend_basis,
+            } => {
+                let cost = CostBasis {
+                    reserved: reserved_cost,
+                    plan,
+                    spend: spend_basis,
+                };
+                (reservation, cost, output_cap, headers)
+            }
             AdmitResponse::Replayed { replay } => return replayed(replay),
             AdmitResponse::Rejected {
                 status,
@@ -162,16 +172,29 @@ async fn proxy(mut req: Request, env: &Env, ctx: &Context) -> Result<Response, A
         ticket.close(None, None).await;
         return respond(upstream.status, &headers, Payload::Stream(upstream.body));
     }
-    observe(
-        upstream,
-        prepared,
-        ticket,
-        headers,
-        reserved_cost,
-        &catalog,
-        ctx,
-    )
-    .await
+    observe(upstream, prepared, ticket, headers, cost, &catalog, ctx).await
+}
+
+/// What a request's `x-edgemeter-cost` is worked out from.
+struct CostBasis {
+    /// The reservation's list price: all a stream's headers can say.
+    reserved: String,
+    plan: String,
+    spend: Option<SpendBasis>,
+}
+
+impl CostBasis {
+    /// What the request adds to the customer's spend: under a price-book plan, the
+    /// change to the invoice's usage charges from the totals at admission.
+    fn of(&self, env: &Env, catalog: &Catalog, key: MeterKey, usage: &Usage) -> Decimal {
+        let Some(basis) = &self.spend else {
+            return cost_of(catalog, &key.1, usage);
+        };
+        let book = config::price_book(env).ok();
+        let pricing = Pricing::for_plan(catalog, book.as_deref(), &self.plan);
+        let tallies = basis.tallies.iter().cloned().collect();
+        pricing.marginal(basis.period, &tallies, &key, usage)
+    }
 }
 
 /// Reads usage from the response and arranges settlement, then answers the client.
@@ -180,7 +203,7 @@ async fn observe(
     prepared: Prepared,
     ticket: Ticket,
     mut headers: Vec<(String, String)>,
-    reserved_cost: String,
+    cost: CostBasis,
     catalog: &Catalog,
     ctx: &Context,
 ) -> Result<Response, ApiError> {
@@ -210,7 +233,7 @@ async fn observe(
             let replay = end.sent.and_then(|b| replay_of(status, &content_type, b));
             ticket.close(Some(end.metered), replay).await;
         });
-        headers.push(("x-edgemeter-cost".into(), reserved_cost));
+        headers.push(("x-edgemeter-cost".into(), cost.reserved));
         headers.push(("x-edgemeter-cost-basis".into(), "reserved".into()));
         return respond(status, &headers, Payload::Stream(Box::pin(stream)));
     }
@@ -246,7 +269,8 @@ async fn observe(
             estimated: false,
         },
     };
-    let cost = cost_of(catalog, &prepared.model, &metered.usage);
+    let key = (prepared.meter.name().to_string(), prepared.model.clone());
+    let cost = cost.of(&ticket.env, catalog, key, &metered.usage);
     headers.push(("x-edgemeter-cost".into(), cost.normalize().to_string()));
     headers.push((
         "x-edgemeter-cost-basis".into(),
