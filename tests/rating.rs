@@ -7,11 +7,10 @@ use edgemeter::flush::{record_id, render, signature, Batch, Format, UsageRecord}
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use support::http::request;
+use support::rating::{flushing_to_internal, rating_call, SECRET};
 use support::upstream::FakeUpstream;
 use support::wrangler::{scratch, Worker};
-use support::{admin, catalog, chat, customer, settled_usage, wait_pushed};
-
-const SECRET: &str = "whsec_rating_test";
+use support::{admin, catalog, chat, customer, settled_usage};
 
 fn book(base_fee: &str) -> String {
     json!({"version": "t1", "currency": "USD",
@@ -22,19 +21,6 @@ fn book(base_fee: &str) -> String {
             {"meter": "output_tokens", "model": "gpt-4o-mini", "price_per": 1000, "pricing": {"kind": "per_unit", "unit_price": "10"}},
             {"meter": "requests", "pricing": {"kind": "per_unit", "unit_price": "0.01"}}]}}})
     .to_string()
-}
-
-/// A worker that flushes to its own rating endpoint, priced by `price_book`.
-fn flushing_to_internal(name: &str, upstream: &FakeUpstream, price_book: &str) -> Worker {
-    let vars = [
-        ("RATING_URL", "internal"),
-        ("RATING_SECRET", SECRET),
-        ("FLUSH_SHARDS", "2"),
-        ("FLUSH_BACKOFF_MS", "0"),
-        ("FLUSH_PUSH_MS", "0"),
-        ("PRICE_BOOK", price_book),
-    ];
-    Worker::start_with(&scratch(name), &upstream.url(), &catalog(), &vars)
 }
 
 /// Rounds `n / d` to whole units, half to even.
@@ -52,10 +38,6 @@ fn cents(v: &Value) -> i64 {
         .as_str()
         .unwrap_or_else(|| panic!("amount is not a string: {v}"));
     (s.parse::<f64>().unwrap() * 100.0).round() as i64
-}
-
-fn rating_call(port: u16, method: &str, path: &str, body: &Value) -> support::http::Resp {
-    admin(port, method, path, body)
 }
 
 fn month_start() -> String {
@@ -336,85 +318,5 @@ fn ingestion_checks_signatures_and_batches_and_dedupes() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("period_end_ms"));
     assert_eq!(requests(), billed, "nothing of a refused batch is stored");
-    worker.stop();
-}
-
-#[test]
-fn prepaid_plans_stop_at_zero_credit_and_resume_after_a_top_up() {
-    let upstream = FakeUpstream::start(0);
-    let prepaid = json!({"version": "t2", "currency": "USD", "tax": {"countries": {"US": {"rate": "0"}}},
-        "plans": {"prepaid": {"block_when_credits_exhausted": true, "charges": [
-            {"meter": "output_tokens", "price_per": 1000, "pricing": {"kind": "per_unit", "unit_price": "10"}},
-            {"meter": "input_tokens", "pricing": {"kind": "per_unit", "unit_price": "0"}},
-            {"meter": "cached_input_tokens", "pricing": {"kind": "per_unit", "unit_price": "0"}},
-            {"meter": "requests", "pricing": {"kind": "per_unit", "unit_price": "0"}}]}}})
-    .to_string();
-    let worker = flushing_to_internal("prepaid", &upstream, &prepaid);
-    let port = worker.port;
-    let (id, key) = customer(port, "open");
-    let account = json!({"plan": "prepaid", "account": {"customer_id": id, "country": "US",
-        "grants": [{"id": "g1", "amount": "0.10", "currency": "USD", "priority": 1, "effective_at_ms": 0}]}});
-    let r = rating_call(
-        port,
-        "PUT",
-        &format!("/rating/v1/customers/{id}/account"),
-        &account,
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    let wrong =
-        json!({"plan": "prepaid", "account": {"customer_id": "someone-else", "country": "US"}});
-    assert_eq!(
-        rating_call(
-            port,
-            "PUT",
-            &format!("/rating/v1/customers/{id}/account"),
-            &wrong
-        )
-        .status,
-        400
-    );
-
-    // Each request outputs 5 tokens: 5 * 10 / 1000 = 0.05 USD, so two use up the 0.10.
-    let ask = json!({"model": "gpt-4o-mini", "max_tokens": 5, "messages": []});
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut admitted = 0;
-    let refused = loop {
-        let r = chat(port, &key, &ask, &[]);
-        if r.status == 429 {
-            break r;
-        }
-        assert_eq!(r.status, 200, "{}", r.text());
-        admitted += 1;
-        wait_pushed(port, &[(id.clone(), key.clone())]);
-        admin(port, "POST", "/admin/v1/flush/run", &Value::Null);
-        assert!(
-            Instant::now() < deadline,
-            "never blocked after {admitted} requests"
-        );
-    };
-    assert_eq!(admitted, 2, "blocked exactly when the credit ran out");
-    assert_eq!(refused.error_type(), "insufficient_quota");
-    assert!(
-        refused.text().contains("prepaid credits"),
-        "{}",
-        refused.text()
-    );
-
-    let top_up = json!({"id": "g2", "amount": "1.00", "currency": "USD", "priority": 1, "effective_at_ms": 0});
-    assert_eq!(
-        rating_call(
-            port,
-            "POST",
-            &format!("/rating/v1/customers/{id}/grants"),
-            &top_up
-        )
-        .status,
-        201
-    );
-    assert_eq!(
-        chat(port, &key, &ask, &[]).status,
-        200,
-        "a top-up lets usage go on"
-    );
     worker.stop();
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod rating;
 pub mod receiver;
 pub mod upstream;
 pub mod wire;
