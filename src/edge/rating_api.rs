@@ -8,6 +8,7 @@ use crate::error::ApiError;
 use crate::flush::verify;
 use crate::ledger::parse_batch;
 use crate::period::parse_date;
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use worker::{Env, Method, Request, Response};
@@ -50,6 +51,9 @@ async fn ledger(env: &Env, customer: &str, path: &str, body: &Value) -> Result<R
     .await
 }
 
+/// Ledger calls one ingestion has in flight at most.
+const LEDGER_CALLS_AT_ONCE: usize = 32;
+
 /// Verifies and stores a flush batch. 401 for a bad signature, 400 for a malformed
 /// batch (nothing of it stored); records seen before are counted, not stored again.
 pub async fn ingest(env: &Env, signature: &str, body: &[u8]) -> Result<Response, ApiError> {
@@ -66,18 +70,30 @@ pub async fn ingest(env: &Env, signature: &str, body: &[u8]) -> Result<Response,
     for r in &batch.records {
         by_customer.entry(r.customer.as_str()).or_default().push(r);
     }
+    // Each customer's Ledger is its own object: call them side by side, a bounded
+    // number at a time.
+    let calls = by_customer
+        .into_iter()
+        .map(|(customer, records)| async move {
+            let body =
+                serde_json::to_value(records).map_err(|e| ApiError::internal(e.to_string()))?;
+            let mut resp = ledger(env, customer, "/ingest", &body).await?;
+            if resp.status_code() >= 300 {
+                // The sender retries the whole batch; what was stored dedupes.
+                return Err(ApiError::internal(format!(
+                    "ledger of {customer} answered {}",
+                    resp.status_code()
+                )));
+            }
+            resp.json::<Value>().await.map_err(http::internal)
+        });
+    let answers: Vec<Result<Value, ApiError>> = futures_util::stream::iter(calls)
+        .buffer_unordered(LEDGER_CALLS_AT_ONCE)
+        .collect()
+        .await;
     let (mut stored, mut duplicates) = (0, 0);
-    for (customer, records) in by_customer {
-        let body = serde_json::to_value(records).map_err(|e| ApiError::internal(e.to_string()))?;
-        let mut resp = ledger(env, customer, "/ingest", &body).await?;
-        if resp.status_code() >= 300 {
-            // The sender retries the whole batch; what was stored dedupes.
-            return Err(ApiError::internal(format!(
-                "ledger of {customer} answered {}",
-                resp.status_code()
-            )));
-        }
-        let counts: Value = resp.json().await.map_err(http::internal)?;
+    for counts in answers {
+        let counts = counts?;
         stored += counts["stored"].as_u64().unwrap_or(0);
         duplicates += counts["duplicates"].as_u64().unwrap_or(0);
     }
