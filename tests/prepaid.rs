@@ -5,7 +5,7 @@ mod support;
 
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use support::rating::{flushing_to_internal, rating_call};
+use support::rating::{flushing_to_internal, put_account, rating_call};
 use support::upstream::FakeUpstream;
 use support::{admin, chat, customer, wait_pushed};
 
@@ -24,12 +24,7 @@ fn prepaid_plans_stop_at_zero_credit_and_resume_after_a_top_up() {
     let (id, key) = customer(port, "open");
     let account = json!({"plan": "prepaid", "account": {"customer_id": id, "country": "US",
         "grants": [{"id": "g1", "amount": "0.10", "currency": "USD", "priority": 1, "effective_at_ms": 0}]}});
-    let r = rating_call(
-        port,
-        "PUT",
-        &format!("/rating/v1/customers/{id}/account"),
-        &account,
-    );
+    let r = put_account(port, &id, &account);
     assert_eq!(r.status, 200, "{}", r.text());
     let wrong =
         json!({"plan": "prepaid", "account": {"customer_id": "someone-else", "country": "US"}});

@@ -7,7 +7,7 @@ use edgemeter::flush::{record_id, render, signature, Batch, Format, UsageRecord}
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use support::http::request;
-use support::rating::{flushing_to_internal, rating_call, SECRET};
+use support::rating::{flushing_to_internal, put_account, rating_call, SECRET};
 use support::upstream::FakeUpstream;
 use support::wrangler::{scratch, Worker};
 use support::{admin, catalog, chat, customer, settled_usage};
@@ -64,12 +64,7 @@ fn flushed_usage_becomes_an_exact_invoice() {
     let port = worker.port;
     let (id, key) = customer(port, "open");
     let account = json!({"plan": "open", "account": {"customer_id": id, "country": "GB"}});
-    let r = rating_call(
-        port,
-        "PUT",
-        &format!("/rating/v1/customers/{id}/account"),
-        &account,
-    );
+    let r = put_account(port, &id, &account);
     assert_eq!(r.status, 200, "{}", r.text());
     let grant = json!({"id": "g1", "amount": "5.00", "currency": "USD", "priority": 1, "effective_at_ms": 0});
     assert_eq!(

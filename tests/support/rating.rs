@@ -29,3 +29,9 @@ pub fn rating_call(
 ) -> super::http::Resp {
     super::admin(port, method, path, body)
 }
+
+/// `PUT /rating/v1/customers/{id}/account`: the customer's price-book plan and account.
+pub fn put_account(port: u16, id: &str, account: &serde_json::Value) -> super::http::Resp {
+    let path = format!("/rating/v1/customers/{id}/account");
+    rating_call(port, "PUT", &path, account)
+}
