@@ -39,7 +39,7 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     }
 }
 
-/// The cron trigger: every registry shard flushes its dirty counters.
+/// The cron trigger: every registry shard sends the records its counters pushed.
 #[event(scheduled)]
 async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     for (shard, result) in flush_shard::run_all(&env).await.iter().enumerate() {
