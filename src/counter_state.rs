@@ -106,6 +106,16 @@ pub struct CounterState {
     pub seq: u64,
 }
 
+/// The usage a request reserves: its input bound, and its output cap or the plan's
+/// default.
+pub fn reserve_of(plan: &Plan, ask: &AdmitAsk) -> Usage {
+    Usage {
+        input: ask.input_reserve,
+        output: ask.output_cap.unwrap_or(plan.default_max_output_tokens),
+        ..Usage::default()
+    }
+}
+
 /// Cost of usage under the catalog; unpriced meters (plain requests) cost nothing.
 pub fn cost_of(catalog: &Catalog, model: &str, usage: &Usage) -> Decimal {
     catalog
@@ -171,7 +181,8 @@ impl CounterState {
         t
     }
 
-    /// Admits a request under `plan` and reserves its estimate, or says why not.
+    /// Admits a request under `plan` and reserves its estimate ([`reserve_of`]), or
+    /// says why not.
     pub fn admit(
         &mut self,
         pricing: &Pricing,
@@ -180,11 +191,7 @@ impl CounterState {
         now_ms: i64,
     ) -> Result<Reservation, ApiError> {
         self.roll(now_ms);
-        let reserve = Usage {
-            input: ask.input_reserve,
-            output: ask.output_cap.unwrap_or(plan.default_max_output_tokens),
-            ..Usage::default()
-        };
+        let reserve = reserve_of(plan, ask);
         let want = Ask {
             tokens: reserve.tokens(),
             cost: cost_of(pricing.catalog(), &ask.model, &reserve),

@@ -214,6 +214,16 @@ fn flushed_usage_becomes_an_exact_invoice() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+
+    // A stream's cost header, known before its usage, is its reservation priced the
+    // same way: at least 10 output tokens * 10 / 1000 + one request * 0.01 = 0.11 (the
+    // list price of the reservation is about a thousandth of that).
+    let ask = json!({"model": "gpt-4o-mini", "max_tokens": 10, "stream": true, "messages": []});
+    let r = chat(port, &key, &ask, &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-edgemeter-cost-basis"), Some("reserved"));
+    let reserved: rust_decimal::Decimal = r.header("x-edgemeter-cost").unwrap().parse().unwrap();
+    assert!(reserved >= "0.11".parse().unwrap(), "{reserved}");
     worker.stop();
 }
 

@@ -6,7 +6,7 @@
 
 use super::counter_store::{replay_of, CreditState, KeyRow, Store};
 use super::{config, http};
-use crate::counter_state::CounterState;
+use crate::counter_state::{reserve_of, CounterState};
 use crate::error::ApiError;
 use crate::keys;
 use crate::pricing::Pricing;
@@ -226,10 +226,19 @@ impl UsageCounter {
                     .begin_idempotent(key, hash, r.id, now)
                     .map_err(stored)?;
             }
+            // Under a price-book plan a stream's cost header says what the reserved
+            // usage would add to the invoice, like a finished request's.
+            let reserved_cost = if pricing.needs_totals() {
+                let key = (req.ask.meter.clone(), req.ask.model.clone());
+                let reserve = reserve_of(plan, &req.ask);
+                pricing.marginal(l.state.period, &l.state.tallies, &key, &reserve)
+            } else {
+                r.cost
+            };
             Ok(AdmitResponse::Admitted {
                 reservation: r.id,
                 plan: l.customer.plan.clone(),
-                reserved_cost: r.cost.normalize().to_string(),
+                reserved_cost: reserved_cost.normalize().to_string(),
                 output_cap: match req.ask.output_cap {
                     None if plan.needs_output_cap() => Some(plan.default_max_output_tokens),
                     _ => None,
