@@ -146,7 +146,12 @@ impl UsageCounter {
             f.last_push_ms = Some(now_ms);
             self.store.save_flush_state(&f).map_err(stored)?;
             self.remember_push(now_ms);
-            let rows = self.store.flush_rows().map_err(stored)?;
+            // An acknowledgement changes the rows (and may close some): read them again.
+            let rows = if acked.is_empty() {
+                rows
+            } else {
+                self.store.flush_rows().map_err(stored)?
+            };
             Ok(Pushed {
                 taken,
                 sent: records.len(),
