@@ -60,13 +60,15 @@ impl<'a> Pricing<'a> {
         matches!(self, Pricing::Book { .. })
     }
 
-    /// What one more request with `usage` under `key` adds to the spend of `tallies`:
-    /// its list price, or under a price-book plan the difference it makes to the
-    /// invoice's usage charges. Successive requests' costs add up to the spend exactly.
+    /// What one more request with `usage` under `key` adds to the spend of `tallies`
+    /// (`spent`, as [`Pricing::spend`] priced them; list pricing needs neither): its list
+    /// price, or under a price-book plan the difference it makes to the invoice's usage
+    /// charges. Successive requests' costs add up to the spend exactly.
     pub fn marginal(
         &self,
         period: Period,
         tallies: &BTreeMap<MeterKey, Tally>,
+        spent: Decimal,
         key: &MeterKey,
         usage: &Usage,
     ) -> Decimal {
@@ -75,7 +77,7 @@ impl<'a> Pricing<'a> {
         }
         let mut after = tallies.clone();
         after.entry(key.clone()).or_default().add(usage, false);
-        self.spend(period, &after) - self.spend(period, tallies)
+        self.spend(period, &after) - spent
     }
 
     /// Exact, unrounded spend of a period's tallies.
@@ -162,7 +164,8 @@ mod tests {
         // 50 more: all over, 50 * 2 / 1000 = 0.10
         let expected = ["0", "0.06", "0.10"];
         for (n, want) in [80, 50, 50].into_iter().zip(expected) {
-            let cost = pricing.marginal(period, &tallies, &key, &out(n));
+            let spent = pricing.spend(period, &tallies);
+            let cost = pricing.marginal(period, &tallies, spent, &key, &out(n));
             assert_eq!(cost, want.parse::<Decimal>().unwrap(), "{n} tokens");
             total += cost;
             tallies.entry(key.clone()).or_default().add(&out(n), false);

@@ -28,6 +28,8 @@ pub struct Replay {
 pub struct SpendBasis {
     pub period: crate::period::Period,
     pub tallies: Vec<(MeterKey, Tally)>,
+    /// Their spend, priced once by the counter.
+    pub spent: rust_decimal::Decimal,
 }
 
 /// The counter's answer to an admission.

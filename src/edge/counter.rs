@@ -227,13 +227,22 @@ impl UsageCounter {
                     .map_err(stored)?;
             }
             // Under a price-book plan a stream's cost header says what the reserved
-            // usage would add to the invoice, like a finished request's.
-            let reserved_cost = if pricing.needs_totals() {
+            // usage would add to the invoice, like a finished request's; the proxy gets
+            // the period's totals to price the finished request the same way.
+            let (reserved_cost, spend_basis) = if pricing.needs_totals() {
+                let (period, tallies) = (l.state.period, &l.state.tallies);
+                let spent = pricing.spend(period, tallies);
                 let key = (req.ask.meter.clone(), req.ask.model.clone());
                 let reserve = reserve_of(plan, &req.ask);
-                pricing.marginal(l.state.period, &l.state.tallies, &key, &reserve)
+                let basis = SpendBasis {
+                    period,
+                    tallies: tallies.iter().map(|(k, t)| (k.clone(), *t)).collect(),
+                    spent,
+                };
+                let cost = pricing.marginal(period, tallies, spent, &key, &reserve);
+                (cost, Some(basis))
             } else {
-                r.cost
+                (r.cost, None)
             };
             Ok(AdmitResponse::Admitted {
                 reservation: r.id,
@@ -244,15 +253,7 @@ impl UsageCounter {
                     _ => None,
                 },
                 headers,
-                spend_basis: pricing.needs_totals().then(|| SpendBasis {
-                    period: l.state.period,
-                    tallies: l
-                        .state
-                        .tallies
-                        .iter()
-                        .map(|(k, t)| (k.clone(), *t))
-                        .collect(),
-                }),
+                spend_basis,
             })
         });
         match outcome {

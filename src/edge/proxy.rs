@@ -193,7 +193,7 @@ impl CostBasis {
         let book = config::price_book(env).ok();
         let pricing = Pricing::for_plan(catalog, book.as_deref(), &self.plan);
         let tallies = basis.tallies.iter().cloned().collect();
-        pricing.marginal(basis.period, &tallies, &key, usage)
+        pricing.marginal(basis.period, &tallies, basis.spent, &key, usage)
     }
 }
 
