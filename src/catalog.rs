@@ -36,6 +36,9 @@ pub struct Catalog {
     pub currency: String,
     pub models: BTreeMap<String, ModelPrice>,
     pub plans: BTreeMap<String, Plan>,
+    /// What the operator allows beyond the closed surface's built-in lists.
+    #[serde(default)]
+    pub proxy: crate::surface::settings::ProxySettings,
 }
 
 /// Prices of one model, per million tokens. Absent prices are zero.
@@ -136,6 +139,7 @@ impl Catalog {
                 format!("unknown ISO 4217 currency `{}`", self.currency),
             ));
         }
+        self.proxy.validate()?;
         if self.plans.is_empty() {
             return Err(problem("$.plans".into(), "at least one plan is required"));
         }

@@ -60,6 +60,11 @@ impl ApiError {
         self
     }
 
+    pub fn with_code(mut self, code: &str) -> Self {
+        self.code = Some(code.to_string());
+        self
+    }
+
     pub fn with_origin(mut self, origin: Origin) -> Self {
         self.origin = origin;
         self

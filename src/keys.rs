@@ -1,8 +1,11 @@
 //! Customer API keys: `em_test_<customer>_<secret>` or `em_live_<customer>_<secret>`.
-//! The customer id in the key routes a request straight to that customer's counter,
-//! which verifies the key's SHA-256 in constant time: authentication and admission
-//! cost one Durable Object round trip together. Keys are never stored in clear.
+//! The secret is 16 random bytes and a MAC of everything before it under the server's
+//! `KEY_SECRET`, so the Worker refuses a forged key before it reads the body or touches
+//! any Durable Object. The customer id then routes a request straight to that customer's
+//! counter, which checks the key's SHA-256 (revocation) in constant time, in the same
+//! call as admission. Keys are never stored in clear.
 
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -29,7 +32,10 @@ pub struct ParsedKey<'a> {
     pub customer: &'a str,
 }
 
-const SECRET_LEN: usize = 32;
+/// Hex characters of the random part and of the MAC.
+const RANDOM_HEX: usize = 32;
+const MAC_HEX: usize = 32;
+const SECRET_LEN: usize = RANDOM_HEX + MAC_HEX;
 
 /// Customer ids: 1 to 64 of `A-Z a-z 0-9 - .`, so they are safe in keys, URLs and logs.
 pub fn valid_customer_id(id: &str) -> bool {
@@ -51,6 +57,17 @@ pub fn parse(key: &str) -> Option<ParsedKey<'_>> {
     (secret_ok && valid_customer_id(customer)).then_some(ParsedKey { mode, customer })
 }
 
+/// The name of the counter Durable Object for a customer in one mode. Test and live
+/// keys use separate counters: separate quotas, usage and idempotency namespaces, so a
+/// test key can never replay a live response. `:` is not allowed in customer ids, so
+/// the names cannot collide.
+pub fn counter_name(mode: Mode, customer: &str) -> String {
+    match mode {
+        Mode::Live => customer.to_string(),
+        Mode::Test => format!("test:{customer}"),
+    }
+}
+
 /// Hex SHA-256 of a key: what is stored and compared.
 pub fn hash(key: &str) -> String {
     digest(key.as_bytes())
@@ -66,9 +83,36 @@ pub fn same_hash(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
-/// A new key from 16 random bytes supplied by the caller.
-pub fn generate(mode: Mode, customer: &str, random: [u8; 16]) -> String {
-    format!("{}{customer}_{}", mode.prefix(), hex(&random))
+/// HMAC-SHA256 under `secret`.
+pub fn mac(secret: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
+    m.update(message);
+    m.finalize().into_bytes().into()
+}
+
+/// A new key from 16 random bytes supplied by the caller, signed under `key_secret`.
+pub fn generate(mode: Mode, customer: &str, random: [u8; 16], key_secret: &[u8]) -> String {
+    let unsigned = format!("{}{customer}_{}", mode.prefix(), hex(&random));
+    let tag = mac(key_secret, unsigned.as_bytes());
+    format!("{unsigned}{}", hex(&tag[..MAC_HEX / 2]))
+}
+
+/// Whether a well-formed key was issued under `key_secret` (constant time).
+pub fn signed(key: &str, key_secret: &[u8]) -> bool {
+    if parse(key).is_none() {
+        return false;
+    }
+    let (unsigned, given) = key.split_at(key.len() - MAC_HEX);
+    let tag = mac(key_secret, unsigned.as_bytes());
+    bool::from(hex(&tag[..MAC_HEX / 2]).as_bytes().ct_eq(given.as_bytes()))
+}
+
+/// A client-chosen identifier (`user`, `prompt_cache_key`) as the provider sees it:
+/// stable for one customer and mode, different for every other, and not reversible
+/// without `key_secret`.
+pub fn identity(key_secret: &[u8], mode: Mode, customer: &str, value: &str) -> String {
+    let message = format!("identity\n{}{customer}\n{value}", mode.prefix());
+    format!("em_{}", hex(&mac(key_secret, message.as_bytes())[..16]))
 }
 
 /// A short public id for a key (to list and revoke it), derived from its hash.
@@ -92,8 +136,9 @@ mod tests {
 
     #[test]
     fn generated_keys_parse_back() {
-        let key = generate(Mode::Live, "acme-1", [0xab; 16]);
-        assert_eq!(key, format!("em_live_acme-1_{}", "ab".repeat(16)));
+        let key = generate(Mode::Live, "acme-1", [0xab; 16], b"s");
+        assert!(key.starts_with(&format!("em_live_acme-1_{}", "ab".repeat(16))));
+        assert!(signed(&key, b"s"));
         assert_eq!(
             parse(&key),
             Some(ParsedKey {
@@ -101,19 +146,49 @@ mod tests {
                 customer: "acme-1"
             })
         );
-        let test = generate(Mode::Test, "demo", [7; 16]);
+        let test = generate(Mode::Test, "demo", [7; 16], b"s");
         assert_eq!(parse(&test).unwrap().mode, Mode::Test);
     }
 
     #[test]
+    fn forged_and_altered_keys_fail_the_mac() {
+        let key = generate(Mode::Live, "acme", [1; 16], b"server");
+        assert!(signed(&key, b"server"));
+        assert!(!signed(&key, b"other"));
+        // the same secret moved to another customer or mode
+        let secret = key.rsplit_once('_').unwrap().1;
+        assert!(!signed(&format!("em_live_victim_{secret}"), b"server"));
+        assert!(!signed(&format!("em_test_acme_{secret}"), b"server"));
+        assert!(!signed(
+            &format!("em_live_acme_{}", "0".repeat(64)),
+            b"server"
+        ));
+        // the old unsigned shape
+        assert!(!signed(
+            &format!("em_live_acme_{}", "0".repeat(32)),
+            b"server"
+        ));
+    }
+
+    #[test]
+    fn identities_are_per_customer_and_mode() {
+        let a = identity(b"k", Mode::Live, "a", "alice");
+        assert_eq!(a, identity(b"k", Mode::Live, "a", "alice"));
+        assert_ne!(a, identity(b"k", Mode::Live, "b", "alice"));
+        assert_ne!(a, identity(b"k", Mode::Test, "a", "alice"));
+        assert!(!a.contains("alice"));
+    }
+
+    #[test]
     fn malformed_keys_are_refused() {
-        let secret = "0".repeat(32);
+        let secret = "0".repeat(64);
         for bad in [
             "".to_string(),
             "sk-abc".to_string(),
             format!("em_live__{secret}"),
-            format!("em_live_acme_{}", "0".repeat(31)),
-            format!("em_live_acme_{}", "z".repeat(32)),
+            format!("em_live_acme_{}", "0".repeat(63)),
+            format!("em_live_acme_{}", "0".repeat(32)),
+            format!("em_live_acme_{}", "z".repeat(64)),
             format!("em_prod_acme_{secret}"),
             format!("em_live_a/b_{secret}"),
         ] {

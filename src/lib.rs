@@ -19,6 +19,7 @@ pub mod report;
 pub mod request;
 pub mod sandbox;
 pub mod sse;
+pub mod surface;
 pub mod usage;
 
 #[cfg(target_arch = "wasm32")]

@@ -2,6 +2,8 @@
 //! core so both sides (and the tests) share one definition.
 
 use crate::counter_state::{AdmitAsk, MeterKey, Tally};
+use crate::surface::owned::{ListQuery, OwnedResource};
+use crate::surface::ResourceKind;
 use crate::usage::Usage;
 use serde::{Deserialize, Serialize};
 
@@ -12,6 +14,9 @@ pub struct AdmitRequest {
     pub ask: AdmitAsk,
     /// `Idempotency-Key` header and the SHA-256 of the body it was sent with.
     pub idempotency: Option<(String, String)>,
+    /// A stored resource the request names: admitted only if this customer owns it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owns: Option<(ResourceKind, String)>,
     pub now_ms: i64,
 }
 
@@ -69,7 +74,25 @@ pub struct SettleRequest {
     pub estimated: bool,
     /// The response to keep for idempotent retries, when the request had a key.
     pub replay: Option<Replay>,
+    /// The stored response this request created: its tokens are recorded with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_response: Option<String>,
     pub now_ms: i64,
+}
+
+/// Ask a counter for its customer's files (`GET /v1/files`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListOwned {
+    pub key_hash: String,
+    pub query: ListQuery,
+}
+
+/// Record a resource created through the customer's key, or forget a deleted one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OwnedChange {
+    Add(OwnedResource),
+    Remove(ResourceKind, String),
 }
 
 /// A customer's current period as the usage endpoints show it.
@@ -130,6 +153,13 @@ pub struct Customer {
     /// Day of the month billing periods start on (1 = calendar months).
     pub anchor_day: u32,
     pub created_ms: i64,
+    /// `false` on the customer's test-mode counter: its usage is never flushed.
+    #[serde(default = "live")]
+    pub livemode: bool,
+}
+
+fn live() -> bool {
+    true
 }
 
 /// Admin request to create a customer.

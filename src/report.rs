@@ -68,6 +68,7 @@ mod tests {
     fn report_shows_usage_cost_and_remaining_budget() {
         let catalog = Catalog::parse(include_str!("../catalog.json")).unwrap();
         let customer = Customer {
+            livemode: true,
             id: "acme".into(),
             plan: "starter".into(),
             anchor_day: 1,

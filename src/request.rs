@@ -189,12 +189,11 @@ fn output_cap(body: &Map<String, Value>) -> Result<Option<u64>, ApiError> {
     Ok(None)
 }
 
-/// Reads a request for `path`. Token-metered paths need a JSON object with a `model`.
-pub fn prepare(path: &str, body: &[u8]) -> Result<Prepared, ApiError> {
-    let meter = Meter::for_path(path);
-    if !meter.by_tokens() {
-        return Ok(Prepared {
-            meter,
+impl Prepared {
+    /// A request counted once, with no tokens: file operations.
+    pub fn plain() -> Prepared {
+        Prepared {
+            meter: Meter::Request,
             model: String::new(),
             stream: false,
             client_wants_usage: false,
@@ -202,13 +201,31 @@ pub fn prepare(path: &str, body: &[u8]) -> Result<Prepared, ApiError> {
             input_reserve: 0,
             output_cap: Some(0),
             upstream_body: None,
-        });
+        }
     }
-    let mut json: Map<String, Value> = match serde_json::from_slice(body) {
-        Ok(Value::Object(map)) => map,
-        Ok(_) => return Err(ApiError::invalid_json("the body must be a JSON object")),
-        Err(e) => return Err(ApiError::invalid_json(e)),
-    };
+}
+
+/// A JSON request body, which must be an object.
+pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::invalid_json("the body must be a JSON object")),
+        Err(e) => Err(ApiError::invalid_json(e)),
+    }
+}
+
+/// Reads a request for `path`. Token-metered paths need a JSON object with a `model`.
+pub fn prepare(path: &str, body: &[u8]) -> Result<Prepared, ApiError> {
+    let meter = Meter::for_path(path);
+    if !meter.by_tokens() {
+        return Ok(Prepared::plain());
+    }
+    prepare_json(meter, parse_object(body)?)
+}
+
+/// Reads a parsed, already sanitized request body. The body sent upstream is always
+/// this object re-serialised: what was metered is exactly what the provider gets.
+pub fn prepare_json(meter: Meter, mut json: Map<String, Value>) -> Result<Prepared, ApiError> {
     let model = match json.get("model") {
         Some(Value::String(m)) if !m.is_empty() => m.clone(),
         _ => {
@@ -232,7 +249,7 @@ pub fn prepare(path: &str, body: &[u8]) -> Result<Prepared, ApiError> {
     let needs_usage_option = stream
         && !client_wants_usage
         && matches!(meter, Meter::ChatCompletions | Meter::Completions);
-    let upstream_body = if needs_usage_option {
+    if needs_usage_option {
         let options = json
             .entry("stream_options")
             .or_insert_with(|| Value::Object(Map::new()));
@@ -241,10 +258,9 @@ pub fn prepare(path: &str, body: &[u8]) -> Result<Prepared, ApiError> {
             return Err(ApiError::bad_request("invalid_value", msg).with_param("stream_options"));
         }
         options["include_usage"] = Value::Bool(true);
-        Some(serde_json::to_vec(&json).map_err(|e| ApiError::internal(e.to_string()))?)
-    } else {
-        None
-    };
+    }
+    let upstream_body =
+        Some(serde_json::to_vec(&json).map_err(|e| ApiError::internal(e.to_string()))?);
     Ok(Prepared {
         meter,
         model,
@@ -276,14 +292,21 @@ mod tests {
     }
 
     #[test]
-    fn client_that_asked_for_usage_is_forwarded_unchanged() {
+    fn client_that_asked_for_usage_is_forwarded_as_parsed() {
         let body =
             br#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#;
         let p = prepare("/v1/chat/completions", body).unwrap();
         assert!(p.client_wants_usage);
-        assert_eq!(p.upstream_body, None);
-        let plain = prepare("/v1/chat/completions", br#"{"model":"m","messages":[]}"#).unwrap();
-        assert_eq!((plain.stream, plain.upstream_body), (false, None));
+        let sent: Value = serde_json::from_slice(p.upstream_body.as_ref().unwrap()).unwrap();
+        assert_eq!(sent, serde_json::from_slice::<Value>(body).unwrap());
+        // the parsed object, not the client's bytes: white space and duplicates are gone
+        let spaced = br#"{ "model": "m", "model": "n", "messages": [] }"#;
+        let plain = prepare("/v1/chat/completions", spaced).unwrap();
+        assert!(!plain.stream);
+        assert_eq!(
+            plain.upstream_body.unwrap(),
+            br#"{"messages":[],"model":"n"}"#
+        );
     }
 
     #[test]

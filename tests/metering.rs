@@ -72,7 +72,8 @@ fn mixed_requests_are_metered_exactly() {
         (emb["requests"].as_u64(), emb["input"].as_u64()),
         (Some(3), Some(3 * EMBEDDING_TOKENS))
     );
-    assert_eq!(meter(&usage, "requests", "")["requests"], 2);
+    // `/v1/models` is answered from the catalog: no provider call, nothing metered
+    assert_eq!(meter(&usage, "requests", "")["requests"], 0);
     // chat: fresh 11*16*0.15 + cached 11*5*0.075 + out 37*0.60 = 26.4 + 4.125 + 22.2 = 52.725 per 1e6
     assert_eq!(chat_row["cost"], "0.000052725");
     // embeddings: 24 * 0.02 / 1e6 = 0.00000048; total 0.000053205

@@ -44,8 +44,10 @@ fn official_sdks_work_unchanged() {
     );
     assert!(out.status.success(), "SDK checks failed:\n{text}");
 
-    // Everything the SDKs did was metered: 4 chat calls upstream, 2 in the sandbox.
+    // Everything the SDKs did was metered: 4 chat calls upstream, and 2 in the sandbox
+    // on the test key's own counter, apart from live usage.
     let usage = settled_usage(port, &live);
+    assert_eq!(meter(&usage, "messages", "claude-test")["requests"], 0);
     assert_eq!(
         meter(&usage, "chat.completions", "gpt-4o-mini")["requests"],
         4
@@ -54,7 +56,7 @@ fn official_sdks_work_unchanged() {
         meter(&usage, "embeddings", "text-embedding-3-small")["requests"],
         1
     );
-    let claude = meter(&usage, "messages", "claude-test");
+    let claude = meter(&settled_usage(port, &test), "messages", "claude-test");
     assert_eq!(
         (claude["requests"].as_u64(), claude["output"].as_u64()),
         (Some(2), Some(8))

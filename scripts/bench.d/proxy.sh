@@ -66,7 +66,7 @@ instances=(--instance "$WORKER_PORT:$WORK/do")
 [ -z "$TMPFS_DO" ] || instances+=(--instance "$TMPFS_PORT:$TMPFS_DO")
 python3 scripts/bench.d/workerd_config.py --wrangler wrangler.toml \
   --js "$MAIN_MODULE" --wasm "$WASM_MODULE" "${instances[@]}" \
-  --var "UPSTREAM_URL=$UPSTREAM_URL" --var "ADMIN_TOKEN=$ADMIN_TOKEN" \
+  --var "UPSTREAM_URL=$UPSTREAM_URL" --var "ADMIN_TOKEN=$ADMIN_TOKEN" --var "KEY_SECRET=$ADMIN_TOKEN-keys" \
   --var BENCH_BARE_ROUTE=1 --var-file CATALOG=catalog.json >"$WORK/config.capnp" ||
   die "could not write the workerd config"
 

@@ -3,8 +3,8 @@
 
 use super::{client, config, flush_shard, http};
 use crate::error::ApiError;
-use crate::keys;
-use crate::protocol::{CreateCustomer, IssueKey};
+use crate::keys::{self, Mode};
+use crate::protocol::{CreateCustomer, IssueKey, KeyInfo};
 use subtle::ConstantTimeEq;
 use worker::{Env, Method, Request, Response};
 
@@ -79,6 +79,21 @@ fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(ApiError::invalid_json)
 }
 
+/// A customer's keys of both modes, live first.
+async fn list_keys(env: &Env, id: &str) -> Result<Response, ApiError> {
+    let mut all: Vec<KeyInfo> = Vec::new();
+    for mode in [Mode::Live, Mode::Test] {
+        let counter = keys::counter_name(mode, id);
+        let mut r = client::call::<()>(env, &counter, Method::Get, "/keys", None).await?;
+        if r.status_code() != 200 {
+            return Ok(r);
+        }
+        let listed: Vec<KeyInfo> = r.json().await.map_err(http::internal)?;
+        all.extend(listed);
+    }
+    http::json_response(&all, 200).map_err(http::internal)
+}
+
 pub(super) fn customer_id(id: &str) -> Result<&str, ApiError> {
     if keys::valid_customer_id(id) {
         Ok(id)
@@ -92,7 +107,7 @@ async fn admin(mut req: Request, env: &Env) -> Result<Response, ApiError> {
     authorize(&req, env)?;
     let path = req.path();
     let method = req.method();
-    let bytes = req.bytes().await.unwrap_or_default();
+    let bytes = http::read_capped(&mut req, 1 << 20).await?;
     let parts: Vec<&str> = path.trim_start_matches("/admin/v1/").split('/').collect();
     match (method, parts.as_slice()) {
         (Method::Get, ["catalog"]) => {
@@ -101,29 +116,46 @@ async fn admin(mut req: Request, env: &Env) -> Result<Response, ApiError> {
         (Method::Post, ["customers"]) => {
             let c: CreateCustomer = parse(&bytes)?;
             let id = customer_id(&c.id)?.to_string();
+            // The test-mode counter first: if it fails, the customer does not exist yet
+            // and the call can simply be repeated.
+            let test = keys::counter_name(Mode::Test, &id);
+            let made = client::call(env, &test, Method::Post, "/customer/test", Some(&c)).await?;
+            if made.status_code() != 201 && made.status_code() != 409 {
+                return Ok(made);
+            }
             client::call(env, &id, Method::Post, "/customer", Some(&c)).await
         }
         (Method::Get, ["customers", id, "usage"]) => {
             let none: Option<String> = None;
             client::call(env, customer_id(id)?, Method::Post, "/usage", Some(&none)).await
         }
-        (Method::Get, ["customers", id, "keys"]) => {
-            client::call::<()>(env, customer_id(id)?, Method::Get, "/keys", None).await
-        }
+        (Method::Get, ["customers", id, "keys"]) => list_keys(env, customer_id(id)?).await,
         (Method::Post, ["customers", id, "keys"]) => {
             let k: IssueKey = parse(&bytes)?;
-            client::call(env, customer_id(id)?, Method::Post, "/keys", Some(&k)).await
+            let mode = match k.mode.as_deref() {
+                Some("test") => Mode::Test,
+                _ => Mode::Live, // the counter refuses any other word
+            };
+            let counter = keys::counter_name(mode, customer_id(id)?);
+            client::call(env, &counter, Method::Post, "/keys", Some(&k)).await
         }
         (Method::Delete, ["customers", id, "keys", key_id]) => {
             let key_id = key_id.to_string();
-            client::call(
-                env,
-                customer_id(id)?,
-                Method::Post,
-                "/keys/revoke",
-                Some(&key_id),
-            )
-            .await
+            let id = customer_id(id)?;
+            let mut last = None;
+            for mode in [Mode::Live, Mode::Test] {
+                let counter = keys::counter_name(mode, id);
+                let r = client::call(env, &counter, Method::Post, "/keys/revoke", Some(&key_id));
+                let r = r.await?;
+                if r.status_code() != 404 {
+                    return Ok(r);
+                }
+                last = Some(r);
+            }
+            Ok(last.expect("two modes were tried"))
+        }
+        (Method::Get, ["metrics"]) => {
+            http::json_response(&super::metrics::snapshot(), 200).map_err(http::internal)
         }
         (Method::Get, ["customers", id, "flush"]) => {
             client::call::<()>(env, customer_id(id)?, Method::Get, "/flush", None).await

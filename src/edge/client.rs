@@ -20,6 +20,7 @@ pub async fn call<T: Serialize>(
     path: &str,
     body: Option<&T>,
 ) -> Result<Response, ApiError> {
+    super::metrics::bump(super::metrics::Metric::CounterCalls);
     call_object(env, COUNTER_BINDING, customer, method, path, body).await
 }
 

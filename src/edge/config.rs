@@ -55,6 +55,22 @@ pub fn catalog(env: &Env) -> Result<Rc<Catalog>, ApiError> {
     Ok(parsed)
 }
 
+/// The server secret keys are signed under (`KEY_SECRET`). Without it no key can be
+/// issued or accepted, so a deployment that forgot it fails closed.
+pub fn key_secret(env: &Env) -> Result<Vec<u8>, ApiError> {
+    setting(env, "KEY_SECRET")
+        .map(String::into_bytes)
+        .ok_or_else(|| ApiError::internal("KEY_SECRET is not set: no API key can be checked."))
+}
+
+/// The largest upstream answer edgemeter buffers (`MAX_RESPONSE_BYTES`, default 32 MiB).
+/// Streams are not buffered and have no such cap.
+pub fn max_response_bytes(env: &Env) -> usize {
+    setting(env, "MAX_RESPONSE_BYTES")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32 << 20)
+}
+
 pub fn max_body_bytes(env: &Env) -> usize {
     setting(env, "MAX_BODY_BYTES")
         .and_then(|v| v.parse().ok())

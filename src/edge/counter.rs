@@ -93,7 +93,12 @@ impl DurableObject for UsageCounter {
             (Method::Post, "/usage") => {
                 body(&bytes).and_then(|h: Option<String>| self.usage(h, now_ms))
             }
-            (Method::Post, "/customer") => body(&bytes).and_then(|c| self.create(c, now_ms)),
+            (Method::Post, "/owned") => body(&bytes).and_then(|c| self.change_owned(c)),
+            (Method::Post, "/owned/list") => body(&bytes).and_then(|q| self.list_owned(q, now_ms)),
+            (Method::Post, "/customer") => body(&bytes).and_then(|c| self.create(c, true, now_ms)),
+            (Method::Post, "/customer/test") => {
+                body(&bytes).and_then(|c| self.create(c, false, now_ms))
+            }
             (Method::Get, "/keys") => self.list_keys(),
             (Method::Post, "/keys") => body(&bytes).and_then(|k| self.issue_key(k, now_ms)),
             (Method::Post, "/keys/revoke") => {
@@ -146,7 +151,7 @@ impl UsageCounter {
     }
 
     /// Checks a key hash against every live key in constant time per key.
-    fn verify(loaded: &Loaded, key_hash: &str) -> std::result::Result<(), ApiError> {
+    pub(super) fn verify(loaded: &Loaded, key_hash: &str) -> std::result::Result<(), ApiError> {
         let found = loaded
             .keys
             .iter()
@@ -164,6 +169,9 @@ impl UsageCounter {
         let now = req.now_ms;
         let outcome = self.with(now, |l| {
             Self::verify(l, &req.key_hash)?;
+            if let Some((kind, id)) = &req.owns {
+                self.check_owned(*kind, id)?;
+            }
             let plan = catalog.plan(&l.customer.plan).ok_or_else(|| {
                 ApiError::internal(format!("plan `{}` is not in the catalog", l.customer.plan))
             })?;
@@ -330,6 +338,9 @@ impl UsageCounter {
     }
 
     fn settle(&self, req: SettleRequest) -> std::result::Result<Response, ApiError> {
+        if let (Some(id), Some(u)) = (&req.stored_response, &req.usage) {
+            self.note_response_tokens(id, u.input, u.output)?;
+        }
         self.with(req.now_ms, |l| {
             self.apply_settle(
                 l,

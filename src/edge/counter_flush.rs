@@ -43,7 +43,7 @@ impl UsageCounter {
     /// (or while one is on its way), makes sure an alarm pushes when the interval is
     /// over. Does nothing when flushing is off.
     pub(super) async fn schedule_push(&self, now_ms: i64) {
-        if config::flush_shards(&self.env).is_none() {
+        if config::flush_shards(&self.env).is_none() || !self.is_live(now_ms) {
             return;
         }
         let interval = config::push_interval_ms(&self.env);
@@ -70,7 +70,8 @@ impl UsageCounter {
         &self,
         now_ms: i64,
     ) -> std::result::Result<serde_json::Value, ApiError> {
-        let Some(shards) = config::flush_shards(&self.env) else {
+        let shards = config::flush_shards(&self.env).filter(|_| self.is_live(now_ms));
+        let Some(shards) = shards else {
             return Ok(json!({"enabled": false}));
         };
         if self.pushing.replace(true) {
@@ -92,6 +93,13 @@ impl UsageCounter {
             self.ensure_alarm(at).await;
         }
         answer
+    }
+
+    /// Whether this is a customer's live counter. A test-mode counter meters and
+    /// enforces quotas but never flushes: test usage must not reach an invoice.
+    fn is_live(&self, now_ms: i64) -> bool {
+        self.with(now_ms, |l| Ok(l.customer.livemode))
+            .unwrap_or(true)
     }
 
     /// Counts a failed push, for the retry's doubling wait.

@@ -13,6 +13,7 @@ impl UsageCounter {
     pub(super) fn create(
         &self,
         c: CreateCustomer,
+        livemode: bool,
         now: i64,
     ) -> std::result::Result<Response, ApiError> {
         let catalog = config::catalog(&self.env)?;
@@ -45,6 +46,7 @@ impl UsageCounter {
             );
         }
         let customer = Customer {
+            livemode,
             id: c.id,
             plan: c.plan,
             anchor_day,
@@ -68,12 +70,18 @@ impl UsageCounter {
                 return Err(ApiError::bad_request("invalid_value", msg).with_param("mode"));
             }
         };
-        let customer = self
-            .with(now, |l| Ok(l.customer.id.clone()))
+        let (customer, livemode) = self
+            .with(now, |l| Ok((l.customer.id.clone(), l.customer.livemode)))
             .map_err(|_| ApiError::not_found("No such customer."))?;
+        if livemode != (mode == keys::Mode::Live) {
+            return Err(ApiError::internal(
+                "a key was sent to the other mode's counter",
+            ));
+        }
+        let secret = config::key_secret(&self.env)?;
         let mut random = [0u8; 16];
         getrandom::fill(&mut random).map_err(|e| ApiError::internal(e.to_string()))?;
-        let key = keys::generate(mode, &customer, random);
+        let key = keys::generate(mode, &customer, random, &secret);
         let hash = keys::hash(&key);
         let mode_name = if mode == keys::Mode::Live {
             "live"

@@ -21,6 +21,8 @@ CREATE TABLE IF NOT EXISTS reservations (id INTEGER PRIMARY KEY, body TEXT NOT N
 CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, body_hash TEXT NOT NULL,
   reservation INTEGER, created_ms INTEGER NOT NULL, replay TEXT);
 CREATE INDEX IF NOT EXISTS idempotency_reservation ON idempotency (reservation);
+CREATE TABLE IF NOT EXISTS owned (kind TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL,
+  PRIMARY KEY (kind, id));
 ";
 
 /// How long an `Idempotency-Key` is remembered.
@@ -102,16 +104,16 @@ fn int(v: i64) -> SqlStorageValue {
     SqlStorageValue::from(v)
 }
 
-fn json<T: Serialize>(v: &T) -> SqlStorageValue {
+pub(super) fn json<T: Serialize>(v: &T) -> SqlStorageValue {
     SqlStorageValue::from(serde_json::to_string(v).unwrap_or_default())
 }
 
-fn parse<T: DeserializeOwned>(text: &str) -> Result<T> {
+pub(super) fn parse<T: DeserializeOwned>(text: &str) -> Result<T> {
     serde_json::from_str(text).map_err(|e| worker::Error::RustError(e.to_string()))
 }
 
 pub struct Store {
-    sql: SqlStorage,
+    pub(super) sql: SqlStorage,
     ready: std::cell::Cell<bool>,
 }
 

@@ -47,3 +47,39 @@ pub fn api_key(headers: &Headers) -> Option<String> {
     }
     headers.get("x-api-key").ok().flatten()
 }
+
+/// Reads a request body, refusing it as soon as it passes `limit` bytes: a declared
+/// Content-Length is checked before reading, and a chunked body as its bytes arrive, so
+/// an oversized body never sits whole in the isolate's memory.
+pub async fn read_capped(
+    req: &mut worker::Request,
+    limit: usize,
+) -> std::result::Result<Vec<u8>, ApiError> {
+    use super::metrics::{bump, Metric};
+    use futures_util::StreamExt;
+    let declared = req.headers().get("content-length").ok().flatten();
+    if declared
+        .and_then(|l| l.parse::<usize>().ok())
+        .is_some_and(|l| l > limit)
+    {
+        bump(Metric::BodyCapHits);
+        return Err(ApiError::too_large(limit));
+    }
+    if matches!(req.method(), worker::Method::Get | worker::Method::Head) {
+        return Ok(Vec::new());
+    }
+    let unreadable = |e: worker::Error| ApiError::bad_request("unreadable_body", e.to_string());
+    let mut body = Vec::new();
+    let Ok(mut stream) = req.stream() else {
+        return Ok(body); // no body at all
+    };
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(unreadable)?;
+        if body.len() + chunk.len() > limit {
+            bump(Metric::BodyCapHits);
+            return Err(ApiError::too_large(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}

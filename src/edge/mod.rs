@@ -8,16 +8,21 @@ mod counter;
 mod counter_alarm;
 mod counter_flush;
 mod counter_keys;
+mod counter_resources;
 mod counter_store;
 mod delivery;
 mod flush_shard;
 mod http;
 mod ledger;
 mod ledger_rated;
+mod metrics;
+mod observe;
 mod proxy;
 mod rating_api;
+mod resources;
 mod sql;
 mod stream;
+mod ticket;
 mod upstream;
 
 use crate::error::ApiError;
@@ -58,9 +63,9 @@ async fn usage(req: Request, env: &Env) -> Result<Response> {
                 "Use GET /v1/usage.",
             ));
         }
-        let caller = proxy::authenticate(&req)?;
+        let caller = proxy::authenticate(&req, env)?;
         let hash = Some(caller.key_hash);
-        client::call(env, &caller.customer, Method::Post, "/usage", Some(&hash)).await
+        client::call(env, &caller.counter, Method::Post, "/usage", Some(&hash)).await
     };
     http::respond(result.await)
 }

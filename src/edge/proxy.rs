@@ -1,98 +1,152 @@
 //! The metered proxy, as named phases:
-//! authenticate → read body → prepare → admit (reserve) → forward → observe → respond,
-//! with settlement after the response (`wait_until`, or at the end of a stream).
-//! One Durable Object round trip is on the hot path: admission, which also checks the key.
+//! route → authenticate → read → prepare → admit (reserve) → forward → observe →
+//! respond, with settlement after the response (`wait_until`, or at the end of a
+//! stream). One Durable Object round trip is on the hot path: admission, which also
+//! checks the key's revocation state; a forged key is refused before it.
 
-use super::stream::{Body, MeteredStream, StreamEnd, REPLAY_LIMIT};
-use super::upstream::{collect, forward, Upstreamed};
-use super::{client, config, http};
-use crate::catalog::Catalog;
-use crate::counter_state::{cost_of, AdmitAsk, MeterKey};
+use super::metrics::{bump, Metric};
+use super::observe::{observe, CostBasis};
+use super::ticket::{not_admitted, Ticket};
+use super::upstream::{self, Outgoing};
+use super::{client, config, http, resources};
+use crate::counter_state::AdmitAsk;
 use crate::error::ApiError;
 use crate::keys::{self, Mode};
-use crate::pricing::Pricing;
-use crate::protocol::{AdmitRequest, AdmitResponse, Replay, SettleRequest, SpendBasis};
-use crate::request::{self, Prepared};
-use crate::usage::{Metered, Usage};
-use rust_decimal::Decimal;
-use worker::{Context, Env, Headers, Method, Request, Response};
+use crate::protocol::{AdmitRequest, AdmitResponse};
+use crate::request::{self, Meter, Prepared};
+use crate::surface::{self, fields, Handling, ResourceKind, Routed};
+use worker::{Context, Env, Method, Request, Response};
 
-/// Response headers not copied from upstream: the runtime sets its own framing.
-const DROPPED_HEADERS: [&str; 5] = [
-    "content-length",
-    "content-encoding",
-    "transfer-encoding",
-    "connection",
-    "set-cookie",
-];
+/// `Idempotency-Key` values longer than this are refused.
+const IDEMPOTENCY_KEY_MAX: usize = 255;
 
 pub async fn handle(req: Request, env: &Env, ctx: &Context) -> worker::Result<Response> {
     http::respond(proxy(req, env, ctx).await)
 }
 
-/// Who is calling, from the key alone (the counter verifies it).
+/// Who is calling: a key issued by this deployment (its MAC checked here), not yet
+/// checked for revocation (the counter does that at admission).
 pub struct Caller {
     pub customer: String,
     pub mode: Mode,
     pub key_hash: String,
+    /// The name of the caller's counter: one per customer and mode.
+    pub counter: String,
 }
 
-pub fn authenticate(req: &Request) -> Result<Caller, ApiError> {
+/// The route phase: the exact route, or 404 before anything else is read.
+pub fn route(req: &Request) -> Result<Routed, ApiError> {
+    let url = req.inner().url();
+    let (path, query) = surface::split_url(&url);
+    surface::route(req.method().as_ref(), path, query).inspect_err(|e| {
+        if e.status == 404 {
+            bump(Metric::RefusedRoutes);
+        }
+    })
+}
+
+/// The authenticate phase: no body is read and no Durable Object is called for a key
+/// this deployment did not issue.
+pub fn authenticate(req: &Request, env: &Env) -> Result<Caller, ApiError> {
     let key = http::api_key(req.headers()).ok_or_else(|| {
         ApiError::unauthorized(
             "You didn't provide an API key. Send it as `Authorization: Bearer em_live_...`.",
         )
     })?;
-    let parsed =
-        keys::parse(&key).ok_or_else(|| ApiError::unauthorized("Incorrect API key provided."))?;
+    let secret = config::key_secret(env)?;
+    let parsed = keys::parse(&key).filter(|_| keys::signed(&key, &secret));
+    let Some(parsed) = parsed else {
+        bump(Metric::ForgedKeys);
+        return Err(ApiError::unauthorized("Incorrect API key provided."));
+    };
     Ok(Caller {
         customer: parsed.customer.to_string(),
         mode: parsed.mode,
         key_hash: keys::hash(&key),
+        counter: keys::counter_name(parsed.mode, parsed.customer),
     })
 }
 
-async fn read_body(req: &mut Request, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let declared = req.headers().get("content-length").ok().flatten();
-    if declared
-        .and_then(|l| l.parse::<usize>().ok())
-        .is_some_and(|l| l > limit)
-    {
-        return Err(ApiError::too_large(limit));
+async fn proxy(req: Request, env: &Env, ctx: &Context) -> Result<Response, ApiError> {
+    let routed = route(&req)?;
+    let caller = authenticate(&req, env)?;
+    match &routed.handling {
+        Handling::Metered(meter) => {
+            let target = routed.upstream_target();
+            metered(req, env, ctx, caller, *meter, target).await
+        }
+        Handling::ListModels => {
+            let catalog = config::catalog(env)?;
+            http::json_response(&surface::model_list(&catalog), 200).map_err(http::internal)
+        }
+        Handling::GetModel(id) => {
+            let model = surface::model(&*config::catalog(env)?, id)?;
+            http::json_response(&model, 200).map_err(http::internal)
+        }
+        _ => resources::handle(req, env, ctx, caller, routed).await,
     }
-    if matches!(req.method(), Method::Get | Method::Head) {
-        return Ok(Vec::new());
-    }
-    let body = req
-        .bytes()
-        .await
-        .map_err(|e| ApiError::bad_request("unreadable_body", e.to_string()))?;
-    if body.len() > limit {
-        return Err(ApiError::too_large(limit));
-    }
-    Ok(body)
 }
 
-async fn proxy(mut req: Request, env: &Env, ctx: &Context) -> Result<Response, ApiError> {
-    let now_ms = worker::Date::now().as_millis() as i64;
-    let caller = authenticate(&req)?;
-    let body = read_body(&mut req, config::max_body_bytes(env)).await?;
-    let path = req.path();
-    let mut prepared = request::prepare(&path, &body)?;
+/// The client's `Idempotency-Key`, bounded; it is never forwarded upstream.
+fn idempotency_key(req: &Request) -> Result<Option<String>, ApiError> {
+    let key = req.headers().get("idempotency-key").ok().flatten();
+    if key.as_ref().is_some_and(|k| k.len() > IDEMPOTENCY_KEY_MAX) {
+        let msg = format!("`Idempotency-Key` must be at most {IDEMPOTENCY_KEY_MAX} characters.");
+        return Err(ApiError::bad_request("invalid_value", msg).with_param("Idempotency-Key"));
+    }
+    Ok(key)
+}
+
+/// The prepare phase: the body parsed, reduced to the route's allowed fields with
+/// per-customer identities, and measured for the reservation. Also says which stored
+/// response it names and whether it stores one.
+fn prepare(
+    env: &Env,
+    caller: &Caller,
+    meter: Meter,
+    body: &[u8],
+) -> Result<(Prepared, Option<String>, bool), ApiError> {
     let catalog = config::catalog(env)?;
-    if prepared.meter.by_tokens() && catalog.price(&prepared.model).is_none() {
+    let secret = config::key_secret(env)?;
+    let mut json = request::parse_object(body)?;
+    let identity = |v: &str| keys::identity(&secret, caller.mode, &caller.customer, v);
+    let owns_stored = caller.mode == Mode::Live;
+    let extra = catalog.proxy.extra_fields(meter);
+    fields::sanitize(meter, &mut json, extra, owns_stored, &identity)?;
+    let previous = match json.get("previous_response_id") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(id)) => Some(id.clone()),
+        Some(_) => {
+            let msg = "`previous_response_id` must be a string.";
+            return Err(
+                ApiError::bad_request("invalid_value", msg).with_param("previous_response_id")
+            );
+        }
+    };
+    let stores = meter == Meter::Responses && owns_stored && fields::stores_response(&json);
+    let prepared = request::prepare_json(meter, json)?;
+    if catalog.price(&prepared.model).is_none() {
         return Err(ApiError::unknown_model(&prepared.model));
     }
+    Ok((prepared, previous, stores))
+}
 
-    let idempotency = req
-        .headers()
-        .get("idempotency-key")
-        .ok()
-        .flatten()
-        .map(|k| {
-            let signed = [req.method().as_ref().as_bytes(), path.as_bytes(), &body].join(&b'\n');
-            (k, keys::digest(&signed))
-        });
+async fn metered(
+    mut req: Request,
+    env: &Env,
+    ctx: &Context,
+    caller: Caller,
+    meter: Meter,
+    target: String,
+) -> Result<Response, ApiError> {
+    let now_ms = worker::Date::now().as_millis() as i64;
+    let idempotency = idempotency_key(&req)?;
+    let body = http::read_capped(&mut req, config::max_body_bytes(env)).await?;
+    let (mut prepared, previous, stores) = prepare(env, &caller, meter, &body)?;
+    let idempotency = idempotency.map(|k| {
+        let signed = [b"POST".as_slice(), target.as_bytes(), &body].join(&b'\n');
+        (k, keys::digest(&signed))
+    });
     let admit = AdmitRequest {
         key_hash: caller.key_hash.clone(),
         ask: AdmitAsk {
@@ -103,35 +157,26 @@ async fn proxy(mut req: Request, env: &Env, ctx: &Context) -> Result<Response, A
             output_cap: prepared.output_cap,
         },
         idempotency: idempotency.clone(),
+        owns: previous.map(|id| (ResourceKind::Response, id)),
         now_ms,
     };
-    let (reservation, cost, output_cap, mut headers) =
-        match client::admit(env, &caller.customer, &admit).await? {
-            AdmitResponse::Admitted {
-                reservation,
-                reserved_cost,
-                output_cap,
-                headers,
-                plan,
-                spend_basis,
-            } => {
-                let cost = CostBasis {
-                    reserved: reserved_cost,
-                    plan,
-                    spend: spend_basis,
-                };
-                (reservation, cost, output_cap, headers)
-            }
-            AdmitResponse::Replayed { replay } => return replayed(replay),
-            AdmitResponse::Rejected {
-                status,
-                body,
-                retry_after_s,
-                headers,
-            } => {
-                return rejected(status, body, retry_after_s, &headers);
-            }
-        };
+    let answer = client::admit(env, &caller.counter, &admit).await?;
+    let AdmitResponse::Admitted {
+        reservation,
+        reserved_cost,
+        output_cap,
+        headers,
+        plan,
+        spend_basis,
+    } = answer
+    else {
+        return not_admitted(answer);
+    };
+    let cost = CostBasis {
+        reserved: reserved_cost,
+        plan,
+        spend: spend_basis,
+    };
     if let Some(cap) = output_cap {
         // The plan's hard limits need a bound on the output: send the reserved amount.
         let current = prepared.upstream_body.as_deref().unwrap_or(&body);
@@ -141,237 +186,40 @@ async fn proxy(mut req: Request, env: &Env, ctx: &Context) -> Result<Response, A
     }
     let ticket = Ticket {
         env: env.clone(),
-        customer: caller.customer.clone(),
+        counter: caller.counter.clone(),
         reservation,
         keep: idempotency.is_some(),
+        stored_response: None,
     };
-
-    let upstream = match forward(&req, env, &path, &body, &prepared, caller.mode, &catalog).await {
-        Ok(u) => u,
+    let catalog = config::catalog(env)?;
+    let sent = if caller.mode == Mode::Test {
+        Ok(None)
+    } else {
+        let out = Outgoing {
+            method: Method::Post,
+            target,
+            body: prepared.upstream_body.as_deref(),
+            client_headers: req.headers().entries().collect(),
+        };
+        upstream::send(env, &catalog, out).await
+    };
+    let upstream = match sent {
+        Ok(Some(u)) => u,
+        Ok(None) => upstream::sandbox(&prepared, &catalog)?,
         Err(e) => {
             ticket.close(None, None).await;
             return Err(e);
         }
     };
-    if upstream.status >= 500 {
-        ticket.close(None, None).await;
-        let status = if upstream.status == 503 { 503 } else { 502 };
-        let msg = format!(
-            "The upstream provider failed with status {}; nothing was metered. Please retry.",
-            upstream.status
-        );
-        return Err(ApiError::upstream(status, msg));
-    }
-    for (k, v) in &upstream.headers {
-        if !DROPPED_HEADERS.contains(&k.as_str()) && !k.starts_with("x-ratelimit-") {
-            headers.push((k.clone(), v.clone()));
-        }
-    }
     if upstream.status >= 400 {
-        // The provider refused the request itself (bad parameters): it costs nothing.
+        // The provider refused the request itself: it costs nothing.
         ticket.close(None, None).await;
-        return respond(upstream.status, &headers, Payload::Stream(upstream.body));
+        return Err(upstream::refused(upstream).await);
     }
-    observe(upstream, prepared, ticket, headers, cost, &catalog, ctx).await
-}
-
-/// What a request's `x-edgemeter-cost` is worked out from.
-struct CostBasis {
-    /// The reservation's list price: all a stream's headers can say.
-    reserved: String,
-    plan: String,
-    spend: Option<SpendBasis>,
-}
-
-impl CostBasis {
-    /// What the request adds to the customer's spend: under a price-book plan, the
-    /// change to the invoice's usage charges from the totals at admission.
-    fn of(&self, env: &Env, catalog: &Catalog, key: MeterKey, usage: &Usage) -> Decimal {
-        let Some(basis) = &self.spend else {
-            return cost_of(catalog, &key.1, usage);
-        };
-        let book = config::price_book(env).ok();
-        let pricing = Pricing::for_plan(catalog, book.as_deref(), &self.plan);
-        let tallies = basis.tallies.iter().cloned().collect();
-        pricing.marginal(basis.period, &tallies, basis.spent, &key, usage)
-    }
-}
-
-/// Reads usage from the response and arranges settlement, then answers the client.
-async fn observe(
-    upstream: Upstreamed,
-    prepared: Prepared,
-    ticket: Ticket,
-    mut headers: Vec<(String, String)>,
-    cost: CostBasis,
-    catalog: &Catalog,
-    ctx: &Context,
-) -> Result<Response, ApiError> {
-    let status = upstream.status;
-    let content_type = upstream.content_type.clone();
-    let adapter = prepared.meter.adapter();
-    if prepared.stream && content_type.starts_with("text/event-stream") {
-        let hide = !prepared.client_wants_usage;
-        let (stream, done) = MeteredStream::new(
-            upstream.body,
-            adapter,
-            hide,
-            prepared.input_estimate,
-            ticket.keep,
-        );
-        ctx.wait_until(async move {
-            let end = done.await.unwrap_or(StreamEnd {
-                metered: Metered {
-                    usage: Usage {
-                        input: prepared.input_estimate,
-                        ..Usage::default()
-                    },
-                    estimated: true,
-                },
-                sent: None,
-            });
-            let replay = end.sent.and_then(|b| replay_of(status, &content_type, b));
-            ticket.close(Some(end.metered), replay).await;
-        });
-        headers.push(("x-edgemeter-cost".into(), cost.reserved));
-        headers.push(("x-edgemeter-cost-basis".into(), "reserved".into()));
-        return respond(status, &headers, Payload::Stream(Box::pin(stream)));
-    }
-    let json = content_type.contains("json");
-    if !json && !prepared.meter.by_tokens() {
-        // Binary pass-through (audio, files): counted as a request, streamed untouched.
-        ticket
-            .close(
-                Some(Metered {
-                    usage: Usage::default(),
-                    estimated: false,
-                }),
-                None,
-            )
-            .await;
-        return respond(status, &headers, Payload::Stream(upstream.body));
-    }
-    let bytes = collect(upstream.body).await?;
-    let metered = match adapter.read_body(&bytes) {
-        Some(usage) => Metered {
-            usage,
-            estimated: false,
-        },
-        None if prepared.meter.by_tokens() => Metered {
-            usage: Usage {
-                input: prepared.input_estimate,
-                ..Usage::default()
-            },
-            estimated: true,
-        },
-        None => Metered {
-            usage: Usage::default(),
-            estimated: false,
-        },
-    };
-    let key = (prepared.meter.name().to_string(), prepared.model.clone());
-    let cost = cost.of(&ticket.env, catalog, key, &metered.usage);
-    headers.push(("x-edgemeter-cost".into(), cost.normalize().to_string()));
-    headers.push((
-        "x-edgemeter-cost-basis".into(),
-        if metered.estimated {
-            "estimated"
-        } else {
-            "actual"
-        }
-        .into(),
-    ));
-    let replay = if ticket.keep {
-        replay_of(status, &content_type, bytes.clone())
-    } else {
-        None
-    };
-    ctx.wait_until(async move { ticket.close(Some(metered), replay).await });
-    respond(status, &headers, Payload::Bytes(bytes))
-}
-
-/// A reserved request, to be settled or released exactly once.
-struct Ticket {
-    env: Env,
-    customer: String,
-    reservation: u64,
-    /// Whether the response is kept for idempotent replay.
-    keep: bool,
-}
-
-impl Ticket {
-    /// Settles to `metered`, or releases the reservation when it is `None`.
-    async fn close(self, metered: Option<Metered>, replay: Option<Replay>) {
-        let req = SettleRequest {
-            reservation: self.reservation,
-            estimated: metered.is_some_and(|m| m.estimated),
-            usage: metered.map(|m| m.usage),
-            replay,
-            now_ms: worker::Date::now().as_millis() as i64,
-        };
-        client::settle(&self.env, &self.customer, &req).await;
-    }
-}
-
-fn replay_of(status: u16, content_type: &str, body: Vec<u8>) -> Option<Replay> {
-    if body.len() > REPLAY_LIMIT {
-        return None;
-    }
-    let body = String::from_utf8(body).ok()?;
-    Some(Replay {
-        status,
-        content_type: content_type.to_string(),
-        body,
-    })
-}
-
-enum Payload {
-    Bytes(Vec<u8>),
-    Stream(Body),
-}
-
-fn respond(
-    status: u16,
-    headers: &[(String, String)],
-    payload: Payload,
-) -> Result<Response, ApiError> {
-    let h = Headers::new();
-    for (k, v) in headers {
-        h.set(k, v).map_err(http::internal)?;
-    }
-    let resp = match payload {
-        Payload::Bytes(b) => Response::from_bytes(b),
-        Payload::Stream(s) => Response::from_stream(s),
-    };
-    Ok(resp
-        .map_err(http::internal)?
-        .with_status(status)
-        .with_headers(h))
-}
-
-fn replayed(replay: Replay) -> Result<Response, ApiError> {
-    let headers = vec![
-        ("content-type".to_string(), replay.content_type),
-        ("idempotent-replayed".to_string(), "true".to_string()),
-        ("x-edgemeter-cost".to_string(), "0".to_string()),
-    ];
-    respond(
-        replay.status,
-        &headers,
-        Payload::Bytes(replay.body.into_bytes()),
+    let mut headers = headers;
+    headers.extend(upstream.headers.iter().cloned());
+    observe(
+        upstream, prepared, ticket, headers, cost, stores, &catalog, ctx,
     )
-}
-
-fn rejected(
-    status: u16,
-    body: String,
-    retry_after: Option<u64>,
-    extra: &[(String, String)],
-) -> Result<Response, ApiError> {
-    let mut headers = extra.to_vec();
-    headers.push(("content-type".into(), "application/json".into()));
-    if let Some(s) = retry_after {
-        headers.push(("retry-after".into(), s.to_string()));
-    }
-    respond(status, &headers, Payload::Bytes(body.into_bytes()))
+    .await
 }

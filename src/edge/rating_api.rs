@@ -5,7 +5,7 @@
 use super::client::call_object;
 use super::{admin, config, http};
 use crate::error::ApiError;
-use crate::flush::verify;
+use crate::flush::{signature_fresh, verify};
 use crate::ledger::parse_batch;
 use crate::period::parse_date;
 use futures_util::StreamExt;
@@ -18,25 +18,35 @@ pub const LEDGER_BINDING: &str = "LEDGER";
 /// Signatures older (or newer) than this are refused.
 const SIGNATURE_TOLERANCE_S: i64 = 300;
 
+/// The largest ingestion batch read (a flush batch of 500 records is far below it).
+const INGEST_BODY_LIMIT: usize = 16 << 20;
+
+/// The largest body of a management call (accounts, grants).
+const MANAGE_BODY_LIMIT: usize = 1 << 20;
+
 pub async fn handle(mut req: Request, env: &Env) -> worker::Result<Response> {
     let path = req.path();
     let method = req.method();
-    let bytes = req.bytes().await.unwrap_or_default();
-    let result = if (method.clone(), path.as_str()) == (Method::Post, "/rating/v1/ingest") {
-        let signature = req
-            .headers()
-            .get("x-edgemeter-signature")
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        ingest(env, &signature, &bytes).await
-    } else {
-        match admin::authorize(&req, env) {
-            Ok(()) => manage(env, method, &path, &bytes).await,
-            Err(e) => Err(e),
+    let result = async {
+        if (method.clone(), path.as_str()) == (Method::Post, "/rating/v1/ingest") {
+            // The body is signed, so only the size cap and the signature's age can be
+            // checked before it is read.
+            let signature = req.headers().get("x-edgemeter-signature").ok().flatten();
+            let signature = signature.unwrap_or_default();
+            let now_s = worker::Date::now().as_millis() as i64 / 1000;
+            if !signature_fresh(&signature, now_s, SIGNATURE_TOLERANCE_S) {
+                let msg = "Missing, stale or invalid X-Edgemeter-Signature.";
+                return Err(ApiError::unauthorized(msg));
+            }
+            let bytes = http::read_capped(&mut req, INGEST_BODY_LIMIT).await?;
+            ingest(env, &signature, &bytes).await
+        } else {
+            admin::authorize(&req, env)?;
+            let bytes = http::read_capped(&mut req, MANAGE_BODY_LIMIT).await?;
+            manage(env, method, &path, &bytes).await
         }
     };
-    http::respond(result)
+    http::respond(result.await)
 }
 
 async fn ledger(env: &Env, customer: &str, path: &str, body: &Value) -> Result<Response, ApiError> {

@@ -1,78 +1,65 @@
-//! The forward phase: the request goes to the real provider, with the customer's key
-//! swapped for the company's, or to the built-in sandbox provider.
+//! The forward phase: a request goes to the real provider with the operator's key, the
+//! route table's canonical path and allowlisted headers only, and redirects are never
+//! followed. Test keys are answered by the built-in sandbox provider instead.
 
 use super::config;
+use super::metrics::{bump, Metric};
 use super::stream::Body;
 use crate::catalog::Catalog;
 use crate::error::ApiError;
-use crate::keys::Mode;
 use crate::request::Prepared;
 use crate::sandbox;
+use crate::surface::headers::{forward_request, pass_response, HeaderPolicy};
 use futures_util::StreamExt;
 use wasm_bindgen::JsValue;
-use worker::{Env, Fetch, Headers, Method, Request, RequestInit};
-
-/// Request headers not forwarded upstream: credentials and per-hop headers.
-const PRIVATE_HEADERS: [&str; 6] = [
-    "authorization",
-    "x-api-key",
-    "host",
-    "content-length",
-    "cookie",
-    "cf-connecting-ip",
-];
+use worker::{Env, Fetch, Headers, Method, Request, RequestInit, RequestRedirect};
 
 /// The upstream's answer, from the real provider or the sandbox.
 pub struct Upstreamed {
     pub status: u16,
     pub content_type: String,
+    /// Only the headers that may reach the client.
     pub headers: Vec<(String, String)>,
+    pub retry_after: Option<String>,
     pub body: Body,
 }
 
-pub async fn forward(
-    req: &Request,
+/// What is sent upstream.
+pub struct Outgoing<'a> {
+    pub method: Method,
+    /// The canonical path and allowlisted query.
+    pub target: String,
+    pub body: Option<&'a [u8]>,
+    /// The client's headers, filtered here by the catalog's policy.
+    pub client_headers: Vec<(String, String)>,
+}
+
+fn fail(e: worker::Error) -> ApiError {
+    ApiError::upstream(
+        502,
+        format!("The upstream provider could not be reached: {e}"),
+    )
+}
+
+/// Sends a request to the configured provider; `None` when no upstream is configured
+/// for the path (then the sandbox answers).
+pub async fn send(
     env: &Env,
-    path: &str,
-    body: &[u8],
-    prepared: &Prepared,
-    mode: Mode,
     catalog: &Catalog,
-) -> Result<Upstreamed, ApiError> {
-    let sent = prepared.upstream_body.as_deref().unwrap_or(body);
-    let upstream = if mode == Mode::Test {
-        None
-    } else {
-        config::upstream(env, path)
+    out: Outgoing<'_>,
+) -> Result<Option<Upstreamed>, ApiError> {
+    let path = out.target.split('?').next().unwrap_or("");
+    let Some(upstream) = config::upstream(env, path) else {
+        return Ok(None);
     };
-    let Some(upstream) = upstream else {
-        let input: serde_json::Value = if path == "/v1/models" {
-            sandbox::models_request()
-        } else {
-            serde_json::from_slice(sent).unwrap_or_default()
-        };
-        let models: Vec<&str> = catalog.models.keys().map(String::as_str).collect();
-        let now_s = worker::Date::now().as_millis() as i64 / 1000;
-        let reply = sandbox::respond(prepared, &input, &models, now_s)?;
-        let chunks = futures_util::stream::iter(reply.chunks.into_iter().map(Ok));
-        return Ok(Upstreamed {
-            status: reply.status,
-            content_type: reply.content_type.to_string(),
-            headers: vec![("content-type".into(), reply.content_type.into())],
-            body: Box::pin(chunks),
-        });
-    };
-    let fail = |e: worker::Error| {
-        ApiError::upstream(
-            502,
-            format!("The upstream provider could not be reached: {e}"),
-        )
+    let policy = HeaderPolicy {
+        extra: &catalog.proxy.request_headers,
+        anthropic_beta: &catalog.proxy.anthropic_beta,
+        anthropic: upstream.anthropic,
     };
     let headers = Headers::new();
-    for (k, v) in req.headers().entries() {
-        if !PRIVATE_HEADERS.contains(&k.as_str()) && !k.starts_with("cf-") {
-            headers.set(&k, &v).map_err(fail)?;
-        }
+    for (k, v) in forward_request(out.client_headers, &policy) {
+        headers.set(&k, &v).map_err(fail)?;
     }
     if let Some(key) = &upstream.api_key {
         let (name, value) = if upstream.anthropic {
@@ -82,45 +69,76 @@ pub async fn forward(
         };
         headers.set(name, &value).map_err(fail)?;
     }
-    // The raw URL string, not `req.url()`: parsing it would pull the `url` crate and its
-    // IDNA tables into the bundle for nothing.
-    let raw_url = req.inner().url();
-    let query = raw_url.find('?').map_or("", |i| &raw_url[i..]);
     let mut init = RequestInit::new();
-    init.with_method(req.method()).with_headers(headers);
-    if !matches!(req.method(), Method::Get | Method::Head) {
-        init.with_body(Some(JsValue::from(js_sys_bytes(sent))));
+    init.with_method(out.method)
+        .with_headers(headers)
+        .with_redirect(RequestRedirect::Manual);
+    if let Some(body) = out.body {
+        init.with_body(Some(JsValue::from(worker::js_sys::Uint8Array::from(body))));
     }
-    let out = Request::new_with_init(&format!("{}{path}{query}", upstream.base_url), &init)
-        .map_err(fail)?;
-    let mut resp = Fetch::Request(out).send().await.map_err(fail)?;
-    let headers: Vec<(String, String)> = resp.headers().entries().collect();
-    let content_type = resp
-        .headers()
-        .get("content-type")
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+    let url = format!("{}{}", upstream.base_url, out.target);
+    let request = Request::new_with_init(&url, &init).map_err(fail)?;
+    let mut resp = Fetch::Request(request).send().await.map_err(fail)?;
+    let status = resp.status_code();
+    if (300..400).contains(&status) {
+        let msg = "The upstream provider answered with a redirect, which edgemeter never follows.";
+        return Err(ApiError::upstream(502, msg).with_code("upstream_redirect"));
+    }
+    let all: Vec<(String, String)> = resp.headers().entries().collect();
+    let find = |name: &str| all.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let content_type = find("content-type").unwrap_or_default();
+    let retry_after = find("retry-after");
     let stream = resp.stream().map_err(fail)?;
-    Ok(Upstreamed {
-        status: resp.status_code(),
+    Ok(Some(Upstreamed {
+        status,
         content_type,
-        headers,
+        headers: pass_response(all),
+        retry_after,
         body: Box::pin(stream),
+    }))
+}
+
+/// The sandbox provider's answer to a metered request.
+pub fn sandbox(prepared: &Prepared, catalog: &Catalog) -> Result<Upstreamed, ApiError> {
+    let input: serde_json::Value = prepared
+        .upstream_body
+        .as_deref()
+        .and_then(|b| serde_json::from_slice(b).ok())
+        .unwrap_or_default();
+    let models: Vec<&str> = catalog.models.keys().map(String::as_str).collect();
+    let now_s = worker::Date::now().as_millis() as i64 / 1000;
+    let reply = sandbox::respond(prepared, &input, &models, now_s)?;
+    let chunks = futures_util::stream::iter(reply.chunks.into_iter().map(Ok));
+    Ok(Upstreamed {
+        status: reply.status,
+        content_type: reply.content_type.to_string(),
+        headers: vec![("content-type".into(), reply.content_type.into())],
+        retry_after: None,
+        body: Box::pin(chunks),
     })
 }
 
-fn js_sys_bytes(bytes: &[u8]) -> worker::js_sys::Uint8Array {
-    worker::js_sys::Uint8Array::from(bytes)
-}
-
-pub async fn collect(mut body: Body) -> Result<Vec<u8>, ApiError> {
+/// Reads a whole upstream body, refusing it once it passes `limit` bytes.
+pub async fn collect(mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
     let mut out = Vec::new();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| {
             ApiError::upstream(502, format!("The upstream response broke off: {e}"))
         })?;
+        if out.len() + chunk.len() > limit {
+            bump(Metric::ResponseCapHits);
+            let msg = format!(
+                "The upstream answer exceeded the {limit}-byte limit for buffered responses."
+            );
+            return Err(ApiError::upstream(502, msg).with_code("upstream_too_large"));
+        }
         out.extend_from_slice(&chunk);
     }
     Ok(out)
+}
+
+/// An upstream error answer, rewritten so no account detail reaches the client.
+pub async fn refused(up: Upstreamed) -> ApiError {
+    let body = collect(up.body, 64 * 1024).await.unwrap_or_default();
+    crate::surface::headers::provider_error(up.status, &body, up.retry_after.as_deref())
 }

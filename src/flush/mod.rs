@@ -148,6 +148,16 @@ pub fn signature(secret: &str, unix_s: i64, body: &[u8]) -> String {
 }
 
 /// Checks a signature header, in constant time, allowing `tolerance_s` of clock skew.
+/// Whether a signature header's timestamp is within `tolerance_s` of now: checked
+/// before a signed body is read, so a stale or unsigned sender cannot make the
+/// receiver buffer anything.
+pub fn signature_fresh(header: &str, now_s: i64, tolerance_s: i64) -> bool {
+    header
+        .split(',')
+        .find_map(|part| part.trim().strip_prefix("t=")?.parse::<i64>().ok())
+        .is_some_and(|t| (now_s - t).abs() <= tolerance_s)
+}
+
 pub fn verify(secret: &str, header: &str, body: &[u8], now_s: i64, tolerance_s: i64) -> bool {
     let mut t = None;
     let mut v1 = None;

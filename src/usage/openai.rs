@@ -38,6 +38,30 @@ fn normalize(u: &Value) -> Usage {
     }
 }
 
+/// The parts of a JSON answer usage is read from.
+#[derive(serde::Deserialize)]
+struct Skim {
+    #[serde(default)]
+    usage: Option<Value>,
+    #[serde(default)]
+    data: Option<Vec<Item>>,
+}
+
+/// One `data` item, of which only whether it is an image matters.
+#[derive(serde::Deserialize)]
+struct Item {
+    #[serde(default)]
+    url: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    b64_json: Option<serde::de::IgnoredAny>,
+}
+
+impl Item {
+    fn is_image(&self) -> bool {
+        self.url.is_some() || self.b64_json.is_some()
+    }
+}
+
 fn text_len(v: &Value) -> u64 {
     v.as_str().map_or(0, |s| s.chars().count() as u64)
 }
@@ -51,12 +75,25 @@ pub struct OpenAi {
 
 impl UsageAdapter for OpenAi {
     fn read_body(&self, body: &[u8]) -> Option<Usage> {
-        let body: Value = serde_json::from_slice(body).ok()?;
-        let is_image = |i: &&Value| i.get("url").is_some() || i.get("b64_json").is_some();
-        let images = body["data"]
-            .as_array()
-            .map_or(0, |items| items.iter().filter(is_image).count() as u64);
-        let usage = body.get("usage").filter(|u| u.is_object());
+        // Skimmed first: an embeddings answer can be tens of MB, and only `usage` and
+        // the shape of `data` matter, so the rest is read past without being built.
+        let (usage, images) = match serde_json::from_slice::<Skim>(body) {
+            Ok(s) => (
+                s.usage,
+                s.data
+                    .map_or(0, |d| d.iter().filter(|i| i.is_image()).count()),
+            ),
+            Err(_) => {
+                let body: Value = serde_json::from_slice(body).ok()?;
+                let is_image = |i: &&Value| i.get("url").is_some() || i.get("b64_json").is_some();
+                let images = body["data"]
+                    .as_array()
+                    .map_or(0, |items| items.iter().filter(is_image).count());
+                (body.get("usage").cloned(), images)
+            }
+        };
+        let images = images as u64;
+        let usage = usage.as_ref().filter(|u| u.is_object());
         match (usage, images) {
             (None, 0) => None,
             (usage, images) => Some(Usage {

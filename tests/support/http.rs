@@ -45,6 +45,20 @@ impl Resp {
     }
 }
 
+fn open(port: u16, method: &str, path: &str, headers: &[(&str, &str)], framing: &str) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to worker");
+    s.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n{framing}\r\n"
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s
+}
+
 fn connect(
     port: u16,
     method: &str,
@@ -52,14 +66,8 @@ fn connect(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> TcpStream {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to worker");
-    s.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
+    let framing = format!("content-length: {}", body.len());
+    let mut s = open(port, method, path, headers, &framing);
     s.write_all(body).unwrap();
     s
 }
@@ -113,7 +121,33 @@ fn complete(headers: &[(String, String)], body: &[u8]) -> bool {
 
 /// Sends a request and reads the whole response.
 pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
-    let mut s = connect(port, method, path, headers, body);
+    read_response(connect(port, method, path, headers, body), false)
+}
+
+/// Sends a body `transfer-encoding: chunked`, without Content-Length, one chunk per
+/// piece, and reads the response. The server may answer and hang up before the last
+/// piece: failed writes are ignored, and a reset after the response head ends it.
+pub fn request_chunked(port: u16, path: &str, headers: &[(&str, &str)], pieces: &[&[u8]]) -> Resp {
+    let mut s = open(port, "POST", path, headers, "transfer-encoding: chunked");
+    for piece in pieces {
+        let mut chunk = format!("{:x}\r\n", piece.len()).into_bytes();
+        chunk.extend_from_slice(piece);
+        chunk.extend_from_slice(b"\r\n");
+        if s.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    let _ = s.write_all(b"0\r\n\r\n");
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    let r = read_response(s.try_clone().expect("clone stream"), true);
+    // Wait for the server to close its side before hanging up: local workerd stalls its
+    // next request when a client leaves while a refused body is still unread.
+    let mut rest = [0u8; 4096];
+    while matches!(s.read(&mut rest), Ok(n) if n > 0) {}
+    r
+}
+
+fn read_response(mut s: TcpStream, reset_ends: bool) -> Resp {
     let mut raw = Vec::new();
     let mut buf = [0u8; 16384];
     let mut head = None;
@@ -126,7 +160,11 @@ pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], bo
                 break;
             }
         }
-        let n = s.read(&mut buf).expect("read response");
+        let n = match s.read(&mut buf) {
+            Ok(n) => n,
+            Err(_) if reset_ends && head.is_some() => 0,
+            Err(e) => panic!("read response: {e}"),
+        };
         if n == 0 {
             break;
         }

@@ -34,7 +34,9 @@ pub fn catalog() -> String {
             "tokens": {"included_tokens": 200, "token_cap": "hard", "default_max_output_tokens": 40},
             "spend": {"spend_cap": "0.00001"},
             "solo": {"max_concurrent": 1}
-        }
+        },
+        // the headers that steer the fake upstream must reach it
+        "proxy": {"request_headers": ["x-test-tag", "x-fake-status", "x-fake-delay-ms", "x-fake-size", "x-fake-redirect"]}
     })
     .to_string()
 }
@@ -85,6 +87,11 @@ pub fn admin(port: u16, method: &str, path: &str, body: &Value) -> http::Resp {
 
 /// Creates a customer on `plan` and issues a live key; returns (customer id, key).
 pub fn customer(port: u16, plan: &str) -> (String, String) {
+    customer_with_mode(port, plan, "live")
+}
+
+/// Creates a customer on `plan` and issues a key of `mode` ("live" or "test").
+pub fn customer_with_mode(port: u16, plan: &str, mode: &str) -> (String, String) {
     let id = unique(plan);
     let r = admin(
         port,
@@ -93,14 +100,55 @@ pub fn customer(port: u16, plan: &str) -> (String, String) {
         &json!({"id": id, "plan": plan}),
     );
     assert_eq!(r.status, 201, "create customer: {}", r.text());
+    let key = issue_key(port, &id, mode);
+    (id, key)
+}
+
+/// Issues another key of `mode` for an existing customer.
+pub fn issue_key(port: u16, id: &str, mode: &str) -> String {
     let r = admin(
         port,
         "POST",
         &format!("/admin/v1/customers/{id}/keys"),
-        &json!({"mode": "live"}),
+        &json!({"mode": mode}),
     );
     assert_eq!(r.status, 201, "issue key: {}", r.text());
-    (id, r.json()["key"].as_str().unwrap().to_string())
+    r.json()["key"].as_str().unwrap().to_string()
+}
+
+/// The worker's per-isolate counters (`GET /admin/v1/metrics`).
+pub fn metrics(port: u16) -> Value {
+    let r = admin(port, "GET", "/admin/v1/metrics", &Value::Null);
+    assert_eq!(r.status, 200, "metrics: {}", r.text());
+    r.json()
+}
+
+/// A request without a body, with a customer key.
+pub fn send(port: u16, key: &str, method: &str, path: &str) -> http::Resp {
+    let auth = format!("Bearer {key}");
+    http::request(port, method, path, &[("authorization", &auth)], b"")
+}
+
+/// Uploads `content` as a file (`POST /v1/files`, multipart/form-data).
+pub fn upload(port: u16, key: &str, purpose: &str, filename: &str, content: &[u8]) -> http::Resp {
+    let boundary = "edgemeter-test-boundary-7d1f";
+    let mut body = format!(
+        "--{boundary}\r\ncontent-disposition: form-data; name=\"purpose\"\r\n\r\n{purpose}\r\n\
+         --{boundary}\r\ncontent-disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n\
+         content-type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(content);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let auth = format!("Bearer {key}");
+    let ct = format!("multipart/form-data; boundary={boundary}");
+    http::request(
+        port,
+        "POST",
+        "/v1/files",
+        &[("authorization", &auth), ("content-type", &ct)],
+        &body,
+    )
 }
 
 /// POSTs JSON with a customer key and extra headers.

@@ -2,10 +2,19 @@
 //! predict exactly what edgemeter must meter. HTTP/1.1 with keep-alive; streams are
 //! sent chunked, one SSE event per chunk.
 //!
+//! It behaves like ONE provider account shared by every customer: each answer carries
+//! the operator's account headers, error messages name the operator's organization,
+//! and files and stored responses live in one store anyone with the key can read.
+//!
 //! Request headers steer it: `x-fake-status: 500` forces a status, `x-fake-delay-ms: N`
-//! pauses between streamed events, `x-test-tag: T` labels requests for counting.
+//! pauses between streamed events, `x-test-tag: T` labels requests for counting,
+//! `x-fake-size: N` pads a chat completion to N bytes, `x-fake-redirect: 1` answers 307.
+
+#[path = "upstream_account.rs"]
+mod account;
 
 use super::wire::{read_request, Incoming};
+use account::{response_events, Account, Answer};
 use serde_json::{json, Value};
 use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -18,21 +27,54 @@ pub const PROMPT_TOKENS: u64 = 21;
 pub const CACHED_TOKENS: u64 = 5;
 pub const EMBEDDING_TOKENS: u64 = 8;
 
-/// Completion tokens for a request: its `max_tokens`, else 7, never more than 50.
+/// Headers of the operator's provider account, on every answer the fake sends: none
+/// of them may reach a customer.
+pub const OPERATOR_HEADERS: [(&str, &str); 7] = [
+    ("openai-organization", "org-operator123"),
+    ("openai-project", "proj_operator123"),
+    ("x-ratelimit-remaining-requests", "4999"),
+    ("anthropic-organization-id", "org-anthropic-operator"),
+    ("anthropic-ratelimit-requests-remaining", "99"),
+    ("set-cookie", "__cf_bm=operator"),
+    ("x-request-id", "req_fake"),
+];
+
+/// Where a followed redirect would lead.
+pub const REDIRECT_TARGET: &str = "/v1/redirected-secret";
+
+/// Completion tokens for a request: its `max_completion_tokens`, `max_tokens` or
+/// `max_output_tokens`, else 7, never more than 50.
 pub fn completion_tokens(body: &Value) -> u64 {
     let cap = body["max_completion_tokens"]
         .as_u64()
-        .or(body["max_tokens"].as_u64());
+        .or(body["max_tokens"].as_u64())
+        .or(body["max_output_tokens"].as_u64());
     cap.unwrap_or(7).min(50)
 }
 
-/// One request as the fake saw it.
+/// One request as the fake saw it (header names lower-cased).
 #[derive(Debug, Clone)]
 pub struct Seen {
+    pub method: String,
     pub path: String,
     pub authorization: Option<String>,
     pub tag: Option<String>,
+    pub headers: Vec<(String, String)>,
     pub body: String,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON, `Null` when it is not JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
 }
 
 pub struct FakeUpstream {
@@ -46,11 +88,12 @@ impl FakeUpstream {
         let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind fake upstream");
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let account = Arc::new(Mutex::new(Account::default()));
         let shared = seen.clone();
         thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let seen = shared.clone();
-                thread::spawn(move || serve(conn, seen));
+                let (seen, account) = (shared.clone(), account.clone());
+                thread::spawn(move || serve(conn, seen, account));
             }
         });
         FakeUpstream { port, seen }
@@ -68,9 +111,20 @@ impl FakeUpstream {
             .cloned()
             .collect()
     }
+
+    /// Every request seen so far.
+    pub fn all(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// The raw path (query included) of every request seen so far.
+    pub fn paths(&self) -> Vec<String> {
+        let seen = self.seen.lock().unwrap();
+        seen.iter().map(|s| s.path.clone()).collect()
+    }
 }
 
-fn serve(conn: TcpStream, seen: Arc<Mutex<Vec<Seen>>>) {
+fn serve(conn: TcpStream, seen: Arc<Mutex<Vec<Seen>>>, account: Arc<Mutex<Account>>) {
     // Responses go out in several writes: without this, Nagle's algorithm would hold
     // each tail for the peer's delayed ACK (about 40 ms).
     let _ = conn.set_nodelay(true);
@@ -78,44 +132,104 @@ fn serve(conn: TcpStream, seen: Arc<Mutex<Vec<Seen>>>) {
     let mut reader = BufReader::new(conn);
     while let Some(req) = read_request(&mut reader) {
         seen.lock().unwrap().push(Seen {
+            method: req.method.clone(),
             path: req.path.clone(),
             authorization: req.header("authorization"),
             tag: req.header("x-test-tag"),
+            headers: req.headers.clone(),
             body: String::from_utf8_lossy(&req.body).into_owned(),
         });
-        if respond(&mut out, &req).is_err() {
+        if respond(&mut out, &req, &account).is_err() {
             return;
         }
     }
 }
 
-fn send_json(out: &mut TcpStream, status: u16, body: &Value) -> std::io::Result<()> {
-    let text = body.to_string();
-    write!(
-        out,
-        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{text}",
-        text.len()
-    )?;
+fn send(
+    out: &mut TcpStream,
+    status: u16,
+    extra: &[(&str, &str)],
+    content_type: &str,
+    body: &[u8],
+) -> std::io::Result<()> {
+    let mut head = format!(
+        "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in OPERATOR_HEADERS.iter().chain(extra) {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    out.write_all(head.as_bytes())?;
+    out.write_all(body)?;
     out.flush()
 }
 
-fn respond(out: &mut TcpStream, req: &Incoming) -> std::io::Result<()> {
+fn send_json(out: &mut TcpStream, status: u16, body: &Value) -> std::io::Result<()> {
+    send(
+        out,
+        status,
+        &[],
+        "application/json",
+        body.to_string().as_bytes(),
+    )
+}
+
+/// The error a forced status answers with: like the real provider's, it names the
+/// operator's organization, project or key where the real one does.
+fn forced(status: u16) -> Value {
+    let (message, kind, code, param) = match status {
+        429 => ("Rate limit reached for gpt-4o-mini in organization org-operator123 on requests per min (RPM): Limit 500, Used 499. Key sk-upst***cret",
+            "requests", Some("rate_limit_exceeded"), None),
+        401 | 403 => ("Incorrect API key provided: sk-upst***cret. You can find your API key at https://platform.openai.com/account/api-keys (organization org-operator123).",
+            "invalid_request_error", Some("invalid_api_key"), None),
+        400 => ("Invalid value for 'temperature' in project proj_operator123",
+            "invalid_request_error", Some("invalid_value"), Some("temperature")),
+        _ => ("forced by test", "server_error", None, None),
+    };
+    json!({"error": {"message": message, "type": kind, "code": code, "param": param}})
+}
+
+fn respond(out: &mut TcpStream, req: &Incoming, account: &Mutex<Account>) -> std::io::Result<()> {
     let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
     if let Some(status) = req
         .header("x-fake-status")
         .and_then(|s| s.parse::<u16>().ok())
     {
-        let err = json!({"error": {"message": "forced by test", "type": "server_error", "code": null, "param": null}});
-        return send_json(out, status, &err);
+        let retry: &[(&str, &str)] = if status == 429 {
+            &[("retry-after", "7")]
+        } else {
+            &[]
+        };
+        let err = forced(status).to_string();
+        return send(out, status, retry, "application/json", err.as_bytes());
+    }
+    if req.header("x-fake-redirect").is_some() {
+        return send(
+            out,
+            307,
+            &[("location", REDIRECT_TARGET)],
+            "text/plain",
+            b"",
+        );
     }
     let model = body["model"].as_str().unwrap_or("none").to_string();
     let path = req.path.split('?').next().unwrap_or("");
+    let delay = req
+        .header("x-fake-delay-ms")
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0);
+    let answer = account.lock().unwrap().handle(req, path);
+    if let Some(Answer {
+        status,
+        content_type,
+        body,
+    }) = answer
+    {
+        return send(out, status, &[], content_type, &body);
+    }
     match (req.method.as_str(), path) {
         ("POST", "/v1/chat/completions") if body["stream"] == true => {
-            let delay = req
-                .header("x-fake-delay-ms")
-                .and_then(|d| d.parse().ok())
-                .unwrap_or(0);
             let events = chat_stream(
                 &model,
                 completion_tokens(&body),
@@ -124,7 +238,11 @@ fn respond(out: &mut TcpStream, req: &Incoming) -> std::io::Result<()> {
             stream(out, &events, delay)
         }
         ("POST", "/v1/chat/completions") => {
-            send_json(out, 200, &chat(&model, completion_tokens(&body)))
+            let mut done = chat(&model, completion_tokens(&body));
+            if let Some(size) = req.header("x-fake-size").and_then(|s| s.parse().ok()) {
+                pad(&mut done, size);
+            }
+            send_json(out, 200, &done)
         }
         ("POST", "/v1/embeddings") => send_json(
             out,
@@ -132,12 +250,39 @@ fn respond(out: &mut TcpStream, req: &Incoming) -> std::io::Result<()> {
             &json!({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
                 "model": model, "usage": {"prompt_tokens": EMBEDDING_TOKENS, "total_tokens": EMBEDDING_TOKENS}}),
         ),
+        ("POST", "/v1/responses") => {
+            let created = account
+                .lock()
+                .unwrap()
+                .create_response(&body, completion_tokens(&body));
+            match created {
+                Err(a) => send(out, a.status, &[], a.content_type, &a.body),
+                Ok(done) if body["stream"] == true => stream(out, &response_events(&done), delay),
+                Ok(done) => send_json(out, 200, &done),
+            }
+        }
+        // edgemeter must never let these through: the answers prove it if it did
+        ("POST", "/v1/batches") => {
+            send_json(out, 200, &json!({"id": "batch_1", "object": "batch"}))
+        }
+        (_, REDIRECT_TARGET) => send_json(out, 200, &json!({"secret": "redirect followed"})),
         _ => send_json(
             out,
             200,
             &json!({"object": "list", "data": [], "path": path}),
         ),
     }
+}
+
+/// Pads a chat completion's content so its JSON is at least `size` bytes.
+fn pad(done: &mut Value, size: usize) {
+    let short = size.saturating_sub(done.to_string().len());
+    let content = &mut done["choices"][0]["message"]["content"];
+    *content = json!(format!(
+        "{}{}",
+        content.as_str().unwrap_or(""),
+        "x".repeat(short)
+    ));
 }
 
 fn usage(n: u64) -> Value {
@@ -180,7 +325,11 @@ pub fn chat_stream(model: &str, n: u64, include_usage: bool) -> Vec<String> {
 fn stream(out: &mut TcpStream, events: &[String], delay_ms: u64) -> std::io::Result<()> {
     write!(
         out,
-        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n{}\r\n",
+        OPERATOR_HEADERS
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect::<String>()
     )?;
     for e in events {
         write!(out, "{:x}\r\n{e}\r\n", e.len())?;

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 pub const UPSTREAM_KEY: &str = "sk-upstream-test-secret";
+/// The MAC secret customer keys are signed with.
+pub const KEY_SECRET: &str = "test-key-secret";
 
 pub struct Worker {
     pub port: u16,
@@ -72,6 +74,7 @@ UPSTREAM_URL = "{upstream}"
 UPSTREAM_API_KEY = "{UPSTREAM_KEY}"
 ANTHROPIC_UPSTREAM_URL = "http://127.0.0.1:1"
 ADMIN_TOKEN = "{ADMIN_TOKEN}"
+KEY_SECRET = "{KEY_SECRET}"
 MAX_BODY_BYTES = "65536"
 CATALOG = '''{catalog}'''
 {extra}

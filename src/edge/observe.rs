@@ -1,0 +1,201 @@
+//! The observe and respond phases: usage is read from the provider's answer (streamed
+//! or buffered under a cap), a stored response is recorded for its owner before the
+//! client can learn its id, and settlement is arranged.
+
+use super::stream::{Body, MeteredStream, StreamEnd};
+use super::ticket::{replay_of, respond, Payload, Ticket};
+use super::upstream::{collect, Upstreamed};
+use super::{client, config};
+use crate::catalog::Catalog;
+use crate::counter_state::{cost_of, MeterKey};
+use crate::error::ApiError;
+use crate::pricing::Pricing;
+use crate::protocol::{OwnedChange, SpendBasis};
+use crate::request::Prepared;
+use crate::sse::{event_data, SseScanner};
+use crate::surface::owned::OwnedResource;
+use crate::surface::ResourceKind;
+use crate::usage::{Metered, Usage};
+use futures_util::StreamExt;
+use rust_decimal::Decimal;
+use worker::{Context, Env, Method, Response};
+
+/// How far into a stream edgemeter looks for the `response.created` event.
+const PEEK_LIMIT: usize = 64 * 1024;
+
+/// What a request's `x-edgemeter-cost` is worked out from.
+pub struct CostBasis {
+    /// The reservation's price: all a stream's headers can say.
+    pub reserved: String,
+    pub plan: String,
+    pub spend: Option<SpendBasis>,
+}
+
+impl CostBasis {
+    /// What the request adds to the customer's spend: under a price-book plan, the
+    /// change to the invoice's usage charges from the totals at admission.
+    fn of(&self, env: &Env, catalog: &Catalog, key: MeterKey, usage: &Usage) -> Decimal {
+        let Some(basis) = &self.spend else {
+            return cost_of(catalog, &key.1, usage);
+        };
+        let book = config::price_book(env).ok();
+        let pricing = Pricing::for_plan(catalog, book.as_deref(), &self.plan);
+        let tallies = basis.tallies.iter().cloned().collect();
+        pricing.marginal(basis.period, &tallies, basis.spent, &key, usage)
+    }
+}
+
+/// Records a resource for the ticket's customer, before the client sees its id.
+async fn record(ticket: &mut Ticket, resource: OwnedResource) {
+    let id = resource.id.clone();
+    let change = OwnedChange::Add(resource);
+    match client::call(
+        &ticket.env,
+        &ticket.counter,
+        Method::Post,
+        "/owned",
+        Some(&change),
+    )
+    .await
+    {
+        Ok(r) if r.status_code() < 300 => ticket.stored_response = Some(id),
+        Ok(r) => worker::console_error!("recording {id}: status {}", r.status_code()),
+        Err(e) => worker::console_error!("recording {id}: {e}"),
+    }
+}
+
+/// Reads a Responses stream up to its `response.created` event, and gives back what
+/// it read with the id it found.
+async fn peek_created(body: &mut Body) -> (Vec<Vec<u8>>, Option<String>) {
+    let (mut scanner, mut seen, mut size) = (SseScanner::default(), Vec::new(), 0);
+    while let Some(Ok(chunk)) = body.next().await {
+        size += chunk.len();
+        let id = scanner.push(&chunk).iter().find_map(|event| {
+            let data = event_data(event)?;
+            let v: serde_json::Value = serde_json::from_str(&data).ok()?;
+            (v["type"] == "response.created")
+                .then(|| v["response"]["id"].as_str().map(String::from))?
+        });
+        seen.push(chunk);
+        if id.is_some() || size > PEEK_LIMIT {
+            return (seen, id);
+        }
+    }
+    (seen, None)
+}
+
+/// Reads usage from the response and arranges settlement, then answers the client.
+#[allow(clippy::too_many_arguments)]
+pub async fn observe(
+    mut upstream: Upstreamed,
+    prepared: Prepared,
+    mut ticket: Ticket,
+    mut headers: Vec<(String, String)>,
+    cost: CostBasis,
+    stores: bool,
+    catalog: &Catalog,
+    ctx: &Context,
+) -> Result<Response, ApiError> {
+    let status = upstream.status;
+    let content_type = upstream.content_type.clone();
+    let adapter = prepared.meter.adapter();
+    if prepared.stream && content_type.starts_with("text/event-stream") {
+        if stores {
+            let (seen, id) = peek_created(&mut upstream.body).await;
+            let now_ms = worker::Date::now().as_millis() as i64;
+            if let Some(id) = id {
+                let answer = serde_json::json!({"id": id}).to_string();
+                if let Some(r) =
+                    OwnedResource::created(ResourceKind::Response, answer.as_bytes(), now_ms)
+                {
+                    record(&mut ticket, r).await;
+                }
+            }
+            let rest =
+                std::mem::replace(&mut upstream.body, Box::pin(futures_util::stream::empty()));
+            upstream.body =
+                Box::pin(futures_util::stream::iter(seen.into_iter().map(Ok)).chain(rest));
+        }
+        let hide = !prepared.client_wants_usage;
+        let (stream, done) = MeteredStream::new(
+            upstream.body,
+            adapter,
+            hide,
+            prepared.input_estimate,
+            ticket.keep,
+        );
+        ctx.wait_until(async move {
+            let end = done.await.unwrap_or(StreamEnd {
+                metered: Metered {
+                    usage: Usage {
+                        input: prepared.input_estimate,
+                        ..Usage::default()
+                    },
+                    estimated: true,
+                },
+                sent: None,
+            });
+            let replay = end.sent.and_then(|b| replay_of(status, &content_type, b));
+            ticket.close(Some(end.metered), replay).await;
+        });
+        headers.push(("x-edgemeter-cost".into(), cost.reserved));
+        headers.push(("x-edgemeter-cost-basis".into(), "reserved".into()));
+        return respond(status, &headers, Payload::Stream(Box::pin(stream)));
+    }
+    let bytes = match collect(upstream.body, config::max_response_bytes(&ticket.env)).await {
+        Ok(b) => b,
+        Err(e) => {
+            // The provider did the work but its answer cannot be read: bill the bound.
+            let bound = Usage {
+                input: prepared.input_reserve,
+                output: prepared.output_cap.unwrap_or(0),
+                ..Usage::default()
+            };
+            ticket
+                .close(
+                    Some(Metered {
+                        usage: bound,
+                        estimated: true,
+                    }),
+                    None,
+                )
+                .await;
+            return Err(e);
+        }
+    };
+    let metered = match adapter.read_body(&bytes) {
+        Some(usage) => Metered {
+            usage,
+            estimated: false,
+        },
+        None => Metered {
+            usage: Usage {
+                input: prepared.input_estimate,
+                ..Usage::default()
+            },
+            estimated: true,
+        },
+    };
+    if stores {
+        let now_ms = worker::Date::now().as_millis() as i64;
+        if let Some(r) = OwnedResource::created(ResourceKind::Response, &bytes, now_ms) {
+            record(&mut ticket, r).await;
+        }
+    }
+    let key = (prepared.meter.name().to_string(), prepared.model.clone());
+    let cost = cost.of(&ticket.env, catalog, key, &metered.usage);
+    headers.push(("x-edgemeter-cost".into(), cost.normalize().to_string()));
+    let basis = if metered.estimated {
+        "estimated"
+    } else {
+        "actual"
+    };
+    headers.push(("x-edgemeter-cost-basis".into(), basis.into()));
+    let replay = if ticket.keep {
+        replay_of(status, &content_type, bytes.clone())
+    } else {
+        None
+    };
+    ctx.wait_until(async move { ticket.close(Some(metered), replay).await });
+    respond(status, &headers, Payload::Bytes(bytes))
+}

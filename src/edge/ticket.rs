@@ -1,0 +1,108 @@
+//! The admit phase and its ticket: one counter call authenticates the key's revocation
+//! state, checks ownership of a named resource, and reserves; the ticket then settles or
+//! releases that reservation exactly once.
+
+use super::http;
+use super::stream::{Body, REPLAY_LIMIT};
+use crate::error::ApiError;
+use crate::protocol::{AdmitResponse, Replay, SettleRequest};
+use crate::usage::Metered;
+use worker::{Env, Headers, Response};
+
+/// A reserved request, to be settled or released exactly once.
+pub struct Ticket {
+    pub env: Env,
+    /// The counter's name (the customer's, per mode).
+    pub counter: String,
+    pub reservation: u64,
+    /// Whether the response is kept for idempotent replay.
+    pub keep: bool,
+    /// The stored response this request created, if any.
+    pub stored_response: Option<String>,
+}
+
+impl Ticket {
+    /// Settles to `metered`, or releases the reservation when it is `None`.
+    pub async fn close(self, metered: Option<Metered>, replay: Option<Replay>) {
+        let req = SettleRequest {
+            reservation: self.reservation,
+            estimated: metered.is_some_and(|m| m.estimated),
+            usage: metered.map(|m| m.usage),
+            replay,
+            stored_response: self.stored_response,
+            now_ms: worker::Date::now().as_millis() as i64,
+        };
+        super::client::settle(&self.env, &self.counter, &req).await;
+    }
+}
+
+/// An admission the counter refused or answered from its replay store: the response
+/// to send as it is.
+pub fn not_admitted(answer: AdmitResponse) -> Result<Response, ApiError> {
+    match answer {
+        AdmitResponse::Replayed { replay } => {
+            let headers = vec![
+                ("content-type".to_string(), replay.content_type),
+                ("idempotent-replayed".to_string(), "true".to_string()),
+                ("x-edgemeter-cost".to_string(), "0".to_string()),
+            ];
+            respond(
+                replay.status,
+                &headers,
+                Payload::Bytes(replay.body.into_bytes()),
+            )
+        }
+        AdmitResponse::Rejected {
+            status,
+            body,
+            retry_after_s,
+            headers,
+        } => {
+            let mut headers = headers;
+            headers.push(("content-type".into(), "application/json".into()));
+            if let Some(s) = retry_after_s {
+                headers.push(("retry-after".into(), s.to_string()));
+            }
+            respond(status, &headers, Payload::Bytes(body.into_bytes()))
+        }
+        AdmitResponse::Admitted { .. } => {
+            Err(ApiError::internal("an admitted request has no refusal"))
+        }
+    }
+}
+
+pub fn replay_of(status: u16, content_type: &str, body: Vec<u8>) -> Option<Replay> {
+    if body.len() > REPLAY_LIMIT {
+        return None;
+    }
+    let body = String::from_utf8(body).ok()?;
+    Some(Replay {
+        status,
+        content_type: content_type.to_string(),
+        body,
+    })
+}
+
+pub enum Payload {
+    Bytes(Vec<u8>),
+    Stream(Body),
+}
+
+pub fn respond(
+    status: u16,
+    headers: &[(String, String)],
+    payload: Payload,
+) -> Result<Response, ApiError> {
+    let h = Headers::new();
+    for (k, v) in headers {
+        h.set(k, v).map_err(http::internal)?;
+    }
+    let resp = match payload {
+        Payload::Bytes(b) => Response::from_bytes(b),
+        Payload::Stream(s) => Response::from_stream(s),
+    };
+    Ok(resp
+        .map_err(http::internal)?
+        .with_status(status)
+        .with_headers(h))
+}

@@ -1,0 +1,255 @@
+//! Headers in both directions pass by allowlist, and provider errors are rewritten so
+//! nothing about the operator's provider account (its key, org, project or shared rate
+//! limits) reaches a customer.
+
+use crate::error::ApiError;
+use serde_json::Value;
+
+/// Request headers forwarded as they are, on every route.
+const REQUEST_ALLOWED: [&str; 2] = ["content-type", "accept"];
+
+/// Response headers passed back to the client.
+const RESPONSE_ALLOWED: [&str; 4] = [
+    "content-type",
+    "content-disposition",
+    "x-request-id",
+    "request-id",
+];
+
+/// Headers no catalog setting can forward: credentials, the account's own selectors, and
+/// per-hop framing.
+pub const NEVER_FORWARDED: [&str; 11] = [
+    "authorization",
+    "x-api-key",
+    "cookie",
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "openai-organization",
+    "openai-project",
+    "idempotency-key",
+    "anthropic-beta",
+];
+
+/// What the operator allows beyond the built-in lists (the catalog's `proxy` section).
+pub struct HeaderPolicy<'a> {
+    pub extra: &'a [String],
+    pub anthropic_beta: &'a [String],
+    pub anthropic: bool,
+}
+
+/// The request headers to forward, from the client's (lower-cased names).
+pub fn forward_request<'h>(
+    incoming: impl IntoIterator<Item = (String, String)>,
+    policy: &HeaderPolicy<'h>,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (name, value) in incoming {
+        let name = name.to_ascii_lowercase();
+        if NEVER_FORWARDED.contains(&name.as_str()) {
+            if name == "anthropic-beta" && policy.anthropic {
+                let kept: Vec<&str> = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|b| policy.anthropic_beta.iter().any(|a| a == b))
+                    .collect();
+                if !kept.is_empty() {
+                    out.push((name, kept.join(",")));
+                }
+            }
+            continue;
+        }
+        let allowed = REQUEST_ALLOWED.contains(&name.as_str())
+            || (policy.anthropic && name == "anthropic-version")
+            || policy.extra.iter().any(|e| e.eq_ignore_ascii_case(&name));
+        if allowed {
+            out.push((name, value));
+        }
+    }
+    out
+}
+
+/// The provider's response headers that may reach the client.
+pub fn pass_response(
+    upstream: impl IntoIterator<Item = (String, String)>,
+) -> Vec<(String, String)> {
+    upstream
+        .into_iter()
+        .filter(|(k, _)| RESPONSE_ALLOWED.contains(&k.to_ascii_lowercase().as_str()))
+        .collect()
+}
+
+/// Words that mark a provider message as being about the operator's account.
+const ACCOUNT_MARKERS: [&str; 12] = [
+    "org-",
+    "organization",
+    "proj_",
+    "project",
+    "sk-",
+    "api key",
+    "api_key",
+    "rate limit",
+    "ratelimit",
+    "per min",
+    "quota",
+    "tokens per",
+];
+
+/// A provider error turned into what the customer may see. 401/403 are about the
+/// operator's key, 429 about the operator's shared limit; other errors keep the
+/// provider's `type`, `code` and `param`, and its message only when it is clean.
+pub fn provider_error(status: u16, body: &[u8], retry_after: Option<&str>) -> ApiError {
+    match status {
+        401 | 403 => {
+            let msg = "The upstream provider refused edgemeter's credentials. This is not a problem with your key; the operator has been told.";
+            return ApiError::upstream(502, msg).with_code("upstream_auth_error");
+        }
+        429 => {
+            let msg = "The upstream provider is busy. Please retry shortly.";
+            let mut e = ApiError::unavailable(msg).with_code("upstream_busy");
+            let wait = retry_after.and_then(|s| s.trim().parse::<u64>().ok());
+            e.retry_after_s = Some(wait.unwrap_or(1).clamp(1, 600));
+            return e;
+        }
+        _ => {}
+    }
+    let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let err = &parsed["error"];
+    let text = |v: &Value| v.as_str().map(|s| s.chars().take(120).collect::<String>());
+    let message = err["message"].as_str().filter(|m| {
+        let lower = m.to_ascii_lowercase();
+        !ACCOUNT_MARKERS.iter().any(|w| lower.contains(w)) && m.len() <= 2000
+    });
+    let generic = format!("The upstream provider refused the request (status {status}).");
+    // A provider outage is edgemeter's upstream failing: 502, or 503 when it says so.
+    let status = match status {
+        503 => 503,
+        s if s >= 500 => 502,
+        s => s,
+    };
+    let mut e = if status >= 500 {
+        ApiError::upstream(status, message.unwrap_or(&generic).to_string())
+    } else {
+        ApiError::bad_request("upstream_error", message.unwrap_or(&generic).to_string())
+    };
+    e.status = if (400..600).contains(&status) {
+        status
+    } else {
+        502
+    };
+    if let Some(kind) = err["type"].as_str().and_then(error_type) {
+        e.kind = kind;
+    }
+    e.code = text(&err["code"]).or(e.code);
+    e.param = text(&err["param"]);
+    e
+}
+
+/// The provider's error `type`, when it is one the SDKs know.
+fn error_type(t: &str) -> Option<&'static str> {
+    [
+        "invalid_request_error",
+        "api_error",
+        "server_error",
+        "not_found_error",
+        "permission_error",
+        "overloaded_error",
+        "request_too_large",
+    ]
+    .into_iter()
+    .find(|k| *k == t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(v: &[(String, String)]) -> Vec<&str> {
+        v.iter().map(|(k, _)| k.as_str()).collect()
+    }
+
+    #[test]
+    fn request_headers_pass_by_allowlist() {
+        let incoming = [
+            ("Content-Type", "application/json"),
+            ("OpenAI-Organization", "org-x"),
+            ("OpenAI-Project", "proj_x"),
+            ("Cookie", "a=b"),
+            ("Idempotency-Key", "k"),
+            ("x-stainless-lang", "python"),
+            ("anthropic-beta", "a,b"),
+            ("anthropic-version", "2023-06-01"),
+            ("x-test-tag", "t"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let extra = vec!["x-test-tag".to_string()];
+        let beta = vec!["b".to_string()];
+        let openai = HeaderPolicy {
+            extra: &extra,
+            anthropic_beta: &beta,
+            anthropic: false,
+        };
+        let out = forward_request(incoming.clone(), &openai);
+        assert_eq!(names(&out), ["content-type", "x-test-tag"]);
+        let anthropic = HeaderPolicy {
+            anthropic: true,
+            ..openai
+        };
+        let out = forward_request(incoming, &anthropic);
+        assert_eq!(
+            out,
+            [
+                ("content-type", "application/json"),
+                ("anthropic-beta", "b"),
+                ("anthropic-version", "2023-06-01"),
+                ("x-test-tag", "t")
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+    }
+
+    #[test]
+    fn response_headers_keep_no_account_detail() {
+        let upstream = [
+            ("content-type", "application/json"),
+            ("openai-organization", "org-1"),
+            ("openai-project", "proj_1"),
+            ("x-ratelimit-remaining-requests", "9"),
+            ("anthropic-organization-id", "o"),
+            ("set-cookie", "c"),
+            ("x-request-id", "req_1"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        assert_eq!(
+            names(&pass_response(upstream)),
+            ["content-type", "x-request-id"]
+        );
+    }
+
+    #[test]
+    fn provider_errors_lose_account_details() {
+        let e = provider_error(401, b"{}", None);
+        assert_eq!(
+            (e.status, e.code.as_deref()),
+            (502, Some("upstream_auth_error"))
+        );
+        let e = provider_error(429, b"{}", Some("7"));
+        assert_eq!((e.status, e.retry_after_s), (503, Some(7)));
+        let leaky = br#"{"error":{"message":"Invalid value for 'temperature' in project proj_9","type":"invalid_request_error","code":"invalid_value","param":"temperature"}}"#;
+        let e = provider_error(400, leaky, None);
+        assert_eq!((e.status, e.kind), (400, "invalid_request_error"));
+        assert_eq!(
+            (e.code.as_deref(), e.param.as_deref()),
+            (Some("invalid_value"), Some("temperature"))
+        );
+        assert!(!e.message.contains("proj_9"), "{}", e.message);
+        let clean = br#"{"error":{"message":"'messages' is too short","type":"invalid_request_error","code":null,"param":"messages"}}"#;
+        assert_eq!(
+            provider_error(400, clean, None).message,
+            "'messages' is too short"
+        );
+        let e = provider_error(500, b"not json", None);
+        assert_eq!((e.status, e.kind), (502, "api_error"));
+    }
+}
