@@ -14,9 +14,9 @@ pub struct AdmitRequest {
     pub ask: AdmitAsk,
     /// `Idempotency-Key` header and the SHA-256 of the body it was sent with.
     pub idempotency: Option<(String, String)>,
-    /// A stored resource the request names: admitted only if this customer owns it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub owns: Option<(ResourceKind, String)>,
+    /// Stored resources the request names: admitted only if this customer owns each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owns: Vec<(ResourceKind, String)>,
     pub now_ms: i64,
 }
 

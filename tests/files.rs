@@ -281,3 +281,37 @@ fn test_keys_reach_no_files_or_stored_responses() {
         before
     );
 }
+
+/// A file id inside a request body is checked like one in a path: another customer's
+/// gets 404 and the request never reaches the provider; the owner's passes.
+#[test]
+fn file_ids_inside_a_body_belong_to_their_owner() {
+    let env = shared();
+    let port = env.worker.port;
+    let (_, a) = customer(port, "open");
+    let (_, b) = customer(port, "open");
+    let file = new_file(port, &a, "user_data", "a.pdf", b"%PDF-1.4 a");
+    let id = file["id"].as_str().unwrap().to_string();
+    let input = json!([{"role": "user", "content": [{"type": "input_file", "file_id": id}]}]);
+    let before = env.upstream.all().len();
+    let theirs = respond(port, &b, json!({"input": input}));
+    assert_eq!(theirs.status, 404, "{}", theirs.text());
+    assert!(message(&theirs).contains(&id), "{}", theirs.text());
+    let forwarded: Vec<_> = env.upstream.all()[before..]
+        .iter()
+        .filter(|s| s.body.contains(&id))
+        .cloned()
+        .collect();
+    assert!(
+        forwarded.is_empty(),
+        "B's reference was forwarded: {forwarded:?}"
+    );
+    let mine = respond(port, &a, json!({"input": input}));
+    assert_eq!(mine.status, 200, "{}", mine.text());
+    // provider-side tools are billed outside token usage: refused before the provider
+    let search = respond(port, &a, json!({"tools": [{"type": "web_search"}]}));
+    assert_eq!(
+        (search.status, search.json()["error"]["param"].as_str()),
+        (400, Some("tools"))
+    );
+}

@@ -169,7 +169,7 @@ impl UsageCounter {
         let now = req.now_ms;
         let outcome = self.with(now, |l| {
             Self::verify(l, &req.key_hash)?;
-            if let Some((kind, id)) = &req.owns {
+            for (kind, id) in &req.owns {
                 self.check_owned(*kind, id)?;
             }
             let plan = catalog.plan(&l.customer.plan).ok_or_else(|| {

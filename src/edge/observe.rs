@@ -191,7 +191,8 @@ pub async fn observe(
         "actual"
     };
     headers.push(("x-edgemeter-cost-basis".into(), basis.into()));
-    let replay = if ticket.keep {
+    // Checked before the copy: a large answer is never kept, so never copied.
+    let replay = if ticket.keep && bytes.len() <= super::stream::REPLAY_LIMIT {
         replay_of(status, &content_type, bytes.clone())
     } else {
         None

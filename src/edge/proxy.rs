@@ -99,13 +99,13 @@ fn idempotency_key(req: &Request) -> Result<Option<String>, ApiError> {
 
 /// The prepare phase: the body parsed, reduced to the route's allowed fields with
 /// per-customer identities, and measured for the reservation. Also says which stored
-/// response it names and whether it stores one.
+/// resources it names (the caller must own them) and whether it stores a response.
 fn prepare(
     env: &Env,
     caller: &Caller,
     meter: Meter,
     body: &[u8],
-) -> Result<(Prepared, Option<String>, bool), ApiError> {
+) -> Result<(Prepared, Vec<(ResourceKind, String)>, bool), ApiError> {
     let catalog = config::catalog(env)?;
     let secret = config::key_secret(env)?;
     let mut json = request::parse_object(body)?;
@@ -113,9 +113,14 @@ fn prepare(
     let owns_stored = caller.mode == Mode::Live;
     let extra = catalog.proxy.extra_fields(meter);
     fields::sanitize(meter, &mut json, extra, owns_stored, &identity)?;
-    let previous = match json.get("previous_response_id") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(id)) => Some(id.clone()),
+    let files = fields::references(meter, &json)?;
+    let mut owns: Vec<(ResourceKind, String)> = files
+        .into_iter()
+        .map(|id| (ResourceKind::File, id))
+        .collect();
+    match json.get("previous_response_id") {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::String(id)) => owns.push((ResourceKind::Response, id.clone())),
         Some(_) => {
             let msg = "`previous_response_id` must be a string.";
             return Err(
@@ -128,7 +133,7 @@ fn prepare(
     if catalog.price(&prepared.model).is_none() {
         return Err(ApiError::unknown_model(&prepared.model));
     }
-    Ok((prepared, previous, stores))
+    Ok((prepared, owns, stores))
 }
 
 async fn metered(
@@ -142,7 +147,7 @@ async fn metered(
     let now_ms = worker::Date::now().as_millis() as i64;
     let idempotency = idempotency_key(&req)?;
     let body = http::read_capped(&mut req, config::max_body_bytes(env)).await?;
-    let (mut prepared, previous, stores) = prepare(env, &caller, meter, &body)?;
+    let (mut prepared, owns, stores) = prepare(env, &caller, meter, &body)?;
     let idempotency = idempotency.map(|k| {
         let signed = [b"POST".as_slice(), target.as_bytes(), &body].join(&b'\n');
         (k, keys::digest(&signed))
@@ -157,7 +162,7 @@ async fn metered(
             output_cap: prepared.output_cap,
         },
         idempotency: idempotency.clone(),
-        owns: previous.map(|id| (ResourceKind::Response, id)),
+        owns,
         now_ms,
     };
     let answer = client::admit(env, &caller.counter, &admit).await?;

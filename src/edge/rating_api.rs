@@ -18,8 +18,9 @@ pub const LEDGER_BINDING: &str = "LEDGER";
 /// Signatures older (or newer) than this are refused.
 const SIGNATURE_TOLERANCE_S: i64 = 300;
 
-/// The largest ingestion batch read (a flush batch of 500 records is far below it).
-const INGEST_BODY_LIMIT: usize = 16 << 20;
+/// The largest ingestion batch read before its signature can be checked (a flush batch
+/// of 500 records is well below it).
+const INGEST_BODY_LIMIT: usize = 4 << 20;
 
 /// The largest body of a management call (accounts, grants).
 const MANAGE_BODY_LIMIT: usize = 1 << 20;

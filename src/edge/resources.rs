@@ -56,7 +56,7 @@ pub async fn handle(
                 .unwrap_or_default();
             let purposes = &config::catalog(env)?.proxy.file_purposes;
             multipart::check(&content_type, &body, purposes)?;
-            let ticket = admit(env, &caller, None).await?;
+            let ticket = admit(env, &caller, Vec::new()).await?;
             let ticket = match ticket {
                 Ok(t) => t,
                 Err(refused) => return Ok(refused),
@@ -70,7 +70,7 @@ pub async fn handle(
             forward(env, ctx, ticket, out, Some(ResourceKind::File)).await
         }
         Handling::Owned { kind, id, deletes } => {
-            let ticket = match admit(env, &caller, Some((kind, id.clone()))).await? {
+            let ticket = match admit(env, &caller, vec![(kind, id.clone())]).await? {
                 Ok(t) => t,
                 Err(refused) => return Ok(refused),
             };
@@ -95,7 +95,7 @@ pub async fn handle(
 async fn admit(
     env: &Env,
     caller: &Caller,
-    owns: Option<(ResourceKind, String)>,
+    owns: Vec<(ResourceKind, String)>,
 ) -> Result<Result<Ticket, Response>, ApiError> {
     let plain = Prepared::plain();
     let admit = AdmitRequest {

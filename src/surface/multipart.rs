@@ -25,12 +25,15 @@ fn boundary(content_type: &str) -> Option<&str> {
     if !kind.trim().eq_ignore_ascii_case("multipart/form-data") {
         return None;
     }
-    params.split(';').find_map(|p| {
+    // More than one boundary would let this check and the provider read different parts.
+    let mut found = params.split(';').filter_map(|p| {
         let (k, v) = p.trim().split_once('=')?;
-        k.eq_ignore_ascii_case("boundary")
-            .then(|| v.trim_matches('"'))
-            .filter(|b| !b.is_empty() && b.len() <= 200)
-    })
+        k.trim()
+            .eq_ignore_ascii_case("boundary")
+            .then(|| v.trim().trim_matches('"'))
+    });
+    let boundary = found.next().filter(|b| !b.is_empty() && b.len() <= 200)?;
+    found.next().is_none().then_some(boundary)
 }
 
 fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
@@ -40,15 +43,19 @@ fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
         .map(|i| i + from)
 }
 
-/// A `name="…"` parameter of a Content-Disposition line.
+/// A parameter (`name`, `filename`) of a part's Content-Disposition line, matched as a
+/// whole parameter: `xname="…"` is not `name`.
 fn disposition_param<'a>(headers: &'a str, key: &str) -> Option<&'a str> {
     let line = headers
         .lines()
         .find(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))?;
-    let marker = format!("{key}=\"");
-    let at = line.find(&marker)? + marker.len();
-    let end = line[at..].find('"')?;
-    Some(&line[at..at + end])
+    let (_, params) = line.split_once(':')?;
+    params.split(';').find_map(|p| {
+        let (k, v) = p.trim().split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case(key)
+            .then(|| v.trim().trim_matches('"'))
+    })
 }
 
 /// Checks an upload against the purposes the operator allows.
@@ -164,5 +171,14 @@ mod tests {
         );
         assert!(check("application/json", b"{}", &purposes).is_err());
         assert!(check(CT, b"--XyZ\r\nbroken", &purposes).is_err());
+        // a decoy parameter is not the part's name
+        let decoy = b"--XyZ\r\ncontent-disposition: form-data; xname=\"purpose\"; name=\"org\"\r\n\r\nuser_data\r\n--XyZ--\r\n";
+        assert_eq!(
+            check(CT, decoy, &purposes).unwrap_err().param.as_deref(),
+            Some("org")
+        );
+        let two = "multipart/form-data; boundary=XyZ; boundary=Other";
+        let ok = form(&[("purpose", None, "user_data"), ("file", Some("a"), "x")]);
+        assert!(check(two, &ok, &purposes).is_err());
     }
 }
