@@ -17,6 +17,9 @@ use crate::request::{self, Meter, Prepared};
 use crate::surface::{self, fields, Handling, ResourceKind, Routed};
 use worker::{Context, Env, Method, Request, Response};
 
+/// Stored resources a request names, each of which the caller must own.
+type Owns = Vec<(ResourceKind, String)>;
+
 /// `Idempotency-Key` values longer than this are refused.
 const IDEMPOTENCY_KEY_MAX: usize = 255;
 
@@ -105,7 +108,7 @@ fn prepare(
     caller: &Caller,
     meter: Meter,
     body: &[u8],
-) -> Result<(Prepared, Vec<(ResourceKind, String)>, bool), ApiError> {
+) -> Result<(Prepared, Owns, bool), ApiError> {
     let catalog = config::catalog(env)?;
     let secret = config::key_secret(env)?;
     let mut json = request::parse_object(body)?;
