@@ -191,10 +191,22 @@ async fn forward_owned(
     forget: Option<(ResourceKind, String)>,
 ) -> Result<Response, ApiError> {
     let (up, ticket) = send(env, ticket, out).await?;
-    if let Some((kind, id)) = forget {
-        let change = OwnedChange::Remove(kind, id);
-        let _ = client::call(env, &ticket.counter, Method::Post, "/owned", Some(&change)).await;
-    }
+    let Some((kind, id)) = forget else {
+        ctx.wait_until(async move { ticket.close(one_request(), None).await });
+        return respond(up.status, &up.headers, Payload::Stream(up.body));
+    };
+    // A deletion's answer is small: the record goes only when the provider says the
+    // resource is gone, so a refused deletion leaves it manageable by its owner.
+    let (status, headers) = (up.status, up.headers.clone());
+    let counter = ticket.counter.clone();
+    let bytes = collect(up.body, ANSWER_LIMIT).await;
     ctx.wait_until(async move { ticket.close(one_request(), None).await });
-    respond(up.status, &up.headers, Payload::Stream(up.body))
+    let bytes = bytes?;
+    let deleted = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .is_ok_and(|v| v["deleted"] == serde_json::Value::Bool(true));
+    if deleted {
+        let change = OwnedChange::Remove(kind, id);
+        let _ = client::call(env, &counter, Method::Post, "/owned", Some(&change)).await;
+    }
+    respond(status, &headers, Payload::Bytes(bytes))
 }
