@@ -17,6 +17,14 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// The word the admin API and key listings use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Test => "test",
+            Mode::Live => "live",
+        }
+    }
+
     pub fn prefix(self) -> &'static str {
         match self {
             Mode::Test => "em_test_",

@@ -2,6 +2,8 @@
 //! core so both sides (and the tests) share one definition.
 
 use crate::counter_state::{AdmitAsk, MeterKey, Tally};
+use crate::error::ApiError;
+use crate::keys::Mode;
 use crate::surface::owned::{ListQuery, OwnedResource};
 use crate::surface::ResourceKind;
 use crate::usage::Usage;
@@ -183,6 +185,20 @@ pub struct IssueKey {
     /// `test` (sandbox) or `live` (upstream); default `live`.
     #[serde(default)]
     pub mode: Option<String>,
+}
+
+impl IssueKey {
+    /// The mode asked for: `live` when absent, a 400 naming `mode` when unknown.
+    pub fn mode(&self) -> Result<Mode, ApiError> {
+        match self.mode.as_deref().unwrap_or("live") {
+            "live" => Ok(Mode::Live),
+            "test" => Ok(Mode::Test),
+            other => {
+                let msg = format!("`mode` must be `test` or `live`, not `{other}`.");
+                Err(ApiError::bad_request("invalid_value", msg).with_param("mode"))
+            }
+        }
+    }
 }
 
 /// A stored key, as listed; the key itself is shown only once, when issued.

@@ -205,6 +205,19 @@ impl Prepared {
     }
 }
 
+impl Prepared {
+    /// What the counter is asked to reserve for this request.
+    pub fn ask(&self) -> crate::counter_state::AdmitAsk {
+        crate::counter_state::AdmitAsk {
+            meter: self.meter.name().to_string(),
+            model: self.model.clone(),
+            input_estimate: self.input_estimate,
+            input_reserve: self.input_reserve,
+            output_cap: self.output_cap,
+        }
+    }
+}
+
 /// A JSON request body, which must be an object.
 pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     match serde_json::from_slice(body) {

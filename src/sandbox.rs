@@ -67,8 +67,7 @@ fn sse(events: impl IntoIterator<Item = (Option<&'static str>, Value)>, done: bo
 }
 
 /// Answers a prepared request. `body` is what would have been sent upstream;
-/// `models` lists the catalog's models for `/v1/models`.
-pub fn respond(p: &Prepared, body: &Value, models: &[&str], now_s: i64) -> Result<Reply, ApiError> {
+pub fn respond(p: &Prepared, body: &Value, now_s: i64) -> Result<Reply, ApiError> {
     let out = p
         .output_cap
         .unwrap_or(DEFAULT_REPLY_TOKENS)
@@ -147,27 +146,10 @@ pub fn respond(p: &Prepared, body: &Value, models: &[&str], now_s: i64) -> Resul
             ))
         }
         Meter::Messages => Ok(anthropic(p, &words, &id)),
-        Meter::Request if models_path(body) => {
-            let data: Vec<Value> = models
-                .iter()
-                .map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": "edgemeter"}))
-                .collect();
-            Ok(json_reply(json!({"object": "list", "data": data})))
-        }
         _ => Err(ApiError::not_found(
             "This endpoint is not available in the sandbox; use an em_live_ key with an upstream.",
         )),
     }
-}
-
-/// The proxy marks `/v1/models` with this body so the sandbox can list models.
-fn models_path(body: &Value) -> bool {
-    body.get("__sandbox_path").and_then(Value::as_str) == Some("/v1/models")
-}
-
-/// The marker body for a `/v1/models` request (it has no body of its own).
-pub fn models_request() -> Value {
-    json!({"__sandbox_path": "/v1/models"})
 }
 
 fn anthropic(p: &Prepared, words: &[&str], id: &str) -> Reply {
@@ -227,7 +209,7 @@ mod tests {
             Some(b) => serde_json::from_slice(b).unwrap(),
             None => serde_json::from_str(body).unwrap(),
         };
-        let r = respond(&p, &sent, &["gpt-4o-mini"], 1_700_000_000).unwrap();
+        let r = respond(&p, &sent, 1_700_000_000).unwrap();
         (p, r)
     }
 
@@ -269,18 +251,17 @@ mod tests {
     }
 
     #[test]
-    fn embeddings_and_models_and_unsupported_paths() {
+    fn embeddings_and_unsupported_paths() {
         let (_, r) = run(
             "/v1/embeddings",
             r#"{"model":"text-embedding-3-small","input":["a","b"]}"#,
         );
         let v: Value = serde_json::from_slice(&r.chunks[0]).unwrap();
         assert_eq!(v["data"].as_array().unwrap().len(), 2);
+        // `/v1/models` is answered from the catalog before the sandbox; anything else
+        // that is not metered has no sandbox answer
         let p = prepare("/v1/models", b"").unwrap();
-        let list = respond(&p, &models_request(), &["a", "b"], 0).unwrap();
-        let v: Value = serde_json::from_slice(&list.chunks[0]).unwrap();
-        assert_eq!(v["data"][1]["id"], "b");
-        let e = respond(&p, &Value::Null, &[], 0).unwrap_err();
+        let e = respond(&p, &Value::Null, 0).unwrap_err();
         assert_eq!(e.status, 404);
     }
 }

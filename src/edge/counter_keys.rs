@@ -62,14 +62,7 @@ impl UsageCounter {
         k: IssueKey,
         now: i64,
     ) -> std::result::Result<Response, ApiError> {
-        let mode = match k.mode.as_deref().unwrap_or("live") {
-            "live" => keys::Mode::Live,
-            "test" => keys::Mode::Test,
-            other => {
-                let msg = format!("`mode` must be `test` or `live`, not `{other}`.");
-                return Err(ApiError::bad_request("invalid_value", msg).with_param("mode"));
-            }
-        };
+        let mode = k.mode()?;
         let (customer, livemode) = self
             .with(now, |l| Ok((l.customer.id.clone(), l.customer.livemode)))
             .map_err(|_| ApiError::not_found("No such customer."))?;
@@ -83,14 +76,9 @@ impl UsageCounter {
         getrandom::fill(&mut random).map_err(|e| ApiError::internal(e.to_string()))?;
         let key = keys::generate(mode, &customer, random, &secret);
         let hash = keys::hash(&key);
-        let mode_name = if mode == keys::Mode::Live {
-            "live"
-        } else {
-            "test"
-        };
         let info = KeyInfo {
             id: keys::key_id(&hash),
-            mode: mode_name.into(),
+            mode: mode.name().into(),
             created_ms: now,
             revoked_ms: None,
         };

@@ -103,13 +103,8 @@ pub async fn observe(
         if stores {
             let (seen, id) = peek_created(&mut upstream.body).await;
             let now_ms = worker::Date::now().as_millis() as i64;
-            if let Some(id) = id {
-                let answer = serde_json::json!({"id": id}).to_string();
-                if let Some(r) =
-                    OwnedResource::created(ResourceKind::Response, answer.as_bytes(), now_ms)
-                {
-                    record(&mut ticket, r).await;
-                }
+            if let Some(r) = id.and_then(|id| OwnedResource::response(&id, now_ms)) {
+                record(&mut ticket, r).await;
             }
             let rest =
                 std::mem::replace(&mut upstream.body, Box::pin(futures_util::stream::empty()));

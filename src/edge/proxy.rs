@@ -9,7 +9,6 @@ use super::observe::{observe, CostBasis};
 use super::ticket::{not_admitted, Ticket};
 use super::upstream::{self, Outgoing};
 use super::{client, config, http, resources};
-use crate::counter_state::AdmitAsk;
 use crate::error::ApiError;
 use crate::keys::{self, Mode};
 use crate::protocol::{AdmitRequest, AdmitResponse};
@@ -116,21 +115,7 @@ fn prepare(
     let owns_stored = caller.mode == Mode::Live;
     let extra = catalog.proxy.extra_fields(meter);
     fields::sanitize(meter, &mut json, extra, owns_stored, &identity)?;
-    let files = fields::references(meter, &json)?;
-    let mut owns: Vec<(ResourceKind, String)> = files
-        .into_iter()
-        .map(|id| (ResourceKind::File, id))
-        .collect();
-    match json.get("previous_response_id") {
-        None | Some(serde_json::Value::Null) => {}
-        Some(serde_json::Value::String(id)) => owns.push((ResourceKind::Response, id.clone())),
-        Some(_) => {
-            let msg = "`previous_response_id` must be a string.";
-            return Err(
-                ApiError::bad_request("invalid_value", msg).with_param("previous_response_id")
-            );
-        }
-    };
+    let owns = fields::references(meter, &json)?;
     let stores = meter == Meter::Responses && owns_stored && fields::stores_response(&json);
     let prepared = request::prepare_json(meter, json)?;
     if catalog.price(&prepared.model).is_none() {
@@ -157,13 +142,7 @@ async fn metered(
     });
     let admit = AdmitRequest {
         key_hash: caller.key_hash.clone(),
-        ask: AdmitAsk {
-            meter: prepared.meter.name().to_string(),
-            model: prepared.model.clone(),
-            input_estimate: prepared.input_estimate,
-            input_reserve: prepared.input_reserve,
-            output_cap: prepared.output_cap,
-        },
+        ask: prepared.ask(),
         idempotency: idempotency.clone(),
         owns,
         now_ms,
@@ -211,9 +190,14 @@ async fn metered(
         };
         upstream::send(env, &catalog, out).await
     };
+    // A sandbox failure releases the reservation like an upstream one.
+    let sent = match sent {
+        Ok(Some(u)) => Ok(u),
+        Ok(None) => upstream::sandbox(&prepared),
+        Err(e) => Err(e),
+    };
     let upstream = match sent {
-        Ok(Some(u)) => u,
-        Ok(None) => upstream::sandbox(&prepared, &catalog)?,
+        Ok(u) => u,
         Err(e) => {
             ticket.close(None, None).await;
             return Err(e);

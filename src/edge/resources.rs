@@ -7,11 +7,10 @@ use super::proxy::Caller;
 use super::ticket::{not_admitted, respond, Payload, Ticket};
 use super::upstream::{self, collect, Outgoing, Upstreamed};
 use super::{client, config, http};
-use crate::counter_state::AdmitAsk;
 use crate::error::ApiError;
 use crate::keys::Mode;
 use crate::protocol::{AdmitRequest, AdmitResponse, ListOwned, OwnedChange};
-use crate::request::{Meter, Prepared};
+use crate::request::Prepared;
 use crate::surface::owned::{ListQuery, OwnedResource};
 use crate::surface::{multipart, Handling, ResourceKind, Routed};
 use crate::usage::{Metered, Usage};
@@ -97,16 +96,9 @@ async fn admit(
     caller: &Caller,
     owns: Vec<(ResourceKind, String)>,
 ) -> Result<Result<Ticket, Response>, ApiError> {
-    let plain = Prepared::plain();
     let admit = AdmitRequest {
         key_hash: caller.key_hash.clone(),
-        ask: AdmitAsk {
-            meter: Meter::Request.name().to_string(),
-            model: String::new(),
-            input_estimate: 0,
-            input_reserve: 0,
-            output_cap: plain.output_cap,
-        },
+        ask: Prepared::plain().ask(),
         idempotency: None,
         owns,
         now_ms: worker::Date::now().as_millis() as i64,

@@ -99,15 +99,14 @@ pub async fn send(
 }
 
 /// The sandbox provider's answer to a metered request.
-pub fn sandbox(prepared: &Prepared, catalog: &Catalog) -> Result<Upstreamed, ApiError> {
+pub fn sandbox(prepared: &Prepared) -> Result<Upstreamed, ApiError> {
     let input: serde_json::Value = prepared
         .upstream_body
         .as_deref()
         .and_then(|b| serde_json::from_slice(b).ok())
         .unwrap_or_default();
-    let models: Vec<&str> = catalog.models.keys().map(String::as_str).collect();
     let now_s = worker::Date::now().as_millis() as i64 / 1000;
-    let reply = sandbox::respond(prepared, &input, &models, now_s)?;
+    let reply = sandbox::respond(prepared, &input, now_s)?;
     let chunks = futures_util::stream::iter(reply.chunks.into_iter().map(Ok));
     Ok(Upstreamed {
         status: reply.status,

@@ -3,6 +3,7 @@
 //! touches), so it never passes by default: it gets a 400 naming it, and the operator
 //! can extend a route's list in the catalog (`proxy.body_fields`).
 
+use super::ResourceKind;
 use crate::error::ApiError;
 use crate::request::Meter;
 use serde_json::{Map, Value};
@@ -163,9 +164,13 @@ fn unsupported(field: &str, msg: impl Into<String>) -> ApiError {
 }
 
 /// Checks what a sanitized body asks the provider for beyond tokens, and returns the
-/// file ids it references, which the caller must own. Server-side tools, a paid
-/// `service_tier`, audio output and references to account-wide state are refused.
-pub fn references(meter: Meter, body: &Map<String, Value>) -> Result<Vec<String>, ApiError> {
+/// stored resources it references (file ids anywhere, `previous_response_id`), which
+/// the caller must own. Server-side tools, a paid `service_tier`, audio output and
+/// references to account-wide state are refused.
+pub fn references(
+    meter: Meter,
+    body: &Map<String, Value>,
+) -> Result<Vec<(ResourceKind, String)>, ApiError> {
     for tool in body
         .get("tools")
         .and_then(Value::as_array)
@@ -203,7 +208,19 @@ pub fn references(meter: Meter, body: &Map<String, Value>) -> Result<Vec<String>
     }
     let mut files = Vec::new();
     walk(body, &mut files)?;
-    Ok(files)
+    let mut refs: Vec<_> = files
+        .into_iter()
+        .map(|id| (ResourceKind::File, id))
+        .collect();
+    match body.get("previous_response_id") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(id)) => refs.push((ResourceKind::Response, id.clone())),
+        Some(_) => {
+            let msg = "`previous_response_id` must be a string.";
+            return Err(refuse("previous_response_id", msg));
+        }
+    }
+    Ok(refs)
 }
 
 /// Collects `file_id` strings anywhere in the body; refuses item references and
@@ -306,8 +323,17 @@ mod tests {
     fn server_tools_paid_tiers_audio_and_account_state_are_refused() {
         let refs = |meter, body: Value| references(meter, body.as_object().unwrap());
         let fine = json!({"model": "m", "tools": [{"type": "function", "function": {"name": "f"}}],
+            "previous_response_id": "resp_1",
             "input": [{"role": "user", "content": [{"type": "input_file", "file_id": "file-1"}]}]});
-        assert_eq!(refs(Meter::Responses, fine).unwrap(), ["file-1"]);
+        assert_eq!(
+            refs(Meter::Responses, fine).unwrap(),
+            [
+                (ResourceKind::File, "file-1".to_string()),
+                (ResourceKind::Response, "resp_1".to_string())
+            ]
+        );
+        let e = refs(Meter::Responses, json!({"previous_response_id": 7})).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("previous_response_id"));
         for (meter, body, param) in [
             (
                 Meter::Responses,

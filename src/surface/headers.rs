@@ -122,21 +122,16 @@ pub fn provider_error(status: u16, body: &[u8], retry_after: Option<&str>) -> Ap
         !ACCOUNT_MARKERS.iter().any(|w| lower.contains(w)) && m.len() <= 2000
     });
     let generic = format!("The upstream provider refused the request (status {status}).");
-    // A provider outage is edgemeter's upstream failing: 502, or 503 when it says so.
+    // A provider outage is edgemeter's upstream failing: 502, or 503 when it says so;
+    // anything that is not an error status is a broken upstream too.
     let status = match status {
-        503 => 503,
-        s if s >= 500 => 502,
-        s => s,
+        400..=499 | 503 => status,
+        _ => 502,
     };
     let mut e = if status >= 500 {
         ApiError::upstream(status, message.unwrap_or(&generic).to_string())
     } else {
         ApiError::bad_request("upstream_error", message.unwrap_or(&generic).to_string())
-    };
-    e.status = if (400..600).contains(&status) {
-        status
-    } else {
-        502
     };
     if let Some(kind) = err["type"].as_str().and_then(error_type) {
         e.kind = kind;

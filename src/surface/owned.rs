@@ -32,6 +32,21 @@ pub struct OwnedResource {
 const OBJECT_LIMIT: usize = 8 * 1024;
 
 impl OwnedResource {
+    /// The record of a response known so far only by its id (from a stream's
+    /// `response.created` event); its tokens arrive at settlement.
+    pub fn response(id: &str, now_ms: i64) -> Option<OwnedResource> {
+        super::valid_id(id).then(|| OwnedResource {
+            kind: ResourceKind::Response,
+            id: id.to_string(),
+            created_ms: now_ms,
+            object: json!({"id": id}),
+            purpose: String::new(),
+            bytes: 0,
+            input: 0,
+            output: 0,
+        })
+    }
+
     /// The record of a resource the provider just created, from its JSON answer.
     pub fn created(kind: ResourceKind, answer: &[u8], now_ms: i64) -> Option<OwnedResource> {
         let object: Value = serde_json::from_slice(answer).ok()?;
@@ -203,5 +218,11 @@ mod tests {
             None
         );
         assert_eq!(OwnedResource::created(ResourceKind::File, b"nope", 0), None);
+        let streamed = OwnedResource::response("resp_2", 9).unwrap();
+        assert_eq!(
+            (streamed.kind, streamed.created_ms),
+            (ResourceKind::Response, 9)
+        );
+        assert_eq!(OwnedResource::response("../x", 9), None);
     }
 }
