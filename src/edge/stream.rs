@@ -80,12 +80,17 @@ impl MeteredStream {
     fn forward(&mut self, chunk: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(chunk.len());
         for event in self.scanner.push(chunk) {
-            let kind = match event_data(&event) {
-                Some(data) => self.adapter.on_event(&data),
+            let data = event_data(&event);
+            let kind = match &data {
+                Some(data) => self.adapter.on_event(data),
                 None => EventKind::Other,
             };
-            if !(self.hide_usage && kind == EventKind::UsageOnly) {
-                out.extend_from_slice(&event);
+            if self.hide_usage && kind == EventKind::UsageOnly {
+                continue;
+            }
+            match data.and_then(|d| crate::surface::events::rewrite(&event, &d)) {
+                Some(scrubbed) => out.extend_from_slice(&scrubbed),
+                None => out.extend_from_slice(&event),
             }
         }
         self.record(&out);

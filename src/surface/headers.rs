@@ -96,6 +96,13 @@ const ACCOUNT_MARKERS: [&str; 12] = [
     "tokens per",
 ];
 
+/// Whether a provider message may say something about the operator's account (or is
+/// too long to be sure it does not).
+pub fn names_account(message: &str) -> bool {
+    let lower = message.to_ascii_lowercase();
+    ACCOUNT_MARKERS.iter().any(|w| lower.contains(w)) || message.len() > 2000
+}
+
 /// A provider error turned into what the customer may see. 401/403 are about the
 /// operator's key, 429 about the operator's shared limit; other errors keep the
 /// provider's `type`, `code` and `param`, and its message only when it is clean.
@@ -117,10 +124,7 @@ pub fn provider_error(status: u16, body: &[u8], retry_after: Option<&str>) -> Ap
     let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let err = &parsed["error"];
     let text = |v: &Value| v.as_str().map(|s| s.chars().take(120).collect::<String>());
-    let message = err["message"].as_str().filter(|m| {
-        let lower = m.to_ascii_lowercase();
-        !ACCOUNT_MARKERS.iter().any(|w| lower.contains(w)) && m.len() <= 2000
-    });
+    let message = err["message"].as_str().filter(|m| !names_account(m));
     let generic = format!("The upstream provider refused the request (status {status}).");
     // A provider outage is edgemeter's upstream failing: 502, or 503 when it says so;
     // anything that is not an error status is a broken upstream too.

@@ -3,6 +3,7 @@
 //! list is refused with 404 and never reaches the provider. The upstream always gets
 //! the table's own canonical path and an allowlisted query, never the client's spelling.
 
+pub mod events;
 pub mod fields;
 pub mod headers;
 pub mod multipart;

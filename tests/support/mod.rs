@@ -36,7 +36,7 @@ pub fn catalog() -> String {
             "solo": {"max_concurrent": 1}
         },
         // the headers that steer the fake upstream must reach it
-        "proxy": {"request_headers": ["x-test-tag", "x-fake-status", "x-fake-delay-ms", "x-fake-size", "x-fake-redirect"]}
+        "proxy": {"request_headers": ["x-test-tag", "x-fake-status", "x-fake-delay-ms", "x-fake-size", "x-fake-redirect", "x-fake-stream-error"]}
     })
     .to_string()
 }

@@ -8,7 +8,8 @@
 //!
 //! Request headers steer it: `x-fake-status: 500` forces a status, `x-fake-delay-ms: N`
 //! pauses between streamed events, `x-test-tag: T` labels requests for counting,
-//! `x-fake-size: N` pads a chat completion to N bytes, `x-fake-redirect: 1` answers 307.
+//! `x-fake-size: N` pads a chat completion to N bytes, `x-fake-redirect: 1` answers 307,
+//! `x-fake-stream-error: 1` ends a streamed chat with an error event naming the account.
 
 #[path = "upstream_account.rs"]
 mod account;
@@ -230,11 +231,18 @@ fn respond(out: &mut TcpStream, req: &Incoming, account: &Mutex<Account>) -> std
     }
     match (req.method.as_str(), path) {
         ("POST", "/v1/chat/completions") if body["stream"] == true => {
-            let events = chat_stream(
+            let mut events = chat_stream(
                 &model,
                 completion_tokens(&body),
                 body["stream_options"]["include_usage"] == true,
             );
+            if req.header("x-fake-stream-error").is_some() {
+                // A provider failing mid-stream, after its 200, in the shape it uses.
+                let err = json!({"error": {"message": "Rate limit reached for gpt-4o-mini in organization org-operator123 on tokens per min (TPM)",
+                    "type": "tokens", "code": "rate_limit_exceeded", "param": null}});
+                events.truncate(2);
+                events.push(format!("data: {err}\n\n"));
+            }
             stream(out, &events, delay)
         }
         ("POST", "/v1/chat/completions") => {
