@@ -315,3 +315,17 @@ fn file_ids_inside_a_body_belong_to_their_owner() {
         (400, Some("tools"))
     );
 }
+
+/// An upload the provider answers with an id edgemeter cannot record is refused (its
+/// owner could never reach the file again) and nothing is metered for it.
+#[test]
+fn an_upload_that_cannot_be_recorded_is_refused() {
+    let port = shared().worker.port;
+    let (_, key) = customer(port, "open");
+    let name = support::upstream::UNREADABLE_ID;
+    let r = upload(port, &key, "user_data", name, b"x");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(!r.text().contains("/../"), "{}", r.text());
+    let usage = support::settled_usage(port, &key);
+    assert_eq!(support::meter(&usage, "requests", "")["requests"], 0);
+}

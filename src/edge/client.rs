@@ -1,7 +1,7 @@
 //! Calls from the Worker to a customer's `UsageCounter` Durable Object.
 
 use crate::error::ApiError;
-use crate::protocol::{AdmitRequest, AdmitResponse, SettleRequest};
+use crate::protocol::{AdmitRequest, AdmitResponse, OwnedChange, SettleRequest};
 use serde::Serialize;
 use wasm_bindgen::JsValue;
 use worker::{Env, Method, Request, RequestInit, Response};
@@ -46,6 +46,19 @@ pub async fn call_object<T: Serialize>(
     }
     let req = Request::new_with_init(&format!("https://object{path}"), &init).map_err(fail)?;
     stub.fetch_with_request(req).await.map_err(fail)
+}
+
+/// Records or forgets a resource on its owner's counter, trying twice: without the
+/// record its owner cannot reach it, and with a stale one it would look owned.
+pub async fn change_owned(env: &Env, counter: &str, change: &OwnedChange) -> bool {
+    for _ in 0..2 {
+        match call(env, counter, Method::Post, "/owned", Some(change)).await {
+            Ok(r) if r.status_code() < 300 => return true,
+            Ok(r) => worker::console_error!("owned {counter}: status {}", r.status_code()),
+            Err(e) => worker::console_error!("owned {counter}: {e}"),
+        }
+    }
+    false
 }
 
 /// Authenticates and reserves in one round trip.

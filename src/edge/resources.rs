@@ -66,7 +66,7 @@ pub async fn handle(
                 body: Some(&body),
                 client_headers: vec![("content-type".into(), content_type)],
             };
-            forward(env, ctx, ticket, out, Some(ResourceKind::File)).await
+            upload(env, ctx, ticket, out).await
         }
         Handling::Owned { kind, id, deletes } => {
             let ticket = match admit(env, &caller, vec![(kind, id.clone())]).await? {
@@ -140,14 +140,15 @@ async fn send(
     Err(failure)
 }
 
-/// Sends a request whose answer is a small JSON object, recording what it creates.
-async fn forward(
+/// Sends an upload, whose answer is a small file object, and records the file for its
+/// owner; a file that cannot be recorded is deleted again and the upload refused.
+async fn upload(
     env: &Env,
     ctx: &Context,
     ticket: Ticket,
     out: Outgoing<'_>,
-    creates: Option<ResourceKind>,
 ) -> Result<Response, ApiError> {
+    let files_path = out.target.clone();
     let (up, ticket) = send(env, ticket, out).await?;
     let (status, headers) = (up.status, up.headers.clone());
     let bytes = collect(up.body, ANSWER_LIMIT).await;
@@ -158,16 +159,29 @@ async fn forward(
             return Err(e);
         }
     };
-    if let Some(kind) = creates {
-        let now_ms = worker::Date::now().as_millis() as i64;
-        if let Some(r) = OwnedResource::created(kind, &bytes, now_ms) {
-            let change = OwnedChange::Add(r);
-            let recorded =
-                client::call(env, &ticket.counter, Method::Post, "/owned", Some(&change)).await;
-            if !recorded.is_ok_and(|r| r.status_code() < 300) {
-                worker::console_error!("an uploaded file could not be recorded for its owner");
-            }
+    let now_ms = worker::Date::now().as_millis() as i64;
+    let created = OwnedResource::created(ResourceKind::File, &bytes, now_ms);
+    let id = created.as_ref().map(|r| r.id.clone());
+    let recorded = match created {
+        Some(r) => client::change_owned(env, &ticket.counter, &OwnedChange::Add(r)).await,
+        None => false,
+    };
+    if !recorded {
+        // A file its owner could never reach again is removed, not left in the shared
+        // account.
+        if let (Some(id), Ok(catalog)) = (id, config::catalog(env)) {
+            let out = Outgoing {
+                method: Method::Delete,
+                target: format!("{files_path}/{id}"),
+                body: None,
+                client_headers: Vec::new(),
+            };
+            let _ = upstream::send(env, &catalog, out).await;
         }
+        ticket.close(None, None).await;
+        let msg =
+            "The upload could not be recorded for your account, so it was not kept. Please retry.";
+        return Err(ApiError::unavailable(msg));
     }
     ctx.wait_until(async move { ticket.close(one_request(), None).await });
     respond(status, &headers, Payload::Bytes(bytes))
@@ -197,8 +211,7 @@ async fn forward_owned(
     let deleted = serde_json::from_slice::<serde_json::Value>(&bytes)
         .is_ok_and(|v| v["deleted"] == serde_json::Value::Bool(true));
     if deleted {
-        let change = OwnedChange::Remove(kind, id);
-        let _ = client::call(env, &counter, Method::Post, "/owned", Some(&change)).await;
+        client::change_owned(env, &counter, &OwnedChange::Remove(kind, id)).await;
     }
     respond(status, &headers, Payload::Bytes(bytes))
 }

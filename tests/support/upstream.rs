@@ -15,6 +15,7 @@
 mod account;
 
 use super::wire::{read_request, Incoming};
+pub use account::UNREADABLE_ID;
 use account::{response_events, Account, Answer};
 use serde_json::{json, Value};
 use std::io::{BufReader, Write};

@@ -7,6 +7,9 @@ use super::{Incoming, CACHED_TOKENS, PROMPT_TOKENS};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
+/// An uploaded file of this name is answered with an id no record can be made of.
+pub const UNREADABLE_ID: &str = "answered-with-an-odd-id.txt";
+
 #[derive(Default)]
 pub struct Account {
     next: u64,
@@ -131,6 +134,13 @@ impl Account {
         let object = json!({"id": id, "object": "file", "bytes": file.content.len(), "created_at": now(),
             "filename": file.filename.clone().unwrap_or_default(), "purpose": purpose, "status": "processed"});
         self.files.push((object.clone(), file.content.clone()));
+        if file.filename.as_deref() == Some(UNREADABLE_ID) {
+            // A provider answer edgemeter cannot take an id from: the file is stored,
+            // but its id comes back in a shape no record can be made of.
+            let mut odd = object;
+            odd["id"] = json!(format!("{id}/../other"));
+            return json_answer(200, odd);
+        }
         json_answer(200, object)
     }
 
