@@ -322,7 +322,7 @@ fn file_ids_inside_a_body_belong_to_their_owner() {
 fn an_upload_that_cannot_be_recorded_is_refused() {
     let port = shared().worker.port;
     let (_, key) = customer(port, "open");
-    let name = support::upstream::UNREADABLE_ID;
+    let name = support::upstream::account::UNREADABLE_ID;
     let r = upload(port, &key, "user_data", name, b"x");
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(!r.text().contains("/../"), "{}", r.text());

@@ -12,10 +12,9 @@
 //! `x-fake-stream-error: 1` ends a streamed chat with an error event naming the account.
 
 #[path = "upstream_account.rs"]
-mod account;
+pub mod account;
 
 use super::wire::{read_request, Incoming};
-pub use account::UNREADABLE_ID;
 use account::{response_events, Account, Answer};
 use serde_json::{json, Value};
 use std::io::{BufReader, Write};
