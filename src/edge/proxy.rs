@@ -13,7 +13,7 @@ use crate::error::ApiError;
 use crate::keys::{self, Mode};
 use crate::protocol::{AdmitRequest, AdmitResponse};
 use crate::request::{self, Meter, Prepared};
-use crate::surface::{self, fields, Handling, ResourceKind, Routed};
+use crate::surface::{self, fields, references, Handling, ResourceKind, Routed};
 use worker::{Context, Env, Method, Request, Response};
 
 /// Stored resources a request names, each of which the caller must own.
@@ -115,7 +115,7 @@ fn prepare(
     let owns_stored = caller.mode == Mode::Live;
     let extra = catalog.proxy.extra_fields(meter);
     fields::sanitize(meter, &mut json, extra, owns_stored, &identity)?;
-    let owns = fields::references(meter, &json)?;
+    let owns = references::check(meter, &json)?;
     let stores = meter == Meter::Responses && owns_stored && fields::stores_response(&json);
     let prepared = request::prepare_json(meter, json)?;
     if catalog.price(&prepared.model).is_none() {

@@ -8,6 +8,7 @@ pub mod fields;
 pub mod headers;
 pub mod multipart;
 pub mod owned;
+pub mod references;
 pub mod settings;
 
 use crate::error::ApiError;
