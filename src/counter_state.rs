@@ -116,11 +116,17 @@ pub fn reserve_of(plan: &Plan, ask: &AdmitAsk) -> Usage {
     }
 }
 
-/// Cost of usage under the catalog; unpriced meters (plain requests) cost nothing.
-pub fn cost_of(catalog: &Catalog, model: &str, usage: &Usage) -> Decimal {
-    catalog
-        .price(model)
-        .map_or(Decimal::ZERO, |p| p.cost(usage))
+/// List price of `requests` requests that used `usage` in total under `model`: its token
+/// prices, or an opted-in route's price per request; anything else costs nothing.
+pub fn cost_of(catalog: &Catalog, model: &str, usage: &Usage, requests: u64) -> Decimal {
+    match catalog.price(model) {
+        Some(p) => p.cost(usage),
+        // An opted-in route is metered under its name, at its fixed price per request.
+        None => catalog
+            .proxy
+            .route_price(model)
+            .map_or(Decimal::ZERO, |per| per * Decimal::from(requests)),
+    }
 }
 
 impl CounterState {
@@ -194,7 +200,7 @@ impl CounterState {
         let reserve = reserve_of(plan, ask);
         let want = Ask {
             tokens: reserve.tokens(),
-            cost: cost_of(pricing.catalog(), &ask.model, &reserve),
+            cost: cost_of(pricing.catalog(), &ask.model, &reserve, 1),
         };
         quota::admit(
             plan,

@@ -169,3 +169,20 @@ fn minute_window_resets_on_the_minute() {
         .is_ok());
     assert_eq!(s.stale(NOW + 60_000 + 901, 900).len(), 1);
 }
+
+#[test]
+fn an_opted_in_route_costs_its_price_per_request() {
+    let mut c = catalog();
+    c.proxy = serde_json::from_value(serde_json::json!({"routes": {
+        "moderations": {"per_request": "0.25", "fields": ["input"]}}}))
+    .unwrap();
+    // 3 requests * 0.25 = 0.75, whatever usage says; a priced model keeps its token price
+    let usage = Usage::default();
+    assert_eq!(cost_of(&c, "moderations", &usage, 3), Decimal::new(75, 2));
+    assert_eq!(cost_of(&c, "unknown-route", &usage, 3), Decimal::ZERO);
+    let tokens = Usage {
+        input: 1_000_000,
+        ..Usage::default()
+    };
+    assert_eq!(cost_of(&c, "gpt-4o-mini", &tokens, 9), Decimal::new(15, 2));
+}

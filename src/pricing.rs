@@ -73,7 +73,7 @@ impl<'a> Pricing<'a> {
         usage: &Usage,
     ) -> Decimal {
         if !self.needs_totals() {
-            return cost_of(self.catalog(), &key.1, usage);
+            return cost_of(self.catalog(), &key.1, usage, 1);
         }
         let mut after = tallies.clone();
         after.entry(key.clone()).or_default().add(usage, false);
@@ -85,7 +85,7 @@ impl<'a> Pricing<'a> {
         let list = |c: &Catalog| {
             tallies
                 .iter()
-                .map(|((_, model), t)| cost_of(c, model, &t.usage()))
+                .map(|((_, model), t)| cost_of(c, model, &t.usage(), t.requests))
                 .sum()
         };
         match self {

@@ -16,7 +16,7 @@ pub fn build(pricing: &Pricing, customer: &Customer, state: &CounterState) -> Us
             meter: meter.clone(),
             model: model.clone(),
             tally: *tally,
-            cost: cost_of(catalog, model, &tally.usage())
+            cost: cost_of(catalog, model, &tally.usage(), tally.requests)
                 .normalize()
                 .to_string(),
         })

@@ -36,7 +36,7 @@ impl CostBasis {
     /// change to the invoice's usage charges from the totals at admission.
     fn of(&self, env: &Env, catalog: &Catalog, key: MeterKey, usage: &Usage) -> Decimal {
         let Some(basis) = &self.spend else {
-            return cost_of(catalog, &key.1, usage);
+            return cost_of(catalog, &key.1, usage, 1);
         };
         let book = config::price_book(env).ok();
         let pricing = Pricing::for_plan(catalog, book.as_deref(), &self.plan);

@@ -37,10 +37,11 @@ pub struct Caller {
 }
 
 /// The route phase: the exact route, or 404 before anything else is read.
-pub fn route(req: &Request) -> Result<Routed, ApiError> {
+pub fn route(req: &Request, env: &Env) -> Result<Routed, ApiError> {
     let url = req.inner().url();
     let (path, query) = surface::split_url(&url);
-    surface::route(req.method().as_ref(), path, query).inspect_err(|e| {
+    let proxy = &config::catalog(env)?.proxy;
+    surface::route_with(req.method().as_ref(), path, query, proxy).inspect_err(|e| {
         if e.status == 404 {
             bump(Metric::RefusedRoutes);
         }
@@ -70,7 +71,7 @@ pub fn authenticate(req: &Request, env: &Env) -> Result<Caller, ApiError> {
 }
 
 async fn proxy(req: Request, env: &Env, ctx: &Context) -> Result<Response, ApiError> {
-    let routed = route(&req)?;
+    let routed = route(&req, env)?;
     let caller = authenticate(&req, env)?;
     match &routed.handling {
         Handling::Metered(meter) => {

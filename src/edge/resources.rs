@@ -27,7 +27,7 @@ pub async fn handle(
     routed: Routed,
 ) -> Result<Response, ApiError> {
     if caller.mode == Mode::Test {
-        let msg = "Stored files and responses are not available with test keys.";
+        let msg = "Stored files and responses, and routes priced per request, are not available with test keys: the sandbox answers the token-metered routes only.";
         return Err(ApiError::not_found(msg).with_code("unknown_route"));
     }
     match routed.handling.clone() {
@@ -55,7 +55,7 @@ pub async fn handle(
                 .unwrap_or_default();
             let purposes = &config::catalog(env)?.proxy.file_purposes;
             multipart::check(&content_type, &body, purposes)?;
-            let ticket = admit(env, &caller, Vec::new()).await?;
+            let ticket = admit(env, &caller, Prepared::plain().ask(), Vec::new()).await?;
             let ticket = match ticket {
                 Ok(t) => t,
                 Err(refused) => return Ok(refused),
@@ -69,7 +69,14 @@ pub async fn handle(
             upload(env, ctx, ticket, out).await
         }
         Handling::Owned { kind, id, deletes } => {
-            let ticket = match admit(env, &caller, vec![(kind, id.clone())]).await? {
+            let ticket = match admit(
+                env,
+                &caller,
+                Prepared::plain().ask(),
+                vec![(kind, id.clone())],
+            )
+            .await?
+            {
                 Ok(t) => t,
                 Err(refused) => return Ok(refused),
             };
@@ -84,21 +91,60 @@ pub async fn handle(
                     .collect(),
             };
             let forget = deletes.then_some((kind, id));
-            forward_owned(env, ctx, ticket, out, forget).await
+            forward_counted(env, ctx, ticket, out, forget).await
         }
+        Handling::Optional(name) => optional(req, env, ctx, &caller, routed, &name).await,
         _ => Err(ApiError::internal("not a stored-resource route")),
     }
 }
 
-/// Admits one plain request; the counter checks `owns` in the same call.
+/// A stateless route the operator opted in: its allowed fields pass, and it is
+/// metered as one request under its name, at its fixed price (a spend cap holds).
+async fn optional(
+    mut req: Request,
+    env: &Env,
+    ctx: &Context,
+    caller: &Caller,
+    routed: Routed,
+    name: &str,
+) -> Result<Response, ApiError> {
+    let catalog = config::catalog(env)?;
+    let route = catalog.proxy.routes.get(name);
+    let route = route.ok_or_else(|| ApiError::internal("an opted-in route has no settings"))?;
+    let body = http::read_capped(&mut req, config::max_body_bytes(env)).await?;
+    let mut json = crate::request::parse_object(&body)?;
+    let secret = config::key_secret(env)?;
+    let identity = |v: &str| crate::keys::identity(&secret, caller.mode, &caller.customer, v);
+    crate::surface::fields::sanitize_optional(&mut json, &route.fields, &identity)?;
+    let sent = serde_json::to_vec(&json).map_err(|e| ApiError::internal(e.to_string()))?;
+    let ask = Prepared {
+        model: name.to_string(),
+        ..Prepared::plain()
+    }
+    .ask();
+    let ticket = match admit(env, caller, ask, Vec::new()).await? {
+        Ok(t) => t,
+        Err(refused) => return Ok(refused),
+    };
+    let out = Outgoing {
+        method: Method::Post,
+        target: routed.upstream_target(),
+        body: Some(&sent),
+        client_headers: req.headers().entries().collect(),
+    };
+    forward_counted(env, ctx, ticket, out, None).await
+}
+
+/// Admits one request; the counter checks `owns` in the same call.
 async fn admit(
     env: &Env,
     caller: &Caller,
+    ask: crate::counter_state::AdmitAsk,
     owns: Vec<(ResourceKind, String)>,
 ) -> Result<Result<Ticket, Response>, ApiError> {
     let admit = AdmitRequest {
         key_hash: caller.key_hash.clone(),
-        ask: Prepared::plain().ask(),
+        ask,
         idempotency: None,
         owns,
         now_ms: worker::Date::now().as_millis() as i64,
@@ -187,9 +233,9 @@ async fn upload(
     respond(status, &headers, Payload::Bytes(bytes))
 }
 
-/// Forwards an operation on an owned resource, streaming its answer (file content can
-/// be large), and forgets the resource once the provider confirms a deletion.
-async fn forward_owned(
+/// Forwards a request counted as one, streaming its answer (file content and speech
+/// can be large), and forgets a resource once the provider confirms its deletion.
+async fn forward_counted(
     env: &Env,
     ctx: &Context,
     ticket: Ticket,

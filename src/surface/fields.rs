@@ -80,6 +80,53 @@ pub fn sanitize(
     stores: bool,
     identity: &dyn Fn(&str) -> String,
 ) -> Result<(), ApiError> {
+    common(body, allowed(meter), extra, takes_identity(meter), identity)?;
+    if matches!(meter, Meter::ChatCompletions | Meter::Responses) {
+        // Always set: abuse is then pinned on the customer, not the shared account, and
+        // no tenant shares a prompt-cache key with another.
+        for field in ["safety_identifier", "prompt_cache_key"] {
+            if !body.contains_key(field) {
+                body.insert(field.to_string(), Value::String(identity("")));
+            }
+        }
+    }
+    match meter {
+        Meter::ChatCompletions => {
+            // Stored chat completions would be listed to every tenant of the account,
+            // whatever the account's default.
+            body.insert("store".into(), Value::Bool(false));
+        }
+        Meter::Responses if !stores => {
+            body.insert("store".into(), Value::Bool(false));
+        }
+        Meter::Responses => match body.get("store") {
+            None | Some(Value::Bool(_)) => {}
+            Some(_) => return Err(refuse("store", "`store` must be a boolean.")),
+        },
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The body of a route the operator opted in: only the fields the catalog lists for it
+/// pass, with the same identity and metadata rules as every route.
+pub fn sanitize_optional(
+    body: &mut Map<String, Value>,
+    fields: &[String],
+    identity: &dyn Fn(&str) -> String,
+) -> Result<(), ApiError> {
+    common(body, &[], fields, true, identity)
+}
+
+/// The rules every route shares: no two keys that differ only in case, only known
+/// fields, a boolean `stream`, no background work, metadata dropped, identities hashed.
+fn common(
+    body: &mut Map<String, Value>,
+    allowed: &[&str],
+    extra: &[String],
+    identity_fields: bool,
+    identity: &dyn Fn(&str) -> String,
+) -> Result<(), ApiError> {
     let mut lower = BTreeSet::new();
     for key in body.keys() {
         if !lower.insert(key.to_ascii_lowercase()) {
@@ -87,12 +134,11 @@ pub fn sanitize(
             return Err(refuse(key, msg).with_code("duplicate_parameter"));
         }
     }
-    let allowed = allowed(meter);
     for key in body.keys() {
         let known = allowed.contains(&key.as_str())
             || extra.iter().any(|e| e == key)
             || DROPPED.contains(&key.as_str())
-            || (takes_identity(meter) && IDENTITY_FIELDS.contains(&key.as_str()));
+            || (identity_fields && IDENTITY_FIELDS.contains(&key.as_str()));
         if !known {
             let msg = format!("Unrecognized request argument supplied: {key}");
             return Err(ApiError::bad_request("unknown_parameter", msg).with_param(key.as_str()));
@@ -122,30 +168,6 @@ pub fn sanitize(
             }
             Some(_) => return Err(refuse(field, format!("`{field}` must be a string."))),
         }
-    }
-    if matches!(meter, Meter::ChatCompletions | Meter::Responses) {
-        // Always set: abuse is then pinned on the customer, not the shared account, and
-        // no tenant shares a prompt-cache key with another.
-        for field in ["safety_identifier", "prompt_cache_key"] {
-            if !body.contains_key(field) {
-                body.insert(field.to_string(), Value::String(identity("")));
-            }
-        }
-    }
-    match meter {
-        Meter::ChatCompletions => {
-            // Stored chat completions would be listed to every tenant of the account,
-            // whatever the account's default.
-            body.insert("store".into(), Value::Bool(false));
-        }
-        Meter::Responses if !stores => {
-            body.insert("store".into(), Value::Bool(false));
-        }
-        Meter::Responses => match body.get("store") {
-            None | Some(Value::Bool(_)) => {}
-            Some(_) => return Err(refuse("store", "`store` must be a boolean.")),
-        },
-        _ => {}
     }
     Ok(())
 }

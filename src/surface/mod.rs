@@ -46,6 +46,8 @@ pub enum Handling {
     UploadFile,
     /// `GET /v1/files`: served from the customer's own records.
     ListFiles,
+    /// A stateless route the operator opted in, by name, at a fixed price.
+    Optional(String),
     /// An operation on a stored resource, forwarded only for its owner.
     Owned {
         kind: ResourceKind,
@@ -83,6 +85,49 @@ impl Routed {
             Handling::Owned { kind, id, .. } => Some((*kind, id)),
             _ => None,
         }
+    }
+}
+
+/// Stateless routes an operator may opt in through the catalog, by name and path. They
+/// store nothing and mint no credential; their cost per request is the operator's
+/// fixed price. Nothing stateful can be added here by configuration.
+pub const OPTIONAL_ROUTES: [(&str, &str); 4] = [
+    ("moderations", "/v1/moderations"),
+    ("images.generations", "/v1/images/generations"),
+    ("audio.speech", "/v1/audio/speech"),
+    ("messages.count_tokens", "/v1/messages/count_tokens"),
+];
+
+/// The path of an optional route, by name.
+pub fn optional_path(name: &str) -> Option<&'static str> {
+    OPTIONAL_ROUTES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, p)| *p)
+}
+
+/// Matches a request against the table and the routes the operator opted in (always
+/// `POST`, with no query).
+pub fn route_with(
+    method: &str,
+    path: &str,
+    query: &str,
+    proxy: &settings::ProxySettings,
+) -> Result<Routed, ApiError> {
+    let refused = match route(method, path, query) {
+        Err(e) if e.status == 404 => e,
+        other => return other,
+    };
+    let opted = OPTIONAL_ROUTES
+        .iter()
+        .find(|(name, p)| *p == path && proxy.routes.contains_key(*name));
+    match opted {
+        Some((name, _)) if method == "POST" => Ok(Routed {
+            handling: Handling::Optional(name.to_string()),
+            upstream_path: path.to_string(),
+            query: allowed_query(query, &[])?,
+        }),
+        _ => Err(refused),
     }
 }
 

@@ -5,6 +5,7 @@
 use super::headers::NEVER_FORWARDED;
 use crate::catalog::CatalogError;
 use crate::request::Meter;
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -28,6 +29,21 @@ pub struct ProxySettings {
     /// (`chat.completions`, `responses`, ...).
     #[serde(default)]
     pub body_fields: BTreeMap<String, Vec<String>>,
+    /// Stateless routes the operator opts in, by name (`moderations`, ...), each at a
+    /// fixed price per request.
+    #[serde(default)]
+    pub routes: BTreeMap<String, OptionalRoute>,
+}
+
+/// A stateless route opted in at a fixed price. Its usage is counted under the
+/// `requests` meter with the route's name as the model.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptionalRoute {
+    /// What one request costs, in the catalog currency.
+    pub per_request: Decimal,
+    /// The top-level body fields that may pass (identity fields are always hashed).
+    pub fields: Vec<String>,
 }
 
 impl Default for ProxySettings {
@@ -37,6 +53,7 @@ impl Default for ProxySettings {
             anthropic_beta: Vec::new(),
             file_purposes: default_purposes(),
             body_fields: BTreeMap::new(),
+            routes: BTreeMap::new(),
         }
     }
 }
@@ -66,7 +83,29 @@ const LOCKED_FIELDS: [&str; 8] = [
     "prompt",
 ];
 
+/// Refuses a field list that names a field edgemeter governs.
+fn locked(fields: &[String], path: &str) -> Result<(), CatalogError> {
+    match fields
+        .iter()
+        .position(|f| LOCKED_FIELDS.contains(&f.as_str()))
+    {
+        Some(i) => Err(CatalogError {
+            path: format!("{path}[{i}]"),
+            message: format!(
+                "`{}` is governed by edgemeter and cannot be allowed",
+                fields[i]
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
 impl ProxySettings {
+    /// The fixed price of an opted-in route, by its name.
+    pub fn route_price(&self, name: &str) -> Option<Decimal> {
+        self.routes.get(name).map(|r| r.per_request)
+    }
+
     /// The operator's extra fields for one route.
     pub fn extra_fields(&self, meter: Meter) -> &[String] {
         self.body_fields
@@ -92,18 +131,28 @@ impl ProxySettings {
                     "unknown route; use a meter name such as chat.completions".into(),
                 );
             }
-            if let Some(i) = fields
-                .iter()
-                .position(|f| LOCKED_FIELDS.contains(&f.as_str()))
-            {
+            locked(fields, &format!("$.proxy.body_fields.{route}"))?;
+        }
+        for (name, route) in &self.routes {
+            let base = format!("$.proxy.routes.{name}");
+            if super::optional_path(name).is_none() {
+                let known: Vec<&str> = super::OPTIONAL_ROUTES.iter().map(|(n, _)| *n).collect();
+                let msg = format!(
+                    "only stateless routes can be opted in: {}; stored and credential routes never can",
+                    known.join(", ")
+                );
+                return fail(base, msg);
+            }
+            if route.per_request.is_sign_negative() && !route.per_request.is_zero() {
+                return fail(format!("{base}.per_request"), "must not be negative".into());
+            }
+            if route.fields.is_empty() {
                 return fail(
-                    format!("$.proxy.body_fields.{route}[{i}]"),
-                    format!(
-                        "`{}` is governed by edgemeter and cannot be allowed",
-                        fields[i]
-                    ),
+                    format!("{base}.fields"),
+                    "list the fields that may pass".into(),
                 );
             }
+            locked(&route.fields, &format!("{base}.fields"))?;
         }
         Ok(())
     }

@@ -139,3 +139,67 @@ proptest! {
         }
     }
 }
+
+fn opted_in(
+    json: serde_json::Value,
+) -> Result<settings::ProxySettings, crate::catalog::CatalogError> {
+    let proxy: settings::ProxySettings = serde_json::from_value(json).unwrap();
+    proxy.validate().map(|_| proxy)
+}
+
+#[test]
+fn only_opted_in_stateless_routes_are_added() {
+    let proxy = opted_in(serde_json::json!({"routes": {"moderations": {"per_request": "0.25", "fields": ["model", "input"]}}})).unwrap();
+    let r = route_with("POST", "/v1/moderations", "", &proxy).unwrap();
+    assert_eq!(r.handling, Handling::Optional("moderations".into()));
+    assert_eq!(
+        route_with("GET", "/v1/moderations", "", &proxy)
+            .unwrap_err()
+            .status,
+        404
+    );
+    let e = route_with("POST", "/v1/images/generations", "", &proxy).unwrap_err();
+    assert_eq!(e.status, 404);
+    assert_eq!(
+        route_with(
+            "POST",
+            "/v1/moderations",
+            "",
+            &settings::ProxySettings::default()
+        )
+        .unwrap_err()
+        .status,
+        404
+    );
+    // the table's own routes are unchanged
+    assert!(route_with("POST", "/v1/chat/completions", "", &proxy).is_ok());
+}
+
+#[test]
+fn stateful_routes_and_bad_prices_cannot_be_opted_in() {
+    for (routes, path) in [
+        (
+            serde_json::json!({"batches": {"per_request": "1", "fields": ["input_file_id"]}}),
+            "$.proxy.routes.batches",
+        ),
+        (
+            serde_json::json!({"realtime.client_secrets": {"per_request": "1", "fields": ["session"]}}),
+            "$.proxy.routes.realtime.client_secrets",
+        ),
+        (
+            serde_json::json!({"moderations": {"per_request": "-1", "fields": ["input"]}}),
+            "$.proxy.routes.moderations.per_request",
+        ),
+        (
+            serde_json::json!({"moderations": {"per_request": "1", "fields": []}}),
+            "$.proxy.routes.moderations.fields",
+        ),
+        (
+            serde_json::json!({"moderations": {"per_request": "1", "fields": ["input", "metadata"]}}),
+            "$.proxy.routes.moderations.fields[1]",
+        ),
+    ] {
+        let e = opted_in(serde_json::json!({"routes": routes})).unwrap_err();
+        assert_eq!(e.path, path, "{}", e.message);
+    }
+}
