@@ -71,6 +71,14 @@ pub fn max_response_bytes(env: &Env) -> usize {
         .unwrap_or(32 << 20)
 }
 
+/// The largest file upload (`MAX_UPLOAD_BYTES`, default 512 MiB, the provider's own
+/// limit). Uploads stream through, so this bounds what a customer can store, not memory.
+pub fn max_upload_bytes(env: &Env) -> usize {
+    setting(env, "MAX_UPLOAD_BYTES")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(512 << 20)
+}
+
 pub fn max_body_bytes(env: &Env) -> usize {
     setting(env, "MAX_BODY_BYTES")
         .and_then(|v| v.parse().ok())

@@ -48,6 +48,12 @@ pub fn api_key(headers: &Headers) -> Option<String> {
     headers.get("x-api-key").ok().flatten()
 }
 
+/// The Content-Length a request declares, if any.
+pub fn declared_length(req: &worker::Request) -> Option<usize> {
+    let declared = req.headers().get("content-length").ok().flatten();
+    declared.and_then(|l| l.parse().ok())
+}
+
 /// Reads a request body, refusing it as soon as it passes `limit` bytes: a declared
 /// Content-Length is checked before reading, and a chunked body as its bytes arrive, so
 /// an oversized body never sits whole in the isolate's memory.
@@ -57,11 +63,7 @@ pub async fn read_capped(
 ) -> std::result::Result<Vec<u8>, ApiError> {
     use super::metrics::{bump, Metric};
     use futures_util::StreamExt;
-    let declared = req.headers().get("content-length").ok().flatten();
-    if declared
-        .and_then(|l| l.parse::<usize>().ok())
-        .is_some_and(|l| l > limit)
-    {
+    if declared_length(req).is_some_and(|l| l > limit) {
         bump(Metric::BodyCapHits);
         return Err(ApiError::too_large(limit));
     }

@@ -7,7 +7,7 @@
 use super::metrics::{bump, Metric};
 use super::observe::{observe, CostBasis};
 use super::ticket::{not_admitted, Ticket};
-use super::upstream::{self, Outgoing};
+use super::upstream::{self, OutBody, Outgoing};
 use super::{client, config, http, resources};
 use crate::error::ApiError;
 use crate::keys::{self, Mode};
@@ -186,8 +186,12 @@ async fn metered(
         let out = Outgoing {
             method: Method::Post,
             target,
-            body: prepared.upstream_body.as_deref(),
+            body: prepared
+                .upstream_body
+                .as_deref()
+                .map_or(OutBody::Empty, OutBody::Bytes),
             client_headers: req.headers().entries().collect(),
+            signal: None,
         };
         upstream::send(env, &catalog, out).await
     };

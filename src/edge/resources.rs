@@ -3,9 +3,10 @@
 //! Each is counted as one request; none carries tokens, so a stored response read back
 //! is never metered again.
 
+use super::metrics::{bump, Metric};
 use super::proxy::Caller;
 use super::ticket::{not_admitted, respond, Payload, Ticket};
-use super::upstream::{self, collect, Outgoing, Upstreamed};
+use super::upstream::{self, collect, OutBody, Outgoing, Upstreamed};
 use super::{client, config, http};
 use crate::error::ApiError;
 use crate::keys::Mode;
@@ -14,7 +15,11 @@ use crate::request::Prepared;
 use crate::surface::owned::{ListQuery, OwnedResource};
 use crate::surface::{multipart, Handling, ResourceKind, Routed};
 use crate::usage::{Metered, Usage};
-use worker::{Context, Env, Method, Request, Response};
+use futures_util::StreamExt;
+use std::cell::RefCell;
+use std::rc::Rc;
+use wasm_bindgen::JsValue;
+use worker::{AbortController, AbortSignal, Context, Env, Method, Request, Response};
 
 /// The largest provider answer kept when it is buffered (a file object, a deletion).
 const ANSWER_LIMIT: usize = 1 << 20;
@@ -46,27 +51,30 @@ pub async fn handle(
             .await
         }
         Handling::UploadFile => {
-            let body = http::read_capped(&mut req, config::max_body_bytes(env)).await?;
-            let content_type = req
-                .headers()
-                .get("content-type")
-                .ok()
-                .flatten()
-                .unwrap_or_default();
+            let limit = config::max_upload_bytes(env);
+            if http::declared_length(&req).is_some_and(|l| l > limit) {
+                bump(Metric::BodyCapHits);
+                return Err(ApiError::too_large(limit));
+            }
+            let content_type = req.headers().get("content-type").ok().flatten();
+            let content_type = content_type.unwrap_or_default();
             let purposes = &config::catalog(env)?.proxy.file_purposes;
-            multipart::check(&content_type, &body, purposes)?;
-            let ticket = admit(env, &caller, Prepared::plain().ask(), Vec::new()).await?;
-            let ticket = match ticket {
+            let scanner = multipart::Scanner::new(&content_type, purposes)?;
+            let ticket = match admit(env, &caller, Prepared::plain().ask(), Vec::new()).await? {
                 Ok(t) => t,
                 Err(refused) => return Ok(refused),
             };
+            let refusal = Refusal::default();
+            let signal = refusal.signal();
+            let body = checked_upload(&mut req, scanner, limit, refusal.clone())?;
             let out = Outgoing {
                 method: Method::Post,
                 target: routed.upstream_target(),
-                body: Some(&body),
+                body: OutBody::Stream(body),
                 client_headers: vec![("content-type".into(), content_type)],
+                signal: Some(signal),
             };
-            upload(env, ctx, ticket, out).await
+            upload(env, ctx, ticket, out, refusal).await
         }
         Handling::Owned { kind, id, deletes } => {
             let ticket = match admit(
@@ -83,12 +91,13 @@ pub async fn handle(
             let out = Outgoing {
                 method: req.method(),
                 target: routed.upstream_target(),
-                body: None,
+                body: OutBody::Empty,
                 client_headers: req
                     .headers()
                     .entries()
                     .filter(|(k, _)| k == "accept")
                     .collect(),
+                signal: None,
             };
             let forget = deletes.then_some((kind, id));
             forward_counted(env, ctx, ticket, out, forget).await
@@ -129,8 +138,9 @@ async fn optional(
     let out = Outgoing {
         method: Method::Post,
         target: routed.upstream_target(),
-        body: Some(&sent),
+        body: OutBody::Bytes(&sent),
         client_headers: req.headers().entries().collect(),
+        signal: None,
     };
     forward_counted(env, ctx, ticket, out, None).await
 }
@@ -186,6 +196,78 @@ async fn send(
     Err(failure)
 }
 
+/// Why a streamed upload was stopped, set by the stream the provider reads from, and
+/// the abort that tears the provider's request down before its body can end.
+#[derive(Clone, Default)]
+struct Refusal {
+    reason: Rc<RefCell<Option<ApiError>>>,
+    abort: Rc<RefCell<Option<AbortController>>>,
+}
+
+impl Refusal {
+    fn signal(&self) -> AbortSignal {
+        let controller = AbortController::default();
+        let signal = controller.signal();
+        *self.abort.borrow_mut() = Some(controller);
+        signal
+    }
+
+    fn refuse(&self, reason: ApiError) {
+        *self.reason.borrow_mut() = Some(reason);
+        let controller = self.abort.borrow_mut().take();
+        if let Some(c) = controller {
+            c.abort();
+        }
+    }
+}
+
+/// The client's upload as a stream for the provider, checked as its bytes pass: the
+/// size cap and the multipart rules. A refusal ends the stream with an error, so the
+/// provider never receives a whole upload, and leaves its reason in `refusal`.
+fn checked_upload(
+    req: &mut Request,
+    scanner: multipart::Scanner,
+    limit: usize,
+    refusal: Refusal,
+) -> Result<JsValue, ApiError> {
+    let body = req
+        .stream()
+        .map_err(|e| ApiError::bad_request("unreadable_body", e.to_string()))?;
+    let stop = move |e: ApiError| {
+        refusal.refuse(e);
+        Some((Err(worker::Error::RustError("upload refused".into())), None))
+    };
+    let checked = futures_util::stream::unfold(Some((body, scanner, 0usize)), move |state| {
+        let stop = stop.clone();
+        async move {
+            let (mut body, mut scanner, seen) = state?;
+            match body.next().await {
+                Some(Ok(chunk)) => {
+                    let seen = seen + chunk.len();
+                    if seen > limit {
+                        bump(Metric::BodyCapHits);
+                        return stop(ApiError::too_large(limit));
+                    }
+                    if let Err(e) = scanner.push(&chunk) {
+                        return stop(e);
+                    }
+                    Some((Ok(chunk), Some((body, scanner, seen))))
+                }
+                Some(Err(e)) => stop(ApiError::bad_request("unreadable_body", e.to_string())),
+                None => match scanner.finish() {
+                    Ok(_) => None,
+                    Err(e) => stop(e),
+                },
+            }
+        }
+    });
+    let response = Response::from_stream(checked).map_err(http::internal)?;
+    let web: worker::web_sys::Response = response.into();
+    web.body()
+        .map(JsValue::from)
+        .ok_or_else(|| ApiError::internal("an upload stream has no body"))
+}
+
 /// Sends an upload, whose answer is a small file object, and records the file for its
 /// owner; a file that cannot be recorded is deleted again and the upload refused.
 async fn upload(
@@ -193,9 +275,20 @@ async fn upload(
     ctx: &Context,
     ticket: Ticket,
     out: Outgoing<'_>,
+    refusal: Refusal,
 ) -> Result<Response, ApiError> {
     let files_path = out.target.clone();
-    let (up, ticket) = send(env, ticket, out).await?;
+    let sent = send(env, ticket, out).await;
+    // The upload's own refusal (its size, a field, the purpose) stopped it midway:
+    // that is the answer, whatever the provider made of a body cut short.
+    let refused = refusal.reason.borrow_mut().take();
+    if let Some(e) = refused {
+        if let Ok((_, ticket)) = sent {
+            ticket.close(None, None).await;
+        }
+        return Err(e);
+    }
+    let (up, ticket) = sent?;
     let (status, headers) = (up.status, up.headers.clone());
     let bytes = collect(up.body, ANSWER_LIMIT).await;
     let bytes = match bytes {
@@ -219,8 +312,9 @@ async fn upload(
             let out = Outgoing {
                 method: Method::Delete,
                 target: format!("{files_path}/{id}"),
-                body: None,
+                body: OutBody::Empty,
                 client_headers: Vec::new(),
+                signal: None,
             };
             let _ = upstream::send(env, &catalog, out).await;
         }

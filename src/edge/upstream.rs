@@ -12,7 +12,7 @@ use crate::sandbox;
 use crate::surface::headers::{forward_request, pass_response, HeaderPolicy};
 use futures_util::StreamExt;
 use wasm_bindgen::JsValue;
-use worker::{Env, Fetch, Headers, Method, Request, RequestInit, RequestRedirect};
+use worker::{AbortSignal, Env, Fetch, Headers, Method, Request, RequestInit, RequestRedirect};
 
 /// The upstream's answer, from the real provider or the sandbox.
 pub struct Upstreamed {
@@ -24,14 +24,25 @@ pub struct Upstreamed {
     pub body: Body,
 }
 
+/// A request body going upstream: bytes edgemeter holds, or a stream it checks as the
+/// client sends it (a file upload).
+pub enum OutBody<'a> {
+    Empty,
+    Bytes(&'a [u8]),
+    Stream(JsValue),
+}
+
 /// What is sent upstream.
 pub struct Outgoing<'a> {
     pub method: Method,
     /// The canonical path and allowlisted query.
     pub target: String,
-    pub body: Option<&'a [u8]>,
+    pub body: OutBody<'a>,
     /// The client's headers, filtered here by the catalog's policy.
     pub client_headers: Vec<(String, String)>,
+    /// Aborts the request mid-body (a refused upload), so the provider never receives
+    /// it whole.
+    pub signal: Option<AbortSignal>,
 }
 
 fn fail(e: worker::Error) -> ApiError {
@@ -73,12 +84,23 @@ pub async fn send(
     init.with_method(out.method)
         .with_headers(headers)
         .with_redirect(RequestRedirect::Manual);
-    if let Some(body) = out.body {
-        init.with_body(Some(JsValue::from(worker::js_sys::Uint8Array::from(body))));
+    match out.body {
+        OutBody::Empty => {}
+        OutBody::Bytes(b) => {
+            init.with_body(Some(JsValue::from(worker::js_sys::Uint8Array::from(b))));
+        }
+        OutBody::Stream(s) => {
+            init.with_body(Some(s));
+        }
     }
     let url = format!("{}{}", upstream.base_url, out.target);
     let request = Request::new_with_init(&url, &init).map_err(fail)?;
-    let mut resp = Fetch::Request(request).send().await.map_err(fail)?;
+    let fetch = Fetch::Request(request);
+    let sent = match &out.signal {
+        Some(signal) => fetch.send_with_signal(signal).await,
+        None => fetch.send().await,
+    };
+    let mut resp = sent.map_err(fail)?;
     let status = resp.status_code();
     if (300..400).contains(&status) {
         let msg = "The upstream provider answered with a redirect, which edgemeter never follows.";

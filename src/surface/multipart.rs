@@ -1,6 +1,7 @@
-//! Reading a file upload (`multipart/form-data`) far enough to check it: which purpose
-//! it asks for, the file's name and size, and that no other field rides along. The
-//! bytes are forwarded as they came once every part has been checked.
+//! Reading a file upload (`multipart/form-data`) as it streams past: which purpose it
+//! asks for, the file's name and size, and that no other field rides along. The bytes
+//! are forwarded as they came; a refusal stops the forwarding before the upload ends,
+//! so the provider never receives a complete upload edgemeter refused.
 
 use crate::error::ApiError;
 
@@ -58,54 +59,206 @@ fn disposition_param<'a>(headers: &'a str, key: &str) -> Option<&'a str> {
     })
 }
 
-/// Checks an upload against the purposes the operator allows.
-pub fn check(content_type: &str, body: &[u8], purposes: &[String]) -> Result<Upload, ApiError> {
-    let boundary = boundary(content_type)
-        .ok_or_else(|| bad("file", "File uploads must be sent as multipart/form-data."))?;
-    let delim = format!("--{boundary}").into_bytes();
-    let mut at = find(body, &delim, 0).ok_or_else(|| bad("file", "The upload has no parts."))?;
-    let (mut purpose, mut file) = (None, None);
-    loop {
-        at += delim.len();
-        if body.get(at..at + 2) == Some(b"--") {
-            break;
+/// A part's headers longer than this are refused; so is a non-file field's value
+/// longer than `FIELD_LIMIT`. The file itself is only counted, never kept.
+const HEADER_LIMIT: usize = 16 * 1024;
+const FIELD_LIMIT: usize = 1024;
+
+/// The part being read.
+struct Part {
+    name: String,
+    filename: Option<String>,
+    len: u64,
+    /// The value of a small field (`purpose`); empty for the file.
+    kept: Vec<u8>,
+}
+
+impl Part {
+    fn take(&mut self, bytes: &[u8]) -> Result<(), ApiError> {
+        self.len += bytes.len() as u64;
+        if self.name != "file" {
+            if self.kept.len() + bytes.len() > FIELD_LIMIT {
+                return Err(bad(&self.name, format!("`{}` is too long.", self.name)));
+            }
+            self.kept.extend_from_slice(bytes);
         }
-        let head_end =
-            find(body, b"\r\n\r\n", at).ok_or_else(|| bad("file", "A part has no end."))?;
-        let headers = std::str::from_utf8(&body[at..head_end]).unwrap_or("");
-        let data_start = head_end + 4;
-        let next = find(body, &[b"\r\n".as_slice(), &delim].concat(), data_start)
-            .ok_or_else(|| bad("file", "The upload is cut short."))?;
-        let data = &body[data_start..next];
+        Ok(())
+    }
+}
+
+enum State {
+    /// Before the first boundary.
+    Preamble,
+    /// Right after a boundary: `--` ends the upload, a line break starts a part.
+    AfterBoundary,
+    Headers,
+    Data(Part),
+    Done,
+}
+
+/// Checks an upload as its bytes arrive, so it can be forwarded while it is read: each
+/// part must be a known field, the purpose one the operator allows (refused as soon as
+/// it is read), and the file and purpose each appear once.
+pub struct Scanner {
+    /// `--boundary`, and the `\r\n--boundary` that ends a part's data.
+    first: Vec<u8>,
+    delim: Vec<u8>,
+    purposes: Vec<String>,
+    buf: Vec<u8>,
+    state: State,
+    purpose: Option<String>,
+    file: Option<(String, u64)>,
+}
+
+impl Scanner {
+    pub fn new(content_type: &str, purposes: &[String]) -> Result<Scanner, ApiError> {
+        let boundary = boundary(content_type)
+            .ok_or_else(|| bad("file", "File uploads must be sent as multipart/form-data."))?;
+        Ok(Scanner {
+            first: format!("--{boundary}").into_bytes(),
+            delim: format!("\r\n--{boundary}").into_bytes(),
+            purposes: purposes.to_vec(),
+            buf: Vec::new(),
+            state: State::Preamble,
+            purpose: None,
+            file: None,
+        })
+    }
+
+    /// Reads the next bytes of the upload; an error refuses it.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<(), ApiError> {
+        self.buf.extend_from_slice(chunk);
+        loop {
+            match std::mem::replace(&mut self.state, State::Done) {
+                State::Preamble => match find(&self.buf, &self.first, 0) {
+                    Some(i) => {
+                        self.buf.drain(..i + self.first.len());
+                        self.state = State::AfterBoundary;
+                    }
+                    None => {
+                        let keep = self.buf.len().saturating_sub(self.first.len());
+                        self.buf.drain(..keep);
+                        self.state = State::Preamble;
+                        return Ok(());
+                    }
+                },
+                State::AfterBoundary => match self.buf.get(..2) {
+                    None => {
+                        self.state = State::AfterBoundary;
+                        return Ok(());
+                    }
+                    Some(b"--") => {
+                        self.buf.clear(); // the epilogue means nothing
+                        return Ok(());
+                    }
+                    Some(b"\r\n") => {
+                        self.buf.drain(..2);
+                        self.state = State::Headers;
+                    }
+                    Some(_) => return Err(bad("file", "The upload is not well-formed multipart.")),
+                },
+                State::Headers => match find(&self.buf, b"\r\n\r\n", 0) {
+                    Some(i) => {
+                        let headers = String::from_utf8_lossy(&self.buf[..i]).into_owned();
+                        self.buf.drain(..i + 4);
+                        self.state = State::Data(self.part(&headers)?);
+                    }
+                    None if self.buf.len() > HEADER_LIMIT => {
+                        return Err(bad("file", "A part's headers are too long."))
+                    }
+                    None => {
+                        self.state = State::Headers;
+                        return Ok(());
+                    }
+                },
+                State::Data(mut part) => match find(&self.buf, &self.delim, 0) {
+                    Some(i) => {
+                        part.take(&self.buf[..i])?;
+                        self.buf.drain(..i + self.delim.len());
+                        self.end_part(part)?;
+                        self.state = State::AfterBoundary;
+                    }
+                    None => {
+                        // Keep what could be the start of the boundary.
+                        let n = self.buf.len().saturating_sub(self.delim.len() - 1);
+                        part.take(&self.buf[..n])?;
+                        self.buf.drain(..n);
+                        self.state = State::Data(part);
+                        return Ok(());
+                    }
+                },
+                State::Done => {
+                    self.buf.clear();
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// A part from its headers: only the file and the known fields may come.
+    fn part(&self, headers: &str) -> Result<Part, ApiError> {
         let name = disposition_param(headers, "name").unwrap_or("");
-        match name {
-            "file" => {
-                let filename = disposition_param(headers, "filename").unwrap_or("upload");
-                file = Some((filename.to_string(), data.len() as u64));
-            }
-            "purpose" => purpose = Some(String::from_utf8_lossy(data).trim().to_string()),
-            n if FIELDS.contains(&n) => {}
-            other => {
-                let msg = format!("Unrecognized upload field: {other}");
-                return Err(ApiError::bad_request("unknown_parameter", msg).with_param(other));
-            }
+        if name != "file" && !FIELDS.contains(&name) {
+            let msg = format!("Unrecognized upload field: {name}");
+            return Err(ApiError::bad_request("unknown_parameter", msg).with_param(name));
         }
-        at = next + 2;
+        Ok(Part {
+            name: name.to_string(),
+            filename: disposition_param(headers, "filename").map(String::from),
+            len: 0,
+            kept: Vec::new(),
+        })
     }
-    let purpose = purpose.ok_or_else(|| bad("purpose", "Missing required field: purpose."))?;
-    if !purposes.contains(&purpose) {
-        let msg = format!(
-            "The purpose `{purpose}` is not available; this service accepts: {}.",
-            purposes.join(", ")
-        );
-        return Err(bad("purpose", msg));
+
+    fn end_part(&mut self, part: Part) -> Result<(), ApiError> {
+        match part.name.as_str() {
+            "file" if self.file.is_some() => Err(bad("file", "Send one file per upload.")),
+            "file" => {
+                let name = part.filename.unwrap_or_else(|| "upload".into());
+                self.file = Some((name, part.len));
+                Ok(())
+            }
+            "purpose" if self.purpose.is_some() => Err(bad("purpose", "Send one purpose.")),
+            "purpose" => {
+                let purpose = String::from_utf8_lossy(&part.kept).trim().to_string();
+                if !self.purposes.contains(&purpose) {
+                    let msg = format!(
+                        "The purpose `{purpose}` is not available; this service accepts: {}.",
+                        self.purposes.join(", ")
+                    );
+                    return Err(bad("purpose", msg));
+                }
+                self.purpose = Some(purpose);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
-    let (filename, bytes) = file.ok_or_else(|| bad("file", "Missing required field: file."))?;
-    Ok(Upload {
-        purpose,
-        filename,
-        bytes,
-    })
+
+    /// The upload once every byte was read; an error refuses it.
+    pub fn finish(self) -> Result<Upload, ApiError> {
+        if !matches!(self.state, State::Done) {
+            return Err(bad("file", "The upload is cut short."));
+        }
+        let purpose = self
+            .purpose
+            .ok_or_else(|| bad("purpose", "Missing required field: purpose."))?;
+        let (filename, bytes) = self
+            .file
+            .ok_or_else(|| bad("file", "Missing required field: file."))?;
+        Ok(Upload {
+            purpose,
+            filename,
+            bytes,
+        })
+    }
+}
+
+/// Checks a whole upload against the purposes the operator allows.
+pub fn check(content_type: &str, body: &[u8], purposes: &[String]) -> Result<Upload, ApiError> {
+    let mut scanner = Scanner::new(content_type, purposes)?;
+    scanner.push(body)?;
+    scanner.finish()
 }
 
 #[cfg(test)]
@@ -148,6 +301,35 @@ mod tests {
     }
 
     #[test]
+    fn byte_by_byte_reads_the_same_and_refuses_as_soon_as_it_can() {
+        let purposes = vec!["user_data".to_string()];
+        // file content that looks like a boundary but lacks the line break before it
+        let body = form(&[
+            ("purpose", None, "user_data"),
+            ("file", Some("a.txt"), "x--XyZ--y"),
+        ]);
+        let mut s = Scanner::new(CT, &purposes).unwrap();
+        body.chunks(1).for_each(|b| s.push(b).unwrap());
+        let up = s.finish().unwrap();
+        assert_eq!((up.filename.as_str(), up.bytes), ("a.txt", 9));
+        // a refused purpose is refused before the file has arrived
+        let batch = form(&[("purpose", None, "batch"), ("file", Some("a"), "content")]);
+        let cut = batch.windows(8).position(|w| w == b"name=\"fi").unwrap();
+        let mut s = Scanner::new(CT, &purposes).unwrap();
+        assert_eq!(
+            s.push(&batch[..cut]).unwrap_err().param.as_deref(),
+            Some("purpose")
+        );
+        // the file's size is counted, never kept
+        let big = "z".repeat(100_000);
+        let body = form(&[("file", Some("b"), &big), ("purpose", None, "user_data")]);
+        let mut s = Scanner::new(CT, &purposes).unwrap();
+        body.chunks(4096).for_each(|b| s.push(b).unwrap());
+        assert!(s.buf.len() < 4096 + 16);
+        assert_eq!(s.finish().unwrap().bytes, 100_000);
+    }
+
+    #[test]
     fn refuses_other_purposes_fields_and_shapes() {
         let purposes = vec!["user_data".to_string()];
         let batch = form(&[("purpose", None, "batch"), ("file", Some("a"), "x")]);
@@ -176,6 +358,15 @@ mod tests {
         assert_eq!(
             check(CT, decoy, &purposes).unwrap_err().param.as_deref(),
             Some("org")
+        );
+        let twice = form(&[
+            ("purpose", None, "user_data"),
+            ("file", Some("a"), "x"),
+            ("file", Some("b"), "y"),
+        ]);
+        assert_eq!(
+            check(CT, &twice, &purposes).unwrap_err().param.as_deref(),
+            Some("file")
         );
         let two = "multipart/form-data; boundary=XyZ; boundary=Other";
         let ok = form(&[("purpose", None, "user_data"), ("file", Some("a"), "x")]);
