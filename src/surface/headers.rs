@@ -251,4 +251,58 @@ mod tests {
         let e = provider_error(500, b"not json", None);
         assert_eq!((e.status, e.kind), (502, "api_error"));
     }
+
+    /// Header names a client might send: every credential and account selector, the
+    /// allowed ones, the operator's extra, and arbitrary names, in any case.
+    fn header_name() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let known = prop::sample::select(vec![
+            "authorization",
+            "x-api-key",
+            "cookie",
+            "host",
+            "openai-organization",
+            "openai-project",
+            "idempotency-key",
+            "anthropic-beta",
+            "anthropic-version",
+            "content-type",
+            "accept",
+            "x-extra",
+            "x-stainless-os",
+            "cf-connecting-ip",
+            "x-forwarded-for",
+            "user-agent",
+            "openai-beta",
+        ])
+        .prop_map(str::to_string);
+        (prop_oneof![known, "[a-zA-Z-]{1,12}"], any::<bool>()).prop_map(|(n, upper)| {
+            if upper {
+                n.to_ascii_uppercase()
+            } else {
+                n
+            }
+        })
+    }
+
+    proptest::proptest! {
+        /// Whatever headers a client sends, only the allowlisted names go upstream, and
+        /// `anthropic-beta` only with the values the operator listed.
+        #[test]
+        fn only_allowlisted_headers_are_forwarded(
+            headers in proptest::collection::vec((header_name(), "[a-z0-9,-]{0,12}"), 0..12),
+            anthropic in proptest::prelude::any::<bool>(),
+        ) {
+            let extra = vec!["x-extra".to_string()];
+            let beta = vec!["b1".to_string()];
+            let policy = HeaderPolicy { extra: &extra, anthropic_beta: &beta, anthropic };
+            for (name, value) in forward_request(headers, &policy) {
+                let allowed = REQUEST_ALLOWED.contains(&name.as_str())
+                    || name == "x-extra"
+                    || (anthropic && name == "anthropic-version")
+                    || (anthropic && name == "anthropic-beta" && value.split(',').all(|v| v == "b1"));
+                proptest::prop_assert!(allowed, "{name}: {value} was forwarded");
+            }
+        }
+    }
 }

@@ -24,8 +24,14 @@ pub struct Anthropic {
 
 impl UsageAdapter for Anthropic {
     fn read_body(&self, body: &[u8]) -> Option<Usage> {
-        let body: Value = serde_json::from_slice(body).ok()?;
-        let u = body.get("usage").filter(|u| u.is_object())?;
+        // Only `usage` is built; the content is read past.
+        #[derive(serde::Deserialize)]
+        struct Skim {
+            #[serde(default)]
+            usage: Option<Value>,
+        }
+        let skim: Skim = serde_json::from_slice(body).ok()?;
+        let u = &skim.usage.filter(|u| u.is_object())?;
         Some(Usage {
             input: input_of(u).unwrap_or(0),
             output: u["output_tokens"].as_u64().unwrap_or(0),
