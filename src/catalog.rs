@@ -140,6 +140,19 @@ impl Catalog {
             ));
         }
         self.proxy.validate()?;
+        if let Some(name) = self
+            .proxy
+            .routes
+            .keys()
+            .find(|r| self.models.contains_key(*r))
+        {
+            // The route's usage is metered under its name; a model of that name would
+            // price it by tokens instead of per request.
+            return Err(problem(
+                format!("$.proxy.routes.{name}"),
+                "a route priced per request cannot share its name with a model",
+            ));
+        }
         if self.plans.is_empty() {
             return Err(problem("$.plans".into(), "at least one plan is required"));
         }
@@ -264,6 +277,19 @@ mod tests {
         let err =
             with(|v| v["models"]["gpt-4o-mini"]["input_per_mtok"] = "abc".into()).unwrap_err();
         assert_eq!(err.path, "$.models.gpt-4o-mini.input_per_mtok");
+    }
+
+    #[test]
+    fn a_route_priced_per_request_cannot_be_named_like_a_model() {
+        let err = with(|v| {
+            v["models"]["moderations"] = serde_json::json!({"input_per_mtok": "1"});
+            v["proxy"] = serde_json::json!({"routes": {"moderations": {"per_request": "1", "fields": ["input"]}}});
+        });
+        assert_eq!(err.unwrap_err().path, "$.proxy.routes.moderations");
+        let images = with(|v| {
+            v["proxy"] = serde_json::json!({"routes": {"images.generations": {"per_request": "0.04", "fields": ["prompt", "user"]}}});
+        });
+        assert!(images.is_ok(), "{:?}", images.err());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use support::{call, catalog, customer, meter, settled_usage};
 fn an_opted_in_route_is_metered_at_its_price_and_capped() {
     let mut cat: Value = serde_json::from_str(&catalog()).unwrap();
     cat["proxy"]["routes"] =
-        json!({"moderations": {"per_request": "0.25", "fields": ["model", "input"]}});
+        json!({"moderations": {"per_request": "0.25", "fields": ["model", "input", "user"]}});
     cat["plans"]["half"] = json!({"spend_cap": "0.5"});
     let upstream = FakeUpstream::start(0);
     let dir = wrangler::scratch("optional-routes");

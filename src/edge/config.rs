@@ -95,7 +95,8 @@ pub struct Upstream {
 
 /// The upstream for a path, or `None` when none is configured (the sandbox answers).
 pub fn upstream(env: &Env, path: &str) -> Option<Upstream> {
-    let anthropic = path == "/v1/messages";
+    // The messages API and its sub-routes (count_tokens) are Anthropic's.
+    let anthropic = path == "/v1/messages" || path.starts_with("/v1/messages/");
     let (url, key) = if anthropic {
         ("ANTHROPIC_UPSTREAM_URL", "ANTHROPIC_API_KEY")
     } else {

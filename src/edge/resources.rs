@@ -196,12 +196,18 @@ async fn send(
     Err(failure)
 }
 
+fn bad_upload(msg: &str) -> ApiError {
+    ApiError::bad_request("invalid_value", msg).with_param("file")
+}
+
 /// Why a streamed upload was stopped, set by the stream the provider reads from, and
 /// the abort that tears the provider's request down before its body can end.
 #[derive(Clone, Default)]
 struct Refusal {
     reason: Rc<RefCell<Option<ApiError>>>,
     abort: Rc<RefCell<Option<AbortController>>>,
+    /// What the check read, once the whole upload passed it.
+    checked: Rc<RefCell<Option<multipart::Upload>>>,
 }
 
 impl Refusal {
@@ -233,12 +239,13 @@ fn checked_upload(
     let body = req
         .stream()
         .map_err(|e| ApiError::bad_request("unreadable_body", e.to_string()))?;
+    let passed = refusal.checked.clone();
     let stop = move |e: ApiError| {
         refusal.refuse(e);
         Some((Err(worker::Error::RustError("upload refused".into())), None))
     };
-    let checked = futures_util::stream::unfold(Some((body, scanner, 0usize)), move |state| {
-        let stop = stop.clone();
+    let stream = futures_util::stream::unfold(Some((body, scanner, 0usize)), move |state| {
+        let (stop, passed) = (stop.clone(), passed.clone());
         async move {
             let (mut body, mut scanner, seen) = state?;
             match body.next().await {
@@ -255,13 +262,16 @@ fn checked_upload(
                 }
                 Some(Err(e)) => stop(ApiError::bad_request("unreadable_body", e.to_string())),
                 None => match scanner.finish() {
-                    Ok(_) => None,
+                    Ok(upload) => {
+                        *passed.borrow_mut() = Some(upload);
+                        None
+                    }
                     Err(e) => stop(e),
                 },
             }
         }
     });
-    let response = Response::from_stream(checked).map_err(http::internal)?;
+    let response = Response::from_stream(stream).map_err(http::internal)?;
     let web: worker::web_sys::Response = response.into();
     web.body()
         .map(JsValue::from)
@@ -301,13 +311,19 @@ async fn upload(
     let now_ms = worker::Date::now().as_millis() as i64;
     let created = OwnedResource::created(ResourceKind::File, &bytes, now_ms);
     let id = created.as_ref().map(|r| r.id.clone());
-    let recorded = match created {
+    let checked = refusal.checked.borrow_mut().take();
+    let differs = match (&created, &checked) {
+        (Some(stored), Some(up)) => !up.stored_as(stored),
+        (Some(_), None) => true, // stored, though the check never saw the upload end
+        (None, _) => false,
+    };
+    let recorded = match created.filter(|_| !differs) {
         Some(r) => client::change_owned(env, &ticket.counter, &OwnedChange::Add(r)).await,
         None => false,
     };
     if !recorded {
-        // A file its owner could never reach again is removed, not left in the shared
-        // account.
+        // A file its owner could never reach again, or one the provider stored other
+        // than it was checked, is removed, not left in the shared account.
         if let (Some(id), Ok(catalog)) = (id, config::catalog(env)) {
             let out = Outgoing {
                 method: Method::Delete,
@@ -319,6 +335,10 @@ async fn upload(
             let _ = upstream::send(env, &catalog, out).await;
         }
         ticket.close(None, None).await;
+        if differs {
+            let msg = "The provider read this upload other than edgemeter checked it, so it was not kept. Send a plain multipart/form-data upload.";
+            return Err(bad_upload(msg));
+        }
         let msg =
             "The upload could not be recorded for your account, so it was not kept. Please retry.";
         return Err(ApiError::unavailable(msg));
@@ -339,7 +359,12 @@ async fn forward_counted(
     let (up, ticket) = send(env, ticket, out).await?;
     let Some((kind, id)) = forget else {
         ctx.wait_until(async move { ticket.close(one_request(), None).await });
-        return respond(up.status, &up.headers, Payload::Stream(up.body));
+        let body = if up.content_type.starts_with("text/event-stream") {
+            super::stream::scrubbed(up.body)
+        } else {
+            up.body
+        };
+        return respond(up.status, &up.headers, Payload::Stream(body));
     };
     // A deletion's answer is small: the record goes only when the provider says the
     // resource is gone, so a refused deletion leaves it manageable by its owner.

@@ -98,6 +98,15 @@ impl MeteredStream {
     }
 }
 
+/// An SSE answer of a route not metered by tokens (an opted-in route): passed through
+/// event by event under the same error-event rules, its usage not read. The metering
+/// half of `MeteredStream` reports to nobody here.
+pub fn scrubbed(body: Body) -> Body {
+    let adapter = Box::new(crate::usage::OpenAi::default());
+    let (stream, _unread) = MeteredStream::new(body, adapter, false, 0, false);
+    Box::pin(stream)
+}
+
 impl Stream for MeteredStream {
     type Item = worker::Result<Vec<u8>>;
 
@@ -115,9 +124,13 @@ impl Stream for MeteredStream {
                     }
                 }
                 Poll::Ready(Some(Err(_))) | Poll::Ready(None) => {
-                    // An unfinished last event is forwarded as it is; a broken upstream
-                    // ends the stream and what was delivered is metered.
+                    // An unfinished last event is forwarded under the same rules as a
+                    // finished one; a broken upstream ends the stream and what was
+                    // delivered is metered.
                     let rest = self.scanner.take_rest();
+                    let rest = event_data(&rest)
+                        .and_then(|d| crate::surface::events::rewrite(&rest, &d))
+                        .unwrap_or(rest);
                     self.record(&rest);
                     self.finish();
                     return Poll::Ready((!rest.is_empty()).then_some(Ok(rest)));

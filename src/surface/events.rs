@@ -2,8 +2,8 @@
 //! provider reports a failure in it (`{"error": …}` on chat, `error` and
 //! `response.failed` on Responses, `event: error` on Anthropic), and those messages can
 //! name the operator's organization, project or shared rate limits just as an error
-//! status can. They pass with the same rule: every `message` that names the account is
-//! replaced, everything else is kept.
+//! status can. They pass with the same rule: every string in an error event that names
+//! the account is replaced, everything else is kept.
 
 use super::headers::names_account;
 use serde_json::Value;
@@ -17,47 +17,61 @@ fn is_error(event: &Value) -> bool {
         || matches!(event["type"].as_str(), Some("error" | "response.failed"))
 }
 
-/// Replaces every `message` string under `v` that names the account; true if any was.
+/// The line breaks SSE allows: CRLF, LF or CR alone.
+fn lines(text: &str) -> impl Iterator<Item = &str> {
+    text.split("\r\n").flat_map(|l| l.split(['\r', '\n']))
+}
+
+/// Whether the event's own name (`event: error`) says it reports an error.
+fn named_error(text: &str) -> bool {
+    lines(text).any(|l| {
+        l.strip_prefix("event:")
+            .is_some_and(|name| matches!(name.trim(), "error" | "response.failed"))
+    })
+}
+
+/// Replaces every string under `v` that names the account; true if any was.
 fn scrub(v: &mut Value) -> bool {
     match v {
-        Value::Object(map) => {
-            let mut changed = false;
-            for (key, value) in map.iter_mut() {
-                match value {
-                    Value::String(s) if key == "message" && names_account(s) => {
-                        *s = GENERIC.to_string();
-                        changed = true;
-                    }
-                    other => changed |= scrub(other),
-                }
-            }
-            changed
+        Value::String(s) if names_account(s) => {
+            *s = GENERIC.to_string();
+            true
         }
+        Value::Object(map) => map.values_mut().fold(false, |c, v| scrub(v) | c),
         Value::Array(items) => items.iter_mut().fold(false, |c, i| scrub(i) | c),
         _ => false,
     }
 }
 
-/// The event rewritten when it is an error event whose messages name the account;
-/// `None` when it passes as it is. `data` is the event's joined data lines.
+/// The event rewritten when it is an error event that names the account; `None` when
+/// it passes as it is. `data` is the event's joined data lines.
 pub fn rewrite(event: &[u8], data: &str) -> Option<Vec<u8>> {
-    // Most events carry no error: skip the parse for them.
-    if !data.contains("error") && !data.contains("failed") {
-        return None;
-    }
-    let mut parsed: Value = serde_json::from_str(data).ok()?;
-    if !is_error(&parsed) || !scrub(&mut parsed) {
-        return None;
-    }
     let text = String::from_utf8_lossy(event);
+    // Most events carry no error: skip the parse for them. A backslash could spell
+    // `error` as an escape, so it is parsed too.
+    let suspect = data.contains("rror") || data.contains("failed") || data.contains('\\');
+    if !suspect && !named_error(&text) {
+        return None;
+    }
+    let replaced = match serde_json::from_str::<Value>(data) {
+        Ok(mut parsed) if is_error(&parsed) || named_error(&text) => {
+            scrub(&mut parsed).then(|| parsed.to_string())?
+        }
+        Ok(_) => return None,
+        // Not JSON: in an error event, or naming the account, none of it passes.
+        Err(_) if named_error(&text) || names_account(data) => {
+            serde_json::json!({"error": {"message": GENERIC, "type": "api_error"}}).to_string()
+        }
+        Err(_) => return None,
+    };
     let mut out = String::new();
-    for line in text.split('\n').map(|l| l.trim_end_matches('\r')) {
+    for line in lines(&text) {
         if !line.is_empty() && !line.starts_with("data:") {
             out.push_str(line);
             out.push('\n');
         }
     }
-    out.push_str(&format!("data: {parsed}\n\n"));
+    out.push_str(&format!("data: {replaced}\n\n"));
     Some(out.into_bytes())
 }
 
@@ -87,6 +101,19 @@ mod tests {
         );
         let failed = "event: response.failed\ndata: {\"type\":\"response.failed\",\"response\":{\"error\":{\"code\":\"server_error\",\"message\":\"proj_9 is over its limit\"}}}\n\n";
         assert!(!run(failed).unwrap().contains("proj_9"));
+    }
+
+    #[test]
+    fn a_misbehaving_upstream_cannot_slip_past() {
+        // a bare-string error, CR line ends, an escaped key, non-JSON in an error event
+        let plain = "data: {\"error\":\"Rate limit reached for org-9\"}\n\n";
+        assert!(!run(plain).unwrap().contains("org-9"));
+        let cr = "event: error\rdata: {\"message\":\"org-9 quota\"}\r\r";
+        assert!(!run(cr).unwrap().contains("org-9"));
+        let escaped = "data: {\"\\u0065rror\":{\"message\":\"proj_9 over\"}}\n\n";
+        assert!(!run(escaped).unwrap().contains("proj_9"));
+        let text = "event: error\ndata: upstream org-9 said no\n\n";
+        assert!(!run(text).unwrap().contains("org-9"));
     }
 
     #[test]

@@ -115,7 +115,8 @@ pub fn sanitize_optional(
     fields: &[String],
     identity: &dyn Fn(&str) -> String,
 ) -> Result<(), ApiError> {
-    common(body, &[], fields, true, identity)
+    // Identity fields pass only where the operator listed them (hashed even then).
+    common(body, &[], fields, false, identity)
 }
 
 /// The rules every route shares: no two keys that differ only in case, only known

@@ -4,6 +4,7 @@
 //! so the provider never receives a complete upload edgemeter refused.
 
 use crate::error::ApiError;
+use std::collections::BTreeMap;
 
 /// What a checked upload carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,6 +14,15 @@ pub struct Upload {
     pub bytes: u64,
 }
 
+impl Upload {
+    /// Whether the provider stored what this check read: the same purpose and size. A
+    /// parser that read the upload another way (another purpose, another file) is
+    /// caught here, whatever the differential was.
+    pub fn stored_as(&self, stored: &super::owned::OwnedResource) -> bool {
+        stored.purpose == self.purpose && stored.bytes == self.bytes
+    }
+}
+
 /// Fields an upload may have besides the file itself.
 const FIELDS: [&str; 3] = ["purpose", "expires_after[anchor]", "expires_after[seconds]"];
 
@@ -20,21 +30,30 @@ fn bad(param: &str, msg: impl Into<String>) -> ApiError {
     ApiError::bad_request("invalid_value", msg).with_param(param)
 }
 
-/// The boundary of a `multipart/form-data` content type.
+/// The boundary of a `multipart/form-data` content type. Only RFC 2046's boundary
+/// characters are accepted, and only once: anything a parser could read another way
+/// (`;` or `"` inside a quoted boundary, two boundaries) is refused.
 fn boundary(content_type: &str) -> Option<&str> {
     let (kind, params) = content_type.split_once(';')?;
     if !kind.trim().eq_ignore_ascii_case("multipart/form-data") {
         return None;
     }
-    // More than one boundary would let this check and the provider read different parts.
     let mut found = params.split(';').filter_map(|p| {
         let (k, v) = p.trim().split_once('=')?;
         k.trim()
             .eq_ignore_ascii_case("boundary")
-            .then(|| v.trim().trim_matches('"'))
+            .then_some(v.trim())
     });
-    let boundary = found.next().filter(|b| !b.is_empty() && b.len() <= 200)?;
-    found.next().is_none().then_some(boundary)
+    let raw = found.next()?;
+    if found.next().is_some() {
+        return None;
+    }
+    let value = match raw.strip_prefix('"') {
+        Some(rest) => rest.strip_suffix('"')?,
+        None => raw,
+    };
+    let bchar = |b: u8| b.is_ascii_alphanumeric() || b"'()+_,-./:=?".contains(&b);
+    ((1..=70).contains(&value.len()) && value.bytes().all(bchar)).then_some(value)
 }
 
 fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
@@ -44,19 +63,70 @@ fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
         .map(|i| i + from)
 }
 
-/// A parameter (`name`, `filename`) of a part's Content-Disposition line, matched as a
-/// whole parameter: `xname="…"` is not `name`.
-fn disposition_param<'a>(headers: &'a str, key: &str) -> Option<&'a str> {
-    let line = headers
-        .lines()
-        .find(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))?;
-    let (_, params) = line.split_once(':')?;
-    params.split(';').find_map(|p| {
-        let (k, v) = p.trim().split_once('=')?;
-        k.trim()
-            .eq_ignore_ascii_case(key)
-            .then(|| v.trim().trim_matches('"'))
-    })
+/// The parameters of a part's one Content-Disposition header, read as a quote-aware
+/// parser reads them. Anything two parsers could read differently is refused: a bare CR
+/// or LF, a second Content-Disposition, a parameter given twice, an extended (`name*`)
+/// parameter, an unbalanced quote, a backslash escape.
+fn disposition(headers: &str) -> Result<BTreeMap<String, String>, ApiError> {
+    let malformed = |what: &str| {
+        bad(
+            "file",
+            format!("The upload's part headers are malformed: {what}."),
+        )
+    };
+    let mut found = None;
+    for line in headers.split("\r\n") {
+        if line.contains(['\r', '\n']) {
+            return Err(malformed("a bare line break"));
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(malformed("a line that is not a header"));
+        };
+        if name.trim().eq_ignore_ascii_case("content-disposition") && found.replace(value).is_some()
+        {
+            return Err(malformed("two Content-Disposition headers"));
+        }
+    }
+    let value = found.ok_or_else(|| malformed("no Content-Disposition"))?;
+    if value.contains('\\') {
+        return Err(malformed("a backslash"));
+    }
+    let mut params = BTreeMap::new();
+    for piece in split_params(value).ok_or_else(|| malformed("an unbalanced quote"))? {
+        let Some((k, v)) = piece.split_once('=') else {
+            continue; // the `form-data` disposition type itself
+        };
+        let key = k.trim().to_ascii_lowercase();
+        if key.ends_with('*') {
+            return Err(malformed("an extended parameter"));
+        }
+        let v = v.trim();
+        let v = v
+            .strip_prefix('"')
+            .and_then(|r| r.strip_suffix('"'))
+            .unwrap_or(v);
+        if params.insert(key, v.to_string()).is_some() {
+            return Err(malformed("a parameter given twice"));
+        }
+    }
+    Ok(params)
+}
+
+/// Splits header parameters on `;` outside quotes; `None` for an unbalanced quote.
+fn split_params(value: &str) -> Option<Vec<&str>> {
+    let (mut out, mut start, mut quoted) = (Vec::new(), 0, false);
+    for (i, c) in value.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            ';' if !quoted => {
+                out.push(&value[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&value[start..]);
+    (!quoted).then_some(out)
 }
 
 /// A part's headers longer than this are refused; so is a non-file field's value
@@ -130,26 +200,29 @@ impl Scanner {
         self.buf.extend_from_slice(chunk);
         loop {
             match std::mem::replace(&mut self.state, State::Done) {
-                State::Preamble => match find(&self.buf, &self.first, 0) {
-                    Some(i) => {
-                        self.buf.drain(..i + self.first.len());
-                        self.state = State::AfterBoundary;
-                    }
-                    None => {
-                        let keep = self.buf.len().saturating_sub(self.first.len());
-                        self.buf.drain(..keep);
-                        self.state = State::Preamble;
-                        return Ok(());
-                    }
-                },
+                // The body starts with its first boundary: a preamble is where parsers
+                // disagree on what the first part is.
+                State::Preamble if self.buf.len() < self.first.len() => {
+                    self.state = State::Preamble;
+                    return Ok(());
+                }
+                State::Preamble if self.buf.starts_with(&self.first) => {
+                    self.buf.drain(..self.first.len());
+                    self.state = State::AfterBoundary;
+                }
+                State::Preamble => {
+                    return Err(bad("file", "The upload must start with its boundary."));
+                }
                 State::AfterBoundary => match self.buf.get(..2) {
                     None => {
                         self.state = State::AfterBoundary;
                         return Ok(());
                     }
                     Some(b"--") => {
-                        self.buf.clear(); // the epilogue means nothing
-                        return Ok(());
+                        self.buf.drain(..2);
+                        // Nothing but line ends may follow: a parser that reads on would
+                        // see parts this check never saw.
+                        self.state = State::Done;
                     }
                     Some(b"\r\n") => {
                         self.buf.drain(..2);
@@ -159,6 +232,9 @@ impl Scanner {
                 },
                 State::Headers => match find(&self.buf, b"\r\n\r\n", 0) {
                     Some(i) => {
+                        if find(&self.buf[..i], &self.first, 0).is_some() {
+                            return Err(bad("file", "A part's headers hold the boundary."));
+                        }
                         let headers = String::from_utf8_lossy(&self.buf[..i]).into_owned();
                         self.buf.drain(..i + 4);
                         self.state = State::Data(self.part(&headers)?);
@@ -188,6 +264,9 @@ impl Scanner {
                     }
                 },
                 State::Done => {
+                    if self.buf.iter().any(|b| !matches!(b, b'\r' | b'\n')) {
+                        return Err(bad("file", "Nothing may follow the end of the upload."));
+                    }
                     self.buf.clear();
                     return Ok(());
                 }
@@ -197,14 +276,15 @@ impl Scanner {
 
     /// A part from its headers: only the file and the known fields may come.
     fn part(&self, headers: &str) -> Result<Part, ApiError> {
-        let name = disposition_param(headers, "name").unwrap_or("");
-        if name != "file" && !FIELDS.contains(&name) {
+        let mut params = disposition(headers)?;
+        let name = params.remove("name").unwrap_or_default();
+        if name != "file" && !FIELDS.contains(&name.as_str()) {
             let msg = format!("Unrecognized upload field: {name}");
             return Err(ApiError::bad_request("unknown_parameter", msg).with_param(name));
         }
         Ok(Part {
-            name: name.to_string(),
-            filename: disposition_param(headers, "filename").map(String::from),
+            name,
+            filename: params.remove("filename"),
             len: 0,
             kept: Vec::new(),
         })
@@ -283,6 +363,23 @@ mod tests {
     const CT: &str = "multipart/form-data; boundary=XyZ";
 
     #[test]
+    fn a_differently_read_upload_is_caught_by_what_was_stored() {
+        use crate::surface::{owned::OwnedResource, ResourceKind};
+        let up = Upload {
+            purpose: "user_data".into(),
+            filename: "a".into(),
+            bytes: 5,
+        };
+        let stored = |purpose: &str, bytes: u64| {
+            let answer = format!(r#"{{"id":"file-1","purpose":"{purpose}","bytes":{bytes}}}"#);
+            OwnedResource::created(ResourceKind::File, answer.as_bytes(), 0).unwrap()
+        };
+        assert!(up.stored_as(&stored("user_data", 5)));
+        assert!(!up.stored_as(&stored("batch", 5)));
+        assert!(!up.stored_as(&stored("user_data", 6)));
+    }
+
+    #[test]
     fn reads_purpose_name_and_size() {
         let body = form(&[
             ("purpose", None, "user_data"),
@@ -329,6 +426,44 @@ mod tests {
         assert_eq!(s.finish().unwrap().bytes, 100_000);
     }
 
+    /// Shapes two multipart parsers could read differently: each is refused whole.
+    #[test]
+    fn parser_differentials_are_refused() {
+        let purposes = vec!["user_data".to_string()];
+        let part = |disposition: &str| {
+            let mut body = format!("--XyZ\r\n{disposition}\r\n\r\nbatch\r\n").into_bytes();
+            body.extend(form(&[
+                ("purpose", None, "user_data"),
+                ("file", Some("a"), "x"),
+            ]));
+            body
+        };
+        for disposition in [
+            "content-disposition: form-data; x=\"; name=expires_after[anchor]\"; name=\"purpose\"",
+            "content-disposition: form-data; name=\"expires_after[anchor]\"; name*=UTF-8''purpose",
+            "content-disposition: form-data; name=\"expires_after[anchor]\"\r\ncontent-disposition: form-data; name=\"purpose\"",
+            "content-disposition: form-data; name=\"expires_after[anchor]\"; name=\"purpose\"",
+            "content-disposition: form-data; name=\"expires_after\\\"[anchor]\"",
+            "content-disposition: form-data; name=\"expires_after[anchor]\nx: y\"",
+        ] {
+            assert!(check(CT, &part(disposition), &purposes).is_err(), "{disposition}");
+        }
+        let ok = form(&[("purpose", None, "user_data"), ("file", Some("a"), "x")]);
+        // a preamble, an LF-only delimiter, text after the close, a boundary a parser
+        // would cut at `;`
+        let mut preamble = b"x--XyZ\r\n".to_vec();
+        preamble.extend_from_slice(&ok);
+        assert!(check(CT, &preamble, &purposes).is_err());
+        let lf = String::from_utf8(ok.clone()).unwrap().replace("\r\n", "\n");
+        assert!(check(CT, lf.as_bytes(), &purposes).is_err());
+        let mut after = String::from_utf8(ok.clone()).unwrap();
+        after = after.replace("--XyZ--\r\n", "--XyZ--x\r\n");
+        assert!(check(CT, after.as_bytes(), &purposes).is_err());
+        let quoted = "multipart/form-data; boundary=\"XyZ;cd\"";
+        assert!(check(quoted, &ok, &purposes).is_err());
+        assert!(check("multipart/form-data; boundary=\"XyZ\"", &ok, &purposes).is_ok());
+    }
+
     #[test]
     fn refuses_other_purposes_fields_and_shapes() {
         let purposes = vec!["user_data".to_string()];
@@ -368,6 +503,9 @@ mod tests {
             check(CT, &twice, &purposes).unwrap_err().param.as_deref(),
             Some("file")
         );
+        let mut tail = form(&[("purpose", None, "user_data"), ("file", Some("a"), "x")]);
+        tail.extend_from_slice(b"--XyZ\r\ncontent-disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--XyZ--\r\n");
+        assert!(check(CT, &tail, &purposes).is_err());
         let two = "multipart/form-data; boundary=XyZ; boundary=Other";
         let ok = form(&[("purpose", None, "user_data"), ("file", Some("a"), "x")]);
         assert!(check(two, &ok, &purposes).is_err());

@@ -83,12 +83,13 @@ const LOCKED_FIELDS: [&str; 8] = [
     "prompt",
 ];
 
+/// Fields an opted-in route cannot pass: they store state or tag it. Identity fields
+/// may be listed there; they are hashed like everywhere.
+const LOCKED_OPTIONAL: [&str; 3] = ["metadata", "store", "background"];
+
 /// Refuses a field list that names a field edgemeter governs.
-fn locked(fields: &[String], path: &str) -> Result<(), CatalogError> {
-    match fields
-        .iter()
-        .position(|f| LOCKED_FIELDS.contains(&f.as_str()))
-    {
+fn locked(fields: &[String], governed: &[&str], path: &str) -> Result<(), CatalogError> {
+    match fields.iter().position(|f| governed.contains(&f.as_str())) {
         Some(i) => Err(CatalogError {
             path: format!("{path}[{i}]"),
             message: format!(
@@ -131,7 +132,11 @@ impl ProxySettings {
                     "unknown route; use a meter name such as chat.completions".into(),
                 );
             }
-            locked(fields, &format!("$.proxy.body_fields.{route}"))?;
+            locked(
+                fields,
+                &LOCKED_FIELDS,
+                &format!("$.proxy.body_fields.{route}"),
+            )?;
         }
         for (name, route) in &self.routes {
             let base = format!("$.proxy.routes.{name}");
@@ -152,7 +157,7 @@ impl ProxySettings {
                     "list the fields that may pass".into(),
                 );
             }
-            locked(&route.fields, &format!("{base}.fields"))?;
+            locked(&route.fields, &LOCKED_OPTIONAL, &format!("{base}.fields"))?;
         }
         Ok(())
     }
