@@ -20,6 +20,7 @@ const DEFAULT_PRICE_BOOK: &str = include_str!("../../price_book.json");
 thread_local! {
     static CATALOG: RefCell<Option<Rc<Catalog>>> = const { RefCell::new(None) };
     static PRICE_BOOK: RefCell<Option<Rc<PriceBook>>> = const { RefCell::new(None) };
+    static KEY_SECRET: RefCell<Option<Rc<[u8]>>> = const { RefCell::new(None) };
 }
 
 /// The rating endpoint's price book; a broken one is an internal error with its path.
@@ -57,10 +58,17 @@ pub fn catalog(env: &Env) -> Result<Rc<Catalog>, ApiError> {
 
 /// The server secret keys are signed under (`KEY_SECRET`). Without it no key can be
 /// issued or accepted, so a deployment that forgot it fails closed.
-pub fn key_secret(env: &Env) -> Result<Vec<u8>, ApiError> {
-    setting(env, "KEY_SECRET")
-        .map(String::into_bytes)
-        .ok_or_else(|| ApiError::internal("KEY_SECRET is not set: no API key can be checked."))
+/// Read once per isolate, like the catalog: it is on every request's path.
+pub fn key_secret(env: &Env) -> Result<Rc<[u8]>, ApiError> {
+    if let Some(secret) = KEY_SECRET.with(|c| c.borrow().clone()) {
+        return Ok(secret);
+    }
+    let secret: Rc<[u8]> = setting(env, "KEY_SECRET")
+        .ok_or_else(|| ApiError::internal("KEY_SECRET is not set: no API key can be checked."))?
+        .into_bytes()
+        .into();
+    KEY_SECRET.with(|c| *c.borrow_mut() = Some(secret.clone()));
+    Ok(secret)
 }
 
 /// The largest upstream answer edgemeter buffers (`MAX_RESPONSE_BYTES`, default 32 MiB).

@@ -63,7 +63,8 @@ pub async fn read_capped(
 ) -> std::result::Result<Vec<u8>, ApiError> {
     use super::metrics::{bump, Metric};
     use futures_util::StreamExt;
-    if declared_length(req).is_some_and(|l| l > limit) {
+    let declared = declared_length(req);
+    if declared.is_some_and(|l| l > limit) {
         bump(Metric::BodyCapHits);
         return Err(ApiError::too_large(limit));
     }
@@ -71,6 +72,11 @@ pub async fn read_capped(
         return Ok(Vec::new());
     }
     let unreadable = |e: worker::Error| ApiError::bad_request("unreadable_body", e.to_string());
+    if declared.is_some() {
+        // The runtime holds a body to its declared length, which is within the cap: one
+        // read, without a stream's per-chunk round trips.
+        return req.bytes().await.map_err(unreadable);
+    }
     let mut body = Vec::new();
     let Ok(mut stream) = req.stream() else {
         return Ok(body); // no body at all
