@@ -118,7 +118,10 @@ impl UsageAdapter for OpenAi {
             }
         }
         self.chars += text_len(&chunk["delta"]); // Responses API text deltas
-        if chunk["type"] == "response.completed" {
+        // A Responses stream ends with one of these, each with the response's usage:
+        // an incomplete or failed response still spent its tokens (reasoning included).
+        let ended = ["response.completed", "response.incomplete", "response.failed"];
+        if ended.iter().any(|t| chunk["type"] == *t) {
             if chunk["response"]["usage"].is_object() {
                 self.reported = Some(normalize(&chunk["response"]["usage"]));
             }
@@ -235,5 +238,18 @@ mod tests {
         let done = format!(r#"{{"type":"response.completed","response":{RESPONSES}}}"#);
         assert_eq!(a.on_event(&done), EventKind::Other);
         assert_eq!(a.reported().unwrap().output, 87);
+    }
+
+    #[test]
+    fn an_incomplete_or_failed_response_reports_its_usage_too() {
+        for ended in ["response.incomplete", "response.failed"] {
+            let mut a = OpenAi::default();
+            a.on_event(r#"{"type":"response.output_text.delta","delta":"Hi"}"#);
+            let event = format!(r#"{{"type":"{ended}","response":{RESPONSES}}}"#);
+            a.on_event(&event);
+            // what the provider reported, not 2 visible characters
+            let m = settle_stream(&a, 0);
+            assert_eq!((m.usage.output, m.estimated), (87, false), "{ended}");
+        }
     }
 }
