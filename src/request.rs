@@ -107,8 +107,10 @@ struct PromptSize {
 impl PromptSize {
     fn measure(&mut self, v: &Value) {
         match v {
-            // Inline media (data URLs): their size says nothing about tokens.
-            Value::String(s) if s.starts_with("data:") => {}
+            // A data URL outside a known media part (a file part, or plain text that
+            // merely starts so) is not estimated as text, but its bytes stay in the
+            // bound: the bound must never be smaller than what the provider may count.
+            Value::String(s) if s.starts_with("data:") => self.bytes += s.len() as u64,
             Value::String(s) => {
                 self.chars += s.chars().count() as u64;
                 self.bytes += s.len() as u64;
@@ -373,6 +375,14 @@ mod tests {
             (p.input_estimate, p.input_reserve, p.output_cap),
             (11, 11, Some(0))
         );
+    }
+
+    #[test]
+    fn text_that_starts_like_a_data_url_stays_in_the_bound() {
+        let text = format!("data: {}", "x".repeat(10_000));
+        let body = serde_json::json!({"model": "m", "input": text}).to_string();
+        let p = prepare("/v1/responses", body.as_bytes()).unwrap();
+        assert!(p.input_reserve >= 10_006, "{}", p.input_reserve);
     }
 
     #[test]
