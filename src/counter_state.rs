@@ -91,6 +91,14 @@ pub struct AdmitAsk {
     pub input_reserve: u64,
     /// The request's own output cap; the plan's default is reserved when it has none.
     pub output_cap: Option<u64>,
+    /// Completions the provider generates, each up to the cap: `n`, or `best_of`
+    /// (every candidate is generated, `n ≤ best_of`).
+    #[serde(default = "one")]
+    pub choices: u64,
+}
+
+fn one() -> u64 {
+    1
 }
 
 /// One customer's counter for the current period.
@@ -111,7 +119,10 @@ pub struct CounterState {
 pub fn reserve_of(plan: &Plan, ask: &AdmitAsk) -> Usage {
     Usage {
         input: ask.input_reserve,
-        output: ask.output_cap.unwrap_or(plan.default_max_output_tokens),
+        output: ask
+            .output_cap
+            .unwrap_or(plan.default_max_output_tokens)
+            .saturating_mul(ask.choices.max(1)),
         ..Usage::default()
     }
 }

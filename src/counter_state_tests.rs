@@ -14,6 +14,7 @@ fn ask(input: u64, output: u64) -> AdmitAsk {
         input_estimate: input,
         input_reserve: input,
         output_cap: Some(output),
+        choices: 1,
     }
 }
 

@@ -56,6 +56,10 @@ pub enum AdmitResponse {
         /// proxy can price the request as what it adds to them.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         spend_basis: Option<SpendBasis>,
+        /// The usage reserved: the bound a request is billed at when the provider's
+        /// answer cannot be read.
+        #[serde(default)]
+        reserved: Usage,
     },
     Replayed {
         replay: Replay,

@@ -82,6 +82,7 @@ mod tests {
             input_estimate: 10,
             input_reserve: 10,
             output_cap: Some(10),
+            choices: 1,
         };
         let plan = catalog.plan("starter").unwrap();
         let r = s.admit(&Pricing::List(&catalog), plan, &ask, now).unwrap();

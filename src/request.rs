@@ -74,6 +74,8 @@ pub struct Prepared {
     pub input_reserve: u64,
     /// Output tokens to reserve: the client's own cap or the plan default.
     pub output_cap: Option<u64>,
+    /// Completions generated per request (`n`, `best_of`), each up to the cap.
+    pub choices: u64,
     /// The body to send upstream; `None` means forward the client's bytes unchanged.
     pub upstream_body: Option<Vec<u8>>,
 }
@@ -202,6 +204,7 @@ impl Prepared {
             input_estimate: 0,
             input_reserve: 0,
             output_cap: Some(0),
+            choices: 1,
             upstream_body: None,
         }
     }
@@ -216,6 +219,7 @@ impl Prepared {
             input_estimate: self.input_estimate,
             input_reserve: self.input_reserve,
             output_cap: self.output_cap,
+            choices: self.choices,
         }
     }
 }
@@ -284,8 +288,31 @@ pub fn prepare_json(meter: Meter, mut json: Map<String, Value>) -> Result<Prepar
         input_estimate,
         input_reserve,
         output_cap,
+        choices: choices(&json)?,
         upstream_body,
     })
+}
+
+/// The largest `n` (and `best_of`) a request may ask for: the providers' own limits.
+const MAX_CHOICES: u64 = 128;
+
+/// How many completions a request generates: the larger of `n` and `best_of`.
+fn choices(body: &Map<String, Value>) -> Result<u64, ApiError> {
+    let mut most = 1;
+    for field in ["n", "best_of"] {
+        match body.get(field) {
+            None | Some(Value::Null) => {}
+            Some(v) => {
+                let n = v.as_u64().filter(|n| (1..=MAX_CHOICES).contains(n));
+                let n = n.ok_or_else(|| {
+                    let msg = format!("`{field}` must be an integer from 1 to {MAX_CHOICES}.");
+                    ApiError::bad_request("invalid_value", msg).with_param(field)
+                })?;
+                most = most.max(n);
+            }
+        }
+    }
+    Ok(most)
 }
 
 #[cfg(test)]
@@ -374,6 +401,34 @@ mod tests {
         assert_eq!(
             (p.input_estimate, p.input_reserve, p.output_cap),
             (11, 11, Some(0))
+        );
+    }
+
+    #[test]
+    fn every_generated_choice_is_reserved() {
+        let ask = |extra: &str| {
+            let body = format!(r#"{{"model":"m","prompt":"hi","max_tokens":50{extra}}}"#);
+            prepare("/v1/completions", body.as_bytes()).map(|p| p.ask())
+        };
+        assert_eq!(ask("").unwrap().choices, 1);
+        assert_eq!(ask(r#","n":4"#).unwrap().choices, 4);
+        // all best_of candidates are generated, n of them returned
+        assert_eq!(ask(r#","n":2,"best_of":5"#).unwrap().choices, 5);
+        let e = ask(r#","n":0"#).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("n"));
+        assert!(ask(r#","best_of":100000"#).is_err());
+        let plan = crate::catalog::Plan::default();
+        // 50 tokens per choice * 4 choices
+        let reserve = crate::counter_state::reserve_of(&plan, &ask(r#","n":4"#).unwrap());
+        assert_eq!(reserve.output, 200);
+        let huge = crate::counter_state::AdmitAsk {
+            output_cap: Some(u64::MAX),
+            choices: 4,
+            ..ask("").unwrap()
+        };
+        assert_eq!(
+            crate::counter_state::reserve_of(&plan, &huge).output,
+            u64::MAX
         );
     }
 

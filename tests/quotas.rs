@@ -211,3 +211,21 @@ fn plans_with_token_limits_bound_the_output_of_uncapped_requests() {
         "a plan without token limits changes nothing"
     );
 }
+
+/// Every choice a request generates is reserved: `n` copies of the output cap.
+#[test]
+fn every_choice_counts_against_a_hard_token_quota() {
+    let port = shared().worker.port;
+    let (_, key) = customer(port, "tokens");
+    let mut body = ask(40);
+    // 200 included: one choice reserves 29 input + 40 output = 69, admitted alone;
+    // four choices reserve 29 + 4 * 40 = 189, still within it; five, 229, are not.
+    body["n"] = json!(5);
+    let r = chat(port, &key, &body, &[]);
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.error_type(), "insufficient_quota");
+    body["n"] = json!(4);
+    assert_eq!(chat(port, &key, &body, &[]).status, 200);
+    body["n"] = json!(0);
+    assert_eq!(chat(port, &key, &body, &[]).status, 400);
+}

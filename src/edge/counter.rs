@@ -262,6 +262,7 @@ impl UsageCounter {
                 },
                 headers,
                 spend_basis,
+                reserved: reserve_of(plan, &req.ask),
             })
         });
         match outcome {

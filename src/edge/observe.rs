@@ -133,11 +133,7 @@ pub async fn observe(
         Ok(b) => b,
         Err(e) => {
             // The provider did the work but its answer cannot be read: bill the bound.
-            let bound = Usage {
-                input: prepared.input_reserve,
-                output: prepared.output_cap.unwrap_or(0),
-                ..Usage::default()
-            };
+            let bound = ticket.reserved;
             ticket
                 .close(
                     Some(Metered {

@@ -156,6 +156,7 @@ async fn metered(
         headers,
         plan,
         spend_basis,
+        reserved,
     } = answer
     else {
         return not_admitted(answer);
@@ -178,6 +179,7 @@ async fn metered(
         reservation,
         keep: idempotency.is_some(),
         stored_response: None,
+        reserved,
     };
     let catalog = config::catalog(env)?;
     let sent = if caller.mode == Mode::Test {

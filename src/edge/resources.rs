@@ -160,12 +160,17 @@ async fn admit(
         now_ms: worker::Date::now().as_millis() as i64,
     };
     match client::admit(env, &caller.counter, &admit).await? {
-        AdmitResponse::Admitted { reservation, .. } => Ok(Ok(Ticket {
+        AdmitResponse::Admitted {
+            reservation,
+            reserved,
+            ..
+        } => Ok(Ok(Ticket {
             env: env.clone(),
             counter: caller.counter.clone(),
             reservation,
             keep: false,
             stored_response: None,
+            reserved,
         })),
         other => Ok(Err(not_admitted(other)?)),
     }

@@ -6,7 +6,7 @@ use super::http;
 use super::stream::{Body, REPLAY_LIMIT};
 use crate::error::ApiError;
 use crate::protocol::{AdmitResponse, Replay, SettleRequest};
-use crate::usage::Metered;
+use crate::usage::{Metered, Usage};
 use worker::{Env, Headers, Response};
 
 /// A reserved request, to be settled or released exactly once.
@@ -19,6 +19,8 @@ pub struct Ticket {
     pub keep: bool,
     /// The stored response this request created, if any.
     pub stored_response: Option<String>,
+    /// The usage reserved: what is billed when the provider's answer cannot be read.
+    pub reserved: Usage,
 }
 
 impl Ticket {

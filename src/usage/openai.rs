@@ -118,9 +118,13 @@ impl UsageAdapter for OpenAi {
             }
         }
         self.chars += text_len(&chunk["delta"]); // Responses API text deltas
-        // A Responses stream ends with one of these, each with the response's usage:
-        // an incomplete or failed response still spent its tokens (reasoning included).
-        let ended = ["response.completed", "response.incomplete", "response.failed"];
+                                                 // A Responses stream ends with one of these, each with the response's usage:
+                                                 // an incomplete or failed response still spent its tokens (reasoning included).
+        let ended = [
+            "response.completed",
+            "response.incomplete",
+            "response.failed",
+        ];
         if ended.iter().any(|t| chunk["type"] == *t) {
             if chunk["response"]["usage"].is_object() {
                 self.reported = Some(normalize(&chunk["response"]["usage"]));
