@@ -8,6 +8,8 @@ use crate::error::ApiError;
 use crate::period::{period_at, Period};
 use crate::pricing::Pricing;
 use crate::quota::{self, Ask, Totals, MINUTE_MS};
+pub use crate::reservation::Reservation;
+use crate::reservation::{Expired, Landing, RESERVATION_TTL_MS};
 use crate::usage::Usage;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -41,36 +43,19 @@ impl Tally {
 
     /// One more request with usage `u`.
     pub fn add(&mut self, u: &Usage, estimated: bool) {
-        self.requests += 1;
-        self.input += u.input;
-        self.output += u.output;
-        self.cached += u.cached;
-        self.reasoning += u.reasoning;
-        self.images += u.images;
-        self.seconds += u.seconds;
-        self.estimated += u64::from(estimated);
+        let mut one = Tally {
+            requests: 1,
+            estimated: u64::from(estimated),
+            ..Tally::default()
+        };
+        (one.input, one.output, one.cached) = (u.input, u.output, u.cached);
+        (one.reasoning, one.images, one.seconds) = (u.reasoning, u.images, u.seconds);
+        *self = self.plus(&one);
     }
 }
 
 /// A meter (API family, e.g. `chat.completions`) and a model.
 pub type MeterKey = (String, String);
-
-/// Capacity held for a request between admission and settlement.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Reservation {
-    pub id: u64,
-    pub created_ms: i64,
-    /// Index of the minute window it was admitted in.
-    pub minute: i64,
-    pub meter: String,
-    pub model: String,
-    pub tokens: u64,
-    pub input_estimate: u64,
-    pub cost: Decimal,
-    /// The request carried an `Idempotency-Key`, so its response is kept for replay.
-    #[serde(default)]
-    pub idempotent: bool,
-}
 
 /// Requests and tokens admitted in one fixed minute window, reservations included.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +93,9 @@ pub struct CounterState {
     pub anchor_day: u32,
     pub tallies: BTreeMap<MeterKey, Tally>,
     pub reservations: BTreeMap<u64, Reservation>,
+    /// Reservations of the current period that expired, by id: a late settlement
+    /// replaces what they were billed.
+    pub expired: BTreeMap<u64, Expired>,
     pub window: Window,
     pub next_id: u64,
     /// Settlements so far: the sequence flushes are cut along.
@@ -124,6 +112,31 @@ pub fn reserve_of(plan: &Plan, ask: &AdmitAsk) -> Usage {
             .unwrap_or(plan.default_max_output_tokens)
             .saturating_mul(ask.choices.max(1)),
         ..Usage::default()
+    }
+}
+
+/// Adds the context a `previous_response_id` carries to the input bound: everything
+/// the provider read and wrote for that response (its own input already holds the
+/// context before it). Under a plan with a hard token or spend limit, a response whose
+/// tokens are not known yet (still running, or its usage was never read) has no bound,
+/// so the request is refused rather than admitted unbounded.
+pub fn carry_context(
+    ask: &mut AdmitAsk,
+    plan: &Plan,
+    carried: Option<(u64, u64)>,
+) -> Result<(), ApiError> {
+    match carried {
+        Some((input, output)) if input > 0 || output > 0 => {
+            let carried = input.saturating_add(output);
+            ask.input_reserve = ask.input_reserve.saturating_add(carried);
+            ask.input_estimate = ask.input_estimate.saturating_add(carried);
+            Ok(())
+        }
+        _ if plan.needs_output_cap() => {
+            let msg = "The usage of the response named by `previous_response_id` is not known yet, so this request cannot be bounded under your plan's limits; wait for that response to finish, or send its context as `input`.";
+            Err(ApiError::bad_request("unbounded_context", msg).with_param("previous_response_id"))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -166,6 +179,7 @@ impl CounterState {
         }
         self.period = period_at(now_ms, self.anchor_day);
         self.tallies.clear();
+        self.expired.clear();
         true
     }
 
@@ -186,13 +200,13 @@ impl CounterState {
             ..self.minute_totals()
         };
         for tally in self.tallies.values() {
-            t.period_requests += tally.requests;
-            t.period_tokens += tally.usage().tokens();
+            t.period_requests = t.period_requests.saturating_add(tally.requests);
+            t.period_tokens = t.period_tokens.saturating_add(tally.usage().tokens());
         }
         t.period_spend = pricing.spend(self.period, &self.tallies);
         for r in self.reservations.values() {
-            t.period_requests += 1;
-            t.period_tokens += r.tokens;
+            t.period_requests = t.period_requests.saturating_add(1);
+            t.period_tokens = t.period_tokens.saturating_add(r.tokens);
             t.period_spend += r.cost;
         }
         t
@@ -230,34 +244,51 @@ impl CounterState {
             input_estimate: ask.input_estimate,
             cost: want.cost,
             idempotent: false,
+            reserved: Some(reserve),
+            deadline_ms: now_ms.saturating_add(RESERVATION_TTL_MS),
+            period: Some(self.period),
         };
         self.next_id += 1;
-        self.window.requests += 1;
-        self.window.tokens += want.tokens;
+        self.window.requests = self.window.requests.saturating_add(1);
+        self.window.tokens = self.window.tokens.saturating_add(want.tokens);
         self.reservations.insert(r.id, r.clone());
         Ok(r)
     }
 
-    /// Replaces a reservation by the actual usage; returns the updated tally to persist,
-    /// or `None` when the reservation is unknown (already settled: a duplicate is a no-op).
+    /// Replaces a reservation by the actual usage, in the period it was admitted in;
+    /// returns where it landed, or `None` when the reservation is unknown (already
+    /// settled: a duplicate is a no-op). A reservation that expired meanwhile has its
+    /// estimate replaced ([`CounterState::settle_late`]).
     pub fn settle(
         &mut self,
         id: u64,
         usage: &Usage,
         estimated: bool,
         now_ms: i64,
-    ) -> Option<(MeterKey, Tally)> {
-        let r = self.reservations.remove(&id)?;
+    ) -> Option<Landing> {
         self.roll(now_ms);
+        let Some(r) = self.reservations.remove(&id) else {
+            return self.settle_late(id, usage, estimated);
+        };
         if r.minute == self.window.index {
-            self.window.tokens =
-                self.window.tokens - r.tokens.min(self.window.tokens) + usage.tokens();
+            let held = self.window.tokens.saturating_sub(r.tokens);
+            self.window.tokens = held.saturating_add(usage.tokens());
         }
+        self.seq = self.seq.saturating_add(1);
         let key = (r.meter, r.model);
-        let tally = self.tallies.entry(key.clone()).or_default();
-        tally.add(usage, estimated);
-        self.seq += 1;
-        Some((key, *tally))
+        match r.period.filter(|p| *p != self.period) {
+            Some(period) => Some(Landing::Past {
+                period,
+                key,
+                usage: *usage,
+                estimated,
+            }),
+            None => {
+                let tally = self.tallies.entry(key.clone()).or_default();
+                tally.add(usage, estimated);
+                Some(Landing::Current(key, *tally))
+            }
+        }
     }
 
     /// Drops a reservation without metering (the request failed before any cost).
@@ -269,12 +300,6 @@ impl CounterState {
             self.window.tokens = self.window.tokens.saturating_sub(r.tokens);
         }
         Some(r)
-    }
-
-    /// Reservations older than `ttl_ms`, whose worker died before settling them.
-    pub fn stale(&self, now_ms: i64, ttl_ms: i64) -> Vec<Reservation> {
-        let old = |r: &&Reservation| now_ms - r.created_ms > ttl_ms;
-        self.reservations.values().filter(old).cloned().collect()
     }
 }
 

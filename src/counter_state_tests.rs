@@ -168,7 +168,8 @@ fn minute_window_resets_on_the_minute() {
     assert!(s
         .admit(&Pricing::List(&c), &plan, &ask(1, 1), NOW + 60_000)
         .is_ok());
-    assert_eq!(s.stale(NOW + 60_000 + 901, 900).len(), 1);
+    assert!(s.due(NOW + 60_000 + RESERVATION_TTL_MS - 1).is_empty());
+    assert_eq!(s.due(NOW + 60_000 + RESERVATION_TTL_MS).len(), 1);
 }
 
 #[test]
@@ -186,4 +187,23 @@ fn an_opted_in_route_costs_its_price_per_request() {
         ..Usage::default()
     };
     assert_eq!(cost_of(&c, "gpt-4o-mini", &tokens, 9), Decimal::new(15, 2));
+}
+
+#[test]
+fn a_previous_response_carries_its_tokens_into_the_input_bound() {
+    let hard = Plan {
+        tokens_per_minute: Some(1_000),
+        ..Plan::default()
+    };
+    let mut a = ask(10, 5);
+    carry_context(&mut a, &hard, Some((300, 40))).unwrap();
+    assert_eq!((a.input_reserve, a.input_estimate), (350, 350));
+    // Unknown context: refused under a hard limit, naming the field; admitted otherwise.
+    let e = carry_context(&mut ask(10, 5), &hard, Some((0, 0))).unwrap_err();
+    assert_eq!((e.status, e.param.as_deref()), (400, Some("previous_response_id")));
+    assert!(carry_context(&mut ask(10, 5), &hard, None).is_err());
+    assert!(carry_context(&mut ask(10, 5), &Plan::default(), None).is_ok());
+    let mut huge = ask(u64::MAX, 5);
+    carry_context(&mut huge, &hard, Some((u64::MAX, u64::MAX))).unwrap();
+    assert_eq!(huge.input_reserve, u64::MAX);
 }

@@ -103,6 +103,11 @@ impl ApiError {
         Self::new(404, "invalid_request_error", "not_found", message)
     }
 
+    /// The thing asked about existed but is over (a settled reservation).
+    pub fn gone(code: &str, message: impl Into<String>) -> Self {
+        Self::new(410, "invalid_request_error", code, message)
+    }
+
     pub fn conflict(code: &str, message: impl Into<String>) -> Self {
         Self::new(409, "invalid_request_error", code, message)
     }

@@ -17,9 +17,12 @@ pub mod quota;
 pub mod rating;
 pub mod report;
 pub mod request;
+pub mod reservation;
 pub mod sandbox;
 pub mod sse;
+pub mod stream_meter;
 pub mod surface;
+pub mod test_clock;
 pub mod usage;
 
 #[cfg(target_arch = "wasm32")]

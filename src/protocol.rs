@@ -86,6 +86,13 @@ pub struct SettleRequest {
     pub now_ms: i64,
 }
 
+/// A running request's heartbeat: keep its reservation alive.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExtendRequest {
+    pub reservation: u64,
+    pub now_ms: i64,
+}
+
 /// Ask a counter for its customer's files (`GET /v1/files`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ListOwned {

@@ -64,7 +64,7 @@ pub fn admit(
     };
 
     if let Some(limit) = plan.max_concurrent {
-        if t.in_flight + 1 > limit {
+        if t.in_flight.saturating_add(1) > limit {
             let msg = format!(
                 "Too many concurrent requests: limit {limit}, in flight {}; retry when one finishes.",
                 t.in_flight
@@ -73,7 +73,7 @@ pub fn admit(
         }
     }
     if let Some(limit) = plan.requests_per_minute {
-        if t.minute_requests + 1 > limit {
+        if t.minute_requests.saturating_add(1) > limit {
             return Err(rate(
                 "requests per minute",
                 limit,
@@ -83,7 +83,7 @@ pub fn admit(
         }
     }
     if let Some(limit) = plan.tokens_per_minute {
-        if t.minute_tokens + ask.tokens > limit {
+        if t.minute_tokens.saturating_add(ask.tokens) > limit {
             let used = t.minute_tokens;
             let mut e = rate("tokens per minute", limit, used, minute_reset);
             e.message = format!(
@@ -94,13 +94,13 @@ pub fn admit(
         }
     }
     if let Some(limit) = plan.requests_per_period {
-        if t.period_requests + 1 > limit {
+        if t.period_requests.saturating_add(1) > limit {
             let used = t.period_requests.to_string();
             return Err(budget("requests per period", limit.to_string(), used));
         }
     }
     if let (Some(limit), Cap::Hard) = (plan.included_tokens, plan.token_cap) {
-        if t.period_tokens + ask.tokens > limit {
+        if t.period_tokens.saturating_add(ask.tokens) > limit {
             let used = t.period_tokens.to_string();
             let mut e = budget("included tokens", limit.to_string(), used);
             e.message = format!(

@@ -324,3 +324,60 @@ fn changes_within_the_push_interval_travel_together_on_the_alarm() {
     assert_eq!(receiver.records().len(), 2, "{:?}", receiver.records());
     worker.stop();
 }
+
+/// Damages one waiting record in the shards' storage, as a bad write or an
+/// incompatible upgrade would; returns its id.
+fn damage_one_waiting_row(dir: &std::path::Path) -> String {
+    let shards = dir.join("state/v3/do/edgemeter-test-FlushShard");
+    let script = r#"
+import glob, sqlite3, sys
+for path in sorted(glob.glob(sys.argv[1] + "/*.sqlite")):
+    if path.endswith("metadata.sqlite"):
+        continue
+    db = sqlite3.connect(path)
+    row = db.execute("SELECT id FROM outbox WHERE state = 0 LIMIT 1").fetchone()
+    if row:
+        db.execute("UPDATE outbox SET record = ? WHERE id = ?", ('{"id": "trunc', row[0]))
+        db.commit()
+        print(row[0])
+        break
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, &shards.display().to_string()])
+        .output()
+        .expect("python3");
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        !id.is_empty(),
+        "no waiting row: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    id
+}
+
+#[test]
+fn an_unreadable_outbox_row_becomes_a_dead_letter_and_the_rest_is_sent() {
+    let (upstream, receiver) = (FakeUpstream::start(0), Receiver::start(SECRET));
+    let dir = scratch("flush-unreadable");
+    let worker = start(&dir, &upstream, &receiver);
+    let keys = drive_usage(worker.port, 3);
+    wait_pushed(worker.port, &keys);
+    worker.stop();
+    let damaged = damage_one_waiting_row(&dir);
+    let worker = start(&dir, &upstream, &receiver);
+    let port = worker.port;
+    for _ in 0..3 {
+        cron(port);
+    }
+    let stats = flush_stats(port);
+    assert_eq!(stats["overall"]["dead_letters"], 1, "{stats}");
+    assert_eq!(stats["overall"]["pending_records"], 0, "{stats}");
+    let records = receiver.records();
+    assert!(!records.is_empty());
+    assert!(records.iter().all(|r| r["id"] != damaged.as_str()));
+    // Requeueing leaves it where an operator can see it; it is never sent as is.
+    let r = admin(port, "POST", "/admin/v1/flush/requeue", &Value::Null);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(flush_stats(port)["overall"]["dead_letters"], 1);
+    worker.stop();
+}

@@ -166,6 +166,14 @@ async fn admin(mut req: Request, env: &Env) -> Result<Response, ApiError> {
             client::call(env, customer_id(id)?, Method::Post, "/close-period", none).await
         }
         (Method::Get, ["flush"]) => flush_stats(env).await,
+        (Method::Post, ["test", "faults"]) => {
+            http::json_response(&super::faults::set(env, &bytes)?, 200).map_err(http::internal)
+        }
+        (Method::Post, ["test", "clock"]) => {
+            let now_ms = super::clock::advance(env, &bytes)?;
+            http::json_response(&serde_json::json!({ "now_ms": now_ms }), 200)
+                .map_err(http::internal)
+        }
         (Method::Post, ["flush", "run"]) => {
             // What the cron does, on demand (operations, benchmarks).
             let results = flush_shard::run_all(env).await;

@@ -1,7 +1,7 @@
 //! Calls from the Worker to a customer's `UsageCounter` Durable Object.
 
 use crate::error::ApiError;
-use crate::protocol::{AdmitRequest, AdmitResponse, OwnedChange, SettleRequest};
+use crate::protocol::{AdmitRequest, AdmitResponse, ExtendRequest, OwnedChange, SettleRequest};
 use serde::Serialize;
 use wasm_bindgen::JsValue;
 use worker::{Env, Method, Request, RequestInit, Response};
@@ -73,16 +73,45 @@ pub async fn admit(
         .map_err(|e| ApiError::internal(format!("usage counter answered badly: {e}")))
 }
 
-/// Settles (or, with no usage, releases) a reservation. Failures are logged: the counter
-/// expires reservations that are never settled, so nothing stays held forever.
-pub async fn settle(env: &Env, customer: &str, req: &SettleRequest) {
-    match call(env, customer, Method::Post, "/settle", Some(req)).await {
-        Ok(r) if r.status_code() < 300 => {}
-        Ok(r) => worker::console_error!(
-            "settle {customer}/{}: status {}",
-            req.reservation,
-            r.status_code()
-        ),
-        Err(e) => worker::console_error!("settle {customer}/{}: {e}", req.reservation),
+/// Waits before each further settlement try (milliseconds), within `wait_until`.
+const SETTLE_BACKOFF_MS: [u64; 3] = [0, 250, 1_000];
+
+/// Settles (or, with no usage, releases) a reservation, trying up to three times: a
+/// settlement is idempotent on the counter. If every try fails the reservation stays
+/// in the counter, which bills its bound when it expires: never zero. Each try carries
+/// its own time; the counter puts the usage in the request's period whatever it is.
+pub async fn settle(env: &Env, customer: &str, mut req: SettleRequest) -> bool {
+    for (i, wait) in SETTLE_BACKOFF_MS.into_iter().enumerate() {
+        if i > 0 {
+            super::metrics::bump(super::metrics::Metric::SettleRetries);
+            worker::Delay::from(std::time::Duration::from_millis(wait)).await;
+        }
+        req.now_ms = super::clock::now_ms();
+        let outcome = match super::faults::settle_fails() {
+            true => Err(ApiError::unavailable("test fault: settlement dropped")),
+            false => call(env, customer, Method::Post, "/settle", Some(&req)).await,
+        };
+        match outcome {
+            Ok(r) if r.status_code() < 300 => return true,
+            Ok(r) => worker::console_error!(
+                "settle {customer}/{}: status {}",
+                req.reservation,
+                r.status_code()
+            ),
+            Err(e) => worker::console_error!("settle {customer}/{}: {e}", req.reservation),
+        }
+    }
+    super::metrics::bump(super::metrics::Metric::SettleFailures);
+    false
+}
+
+/// A running stream's heartbeat; false when its reservation is gone or the call failed.
+pub async fn extend(env: &Env, customer: &str, req: &ExtendRequest) -> bool {
+    match call(env, customer, Method::Post, "/extend", Some(req)).await {
+        Ok(r) if r.status_code() < 300 => true,
+        _ => {
+            super::metrics::bump(super::metrics::Metric::HeartbeatFailures);
+            false
+        }
     }
 }

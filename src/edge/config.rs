@@ -79,6 +79,15 @@ pub fn max_response_bytes(env: &Env) -> usize {
         .unwrap_or(32 << 20)
 }
 
+/// How much of a stream is still read after its client left (`ABORT_DRAIN_MS`,
+/// `ABORT_DRAIN_BYTES`).
+pub fn drain_budget(env: &Env) -> crate::stream_meter::DrainBudget {
+    crate::stream_meter::DrainBudget::from_settings(
+        setting(env, "ABORT_DRAIN_MS").as_deref(),
+        setting(env, "ABORT_DRAIN_BYTES").as_deref(),
+    )
+}
+
 /// The largest file upload (`MAX_UPLOAD_BYTES`, default 512 MiB, the provider's own
 /// limit). Uploads stream through, so this bounds what a customer can store, not memory.
 pub fn max_upload_bytes(env: &Env) -> usize {

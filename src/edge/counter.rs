@@ -6,7 +6,8 @@
 
 use super::counter_store::{replay_of, CreditState, KeyRow, Store};
 use super::{config, http};
-use crate::counter_state::{reserve_of, CounterState};
+use crate::counter_state::{carry_context, reserve_of, CounterState};
+use crate::surface::ResourceKind;
 use crate::error::ApiError;
 use crate::keys;
 use crate::pricing::Pricing;
@@ -17,9 +18,6 @@ use std::cell::RefCell;
 use worker::{
     durable_object, wasm_bindgen, DurableObject, Env, Method, Request, Response, Result, State,
 };
-
-/// A reservation not settled after this long belongs to a worker that died mid-request.
-const RESERVATION_TTL_MS: i64 = 15 * 60_000;
 
 pub(super) struct Loaded {
     pub(super) customer: Customer,
@@ -73,9 +71,13 @@ impl DurableObject for UsageCounter {
         let path = req.path();
         let method = req.method();
         let bytes = req.bytes().await.unwrap_or_default();
-        let now_ms = worker::Date::now().as_millis() as i64;
+        let now_ms = super::clock::now_ms();
         let result = match (method, path.as_str()) {
-            (Method::Post, "/admit") => body(&bytes).and_then(|r| self.admit(r)),
+            (Method::Post, "/admit") => {
+                let admitted = body(&bytes).and_then(|r| self.admit(r));
+                self.arm_deadlines(now_ms).await;
+                admitted
+            }
             (Method::Post, "/settle") => {
                 let settled = body(&bytes).and_then(|r| self.settle(r));
                 if settled.is_ok() {
@@ -83,6 +85,7 @@ impl DurableObject for UsageCounter {
                 }
                 settled
             }
+            (Method::Post, "/extend") => body(&bytes).and_then(|r| self.extend(r)),
             (Method::Get, "/flush") => self.flush_view(now_ms),
             (Method::Post, "/flush/push") => match self.push(now_ms).await {
                 Ok(v) => http::json_response(&v, 200).map_err(http::internal),
@@ -109,15 +112,24 @@ impl DurableObject for UsageCounter {
         http::respond(result)
     }
 
-    /// Pushes the changes that came within the push interval, retries a failed push,
-    /// or sends a period's final records. A failed push sets its own retry, so the
-    /// alarm itself always succeeds.
+    /// Expires reservations past their deadline, then pushes the changes that came
+    /// within the push interval, retries a failed push, or sends a period's final
+    /// records. A failed push sets its own retry, so the alarm itself always succeeds.
     async fn alarm(&self) -> Result<Response> {
         self.store.ready()?;
-        let now_ms = worker::Date::now().as_millis() as i64;
+        let now_ms = super::clock::now_ms();
         self.forget_alarm();
+        let next_deadline = self.with(now_ms, |l| {
+            self.expire_due(l, now_ms)?;
+            Ok(l.state.next_deadline())
+        });
         if let Err(e) = self.push(now_ms).await {
             worker::console_error!("flush push: {}", e.message);
+        }
+        match next_deadline {
+            Ok(Some(at)) => self.ensure_alarm(at).await,
+            Ok(None) => {}
+            Err(e) => worker::console_error!("expiring reservations: {}", e.message),
         }
         Response::empty()
     }
@@ -167,15 +179,19 @@ impl UsageCounter {
         let catalog = config::catalog(&self.env)?;
         let book = config::price_book(&self.env).ok();
         let now = req.now_ms;
+        let mut ask = req.ask.clone();
         let outcome = self.with(now, |l| {
             Self::verify(l, &req.key_hash)?;
-            for (kind, id) in &req.owns {
-                self.check_owned(*kind, id)?;
-            }
             let plan = catalog.plan(&l.customer.plan).ok_or_else(|| {
                 ApiError::internal(format!("plan `{}` is not in the catalog", l.customer.plan))
             })?;
-            self.expire_stale(l, now)?;
+            for (kind, id) in &req.owns {
+                let owned = self.check_owned(*kind, id)?;
+                if *kind == ResourceKind::Response {
+                    carry_context(&mut ask, plan, Some((owned.input, owned.output)))?;
+                }
+            }
+            self.expire_due(l, now)?;
             if let Some((key, hash)) = &req.idempotency {
                 if let Some(row) = self.store.idempotency(key, now).map_err(stored)? {
                     if !keys::same_hash(&row.body_hash, hash) {
@@ -203,7 +219,7 @@ impl UsageCounter {
                 return Err(ApiError::quota("insufficient_quota", msg, 60));
             }
             let pricing = Pricing::for_plan(&catalog, book.as_deref(), &l.customer.plan);
-            let admitted = l.state.admit(&pricing, plan, &req.ask, now);
+            let admitted = l.state.admit(&pricing, plan, &ask, now);
             let headers = rate_headers(plan, &l.state.minute_totals(), now);
             let headers: Vec<(String, String)> = headers
                 .into_iter()
@@ -227,7 +243,7 @@ impl UsageCounter {
                     kept.idempotent = true;
                 }
             }
-            self.store.insert_reservation(&r).map_err(stored)?;
+            self.store.save_reservation(&r).map_err(stored)?;
             self.store.save_cursor(&l.state).map_err(stored)?;
             if let Some((key, hash)) = &req.idempotency {
                 self.store
@@ -240,8 +256,8 @@ impl UsageCounter {
             let (reserved_cost, spend_basis) = if pricing.needs_totals() {
                 let (period, tallies) = (l.state.period, &l.state.tallies);
                 let spent = pricing.spend(period, tallies);
-                let key = (req.ask.meter.clone(), req.ask.model.clone());
-                let reserve = reserve_of(plan, &req.ask);
+                let key = (ask.meter.clone(), ask.model.clone());
+                let reserve = reserve_of(plan, &ask);
                 let basis = SpendBasis {
                     period,
                     tallies: tallies.iter().map(|(k, t)| (k.clone(), *t)).collect(),
@@ -256,13 +272,13 @@ impl UsageCounter {
                 reservation: r.id,
                 plan: l.customer.plan.clone(),
                 reserved_cost: reserved_cost.normalize().to_string(),
-                output_cap: match req.ask.output_cap {
+                output_cap: match ask.output_cap {
                     None if plan.needs_output_cap() => Some(plan.default_max_output_tokens),
                     _ => None,
                 },
                 headers,
                 spend_basis,
-                reserved: reserve_of(plan, &req.ask),
+                reserved: reserve_of(plan, &ask),
             })
         });
         match outcome {
@@ -279,16 +295,51 @@ impl UsageCounter {
         }
     }
 
-    /// Settles reservations whose worker never came back, at their input estimate.
-    fn expire_stale(&self, l: &mut Loaded, now: i64) -> std::result::Result<(), ApiError> {
-        for r in l.state.stale(now, RESERVATION_TTL_MS) {
-            let usage = crate::usage::Usage {
-                input: r.input_estimate,
-                ..Default::default()
+    /// Expires reservations past their deadline: billed their reserved bound, flagged
+    /// estimated, until a late settlement replaces that.
+    pub(super) fn expire_due(&self, l: &mut Loaded, now: i64) -> std::result::Result<(), ApiError> {
+        for id in l.state.due(now) {
+            let idempotent = l.state.reservations.get(&id).is_some_and(|r| r.idempotent);
+            let Some((landing, expired)) = l.state.expire(id, now) else {
+                continue;
             };
-            self.apply_settle(l, r.id, Some(usage), true, None, now)?;
+            self.store
+                .save_landing(l.state.period, &landing)
+                .map_err(stored)?;
+            self.store.delete_reservation(id).map_err(stored)?;
+            if expired.period == l.state.period {
+                self.store.save_expired(&expired).map_err(stored)?;
+            }
+            self.store.save_cursor(&l.state).map_err(stored)?;
+            if idempotent {
+                self.store.forget_idempotent(id, now).map_err(stored)?;
+            }
         }
         Ok(())
+    }
+
+    /// Makes sure the alarm fires by the soonest reservation deadline, so a customer
+    /// who never comes back still has its reservations expired and billed.
+    async fn arm_deadlines(&self, now_ms: i64) {
+        if let Ok(Some(at)) = self.with(now_ms, |l| Ok(l.state.next_deadline())) {
+            self.ensure_alarm(at).await;
+        }
+    }
+
+    /// A running request's heartbeat: its reservation lives a TTL longer. 410 when it
+    /// is gone (settled, or expired because the heartbeat came too late).
+    fn extend(&self, req: ExtendRequest) -> std::result::Result<Response, ApiError> {
+        let extended = self.with(req.now_ms, |l| {
+            Ok(l.state.extend(req.reservation, req.now_ms))
+        })?;
+        let Some(r) = extended else {
+            return Err(ApiError::gone(
+                "reservation_gone",
+                "The reservation is settled or expired.",
+            ));
+        };
+        self.store.save_reservation(&r).map_err(stored)?;
+        Ok(Response::empty().map_err(http::internal)?.with_status(204))
     }
 
     fn apply_settle(
@@ -309,11 +360,11 @@ impl UsageCounter {
             return Ok(());
         };
         let idempotent = l.state.reservations.get(&id).is_some_and(|r| r.idempotent);
-        let Some((key, tally)) = l.state.settle(id, &usage, estimated, now) else {
+        let Some(landing) = l.state.settle(id, &usage, estimated, now) else {
             return Ok(()); // already settled: a repeated settle changes nothing
         };
         self.store
-            .save_tally(l.state.period, &key, &tally)
+            .save_landing(l.state.period, &landing)
             .map_err(stored)?;
         self.store.delete_reservation(id).map_err(stored)?;
         self.store.save_cursor(&l.state).map_err(stored)?;

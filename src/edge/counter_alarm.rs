@@ -12,9 +12,11 @@ pub(super) struct PushClock {
     pub alarm_ms: Option<i64>,
 }
 
-/// An alarm time from epoch milliseconds (a bare `i64` would mean an offset from now).
+/// An alarm time from epoch milliseconds on the Worker's clock (a bare `i64` would
+/// mean an offset from now); the runtime schedules by the wall clock.
 fn alarm_at(ms: i64) -> ScheduledTime {
-    ScheduledTime::new(worker::js_sys::Date::new(&(ms as f64).into()))
+    let wall = super::clock::wall_at(ms) as f64;
+    ScheduledTime::new(worker::js_sys::Date::new(&wall.into()))
 }
 
 impl UsageCounter {
@@ -39,8 +41,9 @@ impl UsageCounter {
         }
     }
 
-    /// Makes sure the alarm fires at `at_ms` or sooner. A failure is logged; the next
-    /// settlement or push tries again.
+    /// Makes sure the alarm fires at `at_ms` or sooner. Setting it is tried three
+    /// times; if all fail, it is logged and counted, and the next settlement, admission
+    /// or push tries again.
     pub(super) async fn ensure_alarm(&self, at_ms: i64) {
         let Ok(mut c) = self.clock() else {
             return;
@@ -54,12 +57,19 @@ impl UsageCounter {
             f.alarm_ms = Some(at_ms);
             self.store.save_flush_state(&f)
         });
-        let set = match saved {
-            Ok(()) => self.state.storage().set_alarm(alarm_at(at_ms)).await,
-            Err(e) => Err(e),
-        };
+        let mut set = saved;
+        for _ in 0..3 {
+            if set.is_err() {
+                break;
+            }
+            set = self.state.storage().set_alarm(alarm_at(at_ms)).await;
+            if set.is_ok() {
+                return;
+            }
+        }
         if let Err(e) = set {
-            worker::console_error!("setting the flush alarm: {e}");
+            worker::console_error!("setting the counter's alarm: {e}");
+            super::metrics::bump(super::metrics::Metric::AlarmSetFailures);
             self.forget_alarm();
         }
     }

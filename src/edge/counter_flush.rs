@@ -121,7 +121,8 @@ impl UsageCounter {
             let mut f = self.store.flush_state().map_err(stored)?;
             let rows = self.store.flush_rows().map_err(stored)?;
             let seq = (f.taken_seq.max(f.flushed_seq), l.state.seq);
-            let start = l.state.period.start_ms;
+            // A period with reservations still in flight is not complete: no final yet.
+            let start = l.state.complete_before();
             let new = take(&l.customer.id, &rows, &f.pending, start, seq, now_ms);
             let taken = new.len();
             // Sequence numbers that changed nothing left to take are covered too.
@@ -165,7 +166,7 @@ impl UsageCounter {
                 sent: records.len(),
                 acknowledged: acked.len(),
                 in_flight: f.pending.len(),
-                clean: f.pending.is_empty() && is_clean(&rows, l.state.period.start_ms),
+                clean: f.pending.is_empty() && is_clean(&rows, l.state.complete_before()),
                 after: after_push(l, &f, &rows, now_ms),
             })
         })

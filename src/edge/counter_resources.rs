@@ -54,15 +54,16 @@ impl Store {
 
 impl UsageCounter {
     /// 404, exactly as for an id that does not exist, unless this customer owns it.
+    /// The customer's record of a resource a request names, or the provider's 404.
     pub(super) fn check_owned(
         &self,
         kind: ResourceKind,
         id: &str,
-    ) -> std::result::Result<(), ApiError> {
-        match self.store.owned(kind, id).map_err(stored)? {
-            Some(_) => Ok(()),
-            None => Err(kind.not_found(id)),
-        }
+    ) -> std::result::Result<OwnedResource, ApiError> {
+        self.store
+            .owned(kind, id)
+            .map_err(stored)?
+            .ok_or_else(|| kind.not_found(id))
     }
 
     pub(super) fn change_owned(

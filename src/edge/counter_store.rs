@@ -7,6 +7,7 @@ use crate::flush::snapshot::FlushRow;
 use crate::flush::UsageRecord;
 use crate::period::Period;
 use crate::protocol::{Customer, KeyInfo, Replay};
+use crate::reservation::{Expired, Landing};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use worker::{Result, SqlStorage, SqlStorageValue};
 
@@ -18,6 +19,8 @@ CREATE TABLE IF NOT EXISTS usage (period_start INTEGER NOT NULL, period_end INTE
   meter TEXT NOT NULL, model TEXT NOT NULL, tally TEXT NOT NULL, flushed TEXT, closed INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (period_start, meter, model));
 CREATE TABLE IF NOT EXISTS reservations (id INTEGER PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS expired (id INTEGER PRIMARY KEY, period_start INTEGER NOT NULL,
+  body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, body_hash TEXT NOT NULL,
   reservation INTEGER, created_ms INTEGER NOT NULL, replay TEXT);
 CREATE INDEX IF NOT EXISTS idempotency_reservation ON idempotency (reservation);
@@ -190,6 +193,12 @@ impl Store {
             s.next_id = s.next_id.max(res.id + 1);
             s.reservations.insert(res.id, res);
         }
+        let q = "SELECT body FROM expired WHERE period_start = ?";
+        let rows: Vec<ResRow> = self.sql.exec(q, vec![int(s.period.start_ms)])?.to_array()?;
+        for r in rows {
+            let e: Expired = parse(&r.body)?;
+            s.expired.insert(e.id, e);
+        }
         Ok(s)
     }
 
@@ -203,18 +212,61 @@ impl Store {
         self.set_meta("cursor", &cursor)
     }
 
-    pub fn insert_reservation(&self, r: &Reservation) -> Result<()> {
-        let q = "INSERT INTO reservations (id, body) VALUES (?, ?)";
+    /// Stores a new or extended reservation.
+    pub fn save_reservation(&self, r: &Reservation) -> Result<()> {
+        let q = "INSERT OR REPLACE INTO reservations (id, body) VALUES (?, ?)";
         self.sql.exec(q, vec![int(r.id as i64), json(r)])?;
         Ok(())
     }
 
+    /// Forgets a reservation once settled, and the estimate of one that expired.
     pub fn delete_reservation(&self, id: u64) -> Result<()> {
-        self.sql.exec(
-            "DELETE FROM reservations WHERE id = ?",
-            vec![int(id as i64)],
-        )?;
+        let id = int(id as i64);
+        self.sql
+            .exec("DELETE FROM reservations WHERE id = ?", vec![id.clone()])?;
+        self.sql
+            .exec("DELETE FROM expired WHERE id = ?", vec![id])?;
         Ok(())
+    }
+
+    /// Remembers an expired reservation's estimate for its period, forgetting those of
+    /// earlier periods (a late settlement can no longer replace them).
+    pub fn save_expired(&self, e: &Expired) -> Result<()> {
+        let start = int(e.period.start_ms);
+        let q = "INSERT OR REPLACE INTO expired (id, period_start, body) VALUES (?, ?, ?)";
+        self.sql
+            .exec(q, vec![int(e.id as i64), start.clone(), json(e)])?;
+        self.sql
+            .exec("DELETE FROM expired WHERE period_start < ?", vec![start])?;
+        Ok(())
+    }
+
+    /// Stores where a settlement landed: the current period's tally as computed, or an
+    /// earlier period's stored tally plus the usage.
+    pub fn save_landing(&self, current: Period, landing: &Landing) -> Result<()> {
+        match landing {
+            Landing::Current(key, tally) => self.save_tally(current, key, tally),
+            Landing::Past {
+                period,
+                key,
+                usage,
+                estimated,
+            } => {
+                let q =
+                    "SELECT tally FROM usage WHERE period_start = ? AND meter = ? AND model = ?";
+                let binds = vec![
+                    int(period.start_ms),
+                    key.0.as_str().into(),
+                    key.1.as_str().into(),
+                ];
+                let mut tally = match self.rows(q, binds)?.first() {
+                    Some(r) => parse(&text(r, 0))?,
+                    None => Tally::default(),
+                };
+                tally.add(usage, *estimated);
+                self.save_tally(*period, key, &tally)
+            }
+        }
     }
 
     pub fn save_tally(&self, period: Period, key: &MeterKey, t: &Tally) -> Result<()> {

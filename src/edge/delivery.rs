@@ -66,12 +66,12 @@ pub fn render_batch(r: &Receiver, batch: &Batch, now_ms: i64) -> Rendered {
     }
 }
 
-/// Signs and posts a rendered batch, waiting at most the receiver's timeout. With
-/// `RATING_URL=internal` the built-in rating endpoint takes it directly, with the same
-/// payload and signature check.
-pub async fn deliver(env: &Env, r: &Receiver, b: &Rendered, now_ms: i64) -> Outcome {
+/// Signs (at wall-clock time) and posts a rendered batch, waiting at most the
+/// receiver's timeout. With `RATING_URL=internal` the built-in rating endpoint takes it
+/// directly, with the same payload and signature check.
+pub async fn deliver(env: &Env, r: &Receiver, b: &Rendered) -> Outcome {
     if r.url == "internal" {
-        let signed = signature(&r.secret, now_ms / 1000, &b.body);
+        let signed = signature(&r.secret, super::clock::wall_ms() / 1000, &b.body);
         return match super::rating_api::ingest(env, &signed, &b.body).await {
             Ok(_) => Outcome::Delivered,
             Err(e) if e.status >= 500 => Outcome::Retry(e.message),
@@ -83,7 +83,7 @@ pub async fn deliver(env: &Env, r: &Receiver, b: &Rendered, now_ms: i64) -> Outc
         headers.set("content-type", &b.content_type)?;
         headers.set(
             "x-edgemeter-signature",
-            &signature(&r.secret, now_ms / 1000, &b.body),
+            &signature(&r.secret, super::clock::wall_ms() / 1000, &b.body),
         )?;
         headers.set("x-edgemeter-batch-id", &b.batch_id)?;
         headers.set("idempotency-key", &b.batch_id)?;

@@ -17,6 +17,9 @@ use worker::{
     SqlStorage, SqlStorageValue, State,
 };
 
+/// The content type a dead letter of an unreadable outbox row is kept under.
+const UNREADABLE: &str = "application/x-edgemeter-unreadable-row";
+
 // outbox.state: 0 waiting to be sent, 1 acknowledged by the receiver, 2 kept aside.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS outbox (id TEXT PRIMARY KEY, customer TEXT NOT NULL, record TEXT NOT NULL,
@@ -97,7 +100,7 @@ impl DurableObject for FlushShard {
             );
         }
         let bytes = req.bytes().await.unwrap_or_default();
-        let now_ms = worker::Date::now().as_millis() as i64;
+        let now_ms = super::clock::now_ms();
         match req.path().as_str() {
             "/push" => match serde_json::from_slice::<Push>(&bytes) {
                 Ok(push) => Response::from_json(&self.accept(&push, now_ms)?),
@@ -190,14 +193,27 @@ impl FlushShard {
         result.unwrap_or_else(|e| json!({"error": e.to_string()}))
     }
 
-    /// The waiting records, grouped by customer, at most `MAX_RECORDS_PER_RUN`.
-    fn waiting(&self) -> Result<Vec<(String, Vec<UsageRecord>)>> {
-        let q = "SELECT customer, record FROM outbox WHERE state = ? ORDER BY customer LIMIT ?";
+    /// The waiting records, grouped by customer, at most `MAX_RECORDS_PER_RUN`. A row
+    /// that no longer parses is set aside as a dead letter, never skipped in place.
+    fn waiting(&self, now_ms: i64) -> Result<Vec<(String, Vec<UsageRecord>)>> {
+        let q = "SELECT customer, record, id FROM outbox WHERE state = ? ORDER BY customer LIMIT ?";
         let rows = self.rows(q, vec![WAITING.into(), MAX_RECORDS_PER_RUN.into()])?;
         let mut out: Vec<(String, Vec<UsageRecord>)> = Vec::new();
         for row in &rows {
-            let Ok(record) = serde_json::from_str::<UsageRecord>(&text(row, 1)) else {
-                continue;
+            let record = match serde_json::from_str::<UsageRecord>(&text(row, 1)) {
+                Ok(record) => record,
+                Err(e) => {
+                    let (customer, raw, id) = (text(row, 0), text(row, 1), text(row, 2));
+                    let rendered = Rendered {
+                        batch_id: format!("unreadable-{id}"),
+                        content_type: UNREADABLE.to_string(),
+                        body: raw.into_bytes(),
+                    };
+                    let why = format!("unreadable outbox row: {e}");
+                    let ids = [id.as_str()];
+                    self.keep_aside(&rendered, &ids, &[customer], &why, now_ms)?;
+                    continue;
+                }
             };
             match out.last_mut() {
                 Some((c, recs)) if *c == record.customer => recs.push(record),
@@ -226,13 +242,13 @@ impl FlushShard {
             Ok(r) => r,
             Err(e) => return self.fail(stats, now_ms, e),
         };
-        let waiting = self.waiting()?;
+        let waiting = self.waiting(now_ms)?;
         let customers = waiting.len();
         let (mut batches, mut records, mut kept_aside) = (0u64, 0u64, 0u64);
         let mut undelivered = None;
         for (batch, names) in pack(waiting, receiver.batch_records) {
             let rendered = render_batch(&receiver, &batch, now_ms);
-            match deliver(&self.env, &receiver, &rendered, now_ms).await {
+            match deliver(&self.env, &receiver, &rendered).await {
                 Outcome::Delivered => {
                     let ids: Vec<&str> = batch.records.iter().map(|r| r.id.as_str()).collect();
                     self.mark_ids(&ids, ACKNOWLEDGED, now_ms)?;
@@ -240,7 +256,8 @@ impl FlushShard {
                     records += batch.records.len() as u64;
                 }
                 Outcome::Rejected(_, detail) => {
-                    self.keep_aside(&rendered, &batch.records, &names, &detail, now_ms)?;
+                    let ids: Vec<&str> = batch.records.iter().map(|r| r.id.as_str()).collect();
+                    self.keep_aside(&rendered, &ids, &names, &detail, now_ms)?;
                     kept_aside += 1;
                 }
                 Outcome::Retry(detail) => {
@@ -284,7 +301,7 @@ impl FlushShard {
     fn keep_aside(
         &self,
         r: &Rendered,
-        records: &[UsageRecord],
+        ids: &[&str],
         customers: &[String],
         error: &str,
         now_ms: i64,
@@ -292,27 +309,27 @@ impl FlushShard {
         let q = "INSERT OR REPLACE INTO dead (batch_id, customers, record_ids, records, content_type, body, error, created_ms)
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
         let body = String::from_utf8_lossy(&r.body).into_owned();
-        let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
         let binds: Vec<SqlStorageValue> = vec![
             r.batch_id.as_str().into(),
             customers.join(",").into(),
             serde_json::to_string(&ids).unwrap_or_default().into(),
-            (records.len() as i64).into(),
+            (ids.len() as i64).into(),
             r.content_type.as_str().into(),
             body.into(),
             error.into(),
             now_ms.into(),
         ];
         self.sql.exec(q, binds)?;
-        self.mark_ids(&ids, KEPT_ASIDE, now_ms)
+        self.mark_ids(ids, KEPT_ASIDE, now_ms)
     }
 
     /// Sends the dead letters again, exactly as first rendered; delivered ones are
     /// removed and their records count as acknowledged.
     async fn requeue(&self, now_ms: i64) -> Result<serde_json::Value> {
         let receiver = Receiver::from_env(&self.env).map_err(worker::Error::RustError)?;
-        let q = "SELECT batch_id, content_type, body, record_ids FROM dead";
-        let rows = self.rows(q, vec![])?;
+        // An unreadable row cannot be sent; it stays for an operator to look at.
+        let q = "SELECT batch_id, content_type, body, record_ids FROM dead WHERE content_type != ?";
+        let rows = self.rows(q, vec![UNREADABLE.into()])?;
         let mut delivered = 0;
         for row in &rows {
             let rendered = Rendered {
@@ -320,7 +337,7 @@ impl FlushShard {
                 content_type: text(row, 1),
                 body: text(row, 2).into_bytes(),
             };
-            match deliver(&self.env, &receiver, &rendered, now_ms).await {
+            match deliver(&self.env, &receiver, &rendered).await {
                 Outcome::Delivered => {
                     self.sql.exec(
                         "DELETE FROM dead WHERE batch_id = ?",

@@ -81,7 +81,7 @@ impl DurableObject for Ledger {
         }
         let bytes = req.bytes().await.unwrap_or_default();
         let v: Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        let now_ms = worker::Date::now().as_millis() as i64;
+        let now_ms = super::clock::now_ms();
         let result = match req.path().as_str() {
             "/ingest" => match self.ingest(&bytes, now_ms) {
                 Ok(r) => {

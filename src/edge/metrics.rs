@@ -12,18 +12,37 @@ pub enum Metric {
     BodyCapHits,
     ResponseCapHits,
     RefusedRoutes,
+    /// A counter's alarm could not be set after three tries.
+    AlarmSetFailures,
+    /// Settlements that needed another try, and those that failed every try (their
+    /// reservations expire at their bound).
+    SettleRetries,
+    SettleFailures,
+    /// Streams the client left before they ended, and those of them whose usage did
+    /// not arrive within the abort budget (billed at their reservation).
+    StreamsAborted,
+    AbortsBilledAtBound,
+    HeartbeatFailures,
 }
 
-const NAMES: [&str; 5] = [
+const NAMES: [&str; COUNT] = [
     "counter_calls",
     "forged_keys",
     "body_cap_hits",
     "response_cap_hits",
     "refused_routes",
+    "alarm_set_failures",
+    "settle_retries",
+    "settle_failures",
+    "streams_aborted",
+    "aborts_billed_at_bound",
+    "heartbeat_failures",
 ];
 
+const COUNT: usize = 11;
+
 thread_local! {
-    static COUNTS: [Cell<u64>; 5] = const { [const { Cell::new(0) }; 5] };
+    static COUNTS: [Cell<u64>; COUNT] = const { [const { Cell::new(0) }; COUNT] };
 }
 
 pub fn bump(metric: Metric) {

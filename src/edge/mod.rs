@@ -3,6 +3,7 @@
 
 mod admin;
 mod client;
+mod clock;
 mod config;
 mod counter;
 mod counter_alarm;
@@ -11,6 +12,7 @@ mod counter_keys;
 mod counter_resources;
 mod counter_store;
 mod delivery;
+mod faults;
 mod flush_shard;
 mod http;
 mod ledger;
@@ -33,6 +35,9 @@ use worker::{
 #[event(fetch, respond_with_errors)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     let path = req.path();
+    if let Err(e) = clock::guard(&req, &env) {
+        return http::error_response(&e, &[]);
+    }
     match path.as_str() {
         "/v1/usage" => usage(req, &env).await,
         p if p.starts_with("/v1/") => proxy::handle(req, &env, &ctx).await,

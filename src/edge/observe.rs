@@ -2,7 +2,7 @@
 //! or buffered under a cap), a stored response is recorded for its owner before the
 //! client can learn its id, and settlement is arranged.
 
-use super::stream::{Body, MeteredStream, StreamEnd};
+use super::stream::{channel, client_body, Body, Heartbeat, Pump};
 use super::ticket::{replay_of, respond, Payload, Ticket};
 use super::upstream::{collect, Upstreamed};
 use super::{client, config};
@@ -13,6 +13,7 @@ use crate::pricing::Pricing;
 use crate::protocol::{OwnedChange, SpendBasis};
 use crate::request::Prepared;
 use crate::sse::{event_data, SseScanner};
+use crate::stream_meter::StreamMeter;
 use crate::surface::owned::OwnedResource;
 use crate::surface::ResourceKind;
 use crate::usage::{Metered, Usage};
@@ -94,7 +95,7 @@ pub async fn observe(
     if prepared.stream && content_type.starts_with("text/event-stream") {
         if stores {
             let (seen, id) = peek_created(&mut upstream.body).await;
-            let now_ms = worker::Date::now().as_millis() as i64;
+            let now_ms = super::clock::now_ms();
             if let Some(r) = id.and_then(|id| OwnedResource::response(&id, now_ms)) {
                 record(&mut ticket, r).await;
             }
@@ -104,30 +105,28 @@ pub async fn observe(
                 Box::pin(futures_util::stream::iter(seen.into_iter().map(Ok)).chain(rest));
         }
         let hide = !prepared.client_wants_usage;
-        let (stream, done) = MeteredStream::new(
-            upstream.body,
-            adapter,
-            hide,
-            prepared.input_estimate,
-            ticket.keep,
-        );
+        let meter = StreamMeter::new(adapter, hide, prepared.input_estimate, ticket.keep);
+        let pump = Pump {
+            upstream: upstream.body,
+            meter,
+            budget: config::drain_budget(&ticket.env),
+            cancel: upstream.cancel.take(),
+            heartbeat: Heartbeat {
+                env: ticket.env.clone(),
+                counter: ticket.counter.clone(),
+                reservation: ticket.reservation,
+            },
+            reserved: ticket.reserved,
+        };
+        let (tx, rx) = channel();
         ctx.wait_until(async move {
-            let end = done.await.unwrap_or(StreamEnd {
-                metered: Metered {
-                    usage: Usage {
-                        input: prepared.input_estimate,
-                        ..Usage::default()
-                    },
-                    estimated: true,
-                },
-                sent: None,
-            });
+            let end = pump.run(tx).await;
             let replay = end.sent.and_then(|b| replay_of(status, &content_type, b));
             ticket.close(Some(end.metered), replay).await;
         });
         headers.push(("x-edgemeter-cost".into(), cost.reserved));
         headers.push(("x-edgemeter-cost-basis".into(), "reserved".into()));
-        return respond(status, &headers, Payload::Stream(Box::pin(stream)));
+        return respond(status, &headers, Payload::Stream(client_body(rx)));
     }
     let bytes = match collect(upstream.body, config::max_response_bytes(&ticket.env)).await {
         Ok(b) => b,
@@ -160,7 +159,7 @@ pub async fn observe(
         },
     };
     if stores {
-        let now_ms = worker::Date::now().as_millis() as i64;
+        let now_ms = super::clock::now_ms();
         if let Some(r) = OwnedResource::created(ResourceKind::Response, &bytes, now_ms) {
             record(&mut ticket, r).await;
         }

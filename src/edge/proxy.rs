@@ -133,7 +133,7 @@ async fn metered(
     meter: Meter,
     target: String,
 ) -> Result<Response, ApiError> {
-    let now_ms = worker::Date::now().as_millis() as i64;
+    let now_ms = super::clock::now_ms();
     let idempotency = idempotency_key(&req)?;
     let body = http::read_capped(&mut req, config::max_body_bytes(env)).await?;
     let (mut prepared, owns, stores) = prepare(env, &caller, meter, &body)?;
@@ -182,6 +182,8 @@ async fn metered(
         reserved,
     };
     let catalog = config::catalog(env)?;
+    // A stream can be cancelled once its client left and its drain budget is spent.
+    let cancel = prepared.stream.then(worker::AbortController::default);
     let sent = if caller.mode == Mode::Test {
         Ok(None)
     } else {
@@ -193,7 +195,7 @@ async fn metered(
                 .as_deref()
                 .map_or(OutBody::Empty, OutBody::Bytes),
             client_headers: req.headers().entries().collect(),
-            signal: None,
+            signal: cancel.as_ref().map(|c| c.signal()),
         };
         upstream::send(env, &catalog, out).await
     };
@@ -203,7 +205,7 @@ async fn metered(
         Ok(None) => upstream::sandbox(&prepared),
         Err(e) => Err(e),
     };
-    let upstream = match sent {
+    let mut upstream = match sent {
         Ok(u) => u,
         Err(e) => {
             ticket.close(None, None).await;
@@ -215,6 +217,7 @@ async fn metered(
         ticket.close(None, None).await;
         return Err(upstream::refused(upstream).await);
     }
+    upstream.cancel = cancel;
     let mut headers = headers;
     headers.extend(upstream.headers.iter().cloned());
     observe(

@@ -34,7 +34,7 @@ pub async fn handle(mut req: Request, env: &Env) -> worker::Result<Response> {
             // checked before it is read.
             let signature = req.headers().get("x-edgemeter-signature").ok().flatten();
             let signature = signature.unwrap_or_default();
-            let now_s = worker::Date::now().as_millis() as i64 / 1000;
+            let now_s = super::clock::wall_ms() / 1000;
             if !signature_fresh(&signature, now_s, SIGNATURE_TOLERANCE_S) {
                 let msg = "Missing, stale or invalid X-Edgemeter-Signature.";
                 return Err(ApiError::unauthorized(msg));
@@ -70,7 +70,7 @@ const LEDGER_CALLS_AT_ONCE: usize = 32;
 pub async fn ingest(env: &Env, signature: &str, body: &[u8]) -> Result<Response, ApiError> {
     let secret = config::setting(env, "RATING_SECRET")
         .ok_or_else(|| ApiError::internal("RATING_SECRET is not set"))?;
-    let now_s = worker::Date::now().as_millis() as i64 / 1000;
+    let now_s = super::clock::wall_ms() / 1000;
     if !verify(&secret, signature, body, now_s, SIGNATURE_TOLERANCE_S) {
         return Err(ApiError::unauthorized(
             "Missing or invalid X-Edgemeter-Signature.",

@@ -157,7 +157,7 @@ async fn admit(
         ask,
         idempotency: None,
         owns,
-        now_ms: worker::Date::now().as_millis() as i64,
+        now_ms: super::clock::now_ms(),
     };
     match client::admit(env, &caller.counter, &admit).await? {
         AdmitResponse::Admitted {
@@ -313,7 +313,7 @@ async fn upload(
             return Err(e);
         }
     };
-    let now_ms = worker::Date::now().as_millis() as i64;
+    let now_ms = super::clock::now_ms();
     let created = OwnedResource::created(ResourceKind::File, &bytes, now_ms);
     let id = created.as_ref().map(|r| r.id.clone());
     let checked = refusal.checked.borrow_mut().take();

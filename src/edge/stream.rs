@@ -1,20 +1,33 @@
-//! The metered stream: forwards an SSE body event by event as soon as each event is
-//! complete, reads usage as it passes, hides the usage-only event when the client did
-//! not ask for it, and reports the final usage exactly once, when the stream ends or
-//! when the client goes away and the runtime drops it.
+//! The stream pump: a task in `wait_until` reads the upstream and feeds the client
+//! through a channel, so the client never pulls the upstream itself. When the client
+//! goes away the task keeps reading, within the drain budget, until the provider's
+//! usage event arrives; past the budget it cancels the upstream and bills the
+//! reservation. While the stream runs it extends its reservation (a heartbeat), so a
+//! long stream is never expired from under itself. Every decision is the core's
+//! (`stream_meter`, `reservation`); this file moves bytes and keeps time.
 
-use crate::sse::{event_data, SseScanner};
-use crate::usage::{settle_stream, EventKind, Metered, UsageAdapter};
-use futures_channel::oneshot;
-use futures_util::Stream;
+use super::client;
+use crate::protocol::ExtendRequest;
+use crate::reservation::HEARTBEAT_MS;
+use crate::stream_meter::{DrainBudget, Ending, StreamMeter};
+use crate::usage::{Metered, Usage};
+use futures_channel::mpsc;
+use futures_util::future::{select, Either};
+use futures_util::{Stream, StreamExt};
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::time::Duration;
+use worker::{AbortController, Delay, Env};
 
 /// A body as chunks of bytes.
 pub type Body = Pin<Box<dyn Stream<Item = worker::Result<Vec<u8>>>>>;
 
-/// Responses kept for idempotent replay are capped at this size.
-pub const REPLAY_LIMIT: usize = 1 << 20;
+pub use crate::stream_meter::REPLAY_LIMIT;
+
+/// How often the pump looks at the clock and the client while the upstream is quiet.
+const TICK: Duration = Duration::from_millis(500);
+
+/// Chunks queued for the client before the pump waits for it to read.
+const QUEUE: usize = 16;
 
 /// What the stream reports when it is over.
 pub struct StreamEnd {
@@ -23,126 +36,159 @@ pub struct StreamEnd {
     pub sent: Option<Vec<u8>>,
 }
 
-pub struct MeteredStream {
-    upstream: Body,
-    scanner: SseScanner,
-    adapter: Box<dyn UsageAdapter>,
-    hide_usage: bool,
-    input_estimate: u64,
-    sent: Option<Vec<u8>>,
-    done: Option<oneshot::Sender<StreamEnd>>,
+/// Keeps a reservation alive while its stream runs.
+pub struct Heartbeat {
+    pub env: Env,
+    pub counter: String,
+    pub reservation: u64,
 }
 
-impl MeteredStream {
-    /// Wraps `upstream`; the receiver resolves once with the stream's final usage.
-    pub fn new(
-        upstream: Body,
-        adapter: Box<dyn UsageAdapter>,
-        hide_usage: bool,
-        input_estimate: u64,
-        keep_sent: bool,
-    ) -> (Self, oneshot::Receiver<StreamEnd>) {
-        let (tx, rx) = oneshot::channel();
-        let stream = MeteredStream {
-            upstream,
-            scanner: SseScanner::default(),
-            adapter,
-            hide_usage,
-            input_estimate,
-            sent: keep_sent.then(Vec::new),
-            done: Some(tx),
+pub struct Pump {
+    pub upstream: Body,
+    pub meter: StreamMeter,
+    pub budget: DrainBudget,
+    /// Cancels the upstream fetch when the drain budget is spent.
+    pub cancel: Option<AbortController>,
+    pub heartbeat: Heartbeat,
+    pub reserved: Usage,
+}
+
+/// The client's side: the channel's receiving end, as a response body.
+pub fn client_body(rx: mpsc::Receiver<Vec<u8>>) -> Body {
+    Box::pin(rx.map(Ok))
+}
+
+/// A channel for one stream.
+pub fn channel() -> (mpsc::Sender<Vec<u8>>, mpsc::Receiver<Vec<u8>>) {
+    mpsc::channel(QUEUE)
+}
+
+/// The client, while it is there.
+struct Client {
+    tx: Option<mpsc::Sender<Vec<u8>>>,
+    /// When it left (real milliseconds) and how many bytes were drained since.
+    left: Option<(f64, usize)>,
+}
+
+impl Client {
+    fn gone(&mut self) {
+        if self.tx.take().is_some() {
+            super::metrics::bump(super::metrics::Metric::StreamsAborted);
+            self.left = Some((worker::Date::now().as_millis() as f64, 0));
+        }
+    }
+
+    /// Hands `out` to the client; one that has not taken a chunk within the drain
+    /// budget counts as gone, so a stalled client cannot hold the task past it.
+    async fn send(&mut self, out: Vec<u8>, budget: &DrainBudget) {
+        let Some(tx) = self.tx.as_mut() else {
+            return;
         };
-        (stream, rx)
-    }
-
-    fn finish(&mut self) {
-        if let Some(tx) = self.done.take() {
-            let metered = settle_stream(self.adapter.as_ref(), self.input_estimate);
-            let _ = tx.send(StreamEnd {
-                metered,
-                sent: self.sent.take(),
-            });
+        let wait = Delay::from(Duration::from_millis(budget.ms));
+        let ready = {
+            let ready = futures_util::future::poll_fn(|cx| tx.poll_ready(cx));
+            matches!(
+                select(Box::pin(ready), wait).await,
+                Either::Left((Ok(()), _))
+            )
+        };
+        if !(ready && tx.start_send(out).is_ok()) {
+            self.gone();
         }
     }
+}
 
-    fn record(&mut self, out: &[u8]) {
-        if let Some(sent) = &mut self.sent {
-            if sent.len() + out.len() > REPLAY_LIMIT {
-                self.sent = None;
-            } else {
-                sent.extend_from_slice(out);
+impl Pump {
+    /// Runs the stream to its end and says how it is billed.
+    pub async fn run(mut self, tx: mpsc::Sender<Vec<u8>>) -> StreamEnd {
+        let mut client = Client {
+            tx: Some(tx),
+            left: None,
+        };
+        let mut last_beat = super::clock::now_ms();
+        let ending = loop {
+            let next = self.upstream.next();
+            match select(next, Delay::from(TICK)).await {
+                Either::Left((Some(Ok(chunk)), _)) => {
+                    let out = self.meter.forward(&chunk);
+                    if let Some((_, drained)) = &mut client.left {
+                        *drained += chunk.len();
+                    } else if !out.is_empty() {
+                        client.send(out, &self.budget).await;
+                    }
+                }
+                Either::Left((Some(Err(_)) | None, _)) => {
+                    // An unfinished last event is forwarded under the same rules; a
+                    // broken upstream ends the stream and what it reported is billed.
+                    let rest = self.meter.rest();
+                    if !rest.is_empty() {
+                        client.send(rest, &self.budget).await;
+                    }
+                    break Ending::Upstream;
+                }
+                Either::Right(_) => {}
+            }
+            if client.tx.as_ref().is_some_and(|tx| tx.is_closed()) {
+                client.gone();
+            }
+            if let Some((at, drained)) = client.left {
+                if self.meter.has_usage() {
+                    break Ending::Upstream;
+                }
+                let waited = worker::Date::now().as_millis() as f64 - at;
+                if waited >= self.budget.ms as f64 || drained >= self.budget.bytes {
+                    super::metrics::bump(super::metrics::Metric::AbortsBilledAtBound);
+                    break Ending::DrainSpent;
+                }
+            }
+            let now = super::clock::now_ms();
+            if now.saturating_sub(last_beat) >= HEARTBEAT_MS {
+                last_beat = now;
+                let h = &self.heartbeat;
+                let beat = ExtendRequest {
+                    reservation: h.reservation,
+                    now_ms: now,
+                };
+                client::extend(&h.env, &h.counter, &beat).await;
+            }
+        };
+        if client.left.is_some() {
+            if let Some(c) = self.cancel.take() {
+                c.abort(); // nothing more is needed from the provider
             }
         }
-    }
-
-    /// The bytes to forward for one upstream chunk: every event it completes, minus a
-    /// hidden usage event.
-    fn forward(&mut self, chunk: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(chunk.len());
-        for event in self.scanner.push(chunk) {
-            let data = event_data(&event);
-            let kind = match &data {
-                Some(data) => self.adapter.on_event(data),
-                None => EventKind::Other,
-            };
-            if self.hide_usage && kind == EventKind::UsageOnly {
-                continue;
-            }
-            match data.and_then(|d| crate::surface::events::rewrite(&event, &d)) {
-                Some(scrubbed) => out.extend_from_slice(&scrubbed),
-                None => out.extend_from_slice(&event),
-            }
+        StreamEnd {
+            metered: self.meter.metered(ending, &self.reserved),
+            sent: self.meter.take_sent(),
         }
-        self.record(&out);
-        out
     }
 }
 
 /// An SSE answer of a route not metered by tokens (an opted-in route): passed through
-/// event by event under the same error-event rules, its usage not read. The metering
-/// half of `MeteredStream` reports to nobody here.
+/// event by event under the same error-event rules, its usage not read.
 pub fn scrubbed(body: Body) -> Body {
-    let adapter = Box::new(crate::usage::OpenAi::default());
-    let (stream, _unread) = MeteredStream::new(body, adapter, false, 0, false);
-    Box::pin(stream)
-}
-
-impl Stream for MeteredStream {
-    type Item = worker::Result<Vec<u8>>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.done.is_none() {
-            return Poll::Ready(None); // finished: the upstream is not polled again
-        }
-        loop {
-            match self.upstream.as_mut().poll_next(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(chunk))) => {
-                    let out = self.forward(&chunk);
-                    if !out.is_empty() {
-                        return Poll::Ready(Some(Ok(out)));
+    let meter = StreamMeter::new(Box::new(crate::usage::OpenAi::default()), false, 0, false);
+    let state = (body, meter, false);
+    Box::pin(futures_util::stream::unfold(
+        state,
+        |(mut body, mut meter, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                match body.next().await {
+                    Some(Ok(chunk)) => {
+                        let out = meter.forward(&chunk);
+                        if !out.is_empty() {
+                            return Some((Ok(out), (body, meter, false)));
+                        }
+                    }
+                    Some(Err(_)) | None => {
+                        let rest = meter.rest();
+                        return (!rest.is_empty()).then_some((Ok(rest), (body, meter, true)));
                     }
                 }
-                Poll::Ready(Some(Err(_))) | Poll::Ready(None) => {
-                    // An unfinished last event is forwarded under the same rules as a
-                    // finished one; a broken upstream ends the stream and what was
-                    // delivered is metered.
-                    let rest = self.scanner.take_rest();
-                    let rest = event_data(&rest)
-                        .and_then(|d| crate::surface::events::rewrite(&rest, &d))
-                        .unwrap_or(rest);
-                    self.record(&rest);
-                    self.finish();
-                    return Poll::Ready((!rest.is_empty()).then_some(Ok(rest)));
-                }
             }
-        }
-    }
-}
-
-impl Drop for MeteredStream {
-    /// The client went away: meter what was generated so far.
-    fn drop(&mut self) {
-        self.finish();
-    }
+        },
+    ))
 }

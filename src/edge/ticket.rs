@@ -32,9 +32,9 @@ impl Ticket {
             usage: metered.map(|m| m.usage),
             replay,
             stored_response: self.stored_response,
-            now_ms: worker::Date::now().as_millis() as i64,
+            now_ms: super::clock::now_ms(),
         };
-        super::client::settle(&self.env, &self.counter, &req).await;
+        super::client::settle(&self.env, &self.counter, req).await;
     }
 }
 

@@ -22,6 +22,8 @@ pub struct Upstreamed {
     pub headers: Vec<(String, String)>,
     pub retry_after: Option<String>,
     pub body: Body,
+    /// Cancels the fetch (a stream whose client left and whose usage never came).
+    pub cancel: Option<worker::AbortController>,
 }
 
 /// A request body going upstream: bytes edgemeter holds, or a stream it checks as the
@@ -117,6 +119,7 @@ pub async fn send(
         headers: pass_response(all),
         retry_after,
         body: Box::pin(stream),
+        cancel: None,
     }))
 }
 
@@ -127,7 +130,7 @@ pub fn sandbox(prepared: &Prepared) -> Result<Upstreamed, ApiError> {
         .as_deref()
         .and_then(|b| serde_json::from_slice(b).ok())
         .unwrap_or_default();
-    let now_s = worker::Date::now().as_millis() as i64 / 1000;
+    let now_s = super::clock::now_ms() / 1000;
     let reply = sandbox::respond(prepared, &input, now_s)?;
     let chunks = futures_util::stream::iter(reply.chunks.into_iter().map(Ok));
     Ok(Upstreamed {
@@ -136,6 +139,7 @@ pub fn sandbox(prepared: &Prepared) -> Result<Upstreamed, ApiError> {
         headers: vec![("content-type".into(), reply.content_type.into())],
         retry_after: None,
         body: Box::pin(chunks),
+        cancel: None,
     })
 }
 

@@ -34,17 +34,17 @@ impl Tally {
         }
     }
 
-    /// Component-wise `self + other`.
+    /// Component-wise `self + other`, saturating: a counter never wraps.
     pub fn plus(&self, o: &Tally) -> Tally {
         Tally {
-            requests: self.requests + o.requests,
-            input: self.input + o.input,
-            output: self.output + o.output,
-            cached: self.cached + o.cached,
-            reasoning: self.reasoning + o.reasoning,
-            images: self.images + o.images,
-            seconds: self.seconds + o.seconds,
-            estimated: self.estimated + o.estimated,
+            requests: self.requests.saturating_add(o.requests),
+            input: self.input.saturating_add(o.input),
+            output: self.output.saturating_add(o.output),
+            cached: self.cached.saturating_add(o.cached),
+            reasoning: self.reasoning.saturating_add(o.reasoning),
+            images: self.images.saturating_add(o.images),
+            seconds: self.seconds.saturating_add(o.seconds),
+            estimated: self.estimated.saturating_add(o.estimated),
         }
     }
 

@@ -1,0 +1,188 @@
+//! Tests of a reservation's life: heartbeats, expiry at the bound, late settlements,
+//! periods, and arithmetic at the edges of `u64`.
+use super::*;
+use crate::catalog::{Catalog, Plan};
+use crate::counter_state::AdmitAsk;
+use crate::pricing::Pricing;
+
+const NOW: i64 = 1_764_547_200_000; // 2025-12-01T00:00:00Z, a period start
+
+fn catalog() -> Catalog {
+    Catalog::parse(include_str!("../catalog.json")).unwrap()
+}
+
+fn ask(input: u64, cap: u64, choices: u64) -> AdmitAsk {
+    AdmitAsk {
+        meter: "chat.completions".into(),
+        model: "gpt-4o-mini".into(),
+        input_estimate: input / 2,
+        input_reserve: input,
+        output_cap: Some(cap),
+        choices,
+    }
+}
+
+fn admitted(s: &mut CounterState, a: &AdmitAsk, at: i64) -> Reservation {
+    let c = catalog();
+    s.admit(&Pricing::List(&c), &Plan::default(), a, at)
+        .unwrap()
+}
+
+#[test]
+fn a_heartbeat_keeps_a_long_stream_alive_and_its_real_usage_counts() {
+    let mut s = CounterState::new(1, NOW);
+    let r = admitted(&mut s, &ask(100, 50, 1), NOW);
+    // A 20-minute stream beating every minute is never due.
+    for minute in 1..=20 {
+        let at = NOW + minute * HEARTBEAT_MS;
+        assert!(s.due(at).is_empty(), "due at minute {minute}");
+        assert!(s.extend(r.id, at).is_some());
+    }
+    let real = Usage {
+        input: 90,
+        output: 5_000,
+        ..Usage::default()
+    };
+    let landing = s
+        .settle(r.id, &real, false, NOW + 21 * HEARTBEAT_MS)
+        .unwrap();
+    let Landing::Current(_, tally) = landing else {
+        panic!("{landing:?}")
+    };
+    assert_eq!(
+        (tally.requests, tally.output, tally.estimated),
+        (1, 5_000, 0)
+    );
+    assert!(
+        s.extend(r.id, NOW + 22 * HEARTBEAT_MS).is_none(),
+        "settled: gone"
+    );
+}
+
+#[test]
+fn an_expired_reservation_bills_its_whole_bound_and_never_zero() {
+    let mut s = CounterState::new(1, NOW);
+    let r = admitted(&mut s, &ask(100, 50, 4), NOW);
+    assert!(s.due(NOW + RESERVATION_TTL_MS - 1).is_empty());
+    assert_eq!(s.due(NOW + RESERVATION_TTL_MS), vec![r.id]);
+    assert_eq!(s.next_deadline(), Some(NOW + RESERVATION_TTL_MS));
+    let (landing, expired) = s.expire(r.id, NOW + RESERVATION_TTL_MS).unwrap();
+    let Landing::Current(_, tally) = landing else {
+        panic!("{landing:?}")
+    };
+    // input bound 100, output cap 50 times 4 choices
+    assert_eq!((tally.input, tally.output, tally.estimated), (100, 200, 1));
+    assert_eq!(expired.billed.tokens(), 300);
+    assert!(s.reservations.is_empty() && s.next_deadline().is_none());
+}
+
+#[test]
+fn a_late_settlement_replaces_the_estimate_within_its_period() {
+    let mut s = CounterState::new(1, NOW);
+    let r = admitted(&mut s, &ask(100, 50, 1), NOW);
+    let other = admitted(&mut s, &ask(10, 10, 1), NOW);
+    s.settle(
+        other.id,
+        &Usage {
+            input: 3,
+            output: 4,
+            ..Usage::default()
+        },
+        false,
+        NOW,
+    );
+    s.expire(r.id, NOW + RESERVATION_TTL_MS).unwrap();
+    let real = Usage {
+        input: 80,
+        output: 20,
+        reasoning: 5,
+        ..Usage::default()
+    };
+    let late = s
+        .settle(r.id, &real, false, NOW + RESERVATION_TTL_MS + 1)
+        .unwrap();
+    let Landing::Current(_, tally) = late else {
+        panic!("{late:?}")
+    };
+    assert_eq!(tally.requests, 2);
+    assert_eq!((tally.input, tally.output, tally.reasoning), (83, 24, 5));
+    assert_eq!(tally.estimated, 0);
+    // Once replaced, a repeat changes nothing.
+    assert_eq!(
+        s.settle(r.id, &real, false, NOW + RESERVATION_TTL_MS + 2),
+        None
+    );
+}
+
+#[test]
+fn usage_lands_in_the_period_its_request_was_admitted_in() {
+    let mut s = CounterState::new(1, NOW);
+    let first = s.period;
+    let r = admitted(&mut s, &ask(100, 50, 1), first.end_ms - 1_000);
+    // The period ends while the request runs: the next one is not complete-able yet,
+    // and the old one is held back from its final records.
+    s.roll(first.end_ms + 10);
+    assert_eq!(s.complete_before(), first.start_ms);
+    let u = Usage {
+        input: 90,
+        output: 40,
+        ..Usage::default()
+    };
+    let landing = s.settle(r.id, &u, false, first.end_ms + 20).unwrap();
+    assert_eq!(
+        landing,
+        Landing::Past {
+            period: first,
+            key: r.key(),
+            usage: u,
+            estimated: false
+        }
+    );
+    assert!(s.tallies.is_empty(), "nothing of it in the new period");
+    assert_eq!(s.complete_before(), s.period.start_ms);
+}
+
+#[test]
+fn an_estimate_of_a_period_that_ended_is_not_replaced() {
+    let mut s = CounterState::new(1, NOW);
+    let end = s.period.end_ms;
+    let r = admitted(&mut s, &ask(100, 50, 1), end - RESERVATION_TTL_MS - 5);
+    s.expire(r.id, s.period.end_ms - 1).unwrap();
+    let after = s.period.end_ms + 1;
+    assert_eq!(s.settle(r.id, &Usage::default(), false, after), None);
+}
+
+#[test]
+fn a_cap_of_u64_max_never_wraps_a_counter() {
+    let c = catalog();
+    let hard = Plan {
+        tokens_per_minute: Some(10_000),
+        ..Plan::default()
+    };
+    let mut s = CounterState::new(1, NOW);
+    let err = s
+        .admit(&Pricing::List(&c), &hard, &ask(10, u64::MAX, 1), NOW)
+        .unwrap_err();
+    assert_eq!(err.status, 429);
+    assert_eq!(s.window.tokens, 0);
+    // Without a limit it is admitted, saturating; releasing it leaves nothing behind.
+    let r = admitted(&mut s, &ask(u64::MAX, u64::MAX, 128), NOW);
+    assert_eq!(r.tokens, u64::MAX);
+    let again = admitted(&mut s, &ask(u64::MAX, 1, 1), NOW);
+    assert_eq!(s.window.tokens, u64::MAX);
+    s.release(r.id, NOW);
+    s.release(again.id, NOW);
+    assert_eq!(s.window.tokens, 0);
+    let mut t = Tally {
+        output: u64::MAX - 1,
+        ..Tally::default()
+    };
+    t.add(
+        &Usage {
+            output: 5,
+            ..Usage::default()
+        },
+        false,
+    );
+    assert_eq!(t.output, u64::MAX);
+}
