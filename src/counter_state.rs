@@ -165,16 +165,19 @@ impl CounterState {
 
     /// Starts a new period when `now_ms` has passed the current one; returns whether it did.
     /// Old tallies stay in storage under their period; in memory the new period starts at 0.
+    /// Time only moves forward here: a call stamped earlier (a settlement sent before a
+    /// period was closed early, another isolate's clock) never brings an old period or
+    /// minute back.
     pub fn roll(&mut self, now_ms: i64) -> bool {
         let minute = now_ms.div_euclid(MINUTE_MS);
-        if self.window.index != minute {
+        if minute > self.window.index {
             self.window = Window {
                 index: minute,
                 requests: 0,
                 tokens: 0,
             };
         }
-        if now_ms < self.period.end_ms && now_ms >= self.period.start_ms {
+        if now_ms < self.period.end_ms {
             return false;
         }
         self.period = period_at(now_ms, self.anchor_day);

@@ -200,7 +200,10 @@ fn a_previous_response_carries_its_tokens_into_the_input_bound() {
     assert_eq!((a.input_reserve, a.input_estimate), (350, 350));
     // Unknown context: refused under a hard limit, naming the field; admitted otherwise.
     let e = carry_context(&mut ask(10, 5), &hard, Some((0, 0))).unwrap_err();
-    assert_eq!((e.status, e.param.as_deref()), (400, Some("previous_response_id")));
+    assert_eq!(
+        (e.status, e.param.as_deref()),
+        (400, Some("previous_response_id"))
+    );
     assert!(carry_context(&mut ask(10, 5), &hard, None).is_err());
     assert!(carry_context(&mut ask(10, 5), &Plan::default(), None).is_ok());
     let mut huge = ask(u64::MAX, 5);

@@ -15,6 +15,11 @@ use serde::{Deserialize, Serialize};
 /// worker died; it expires.
 pub const RESERVATION_TTL_MS: i64 = 15 * 60_000;
 
+/// The longest a reservation lives, heartbeats or not: a stream that runs longer
+/// is billed its bound when this passes (its real settlement may still replace that),
+/// so no request holds its period's final records back for more than this.
+pub const MAX_LIFETIME_MS: i64 = 2 * 3_600_000;
+
 /// How often (by the clock) a running stream extends its reservation: well inside the
 /// TTL, so a few lost heartbeats in a row still leave it alive.
 pub const HEARTBEAT_MS: i64 = 60_000;
@@ -102,7 +107,9 @@ impl CounterState {
     /// Returns the reservation to store, or `None` when it is gone (settled or expired).
     pub fn extend(&mut self, id: u64, now_ms: i64) -> Option<Reservation> {
         let r = self.reservations.get_mut(&id)?;
-        r.deadline_ms = r.deadline().max(now_ms.saturating_add(RESERVATION_TTL_MS));
+        let latest = r.created_ms.saturating_add(MAX_LIFETIME_MS);
+        let wanted = now_ms.saturating_add(RESERVATION_TTL_MS).min(latest);
+        r.deadline_ms = r.deadline().max(wanted);
         Some(r.clone())
     }
 

@@ -186,3 +186,40 @@ fn a_cap_of_u64_max_never_wraps_a_counter() {
     );
     assert_eq!(t.output, u64::MAX);
 }
+
+#[test]
+fn heartbeats_cannot_hold_a_reservation_past_its_lifetime() {
+    let mut s = CounterState::new(1, NOW);
+    let r = admitted(&mut s, &ask(100, 50, 1), NOW);
+    let mut at = NOW;
+    while at < NOW + MAX_LIFETIME_MS {
+        at += HEARTBEAT_MS;
+        s.extend(r.id, at);
+    }
+    assert_eq!(s.next_deadline(), Some(NOW + MAX_LIFETIME_MS));
+    assert_eq!(s.due(NOW + MAX_LIFETIME_MS), vec![r.id]);
+}
+
+#[test]
+fn a_call_stamped_earlier_never_brings_an_old_period_or_minute_back() {
+    let mut s = CounterState::new(1, NOW);
+    let first = s.period;
+    let r = admitted(&mut s, &ask(10, 10, 1), first.end_ms - 10);
+    s.roll(first.end_ms + 61_000);
+    let (period, minute) = (s.period, s.window.index);
+    assert_ne!(period, first);
+    // A settlement sent just before the period ended arrives after it rolled.
+    let landing = s.settle(
+        r.id,
+        &Usage {
+            input: 1,
+            ..Usage::default()
+        },
+        false,
+        first.end_ms - 5,
+    );
+    assert!(matches!(landing, Some(Landing::Past { .. })), "{landing:?}");
+    assert_eq!((s.period, s.window.index), (period, minute));
+    assert!(!s.roll(first.start_ms));
+    assert_eq!(s.period, period);
+}

@@ -11,9 +11,9 @@ use crate::usage::{settle_stream, EventKind, Metered, Usage, UsageAdapter};
 pub const REPLAY_LIMIT: usize = 1 << 20;
 
 /// How long and how much of the upstream is still read after the client went away,
-/// waiting for the usage event: `ABORT_DRAIN_MS` (default 20 s, at most 25 s: the
-/// runtime ends background work 30 s after the client leaves) and `ABORT_DRAIN_BYTES`
-/// (default 1 MiB).
+/// waiting for the usage event: `ABORT_DRAIN_MS` (default and most 20 s: the runtime
+/// ends background work 30 s after the client leaves, and the settlement needs the
+/// rest) and `ABORT_DRAIN_BYTES` (default 1 MiB).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DrainBudget {
     pub ms: u64,
@@ -25,7 +25,7 @@ impl DrainBudget {
         let ms = ms.and_then(|v| v.trim().parse::<u64>().ok());
         let bytes = bytes.and_then(|v| v.trim().parse::<usize>().ok());
         DrainBudget {
-            ms: ms.unwrap_or(20_000).min(25_000),
+            ms: ms.unwrap_or(20_000).min(20_000),
             bytes: bytes.unwrap_or(1 << 20),
         }
     }
@@ -37,8 +37,8 @@ pub enum Ending {
     /// The upstream finished (or broke) while the client read it, or the usage event
     /// arrived after the client left.
     Upstream,
-    /// The client left and the usage did not arrive within the drain budget; the
-    /// upstream was cancelled.
+    /// The client left and the upstream did not finish within the drain budget (or
+    /// broke first); it was cancelled.
     DrainSpent,
 }
 
@@ -109,21 +109,17 @@ impl StreamMeter {
         rest
     }
 
-    /// The provider's usage has been read: nothing more is needed from the upstream.
-    pub fn has_usage(&self) -> bool {
-        self.adapter.reported().is_some()
-    }
-
-    /// What the stream is billed: the provider's usage when it reported it; after a
-    /// spent drain budget, everything reserved (it may have generated up to its cap,
-    /// reasoning included); otherwise an estimate from what was delivered.
+    /// What the stream is billed: after a spent drain budget, everything reserved (the
+    /// provider may have generated up to the cap, reasoning included, and usage seen
+    /// before the end may be a running total); otherwise the provider's usage when it
+    /// reported it, or an estimate from what was delivered.
     pub fn metered(&self, ending: Ending, reserved: &Usage) -> Metered {
         match ending {
-            Ending::DrainSpent if !self.has_usage() => Metered {
+            Ending::DrainSpent => Metered {
                 usage: *reserved,
                 estimated: true,
             },
-            _ => settle_stream(self.adapter.as_ref(), self.input_estimate),
+            Ending::Upstream => settle_stream(self.adapter.as_ref(), self.input_estimate),
         }
     }
 
@@ -152,7 +148,7 @@ mod tests {
     };
 
     #[test]
-    fn a_spent_drain_budget_bills_the_reservation_unless_usage_arrived() {
+    fn a_spent_drain_budget_bills_the_reservation_even_after_a_running_total() {
         let mut m = meter();
         m.forward(b"data: {\"choices\":[{\"delta\":{\"content\":\"Hello there\"}}]}\n\n");
         let spent = m.metered(Ending::DrainSpent, &RESERVED);
@@ -161,14 +157,13 @@ mod tests {
         assert!(ended.estimated);
         assert_eq!(ended.usage.input, 7);
         m.forward(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":30,\"total_tokens\":42}}\n\n");
-        assert!(m.has_usage());
-        for ending in [Ending::DrainSpent, Ending::Upstream] {
-            let got = m.metered(ending, &RESERVED);
-            assert_eq!(
-                (got.usage.input, got.usage.output, got.estimated),
-                (12, 30, false)
-            );
-        }
+        let got = m.metered(Ending::Upstream, &RESERVED);
+        assert_eq!(
+            (got.usage.input, got.usage.output, got.estimated),
+            (12, 30, false)
+        );
+        // An upstream that did not finish may have reported a running total only.
+        assert_eq!(m.metered(Ending::DrainSpent, &RESERVED).usage, RESERVED);
     }
 
     #[test]
@@ -184,7 +179,7 @@ mod tests {
         let d = DrainBudget::from_settings(None, None);
         assert_eq!((d.ms, d.bytes), (20_000, 1 << 20));
         let d = DrainBudget::from_settings(Some("60000"), Some("4096"));
-        assert_eq!((d.ms, d.bytes), (25_000, 4096));
+        assert_eq!((d.ms, d.bytes), (20_000, 4096));
         let d = DrainBudget::from_settings(Some("soon"), Some("-1"));
         assert_eq!((d.ms, d.bytes), (20_000, 1 << 20));
     }

@@ -76,7 +76,23 @@ pub async fn admit(
 /// Waits before each further settlement try (milliseconds), within `wait_until`.
 const SETTLE_BACKOFF_MS: [u64; 3] = [0, 250, 1_000];
 
-/// Settles (or, with no usage, releases) a reservation, trying up to three times: a
+/// The longest one settlement try may take: three fit, with their waits, in what
+/// `wait_until` has left after a stream's drain.
+const SETTLE_TRY_MS: u64 = 2_000;
+
+/// `call` with a deadline.
+async fn within(
+    ms: u64,
+    call: impl std::future::Future<Output = Result<Response, ApiError>>,
+) -> Result<Response, ApiError> {
+    let timeout = worker::Delay::from(std::time::Duration::from_millis(ms));
+    match futures_util::future::select(Box::pin(call), timeout).await {
+        futures_util::future::Either::Left((r, _)) => r,
+        futures_util::future::Either::Right(_) => Err(ApiError::unavailable("timed out")),
+    }
+}
+
+/// Settles (or, with no usage, releases) a reservation in at most three tries: a
 /// settlement is idempotent on the counter. If every try fails the reservation stays
 /// in the counter, which bills its bound when it expires: never zero. Each try carries
 /// its own time; the counter puts the usage in the request's period whatever it is.
@@ -89,7 +105,13 @@ pub async fn settle(env: &Env, customer: &str, mut req: SettleRequest) -> bool {
         req.now_ms = super::clock::now_ms();
         let outcome = match super::faults::settle_fails() {
             true => Err(ApiError::unavailable("test fault: settlement dropped")),
-            false => call(env, customer, Method::Post, "/settle", Some(&req)).await,
+            false => {
+                within(
+                    SETTLE_TRY_MS,
+                    call(env, customer, Method::Post, "/settle", Some(&req)),
+                )
+                .await
+            }
         };
         match outcome {
             Ok(r) if r.status_code() < 300 => return true,

@@ -7,12 +7,12 @@
 use super::counter_store::{replay_of, CreditState, KeyRow, Store};
 use super::{config, http};
 use crate::counter_state::{carry_context, reserve_of, CounterState};
-use crate::surface::ResourceKind;
 use crate::error::ApiError;
 use crate::keys;
 use crate::pricing::Pricing;
 use crate::protocol::*;
 use crate::quota::rate_headers;
+use crate::surface::ResourceKind;
 use serde::de::DeserializeOwned;
 use std::cell::RefCell;
 use worker::{
@@ -38,10 +38,24 @@ pub struct UsageCounter {
     pub(super) push_clock: std::cell::Cell<Option<super::counter_alarm::PushClock>>,
     /// A push is awaiting the shard; another one waits for the next alarm.
     pub(super) pushing: std::cell::Cell<bool>,
+    /// An admission expired reservations: their usage is pushed like a settlement's.
+    pub(super) expired_unpushed: std::cell::Cell<bool>,
 }
 
 pub(super) fn body<T: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(ApiError::invalid_json)
+}
+
+/// What a retry of an idempotent request gets when its response was not kept: it was
+/// metered, so it must not run again.
+pub(super) fn not_kept() -> Replay {
+    let msg = "The request with this Idempotency-Key was metered, but its response could not be kept for replay.";
+    let e = ApiError::conflict("idempotency_response_not_kept", msg);
+    Replay {
+        status: e.status,
+        content_type: "application/json".into(),
+        body: e.body(),
+    }
 }
 
 pub(super) fn stored(e: worker::Error) -> ApiError {
@@ -58,6 +72,7 @@ impl DurableObject for UsageCounter {
             mem: RefCell::new(None),
             push_clock: std::cell::Cell::new(None),
             pushing: std::cell::Cell::new(false),
+            expired_unpushed: std::cell::Cell::new(false),
         }
     }
 
@@ -76,6 +91,9 @@ impl DurableObject for UsageCounter {
             (Method::Post, "/admit") => {
                 let admitted = body(&bytes).and_then(|r| self.admit(r));
                 self.arm_deadlines(now_ms).await;
+                if self.expired_unpushed.take() {
+                    self.schedule_push(now_ms).await;
+                }
                 admitted
             }
             (Method::Post, "/settle") => {
@@ -295,53 +313,6 @@ impl UsageCounter {
         }
     }
 
-    /// Expires reservations past their deadline: billed their reserved bound, flagged
-    /// estimated, until a late settlement replaces that.
-    pub(super) fn expire_due(&self, l: &mut Loaded, now: i64) -> std::result::Result<(), ApiError> {
-        for id in l.state.due(now) {
-            let idempotent = l.state.reservations.get(&id).is_some_and(|r| r.idempotent);
-            let Some((landing, expired)) = l.state.expire(id, now) else {
-                continue;
-            };
-            self.store
-                .save_landing(l.state.period, &landing)
-                .map_err(stored)?;
-            self.store.delete_reservation(id).map_err(stored)?;
-            if expired.period == l.state.period {
-                self.store.save_expired(&expired).map_err(stored)?;
-            }
-            self.store.save_cursor(&l.state).map_err(stored)?;
-            if idempotent {
-                self.store.forget_idempotent(id, now).map_err(stored)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Makes sure the alarm fires by the soonest reservation deadline, so a customer
-    /// who never comes back still has its reservations expired and billed.
-    async fn arm_deadlines(&self, now_ms: i64) {
-        if let Ok(Some(at)) = self.with(now_ms, |l| Ok(l.state.next_deadline())) {
-            self.ensure_alarm(at).await;
-        }
-    }
-
-    /// A running request's heartbeat: its reservation lives a TTL longer. 410 when it
-    /// is gone (settled, or expired because the heartbeat came too late).
-    fn extend(&self, req: ExtendRequest) -> std::result::Result<Response, ApiError> {
-        let extended = self.with(req.now_ms, |l| {
-            Ok(l.state.extend(req.reservation, req.now_ms))
-        })?;
-        let Some(r) = extended else {
-            return Err(ApiError::gone(
-                "reservation_gone",
-                "The reservation is settled or expired.",
-            ));
-        };
-        self.store.save_reservation(&r).map_err(stored)?;
-        Ok(Response::empty().map_err(http::internal)?.with_status(204))
-    }
-
     fn apply_settle(
         &self,
         l: &mut Loaded,
@@ -371,11 +342,7 @@ impl UsageCounter {
         if !idempotent {
             return Ok(());
         }
-        let replay = replay.unwrap_or_else(|| {
-            let msg = "The request with this Idempotency-Key completed and was metered, but its response was too large to keep for replay.";
-            let e = ApiError::conflict("idempotency_response_not_kept", msg);
-            Replay { status: e.status, content_type: "application/json".into(), body: e.body() }
-        });
+        let replay = replay.unwrap_or_else(not_kept);
         self.store.finish_idempotent(id, &replay).map_err(stored)
     }
 

@@ -48,7 +48,10 @@ impl UsageCounter {
         let Ok(mut c) = self.clock() else {
             return;
         };
-        if c.alarm_ms.is_some_and(|a| a <= at_ms) {
+        // An alarm time already past is stale (it fired, or its handler failed before
+        // forgetting it): it is set again.
+        let now = super::clock::now_ms();
+        if c.alarm_ms.is_some_and(|a| a <= at_ms && a > now) {
             return;
         }
         c.alarm_ms = Some(at_ms);

@@ -7,6 +7,7 @@ mod clock;
 mod config;
 mod counter;
 mod counter_alarm;
+mod counter_expiry;
 mod counter_flush;
 mod counter_keys;
 mod counter_resources;

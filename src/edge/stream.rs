@@ -117,6 +117,10 @@ impl Pump {
                         client.send(out, &self.budget).await;
                     }
                 }
+                // Broken after the client left: what it generated is unknown.
+                Either::Left((Some(Err(_)), _)) if client.left.is_some() => {
+                    break Ending::DrainSpent;
+                }
                 Either::Left((Some(Err(_)) | None, _)) => {
                     // An unfinished last event is forwarded under the same rules; a
                     // broken upstream ends the stream and what it reported is billed.
@@ -131,15 +135,15 @@ impl Pump {
             if client.tx.as_ref().is_some_and(|tx| tx.is_closed()) {
                 client.gone();
             }
+            // After the client left, the upstream is read to its end (its usage comes
+            // last), within the drain budget.
             if let Some((at, drained)) = client.left {
-                if self.meter.has_usage() {
-                    break Ending::Upstream;
-                }
                 let waited = worker::Date::now().as_millis() as f64 - at;
                 if waited >= self.budget.ms as f64 || drained >= self.budget.bytes {
                     super::metrics::bump(super::metrics::Metric::AbortsBilledAtBound);
                     break Ending::DrainSpent;
                 }
+                continue; // nobody to keep the reservation alive for
             }
             let now = super::clock::now_ms();
             if now.saturating_sub(last_beat) >= HEARTBEAT_MS {
@@ -152,14 +156,16 @@ impl Pump {
                 client::extend(&h.env, &h.counter, &beat).await;
             }
         };
-        if client.left.is_some() {
+        let sent = self.meter.take_sent();
+        if ending == Ending::DrainSpent {
             if let Some(c) = self.cancel.take() {
-                c.abort(); // nothing more is needed from the provider
+                c.abort(); // nothing more is billed from the provider
             }
         }
         StreamEnd {
             metered: self.meter.metered(ending, &self.reserved),
-            sent: self.meter.take_sent(),
+            // What a client that left saw is not the answer: it is never replayed.
+            sent: sent.filter(|_| client.left.is_none()),
         }
     }
 }

@@ -10,7 +10,9 @@ use serde_json::Value;
 fn input_of(u: &Value) -> Option<u64> {
     let fresh = u["input_tokens"].as_u64()?;
     let cache = |f: &str| u[f].as_u64().unwrap_or(0);
-    Some(fresh + cache("cache_read_input_tokens") + cache("cache_creation_input_tokens"))
+    let cached =
+        cache("cache_read_input_tokens").saturating_add(cache("cache_creation_input_tokens"));
+    Some(fresh.saturating_add(cached))
 }
 
 /// Usage adapter for Anthropic's `/v1/messages`.

@@ -1,0 +1,62 @@
+//! The counter's reservation deadlines: expiring what nobody settled (billed its
+//! bound), heartbeats that keep a running request's reservation alive, and the alarm
+//! that makes sure expiry happens even for a customer who never comes back.
+
+use super::counter::{not_kept, stored, Loaded, UsageCounter};
+use super::http;
+use crate::error::ApiError;
+use crate::protocol::ExtendRequest;
+use worker::Response;
+
+impl UsageCounter {
+    /// Expires reservations past their deadline: billed their reserved bound, flagged
+    /// estimated, until a late settlement replaces that.
+    pub(super) fn expire_due(&self, l: &mut Loaded, now: i64) -> std::result::Result<(), ApiError> {
+        for id in l.state.due(now) {
+            let idempotent = l.state.reservations.get(&id).is_some_and(|r| r.idempotent);
+            let Some((landing, expired)) = l.state.expire(id, now) else {
+                continue;
+            };
+            self.store
+                .save_landing(l.state.period, &landing)
+                .map_err(stored)?;
+            self.store.delete_reservation(id).map_err(stored)?;
+            if expired.period == l.state.period {
+                self.store.save_expired(&expired).map_err(stored)?;
+            }
+            self.store.save_cursor(&l.state).map_err(stored)?;
+            if idempotent {
+                // Billed now: a retry with its key must not run (and be billed) again.
+                self.store
+                    .finish_idempotent(id, &not_kept())
+                    .map_err(stored)?;
+            }
+            self.expired_unpushed.set(true);
+        }
+        Ok(())
+    }
+
+    /// Makes sure the alarm fires by the soonest reservation deadline, so a customer
+    /// who never comes back still has its reservations expired and billed.
+    pub(super) async fn arm_deadlines(&self, now_ms: i64) {
+        if let Ok(Some(at)) = self.with(now_ms, |l| Ok(l.state.next_deadline())) {
+            self.ensure_alarm(at).await;
+        }
+    }
+
+    /// A running request's heartbeat: its reservation lives a TTL longer. 410 when it
+    /// is gone (settled, or expired because the heartbeat came too late).
+    pub(super) fn extend(&self, req: ExtendRequest) -> std::result::Result<Response, ApiError> {
+        let extended = self.with(req.now_ms, |l| {
+            Ok(l.state.extend(req.reservation, req.now_ms))
+        })?;
+        let Some(r) = extended else {
+            return Err(ApiError::gone(
+                "reservation_gone",
+                "The reservation is settled or expired.",
+            ));
+        };
+        self.store.save_reservation(&r).map_err(stored)?;
+        Ok(Response::empty().map_err(http::internal)?.with_status(204))
+    }
+}
