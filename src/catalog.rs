@@ -52,7 +52,22 @@ pub struct ModelPrice {
     pub cached_input_per_mtok: Option<Decimal>,
     #[serde(default)]
     pub output_per_mtok: Decimal,
+    /// The most output tokens the model generates per choice: caps above it are
+    /// reserved at it.
+    #[serde(default)]
+    pub max_output_tokens: Option<u64>,
+    /// The most input tokens one image can cost on this model; default
+    /// [`DEFAULT_IMAGE_TOKENS`].
+    #[serde(default)]
+    pub image_input_tokens: Option<u64>,
+    /// Input tokens one KiB of inline audio data can cost; default 1024 (one a byte).
+    #[serde(default)]
+    pub audio_tokens_per_kib: Option<u64>,
 }
+
+/// The most one image costs on any model edgemeter knows of: GPT-4o mini at high
+/// detail, 2,833 base tokens plus 5,667 for each of at most 8 tiles (README, *The catalog*).
+pub const DEFAULT_IMAGE_TOKENS: u64 = 2_833 + 8 * 5_667;
 
 /// Whether a spent budget blocks further use or lets it continue as overage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -341,6 +356,7 @@ mod tests {
             input_per_mtok: Decimal::from_str("2.50").unwrap(),
             cached_input_per_mtok: Some(Decimal::from_str("1.25").unwrap()),
             output_per_mtok: Decimal::from_str("10").unwrap(),
+            ..ModelPrice::default()
         };
         let usage = Usage {
             input: 1000,
@@ -358,6 +374,7 @@ mod tests {
             input_per_mtok: Decimal::from_str("0.15").unwrap(),
             cached_input_per_mtok: None,
             output_per_mtok: Decimal::from_str("0.60").unwrap(),
+            ..ModelPrice::default()
         };
         let usage = Usage {
             input: 1_000_000_000_000,

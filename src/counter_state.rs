@@ -80,6 +80,13 @@ pub struct AdmitAsk {
     /// (every candidate is generated, `n ≤ best_of`).
     #[serde(default = "one")]
     pub choices: u64,
+    /// A part of the request whose tokens cannot be bounded (a PDF, a file by id):
+    /// refused under a plan with hard limits.
+    #[serde(default)]
+    pub unbounded: Option<String>,
+    /// The model's most output tokens: no cap is reserved above it.
+    #[serde(default)]
+    pub max_output: Option<u64>,
 }
 
 fn one() -> u64 {
@@ -105,13 +112,23 @@ pub struct CounterState {
 /// The usage a request reserves: its input bound, and its output cap or the plan's
 /// default.
 pub fn reserve_of(plan: &Plan, ask: &AdmitAsk) -> Usage {
+    let cap = ask.output_cap.unwrap_or(plan.default_max_output_tokens);
+    let cap = ask.max_output.map_or(cap, |max| cap.min(max));
     Usage {
         input: ask.input_reserve,
-        output: ask
-            .output_cap
-            .unwrap_or(plan.default_max_output_tokens)
-            .saturating_mul(ask.choices.max(1)),
+        output: cap.saturating_mul(ask.choices.max(1)),
         ..Usage::default()
+    }
+}
+
+/// Refuses a request that cannot be bounded under a plan whose limits need a bound.
+pub fn check_bounded(plan: &Plan, ask: &AdmitAsk) -> Result<(), ApiError> {
+    match &ask.unbounded {
+        Some(part) if plan.needs_output_cap() => {
+            let msg = format!("A `{part}` input part is billed by its content (pages, length), which edgemeter cannot bound before it runs; under your plan's limits, send it as text or images instead.");
+            Err(ApiError::bad_request("unbounded_input", msg).with_param(part.as_str()))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -206,13 +223,31 @@ impl CounterState {
             t.period_requests = t.period_requests.saturating_add(tally.requests);
             t.period_tokens = t.period_tokens.saturating_add(tally.usage().tokens());
         }
-        t.period_spend = pricing.spend(self.period, &self.tallies);
+        t.period_spend = self.committed_spend(pricing, None);
         for r in self.reservations.values() {
             t.period_requests = t.period_requests.saturating_add(1);
             t.period_tokens = t.period_tokens.saturating_add(r.tokens);
-            t.period_spend += r.cost;
         }
         t
+    }
+
+    /// The period's spend with every reservation (and `extra`) at its bound, by the
+    /// engine that prices the period: under a price-book plan the rating engine prices
+    /// settled and reserved usage together (included units and tiers apply to the
+    /// whole), under list prices each reservation adds its list price.
+    fn committed_spend(&self, pricing: &Pricing, extra: Option<(&MeterKey, &Usage)>) -> Decimal {
+        if !pricing.needs_totals() {
+            let reserved: Decimal = self.reservations.values().map(|r| r.cost).sum();
+            let catalog = pricing.catalog();
+            let extra = extra.map_or(Decimal::ZERO, |(k, u)| cost_of(catalog, &k.1, u, 1));
+            return pricing.spend(self.period, &self.tallies) + reserved + extra;
+        }
+        let mut all = self.tallies.clone();
+        let held = self.reservations.values().map(|r| (r.key(), r.bound()));
+        for (key, usage) in held.chain(extra.map(|(k, u)| (k.clone(), *u))) {
+            all.entry(key).or_default().add(&usage, false);
+        }
+        pricing.spend(self.period, &all)
     }
 
     /// Admits a request under `plan` and reserves its estimate ([`reserve_of`]), or
@@ -225,10 +260,19 @@ impl CounterState {
         now_ms: i64,
     ) -> Result<Reservation, ApiError> {
         self.roll(now_ms);
+        check_bounded(plan, ask)?;
         let reserve = reserve_of(plan, ask);
+        let key = (ask.meter.clone(), ask.model.clone());
+        let cost = match pricing.needs_totals() {
+            false => cost_of(pricing.catalog(), &ask.model, &reserve, 1),
+            true => {
+                let with = self.committed_spend(pricing, Some((&key, &reserve)));
+                (with - self.committed_spend(pricing, None)).max(Decimal::ZERO)
+            }
+        };
         let want = Ask {
             tokens: reserve.tokens(),
-            cost: cost_of(pricing.catalog(), &ask.model, &reserve, 1),
+            cost,
         };
         quota::admit(
             plan,

@@ -15,6 +15,8 @@ fn ask(input: u64, output: u64) -> AdmitAsk {
         input_reserve: input,
         output_cap: Some(output),
         choices: 1,
+        unbounded: None,
+        max_output: None,
     }
 }
 
@@ -209,4 +211,56 @@ fn a_previous_response_carries_its_tokens_into_the_input_bound() {
     let mut huge = ask(u64::MAX, 5);
     carry_context(&mut huge, &hard, Some((u64::MAX, u64::MAX))).unwrap();
     assert_eq!(huge.input_reserve, u64::MAX);
+}
+
+#[test]
+fn an_unbounded_part_is_refused_only_under_hard_limits() {
+    let c = catalog();
+    let mut a = ask(10, 5);
+    a.unbounded = Some("input_file".into());
+    let hard = Plan {
+        spend_cap: Some(Decimal::ONE),
+        ..Plan::default()
+    };
+    let mut s = CounterState::new(1, NOW);
+    let e = s.admit(&Pricing::List(&c), &hard, &a, NOW).unwrap_err();
+    assert_eq!((e.status, e.param.as_deref()), (400, Some("input_file")));
+    assert!(s.reservations.is_empty() && s.window.requests == 0);
+    assert!(s
+        .admit(&Pricing::List(&c), &Plan::default(), &a, NOW)
+        .is_ok());
+}
+
+#[test]
+fn reservations_are_priced_together_by_the_price_book() {
+    let c = catalog();
+    // The book charges far above the catalog list price: $1 per 1,000 output tokens
+    // after the first 10, which are included.
+    let book = crate::rating::PriceBook::parse(
+        r#"{"version": "b1", "currency": "USD", "tax": {"countries": {"US": {"rate": "0"}}},
+        "plans": {"pricey": {"charges": [
+          {"meter": "output_tokens", "included_units": 10, "price_per": 1000,
+           "pricing": {"kind": "per_unit", "unit_price": "1"}},
+          {"meter": "input_tokens", "pricing": {"kind": "per_unit", "unit_price": "0"}},
+          {"meter": "requests", "pricing": {"kind": "per_unit", "unit_price": "0"}}]}}}"#,
+    )
+    .unwrap();
+    let pricing = Pricing::for_plan(&c, Some(&book), "pricey");
+    let plan = Plan {
+        spend_cap: Some(Decimal::new(5, 2)), // $0.05: 10 included + 50 paid tokens
+        ..Plan::default()
+    };
+    let mut s = CounterState::new(1, NOW);
+    // Requests of 20 output tokens each, none settled: three make 60 tokens, 50 of
+    // them paid ($0.05, the cap); a fourth would make $0.07.
+    let admitted: Vec<_> = (0..4)
+        .filter_map(|i| s.admit(&pricing, &plan, &ask(0, 20), NOW + i).ok())
+        .collect();
+    assert_eq!(admitted.len(), 3);
+    // The first is half inside the included units ($0.01); the others $0.02 each.
+    let held: Vec<Decimal> = admitted.iter().map(|r| r.cost).collect();
+    assert_eq!(
+        held,
+        [Decimal::new(1, 2), Decimal::new(2, 2), Decimal::new(2, 2)]
+    );
 }

@@ -3,6 +3,7 @@
 //! The pure core (everything but `edge`) has no runtime dependency and is tested
 //! natively; `edge` is the thin Workers glue and only builds for wasm32.
 
+pub mod bounds;
 pub mod catalog;
 pub mod counter_state;
 pub mod error;

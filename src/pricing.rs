@@ -3,7 +3,8 @@
 //! plan's usage charges by the rating engine itself (included units, tiers and all),
 //! so the edge and the rated invoice agree for the same usage. Otherwise it is the
 //! catalog's list prices per model. A request's cost (`x-edgemeter-cost`) is what it
-//! adds to that spend; what a reservation holds is always its list price.
+//! adds to that spend. Reservations are priced the same way: under a price-book plan
+//! the engine prices settled and reserved usage together (`CounterState::totals`).
 
 use crate::catalog::Catalog;
 use crate::counter_state::{cost_of, MeterKey, Tally};

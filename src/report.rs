@@ -83,6 +83,8 @@ mod tests {
             input_reserve: 10,
             output_cap: Some(10),
             choices: 1,
+            unbounded: None,
+            max_output: None,
         };
         let plan = catalog.plan("starter").unwrap();
         let r = s.admit(&Pricing::List(&catalog), plan, &ask, now).unwrap();

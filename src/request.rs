@@ -76,23 +76,44 @@ pub struct Prepared {
     pub output_cap: Option<u64>,
     /// Completions generated per request (`n`, `best_of`), each up to the cap.
     pub choices: u64,
+    /// Media parts, not yet in `input_reserve` until the model's bounds are applied.
+    pub media: Media,
+    /// The model's most output tokens, once known: caps above it are reserved at it.
+    pub max_output: Option<u64>,
     /// The body to send upstream; `None` means forward the client's bytes unchanged.
     pub upstream_body: Option<Vec<u8>>,
 }
 
-/// Tokens an inline image or audio part is estimated at, and reserved at: the most a
-/// single image costs with the major providers.
-const MEDIA_ESTIMATE_TOKENS: u64 = 765;
-const MEDIA_RESERVE_TOKENS: u64 = 1600;
+/// Tokens an image part is estimated at (a high-detail 1024 px image on GPT-4o); what
+/// it is reserved at is the model's bound (`bounds`).
+const IMAGE_ESTIMATE_TOKENS: u64 = 765;
 
-/// Content part types that carry media rather than text.
-const MEDIA_TYPES: [&str; 5] = [
-    "image_url",
-    "image",
-    "input_image",
-    "input_audio",
-    "document",
-];
+/// Media in a prompt, bounded per model once the model is known (`bounds::apply`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Media {
+    pub images: u64,
+    /// Bytes of inline audio data.
+    pub audio_bytes: u64,
+    /// A part whose tokens cannot be bounded from the request (a PDF, a file by id or
+    /// URL): its type, which a plan with hard limits refuses.
+    pub unbounded: Option<&'static str>,
+}
+
+/// How a content part of type `kind` is counted.
+fn media_kind(kind: &str, part: &Map<String, Value>) -> Option<&'static str> {
+    match kind {
+        "image_url" | "image" | "input_image" => Some("image"),
+        "input_audio" => Some("input_audio"),
+        "file" => Some("file"),
+        "input_file" => Some("input_file"),
+        // A plain-text document is text; a PDF (inline or by URL) is billed per page.
+        "document" => {
+            let text = part.get("source").and_then(|s| s.get("type")) == Some(&Value::from("text"));
+            (!text).then_some("document")
+        }
+        _ => None,
+    }
+}
 
 /// What a prompt is made of. Characters give a realistic token estimate (about four a
 /// token); UTF-8 bytes give a strict upper bound, since byte-level BPE tokenizers never
@@ -103,7 +124,7 @@ struct PromptSize {
     bytes: u64,
     /// Integers in a pre-tokenized prompt: one token each.
     token_ids: u64,
-    media: u64,
+    media: Media,
 }
 
 impl PromptSize {
@@ -121,9 +142,22 @@ impl PromptSize {
             Value::Array(items) => items.iter().for_each(|i| self.measure(i)),
             Value::Object(map) => {
                 let kind = map.get("type").and_then(Value::as_str).unwrap_or("");
-                if MEDIA_TYPES.contains(&kind) {
-                    self.media += 1;
-                    return;
+                match media_kind(kind, map) {
+                    Some("image") => {
+                        self.media.images += 1;
+                        return;
+                    }
+                    Some("input_audio") => {
+                        let data = map.get("input_audio").and_then(|a| a.get("data"));
+                        let bytes = data.and_then(Value::as_str).map_or(0, str::len);
+                        self.media.audio_bytes += bytes as u64;
+                        return;
+                    }
+                    Some(other) => {
+                        self.media.unbounded.get_or_insert(other);
+                        return;
+                    }
+                    None => {}
                 }
                 for (key, value) in map {
                     self.bytes += key.len() as u64; // keys of tool schemas become tokens
@@ -135,8 +169,8 @@ impl PromptSize {
     }
 }
 
-/// (realistic estimate, upper bound) of a request's input tokens.
-fn input_tokens(body: &Map<String, Value>) -> (u64, u64) {
+/// (realistic estimate, upper bound) of a request's text input tokens, and its media.
+fn input_tokens(body: &Map<String, Value>) -> (u64, u64, Media) {
     let fields = [
         "messages",
         "prompt",
@@ -154,17 +188,18 @@ fn input_tokens(body: &Map<String, Value>) -> (u64, u64) {
         .and_then(Value::as_array)
         .map_or(0, |m| m.len() as u64);
     let overhead = INPUT_OVERHEAD_TOKENS + 4 * messages;
-    let estimate =
-        estimate_tokens(size.chars) + size.token_ids + size.media * MEDIA_ESTIMATE_TOKENS;
-    let bound = size.bytes + size.token_ids + size.media * MEDIA_RESERVE_TOKENS;
-    (estimate + overhead, bound + overhead)
+    let images = size.media.images.saturating_mul(IMAGE_ESTIMATE_TOKENS);
+    let estimate = estimate_tokens(size.chars) + size.token_ids + images;
+    let bound = size.bytes + size.token_ids;
+    (estimate + overhead, bound + overhead, size.media)
 }
 
-/// The request body with an output cap added, for a request that named none under a
-/// plan whose hard limits need one to be exact. `None` when the body is not a JSON object.
-pub fn with_output_cap(meter: Meter, body: &[u8], cap: u64) -> Option<Vec<u8>> {
+/// The request body with its output cap in the spelling the upstream honours (`chat`
+/// for chat completions), for a request that named none under a plan whose hard limits
+/// need one, or named it in another spelling. `None` when the body is not a JSON object.
+pub fn with_output_cap(meter: Meter, body: &[u8], cap: u64, chat: &str) -> Option<Vec<u8>> {
     let field = match meter {
-        Meter::ChatCompletions => "max_completion_tokens",
+        Meter::ChatCompletions => chat,
         Meter::Responses => "max_output_tokens",
         Meter::Completions | Meter::Messages => "max_tokens",
         Meter::Embeddings | Meter::Request => return None,
@@ -174,8 +209,11 @@ pub fn with_output_cap(meter: Meter, body: &[u8], cap: u64) -> Option<Vec<u8>> {
     serde_json::to_vec(&json).ok()
 }
 
+/// The request's output cap. Every spelling it uses must agree: which one an upstream
+/// honours differs, so two different caps leave the real one unknown.
 fn output_cap(body: &Map<String, Value>) -> Result<Option<u64>, ApiError> {
-    for field in ["max_completion_tokens", "max_tokens", "max_output_tokens"] {
+    let mut found: Option<(&str, u64)> = None;
+    for field in CAP_FIELDS {
         match body.get(field) {
             None | Some(Value::Null) => continue,
             Some(v) => {
@@ -186,12 +224,30 @@ fn output_cap(body: &Map<String, Value>) -> Result<Option<u64>, ApiError> {
                     )
                     .with_param(field)
                 })?;
-                return Ok(Some(n));
+                if let Some((first, m)) = found.filter(|(_, m)| *m != n) {
+                    let msg = format!(
+                        "`{first}` ({m}) and `{field}` ({n}) conflict; send one output cap."
+                    );
+                    return Err(ApiError::bad_request("conflicting_caps", msg).with_param(field));
+                }
+                found = Some((field, n));
             }
         }
     }
-    Ok(None)
+    Ok(found.map(|(_, n)| n))
 }
+
+/// Puts a chat request's cap in the spelling the upstream honours (`field`), keeping
+/// the others: an upstream that reads only one must still see the cap that was reserved.
+pub fn honour_cap(json: &mut Map<String, Value>, field: &str) -> Result<(), ApiError> {
+    if let Some(cap) = output_cap(json)? {
+        json.insert(field.to_string(), Value::from(cap));
+    }
+    Ok(())
+}
+
+/// Every spelling of an output cap.
+pub const CAP_FIELDS: [&str; 3] = ["max_completion_tokens", "max_tokens", "max_output_tokens"];
 
 impl Prepared {
     /// A request counted once, with no tokens: file operations.
@@ -205,6 +261,8 @@ impl Prepared {
             input_reserve: 0,
             output_cap: Some(0),
             choices: 1,
+            media: Media::default(),
+            max_output: None,
             upstream_body: None,
         }
     }
@@ -220,6 +278,8 @@ impl Prepared {
             input_reserve: self.input_reserve,
             output_cap: self.output_cap,
             choices: self.choices,
+            unbounded: self.media.unbounded.map(String::from),
+            max_output: self.max_output,
         }
     }
 }
@@ -257,7 +317,7 @@ pub fn prepare_json(meter: Meter, mut json: Map<String, Value>) -> Result<Prepar
         Meter::Embeddings => Some(0),
         _ => output_cap(&json)?,
     };
-    let (input_estimate, input_reserve) = input_tokens(&json);
+    let (input_estimate, input_reserve, media) = input_tokens(&json);
     let asks_usage = |j: &Map<String, Value>| {
         j.get("stream_options")
             .and_then(|o| o.get("include_usage"))
@@ -289,6 +349,8 @@ pub fn prepare_json(meter: Meter, mut json: Map<String, Value>) -> Result<Prepar
         input_reserve,
         output_cap,
         choices: choices(&json)?,
+        media,
+        max_output: None,
         upstream_body,
     })
 }
@@ -394,8 +456,9 @@ mod tests {
         );
         // "user" -> 1 token + one image at 765 + 12 overhead
         assert_eq!(big.input_estimate, 778);
-        // bound: "role" + "content" + "user" = 15 bytes + 1600 per image + 12
-        assert_eq!(big.input_reserve, 1627);
+        // text bound: "role" + "content" + "user" = 15 bytes + 12; the image is
+        // bounded per model once the model is known (`bounds::apply`)
+        assert_eq!((big.input_reserve, big.media.images), (27, 1));
         let p = prepare("/v1/embeddings", br#"{"model":"m","input":[[1,2,3]]}"#).unwrap();
         // three token ids -> 3 tokens + 8; embeddings reserve no output
         assert_eq!(
@@ -443,12 +506,19 @@ mod tests {
     #[test]
     fn output_cap_is_added_under_the_field_each_api_reads() {
         let body = br#"{"model":"m","messages":[]}"#;
-        let capped =
-            |m| serde_json::from_slice::<Value>(&with_output_cap(m, body, 64).unwrap()).unwrap();
+        let capped = |m| {
+            serde_json::from_slice::<Value>(
+                &with_output_cap(m, body, 64, "max_completion_tokens").unwrap(),
+            )
+            .unwrap()
+        };
         assert_eq!(capped(Meter::ChatCompletions)["max_completion_tokens"], 64);
         assert_eq!(capped(Meter::Messages)["max_tokens"], 64);
         assert_eq!(capped(Meter::Responses)["max_output_tokens"], 64);
-        assert_eq!(with_output_cap(Meter::Embeddings, body, 64), None);
+        assert_eq!(
+            with_output_cap(Meter::Embeddings, body, 64, "max_tokens"),
+            None
+        );
     }
 
     #[test]

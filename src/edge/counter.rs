@@ -291,7 +291,10 @@ impl UsageCounter {
                 plan: l.customer.plan.clone(),
                 reserved_cost: reserved_cost.normalize().to_string(),
                 output_cap: match ask.output_cap {
-                    None if plan.needs_output_cap() => Some(plan.default_max_output_tokens),
+                    None if plan.needs_output_cap() => {
+                        let d = plan.default_max_output_tokens;
+                        Some(ask.max_output.map_or(d, |max| d.min(max)))
+                    }
                     _ => None,
                 },
                 headers,

@@ -118,10 +118,14 @@ fn prepare(
     fields::sanitize(meter, &mut json, extra, owns_stored, &identity)?;
     let owns = references::check(meter, &json)?;
     let stores = meter == Meter::Responses && owns_stored && fields::stores_response(&json);
-    let prepared = request::prepare_json(meter, json)?;
-    if catalog.price(&prepared.model).is_none() {
-        return Err(ApiError::unknown_model(&prepared.model));
+    if meter == Meter::ChatCompletions {
+        request::honour_cap(&mut json, catalog.proxy.chat_cap())?;
     }
+    let mut prepared = request::prepare_json(meter, json)?;
+    let Some(price) = catalog.price(&prepared.model) else {
+        return Err(ApiError::unknown_model(&prepared.model));
+    };
+    crate::bounds::apply(&mut prepared, price);
     Ok((prepared, owns, stores))
 }
 
@@ -166,10 +170,13 @@ async fn metered(
         plan,
         spend: spend_basis,
     };
+    let catalog = config::catalog(env)?;
     if let Some(cap) = output_cap {
         // The plan's hard limits need a bound on the output: send the reserved amount.
         let current = prepared.upstream_body.as_deref().unwrap_or(&body);
-        if let Some(capped) = request::with_output_cap(prepared.meter, current, cap) {
+        if let Some(capped) =
+            request::with_output_cap(prepared.meter, current, cap, catalog.proxy.chat_cap())
+        {
             prepared.upstream_body = Some(capped);
         }
     }
@@ -181,7 +188,6 @@ async fn metered(
         stored_response: None,
         reserved,
     };
-    let catalog = config::catalog(env)?;
     // A stream can be cancelled once its client left and its drain budget is spent.
     let cancel = prepared.stream.then(worker::AbortController::default);
     let sent = if caller.mode == Mode::Test {

@@ -33,7 +33,15 @@ pub struct ProxySettings {
     /// fixed price per request.
     #[serde(default)]
     pub routes: BTreeMap<String, OptionalRoute>,
+    /// The output cap spelling the OpenAI-compatible upstream honours on chat
+    /// completions (`max_completion_tokens`, OpenAI's, or `max_tokens`, older
+    /// compatible servers'): a chat request's cap is always sent in it.
+    #[serde(default)]
+    pub chat_cap_field: Option<String>,
 }
+
+/// Spellings of a chat completion's output cap an upstream may honour.
+const CHAT_CAP_FIELDS: [&str; 2] = ["max_completion_tokens", "max_tokens"];
 
 /// A stateless route opted in at a fixed price. Its usage is counted under the
 /// `requests` meter with the route's name as the model.
@@ -54,6 +62,7 @@ impl Default for ProxySettings {
             file_purposes: default_purposes(),
             body_fields: BTreeMap::new(),
             routes: BTreeMap::new(),
+            chat_cap_field: None,
         }
     }
 }
@@ -114,8 +123,19 @@ impl ProxySettings {
             .map_or(&[], Vec::as_slice)
     }
 
+    /// The chat cap spelling the upstream honours.
+    pub fn chat_cap(&self) -> &str {
+        self.chat_cap_field.as_deref().unwrap_or(CHAT_CAP_FIELDS[0])
+    }
+
     pub fn validate(&self) -> Result<(), CatalogError> {
         let fail = |path: String, message: String| Err(CatalogError { path, message });
+        if let Some(f) = self.chat_cap_field.as_deref() {
+            if !CHAT_CAP_FIELDS.contains(&f) {
+                let msg = format!("must be one of {}", CHAT_CAP_FIELDS.join(", "));
+                return fail("$.proxy.chat_cap_field".into(), msg);
+            }
+        }
         for (i, h) in self.request_headers.iter().enumerate() {
             let lower = h.to_ascii_lowercase();
             if NEVER_FORWARDED.contains(&lower.as_str()) || lower.starts_with("cf-") {

@@ -22,7 +22,8 @@ pub fn catalog() -> String {
         "version": "test-1",
         "currency": "USD",
         "models": {
-            "gpt-4o-mini": {"input_per_mtok": "0.15", "cached_input_per_mtok": "0.075", "output_per_mtok": "0.60"},
+            "gpt-4o-mini": {"input_per_mtok": "0.15", "cached_input_per_mtok": "0.075", "output_per_mtok": "0.60",
+                "image_input_tokens": upstream::IMAGE_TOKENS, "max_output_tokens": 16384},
             "text-embedding-3-small": {"input_per_mtok": "0.02"},
             "claude-test": {"input_per_mtok": "3", "output_per_mtok": "15"}
         },
@@ -32,6 +33,7 @@ pub fn catalog() -> String {
             "rpm": {"requests_per_minute": 2},
             "tpm": {"tokens_per_minute": 100},
             "tokens": {"included_tokens": 200, "token_cap": "hard", "default_max_output_tokens": 40},
+            "big": {"included_tokens": 5000, "token_cap": "hard", "default_max_output_tokens": 40},
             "spend": {"spend_cap": "0.00001"},
             "solo": {"max_concurrent": 1}
         },

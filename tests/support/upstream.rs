@@ -53,6 +53,29 @@ pub fn completion_tokens(body: &Value) -> u64 {
     cap.unwrap_or(7).min(50)
 }
 
+/// What one image costs in the fake, as the most a provider may bill: the test
+/// catalog's `image_input_tokens` for gpt-4o-mini.
+pub const IMAGE_TOKENS: u64 = 300;
+
+/// Choices the provider generates: `n`, or `best_of` (all candidates are generated).
+pub fn choices(body: &Value) -> u64 {
+    let n = body["n"].as_u64().unwrap_or(1);
+    n.max(body["best_of"].as_u64().unwrap_or(1)).max(1)
+}
+
+/// Prompt tokens the fake bills: a fixed count, plus each image at its most.
+pub fn prompt_tokens(body: &Value) -> u64 {
+    fn images(v: &Value) -> u64 {
+        match v {
+            Value::Array(items) => items.iter().map(images).sum(),
+            Value::Object(m) if m.get("type") == Some(&json!("image_url")) => 1,
+            Value::Object(m) => m.values().map(images).sum(),
+            _ => 0,
+        }
+    }
+    PROMPT_TOKENS + IMAGE_TOKENS * images(&body["messages"])
+}
+
 /// One request as the fake saw it (header names lower-cased).
 #[derive(Debug, Clone)]
 pub struct Seen {
@@ -246,11 +269,24 @@ fn respond(out: &mut TcpStream, req: &Incoming, account: &Mutex<Account>) -> std
             stream(out, &events, delay)
         }
         ("POST", "/v1/chat/completions") => {
+            // Every choice generates up to the cap, and all of it is billed.
             let mut done = chat(&model, completion_tokens(&body));
+            let n = completion_tokens(&body) * choices(&body);
+            done["usage"] = usage_of(prompt_tokens(&body), n);
             if let Some(size) = req.header("x-fake-size").and_then(|s| s.parse().ok()) {
                 pad(&mut done, size);
             }
             send_json(out, 200, &done)
+        }
+        ("POST", "/v1/completions") => {
+            let n = completion_tokens(&body) * choices(&body);
+            send_json(
+                out,
+                200,
+                &json!({"id": "cmpl-fake", "object": "text_completion", "created": 1,
+                "model": model, "choices": [{"index": 0, "text": "tok0 ", "finish_reason": "length"}],
+                "usage": usage_of(PROMPT_TOKENS, n)}),
+            )
         }
         ("POST", "/v1/embeddings") => send_json(
             out,
@@ -294,7 +330,11 @@ fn pad(done: &mut Value, size: usize) {
 }
 
 fn usage(n: u64) -> Value {
-    json!({"prompt_tokens": PROMPT_TOKENS, "completion_tokens": n, "total_tokens": PROMPT_TOKENS + n,
+    usage_of(PROMPT_TOKENS, n)
+}
+
+fn usage_of(prompt: u64, n: u64) -> Value {
+    json!({"prompt_tokens": prompt, "completion_tokens": n, "total_tokens": prompt + n,
         "prompt_tokens_details": {"cached_tokens": CACHED_TOKENS}, "completion_tokens_details": {"reasoning_tokens": 0}})
 }
 

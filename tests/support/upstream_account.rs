@@ -156,16 +156,22 @@ impl Account {
                 ));
             }
         }
+        // The previous response's conversation is read again, and billed as input.
+        let carried = previous.and_then(|p| self.responses.get(p)).map_or(0, |r| {
+            let u = &r["usage"];
+            u["input_tokens"].as_u64().unwrap_or(0) + u["output_tokens"].as_u64().unwrap_or(0)
+        });
+        let input = PROMPT_TOKENS + carried;
         let (id, msg) = (self.id("resp_"), self.id("msg_"));
         let text: String = (0..n).map(|i| format!("tok{i} ")).collect();
         let response = json!({"id": id, "object": "response", "created_at": now(), "status": "completed",
             "model": body["model"], "previous_response_id": previous,
             "output": [{"type": "message", "id": msg, "status": "completed", "role": "assistant",
                 "content": [{"type": "output_text", "text": text, "annotations": []}]}],
-            "usage": {"input_tokens": PROMPT_TOKENS,
+            "usage": {"input_tokens": input,
                 "input_tokens_details": {"cached_tokens": CACHED_TOKENS},
                 "output_tokens": n, "output_tokens_details": {"reasoning_tokens": 0},
-                "total_tokens": PROMPT_TOKENS + n}});
+                "total_tokens": input + n}});
         if body["store"] != false {
             self.responses.insert(id, response.clone());
         }
