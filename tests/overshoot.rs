@@ -50,6 +50,17 @@ fn reported(port: u16, key: &str) -> (u64, u64, f64) {
     (sum("requests"), sum("input") + sum("output"), cost)
 }
 
+/// The provider's tokens for the burst's admitted requests (and `before` earlier ones)
+/// are within `quota`.
+fn assert_within(port: u16, key: &str, admitted: usize, before: usize, quota: u64) {
+    let (requests, tokens, _) = reported(port, key);
+    assert_eq!(requests as usize, admitted + before);
+    assert!(
+        admitted > 0 && tokens <= quota,
+        "{admitted} admitted, {tokens} tokens"
+    );
+}
+
 fn chat(max_tokens: u64, extra: Value) -> Value {
     let mut body = json!({"model": "gpt-4o-mini", "max_tokens": max_tokens,
         "messages": [{"role": "user", "content": "hi"}]});
@@ -83,12 +94,7 @@ fn a_token_quota_holds_when_every_choice_runs_to_its_cap() {
         "/v1/chat/completions",
         &chat(10, json!({"n": 3})),
     );
-    let (requests, tokens, _) = reported(port, &key);
-    assert_eq!(requests as usize, admitted);
-    assert!(
-        admitted > 0 && tokens <= 200,
-        "{admitted} admitted, {tokens} tokens"
-    );
+    assert_within(port, &key, admitted, 0, 200);
 }
 
 #[test]
@@ -98,12 +104,7 @@ fn a_token_quota_holds_with_best_of() {
     let prompt = "Write one line about the sea, please.";
     let body = json!({"model": "gpt-4o-mini", "prompt": prompt, "max_tokens": 10, "best_of": 4});
     let admitted = burst(port, &key, "/v1/completions", &body);
-    let (requests, tokens, _) = reported(port, &key);
-    assert_eq!(requests as usize, admitted);
-    assert!(
-        admitted > 0 && tokens <= 200,
-        "{admitted} admitted, {tokens} tokens"
-    );
+    assert_within(port, &key, admitted, 0, 200);
 }
 
 #[test]
@@ -115,12 +116,7 @@ fn a_token_quota_holds_with_images() {
     let body = json!({"model": "gpt-4o-mini", "max_tokens": 10,
         "messages": [{"role": "user", "content": content}]});
     let admitted = burst(port, &key, "/v1/chat/completions", &body);
-    let (requests, tokens, _) = reported(port, &key);
-    assert_eq!(requests as usize, admitted);
-    assert!(
-        admitted > 0 && tokens <= 5000,
-        "{admitted} admitted, {tokens} tokens"
-    );
+    assert_within(port, &key, admitted, 0, 5000);
 }
 
 #[test]
@@ -135,13 +131,8 @@ fn a_token_quota_holds_with_previous_response_id() {
     let next = json!({"model": "gpt-4o-mini", "input": input, "max_output_tokens": 10,
         "previous_response_id": id, "store": false});
     let admitted = burst(port, &key, "/v1/responses", &next);
-    let (requests, tokens, _) = reported(port, &key);
-    assert_eq!(requests as usize, admitted + 1);
     // each reads the 61 tokens of the first again: (21 + 61 + 10) per request
-    assert!(
-        admitted > 0 && tokens <= 5000,
-        "{admitted} admitted, {tokens} tokens"
-    );
+    assert_within(port, &key, admitted, 1, 5000);
 }
 
 #[test]
