@@ -229,3 +229,24 @@ fn every_choice_counts_against_a_hard_token_quota() {
     body["n"] = json!(0);
     assert_eq!(chat(port, &key, &body, &[]).status, 400);
 }
+
+/// A cap of 2^64 - 1 must neither wrap a counter nor slip past a limit.
+#[test]
+fn the_largest_possible_cap_is_refused_cleanly() {
+    let port = shared().worker.port;
+    for plan in ["tokens", "tpm", "spend"] {
+        let (_, key) = customer(port, plan);
+        let r = chat(port, &key, &ask(u64::MAX), &[]);
+        assert_eq!(r.status, 429, "{plan}: {}", r.text());
+        let message = r.json()["error"]["message"].as_str().unwrap_or("").to_string();
+        assert!(message.contains("limit") || message.contains("quota"), "{plan}: {message}");
+        // Nothing was held or wrapped: an ordinary request still fits.
+        assert_eq!(chat(port, &key, &ask(1), &[]).status, 200, "{plan}");
+        let usage = settled_usage(port, &key);
+        assert_eq!(
+            meter(&usage, "chat.completions", "gpt-4o-mini")["requests"],
+            1,
+            "{plan}"
+        );
+    }
+}
