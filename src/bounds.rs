@@ -4,11 +4,20 @@
 //! provider can never generate more.
 
 use crate::catalog::{ModelPrice, DEFAULT_IMAGE_TOKENS};
+use crate::error::ApiError;
 use crate::request::Prepared;
 
 /// Adds the bound of the request's media to its input reserve, and notes the model's
-/// output maximum. Saturating: a huge count never wraps.
-pub fn apply(prepared: &mut Prepared, model: &ModelPrice) {
+/// output maximum. Saturating: a huge count never wraps. Audio input to a model without
+/// an audio price is refused: it would be billed at the wrong rate.
+pub fn apply(prepared: &mut Prepared, model: &ModelPrice) -> Result<(), ApiError> {
+    if prepared.media.audio_bytes > 0 && model.audio_input_per_mtok.is_none() {
+        let msg = format!(
+            "Model `{}` has no audio input price here, so it takes no audio input.",
+            prepared.model
+        );
+        return Err(ApiError::bad_request("unsupported_input", msg).with_param("input_audio"));
+    }
     let media = &prepared.media;
     let per_image = model.image_input_tokens.unwrap_or(DEFAULT_IMAGE_TOKENS);
     let per_kib = model.audio_tokens_per_kib.unwrap_or(1024);
@@ -20,6 +29,7 @@ pub fn apply(prepared: &mut Prepared, model: &ModelPrice) {
         .input_estimate
         .saturating_add(audio.min(media.audio_bytes / 4));
     prepared.max_output = model.max_output_tokens;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -44,13 +54,11 @@ mod tests {
             {"type": "image_url", "image_url": {"url": "https://x/b.png"}}]);
         let mut p = chat(two.clone());
         let text = p.input_reserve;
-        apply(
-            &mut p,
-            &price(serde_json::json!({"image_input_tokens": 1445})),
-        );
+        let model = price(serde_json::json!({"image_input_tokens": 1445}));
+        apply(&mut p, &model).unwrap();
         assert_eq!(p.input_reserve, text + 2 * 1445);
         let mut p = chat(two);
-        apply(&mut p, &ModelPrice::default());
+        apply(&mut p, &ModelPrice::default()).unwrap();
         assert_eq!(p.input_reserve, text + 2 * 48_169);
     }
 
@@ -60,12 +68,14 @@ mod tests {
             "input_audio": {"data": "A".repeat(4096), "format": "wav"}}]);
         let mut p = chat(audio);
         let text = p.input_reserve;
-        apply(
-            &mut p,
-            &price(serde_json::json!({"audio_tokens_per_kib": 3})),
-        );
+        let model =
+            price(serde_json::json!({"audio_tokens_per_kib": 3, "audio_input_per_mtok": "40"}));
+        apply(&mut p, &model).unwrap();
         assert_eq!(p.input_reserve, text + 4 * 3);
         assert_eq!(p.media.unbounded, None);
+        // a model with no audio price takes no audio: it would be billed as text
+        let e = apply(&mut p.clone(), &ModelPrice::default()).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("input_audio"));
         let file = serde_json::json!([{"type": "file", "file": {"file_id": "file-abc"}}]);
         assert_eq!(chat(file).media.unbounded, Some("file"));
         let pdf = serde_json::json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user",
@@ -105,7 +115,7 @@ mod tests {
     #[test]
     fn output_caps_are_reserved_at_most_at_the_models_maximum() {
         let mut p = chat(serde_json::json!("hi"));
-        apply(&mut p, &price(serde_json::json!({"max_output_tokens": 4})));
+        apply(&mut p, &price(serde_json::json!({"max_output_tokens": 4}))).unwrap();
         assert_eq!(p.ask().max_output, Some(4));
         let plan = crate::catalog::Plan::default();
         assert_eq!(crate::counter_state::reserve_of(&plan, &p.ask()).output, 4);
@@ -181,7 +191,7 @@ mod worst_case {
                 max_output_tokens: Some(max_out),
                 ..ModelPrice::default()
             };
-            apply(&mut p, &model);
+            apply(&mut p, &model).unwrap();
             let plan = Plan { default_max_output_tokens: 40, ..Plan::default() };
             let reserved = reserve_of(&plan, &p.ask());
             let (input, output) = billed(&body, image, max_out);

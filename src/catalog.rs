@@ -52,6 +52,16 @@ pub struct ModelPrice {
     pub cached_input_per_mtok: Option<Decimal>,
     #[serde(default)]
     pub output_per_mtok: Decimal,
+    /// Prompt tokens written to the provider's cache, for its default duration (5
+    /// minutes) and for an hour; default 1.25 and 2 times the input price, as Anthropic
+    /// bills them.
+    #[serde(default)]
+    pub cache_write_per_mtok: Option<Decimal>,
+    #[serde(default)]
+    pub cache_write_1h_per_mtok: Option<Decimal>,
+    /// Audio prompt tokens. A model without this price is not sent audio input.
+    #[serde(default)]
+    pub audio_input_per_mtok: Option<Decimal>,
     /// The most output tokens the model generates per choice: caps above it are
     /// reserved at it.
     #[serde(default)]
@@ -244,15 +254,24 @@ pub fn minor_units(currency: &str) -> Option<u32> {
 }
 
 impl ModelPrice {
-    /// Exact cost of some usage. Cached prompt tokens are part of `input` and are priced
-    /// at the cached rate; reasoning tokens are part of `output`. Nothing is rounded here:
-    /// rounding happens once, when an invoice line is rated.
+    /// Exact cost of some usage. Cache reads, cache writes and audio are parts of
+    /// `input`, each at its own rate; reasoning tokens are part of `output`. Nothing is
+    /// rounded here: rounding happens once, when an invoice line is rated.
     pub fn cost(&self, usage: &Usage) -> Decimal {
-        let cached = usage.cached.min(usage.input);
-        let fresh = usage.input - cached;
-        let cached_price = self.cached_input_per_mtok.unwrap_or(self.input_per_mtok);
-        (Decimal::from(fresh) * self.input_per_mtok
-            + Decimal::from(cached) * cached_price
+        let p = usage.input_parts();
+        let input = self.input_per_mtok;
+        let cached = self.cached_input_per_mtok.unwrap_or(input);
+        let write = self
+            .cache_write_per_mtok
+            .unwrap_or(input * Decimal::new(125, 2));
+        let write_1h = self.cache_write_1h_per_mtok.unwrap_or(input * Decimal::TWO);
+        // A model without an audio price never takes audio (`bounds::apply` refuses it).
+        let audio = self.audio_input_per_mtok.unwrap_or(input);
+        (Decimal::from(p.fresh) * input
+            + Decimal::from(p.cached) * cached
+            + Decimal::from(p.cache_write) * write
+            + Decimal::from(p.cache_write_1h) * write_1h
+            + Decimal::from(p.audio) * audio
             + Decimal::from(usage.output) * self.output_per_mtok)
             / MTOK
     }

@@ -15,8 +15,10 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Usage of one meter and model in the current period.
+/// Usage of one meter and model in the current period. Stored rows from before a
+/// field existed read it as zero.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Tally {
     pub requests: u64,
     pub input: u64,
@@ -27,6 +29,9 @@ pub struct Tally {
     pub seconds: u64,
     /// Requests whose usage was estimated because the provider reported none.
     pub estimated: u64,
+    pub cache_write: u64,
+    pub cache_write_1h: u64,
+    pub audio: u64,
 }
 
 impl Tally {
@@ -38,6 +43,9 @@ impl Tally {
             reasoning: self.reasoning,
             images: self.images,
             seconds: self.seconds,
+            cache_write: self.cache_write,
+            cache_write_1h: self.cache_write_1h,
+            audio: self.audio,
         }
     }
 
@@ -50,6 +58,8 @@ impl Tally {
         };
         (one.input, one.output, one.cached) = (u.input, u.output, u.cached);
         (one.reasoning, one.images, one.seconds) = (u.reasoning, u.images, u.seconds);
+        (one.cache_write, one.cache_write_1h) = (u.cache_write, u.cache_write_1h);
+        one.audio = u.audio;
         *self = self.plus(&one);
     }
 }

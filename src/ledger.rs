@@ -154,6 +154,10 @@ mod tests {
             images: 0,
             seconds: 0,
             estimated: 0,
+            cache_write_tokens: 0,
+            cache_write_1h_tokens: 0,
+            audio_tokens: 0,
+            schema: crate::flush::RECORD_SCHEMA,
             is_final: false,
             recorded_at_ms: 50,
         }
@@ -262,6 +266,10 @@ mod props {
                     images: 0,
                     seconds: 0,
                     estimated: 0,
+                    cache_write_tokens: 0,
+                    cache_write_1h_tokens: 0,
+                    audio_tokens: 0,
+                    schema: crate::flush::RECORD_SCHEMA,
                     is_final: false,
                     recorded_at_ms: 0,
                 }

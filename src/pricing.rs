@@ -173,4 +173,52 @@ mod tests {
         }
         assert_eq!(total, pricing.spend(period, &tallies));
     }
+
+    /// The demo price book prices every meter of every demo catalog model under every
+    /// demo plan, and agrees with the catalog's list prices, so `scripts/dev` serves
+    /// each model (Claude included) out of the box.
+    #[test]
+    fn the_demo_book_prices_every_demo_model_as_listed() {
+        let catalog = Catalog::parse(include_str!("../catalog.json")).unwrap();
+        let book = PriceBook::parse(include_str!("../price_book.json")).unwrap();
+        assert!(catalog.price("claude-sonnet-4-5").is_some());
+        let period = Period {
+            start_ms: 0,
+            end_ms: 86_400_000 * 30,
+        };
+        let usage = Usage {
+            input: 4_000_000,
+            cached: 1_000_000,
+            cache_write: 1_000_000,
+            cache_write_1h: 1_000_000,
+            output: 2_000_000,
+            ..Usage::default()
+        };
+        for (model, price) in &catalog.models {
+            // Embedding models read input only; only Claude models write caches.
+            let usage = match (model.starts_with("text-"), price.cache_write_per_mtok) {
+                (true, _) => Usage {
+                    input: usage.input,
+                    ..Usage::default()
+                },
+                (false, None) => Usage {
+                    cache_write: 0,
+                    cache_write_1h: 0,
+                    ..usage
+                },
+                (false, Some(_)) => usage,
+            };
+            let mut tallies = BTreeMap::new();
+            let mut t = Tally::default();
+            t.add(&usage, false);
+            tallies.insert(("chat.completions".to_string(), model.clone()), t);
+            for plan in catalog.plans.keys() {
+                let totals = usage_totals(tallies.iter().map(|((_, m), t)| (m.as_str(), t)));
+                let rated = usage_amount(&book, plan, period, totals);
+                let rated = rated.unwrap_or_else(|e| panic!("{plan}/{model}: {e:?}"));
+                let list = price.cost(&usage);
+                assert_eq!(rated, list, "{plan}/{model}");
+            }
+        }
+    }
 }

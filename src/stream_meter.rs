@@ -145,6 +145,9 @@ mod tests {
         reasoning: 0,
         images: 0,
         seconds: 0,
+        cache_write: 0,
+        cache_write_1h: 0,
+        audio: 0,
     };
 
     #[test]

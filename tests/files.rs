@@ -329,3 +329,27 @@ fn an_upload_that_cannot_be_recorded_is_refused() {
     let usage = support::settled_usage(port, &key);
     assert_eq!(support::meter(&usage, "requests", "")["requests"], 0);
 }
+
+/// A stored response read back carries its usage in the body: that is never metered
+/// again, only the read itself counts, as one request.
+#[test]
+fn reading_a_stored_response_does_not_count_its_tokens_again() {
+    let port = shared().worker.port;
+    let (_, a) = customer(port, "open");
+    let r = respond(port, &a, json!({}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let rid = r.json()["id"].as_str().unwrap().to_string();
+    let before = support::settled_usage(port, &a);
+    for _ in 0..3 {
+        let r = send(port, &a, "GET", &format!("/v1/responses/{rid}"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.json()["usage"]["input_tokens"].as_u64().unwrap() > 0);
+    }
+    let after = support::settled_usage(port, &a);
+    assert_eq!(
+        after["totals"]["tokens"], before["totals"]["tokens"],
+        "{after}"
+    );
+    let responses = support::meter(&after, "responses", "gpt-4o-mini");
+    assert_eq!(responses["requests"], 1, "{after}");
+}

@@ -31,6 +31,10 @@ fn record(customer: &str, tokens: u64) -> UsageRecord {
         images: 0,
         seconds: 0,
         estimated: 0,
+        cache_write_tokens: 4,
+        cache_write_1h_tokens: 2,
+        audio_tokens: 1,
+        schema: edgemeter::flush::RECORD_SCHEMA,
         is_final: false,
         recorded_at_ms: 1_764_600_000_123,
     }

@@ -163,6 +163,9 @@ fn a_stream_whose_usage_never_comes_is_billed_its_reservation() {
     assert!(r["input"].as_u64().unwrap() > 0, "{usage}");
     let after = metrics(port)["aborts_billed_at_bound"].as_u64().unwrap();
     assert!(after > before, "counted: {before} -> {after}");
+    let flush = admin(port, "GET", "/admin/v1/flush", &Value::Null).json();
+    let counted = flush["loss_windows"]["aborts_billed_at_bound"].as_u64();
+    assert!(counted >= Some(after), "{flush}");
 }
 
 #[test]

@@ -238,8 +238,14 @@ fn the_largest_possible_cap_is_refused_cleanly() {
         let (_, key) = customer(port, plan);
         let r = chat(port, &key, &ask(u64::MAX), &[]);
         assert_eq!(r.status, 429, "{plan}: {}", r.text());
-        let message = r.json()["error"]["message"].as_str().unwrap_or("").to_string();
-        assert!(message.contains("limit") || message.contains("quota"), "{plan}: {message}");
+        let message = r.json()["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        assert!(
+            message.contains("limit") || message.contains("quota"),
+            "{plan}: {message}"
+        );
         // Nothing was held or wrapped: an ordinary request still fits.
         assert_eq!(chat(port, &key, &ask(1), &[]).status, 200, "{plan}");
         let usage = settled_usage(port, &key);

@@ -274,6 +274,10 @@ fn ingestion_checks_signatures_and_batches_and_dedupes() {
         images: 0,
         seconds: 0,
         estimated: 0,
+        cache_write_tokens: 0,
+        cache_write_1h_tokens: 0,
+        audio_tokens: 0,
+        schema: edgemeter::flush::RECORD_SCHEMA,
         is_final: false,
         recorded_at_ms: start,
     };

@@ -63,11 +63,11 @@ async fn flush_stats(env: &Env) -> Result<Response, ApiError> {
         "batches_sent": sum("batches_sent"),
         "records_sent": sum("records_sent"),
     });
-    http::json_response(
-        &serde_json::json!({"enabled": true, "overall": overall, "shards": stats}),
-        200,
-    )
-    .map_err(http::internal)
+    // The remaining loss windows (README, *No usage lost*), as this isolate counted them.
+    let windows = super::metrics::loss_windows();
+    let body = serde_json::json!({"enabled": true, "overall": overall, "shards": stats,
+        "loss_windows": windows});
+    http::json_response(&body, 200).map_err(http::internal)
 }
 
 fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {

@@ -35,6 +35,7 @@ fn after_push(l: &Loaded, f: &FlushState, rows: &[FlushRow], now_ms: i64) -> Aft
         failures: f.failures,
         changed_since: l.state.seq > f.taken_seq,
         period_end_ms: (!rows.is_empty()).then_some(l.state.period.end_ms),
+        deadline_ms: l.state.next_deadline(),
     }
 }
 

@@ -52,6 +52,23 @@ pub fn bump(metric: Metric) {
     });
 }
 
+/// The counts of the usage loss windows that remain: settlements that failed every
+/// try, aborted streams billed at their bound, alarms that could not be set.
+pub fn loss_windows() -> serde_json::Value {
+    let all = snapshot();
+    let pick = [
+        "settle_retries",
+        "settle_failures",
+        "streams_aborted",
+        "aborts_billed_at_bound",
+        "heartbeat_failures",
+        "alarm_set_failures",
+    ];
+    pick.iter()
+        .map(|k| (k.to_string(), all[*k].clone()))
+        .collect()
+}
+
 pub fn snapshot() -> serde_json::Value {
     COUNTS.with(|c| {
         let map = NAMES

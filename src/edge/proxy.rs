@@ -125,7 +125,7 @@ fn prepare(
     let Some(price) = catalog.price(&prepared.model) else {
         return Err(ApiError::unknown_model(&prepared.model));
     };
-    crate::bounds::apply(&mut prepared, price);
+    crate::bounds::apply(&mut prepared, price)?;
     Ok((prepared, owns, stores))
 }
 

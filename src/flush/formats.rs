@@ -40,6 +40,8 @@ fn measures(r: &UsageRecord) -> Value {
         "requests": r.requests, "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
         "cached_tokens": r.cached_tokens, "reasoning_tokens": r.reasoning_tokens,
         "images": r.images, "seconds": r.seconds, "estimated": r.estimated,
+        "cache_write_tokens": r.cache_write_tokens, "cache_write_1h_tokens": r.cache_write_1h_tokens,
+        "audio_tokens": r.audio_tokens, "schema": r.schema,
         "final": r.is_final, "seq_from": r.seq_from, "seq_to": r.seq_to,
     })
 }
@@ -151,5 +153,56 @@ mod tests {
         assert_eq!(e["properties"]["input_tokens"], 42);
         assert_eq!(Format::Lago.max_batch(), 100);
         assert_eq!(Format::parse("xml"), None);
+    }
+}
+
+#[cfg(test)]
+mod schema_two {
+    use super::super::tests::record;
+    use super::*;
+
+    /// Every format carries the schema-2 fields and names the schema.
+    #[test]
+    fn cache_writes_and_audio_reach_every_format() {
+        let mut r = record("acme", (1, 1), 42);
+        (
+            r.cache_write_tokens,
+            r.cache_write_1h_tokens,
+            r.audio_tokens,
+        ) = (6, 4, 3);
+        let batch = Batch::new(vec![r]);
+        for format in [Format::Native, Format::CloudEvents, Format::Lago] {
+            let (_, body) = render(format, &batch, 0);
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            let fields = match format {
+                Format::Native => v["records"][0].clone(),
+                Format::CloudEvents => v[0]["data"].clone(),
+                Format::Lago => v["events"][0]["properties"].clone(),
+            };
+            let got = [
+                "cache_write_tokens",
+                "cache_write_1h_tokens",
+                "audio_tokens",
+                "schema",
+            ]
+            .map(|f| fields[f].as_u64());
+            assert_eq!(
+                got,
+                [Some(6), Some(4), Some(3), Some(2)],
+                "{format:?}: {fields}"
+            );
+        }
+        // A record written before schema 2 still parses, as schema 1 with zeros.
+        let mut old = serde_json::to_value(record("acme", (1, 1), 42)).unwrap();
+        for f in [
+            "cache_write_tokens",
+            "cache_write_1h_tokens",
+            "audio_tokens",
+            "schema",
+        ] {
+            old.as_object_mut().unwrap().remove(f);
+        }
+        let old: UsageRecord = serde_json::from_value(old).unwrap();
+        assert_eq!((old.schema, old.cache_write_tokens), (1, 0));
     }
 }

@@ -38,11 +38,29 @@ pub struct UsageRecord {
     pub seconds: u64,
     /// Requests whose usage was estimated (the provider reported none).
     pub estimated: u64,
+    /// Parts of `input_tokens` written to the prompt cache (default duration, one
+    /// hour) and audio input tokens. Absent in records before schema 2.
+    #[serde(default)]
+    pub cache_write_tokens: u64,
+    #[serde(default)]
+    pub cache_write_1h_tokens: u64,
+    #[serde(default)]
+    pub audio_tokens: u64,
+    /// The record layout's version ([`RECORD_SCHEMA`]); records without one are 1.
+    #[serde(default = "schema_one")]
+    pub schema: u32,
     /// The period is over and this is its last record for this meter and model.
     #[serde(rename = "final")]
     pub is_final: bool,
     /// When the counter took this snapshot; a retry resends the same value.
     pub recorded_at_ms: i64,
+}
+
+/// The record layout this version writes. 2 added cache writes and audio tokens.
+pub const RECORD_SCHEMA: u32 = 2;
+
+fn schema_one() -> u32 {
+    1
 }
 
 /// The deterministic id of a record: the same delta always gets the same id.
@@ -208,6 +226,10 @@ mod tests {
             images: 0,
             seconds: 0,
             estimated: 0,
+            cache_write_tokens: 0,
+            cache_write_1h_tokens: 0,
+            audio_tokens: 0,
+            schema: crate::flush::RECORD_SCHEMA,
             is_final: false,
             recorded_at_ms: 1_500,
         }

@@ -3,7 +3,7 @@
 //! same records. A period that is over gets a last record marked final, even when
 //! nothing changed, so the receiver knows the period is complete.
 
-use super::{record_id, UsageRecord};
+use super::{record_id, UsageRecord, RECORD_SCHEMA};
 use crate::counter_state::Tally;
 use crate::period::Period;
 
@@ -31,6 +31,9 @@ impl Tally {
             images: self.images.saturating_sub(o.images),
             seconds: self.seconds.saturating_sub(o.seconds),
             estimated: self.estimated.saturating_sub(o.estimated),
+            cache_write: self.cache_write.saturating_sub(o.cache_write),
+            cache_write_1h: self.cache_write_1h.saturating_sub(o.cache_write_1h),
+            audio: self.audio.saturating_sub(o.audio),
         }
     }
 
@@ -45,6 +48,9 @@ impl Tally {
             images: self.images.saturating_add(o.images),
             seconds: self.seconds.saturating_add(o.seconds),
             estimated: self.estimated.saturating_add(o.estimated),
+            cache_write: self.cache_write.saturating_add(o.cache_write),
+            cache_write_1h: self.cache_write_1h.saturating_add(o.cache_write_1h),
+            audio: self.audio.saturating_add(o.audio),
         }
     }
 
@@ -64,6 +70,9 @@ pub fn delta_of(r: &UsageRecord) -> Tally {
         images: r.images,
         seconds: r.seconds,
         estimated: r.estimated,
+        cache_write: r.cache_write_tokens,
+        cache_write_1h: r.cache_write_1h_tokens,
+        audio: r.audio_tokens,
     }
 }
 
@@ -128,6 +137,10 @@ pub fn take(
                 images: d.images,
                 seconds: d.seconds,
                 estimated: d.estimated,
+                cache_write_tokens: d.cache_write,
+                cache_write_1h_tokens: d.cache_write_1h,
+                audio_tokens: d.audio,
+                schema: RECORD_SCHEMA,
                 is_final,
                 recorded_at_ms: now_ms,
             })
@@ -292,6 +305,7 @@ mod tests {
             images: 1,
             seconds: 9,
             estimated: 1,
+            ..Tally::default()
         };
         let b = Tally {
             requests: 1,
@@ -302,6 +316,7 @@ mod tests {
             images: 0,
             seconds: 2,
             estimated: 0,
+            ..Tally::default()
         };
         assert_eq!(a.minus(&b).plus(&b), a);
         assert!(b.minus(&a).is_zero());

@@ -2,7 +2,8 @@
 //! a cron run reads only the shards and never has to open thousands of counters. A
 //! change pushes at once unless the counter pushed within the last `FLUSH_PUSH_MS`;
 //! then one alarm pushes everything that came meanwhile. The same alarm retries a
-//! failed push and sends a period's final records after it ends.
+//! failed push, sends a period's final records after it ends, and expires reservations
+//! at their deadlines: one Durable Object has one alarm.
 
 use super::backoff_ms;
 
@@ -37,15 +38,20 @@ pub struct AfterPush {
     pub changed_since: bool,
     /// The end of the current period, when it has usage that will need a final record.
     pub period_end_ms: Option<i64>,
+    /// The soonest reservation deadline, when reservations are held.
+    pub deadline_ms: Option<i64>,
 }
 
 /// The next alarm after a push: a retry, the changes that came during it (an interval
-/// later), or the period's end; the soonest of those that apply.
+/// later), the period's end, or a reservation's deadline; the soonest that applies.
 pub fn next_alarm(a: AfterPush, interval_ms: i64) -> Option<i64> {
     let retry = (a.failures > 0).then(|| a.now_ms + backoff_ms(a.failures, RETRY_BASE_MS));
     let changes = a.changed_since.then(|| a.now_ms + interval_ms);
     let end = a.period_end_ms.map(|e| e + PERIOD_END_GRACE_MS);
-    [retry, changes, end].into_iter().flatten().min()
+    [retry, changes, end, a.deadline_ms]
+        .into_iter()
+        .flatten()
+        .min()
 }
 
 #[cfg(test)]
@@ -57,6 +63,7 @@ mod tests {
         failures: 0,
         changed_since: false,
         period_end_ms: None,
+        deadline_ms: None,
     };
 
     #[test]
@@ -106,6 +113,12 @@ mod tests {
             ..CALM
         };
         assert_eq!(next_alarm(idle, 5_000), Some(101_000));
+        // a held reservation expiring before the period ends wakes the counter first
+        let held = AfterPush {
+            deadline_ms: Some(50_000),
+            ..idle
+        };
+        assert_eq!(next_alarm(held, 5_000), Some(50_000));
     }
 
     #[test]

@@ -13,8 +13,11 @@ pub const DAY_MS: i64 = 86_400_000;
 ///
 /// | meter                 | units                                   |
 /// |-----------------------|-----------------------------------------|
-/// | `input_tokens`        | `input − cached`: fresh prompt tokens   |
+/// | `input_tokens`        | `input` less cache reads, cache writes and audio: fresh prompt tokens |
 /// | `cached_input_tokens` | `cached`: prompt tokens served from cache |
+/// | `cache_write_tokens`  | `cache_write`: prompt tokens written to the cache (default duration) |
+/// | `cache_write_1h_tokens` | `cache_write_1h`: prompt tokens written to the cache for an hour |
+/// | `audio_input_tokens`  | `audio`: audio prompt tokens            |
 /// | `output_tokens`       | `output`, reasoning tokens included     |
 /// | `requests`            | one per metered request                 |
 /// | `images`              | `images`                                |
@@ -28,6 +31,10 @@ pub const DAY_MS: i64 = 86_400_000;
 pub enum Meter {
     InputTokens,
     CachedInputTokens,
+    CacheWriteTokens,
+    #[serde(rename = "cache_write_1h_tokens")]
+    CacheWrite1hTokens,
+    AudioInputTokens,
     OutputTokens,
     Requests,
     Images,
@@ -41,6 +48,9 @@ impl Meter {
         match self {
             Meter::InputTokens => "input_tokens",
             Meter::CachedInputTokens => "cached_input_tokens",
+            Meter::CacheWriteTokens => "cache_write_tokens",
+            Meter::CacheWrite1hTokens => "cache_write_1h_tokens",
+            Meter::AudioInputTokens => "audio_input_tokens",
             Meter::OutputTokens => "output_tokens",
             Meter::Requests => "requests",
             Meter::Images => "images",
@@ -153,10 +163,13 @@ pub fn segment_days(period: &Period, segments: &[Segment]) -> Vec<i64> {
 /// The meter totals of one model's aggregated [`Usage`] plus its request count, by the
 /// mapping documented on [`Meter`]. Zero totals are left out.
 pub fn meter_totals(model: &str, usage: &Usage, requests: u64) -> Vec<MeterTotal> {
-    let cached = usage.cached.min(usage.input);
+    let input = usage.input_parts();
     [
-        (Meter::InputTokens, usage.input - cached),
-        (Meter::CachedInputTokens, cached),
+        (Meter::InputTokens, input.fresh),
+        (Meter::CachedInputTokens, input.cached),
+        (Meter::CacheWriteTokens, input.cache_write),
+        (Meter::CacheWrite1hTokens, input.cache_write_1h),
+        (Meter::AudioInputTokens, input.audio),
         (Meter::OutputTokens, usage.output),
         (Meter::Requests, requests),
         (Meter::Images, usage.images),

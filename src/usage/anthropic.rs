@@ -15,11 +15,22 @@ fn input_of(u: &Value) -> Option<u64> {
     Some(fresh.saturating_add(cached))
 }
 
+/// Cache writes as (default 5-minute, 1-hour): the `cache_creation` breakdown when the
+/// API gives it, else all of `cache_creation_input_tokens` at the default duration.
+fn cache_writes(u: &Value) -> (u64, u64) {
+    let all = u["cache_creation_input_tokens"].as_u64().unwrap_or(0);
+    let hour = u["cache_creation"]["ephemeral_1h_input_tokens"]
+        .as_u64()
+        .unwrap_or(0);
+    (all.saturating_sub(hour), hour)
+}
+
 /// Usage adapter for Anthropic's `/v1/messages`.
 #[derive(Debug, Default)]
 pub struct Anthropic {
     input: Option<u64>,
     cached: u64,
+    writes: (u64, u64),
     output: Option<u64>,
     chars: u64,
 }
@@ -34,10 +45,13 @@ impl UsageAdapter for Anthropic {
         }
         let skim: Skim = serde_json::from_slice(body).ok()?;
         let u = &skim.usage.filter(|u| u.is_object())?;
+        let (cache_write, cache_write_1h) = cache_writes(u);
         Some(Usage {
             input: input_of(u).unwrap_or(0),
             output: u["output_tokens"].as_u64().unwrap_or(0),
             cached: u["cache_read_input_tokens"].as_u64().unwrap_or(0),
+            cache_write,
+            cache_write_1h,
             ..Usage::default()
         })
     }
@@ -57,6 +71,7 @@ impl UsageAdapter for Anthropic {
             self.cached = usage["cache_read_input_tokens"]
                 .as_u64()
                 .unwrap_or(self.cached);
+            self.writes = cache_writes(usage);
         }
         if kind == "message_delta" {
             self.output = usage["output_tokens"].as_u64().or(self.output);
@@ -75,6 +90,8 @@ impl UsageAdapter for Anthropic {
             input: self.input?,
             output: self.output?,
             cached: self.cached,
+            cache_write: self.writes.0,
+            cache_write_1h: self.writes.1,
             ..Usage::default()
         })
     }

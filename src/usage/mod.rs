@@ -10,8 +10,11 @@ pub use openai::OpenAi;
 
 use serde::{Deserialize, Serialize};
 
-/// Units consumed by one request. `cached` is the part of `input` served from the
-/// provider's prompt cache; `reasoning` is the part of `output` spent on hidden reasoning.
+/// Units consumed by one request. `input` is the whole prompt; `cached` (read from the
+/// provider's prompt cache), `cache_write` and `cache_write_1h` (written to it, for
+/// the default 5 minutes or for an hour) and `audio` (audio input tokens) are parts of
+/// it, each priced differently. `reasoning` is the part of `output` spent on hidden
+/// reasoning.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Usage {
@@ -21,6 +24,9 @@ pub struct Usage {
     pub reasoning: u64,
     pub images: u64,
     pub seconds: u64,
+    pub cache_write: u64,
+    pub cache_write_1h: u64,
+    pub audio: u64,
 }
 
 impl Usage {
@@ -28,6 +34,37 @@ impl Usage {
     pub fn tokens(&self) -> u64 {
         self.input.saturating_add(self.output)
     }
+
+    /// `input` split by rate: (fresh, cache reads, cache writes, one-hour cache writes,
+    /// audio). Each part is at most what is left of `input`, so an upstream reporting
+    /// parts larger than the whole is never billed beyond the whole.
+    pub fn input_parts(&self) -> InputParts {
+        let mut left = self.input;
+        let mut take = |part: u64| {
+            let t = part.min(left);
+            left -= t;
+            t
+        };
+        let (cached, cache_write) = (take(self.cached), take(self.cache_write));
+        let (cache_write_1h, audio) = (take(self.cache_write_1h), take(self.audio));
+        InputParts {
+            fresh: left,
+            cached,
+            cache_write,
+            cache_write_1h,
+            audio,
+        }
+    }
+}
+
+/// A prompt's tokens by the rate they are priced at ([`Usage::input_parts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InputParts {
+    pub fresh: u64,
+    pub cached: u64,
+    pub cache_write: u64,
+    pub cache_write_1h: u64,
+    pub audio: u64,
 }
 
 /// Characters per token used to estimate usage when the provider reported none.

@@ -35,6 +35,13 @@ fn normalize(u: &Value) -> Usage {
         seconds: u["seconds"]
             .as_f64()
             .map_or(0, |s| s.max(0.0).ceil() as u64),
+        audio: detail(
+            "prompt_tokens_details",
+            "input_tokens_details",
+            "audio_tokens",
+        )
+        .unwrap_or(0),
+        ..Usage::default()
     }
 }
 

@@ -40,6 +40,10 @@ fn record(i: u64, customers: u64, period: Period) -> UsageRecord {
         images: 0,
         seconds: 0,
         estimated: 0,
+        cache_write_tokens: 0,
+        cache_write_1h_tokens: 0,
+        audio_tokens: 0,
+        schema: edgemeter::flush::RECORD_SCHEMA,
         is_final: false,
         recorded_at_ms: period.start_ms,
     }

@@ -278,6 +278,21 @@ fn respond(out: &mut TcpStream, req: &Incoming, account: &Mutex<Account>) -> std
             }
             send_json(out, 200, &done)
         }
+        ("POST", "/v1/messages") => {
+            // Anthropic's shape: cache reads and writes beside `input_tokens`, the
+            // writes broken down by how long they stay cached.
+            let usage = json!({"input_tokens": 10, "cache_read_input_tokens": 20,
+                "cache_creation_input_tokens": 100,
+                "cache_creation": {"ephemeral_5m_input_tokens": 60, "ephemeral_1h_input_tokens": 40},
+                "output_tokens": completion_tokens(&body)});
+            send_json(
+                out,
+                200,
+                &json!({"id": "msg_fake", "type": "message", "role": "assistant",
+                "model": model, "content": [{"type": "text", "text": "tok0 "}],
+                "stop_reason": "end_turn", "stop_sequence": null, "usage": usage}),
+            )
+        }
         ("POST", "/v1/completions") => {
             let n = completion_tokens(&body) * choices(&body);
             send_json(

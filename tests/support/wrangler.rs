@@ -72,7 +72,7 @@ compatibility_date = "2026-04-01"
 [vars]
 UPSTREAM_URL = "{upstream}"
 UPSTREAM_API_KEY = "{UPSTREAM_KEY}"
-ANTHROPIC_UPSTREAM_URL = "http://127.0.0.1:1"
+{anthropic}
 ADMIN_TOKEN = "{ADMIN_TOKEN}"
 KEY_SECRET = "{KEY_SECRET}"
 MAX_BODY_BYTES = "65536"
@@ -93,6 +93,12 @@ tag = "v1"
 new_sqlite_classes = ["UsageCounter", "FlushShard", "Ledger"]
 "#,
         shim = shim.display(),
+        // a test may point the Anthropic route at its own fake
+        anthropic = if vars.iter().any(|(k, _)| *k == "ANTHROPIC_UPSTREAM_URL") {
+            String::new()
+        } else {
+            "ANTHROPIC_UPSTREAM_URL = \"http://127.0.0.1:1\"".to_string()
+        },
         extra = vars
             .iter()
             .map(|(k, v)| format!("{k} = '''{v}'''\n"))

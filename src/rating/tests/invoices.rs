@@ -167,6 +167,7 @@ fn usage_maps_to_meters() {
         reasoning: 200,
         images: 2,
         seconds: 0,
+        ..Usage::default()
     };
     let got: Vec<_> = meter_totals("gpt-4o", &u, 3)
         .into_iter()
