@@ -25,6 +25,7 @@ pub fn apply(prepared: &mut Prepared, model: &ModelPrice) -> Result<(), ApiError
     let audio = media.audio_bytes.div_ceil(1024).saturating_mul(per_kib);
     let added = images.saturating_add(audio);
     prepared.input_reserve = prepared.input_reserve.saturating_add(added);
+    prepared.audio_reserve = audio;
     prepared.input_estimate = prepared
         .input_estimate
         .saturating_add(audio.min(media.audio_bytes / 4));
@@ -110,6 +111,22 @@ mod tests {
             ),
             (Some(7), Some(7))
         );
+    }
+
+    #[test]
+    fn caps_above_the_models_maximum_are_lowered_in_every_spelling() {
+        let mut json = crate::request::parse_object(
+            br#"{"model":"m","max_tokens":900000,"max_completion_tokens":900000}"#,
+        )
+        .unwrap();
+        crate::request::clamp_caps(&mut json, 16_384).unwrap();
+        assert_eq!(json["max_tokens"], 16_384);
+        assert_eq!(json["max_completion_tokens"], 16_384);
+        let mut both = crate::request::parse_object(
+            br#"{"model":"m","max_tokens":900000,"max_completion_tokens":800000}"#,
+        )
+        .unwrap();
+        assert!(crate::request::clamp_caps(&mut both, 16_384).is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@ use crate::catalog::{Catalog, Plan};
 use crate::error::ApiError;
 use crate::period::{period_at, Period};
 use crate::pricing::Pricing;
+use crate::prompt_size::CacheWrites;
 use crate::quota::{self, Ask, Totals, MINUTE_MS};
 pub use crate::reservation::Reservation;
 use crate::reservation::{Expired, Landing, RESERVATION_TTL_MS};
@@ -76,7 +77,7 @@ pub struct Window {
 }
 
 /// What a request asks the counter for.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Default, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdmitAsk {
     pub meter: String,
     pub model: String,
@@ -97,6 +98,15 @@ pub struct AdmitAsk {
     /// The model's most output tokens: no cap is reserved above it.
     #[serde(default)]
     pub max_output: Option<u64>,
+    /// The part of `input_reserve` that is audio (priced at the audio rate).
+    #[serde(default)]
+    pub audio_reserve: u64,
+    /// Prompt-cache writes asked for: the rest of the input is reserved at that rate.
+    #[serde(default)]
+    pub cache_writes: CacheWrites,
+    /// Output reserved beyond cap times choices (a predicted output's bytes).
+    #[serde(default)]
+    pub output_extra: u64,
 }
 
 fn one() -> u64 {
@@ -121,12 +131,26 @@ pub struct CounterState {
 
 /// The usage a request reserves: its input bound, and its output cap or the plan's
 /// default.
+/// Its input is split by the rate it may bill at: audio at the audio rate, and the
+/// rest at a cache-write rate when the request asks for cache writes, so the
+/// reservation's price is a bound too.
 pub fn reserve_of(plan: &Plan, ask: &AdmitAsk) -> Usage {
     let cap = ask.output_cap.unwrap_or(plan.default_max_output_tokens);
     let cap = ask.max_output.map_or(cap, |max| cap.min(max));
+    let output = cap.saturating_mul(ask.choices.max(1));
+    let audio = ask.audio_reserve.min(ask.input_reserve);
+    let text = ask.input_reserve - audio;
+    let (cache_write, cache_write_1h) = match ask.cache_writes {
+        CacheWrites::None => (0, 0),
+        CacheWrites::Default => (text, 0),
+        CacheWrites::OneHour => (0, text),
+    };
     Usage {
         input: ask.input_reserve,
-        output: cap.saturating_mul(ask.choices.max(1)),
+        output: output.saturating_add(ask.output_extra),
+        audio,
+        cache_write,
+        cache_write_1h,
         ..Usage::default()
     }
 }

@@ -15,8 +15,7 @@ fn ask(input: u64, output: u64) -> AdmitAsk {
         input_reserve: input,
         output_cap: Some(output),
         choices: 1,
-        unbounded: None,
-        max_output: None,
+        ..AdmitAsk::default()
     }
 }
 
@@ -263,4 +262,22 @@ fn reservations_are_priced_together_by_the_price_book() {
         held,
         [Decimal::new(1, 2), Decimal::new(2, 2), Decimal::new(2, 2)]
     );
+}
+
+#[test]
+fn a_reservation_is_priced_at_the_dearest_rate_its_input_may_bill() {
+    let c = catalog();
+    let mut a = ask(1_000, 0);
+    a.model = "claude-sonnet-4-5".into();
+    let plan = Plan::default();
+    let fresh = cost_of(&c, &a.model, &reserve_of(&plan, &a), 1);
+    a.cache_writes = CacheWrites::OneHour;
+    let hour = reserve_of(&plan, &a);
+    assert_eq!((hour.input, hour.cache_write_1h), (1_000, 1_000));
+    // $3/M fresh, $6/M written to the cache for an hour
+    assert_eq!(fresh, Decimal::new(3, 3));
+    assert_eq!(cost_of(&c, &a.model, &hour, 1), Decimal::new(6, 3));
+    a.audio_reserve = 400;
+    let audio = reserve_of(&plan, &a);
+    assert_eq!((audio.audio, audio.cache_write_1h), (400, 600));
 }

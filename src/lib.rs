@@ -13,6 +13,7 @@ pub mod keys;
 pub mod ledger;
 pub mod period;
 pub mod pricing;
+pub mod prompt_size;
 pub mod protocol;
 pub mod quota;
 pub mod rating;

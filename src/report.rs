@@ -83,8 +83,7 @@ mod tests {
             input_reserve: 10,
             output_cap: Some(10),
             choices: 1,
-            unbounded: None,
-            max_output: None,
+            ..AdmitAsk::default()
         };
         let plan = catalog.plan("starter").unwrap();
         let r = s.admit(&Pricing::List(&catalog), plan, &ask, now).unwrap();

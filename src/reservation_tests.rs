@@ -19,8 +19,7 @@ fn ask(input: u64, cap: u64, choices: u64) -> AdmitAsk {
         input_reserve: input,
         output_cap: Some(cap),
         choices,
-        unbounded: None,
-        max_output: None,
+        ..AdmitAsk::default()
     }
 }
 

@@ -107,16 +107,16 @@ fn included_tokens_hard_cap() {
     let env = shared();
     let port = env.worker.port;
     let (_, key) = customer(port, "tokens");
-    // 200 included. A request reserves its input bound, 29 ("role", "content", "user",
-    // "hi": 17 bytes + 12 overhead), plus 100 output: 129. The fake uses 21 + 50 = 71.
+    // 200 included. A request reserves its input bound, 51 (the messages as JSON, 39
+    // bytes, + 12 overhead), plus 78 output: 129. The fake uses 21 + 50 = 71.
     // First: 0 + 129 <= 200, admitted.
-    assert_eq!(chat(port, &key, &ask(100), &[]).status, 200);
+    assert_eq!(chat(port, &key, &ask(78), &[]).status, 200);
     settled_usage(port, &key);
     // Second: 71 used + 129 = 200, exactly at the limit: admitted; 142 used after it.
-    assert_eq!(chat(port, &key, &ask(100), &[]).status, 200);
+    assert_eq!(chat(port, &key, &ask(78), &[]).status, 200);
     settled_usage(port, &key);
     // Third: 142 + 129 > 200: refused.
-    let r = chat(port, &key, &ask(100), &[]);
+    let r = chat(port, &key, &ask(78), &[]);
     assert_eq!(r.status, 429);
     assert_eq!(r.error_type(), "insufficient_quota");
     assert!(r.text().contains("included tokens"), "{}", r.text());
@@ -129,9 +129,9 @@ fn spend_cap() {
     let env = shared();
     let port = env.worker.port;
     let (_, key) = customer(port, "spend");
-    // Cap 0.00001 USD. A request reserves (29*0.15 + 1*0.60)/1e6 = 4.95e-6 and costs
-    // (16*0.15 + 5*0.075 + 1*0.60)/1e6 = 3.375e-6. Second: 3.375 + 4.95 = 8.325 <= 10;
-    // third: 6.75 + 4.95 = 11.7 > 10, refused before it could overshoot.
+    // Cap 0.00001 USD. A request reserves (51*0.15 + 1*0.60)/1e6 = 8.25e-6 and costs
+    // (16*0.15 + 5*0.075 + 1*0.60)/1e6 = 3.375e-6. Second: 3.375 + 8.25 = 11.625 > 10,
+    // refused before it could overshoot; the cap's rest is never enough again.
     let mut codes = Vec::new();
     for _ in 0..4 {
         let r = chat(port, &key, &ask(1), &[]);
@@ -142,10 +142,10 @@ fn spend_cap() {
         codes.push(r.status);
         settled_usage(port, &key);
     }
-    assert_eq!(codes, [200, 200, 429, 429]);
+    assert_eq!(codes, [200, 429, 429, 429]);
     let usage = settled_usage(port, &key);
-    // 2 * 3.375e-6, under the cap
-    assert_eq!(usage["totals"]["cost"], "0.00000675");
+    // 3.375e-6, under the cap
+    assert_eq!(usage["totals"]["cost"], "0.000003375");
 }
 
 #[test]
@@ -218,13 +218,13 @@ fn every_choice_counts_against_a_hard_token_quota() {
     let port = shared().worker.port;
     let (_, key) = customer(port, "tokens");
     let mut body = ask(40);
-    // 200 included: one choice reserves 29 input + 40 output = 69, admitted alone;
-    // four choices reserve 29 + 4 * 40 = 189, still within it; five, 229, are not.
-    body["n"] = json!(5);
+    // 200 included: one choice reserves 51 input + 40 output = 91, admitted alone;
+    // three choices reserve 51 + 3 * 40 = 171, still within it; four, 211, are not.
+    body["n"] = json!(4);
     let r = chat(port, &key, &body, &[]);
     assert_eq!(r.status, 429, "{}", r.text());
     assert_eq!(r.error_type(), "insufficient_quota");
-    body["n"] = json!(4);
+    body["n"] = json!(3);
     assert_eq!(chat(port, &key, &body, &[]).status, 200);
     body["n"] = json!(0);
     assert_eq!(chat(port, &key, &body, &[]).status, 400);

@@ -7,7 +7,9 @@ use edgemeter::flush::{record_id, render, signature, Batch, Format, UsageRecord}
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use support::http::request;
-use support::rating::{flushing_to_internal, put_account, rating_call, SECRET};
+use support::rating::{
+    flushing_to_internal, invoice_when, month_start, put_account, rating_call, SECRET,
+};
 use support::upstream::FakeUpstream;
 use support::wrangler::{scratch, Worker};
 use support::{admin, catalog, chat, customer, settled_usage};
@@ -38,14 +40,6 @@ fn cents(v: &Value) -> i64 {
         .as_str()
         .unwrap_or_else(|| panic!("amount is not a string: {v}"));
     (s.parse::<f64>().unwrap() * 100.0).round() as i64
-}
-
-fn month_start() -> String {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    edgemeter::period::iso8601(edgemeter::period::period_at(now_ms, 1).start_ms)[..10].to_string()
 }
 
 fn signed_batch(records: Vec<UsageRecord>, secret: &str) -> (String, Vec<u8>) {
@@ -92,30 +86,11 @@ fn flushed_usage_becomes_an_exact_invoice() {
     }
     settled_usage(port, &key);
     let path = format!("/rating/v1/customers/{id}/invoices/{}", month_start());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let invoice = loop {
-        assert_eq!(
-            admin(port, "POST", "/admin/v1/flush/run", &Value::Null).status,
-            200
-        );
-        let r = rating_call(port, "GET", &path, &Value::Null);
-        assert_eq!(r.status, 200, "{}", r.text());
-        let inv = r.json();
-        let requests = inv["lines"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|l| l["meter"] == "requests")
-            .map(|l| l["quantity"].clone());
-        if requests == Some(json!("3")) || requests == Some(json!(3)) {
-            break inv;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "usage never reached the invoice: {inv}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let invoice = invoice_when(port, &id, |inv| {
+        let lines = inv["lines"].as_array();
+        let requests = lines.and_then(|l| l.iter().find(|l| l["meter"] == "requests"));
+        requests.is_some_and(|l| l["quantity"] == json!("3") || l["quantity"] == json!(3))
+    });
 
     // The fake upstream reports 21 prompt tokens (5 cached) per request; outputs 4+5+6.
     // Net per line, in hundredths of a cent (1e-4 USD), rounded once to cents:

@@ -140,7 +140,12 @@ fn models_are_answered_from_the_catalog() {
     ids.sort();
     assert_eq!(
         ids,
-        ["claude-test", "gpt-4o-mini", "text-embedding-3-small"]
+        [
+            "audio-test",
+            "claude-test",
+            "gpt-4o-mini",
+            "text-embedding-3-small"
+        ]
     );
     let r = send(port, &key, "GET", "/v1/models/gpt-4o-mini");
     assert_eq!(

@@ -121,8 +121,15 @@ fn prepare(
     if meter == Meter::ChatCompletions {
         request::honour_cap(&mut json, catalog.proxy.chat_cap())?;
     }
+    let price = json
+        .get("model")
+        .and_then(|m| m.as_str())
+        .and_then(|m| catalog.price(m));
+    if let Some(max) = price.and_then(|p| p.max_output_tokens) {
+        request::clamp_caps(&mut json, max)?;
+    }
     let mut prepared = request::prepare_json(meter, json)?;
-    let Some(price) = catalog.price(&prepared.model) else {
+    let Some(price) = price else {
         return Err(ApiError::unknown_model(&prepared.model));
     };
     crate::bounds::apply(&mut prepared, price)?;

@@ -119,6 +119,7 @@ pub fn rate(
     input: &RatingInput,
 ) -> Result<Invoice, RatingError> {
     account.check(book).map_err(|e| e.in_document("account"))?;
+    let input = &super::lines::fold_unpriced(book, input);
     super::lines::check_input(book, input).map_err(|e| e.in_document("input"))?;
     let currency = account.currency(book).to_string();
     let fx = book.fx_rate(&currency).ok_or_else(|| {

@@ -3,7 +3,7 @@
 //! the rating input must pass first.
 
 use super::charges::{graduated, package, per_unit, percentage, volume};
-use super::input::{Meter, RatingInput, Segment};
+use super::input::{Meter, MeterTotal, RatingInput, Segment};
 use super::invoice::{Line, LineKind, Proration};
 use super::money::negative;
 use super::plan::{Charge, PackageTerms, PerUnit, Plan, PriceBook, Pricing, Tiered};
@@ -49,6 +49,38 @@ fn charge_for<'a>(plan: &'a Plan, meter: Meter, model: &str) -> Option<&'a Charg
     on_meter()
         .find(|c| c.model.as_deref() == Some(model))
         .or_else(|| on_meter().find(|c| c.model.is_none()))
+}
+
+/// Meters newer than a price book (cache writes, audio input) that its plan does not
+/// price are rated as the model's plain input, as they were before they were metered
+/// apart, rather than failing the whole invoice.
+pub(crate) fn fold_unpriced(book: &PriceBook, input: &RatingInput) -> RatingInput {
+    let mut out = input.clone();
+    for s in &mut out.segments {
+        let Some(plan) = book.plans.get(&s.plan) else {
+            continue;
+        };
+        let mut folded: Vec<MeterTotal> = Vec::with_capacity(s.usage.len());
+        for u in s.usage.drain(..) {
+            let newer = matches!(
+                u.meter,
+                Meter::CacheWriteTokens | Meter::CacheWrite1hTokens | Meter::AudioInputTokens
+            );
+            let meter = match newer && charge_for(plan, u.meter, &u.model).is_none() {
+                true => Meter::InputTokens,
+                false => u.meter,
+            };
+            match folded
+                .iter_mut()
+                .find(|f| f.meter == meter && f.model == u.model)
+            {
+                Some(f) => f.units = f.units.saturating_add(u.units),
+                None => folded.push(MeterTotal { meter, ..u }),
+            }
+        }
+        s.usage = folded;
+    }
+    out
 }
 
 /// The consistency the input needs beyond its types.

@@ -5,7 +5,7 @@
 
 use super::input::{MeterTotal, RatingInput};
 use super::invoice::{LineKind, Proration};
-use super::lines::{check_input, segment_lines};
+use super::lines::{check_input, fold_unpriced, segment_lines};
 use super::{PriceBook, RatingError};
 use crate::period::Period;
 use rust_decimal::Decimal;
@@ -19,6 +19,7 @@ pub fn usage_amount(
     usage: Vec<MeterTotal>,
 ) -> Result<Decimal, RatingError> {
     let input = RatingInput::single(plan, period, usage, period.start_ms);
+    let input = fold_unpriced(book, &input);
     check_input(book, &input).map_err(|e| e.in_document("input"))?;
     let whole = Proration {
         days: 1,
@@ -85,6 +86,25 @@ mod tests {
     #[test]
     fn unpriced_usage_is_an_error() {
         let usage = vec![units(Meter::Images, "x", 1)];
+        assert!(usage_amount(&book(), "payg", april(), usage).is_err());
+    }
+
+    #[test]
+    fn newer_meters_a_book_does_not_price_are_rated_as_plain_input() {
+        // payg prices gpt-4o input at 2.50/M and has no cache-write or audio charge:
+        // 1M written to the cache and 1M of audio are rated with the 2M of input, as
+        // they were before they were metered apart; images still have no charge.
+        let usage = vec![
+            units(Meter::InputTokens, "gpt-4o", 2_000_000),
+            units(Meter::CacheWriteTokens, "gpt-4o", 500_000),
+            units(Meter::CacheWrite1hTokens, "gpt-4o", 500_000),
+            units(Meter::AudioInputTokens, "gpt-4o", 1_000_000),
+        ];
+        assert_eq!(
+            usage_amount(&book(), "payg", april(), usage).unwrap(),
+            d("10.00")
+        );
+        let usage = vec![units(Meter::Images, "gpt-4o", 1)];
         assert!(usage_amount(&book(), "payg", april(), usage).is_err());
     }
 }

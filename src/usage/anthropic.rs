@@ -15,14 +15,17 @@ fn input_of(u: &Value) -> Option<u64> {
     Some(fresh.saturating_add(cached))
 }
 
-/// Cache writes as (default 5-minute, 1-hour): the `cache_creation` breakdown when the
-/// API gives it, else all of `cache_creation_input_tokens` at the default duration.
-fn cache_writes(u: &Value) -> (u64, u64) {
-    let all = u["cache_creation_input_tokens"].as_u64().unwrap_or(0);
-    let hour = u["cache_creation"]["ephemeral_1h_input_tokens"]
-        .as_u64()
-        .unwrap_or(0);
-    (all.saturating_sub(hour), hour)
+/// Cache writes as (default 5-minute, 1-hour), given those known so far (`seen`): the
+/// total of `cache_creation_input_tokens` and the one-hour part of its `cache_creation`
+/// breakdown, each kept from `seen` when this usage leaves it out (a stream's
+/// `message_delta` repeats the total without the breakdown). The one-hour part is never
+/// more than the total.
+fn cache_writes(u: &Value, seen: (u64, u64)) -> (u64, u64) {
+    let all = u["cache_creation_input_tokens"].as_u64();
+    let all = all.unwrap_or(seen.0.saturating_add(seen.1));
+    let hour = u["cache_creation"]["ephemeral_1h_input_tokens"].as_u64();
+    let hour = hour.unwrap_or(seen.1).min(all);
+    (all - hour, hour)
 }
 
 /// Usage adapter for Anthropic's `/v1/messages`.
@@ -45,7 +48,7 @@ impl UsageAdapter for Anthropic {
         }
         let skim: Skim = serde_json::from_slice(body).ok()?;
         let u = &skim.usage.filter(|u| u.is_object())?;
-        let (cache_write, cache_write_1h) = cache_writes(u);
+        let (cache_write, cache_write_1h) = cache_writes(u, (0, 0));
         Some(Usage {
             input: input_of(u).unwrap_or(0),
             output: u["output_tokens"].as_u64().unwrap_or(0),
@@ -71,7 +74,7 @@ impl UsageAdapter for Anthropic {
             self.cached = usage["cache_read_input_tokens"]
                 .as_u64()
                 .unwrap_or(self.cached);
-            self.writes = cache_writes(usage);
+            self.writes = cache_writes(usage, self.writes);
         }
         if kind == "message_delta" {
             self.output = usage["output_tokens"].as_u64().or(self.output);
@@ -150,5 +153,23 @@ mod tests {
         let m = settle_stream(&a, 999);
         // input 25 as reported; output ceil(12 chars / 4) = 3, estimated
         assert_eq!((m.usage.input, m.usage.output, m.estimated), (25, 3, true));
+    }
+
+    #[test]
+    fn one_hour_cache_writes_survive_a_delta_without_the_breakdown() {
+        let mut a = Anthropic::default();
+        let start = r#"{"type":"message_start","message":{"usage":{"input_tokens":5,"cache_read_input_tokens":0,"cache_creation_input_tokens":100,"cache_creation":{"ephemeral_5m_input_tokens":60,"ephemeral_1h_input_tokens":40},"output_tokens":1}}}"#;
+        let delta = r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"input_tokens":5,"cache_creation_input_tokens":100,"output_tokens":9}}"#;
+        a.on_event(start);
+        a.on_event(delta);
+        let u = a.reported().unwrap();
+        assert_eq!(
+            (u.input, u.cache_write, u.cache_write_1h, u.output),
+            (105, 60, 40, 9)
+        );
+        // An upstream claiming more one-hour writes than writes gets the total only.
+        let body = br#"{"usage":{"input_tokens":1,"cache_creation_input_tokens":10,"cache_creation":{"ephemeral_1h_input_tokens":900},"output_tokens":1}}"#;
+        let u = a.read_body(body).unwrap();
+        assert_eq!((u.cache_write, u.cache_write_1h), (0, 10));
     }
 }

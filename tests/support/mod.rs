@@ -25,7 +25,9 @@ pub fn catalog() -> String {
             "gpt-4o-mini": {"input_per_mtok": "0.15", "cached_input_per_mtok": "0.075", "output_per_mtok": "0.60",
                 "image_input_tokens": upstream::IMAGE_TOKENS, "max_output_tokens": 16384},
             "text-embedding-3-small": {"input_per_mtok": "0.02"},
-            "claude-test": {"input_per_mtok": "3", "output_per_mtok": "15"}
+            "claude-test": {"input_per_mtok": "3", "output_per_mtok": "15"},
+            "audio-test": {"input_per_mtok": "2.50", "output_per_mtok": "10", "audio_input_per_mtok": "40",
+                "audio_tokens_per_kib": 1024}
         },
         "plans": {
             "open": {},

@@ -35,3 +35,44 @@ pub fn put_account(port: u16, id: &str, account: &serde_json::Value) -> super::h
     let path = format!("/rating/v1/customers/{id}/account");
     rating_call(port, "PUT", &path, account)
 }
+
+/// The first day (`YYYY-MM-DD`) of the current calendar month: the period invoices
+/// are read for.
+pub fn month_start() -> String {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    edgemeter::period::iso8601(edgemeter::period::period_at(now_ms, 1).start_ms)[..10].to_string()
+}
+
+/// The customer's invoice for the current month once `ready` says the flushed usage
+/// has reached it, running the flush as it waits (at most a minute).
+pub fn invoice_when(
+    port: u16,
+    id: &str,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let path = format!("/rating/v1/customers/{id}/invoices/{}", month_start());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let run = super::admin(
+            port,
+            "POST",
+            "/admin/v1/flush/run",
+            &serde_json::Value::Null,
+        );
+        assert_eq!(run.status, 200, "{}", run.text());
+        let r = rating_call(port, "GET", &path, &serde_json::Value::Null);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let inv = r.json();
+        if ready(&inv) {
+            return inv;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "usage never reached the invoice: {inv}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

@@ -57,6 +57,9 @@ pub fn completion_tokens(body: &Value) -> u64 {
 /// catalog's `image_input_tokens` for gpt-4o-mini.
 pub const IMAGE_TOKENS: u64 = 300;
 
+/// Audio tokens the fake bills for a prompt with inline audio.
+pub const AUDIO_TOKENS: u64 = 50;
+
 /// Choices the provider generates: `n`, or `best_of` (all candidates are generated).
 pub fn choices(body: &Value) -> u64 {
     let n = body["n"].as_u64().unwrap_or(1);
@@ -273,6 +276,11 @@ fn respond(out: &mut TcpStream, req: &Incoming, account: &Mutex<Account>) -> std
             let mut done = chat(&model, completion_tokens(&body));
             let n = completion_tokens(&body) * choices(&body);
             done["usage"] = usage_of(prompt_tokens(&body), n);
+            if body.to_string().contains("\"input_audio\"") {
+                // 50 of the prompt's tokens were audio
+                done["usage"]["prompt_tokens"] = json!(PROMPT_TOKENS + AUDIO_TOKENS);
+                done["usage"]["prompt_tokens_details"]["audio_tokens"] = json!(AUDIO_TOKENS);
+            }
             if let Some(size) = req.header("x-fake-size").and_then(|s| s.parse().ok()) {
                 pad(&mut done, size);
             }

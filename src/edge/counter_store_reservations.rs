@@ -1,0 +1,68 @@
+//! The counter's reservations in SQLite: in flight, expired (kept so a late settlement
+//! can replace their estimate), and where a settlement's usage lands.
+
+use super::counter_store::{int, json, parse, Store};
+use super::sql::text;
+use crate::counter_state::{Reservation, Tally};
+use crate::period::Period;
+use crate::reservation::{Expired, Landing};
+use worker::Result;
+
+impl Store {
+    /// Stores a new or extended reservation.
+    pub fn save_reservation(&self, r: &Reservation) -> Result<()> {
+        let q = "INSERT OR REPLACE INTO reservations (id, body) VALUES (?, ?)";
+        self.sql.exec(q, vec![int(r.id as i64), json(r)])?;
+        Ok(())
+    }
+
+    /// Forgets a reservation once settled, and the estimate of one that expired.
+    pub fn delete_reservation(&self, id: u64) -> Result<()> {
+        let id = int(id as i64);
+        self.sql
+            .exec("DELETE FROM reservations WHERE id = ?", vec![id.clone()])?;
+        self.sql
+            .exec("DELETE FROM expired WHERE id = ?", vec![id])?;
+        Ok(())
+    }
+
+    /// Remembers an expired reservation's estimate for its period, forgetting those of
+    /// earlier periods (a late settlement can no longer replace them).
+    pub fn save_expired(&self, e: &Expired) -> Result<()> {
+        let start = int(e.period.start_ms);
+        let q = "INSERT OR REPLACE INTO expired (id, period_start, body) VALUES (?, ?, ?)";
+        self.sql
+            .exec(q, vec![int(e.id as i64), start.clone(), json(e)])?;
+        self.sql
+            .exec("DELETE FROM expired WHERE period_start < ?", vec![start])?;
+        Ok(())
+    }
+
+    /// Stores where a settlement landed: the current period's tally as computed, or an
+    /// earlier period's stored tally plus the usage.
+    pub fn save_landing(&self, current: Period, landing: &Landing) -> Result<()> {
+        match landing {
+            Landing::Current(key, tally) => self.save_tally(current, key, tally),
+            Landing::Past {
+                period,
+                key,
+                usage,
+                estimated,
+            } => {
+                let q =
+                    "SELECT tally FROM usage WHERE period_start = ? AND meter = ? AND model = ?";
+                let binds = vec![
+                    int(period.start_ms),
+                    key.0.as_str().into(),
+                    key.1.as_str().into(),
+                ];
+                let mut tally = match self.rows(q, binds)?.first() {
+                    Some(r) => parse(&text(r, 0))?,
+                    None => Tally::default(),
+                };
+                tally.add(usage, *estimated);
+                self.save_tally(*period, key, &tally)
+            }
+        }
+    }
+}
