@@ -39,6 +39,10 @@ pub struct Catalog {
     /// What the operator allows beyond the closed surface's built-in lists.
     #[serde(default)]
     pub proxy: crate::surface::settings::ProxySettings,
+    /// Lago's `external_subscription_id` per customer id: Lago bills usage to a
+    /// subscription, not a customer. A customer missing here is never sent to Lago.
+    #[serde(default)]
+    pub subscriptions: BTreeMap<String, String>,
 }
 
 /// Prices of one model, per million tokens. Absent prices are zero.

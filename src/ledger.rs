@@ -20,16 +20,37 @@ pub struct NativeBatch {
     pub records: Vec<UsageRecord>,
 }
 
-/// Parses and checks a batch; the error says what is wrong. Nothing is stored for a
-/// batch that fails here.
+/// Parses and checks a batch in any format edgemeter emits (native, CloudEvents,
+/// Lago); the error says what is wrong. Nothing is stored for a batch that fails here.
 pub fn parse_batch(body: &[u8]) -> Result<NativeBatch, String> {
     let text = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8".to_string())?;
-    let batch: NativeBatch = serde_json::from_str(text).map_err(|e| {
+    let native = serde_json::from_str::<NativeBatch>(text).map_err(|e| {
         format!(
             "{e} (at {})",
             crate::json_path::path_at(text, e.line(), e.column())
         )
-    })?;
+    });
+    let batch = match native {
+        Ok(batch) => batch,
+        Err(native_error) => {
+            let value: serde_json::Value =
+                serde_json::from_str(text).map_err(|_| native_error.clone())?;
+            let exported = value.is_array() || value.get("events").is_some();
+            if !exported {
+                return Err(native_error);
+            }
+            let records = crate::flush::records_of(&value)?;
+            if records.is_empty() {
+                return Err("the batch has no events".into());
+            }
+            NativeBatch {
+                schema: "edgemeter.usage.v1".into(),
+                batch_id: String::new(),
+                sent_at: String::new(),
+                records,
+            }
+        }
+    };
     if batch.schema != "edgemeter.usage.v1" {
         return Err(format!(
             "$.schema: expected `edgemeter.usage.v1`, got `{}`",
@@ -193,6 +214,27 @@ mod tests {
             .unwrap_err()
             .contains("extra"));
         assert!(parse_batch(b"[]").is_err());
+    }
+
+    #[test]
+    fn cloudevents_and_lago_batches_parse_to_the_same_records() {
+        let batch = Batch::new(vec![record("acme", 2), record("bolt", 3)]);
+        let (_, native) = render(Format::Native, &batch, 1_000);
+        let mut want = parse_batch(&native).unwrap().records;
+        want.sort_by(|a, b| a.id.cmp(&b.id));
+        for format in [Format::CloudEvents, Format::Lago] {
+            let (_, body) = render(format, &batch, 1_000);
+            let mut got = parse_batch(&body).unwrap().records;
+            got.sort_by(|a, b| a.id.cmp(&b.id));
+            assert_eq!(got, want, "{format:?}");
+        }
+        // the same checks apply: a bad customer id in a CloudEvents batch is refused
+        let (_, body) = render(Format::CloudEvents, &batch, 1_000);
+        let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        v[0]["data"]["customer"] = "a b".into();
+        assert!(parse_batch(v.to_string().as_bytes())
+            .unwrap_err()
+            .contains("customer"));
     }
 
     #[test]

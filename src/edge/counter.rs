@@ -334,13 +334,18 @@ impl UsageCounter {
             return Ok(());
         };
         let idempotent = l.state.reservations.get(&id).is_some_and(|r| r.idempotent);
+        let late = l.state.expired.contains_key(&id);
         let Some(landing) = l.state.settle(id, &usage, estimated, now) else {
             return Ok(()); // already settled: a repeated settle changes nothing
         };
         self.store
             .save_landing(l.state.period, &landing)
             .map_err(stored)?;
-        self.store.delete_reservation(id).map_err(stored)?;
+        match late {
+            true => self.store.forget_expired(id),
+            false => self.store.delete_reservation(id),
+        }
+        .map_err(stored)?;
         self.store.save_cursor(&l.state).map_err(stored)?;
         if !idempotent {
             return Ok(());

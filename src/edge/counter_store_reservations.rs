@@ -16,13 +16,17 @@ impl Store {
         Ok(())
     }
 
-    /// Forgets a reservation once settled, and the estimate of one that expired.
+    /// Forgets a reservation once settled or expired.
     pub fn delete_reservation(&self, id: u64) -> Result<()> {
-        let id = int(id as i64);
-        self.sql
-            .exec("DELETE FROM reservations WHERE id = ?", vec![id.clone()])?;
-        self.sql
-            .exec("DELETE FROM expired WHERE id = ?", vec![id])?;
+        let q = "DELETE FROM reservations WHERE id = ?";
+        self.sql.exec(q, vec![int(id as i64)])?;
+        Ok(())
+    }
+
+    /// Forgets an expired reservation's estimate, once a late settlement replaced it.
+    pub fn forget_expired(&self, id: u64) -> Result<()> {
+        let q = "DELETE FROM expired WHERE id = ?";
+        self.sql.exec(q, vec![int(id as i64)])?;
         Ok(())
     }
 

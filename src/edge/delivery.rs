@@ -2,18 +2,23 @@
 //! answer: delivered, worth retrying, or refused for good (kept aside, never dropped).
 
 use super::config;
-use crate::flush::{render, signature, Batch, Format, DEFAULT_BATCH_RECORDS};
+use crate::flush::DEFAULT_BATCH_RECORDS;
+use crate::flush::{endpoint, render_for, signature, Batch, Format, Subscriptions};
 use futures_util::future::{select, Either};
 use std::time::Duration;
 use wasm_bindgen::JsValue;
 use worker::{Delay, Env, Fetch, Headers, Method, Request, RequestInit};
 
 /// Where and how batches go, from `RATING_URL`, `RATING_FORMAT`, `RATING_SECRET`,
-/// `FLUSH_BATCH_RECORDS` and `FLUSH_TIMEOUT_MS`.
+/// `RATING_AUTH`, `FLUSH_BATCH_RECORDS`, `FLUSH_TIMEOUT_MS` and, for Lago, the
+/// catalog's `subscriptions`.
 pub struct Receiver {
     pub url: String,
     pub format: Format,
     pub secret: String,
+    /// Sent as `Authorization: Bearer …`, as Lago and OpenMeter expect.
+    pub auth: Option<String>,
+    pub subscriptions: Subscriptions,
     pub batch_records: usize,
     pub timeout_ms: u64,
 }
@@ -30,10 +35,22 @@ impl Receiver {
         let number = |name: &str| config::setting(env, name).and_then(|v| v.parse::<u64>().ok());
         let batch =
             number("FLUSH_BATCH_RECORDS").map_or(DEFAULT_BATCH_RECORDS, |n| n.max(1) as usize);
+        let subscriptions = match format {
+            Format::Lago => config::catalog(env)
+                .map_err(|e| e.message)?
+                .subscriptions
+                .clone(),
+            _ => Subscriptions::new(),
+        };
         Ok(Receiver {
-            url,
+            url: match url.as_str() {
+                "internal" => url,
+                _ => endpoint(format, &url),
+            },
             format,
             secret,
+            auth: config::setting(env, "RATING_AUTH"),
+            subscriptions,
             batch_records: batch.min(format.max_batch()),
             timeout_ms: number("FLUSH_TIMEOUT_MS").unwrap_or(10_000),
         })
@@ -58,7 +75,7 @@ pub struct Rendered {
 }
 
 pub fn render_batch(r: &Receiver, batch: &Batch, now_ms: i64) -> Rendered {
-    let (content_type, body) = render(r.format, batch, now_ms);
+    let (content_type, body) = render_for(r.format, batch, now_ms, &r.subscriptions);
     Rendered {
         batch_id: batch.batch_id.clone(),
         content_type: content_type.into(),
@@ -86,6 +103,9 @@ pub async fn deliver(env: &Env, r: &Receiver, b: &Rendered) -> Outcome {
             &signature(&r.secret, super::clock::wall_ms() / 1000, &b.body),
         )?;
         headers.set("x-edgemeter-batch-id", &b.batch_id)?;
+        if let Some(token) = &r.auth {
+            headers.set("authorization", &format!("Bearer {token}"))?;
+        }
         headers.set("idempotency-key", &b.batch_id)?;
         let mut init = RequestInit::new();
         init.with_method(Method::Post).with_headers(headers);

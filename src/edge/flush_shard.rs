@@ -5,6 +5,7 @@
 
 use super::client::{call_object, SHARD_BINDING};
 use super::delivery::{deliver, render_batch, Outcome, Receiver, Rendered};
+use super::flush_shard_dead::UNREADABLE;
 use super::sql::{integer, text, Row};
 use super::{config, http};
 use crate::error::ApiError;
@@ -17,9 +18,6 @@ use worker::{
     SqlStorage, SqlStorageValue, State,
 };
 
-/// The content type a dead letter of an unreadable outbox row is kept under.
-const UNREADABLE: &str = "application/x-edgemeter-unreadable-row";
-
 // outbox.state: 0 waiting to be sent, 1 acknowledged by the receiver, 2 kept aside.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS outbox (id TEXT PRIMARY KEY, customer TEXT NOT NULL, record TEXT NOT NULL,
@@ -31,9 +29,9 @@ CREATE TABLE IF NOT EXISTS dead (batch_id TEXT PRIMARY KEY, customers TEXT NOT N
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 ";
 
-const WAITING: i64 = 0;
-const ACKNOWLEDGED: i64 = 1;
-const KEPT_ASIDE: i64 = 2;
+pub(super) const WAITING: i64 = 0;
+pub(super) const ACKNOWLEDGED: i64 = 1;
+pub(super) const KEPT_ASIDE: i64 = 2;
 
 /// Records sent per run and shard; the rest wait for the next run.
 const MAX_RECORDS_PER_RUN: i64 = 20_000;
@@ -71,8 +69,8 @@ struct Push {
 
 #[durable_object]
 pub struct FlushShard {
-    env: Env,
-    sql: SqlStorage,
+    pub(super) env: Env,
+    pub(super) sql: SqlStorage,
     running: Cell<bool>,
     ready: Cell<bool>,
 }
@@ -120,7 +118,7 @@ impl DurableObject for FlushShard {
 }
 
 impl FlushShard {
-    fn rows(&self, q: &str, binds: Vec<SqlStorageValue>) -> Result<Vec<Row>> {
+    pub(super) fn rows(&self, q: &str, binds: Vec<SqlStorageValue>) -> Result<Vec<Row>> {
         super::sql::rows(&self.sql, q, binds)
     }
 
@@ -223,7 +221,7 @@ impl FlushShard {
         Ok(out)
     }
 
-    fn mark_ids(&self, ids: &[&str], state: i64, now_ms: i64) -> Result<()> {
+    pub(super) fn mark_ids(&self, ids: &[&str], state: i64, now_ms: i64) -> Result<()> {
         let q = "UPDATE outbox SET state = ?, done_ms = ? WHERE id = ?";
         for id in ids {
             self.sql
@@ -243,6 +241,7 @@ impl FlushShard {
             Err(e) => return self.fail(stats, now_ms, e),
         };
         let waiting = self.waiting(now_ms)?;
+        let waiting = self.set_aside_unmapped(&receiver, waiting, now_ms)?;
         let customers = waiting.len();
         let (mut batches, mut records, mut kept_aside) = (0u64, 0u64, 0u64);
         let mut undelivered = None;
@@ -295,68 +294,6 @@ impl FlushShard {
         stats.last_error_ms = Some(now_ms);
         self.save_stats(&stats)?;
         Ok(json!({"error": error, "retry_at_ms": stats.retry_at_ms}))
-    }
-
-    /// A batch the receiver refused for good: kept with its exact body, to be requeued.
-    fn keep_aside(
-        &self,
-        r: &Rendered,
-        ids: &[&str],
-        customers: &[String],
-        error: &str,
-        now_ms: i64,
-    ) -> Result<()> {
-        let q = "INSERT OR REPLACE INTO dead (batch_id, customers, record_ids, records, content_type, body, error, created_ms)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
-        let body = String::from_utf8_lossy(&r.body).into_owned();
-        let binds: Vec<SqlStorageValue> = vec![
-            r.batch_id.as_str().into(),
-            customers.join(",").into(),
-            serde_json::to_string(&ids).unwrap_or_default().into(),
-            (ids.len() as i64).into(),
-            r.content_type.as_str().into(),
-            body.into(),
-            error.into(),
-            now_ms.into(),
-        ];
-        self.sql.exec(q, binds)?;
-        self.mark_ids(ids, KEPT_ASIDE, now_ms)
-    }
-
-    /// Sends the dead letters again, exactly as first rendered; delivered ones are
-    /// removed and their records count as acknowledged.
-    async fn requeue(&self, now_ms: i64) -> Result<serde_json::Value> {
-        let receiver = Receiver::from_env(&self.env).map_err(worker::Error::RustError)?;
-        // An unreadable row cannot be sent; it stays for an operator to look at.
-        let q = "SELECT batch_id, content_type, body, record_ids FROM dead WHERE content_type != ?";
-        let rows = self.rows(q, vec![UNREADABLE.into()])?;
-        let mut delivered = 0;
-        for row in &rows {
-            let rendered = Rendered {
-                batch_id: text(row, 0),
-                content_type: text(row, 1),
-                body: text(row, 2).into_bytes(),
-            };
-            match deliver(&self.env, &receiver, &rendered).await {
-                Outcome::Delivered => {
-                    self.sql.exec(
-                        "DELETE FROM dead WHERE batch_id = ?",
-                        vec![rendered.batch_id.as_str().into()],
-                    )?;
-                    let ids: Vec<String> = serde_json::from_str(&text(row, 3)).unwrap_or_default();
-                    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-                    self.mark_ids(&ids, ACKNOWLEDGED, now_ms)?;
-                    delivered += 1;
-                }
-                Outcome::Rejected(_, e) | Outcome::Retry(e) => {
-                    self.sql.exec(
-                        "UPDATE dead SET error = ? WHERE batch_id = ?",
-                        vec![e.into(), rendered.batch_id.as_str().into()],
-                    )?;
-                }
-            }
-        }
-        Ok(json!({"dead_letters": rows.len(), "delivered": delivered}))
     }
 }
 

@@ -16,6 +16,7 @@ mod counter_store_reservations;
 mod delivery;
 mod faults;
 mod flush_shard;
+mod flush_shard_dead;
 mod http;
 mod ledger;
 mod ledger_rated;

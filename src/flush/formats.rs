@@ -32,10 +32,14 @@ impl Format {
     }
 }
 
-/// The usage numbers of a record, as every format carries them.
+/// The usage numbers of a record, as every format carries them: all of the record
+/// but its id, so any format parses back into the very same record
+/// ([`records_of`]).
 fn measures(r: &UsageRecord) -> Value {
     json!({
-        "meter": r.meter, "model": r.model,
+        "customer": r.customer, "meter": r.meter, "model": r.model,
+        "period_start_ms": r.period_start_ms, "period_end_ms": r.period_end_ms,
+        "recorded_at_ms": r.recorded_at_ms,
         "period_start": iso8601(r.period_start_ms), "period_end": iso8601(r.period_end_ms),
         "requests": r.requests, "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
         "cached_tokens": r.cached_tokens, "reasoning_tokens": r.reasoning_tokens,
@@ -46,8 +50,39 @@ fn measures(r: &UsageRecord) -> Value {
     })
 }
 
-/// Content type and body of a batch in `format`.
+/// The path each receiver ingests at, added to `RATING_URL` when it names only a host:
+/// Lago's batch endpoint, OpenMeter's CloudEvents endpoint.
+pub fn endpoint(format: Format, url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let has_path = rest.trim_end_matches('/').contains('/');
+    let path = match format {
+        Format::Lago => "/api/v1/events/batch",
+        Format::CloudEvents => "/api/v1/events",
+        Format::Native => "",
+    };
+    match has_path {
+        true => url.to_string(),
+        false => format!("{}{path}", url.trim_end_matches('/')),
+    }
+}
+
+/// Lago's `external_subscription_id` of each customer (the catalog's `subscriptions`).
+pub type Subscriptions = std::collections::BTreeMap<String, String>;
+
+/// Content type and body of a batch in `format`. A Lago event names the customer's
+/// subscription; records of customers without one are never rendered for Lago (the
+/// shard sets them aside first).
 pub fn render(format: Format, batch: &Batch, now_ms: i64) -> (&'static str, Vec<u8>) {
+    render_for(format, batch, now_ms, &Subscriptions::new())
+}
+
+/// [`render`], with the subscriptions Lago events name.
+pub fn render_for(
+    format: Format,
+    batch: &Batch,
+    now_ms: i64,
+    subscriptions: &Subscriptions,
+) -> (&'static str, Vec<u8>) {
     match format {
         Format::Native => {
             let body = json!({"schema": "edgemeter.usage.v1", "batch_id": batch.batch_id,
@@ -75,7 +110,8 @@ pub fn render(format: Format, batch: &Batch, now_ms: i64) -> (&'static str, Vec<
                 .records
                 .iter()
                 .map(|r| {
-                    json!({"transaction_id": r.id, "external_subscription_id": r.customer,
+                    let subscription = subscriptions.get(&r.customer).unwrap_or(&r.customer);
+                    json!({"transaction_id": r.id, "external_subscription_id": subscription,
                         "code": r.meter.replace('.', "_"), "timestamp": r.recorded_at_ms / 1000,
                         "properties": measures(r)})
                 })
@@ -86,6 +122,31 @@ pub fn render(format: Format, batch: &Batch, now_ms: i64) -> (&'static str, Vec<
             )
         }
     }
+}
+
+/// The records of a batch in any format edgemeter emits: a native batch's records, a
+/// CloudEvents batch's `data`, or a Lago batch's `properties`, each with its event id.
+pub fn records_of(body: &Value) -> Result<Vec<UsageRecord>, String> {
+    let (events, id, fields) = match body {
+        Value::Array(events) => (events, "id", "data"),
+        Value::Object(o) if o.contains_key("events") => match &o["events"] {
+            Value::Array(events) => (events, "transaction_id", "properties"),
+            _ => return Err("$.events: must be an array".into()),
+        },
+        _ => return Err("neither a CloudEvents nor a Lago batch".into()),
+    };
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let mut record = e[fields].clone();
+            let Some(obj) = record.as_object_mut() else {
+                return Err(format!("$[{i}].{fields}: must be an object"));
+            };
+            obj.insert("id".into(), e[id].clone());
+            serde_json::from_value(record).map_err(|err| format!("$[{i}]: {err}"))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -204,5 +265,58 @@ mod schema_two {
         }
         let old: UsageRecord = serde_json::from_value(old).unwrap();
         assert_eq!((old.schema, old.cache_write_tokens), (1, 0));
+    }
+}
+
+#[cfg(test)]
+mod round_trip {
+    use super::super::tests::record;
+    use super::*;
+
+    #[test]
+    fn every_format_parses_back_into_the_same_records() {
+        let mut a = record("acme", (1, 3), 42);
+        a.cache_write_tokens = 7;
+        let batch = Batch::new(vec![a, record("bolt", (4, 4), 7)]);
+        let subs = Subscriptions::from([("acme".to_string(), "sub_acme".to_string())]);
+        for format in [Format::CloudEvents, Format::Lago] {
+            let (_, body) = render_for(format, &batch, 0, &subs);
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            let mut back = records_of(&v).unwrap();
+            back.sort_by(|x, y| x.id.cmp(&y.id));
+            let mut sent = batch.records.clone();
+            sent.sort_by(|x, y| x.id.cmp(&y.id));
+            assert_eq!(back, sent, "{format:?}");
+        }
+        let (_, lago) = render_for(Format::Lago, &batch, 0, &subs);
+        let lago: Value = serde_json::from_slice(&lago).unwrap();
+        let names: Vec<&str> = lago["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["external_subscription_id"].as_str().unwrap())
+            .collect();
+        assert!(names.contains(&"sub_acme"), "{names:?}");
+        assert!(records_of(&json!({"events": 3})).is_err());
+    }
+
+    #[test]
+    fn a_bare_host_gets_the_receivers_ingest_path() {
+        assert_eq!(
+            endpoint(Format::Lago, "https://api.getlago.com"),
+            "https://api.getlago.com/api/v1/events/batch"
+        );
+        assert_eq!(
+            endpoint(Format::CloudEvents, "https://openmeter.cloud/"),
+            "https://openmeter.cloud/api/v1/events"
+        );
+        assert_eq!(
+            endpoint(Format::Lago, "http://127.0.0.1:9/custom"),
+            "http://127.0.0.1:9/custom"
+        );
+        assert_eq!(
+            endpoint(Format::Native, "https://rating.example"),
+            "https://rating.example"
+        );
     }
 }

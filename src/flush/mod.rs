@@ -7,7 +7,7 @@ mod formats;
 pub mod snapshot;
 pub mod wake;
 
-pub use formats::{render, Format};
+pub use formats::{endpoint, records_of, render, render_for, Format, Subscriptions};
 
 use crate::keys::hex;
 use hmac::{Hmac, Mac};

@@ -33,6 +33,13 @@ pub struct State {
     pub duplicates: usize,
     /// Unique records by id.
     pub records: HashMap<String, Value>,
+    /// When set, a batch without `Authorization: Bearer <this>` is refused with 401,
+    /// as Lago and OpenMeter refuse it.
+    pub required_auth: Option<String>,
+    /// The path each batch was posted to.
+    pub paths: Vec<String>,
+    /// Lago's `external_subscription_id` of each event received.
+    pub subscriptions: Vec<String>,
 }
 
 pub struct Receiver {
@@ -108,9 +115,19 @@ fn answer(mut conn: TcpStream, status: u16, body: &str) {
 
 fn handle(conn: TcpStream, state: Arc<Mutex<State>>) {
     let Ok(clone) = conn.try_clone() else { return };
-    let Some(Incoming { headers, body, .. }) = read_request(&mut BufReader::new(clone)) else {
+    let Some(Incoming {
+        headers,
+        body,
+        path,
+        ..
+    }) = read_request(&mut BufReader::new(clone))
+    else {
         return;
     };
+    let auth = headers
+        .iter()
+        .find(|(k, _)| k == "authorization")
+        .map(|(_, v)| v.clone());
     let signature = headers
         .iter()
         .find(|(k, _)| k == "x-edgemeter-signature")
@@ -123,6 +140,13 @@ fn handle(conn: TcpStream, state: Arc<Mutex<State>>) {
     let mode = {
         let mut s = state.lock().unwrap();
         s.requests += 1;
+        s.paths.push(path);
+        if let Some(token) = s.required_auth.clone() {
+            if auth != Some(format!("Bearer {token}")) {
+                drop(s);
+                return answer(conn, 401, r#"{"error":"unauthorized"}"#);
+            }
+        }
         let mode = s.mode.unwrap_or(Mode::Ok);
         if mode == Mode::FailEveryOther && s.requests % 2 == 1 {
             drop(s);
@@ -134,7 +158,22 @@ fn handle(conn: TcpStream, state: Arc<Mutex<State>>) {
             return answer(conn, 401, r#"{"error":"bad signature"}"#);
         }
         let batch: Value = serde_json::from_slice(&body).unwrap();
-        for r in batch["records"].as_array().unwrap() {
+        // Native records as they are; CloudEvents and Lago events read back as records.
+        let records: Vec<Value> = match batch["records"].as_array() {
+            Some(records) => records.clone(),
+            None => {
+                for e in batch["events"].as_array().into_iter().flatten() {
+                    let sub = e["external_subscription_id"].as_str().unwrap_or("");
+                    s.subscriptions.push(sub.to_string());
+                }
+                let records = edgemeter::flush::records_of(&batch).expect("an exported batch");
+                records
+                    .iter()
+                    .map(|r| serde_json::to_value(r).unwrap())
+                    .collect()
+            }
+        };
+        for r in &records {
             let id = r["id"].as_str().unwrap().to_string();
             if s.records.insert(id, r.clone()).is_some() {
                 s.duplicates += 1;

@@ -1,0 +1,125 @@
+//! What a shard sets aside instead of sending (dead letters, counted in the admin
+//! API): batches the receiver refused for good, outbox rows that no longer parse, and,
+//! for Lago, records of customers without a subscription. A requeue sends the refused
+//! batches again byte for byte and puts the unmapped records back to wait; unreadable
+//! rows stay for an operator.
+
+use super::delivery::{deliver, Outcome, Receiver, Rendered};
+use super::flush_shard::{FlushShard, ACKNOWLEDGED, KEPT_ASIDE, WAITING};
+use super::sql::text;
+use crate::flush::{Format, UsageRecord};
+use serde_json::json;
+use worker::{Result, SqlStorageValue};
+
+/// The content type a dead letter of an unreadable outbox row is kept under.
+pub(super) const UNREADABLE: &str = "application/x-edgemeter-unreadable-row";
+
+/// The content type of records set aside because Lago has no subscription for their
+/// customer; a requeue puts them back to wait, to be rendered with the mapping.
+const UNMAPPED: &str = "application/x-edgemeter-unmapped-customer";
+
+impl FlushShard {
+    /// For Lago, the records of customers without a subscription in the catalog: kept
+    /// aside (counted as dead letters, with why), never sent under a wrong id.
+    pub(super) fn set_aside_unmapped(
+        &self,
+        receiver: &Receiver,
+        waiting: Vec<(String, Vec<UsageRecord>)>,
+        now_ms: i64,
+    ) -> Result<Vec<(String, Vec<UsageRecord>)>> {
+        if receiver.format != Format::Lago {
+            return Ok(waiting);
+        }
+        let (mapped, unmapped): (Vec<_>, Vec<_>) = waiting
+            .into_iter()
+            .partition(|(customer, _)| receiver.subscriptions.contains_key(customer));
+        for (customer, records) in unmapped {
+            let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+            let rendered = Rendered {
+                batch_id: format!("unmapped-{}", ids.first().unwrap_or(&"")),
+                content_type: UNMAPPED.to_string(),
+                body: serde_json::to_vec(&records).unwrap_or_default(),
+            };
+            let why = format!("customer `{customer}` has no Lago subscription: add it to the catalog's `subscriptions`, then requeue");
+            self.keep_aside(
+                &rendered,
+                &ids,
+                std::slice::from_ref(&customer),
+                &why,
+                now_ms,
+            )?;
+        }
+        Ok(mapped)
+    }
+
+    /// A batch the receiver refused for good: kept with its exact body, to be requeued.
+    pub(super) fn keep_aside(
+        &self,
+        r: &Rendered,
+        ids: &[&str],
+        customers: &[String],
+        error: &str,
+        now_ms: i64,
+    ) -> Result<()> {
+        let q = "INSERT OR REPLACE INTO dead (batch_id, customers, record_ids, records, content_type, body, error, created_ms)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
+        let body = String::from_utf8_lossy(&r.body).into_owned();
+        let binds: Vec<SqlStorageValue> = vec![
+            r.batch_id.as_str().into(),
+            customers.join(",").into(),
+            serde_json::to_string(&ids).unwrap_or_default().into(),
+            (ids.len() as i64).into(),
+            r.content_type.as_str().into(),
+            body.into(),
+            error.into(),
+            now_ms.into(),
+        ];
+        self.sql.exec(q, binds)?;
+        self.mark_ids(ids, KEPT_ASIDE, now_ms)
+    }
+
+    /// Sends the dead letters again, exactly as first rendered; delivered ones are
+    /// removed and their records count as acknowledged.
+    pub(super) async fn requeue(&self, now_ms: i64) -> Result<serde_json::Value> {
+        let receiver = Receiver::from_env(&self.env).map_err(worker::Error::RustError)?;
+        // An unreadable row cannot be sent; it stays for an operator to look at.
+        let q = "SELECT batch_id, content_type, body, record_ids FROM dead WHERE content_type != ?";
+        let rows = self.rows(q, vec![UNREADABLE.into()])?;
+        let mut delivered = 0;
+        for row in &rows {
+            let rendered = Rendered {
+                batch_id: text(row, 0),
+                content_type: text(row, 1),
+                body: text(row, 2).into_bytes(),
+            };
+            if rendered.content_type == UNMAPPED {
+                // Back to wait: the next run renders them with the catalog's mapping.
+                let ids: Vec<String> = serde_json::from_str(&text(row, 3)).unwrap_or_default();
+                let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+                self.mark_ids(&ids, WAITING, now_ms)?;
+                let q = "DELETE FROM dead WHERE batch_id = ?";
+                self.sql.exec(q, vec![rendered.batch_id.as_str().into()])?;
+                continue;
+            }
+            match deliver(&self.env, &receiver, &rendered).await {
+                Outcome::Delivered => {
+                    self.sql.exec(
+                        "DELETE FROM dead WHERE batch_id = ?",
+                        vec![rendered.batch_id.as_str().into()],
+                    )?;
+                    let ids: Vec<String> = serde_json::from_str(&text(row, 3)).unwrap_or_default();
+                    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+                    self.mark_ids(&ids, ACKNOWLEDGED, now_ms)?;
+                    delivered += 1;
+                }
+                Outcome::Rejected(_, e) | Outcome::Retry(e) => {
+                    self.sql.exec(
+                        "UPDATE dead SET error = ? WHERE batch_id = ?",
+                        vec![e.into(), rendered.batch_id.as_str().into()],
+                    )?;
+                }
+            }
+        }
+        Ok(json!({"dead_letters": rows.len(), "delivered": delivered}))
+    }
+}
