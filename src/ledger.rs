@@ -179,6 +179,7 @@ mod tests {
             cache_write_1h_tokens: 0,
             audio_tokens: 0,
             schema: crate::flush::RECORD_SCHEMA,
+            plan: "open".into(),
             is_final: false,
             recorded_at_ms: 50,
         }
@@ -312,6 +313,7 @@ mod props {
                     cache_write_1h_tokens: 0,
                     audio_tokens: 0,
                     schema: crate::flush::RECORD_SCHEMA,
+                    plan: "open".into(),
                     is_final: false,
                     recorded_at_ms: 0,
                 }

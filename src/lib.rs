@@ -21,6 +21,7 @@ pub mod report;
 pub mod request;
 pub mod reservation;
 pub mod sandbox;
+pub mod settings_check;
 pub mod sse;
 pub mod stream_meter;
 pub mod surface;

@@ -188,3 +188,26 @@ fn the_built_in_rating_endpoint_takes_every_format() {
         worker.stop();
     }
 }
+
+/// Settings that cannot work are reported by `/healthz`, each named.
+#[test]
+fn healthz_names_settings_that_cannot_work() {
+    let upstream = FakeUpstream::start(0);
+    let vars = [
+        ("RATING_URL", "https://api.getlago.com"),
+        ("RATING_FORMAT", "lago"),
+    ];
+    let worker = Worker::start_with(
+        &scratch("exports-unhealthy"),
+        &upstream.url(),
+        &support::catalog(),
+        &vars,
+    );
+    let r = support::http::request(worker.port, "GET", "/healthz", &[], b"");
+    assert_eq!(r.status, 503, "{}", r.text());
+    let problems = r.json()["problems"].to_string();
+    for needle in ["RATING_SECRET", "RATING_AUTH", "subscriptions"] {
+        assert!(problems.contains(needle), "{needle}: {problems}");
+    }
+    worker.stop();
+}

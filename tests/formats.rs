@@ -35,6 +35,7 @@ fn record(customer: &str, tokens: u64) -> UsageRecord {
         cache_write_1h_tokens: 2,
         audio_tokens: 1,
         schema: edgemeter::flush::RECORD_SCHEMA,
+        plan: "open".into(),
         is_final: false,
         recorded_at_ms: 1_764_600_000_123,
     }

@@ -21,7 +21,8 @@ fn prepaid_plans_stop_at_zero_credit_and_resume_after_a_top_up() {
     .to_string();
     let worker = flushing_to_internal("prepaid", &upstream, &prepaid);
     let port = worker.port;
-    let (id, key) = customer(port, "open");
+    // The customer's one plan, on its counter: its records carry it to the Ledger.
+    let (id, key) = customer(port, "prepaid");
     let account = json!({"plan": "prepaid", "account": {"customer_id": id, "country": "US",
         "grants": [{"id": "g1", "amount": "0.10", "currency": "USD", "priority": 1, "effective_at_ms": 0}]}});
     let r = put_account(port, &id, &account);

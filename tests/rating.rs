@@ -253,6 +253,7 @@ fn ingestion_checks_signatures_and_batches_and_dedupes() {
         cache_write_1h_tokens: 0,
         audio_tokens: 0,
         schema: edgemeter::flush::RECORD_SCHEMA,
+        plan: "open".into(),
         is_final: false,
         recorded_at_ms: start,
     };

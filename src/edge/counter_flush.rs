@@ -124,7 +124,8 @@ impl UsageCounter {
             let seq = (f.taken_seq.max(f.flushed_seq), l.state.seq);
             // A period with reservations still in flight is not complete: no final yet.
             let start = l.state.complete_before();
-            let new = take(&l.customer.id, &rows, &f.pending, start, seq, now_ms);
+            let (id, plan) = (&l.customer.id, &l.customer.plan);
+            let new = take(id, plan, &rows, &f.pending, start, seq, now_ms);
             let taken = new.len();
             // Sequence numbers that changed nothing left to take are covered too.
             f.taken_seq = f.taken_seq.max(l.state.seq);

@@ -140,6 +140,11 @@ impl Ledger {
             if !periods.contains(&r.period_start_ms) {
                 periods.push(r.period_start_ms);
             }
+            if !r.plan.is_empty() {
+                // The counter's plan assignment: the period is rated under it.
+                let key = format!("plan:{}", r.period_start_ms);
+                self.set_meta(&key, &Value::from(r.plan.as_str()))?;
+            }
             let q = "SELECT tally FROM totals WHERE period_start = ? AND meter = ? AND model = ?";
             let key = vec![
                 r.period_start_ms.into(),
@@ -234,7 +239,13 @@ impl Ledger {
             .meta("account")?
             .ok_or_else(|| ApiError::not_found("This customer has no billing account."))?;
         let account = Account::parse(&v["account"].to_string(), &book).map_err(rating)?;
-        let plan = v["plan"].as_str().unwrap_or_default().to_string();
+        // Credits earlier periods drew are spent: this period draws on what is left.
+        let earlier = self.earlier_invoices(start, now_ms)?;
+        let account = crate::rating::net_of_draws(&account, &earlier);
+        // The plan the period's records carry; the account's only for older records.
+        let recorded = self.meta(&format!("plan:{start}"))?;
+        let recorded = recorded.and_then(|p| p.as_str().map(String::from));
+        let plan = recorded.unwrap_or_else(|| v["plan"].as_str().unwrap_or_default().to_string());
         let q = "SELECT meter, model, tally, period_end, final FROM totals WHERE period_start = ?";
         let rows = self.rows(q, vec![start.into()])?;
         let totals: Vec<(String, String, Tally)> = rows

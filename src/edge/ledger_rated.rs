@@ -1,7 +1,9 @@
 //! The Ledger's rated invoices. A period is rated as its usage arrives and the invoice
 //! stored, so reading one is a single row. A stored invoice serves while the price
 //! book has the version it was rated under and no credit grant has started or ended
-//! since; changing the account or its grants forgets them all.
+//! since; changing the account or its grants forgets them all. Credits are balances: a
+//! period draws on what the invoices of earlier periods left, so re-rating a period
+//! forgets the stored invoices after it.
 
 use super::ledger::{rating, stored, Ledger};
 use crate::error::ApiError;
@@ -29,7 +31,29 @@ impl Ledger {
             text.into(),
         ];
         self.sql.exec(q, binds).map_err(stored)?;
+        // Later periods drew on what this one left: they are rated again when read.
+        let later = "DELETE FROM rated WHERE period_start > ?";
+        self.sql.exec(later, vec![start.into()]).map_err(stored)?;
         Ok(invoice)
+    }
+
+    /// The invoices of every earlier period with usage, in period order.
+    pub(super) fn earlier_invoices(
+        &self,
+        start: i64,
+        now_ms: i64,
+    ) -> Result<Vec<Invoice>, ApiError> {
+        let q =
+            "SELECT DISTINCT period_start FROM totals WHERE period_start < ? ORDER BY period_start";
+        let rows = self.rows(q, vec![start.into()])?;
+        let starts: Vec<i64> = rows
+            .iter()
+            .filter_map(|r| super::sql::integer(r, 0))
+            .collect();
+        starts
+            .into_iter()
+            .map(|p| self.rated_invoice(p, now_ms))
+            .collect()
     }
 
     /// The period's invoice: the stored one while it holds, else rated now and stored.

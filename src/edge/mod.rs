@@ -46,10 +46,24 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
         p if p.starts_with("/v1/") => proxy::handle(req, &env, &ctx).await,
         p if p.starts_with("/admin/v1/") => admin::handle(req, &env).await,
         p if p.starts_with("/rating/v1/") => rating_api::handle(req, &env).await,
-        "/healthz" => Response::ok("ok"),
+        "/healthz" => health(&env),
         "/bare/v1/chat/completions" => bare(req, &env).await,
         _ => http::error_response(&ApiError::not_found(format!("Unknown path {path}.")), &[]),
     }
+}
+
+/// `GET /healthz`: ok, or 503 with every setting combination that cannot work.
+fn health(env: &Env) -> Result<Response> {
+    use crate::settings_check::{problems, Stage};
+    let catalog = config::catalog(env).ok();
+    let book = config::price_book(env).ok();
+    let bundled = (catalog.as_deref(), book.as_deref());
+    let found = problems(|name| config::setting(env, name), Stage::Running, bundled);
+    if found.is_empty() {
+        return Response::ok("ok");
+    }
+    let body = serde_json::json!({"status": "unhealthy", "problems": found});
+    Ok(Response::from_json(&body)?.with_status(503))
 }
 
 /// The cron trigger: every registry shard sends the records its counters pushed.

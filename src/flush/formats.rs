@@ -37,7 +37,7 @@ impl Format {
 /// ([`records_of`]).
 fn measures(r: &UsageRecord) -> Value {
     json!({
-        "customer": r.customer, "meter": r.meter, "model": r.model,
+        "customer": r.customer, "plan": r.plan, "meter": r.meter, "model": r.model,
         "period_start_ms": r.period_start_ms, "period_end_ms": r.period_end_ms,
         "recorded_at_ms": r.recorded_at_ms,
         "period_start": iso8601(r.period_start_ms), "period_end": iso8601(r.period_end_ms),

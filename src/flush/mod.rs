@@ -46,6 +46,10 @@ pub struct UsageRecord {
     pub cache_write_1h_tokens: u64,
     #[serde(default)]
     pub audio_tokens: u64,
+    /// The customer's plan when the usage was recorded: the one plan assignment,
+    /// which the rating endpoint rates the period under. Empty before schema 2.
+    #[serde(default)]
+    pub plan: String,
     /// The record layout's version ([`RECORD_SCHEMA`]); records without one are 1.
     #[serde(default = "schema_one")]
     pub schema: u32,
@@ -56,7 +60,8 @@ pub struct UsageRecord {
     pub recorded_at_ms: i64,
 }
 
-/// The record layout this version writes. 2 added cache writes and audio tokens.
+/// The record layout this version writes. 2 added cache writes, audio tokens and the
+/// plan.
 pub const RECORD_SCHEMA: u32 = 2;
 
 fn schema_one() -> u32 {
@@ -230,6 +235,7 @@ mod tests {
             cache_write_1h_tokens: 0,
             audio_tokens: 0,
             schema: crate::flush::RECORD_SCHEMA,
+            plan: "open".into(),
             is_final: false,
             recorded_at_ms: 1_500,
         }

@@ -90,6 +90,7 @@ fn same_row(r: &FlushRow, rec: &UsageRecord) -> bool {
 /// finished period gets one final record, after which its row takes nothing more.
 pub fn take(
     customer: &str,
+    plan: &str,
     rows: &[FlushRow],
     pending: &[UsageRecord],
     current_period_start: i64,
@@ -141,6 +142,7 @@ pub fn take(
                 cache_write_1h_tokens: d.cache_write_1h,
                 audio_tokens: d.audio,
                 schema: RECORD_SCHEMA,
+                plan: plan.to_string(),
                 is_final,
                 recorded_at_ms: now_ms,
             })
@@ -213,7 +215,7 @@ mod tests {
     #[test]
     fn delta_is_what_was_not_acknowledged() {
         let rows = [row(NOV, tally(5, 500), tally(2, 200))];
-        let recs = take("acme", &rows, &[], NOV.start_ms, (7, 10), 150);
+        let recs = take("acme", "open", &rows, &[], NOV.start_ms, (7, 10), 150);
         assert_eq!(recs.len(), 1);
         // 5 - 2 requests, 500 - 200 tokens, over sequence numbers 8..=10
         assert_eq!((recs[0].requests, recs[0].input_tokens), (3, 300));
@@ -223,7 +225,7 @@ mod tests {
         );
         // Taking again from the same state gives the same ids: a retry is recognisable.
         assert_eq!(
-            take("acme", &rows, &[], NOV.start_ms, (7, 10), 999)[0].id,
+            take("acme", "open", &rows, &[], NOV.start_ms, (7, 10), 999)[0].id,
             recs[0].id
         );
         assert!(!is_clean(&rows, NOV.start_ms));
@@ -232,7 +234,7 @@ mod tests {
     #[test]
     fn acknowledged_current_rows_are_clean_and_send_nothing() {
         let rows = [row(NOV, tally(5, 500), tally(5, 500))];
-        assert!(take("acme", &rows, &[], NOV.start_ms, (10, 10), 150).is_empty());
+        assert!(take("acme", "open", &rows, &[], NOV.start_ms, (10, 10), 150).is_empty());
         assert!(is_clean(&rows, NOV.start_ms));
     }
 
@@ -242,7 +244,7 @@ mod tests {
             row(NOV, tally(5, 500), tally(5, 500)),
             row(DEC, tally(1, 10), Tally::default()),
         ];
-        let recs = take("acme", &rows, &[], DEC.start_ms, (10, 11), 250);
+        let recs = take("acme", "open", &rows, &[], DEC.start_ms, (10, 11), 250);
         let nov = recs
             .iter()
             .find(|r| r.period_start_ms == NOV.start_ms)
@@ -259,23 +261,23 @@ mod tests {
             ..rows[0].clone()
         }];
         assert!(is_clean(&closed, DEC.start_ms));
-        assert!(take("acme", &closed, &[], DEC.start_ms, (11, 11), 250).is_empty());
+        assert!(take("acme", "open", &closed, &[], DEC.start_ms, (11, 11), 250).is_empty());
     }
 
     #[test]
     fn snapshots_in_flight_are_not_taken_again_and_acks_add_up() {
         let mut rows = [row(NOV, tally(3, 300), Tally::default())];
-        let first = take("acme", &rows, &[], NOV.start_ms, (0, 3), 110);
+        let first = take("acme", "open", &rows, &[], NOV.start_ms, (0, 3), 110);
         // Two more requests arrive while the first snapshot is in flight.
         rows[0].tally = tally(5, 500);
-        let second = take("acme", &rows, &first, NOV.start_ms, (3, 5), 120);
+        let second = take("acme", "open", &rows, &first, NOV.start_ms, (3, 5), 120);
         assert_eq!(second.len(), 1);
         // (5 - 0 flushed - 3 in flight) requests, (500 - 300) tokens, over 4..=5
         assert_eq!((second[0].requests, second[0].input_tokens), (2, 200));
         assert_eq!((second[0].seq_from, second[0].seq_to), (4, 5));
         assert_ne!(second[0].id, first[0].id);
         let both = [first.clone(), second.clone()].concat();
-        assert!(take("acme", &rows, &both, NOV.start_ms, (5, 5), 130).is_empty());
+        assert!(take("acme", "open", &rows, &both, NOV.start_ms, (5, 5), 130).is_empty());
         // Acknowledged in either order, in one call: 3 + 2 requests, 300 + 200 tokens.
         let acked = acknowledge(&rows, &[second[0].clone(), first[0].clone()]);
         assert_eq!(acked.len(), 1);
@@ -286,9 +288,9 @@ mod tests {
     #[test]
     fn a_final_record_in_flight_is_the_last_of_its_row() {
         let rows = [row(NOV, tally(2, 20), tally(1, 10))];
-        let fin = take("acme", &rows, &[], DEC.start_ms, (4, 6), 250);
+        let fin = take("acme", "open", &rows, &[], DEC.start_ms, (4, 6), 250);
         assert!(fin[0].is_final && fin[0].requests == 1);
-        assert!(take("acme", &rows, &fin, DEC.start_ms, (6, 6), 260).is_empty());
+        assert!(take("acme", "open", &rows, &fin, DEC.start_ms, (6, 6), 260).is_empty());
         let acked = acknowledge(&rows, &fin);
         assert!(acked[0].closed && acked[0].flushed == tally(2, 20));
         assert!(is_clean(&acked, DEC.start_ms));

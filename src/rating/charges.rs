@@ -123,19 +123,29 @@ pub struct PercentageOutcome {
 }
 
 /// Percentage: per transaction, in order, `rate × chargeable value + fixed_fee`
-/// clamped to the per-transaction minimum and maximum. The first `free_transactions`
-/// are free, then `free_amount` of value is used up; a transaction it covers entirely
-/// costs 0 and the minimum does not apply to it.
+/// clamped to the per-transaction minimum and maximum. The allowance is the first
+/// `free_transactions`, or the first `free_amount` of value; with both, it is the value
+/// of the first `free_transactions`, up to `free_amount`, and ends when either runs
+/// out (PRICING.md rule 5). A transaction it covers entirely costs 0 and the minimum
+/// does not apply to it.
 pub fn percentage(values: &[Decimal], terms: &PercentageTerms) -> PercentageOutcome {
     let mut out = PercentageOutcome::default();
     let mut free_left = terms.free_amount;
+    let both = terms.free_transactions > 0 && terms.free_amount > Decimal::ZERO;
     for (i, &value) in values.iter().enumerate() {
         out.transactions += 1;
-        if (i as u64) < terms.free_transactions {
+        let counted = (i as u64) < terms.free_transactions;
+        if counted && !both {
             out.free_transactions += 1;
             continue;
         }
-        let free = value.min(free_left).max(Decimal::ZERO);
+        // With both, only the counted transactions draw on the free amount.
+        let covered = if both && !counted {
+            Decimal::ZERO
+        } else {
+            free_left
+        };
+        let free = value.min(covered).max(Decimal::ZERO);
         free_left -= free;
         let chargeable = value - free;
         if free > Decimal::ZERO && chargeable.is_zero() {

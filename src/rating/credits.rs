@@ -2,6 +2,7 @@
 //! payment) and the remaining balance the edge checks before admitting usage.
 
 use super::account::{Account, CreditGrant};
+use super::invoice::Invoice;
 use super::money::floor_minor;
 use super::plan::{Plan, PriceBook};
 use rust_decimal::Decimal;
@@ -75,6 +76,24 @@ pub fn apply_credits(
         });
     }
     applied
+}
+
+/// The account as a later period sees it: each grant reduced by what the invoices of
+/// earlier periods drew on it (`earlier`, in period order), so a period never spends
+/// credit an earlier one already used. A grant is never below zero.
+pub fn net_of_draws<'a>(
+    account: &Account,
+    earlier: impl IntoIterator<Item = &'a Invoice>,
+) -> Account {
+    let mut net = account.clone();
+    for invoice in earlier {
+        for draw in &invoice.credits {
+            if let Some(g) = net.grants.iter_mut().find(|g| g.id == draw.grant_id) {
+                g.amount = (g.amount - draw.drawn).max(Decimal::ZERO);
+            }
+        }
+    }
+    net
 }
 
 /// The balance usable at `at_ms`, in the account's invoice currency, each grant floored

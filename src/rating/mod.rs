@@ -25,7 +25,7 @@
 //! 5. **Percentage.** Per transaction, `rate × value + fixed_fee`, then the
 //!    per-transaction minimum and maximum. A transaction that is entirely free (among
 //!    `free_transactions`, or covered by `free_amount`) costs 0 and the minimum does not
-//!    apply to it.
+//!    apply to it. With both, the allowance ends when either runs out.
 //! 6. **Rounding.** Amounts stay exact `Decimal`s through the calculation; each invoice
 //!    line is rounded once to the currency's ISO 4217 minor units (USD, EUR 2; JPY 0;
 //!    KWD, BHD 3). `rounding: "half_even"` (the default: ties to the even digit) or
@@ -80,7 +80,9 @@ mod tests;
 
 pub use account::{Account, CreditGrant};
 pub use charges::{graduated, package, per_unit, percentage, volume, PercentageOutcome, TierPart};
-pub use credits::{apply_credits, draw_order, remaining_balance, usage_blocked, CreditApplication};
+pub use credits::{
+    apply_credits, draw_order, net_of_draws, remaining_balance, usage_blocked, CreditApplication,
+};
 pub use input::{
     meter_totals, segment_days, utc_day, Meter, MeterTotal, RatingInput, Segment, Transaction,
     DAY_MS,

@@ -127,8 +127,9 @@ pub struct PackageTerms {
 
 /// A percentage charge, per transaction: `rate × value + fixed_fee`, clamped to
 /// `[min_per_transaction, max_per_transaction]`. The first `free_transactions`
-/// transactions, then the first `free_amount` of value, are free; a transaction that is
-/// entirely free costs 0 and the minimum does not apply to it.
+/// transactions, or the first `free_amount` of value, are free; with both, the
+/// allowance ends when either runs out. A transaction that is entirely free costs 0
+/// and the minimum does not apply to it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PercentageTerms {

@@ -37,7 +37,8 @@ pub fn catalog() -> String {
             "tokens": {"included_tokens": 200, "token_cap": "hard", "default_max_output_tokens": 40},
             "big": {"included_tokens": 5000, "token_cap": "hard", "default_max_output_tokens": 40},
             "spend": {"spend_cap": "0.00001"},
-            "solo": {"max_concurrent": 1}
+            "solo": {"max_concurrent": 1},
+            "prepaid": {}
         },
         // the headers that steer the fake upstream must reach it
         "proxy": {"request_headers": ["x-test-tag", "x-fake-status", "x-fake-delay-ms", "x-fake-size", "x-fake-redirect", "x-fake-stream-error"]}

@@ -53,7 +53,18 @@ pub fn invoice_when(
     id: &str,
     ready: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let path = format!("/rating/v1/customers/{id}/invoices/{}", month_start());
+    invoice_on(port, id, &month_start(), ready)
+}
+
+/// The customer's invoice for the period starting on `date` (`YYYY-MM-DD`) once `ready`
+/// says the flushed usage has reached it, running the flush as it waits (a minute at most).
+pub fn invoice_on(
+    port: u16,
+    id: &str,
+    date: &str,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let path = format!("/rating/v1/customers/{id}/invoices/{date}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let run = super::admin(

@@ -44,6 +44,7 @@ fn record(i: u64, customers: u64, period: Period) -> UsageRecord {
         cache_write_1h_tokens: 0,
         audio_tokens: 0,
         schema: edgemeter::flush::RECORD_SCHEMA,
+        plan: "open".into(),
         is_final: false,
         recorded_at_ms: period.start_ms,
     }

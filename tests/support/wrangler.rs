@@ -154,8 +154,9 @@ impl Worker {
                 panic!("wrangler exited ({status}):\n{}", self.log_tail());
             }
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                // 503 is a running Worker reporting settings that cannot work.
                 let r = super::http::request(self.port, "GET", "/healthz", &[], b"");
-                if r.status == 200 {
+                if r.status == 200 || r.status == 503 {
                     return;
                 }
             }

@@ -201,3 +201,20 @@ fn percentage_free_amount_is_used_up_in_order() {
     assert_eq!(out.free_transactions, 1);
     assert_eq!(out.chargeable_value, d("110"));
 }
+
+#[test]
+fn percentage_allowance_with_a_count_and_an_amount_ends_when_either_runs_out() {
+    let t = PercentageTerms {
+        free_transactions: 3,
+        free_amount: d("100"),
+        ..terms("0.10", "0", "0", "1000")
+    };
+    // The amount runs out first: 60 free; 40 of 60 free (20 * 0.10 = 2); then 10 and
+    // 10 charged in full (1 + 1), though the count allows a third free one.
+    let out = percentage(&[d("60"), d("60"), d("10"), d("10")], &t);
+    assert_eq!((out.amount, out.free_transactions), (d("4.00"), 1));
+    // The count runs out first: 10, 10, 10 free (30 of the 100), the fourth 50 charged.
+    let out = percentage(&[d("10"), d("10"), d("10"), d("50")], &t);
+    assert_eq!((out.amount, out.free_transactions), (d("5.00"), 3));
+    assert_eq!(out.chargeable_value, d("50"));
+}

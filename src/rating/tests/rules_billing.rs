@@ -262,3 +262,31 @@ fn rule8_a_rated_invoice_holds_until_the_next_grant_starts_or_ends() {
     assert_eq!(acct.next_credit_change(day(20)), Some(day(40)));
     assert_eq!(acct.next_credit_change(day(40)), None);
 }
+
+/// Rule 8 across periods: a grant is a balance. The second period draws on what the
+/// first left, never on the original amount again.
+#[test]
+fn rule8_a_grant_is_drawn_down_across_periods_never_spent_twice() {
+    let book = per_unit_book("100", json!({}));
+    let account = Account {
+        grants: vec![grant("prepaid", "150", 0, None)],
+        ..account("DE")
+    };
+    // Period 1: 119.00 due, all paid by the grant; 31 left.
+    let first = rate_units(&book, &account, 1);
+    assert_eq!(
+        (first.credits_applied, first.total),
+        (d("119.00"), d("0.00"))
+    );
+    // Period 2 sees only the 31 the first left: 88.00 still to pay.
+    let net = crate::rating::net_of_draws(&account, [&first]);
+    let second = rate_units(&book, &net, 1);
+    assert_eq!(
+        (second.credits_applied, second.total),
+        (d("31.00"), d("88.00"))
+    );
+    assert_eq!(second.credit_balance, d("0.00"));
+    // Without the first period's draws it would have paid 119.00 again.
+    let again = rate_units(&book, &account, 1);
+    assert_eq!(again.credits_applied, d("119.00"));
+}

@@ -1,0 +1,128 @@
+//! The billing ledger through the real flush and the built-in rating endpoint: prepaid
+//! credits are balances (a grant drawn by one period's invoice is not spent again by
+//! the next, two periods on the test clock), and a period is rated under the plan its
+//! records carry, the counter's one plan assignment.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::rating::{invoice_on, put_account, rating_call, SECRET};
+use support::upstream::FakeUpstream;
+use support::wrangler::{scratch, Worker};
+use support::{admin, chat, customer, settled_usage};
+
+fn book() -> String {
+    json!({"version": "cr1", "currency": "USD", "tax": {"countries": {"US": {"rate": "0"}}},
+        "plans": {"open": {"base_fee": "3.00", "charges": [
+            {"meter": "input_tokens", "pricing": {"kind": "per_unit", "unit_price": "0"}},
+            {"meter": "cached_input_tokens", "pricing": {"kind": "per_unit", "unit_price": "0"}},
+            {"meter": "output_tokens", "pricing": {"kind": "per_unit", "unit_price": "0"}},
+            {"meter": "requests", "pricing": {"kind": "per_unit", "unit_price": "0.01"}}]}}})
+    .to_string()
+}
+
+/// One request, and the date its period starts on.
+fn use_once(port: u16, key: &str) -> String {
+    let ask = json!({"model": "gpt-4o-mini", "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(chat(port, key, &ask, &[]).status, 200);
+    settled_usage(port, key)["period_start"].as_str().unwrap()[..10].to_string()
+}
+
+fn has_one_request(inv: &Value) -> bool {
+    let lines = inv["lines"].as_array();
+    let requests = lines.and_then(|l| l.iter().find(|l| l["meter"] == "requests"));
+    requests.is_some_and(|l| l["quantity"] == json!("1") || l["quantity"] == json!(1))
+}
+
+#[test]
+fn a_grant_is_drawn_down_across_periods_and_never_spent_twice() {
+    let upstream = FakeUpstream::start(0);
+    let book = book();
+    let vars = [
+        ("TEST_CLOCK", "on"),
+        ("RATING_URL", "internal"),
+        ("RATING_SECRET", SECRET),
+        ("FLUSH_SHARDS", "1"),
+        ("FLUSH_PUSH_MS", "0"),
+        ("FLUSH_BACKOFF_MS", "0"),
+        ("PRICE_BOOK", book.as_str()),
+    ];
+    let worker = Worker::start_with(
+        &scratch("credits"),
+        &upstream.url(),
+        &support::catalog(),
+        &vars,
+    );
+    let port = worker.port;
+    let (id, key) = customer(port, "open");
+    let account = json!({"plan": "open", "account": {"customer_id": id, "country": "US"}});
+    assert_eq!(put_account(port, &id, &account).status, 200);
+    let grant = json!({"id": "prepaid", "amount": "5.00", "currency": "USD", "priority": 1, "effective_at_ms": 0});
+    let r = rating_call(
+        port,
+        "POST",
+        &format!("/rating/v1/customers/{id}/grants"),
+        &grant,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+
+    // Period 1: 3.00 base fee + 0.01 for a request, all paid by the grant.
+    let first = use_once(port, &key);
+    let one = invoice_on(port, &id, &first, has_one_request);
+    assert_eq!(
+        (one["credits_applied"].as_str(), one["total"].as_str()),
+        (Some("3.01"), Some("0.00")),
+        "{one}"
+    );
+
+    // A month on, period 2 draws on the 1.99 left, not on the grant's 5.00 again.
+    let r = admin(
+        port,
+        "POST",
+        "/admin/v1/test/clock",
+        &json!({"advance_ms": 32 * 86_400_000i64}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let second = use_once(port, &key);
+    assert_ne!(first, second);
+    let two = invoice_on(port, &id, &second, has_one_request);
+    assert_eq!(
+        (two["credits_applied"].as_str(), two["total"].as_str()),
+        (Some("1.99"), Some("1.02")),
+        "{two}"
+    );
+    assert_eq!(two["credit_balance"], "0.00", "{two}");
+    // and period 1 still shows what it drew
+    let again = invoice_on(port, &id, &first, has_one_request);
+    assert_eq!(again["credits_applied"], one["credits_applied"]);
+    worker.stop();
+}
+
+#[test]
+fn a_period_is_rated_under_the_plan_its_records_carry() {
+    let upstream = FakeUpstream::start(0);
+    let charges = |requests: &str| {
+        json!({"charges": [
+            {"meter": "input_tokens", "pricing": {"kind": "per_unit", "unit_price": "0"}},
+            {"meter": "cached_input_tokens", "pricing": {"kind": "per_unit", "unit_price": "0"}},
+            {"meter": "output_tokens", "pricing": {"kind": "per_unit", "unit_price": "0"}},
+            {"meter": "requests", "pricing": {"kind": "per_unit", "unit_price": requests}}]})
+    };
+    // The book prices requests differently under the two plans.
+    let book =
+        json!({"version": "pl1", "currency": "USD", "tax": {"countries": {"US": {"rate": "0"}}},
+        "plans": {"open": charges("1.00"), "stale": charges("9.00")}})
+        .to_string();
+    let worker = support::rating::flushing_to_internal("ledger-plan", &upstream, &book);
+    let port = worker.port;
+    let (id, key) = customer(port, "open");
+    // The account still names another plan: the counter's assignment wins.
+    let account = json!({"plan": "stale", "account": {"customer_id": id, "country": "US"}});
+    assert_eq!(put_account(port, &id, &account).status, 200);
+    let first = use_once(port, &key);
+    let invoice = invoice_on(port, &id, &first, has_one_request);
+    let lines = invoice["lines"].as_array().unwrap();
+    assert!(lines.iter().all(|l| l["plan"] == "open"), "{invoice}");
+    assert_eq!(invoice["subtotal"], "1.00", "{invoice}");
+    worker.stop();
+}
