@@ -6,9 +6,8 @@
 mod support;
 
 use serde_json::{json, Value};
-use support::rating::{invoice_on, put_account, rating_call, SECRET};
+use support::rating::{flushing_to_internal_with, invoice_on, put_account, rating_call};
 use support::upstream::FakeUpstream;
-use support::wrangler::{scratch, Worker};
 use support::{admin, chat, customer, settled_usage};
 
 fn book() -> String {
@@ -38,21 +37,8 @@ fn has_one_request(inv: &Value) -> bool {
 fn a_grant_is_drawn_down_across_periods_and_never_spent_twice() {
     let upstream = FakeUpstream::start(0);
     let book = book();
-    let vars = [
-        ("TEST_CLOCK", "on"),
-        ("RATING_URL", "internal"),
-        ("RATING_SECRET", SECRET),
-        ("FLUSH_SHARDS", "1"),
-        ("FLUSH_PUSH_MS", "0"),
-        ("FLUSH_BACKOFF_MS", "0"),
-        ("PRICE_BOOK", book.as_str()),
-    ];
-    let worker = Worker::start_with(
-        &scratch("credits"),
-        &upstream.url(),
-        &support::catalog(),
-        &vars,
-    );
+    let clock = [("TEST_CLOCK", "on")];
+    let worker = flushing_to_internal_with("credits", &upstream, &book, &clock);
     let port = worker.port;
     let (id, key) = customer(port, "open");
     let account = json!({"plan": "open", "account": {"customer_id": id, "country": "US"}});

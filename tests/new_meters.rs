@@ -7,9 +7,8 @@ mod support;
 
 use rust_decimal::Decimal;
 use serde_json::json;
-use support::rating::{invoice_when, put_account, SECRET};
+use support::rating::{flushing_to_internal_with, invoice_when, put_account};
 use support::upstream::FakeUpstream;
-use support::wrangler::{scratch, Worker};
 use support::{call, customer, meter, settled_usage};
 
 fn book() -> String {
@@ -38,22 +37,9 @@ fn book() -> String {
 fn cache_writes_are_metered_flushed_and_priced_end_to_end() {
     let upstream = FakeUpstream::start(0);
     let book = book();
-    let vars = [
-        ("ANTHROPIC_UPSTREAM_URL", upstream.url()),
-        ("RATING_URL", "internal".into()),
-        ("RATING_SECRET", SECRET.into()),
-        ("FLUSH_SHARDS", "1".into()),
-        ("FLUSH_PUSH_MS", "0".into()),
-        ("FLUSH_BACKOFF_MS", "0".into()),
-        ("PRICE_BOOK", book.clone()),
-    ];
-    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let worker = Worker::start_with(
-        &scratch("cache-meters"),
-        &upstream.url(),
-        &support::catalog(),
-        &vars,
-    );
+    let anthropic = [("ANTHROPIC_UPSTREAM_URL", upstream.url())];
+    let anthropic: Vec<(&str, &str)> = anthropic.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let worker = flushing_to_internal_with("cache-meters", &upstream, &book, &anthropic);
     let port = worker.port;
     let (id, key) = customer(port, "open");
     let account = json!({"plan": "open", "account": {"customer_id": id, "country": "US"}});

@@ -9,7 +9,17 @@ pub const SECRET: &str = "whsec_rating_test";
 /// A worker that flushes to its own rating endpoint, priced by `price_book`; its
 /// counters push right after each change.
 pub fn flushing_to_internal(name: &str, upstream: &FakeUpstream, price_book: &str) -> Worker {
-    let vars = [
+    flushing_to_internal_with(name, upstream, price_book, &[])
+}
+
+/// [`flushing_to_internal`] with more `[vars]`.
+pub fn flushing_to_internal_with(
+    name: &str,
+    upstream: &FakeUpstream,
+    price_book: &str,
+    extra: &[(&str, &str)],
+) -> Worker {
+    let mut vars = vec![
         ("RATING_URL", "internal"),
         ("RATING_SECRET", SECRET),
         ("FLUSH_SHARDS", "2"),
@@ -17,6 +27,7 @@ pub fn flushing_to_internal(name: &str, upstream: &FakeUpstream, price_book: &st
         ("FLUSH_PUSH_MS", "0"),
         ("PRICE_BOOK", price_book),
     ];
+    vars.extend_from_slice(extra);
     Worker::start_with(&scratch(name), &upstream.url(), &super::catalog(), &vars)
 }
 
