@@ -10,19 +10,53 @@ use crate::rating::{meter_totals, MeterTotal, RatingInput};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-/// A native flush batch as the rating endpoint accepts it.
+/// A native flush batch as the rating endpoint accepts it; its records are checked
+/// one by one.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NativeBatch {
-    pub schema: String,
-    pub batch_id: String,
-    pub sent_at: String,
-    pub records: Vec<UsageRecord>,
+struct NativeBatch {
+    schema: String,
+    batch_id: String,
+    #[allow(dead_code)]
+    sent_at: String,
+    records: Vec<serde_json::Value>,
 }
 
-/// Parses and checks a batch in any format edgemeter emits (native, CloudEvents,
-/// Lago); the error says what is wrong. Nothing is stored for a batch that fails here.
-pub fn parse_batch(body: &[u8]) -> Result<NativeBatch, String> {
+/// A record the rating endpoint refused, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct Refused {
+    pub id: String,
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// The records a receiver's 2xx answer refused one by one (`{"refused": [{"id",
+/// "reason"}]}`), none when it lists none; an error when the list cannot be read,
+/// since acknowledging the batch could then lose exactly the records it refused.
+pub fn refused_in(answer: &str) -> Result<Vec<Refused>, String> {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(answer) else {
+        return Ok(Vec::new()); // a receiver that says nothing more
+    };
+    match value.get("refused") {
+        None | Some(serde_json::Value::Null) => Ok(Vec::new()),
+        Some(list) => serde_json::from_value::<Vec<Refused>>(list.clone())
+            .map_err(|e| format!("unreadable `refused` list: {e}")),
+    }
+}
+
+/// A batch as checked: its good records, and the bad ones refused one by one. Batches
+/// mix customers, so one bad record never holds back the others.
+#[derive(Debug, Default)]
+pub struct CheckedBatch {
+    pub batch_id: String,
+    pub records: Vec<UsageRecord>,
+    pub refused: Vec<Refused>,
+}
+
+/// Parses a batch in any format edgemeter emits (native, CloudEvents, Lago) and checks
+/// each record; the error says what is wrong with a batch that cannot be read at all.
+/// Nothing is stored for a refused record.
+pub fn parse_batch(body: &[u8]) -> Result<CheckedBatch, String> {
     let text = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8".to_string())?;
     let native = serde_json::from_str::<NativeBatch>(text).map_err(|e| {
         format!(
@@ -30,55 +64,66 @@ pub fn parse_batch(body: &[u8]) -> Result<NativeBatch, String> {
             crate::json_path::path_at(text, e.line(), e.column())
         )
     });
-    let batch = match native {
-        Ok(batch) => batch,
+    let (batch_id, values) = match native {
+        Ok(batch) if batch.schema != "edgemeter.usage.v1" => {
+            return Err(format!(
+                "$.schema: expected `edgemeter.usage.v1`, got `{}`",
+                batch.schema
+            ))
+        }
+        Ok(batch) => (batch.batch_id, batch.records),
         Err(native_error) => {
             let value: serde_json::Value =
                 serde_json::from_str(text).map_err(|_| native_error.clone())?;
-            let exported = value.is_array() || value.get("events").is_some();
-            if !exported {
+            if !(value.is_array() || value.get("events").is_some()) {
                 return Err(native_error);
             }
             let records = crate::flush::records_of(&value)?;
             if records.is_empty() {
                 return Err("the batch has no events".into());
             }
-            NativeBatch {
-                schema: "edgemeter.usage.v1".into(),
-                batch_id: String::new(),
-                sent_at: String::new(),
-                records,
-            }
+            let values = records.iter().filter_map(|r| serde_json::to_value(r).ok());
+            (String::new(), values.collect())
         }
     };
-    if batch.schema != "edgemeter.usage.v1" {
+    let mut checked = CheckedBatch {
+        batch_id,
+        ..CheckedBatch::default()
+    };
+    for (i, value) in values.into_iter().enumerate() {
+        let id = value["id"].as_str().unwrap_or_default().to_string();
+        match check_record(i, value) {
+            Ok(r) => checked.records.push(r),
+            Err(reason) => checked.refused.push(Refused { id, reason }),
+        }
+    }
+    Ok(checked)
+}
+
+/// One record, parsed and checked; the error names the field.
+fn check_record(i: usize, value: serde_json::Value) -> Result<UsageRecord, String> {
+    let at = |field: &str| format!("$.records[{i}].{field}");
+    let r: UsageRecord =
+        serde_json::from_value(value).map_err(|e| format!("$.records[{i}]: {e}"))?;
+    if !(r.id.starts_with("rec_") && r.id.len() == 36) {
+        return Err(format!("{}: not a record id", at("id")));
+    }
+    if !valid_customer_id(&r.customer) {
+        return Err(format!("{}: not a customer id", at("customer")));
+    }
+    if r.period_end_ms <= r.period_start_ms {
         return Err(format!(
-            "$.schema: expected `edgemeter.usage.v1`, got `{}`",
-            batch.schema
+            "{}: the period ends before it starts",
+            at("period_end_ms")
         ));
     }
-    for (i, r) in batch.records.iter().enumerate() {
-        let at = |field: &str| format!("$.records[{i}].{field}");
-        if !(r.id.starts_with("rec_") && r.id.len() == 36) {
-            return Err(format!("{}: not a record id", at("id")));
-        }
-        if !valid_customer_id(&r.customer) {
-            return Err(format!("{}: not a customer id", at("customer")));
-        }
-        if r.period_end_ms <= r.period_start_ms {
-            return Err(format!(
-                "{}: the period ends before it starts",
-                at("period_end_ms")
-            ));
-        }
-        if r.seq_from > r.seq_to.saturating_add(1) {
-            return Err(format!(
-                "{}: the sequence range is reversed",
-                at("seq_from")
-            ));
-        }
+    if r.seq_from > r.seq_to.saturating_add(1) {
+        return Err(format!(
+            "{}: the sequence range is reversed",
+            at("seq_from")
+        ));
     }
-    Ok(batch)
+    Ok(r)
 }
 
 /// A customer's stored records in memory: ids seen, and running totals per
@@ -194,21 +239,33 @@ mod tests {
     }
 
     #[test]
-    fn malformed_batches_are_refused_with_where() {
-        let batch = Batch::new(vec![record("acme", 2)]);
+    fn a_bad_record_is_refused_alone_and_a_bad_batch_whole() {
+        let batch = Batch::new(vec![record("acme", 2), record("bolt", 1)]);
         let (_, body) = render(Format::Native, &batch, 1_000);
         let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        // One bad record: the other is kept, the bad one refused by id, saying where.
+        let refused = |patch: &dyn Fn(&mut serde_json::Value)| {
+            let mut w = v.clone();
+            patch(&mut w);
+            let checked = parse_batch(w.to_string().as_bytes()).unwrap();
+            assert_eq!(checked.records.len(), 1, "the good record is kept");
+            assert_eq!(checked.refused.len(), 1);
+            let r = checked.refused[0].clone();
+            assert_eq!(r.id, w["records"][0]["id"].as_str().unwrap_or_default());
+            r.reason
+        };
+        let customer = refused(&|w| w["records"][0]["customer"] = "a b".into());
+        assert!(customer.contains("$.records[0].customer"), "{customer}");
+        assert!(refused(&|w| w["records"][0]["period_end_ms"] = 0.into()).contains("period_end_ms"));
+        assert!(
+            refused(&|w| w["records"][0]["input_tokens"] = (-1).into()).contains("$.records[0]")
+        );
+        // A batch that cannot be read at all is refused whole.
         let bad = |patch: &dyn Fn(&mut serde_json::Value)| {
             let mut w = v.clone();
             patch(&mut w);
             parse_batch(w.to_string().as_bytes()).unwrap_err()
         };
-        assert!(
-            bad(&|w| w["records"][0]["customer"] = "a b".into()).contains("$.records[0].customer")
-        );
-        assert!(bad(&|w| w["records"][0]["period_end_ms"] = 0.into()).contains("period_end_ms"));
-        assert!(bad(&|w| w["records"][0]["input_tokens"] = (-1).into())
-            .contains("$.records[0].input_tokens"));
         assert!(bad(&|w| w["schema"] = "other".into()).contains("$.schema"));
         v["extra"] = 1.into();
         assert!(parse_batch(v.to_string().as_bytes())
@@ -233,9 +290,20 @@ mod tests {
         let (_, body) = render(Format::CloudEvents, &batch, 1_000);
         let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         v[0]["data"]["customer"] = "a b".into();
-        assert!(parse_batch(v.to_string().as_bytes())
-            .unwrap_err()
-            .contains("customer"));
+        let checked = parse_batch(v.to_string().as_bytes()).unwrap();
+        assert!(checked.refused[0].reason.contains("customer"));
+        assert_eq!(checked.records.len(), 1);
+    }
+
+    #[test]
+    fn a_receivers_refusals_are_read_strictly() {
+        assert_eq!(refused_in("").unwrap(), vec![]);
+        assert_eq!(refused_in(r#"{"ok": true}"#).unwrap(), vec![]);
+        let one = refused_in(r#"{"refused": [{"id": "rec_1"}]}"#).unwrap();
+        assert_eq!((one[0].id.as_str(), one[0].reason.as_str()), ("rec_1", ""));
+        // a list it cannot read never passes for "nothing refused"
+        assert!(refused_in(r#"{"refused": ["rec_1"]}"#).is_err());
+        assert!(refused_in(r#"{"refused": {"id": "rec_1"}}"#).is_err());
     }
 
     #[test]

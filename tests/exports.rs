@@ -211,3 +211,31 @@ fn healthz_names_settings_that_cannot_work() {
     }
     worker.stop();
 }
+
+/// A receiver that refuses some records inside its 2xx: exactly those are set aside,
+/// counted, and the rest of the batch is acknowledged.
+#[test]
+fn records_refused_one_by_one_are_kept_aside_and_the_rest_acknowledged() {
+    let (upstream, receiver) = (FakeUpstream::start(0), Receiver::start(SECRET));
+    let worker = start(&upstream, &receiver, "native", &support::catalog());
+    let port = worker.port;
+    let (good, bad) = (unique("good"), unique("bad"));
+    receiver.state.lock().unwrap().refuse_customer = Some(bad.clone());
+    customer_with_usage(port, &good);
+    customer_with_usage(port, &bad);
+    let stats = dead_letters_after_runs(port);
+    flush_until(port, &receiver, |r| {
+        !r.state.lock().unwrap().records.is_empty()
+    });
+    let state = receiver.state.lock().unwrap();
+    assert!(state
+        .records
+        .values()
+        .all(|r| r["customer"] == good.as_str()));
+    drop(state);
+    assert_eq!(stats["overall"]["pending_records"], 0, "{stats}");
+    // The refused customer's usage stays in flight on its counter: never lost.
+    let flush = support::counter_flush(port, &bad);
+    assert_eq!(flush["flushed_seq"], 0, "{flush}");
+    worker.stop();
+}

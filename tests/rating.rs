@@ -299,9 +299,29 @@ fn ingestion_checks_signatures_and_batches_and_dedupes() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
+    // A bad record is refused alone, listed in the 2xx; the good one beside it is
+    // stored (its requests at 0.01 each on top of the 0.05).
+    let r = post(&signature(SECRET, now_s, text.as_bytes()), text.as_bytes());
+    assert_eq!(
+        (r.status, r.json()["stored"].as_u64()),
+        (200, Some(1)),
+        "{}",
+        r.text()
+    );
+    let refused = r.json()["refused"].clone();
+    assert_eq!(refused[0]["id"], broken["records"][1]["id"], "{refused}");
+    assert!(refused[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("period_end_ms"));
+    let kept = broken["records"][0]["requests"].as_u64().unwrap();
+    let after = format!("{:.2}", (5 + kept) as f64 / 100.0);
+    assert_eq!(requests(), after.as_str());
+    // A batch that cannot be read at all is refused whole, and nothing of it stored.
+    broken["schema"] = json!("other");
+    let text = broken.to_string();
     let r = post(&signature(SECRET, now_s, text.as_bytes()), text.as_bytes());
     assert_eq!(r.status, 400, "{}", r.text());
-    assert!(r.text().contains("period_end_ms"));
-    assert_eq!(requests(), billed, "nothing of a refused batch is stored");
+    assert_eq!(requests(), after.as_str());
     worker.stop();
 }

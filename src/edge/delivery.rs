@@ -4,6 +4,8 @@
 use super::config;
 use crate::flush::DEFAULT_BATCH_RECORDS;
 use crate::flush::{endpoint, render_for, signature, Batch, Format, Subscriptions};
+use crate::ledger::Refused;
+
 use futures_util::future::{select, Either};
 use std::time::Duration;
 use wasm_bindgen::JsValue;
@@ -60,11 +62,23 @@ impl Receiver {
 /// How a delivery ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Delivered,
+    /// Taken, but for the records the receiver refused one by one (listed in its 2xx
+    /// answer as `refused: [{id, reason}]`): those are kept aside.
+    Delivered(Vec<Refused>),
     /// A timeout, network error, 408, 429 or 5xx: the same batch goes again later.
     Retry(String),
     /// Any other 4xx: it will never succeed as it is, so it is kept aside.
     Rejected(u16, String),
+}
+
+/// How a 2xx answer ends a delivery: the records it refused one by one, if it lists
+/// any. A `refused` list that cannot be read leaves the whole batch unacknowledged
+/// (kept aside): acknowledging it could lose exactly the records it meant to refuse.
+fn delivered(answer: &str) -> Outcome {
+    match crate::ledger::refused_in(answer) {
+        Ok(refused) => Outcome::Delivered(refused),
+        Err(e) => Outcome::Rejected(200, e),
+    }
 }
 
 /// A rendered batch, kept as sent so it can be sent again byte for byte.
@@ -90,7 +104,10 @@ pub async fn deliver(env: &Env, r: &Receiver, b: &Rendered) -> Outcome {
     if r.url == "internal" {
         let signed = signature(&r.secret, super::clock::wall_ms() / 1000, &b.body);
         return match super::rating_api::ingest(env, &signed, &b.body).await {
-            Ok(_) => Outcome::Delivered,
+            Ok(mut answer) => {
+                let text = answer.text().await.unwrap_or_default();
+                delivered(&text)
+            }
             Err(e) if e.status >= 500 => Outcome::Retry(e.message),
             Err(e) => Outcome::Rejected(e.status, e.message),
         };
@@ -129,7 +146,7 @@ pub async fn deliver(env: &Env, r: &Receiver, b: &Rendered) -> Outcome {
                 text.chars().take(200).collect::<String>()
             );
             match status {
-                200..=299 => Outcome::Delivered,
+                200..=299 => delivered(&text),
                 408 | 429 | 500..=599 => Outcome::Retry(detail),
                 _ => Outcome::Rejected(status, detail),
             }

@@ -248,11 +248,15 @@ impl FlushShard {
         for (batch, names) in pack(waiting, receiver.batch_records) {
             let rendered = render_batch(&receiver, &batch, now_ms);
             match deliver(&self.env, &receiver, &rendered).await {
-                Outcome::Delivered => {
+                Outcome::Delivered(refused) => {
+                    let taken = |id: &&str| !refused.iter().any(|r| r.id == *id);
                     let ids: Vec<&str> = batch.records.iter().map(|r| r.id.as_str()).collect();
+                    let ids: Vec<&str> = ids.into_iter().filter(taken).collect();
                     self.mark_ids(&ids, ACKNOWLEDGED, now_ms)?;
+                    self.set_aside_refused(&receiver, &batch, &refused, now_ms)?;
                     batches += 1;
-                    records += batch.records.len() as u64;
+                    records += ids.len() as u64;
+                    kept_aside += refused.len() as u64;
                 }
                 Outcome::Rejected(_, detail) => {
                     let ids: Vec<&str> = batch.records.iter().map(|r| r.id.as_str()).collect();

@@ -4,10 +4,11 @@
 //! batches again byte for byte and puts the unmapped records back to wait; unreadable
 //! rows stay for an operator.
 
-use super::delivery::{deliver, Outcome, Receiver, Rendered};
+use super::delivery::{deliver, render_batch, Outcome, Receiver, Rendered};
 use super::flush_shard::{FlushShard, ACKNOWLEDGED, KEPT_ASIDE, WAITING};
 use super::sql::text;
-use crate::flush::{Format, UsageRecord};
+use crate::flush::{Batch, Format, UsageRecord};
+use crate::ledger::Refused;
 use serde_json::json;
 use worker::{Result, SqlStorageValue};
 
@@ -50,6 +51,33 @@ impl FlushShard {
             )?;
         }
         Ok(mapped)
+    }
+
+    /// The records a receiver refused one by one inside its 2xx: each kept aside alone,
+    /// with its reason, rendered as it would be sent again.
+    pub(super) fn set_aside_refused(
+        &self,
+        receiver: &Receiver,
+        batch: &Batch,
+        refused: &[Refused],
+        now_ms: i64,
+    ) -> Result<()> {
+        for r in refused {
+            let Some(record) = batch.records.iter().find(|rec| rec.id == r.id) else {
+                continue; // an id that was not sent: nothing of ours to keep
+            };
+            let alone = Batch::new(vec![record.clone()]);
+            let rendered = render_batch(receiver, &alone, now_ms);
+            let customer = std::slice::from_ref(&record.customer);
+            self.keep_aside(
+                &rendered,
+                &[record.id.as_str()],
+                customer,
+                &r.reason,
+                now_ms,
+            )?;
+        }
+        Ok(())
     }
 
     /// A batch the receiver refused for good: kept with its exact body, to be requeued.
@@ -102,7 +130,14 @@ impl FlushShard {
                 continue;
             }
             match deliver(&self.env, &receiver, &rendered).await {
-                Outcome::Delivered => {
+                Outcome::Delivered(refused) if !refused.is_empty() => {
+                    let why: Vec<String> = refused.into_iter().map(|r| r.reason).collect();
+                    self.sql.exec(
+                        "UPDATE dead SET error = ? WHERE batch_id = ?",
+                        vec![why.join("; ").into(), rendered.batch_id.as_str().into()],
+                    )?;
+                }
+                Outcome::Delivered(_) => {
                     self.sql.exec(
                         "DELETE FROM dead WHERE batch_id = ?",
                         vec![rendered.batch_id.as_str().into()],

@@ -141,9 +141,14 @@ impl Ledger {
                 periods.push(r.period_start_ms);
             }
             if !r.plan.is_empty() {
-                // The counter's plan assignment: the period is rated under it.
+                // The counter's plan assignment: the period is rated under the plan of
+                // its latest record (by sequence), so a late or requeued older record
+                // never brings an earlier plan back.
                 let key = format!("plan:{}", r.period_start_ms);
-                self.set_meta(&key, &Value::from(r.plan.as_str()))?;
+                let held = self.meta(&key)?.and_then(|v| v["seq"].as_u64());
+                if held.is_none_or(|seq| seq <= r.seq_to) {
+                    self.set_meta(&key, &json!({"plan": r.plan, "seq": r.seq_to}))?;
+                }
             }
             let q = "SELECT tally FROM totals WHERE period_start = ? AND meter = ? AND model = ?";
             let key = vec![
@@ -244,7 +249,7 @@ impl Ledger {
         let account = crate::rating::net_of_draws(&account, &earlier);
         // The plan the period's records carry; the account's only for older records.
         let recorded = self.meta(&format!("plan:{start}"))?;
-        let recorded = recorded.and_then(|p| p.as_str().map(String::from));
+        let recorded = recorded.and_then(|p| p["plan"].as_str().map(String::from));
         let plan = recorded.unwrap_or_else(|| v["plan"].as_str().unwrap_or_default().to_string());
         let q = "SELECT meter, model, tally, period_end, final FROM totals WHERE period_start = ?";
         let rows = self.rows(q, vec![start.into()])?;
@@ -270,7 +275,10 @@ impl Ledger {
                 end_ms: end,
             },
             &totals,
-            now_ms,
+            // Credits pay a period as of its own end, not as of whenever it is rated
+            // again: a later top-up never pays an earlier period, nor does an expiry
+            // take back what it paid.
+            now_ms.min(end - 1),
         );
         Ok(Rating {
             book,

@@ -50,10 +50,19 @@ impl Ledger {
             .iter()
             .filter_map(|r| super::sql::integer(r, 0))
             .collect();
-        starts
+        // A period that cannot be rated (its plan left the book, say) draws nothing
+        // here rather than blocking every later invoice; it is logged, and reading it
+        // says why.
+        let rated = starts
             .into_iter()
-            .map(|p| self.rated_invoice(p, now_ms))
-            .collect()
+            .filter_map(|p| match self.rated_invoice(p, now_ms) {
+                Ok(invoice) => Some(invoice),
+                Err(e) => {
+                    worker::console_error!("rating period {p}: {}", e.message);
+                    None
+                }
+            });
+        Ok(rated.collect())
     }
 
     /// The period's invoice: the stored one while it holds, else rated now and stored.

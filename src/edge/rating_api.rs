@@ -108,7 +108,9 @@ pub async fn ingest(env: &Env, signature: &str, body: &[u8]) -> Result<Response,
         stored += counts["stored"].as_u64().unwrap_or(0);
         duplicates += counts["duplicates"].as_u64().unwrap_or(0);
     }
-    let answer = json!({"batch_id": batch.batch_id, "stored": stored, "duplicates": duplicates});
+    // Refused records are listed in the 2xx, so the sender keeps exactly those aside.
+    let answer = json!({"batch_id": batch.batch_id, "stored": stored, "duplicates": duplicates,
+        "refused": batch.refused});
     http::json_response(&answer, 200).map_err(http::internal)
 }
 

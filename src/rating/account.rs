@@ -43,7 +43,9 @@ pub struct Account {
 #[serde(deny_unknown_fields)]
 pub struct CreditGrant {
     pub id: String,
-    /// Balance left, in the grant's own units (currency or credits).
+    /// The amount granted, in the grant's own units (currency or credits). What is
+    /// left of it for a period is this less what earlier periods drew
+    /// (`credits::net_of_draws`): never write a remaining balance back here.
     pub amount: Decimal,
     /// A currency grant: converted to the invoice currency with the price book's FX.
     #[serde(default)]

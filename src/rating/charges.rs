@@ -148,7 +148,10 @@ pub fn percentage(values: &[Decimal], terms: &PercentageTerms) -> PercentageOutc
         let free = value.min(covered).max(Decimal::ZERO);
         free_left -= free;
         let chargeable = value - free;
-        if free > Decimal::ZERO && chargeable.is_zero() {
+        // Covered entirely: by the free amount, or (with both) counted with nothing to
+        // cover, like a zero-value transaction among the free ones.
+        let within = free > Decimal::ZERO || (both && counted && free_left > Decimal::ZERO);
+        if within && chargeable <= Decimal::ZERO {
             out.free_transactions += 1;
             continue;
         }

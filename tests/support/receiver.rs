@@ -40,6 +40,8 @@ pub struct State {
     pub paths: Vec<String>,
     /// Lago's `external_subscription_id` of each event received.
     pub subscriptions: Vec<String>,
+    /// Records of this customer are refused one by one, listed in the 2xx answer.
+    pub refuse_customer: Option<String>,
 }
 
 pub struct Receiver {
@@ -173,11 +175,21 @@ fn handle(conn: TcpStream, state: Arc<Mutex<State>>) {
                     .collect()
             }
         };
+        let mut refused = Vec::new();
         for r in &records {
             let id = r["id"].as_str().unwrap().to_string();
+            if s.refuse_customer.as_deref() == r["customer"].as_str() {
+                refused.push(serde_json::json!({"id": id, "reason": "unknown customer"}));
+                continue;
+            }
             if s.records.insert(id, r.clone()).is_some() {
                 s.duplicates += 1;
             }
+        }
+        if !refused.is_empty() {
+            drop(s);
+            let body = serde_json::json!({"ok": true, "refused": refused}).to_string();
+            return answer(conn, 200, &body);
         }
         mode
     };

@@ -218,3 +218,15 @@ fn percentage_allowance_with_a_count_and_an_amount_ends_when_either_runs_out() {
     assert_eq!((out.amount, out.free_transactions), (d("5.00"), 3));
     assert_eq!(out.chargeable_value, d("50"));
 }
+
+#[test]
+fn a_zero_value_transaction_among_the_free_ones_costs_nothing() {
+    let t = PercentageTerms {
+        free_transactions: 2,
+        free_amount: d("100"),
+        ..terms("0.10", "0.30", "0.50", "10")
+    };
+    // counted and covered: no fixed fee, no minimum
+    let out = percentage(&[d("0"), d("20")], &t);
+    assert_eq!((out.amount, out.free_transactions), (d("0"), 2));
+}
