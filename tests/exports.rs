@@ -34,8 +34,8 @@ fn start(upstream: &FakeUpstream, receiver: &Receiver, format: &str, catalog: &s
     )
 }
 
-/// A customer with a chosen id, one request of usage.
-fn customer_with_usage(port: u16, id: &str) {
+/// A customer with a chosen id, one request of usage; returns its key.
+fn customer_with_usage(port: u16, id: &str) -> String {
     let r = admin(
         port,
         "POST",
@@ -46,6 +46,7 @@ fn customer_with_usage(port: u16, id: &str) {
     let key = issue_key(port, id, "live");
     let ask = json!({"model": "gpt-4o-mini", "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}]});
     assert_eq!(chat(port, &key, &ask, &[]).status, 200);
+    key
 }
 
 /// Runs the flush until `done` holds for the receiver (at most a minute).
@@ -237,5 +238,54 @@ fn records_refused_one_by_one_are_kept_aside_and_the_rest_acknowledged() {
     // The refused customer's usage stays in flight on its counter: never lost.
     let flush = support::counter_flush(port, &bad);
     assert_eq!(flush["flushed_seq"], 0, "{flush}");
+    worker.stop();
+}
+
+/// A dead letter requeued to a receiver that now takes all but one customer's records:
+/// the rest is acknowledged and the letter keeps only what was refused.
+#[test]
+fn a_requeued_letter_refused_in_part_keeps_only_the_refused_records() {
+    let (upstream, receiver) = (FakeUpstream::start(0), Receiver::start("not-the-secret"));
+    let worker = start(&upstream, &receiver, "native", &support::catalog());
+    let port = worker.port;
+    let (good, bad) = (unique("good"), unique("bad"));
+    let good_key = customer_with_usage(port, &good);
+    let bad_key = customer_with_usage(port, &bad);
+    // Both in the shard before the first run: one batch holds both customers.
+    support::wait_pushed(port, &[(good.clone(), good_key), (bad.clone(), bad_key)]);
+    // The wrong secret: every batch is refused whole and kept aside, both customers'.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = dead_letters_after_runs(port);
+        if stats["overall"]["pending_records"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{stats}");
+    }
+    let requeue = || {
+        let r = admin(port, "POST", "/admin/v1/flush/requeue", &Value::Null);
+        assert_eq!(r.status, 200, "{}", r.text());
+        admin(port, "GET", "/admin/v1/flush", &Value::Null).json()
+    };
+    {
+        let mut state = receiver.state.lock().unwrap();
+        state.secret = SECRET.into();
+        state.refuse_customer = Some(bad.clone());
+    }
+    let stats = requeue();
+    assert!(
+        stats["overall"]["dead_letters"].as_u64() >= Some(1),
+        "{stats}"
+    );
+    let records = receiver.state.lock().unwrap().records.clone();
+    assert!(records.values().any(|r| r["customer"] == good.as_str()));
+    assert!(records.values().all(|r| r["customer"] != bad.as_str()));
+    // The good customer's records are acknowledged back to its counter.
+    let flushed = support::push_now(port, &good);
+    assert!(flushed["flushed_seq"].as_u64() > Some(0), "{flushed}");
+    // Taken once the receiver takes it too: nothing left aside.
+    receiver.state.lock().unwrap().refuse_customer = None;
+    let stats = requeue();
+    assert_eq!(stats["overall"]["dead_letters"], 0, "{stats}");
     worker.stop();
 }

@@ -131,11 +131,31 @@ impl FlushShard {
             }
             match deliver(&self.env, &receiver, &rendered).await {
                 Outcome::Delivered(refused) if !refused.is_empty() => {
+                    // The rest was taken: acknowledged. The letter keeps only the
+                    // refused records (its body is resent whole; the receiver dedupes).
+                    let ids: Vec<String> = serde_json::from_str(&text(row, 3)).unwrap_or_default();
+                    let (gone, taken): (Vec<&String>, Vec<&String>) = ids
+                        .iter()
+                        .partition(|id| refused.iter().any(|r| &r.id == *id));
+                    let taken: Vec<&str> = taken.into_iter().map(String::as_str).collect();
+                    self.mark_ids(&taken, ACKNOWLEDGED, now_ms)?;
+                    if gone.is_empty() {
+                        // It refused only ids this letter does not hold: all was taken.
+                        let q = "DELETE FROM dead WHERE batch_id = ?";
+                        self.sql.exec(q, vec![rendered.batch_id.as_str().into()])?;
+                        delivered += 1;
+                        continue;
+                    }
                     let why: Vec<String> = refused.into_iter().map(|r| r.reason).collect();
-                    self.sql.exec(
-                        "UPDATE dead SET error = ? WHERE batch_id = ?",
-                        vec![why.join("; ").into(), rendered.batch_id.as_str().into()],
-                    )?;
+                    let q =
+                        "UPDATE dead SET error = ?, record_ids = ?, records = ? WHERE batch_id = ?";
+                    let binds: Vec<SqlStorageValue> = vec![
+                        why.join("; ").into(),
+                        serde_json::to_string(&gone).unwrap_or_default().into(),
+                        (gone.len() as i64).into(),
+                        rendered.batch_id.as_str().into(),
+                    ];
+                    self.sql.exec(q, binds)?;
                 }
                 Outcome::Delivered(_) => {
                     self.sql.exec(
