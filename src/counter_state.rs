@@ -297,24 +297,19 @@ impl CounterState {
         check_bounded(plan, ask)?;
         let reserve = reserve_of(plan, ask);
         let key = (ask.meter.clone(), ask.model.clone());
+        let totals = self.totals(pricing);
         let cost = match pricing.needs_totals() {
             false => cost_of(pricing.catalog(), &ask.model, &reserve, 1),
             true => {
                 let with = self.committed_spend(pricing, Some((&key, &reserve)));
-                (with - self.committed_spend(pricing, None)).max(Decimal::ZERO)
+                (with - totals.period_spend).max(Decimal::ZERO)
             }
         };
         let want = Ask {
             tokens: reserve.tokens(),
             cost,
         };
-        quota::admit(
-            plan,
-            &self.totals(pricing),
-            &want,
-            now_ms,
-            self.period.end_ms,
-        )?;
+        quota::admit(plan, &totals, &want, now_ms, self.period.end_ms)?;
         let r = Reservation {
             id: self.next_id,
             created_ms: now_ms,

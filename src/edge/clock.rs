@@ -46,9 +46,14 @@ pub fn guard(req: &Request, env: &Env) -> Result<(), ApiError> {
     test_clock::allowed(Some(&setting), test_clock::host_of(&url)).map(|_| ())
 }
 
+/// Whether the `TEST_CLOCK` setting turns the test hooks on (clock, faults).
+pub fn test_hooks_on(env: &Env) -> bool {
+    test_clock::enabled(setting(env).as_deref())
+}
+
 /// `POST /admin/v1/test/clock`: moves the clock forward (only with the test clock on).
 pub fn advance(env: &Env, bytes: &[u8]) -> Result<i64, ApiError> {
-    if !test_clock::enabled(setting(env).as_deref()) {
+    if !test_hooks_on(env) {
         return Err(ApiError::not_found("No admin route test/clock."));
     }
     let by = test_clock::parse_advance(bytes)?;

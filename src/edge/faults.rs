@@ -2,9 +2,7 @@
 //! under a local test run): the next N settlement tries are dropped as if the counter
 //! call had failed.
 
-use super::config;
 use crate::error::ApiError;
-use crate::test_clock;
 use serde::Deserialize;
 use std::cell::Cell;
 use worker::Env;
@@ -30,8 +28,7 @@ struct Faults {
 
 /// `POST /admin/v1/test/faults`.
 pub fn set(env: &Env, bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
-    let setting = config::setting(env, test_clock::SETTING);
-    if !test_clock::enabled(setting.as_deref()) {
+    if !super::clock::test_hooks_on(env) {
         return Err(ApiError::not_found("No admin route test/faults."));
     }
     let f: Faults = serde_json::from_slice(bytes).map_err(ApiError::invalid_json)?;
