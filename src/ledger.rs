@@ -64,14 +64,22 @@ pub fn parse_batch(body: &[u8]) -> Result<CheckedBatch, String> {
             crate::json_path::path_at(text, e.line(), e.column())
         )
     });
-    let (batch_id, values) = match native {
+    let (batch_id, parsed): (String, Vec<Parsed>) = match native {
         Ok(batch) if batch.schema != "edgemeter.usage.v1" => {
             return Err(format!(
                 "$.schema: expected `edgemeter.usage.v1`, got `{}`",
                 batch.schema
             ))
         }
-        Ok(batch) => (batch.batch_id, batch.records),
+        Ok(batch) => {
+            let records = batch.records.into_iter().enumerate().map(|(i, value)| {
+                let id = value["id"].as_str().unwrap_or_default().to_string();
+                let record =
+                    serde_json::from_value(value).map_err(|e| format!("$.records[{i}]: {e}"));
+                (id, record)
+            });
+            (batch.batch_id, records.collect())
+        }
         Err(native_error) => {
             let value: serde_json::Value =
                 serde_json::from_str(text).map_err(|_| native_error.clone())?;
@@ -82,17 +90,18 @@ pub fn parse_batch(body: &[u8]) -> Result<CheckedBatch, String> {
             if records.is_empty() {
                 return Err("the batch has no events".into());
             }
-            let values = records.iter().filter_map(|r| serde_json::to_value(r).ok());
-            (String::new(), values.collect())
+            (
+                String::new(),
+                records.into_iter().map(|r| (r.id.clone(), Ok(r))).collect(),
+            )
         }
     };
     let mut checked = CheckedBatch {
         batch_id,
         ..CheckedBatch::default()
     };
-    for (i, value) in values.into_iter().enumerate() {
-        let id = value["id"].as_str().unwrap_or_default().to_string();
-        match check_record(i, value) {
+    for (i, (id, record)) in parsed.into_iter().enumerate() {
+        match record.and_then(|r| check_record(i, r)) {
             Ok(r) => checked.records.push(r),
             Err(reason) => checked.refused.push(Refused { id, reason }),
         }
@@ -100,11 +109,12 @@ pub fn parse_batch(body: &[u8]) -> Result<CheckedBatch, String> {
     Ok(checked)
 }
 
-/// One record, parsed and checked; the error names the field.
-fn check_record(i: usize, value: serde_json::Value) -> Result<UsageRecord, String> {
+/// A record's id, and the record or why it could not be parsed.
+type Parsed = (String, Result<UsageRecord, String>);
+
+/// One record, checked; the error names the field.
+fn check_record(i: usize, r: UsageRecord) -> Result<UsageRecord, String> {
     let at = |field: &str| format!("$.records[{i}].{field}");
-    let r: UsageRecord =
-        serde_json::from_value(value).map_err(|e| format!("$.records[{i}]: {e}"))?;
     if !(r.id.starts_with("rec_") && r.id.len() == 36) {
         return Err(format!("{}: not a record id", at("id")));
     }
