@@ -33,6 +33,10 @@ pub struct Tally {
     pub cache_write: u64,
     pub cache_write_1h: u64,
     pub audio: u64,
+    /// The input and output tokens of estimated requests: what the provider did not
+    /// report, kept apart for reconciliation.
+    pub estimated_input: u64,
+    pub estimated_output: u64,
 }
 
 impl Tally {
@@ -61,6 +65,9 @@ impl Tally {
         (one.reasoning, one.images, one.seconds) = (u.reasoning, u.images, u.seconds);
         (one.cache_write, one.cache_write_1h) = (u.cache_write, u.cache_write_1h);
         one.audio = u.audio;
+        if estimated {
+            (one.estimated_input, one.estimated_output) = (u.input, u.output);
+        }
         *self = self.plus(&one);
     }
 }

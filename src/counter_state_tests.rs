@@ -281,3 +281,29 @@ fn a_reservation_is_priced_at_the_dearest_rate_its_input_may_bill() {
     let audio = reserve_of(&plan, &a);
     assert_eq!((audio.audio, audio.cache_write_1h), (400, 600));
 }
+
+#[test]
+fn estimated_requests_keep_their_tokens_apart_until_settled() {
+    let usage = |input, output| Usage {
+        input,
+        output,
+        ..Usage::default()
+    };
+    let mut t = Tally::default();
+    t.add(&usage(10, 5), false);
+    t.add(&usage(7, 3), true);
+    let parts = |t: &Tally| {
+        (
+            t.input,
+            t.output,
+            t.estimated_input,
+            t.estimated_output,
+            t.estimated,
+        )
+    };
+    assert_eq!(parts(&t), (17, 8, 7, 3, 1));
+    // The late settlement replaces the estimate with what the provider reported.
+    t.replace(&usage(7, 3), &usage(6, 2), false);
+    assert_eq!(parts(&t), (16, 7, 0, 0, 0));
+    assert_eq!(t.requests, 2);
+}

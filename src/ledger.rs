@@ -228,18 +228,9 @@ mod props {
                     requests: 1,
                     input_tokens: *tokens as u64,
                     output_tokens: 3,
-                    cached_tokens: 0,
-                    reasoning_tokens: 0,
-                    images: 0,
-                    seconds: 0,
-                    estimated: 0,
-                    cache_write_tokens: 0,
-                    cache_write_1h_tokens: 0,
-                    audio_tokens: 0,
-                    schema: crate::flush::RECORD_SCHEMA,
                     plan: "open".into(),
-                    is_final: false,
                     recorded_at_ms: 0,
+                    ..UsageRecord::default()
                 }
             })
             .collect()

@@ -24,17 +24,9 @@ fn record(customer: &str, requests: u64) -> UsageRecord {
         input_tokens: 30,
         output_tokens: 7,
         cached_tokens: 10,
-        reasoning_tokens: 0,
-        images: 0,
-        seconds: 0,
-        estimated: 0,
-        cache_write_tokens: 0,
-        cache_write_1h_tokens: 0,
-        audio_tokens: 0,
-        schema: crate::flush::RECORD_SCHEMA,
         plan: "open".into(),
-        is_final: false,
         recorded_at_ms: 50,
+        ..UsageRecord::default()
     }
 }
 

@@ -8,7 +8,7 @@ use crate::flush::Format;
 use crate::rating::PriceBook;
 
 /// Settings that must be whole numbers when set.
-const NUMBERS: [&str; 10] = [
+const NUMBERS: [&str; 12] = [
     "FLUSH_SHARDS",
     "FLUSH_BATCH_RECORDS",
     "FLUSH_PUSH_MS",
@@ -19,7 +19,12 @@ const NUMBERS: [&str; 10] = [
     "MAX_UPLOAD_BYTES",
     "ABORT_DRAIN_MS",
     "ABORT_DRAIN_BYTES",
+    "INVOICE_GRACE_DAYS",
+    "BACKDATING_DAYS",
 ];
+
+/// Settings that must be `true` or `false` when set.
+const SWITCHES: [&str; 1] = ["EXPORT_TEST_USAGE"];
 
 /// Where the check runs: at build time only vars are known (secrets are not in
 /// `wrangler.toml`), and a test-only setting must never be deployed.
@@ -43,6 +48,11 @@ pub fn problems(
     for name in NUMBERS {
         if get(name).is_some_and(|v| v.trim().parse::<u64>().is_err()) {
             out.push(format!("{name} must be a whole number"));
+        }
+    }
+    for name in SWITCHES {
+        if get(name).is_some_and(|v| !matches!(v.trim(), "true" | "false")) {
+            out.push(format!("{name} must be true or false"));
         }
     }
     if get("FLUSH_SHARDS").is_some_and(|v| v.trim() == "0") {
@@ -150,6 +160,16 @@ mod tests {
             "FLUSH_SHARDS must be a whole number",
         );
         one(&[("FLUSH_SHARDS", "0")], Stage::Build, "at least 1");
+        one(
+            &[("EXPORT_TEST_USAGE", "yes")],
+            Stage::Build,
+            "EXPORT_TEST_USAGE must be true or false",
+        );
+        one(
+            &[("BACKDATING_DAYS", "-1")],
+            Stage::Build,
+            "BACKDATING_DAYS must be a whole number",
+        );
         one(&[("CATALOG", "{}")], Stage::Build, "CATALOG");
         one(&[("PRICE_BOOK", "nope")], Stage::Build, "PRICE_BOOK");
         one(&[("TEST_CLOCK", "on")], Stage::Build, "TEST_CLOCK");

@@ -26,18 +26,12 @@ fn record(customer: &str, tokens: u64) -> UsageRecord {
         requests: 3,
         input_tokens: tokens,
         output_tokens: 12,
-        cached_tokens: 0,
-        reasoning_tokens: 0,
-        images: 0,
-        seconds: 0,
-        estimated: 0,
         cache_write_tokens: 4,
         cache_write_1h_tokens: 2,
         audio_tokens: 1,
-        schema: edgemeter::flush::RECORD_SCHEMA,
         plan: "open".into(),
-        is_final: false,
         recorded_at_ms: 1_764_600_000_123,
+        ..UsageRecord::default()
     }
 }
 

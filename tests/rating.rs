@@ -242,20 +242,9 @@ fn ingestion_checks_signatures_and_batches_and_dedupes() {
         seq_from: seq,
         seq_to: seq,
         requests,
-        input_tokens: 0,
-        output_tokens: 0,
-        cached_tokens: 0,
-        reasoning_tokens: 0,
-        images: 0,
-        seconds: 0,
-        estimated: 0,
-        cache_write_tokens: 0,
-        cache_write_1h_tokens: 0,
-        audio_tokens: 0,
-        schema: edgemeter::flush::RECORD_SCHEMA,
         plan: "open".into(),
-        is_final: false,
         recorded_at_ms: start,
+        ..UsageRecord::default()
     };
     let post = |sig: &str, body: &[u8]| {
         request(

@@ -9,7 +9,7 @@ use super::counter::{stored, Loaded, UsageCounter};
 use super::counter_store::FlushState;
 use super::{client, config, http};
 use crate::error::ApiError;
-use crate::flush::snapshot::{acknowledge, is_clean, take, FlushRow};
+use crate::flush::snapshot::{acknowledge, is_clean, take, FlushRow, Stamp};
 use crate::flush::wake::{next_alarm, push_due, AfterPush};
 use crate::flush::{shard_for, UsageRecord};
 use crate::period::{period_at, Period};
@@ -44,7 +44,7 @@ impl UsageCounter {
     /// (or while one is on its way), makes sure an alarm pushes when the interval is
     /// over. Does nothing when flushing is off.
     pub(super) async fn schedule_push(&self, now_ms: i64) {
-        if config::flush_shards(&self.env).is_none() || !self.is_live(now_ms) {
+        if config::flush_shards(&self.env).is_none() {
             return;
         }
         let interval = config::push_interval_ms(&self.env);
@@ -71,8 +71,7 @@ impl UsageCounter {
         &self,
         now_ms: i64,
     ) -> std::result::Result<serde_json::Value, ApiError> {
-        let shards = config::flush_shards(&self.env).filter(|_| self.is_live(now_ms));
-        let Some(shards) = shards else {
+        let Some(shards) = config::flush_shards(&self.env) else {
             return Ok(json!({"enabled": false}));
         };
         if self.pushing.replace(true) {
@@ -96,13 +95,6 @@ impl UsageCounter {
         answer
     }
 
-    /// Whether this is a customer's live counter. A test-mode counter meters and
-    /// enforces quotas but never flushes: test usage must not reach an invoice.
-    fn is_live(&self, now_ms: i64) -> bool {
-        self.with(now_ms, |l| Ok(l.customer.livemode))
-            .unwrap_or(true)
-    }
-
     /// Counts a failed push, for the retry's doubling wait.
     fn push_failed(&self, now_ms: i64) -> std::result::Result<AfterPush, ApiError> {
         self.with(now_ms, |l| {
@@ -124,8 +116,12 @@ impl UsageCounter {
             let seq = (f.taken_seq.max(f.flushed_seq), l.state.seq);
             // A period with reservations still in flight is not complete: no final yet.
             let start = l.state.complete_before();
-            let (id, plan) = (&l.customer.id, &l.customer.plan);
-            let new = take(id, plan, &rows, &f.pending, start, seq, now_ms);
+            let stamp = Stamp {
+                customer: l.customer.id.clone(),
+                plan: l.customer.plan.clone(),
+                livemode: l.customer.livemode,
+            };
+            let new = take(&stamp, &rows, &f.pending, start, seq, now_ms);
             let taken = new.len();
             // Sequence numbers that changed nothing left to take are covered too.
             f.taken_seq = f.taken_seq.max(l.state.seq);
@@ -183,7 +179,9 @@ impl UsageCounter {
         shards: u32,
     ) -> std::result::Result<Vec<String>, ApiError> {
         let shard = format!("shard-{}", shard_for(customer, shards));
-        let body = json!({"customer": customer, "records": records});
+        // One counter meters one mode: its records all carry it.
+        let livemode = records.iter().all(|r| r.livemode);
+        let body = json!({"customer": customer, "livemode": livemode, "records": records});
         let mut resp = client::call_object(
             &self.env,
             client::SHARD_BINDING,

@@ -59,6 +59,21 @@ impl Receiver {
     }
 }
 
+impl Receiver {
+    /// The built-in rating endpoint, in the native format.
+    pub fn internal(secret: String) -> Receiver {
+        Receiver {
+            url: "internal".into(),
+            format: Format::Native,
+            secret,
+            auth: None,
+            subscriptions: Subscriptions::new(),
+            batch_records: DEFAULT_BATCH_RECORDS,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
 /// How a delivery ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {

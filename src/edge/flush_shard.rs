@@ -9,7 +9,7 @@ use super::flush_shard_dead::UNREADABLE;
 use super::sql::{integer, text, Row};
 use super::{config, http};
 use crate::error::ApiError;
-use crate::flush::{backoff_ms, pack, UsageRecord};
+use crate::flush::{backoff_ms, owner_key, pack, split_test_usage, UsageRecord, Waiting};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::cell::Cell;
@@ -60,11 +60,18 @@ pub struct ShardStats {
     pub dead_letters: u64,
 }
 
-/// A counter's push: its records not yet acknowledged.
+/// A counter's push: its records not yet acknowledged. A test-mode counter's are kept
+/// under their own owner key, so neither counter's push forgets the other's.
 #[derive(Deserialize)]
 struct Push {
     customer: String,
+    #[serde(default = "live")]
+    livemode: bool,
     records: Vec<UsageRecord>,
+}
+
+fn live() -> bool {
+    true
 }
 
 #[durable_object]
@@ -128,18 +135,20 @@ impl FlushShard {
     fn accept(&self, push: &Push, now_ms: i64) -> Result<serde_json::Value> {
         let q =
             "INSERT OR IGNORE INTO outbox (id, customer, record, recorded_ms) VALUES (?, ?, ?, ?)";
-        for r in push.records.iter().filter(|r| r.customer == push.customer) {
+        let owner = owner_key(&push.customer, push.livemode);
+        let own = |r: &&UsageRecord| r.customer == push.customer && r.livemode == push.livemode;
+        for r in push.records.iter().filter(own) {
             let record = serde_json::to_string(r).unwrap_or_default();
             let binds = vec![
                 r.id.as_str().into(),
-                r.customer.as_str().into(),
+                owner.as_str().into(),
                 record.into(),
                 r.recorded_at_ms.min(now_ms).into(),
             ];
             self.sql.exec(q, binds)?;
         }
         let q = "SELECT id FROM outbox WHERE customer = ? AND state = ?";
-        let done = self.rows(q, vec![push.customer.as_str().into(), ACKNOWLEDGED.into()])?;
+        let done = self.rows(q, vec![owner.as_str().into(), ACKNOWLEDGED.into()])?;
         let mut acknowledged = Vec::new();
         for id in done.iter().map(|r| text(r, 0)) {
             if push.records.iter().any(|r| r.id == id) {
@@ -213,9 +222,11 @@ impl FlushShard {
                     continue;
                 }
             };
+            // Grouped by owner: a customer's test usage is a group of its own.
+            let owner = text(row, 0);
             match out.last_mut() {
-                Some((c, recs)) if *c == record.customer => recs.push(record),
-                _ => out.push((text(row, 0), vec![record])),
+                Some((o, recs)) if *o == owner => recs.push(record),
+                _ => out.push((owner, vec![record])),
             }
         }
         Ok(out)
@@ -241,35 +252,25 @@ impl FlushShard {
             Err(e) => return self.fail(stats, now_ms, e),
         };
         let waiting = self.waiting(now_ms)?;
+        let export_test =
+            config::setting(&self.env, "EXPORT_TEST_USAGE").as_deref() == Some("true");
+        let (waiting, test_usage) =
+            split_test_usage(waiting, receiver.url == "internal", export_test);
         let waiting = self.set_aside_unmapped(&receiver, waiting, now_ms)?;
-        let customers = waiting.len();
-        let (mut batches, mut records, mut kept_aside) = (0u64, 0u64, 0u64);
-        let mut undelivered = None;
-        for (batch, names) in pack(waiting, receiver.batch_records) {
-            let rendered = render_batch(&receiver, &batch, now_ms);
-            match deliver(&self.env, &receiver, &rendered).await {
-                Outcome::Delivered(refused) => {
-                    let taken = |id: &&str| !refused.iter().any(|r| r.id == *id);
-                    let ids: Vec<&str> = batch.records.iter().map(|r| r.id.as_str()).collect();
-                    let ids: Vec<&str> = ids.into_iter().filter(taken).collect();
-                    self.mark_ids(&ids, ACKNOWLEDGED, now_ms)?;
-                    self.set_aside_refused(&receiver, &batch, &refused, now_ms)?;
-                    batches += 1;
-                    records += ids.len() as u64;
-                    kept_aside += refused.len() as u64;
-                }
-                Outcome::Rejected(_, detail) => {
-                    let ids: Vec<&str> = batch.records.iter().map(|r| r.id.as_str()).collect();
-                    self.keep_aside(&rendered, &ids, &names, &detail, now_ms)?;
-                    kept_aside += 1;
-                }
-                Outcome::Retry(detail) => {
-                    // The rest waits too: the receiver is struggling.
-                    undelivered = Some(detail);
-                    break;
-                }
-            }
+        let customers = waiting.len() + test_usage.len();
+        let mut sent = self.send(&receiver, waiting, now_ms).await?;
+        if !test_usage.is_empty() {
+            // Test usage of an external receiver: the built-in ledger's test invoices.
+            let home = Receiver::internal(receiver.secret.clone());
+            let more = self.send(&home, test_usage, now_ms).await?;
+            sent.add(more);
         }
+        let Sent {
+            batches,
+            records,
+            kept_aside,
+            undelivered,
+        } = sent;
         let q = "DELETE FROM outbox WHERE state = ? AND done_ms < ?";
         let forget_before = now_ms - ACKNOWLEDGED_RETENTION_MS;
         self.sql
@@ -288,6 +289,38 @@ impl FlushShard {
         Ok(summary)
     }
 
+    /// Sends `waiting` to `receiver` in batches: acknowledged, kept aside, or (on a
+    /// retryable failure) left waiting with the rest.
+    async fn send(&self, receiver: &Receiver, waiting: Waiting, now_ms: i64) -> Result<Sent> {
+        let mut sent = Sent::default();
+        for (batch, names) in pack(waiting, receiver.batch_records) {
+            let rendered = render_batch(receiver, &batch, now_ms);
+            match deliver(&self.env, receiver, &rendered).await {
+                Outcome::Delivered(refused) => {
+                    let taken = |id: &&str| !refused.iter().any(|r| r.id == *id);
+                    let ids: Vec<&str> = batch.records.iter().map(|r| r.id.as_str()).collect();
+                    let ids: Vec<&str> = ids.into_iter().filter(taken).collect();
+                    self.mark_ids(&ids, ACKNOWLEDGED, now_ms)?;
+                    self.set_aside_refused(receiver, &batch, &refused, now_ms)?;
+                    sent.batches += 1;
+                    sent.records += ids.len() as u64;
+                    sent.kept_aside += refused.len() as u64;
+                }
+                Outcome::Rejected(_, detail) => {
+                    let ids: Vec<&str> = batch.records.iter().map(|r| r.id.as_str()).collect();
+                    self.keep_aside(&rendered, &ids, &names, &detail, now_ms)?;
+                    sent.kept_aside += 1;
+                }
+                Outcome::Retry(detail) => {
+                    // The rest waits too: the receiver is struggling.
+                    sent.undelivered = Some(detail);
+                    break;
+                }
+            }
+        }
+        Ok(sent)
+    }
+
     fn fail(&self, mut stats: ShardStats, now_ms: i64, error: String) -> Result<serde_json::Value> {
         stats.failures += 1;
         let base = config::setting(&self.env, "FLUSH_BACKOFF_MS")
@@ -298,6 +331,24 @@ impl FlushShard {
         stats.last_error_ms = Some(now_ms);
         self.save_stats(&stats)?;
         Ok(json!({"error": error, "retry_at_ms": stats.retry_at_ms}))
+    }
+}
+
+/// What one run sent.
+#[derive(Default)]
+struct Sent {
+    batches: u64,
+    records: u64,
+    kept_aside: u64,
+    undelivered: Option<String>,
+}
+
+impl Sent {
+    fn add(&mut self, o: Sent) {
+        self.batches += o.batches;
+        self.records += o.records;
+        self.kept_aside += o.kept_aside;
+        self.undelivered = self.undelivered.take().or(o.undelivered);
     }
 }
 

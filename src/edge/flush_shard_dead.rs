@@ -31,9 +31,10 @@ impl FlushShard {
         if receiver.format != Format::Lago {
             return Ok(waiting);
         }
-        let (mapped, unmapped): (Vec<_>, Vec<_>) = waiting
-            .into_iter()
-            .partition(|(customer, _)| receiver.subscriptions.contains_key(customer));
+        let (mapped, unmapped): (Vec<_>, Vec<_>) = waiting.into_iter().partition(|(_, records)| {
+            let customer = records.first().map(|r| r.customer.as_str());
+            customer.is_some_and(|c| receiver.subscriptions.contains_key(c))
+        });
         for (customer, records) in unmapped {
             let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
             let rendered = Rendered {

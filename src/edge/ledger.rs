@@ -137,6 +137,9 @@ impl Ledger {
                 continue;
             }
             fresh += 1;
+            if !r.livemode && self.meta("livemode")?.is_none() {
+                self.set_meta("livemode", &Value::Bool(false))?;
+            }
             if !periods.contains(&r.period_start_ms) {
                 periods.push(r.period_start_ms);
             }
@@ -180,14 +183,19 @@ impl Ledger {
             .map_err(http::internal)
     }
 
-    fn meta(&self, k: &str) -> std::result::Result<Option<Value>, ApiError> {
+    /// False for a test-mode customer's Ledger (`test:<customer>`).
+    pub(super) fn livemode(&self) -> std::result::Result<bool, ApiError> {
+        Ok(self.meta("livemode")? != Some(Value::Bool(false)))
+    }
+
+    pub(super) fn meta(&self, k: &str) -> std::result::Result<Option<Value>, ApiError> {
         let rows = self.rows("SELECT v FROM meta WHERE k = ?", vec![k.into()])?;
         Ok(rows
             .first()
             .and_then(|r| serde_json::from_str(&text(r, 0)).ok()))
     }
 
-    fn set_meta(&self, k: &str, v: &Value) -> std::result::Result<(), ApiError> {
+    pub(super) fn set_meta(&self, k: &str, v: &Value) -> std::result::Result<(), ApiError> {
         let q = "INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v";
         self.sql
             .exec(q, vec![k.into(), v.to_string().into()])
@@ -208,6 +216,7 @@ impl Ledger {
         }
         Account::parse(&v["account"].to_string(), &book).map_err(rating)?;
         self.set_meta("account", v)?;
+        self.set_meta("livemode", &Value::Bool(v["livemode"] != false))?;
         self.forget_rated()?;
         http::json_response(v, 200).map_err(http::internal)
     }

@@ -14,7 +14,8 @@ impl Ledger {
     /// period's final record arrived).
     pub(super) fn rate_and_store(&self, start: i64, now_ms: i64) -> Result<Invoice, ApiError> {
         let c = self.context(start, now_ms)?;
-        let invoice = rate(&c.book, &c.account, &c.input).map_err(rating)?;
+        let mut invoice = rate(&c.book, &c.account, &c.input).map_err(rating)?;
+        invoice.livemode = self.livemode()?;
         let invoice = if c.is_final {
             invoice.finalize()
         } else {

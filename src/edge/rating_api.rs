@@ -44,7 +44,8 @@ pub async fn handle(mut req: Request, env: &Env) -> worker::Result<Response> {
         } else {
             admin::authorize(&req, env)?;
             let bytes = http::read_capped(&mut req, MANAGE_BODY_LIMIT).await?;
-            manage(env, method, &path, &bytes).await
+            let livemode = livemode_of(&req.inner().url())?;
+            manage(env, method, &path, &bytes, livemode).await
         }
     };
     http::respond(result.await)
@@ -77,9 +78,11 @@ pub async fn ingest(env: &Env, signature: &str, body: &[u8]) -> Result<Response,
         ));
     }
     let batch = parse_batch(body).map_err(|e| ApiError::bad_request("invalid_batch", e))?;
-    let mut by_customer: BTreeMap<&str, Vec<&crate::flush::UsageRecord>> = BTreeMap::new();
+    // Test usage has its own Ledger (`test:<customer>`): it never reaches a live invoice.
+    let mut by_customer: BTreeMap<String, Vec<&crate::flush::UsageRecord>> = BTreeMap::new();
     for r in &batch.records {
-        by_customer.entry(r.customer.as_str()).or_default().push(r);
+        let owner = crate::flush::owner_key(&r.customer, r.livemode);
+        by_customer.entry(owner).or_default().push(r);
     }
     // Each customer's Ledger is its own object: call them side by side, a bounded
     // number at a time.
@@ -88,7 +91,7 @@ pub async fn ingest(env: &Env, signature: &str, body: &[u8]) -> Result<Response,
         .map(|(customer, records)| async move {
             let body =
                 serde_json::to_value(records).map_err(|e| ApiError::internal(e.to_string()))?;
-            let mut resp = ledger(env, customer, "/ingest", &body).await?;
+            let mut resp = ledger(env, &customer, "/ingest", &body).await?;
             if resp.status_code() >= 300 {
                 // The sender retries the whole batch; what was stored dedupes.
                 return Err(ApiError::internal(format!(
@@ -127,14 +130,39 @@ fn period_start(text: &str) -> Result<i64, ApiError> {
         })
 }
 
-async fn manage(env: &Env, method: Method, path: &str, bytes: &[u8]) -> Result<Response, ApiError> {
+/// The mode a management call addresses: live unless the query says `livemode=false`.
+fn livemode_of(url: &str) -> Result<bool, ApiError> {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let value = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("livemode="));
+    match value {
+        None | Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(other) => Err(ApiError::bad_request(
+            "invalid_value",
+            format!("`livemode` must be true or false, got `{other}`."),
+        )
+        .with_param("livemode")),
+    }
+}
+
+async fn manage(
+    env: &Env,
+    method: Method,
+    path: &str,
+    bytes: &[u8],
+    livemode: bool,
+) -> Result<Response, ApiError> {
     let body: Value = if bytes.is_empty() {
         Value::Null
     } else {
         serde_json::from_slice(bytes).map_err(ApiError::invalid_json)?
     };
     let parts: Vec<&str> = path.trim_start_matches("/rating/v1/").split('/').collect();
-    let customer = |id: &str| admin::customer_id(id).map(str::to_string);
+    // A test-mode customer's billing lives in its own Ledger, as its usage does.
+    let customer =
+        |id: &str| admin::customer_id(id).map(|id| crate::flush::owner_key(id, livemode));
     match (method, parts.as_slice()) {
         (Method::Put, ["customers", id, "account"]) => {
             if body["account"]["customer_id"] != *id {
@@ -144,6 +172,8 @@ async fn manage(env: &Env, method: Method, path: &str, bytes: &[u8]) -> Result<R
                     ApiError::bad_request("invalid_value", msg).with_param("account.customer_id")
                 );
             }
+            let mut body = body;
+            body["livemode"] = Value::Bool(livemode);
             ledger(env, &customer(id)?, "/account", &body).await
         }
         (Method::Post, ["customers", id, "grants"]) => {

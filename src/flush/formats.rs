@@ -45,7 +45,9 @@ fn measures(r: &UsageRecord) -> Value {
         "cached_tokens": r.cached_tokens, "reasoning_tokens": r.reasoning_tokens,
         "images": r.images, "seconds": r.seconds, "estimated": r.estimated,
         "cache_write_tokens": r.cache_write_tokens, "cache_write_1h_tokens": r.cache_write_1h_tokens,
-        "audio_tokens": r.audio_tokens, "schema": r.schema,
+        "audio_tokens": r.audio_tokens, "schema": r.schema, "livemode": r.livemode,
+        "estimated_input_tokens": r.estimated_input_tokens,
+        "estimated_output_tokens": r.estimated_output_tokens,
         "final": r.is_final, "seq_from": r.seq_from, "seq_to": r.seq_to,
     })
 }
@@ -222,15 +224,20 @@ mod schema_two {
     use super::super::tests::record;
     use super::*;
 
-    /// Every format carries the schema-2 fields and names the schema.
+    /// Every format carries the schema-2 and schema-3 fields and names the schema.
     #[test]
-    fn cache_writes_and_audio_reach_every_format() {
+    fn cache_writes_audio_mode_and_estimates_reach_every_format() {
         let mut r = record("acme", (1, 1), 42);
         (
             r.cache_write_tokens,
             r.cache_write_1h_tokens,
             r.audio_tokens,
         ) = (6, 4, 3);
+        (
+            r.livemode,
+            r.estimated_input_tokens,
+            r.estimated_output_tokens,
+        ) = (false, 9, 5);
         let batch = Batch::new(vec![r]);
         for format in [Format::Native, Format::CloudEvents, Format::Lago] {
             let (_, body) = render(format, &batch, 0);
@@ -245,13 +252,17 @@ mod schema_two {
                 "cache_write_1h_tokens",
                 "audio_tokens",
                 "schema",
+                "estimated_input_tokens",
+                "estimated_output_tokens",
             ]
             .map(|f| fields[f].as_u64());
+            let schema = Some(u64::from(crate::flush::RECORD_SCHEMA));
             assert_eq!(
                 got,
-                [Some(6), Some(4), Some(3), Some(2)],
+                [Some(6), Some(4), Some(3), schema, Some(9), Some(5)],
                 "{format:?}: {fields}"
             );
+            assert_eq!(fields["livemode"], false, "{format:?}: {fields}");
         }
         // A record written before schema 2 still parses, as schema 1 with zeros.
         let mut old = serde_json::to_value(record("acme", (1, 1), 42)).unwrap();
@@ -263,8 +274,10 @@ mod schema_two {
         ] {
             old.as_object_mut().unwrap().remove(f);
         }
+        old.as_object_mut().unwrap().remove("livemode");
         let old: UsageRecord = serde_json::from_value(old).unwrap();
         assert_eq!((old.schema, old.cache_write_tokens), (1, 0));
+        assert!(old.livemode, "a record from before schema 3 is live usage");
     }
 }
 
@@ -277,7 +290,10 @@ mod round_trip {
     fn every_format_parses_back_into_the_same_records() {
         let mut a = record("acme", (1, 3), 42);
         a.cache_write_tokens = 7;
-        let batch = Batch::new(vec![a, record("bolt", (4, 4), 7)]);
+        let mut test = record("bolt", (4, 4), 7);
+        (test.livemode, test.estimated_output_tokens) = (false, 2);
+        test.id = test.content_id();
+        let batch = Batch::new(vec![a, test]);
         let subs = Subscriptions::from([("acme".to_string(), "sub_acme".to_string())]);
         for format in [Format::CloudEvents, Format::Lago] {
             let (_, body) = render_for(format, &batch, 0, &subs);

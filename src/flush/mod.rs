@@ -58,14 +58,77 @@ pub struct UsageRecord {
     pub is_final: bool,
     /// When the counter took this snapshot; a retry resends the same value.
     pub recorded_at_ms: i64,
+    /// False for usage of `em_test_` keys: kept apart from live usage, as its own
+    /// invoices, and part of the id so the two never dedupe each other away.
+    #[serde(default = "live")]
+    pub livemode: bool,
+    /// The parts of `input_tokens` and `output_tokens` that were estimated (the
+    /// provider reported none, or the stream was cut): the rest is what it reported.
+    #[serde(default)]
+    pub estimated_input_tokens: u64,
+    #[serde(default)]
+    pub estimated_output_tokens: u64,
+}
+
+impl Default for UsageRecord {
+    fn default() -> Self {
+        UsageRecord {
+            id: String::new(),
+            customer: String::new(),
+            period_start_ms: 0,
+            period_end_ms: 0,
+            meter: String::new(),
+            model: String::new(),
+            seq_from: 0,
+            seq_to: 0,
+            requests: 0,
+            input_tokens: 0,
+            output_tokens: 0,
+            cached_tokens: 0,
+            reasoning_tokens: 0,
+            images: 0,
+            seconds: 0,
+            estimated: 0,
+            cache_write_tokens: 0,
+            cache_write_1h_tokens: 0,
+            audio_tokens: 0,
+            plan: String::new(),
+            schema: RECORD_SCHEMA,
+            is_final: false,
+            recorded_at_ms: 0,
+            livemode: true,
+            estimated_input_tokens: 0,
+            estimated_output_tokens: 0,
+        }
+    }
+}
+
+impl UsageRecord {
+    /// The id this record's content determines ([`record_id`], with the mode).
+    pub fn content_id(&self) -> String {
+        let seq = (self.seq_from, self.seq_to);
+        let (start, meter, model) = (self.period_start_ms, &self.meter, &self.model);
+        let live = record_id(&self.customer, start, meter, model, seq, self.is_final);
+        match self.livemode {
+            true => live,
+            false => format!(
+                "rec_{}",
+                &hex(&Sha256::digest(format!("{live}|test")))[..32]
+            ),
+        }
+    }
 }
 
 /// The record layout this version writes. 2 added cache writes, audio tokens and the
-/// plan.
-pub const RECORD_SCHEMA: u32 = 2;
+/// plan; 3 the mode and the estimated parts of the token counts.
+pub const RECORD_SCHEMA: u32 = 3;
 
 fn schema_one() -> u32 {
     1
+}
+
+fn live() -> bool {
+    true
 }
 
 /// The deterministic id of a record: the same delta always gets the same id.
@@ -82,6 +145,35 @@ pub fn record_id(
         seq.0, seq.1
     );
     format!("rec_{}", &hex(&Sha256::digest(text.as_bytes()))[..32])
+}
+
+/// Whose records a row, an outbox entry or a Ledger holds: the customer, or for test
+/// usage `test:<customer>` (a customer id never holds a colon), so test and live
+/// usage never share a total, an acknowledgement or an invoice.
+pub fn owner_key(customer: &str, livemode: bool) -> String {
+    match livemode {
+        true => customer.to_string(),
+        false => format!("test:{customer}"),
+    }
+}
+
+/// Records waiting to be sent, grouped by owner ([`owner_key`]).
+pub type Waiting = Vec<(String, Vec<UsageRecord>)>;
+
+/// Splits waiting records into what goes to the configured receiver and the test usage
+/// kept for the built-in ledger's test invoices. Test usage reaches the configured
+/// receiver only when it is the built-in ledger itself or `export_test` asks for it.
+pub fn split_test_usage(
+    waiting: Waiting,
+    receiver_is_internal: bool,
+    export_test: bool,
+) -> (Waiting, Waiting) {
+    if receiver_is_internal || export_test {
+        return (waiting, Vec::new());
+    }
+    waiting
+        .into_iter()
+        .partition(|(_, records)| records.iter().all(|r| r.livemode))
 }
 
 /// The registry shard (of `shards`) a customer registers in.
@@ -225,19 +317,9 @@ mod tests {
             seq_to: seq.1,
             requests: 1,
             input_tokens: tokens,
-            output_tokens: 0,
-            cached_tokens: 0,
-            reasoning_tokens: 0,
-            images: 0,
-            seconds: 0,
-            estimated: 0,
-            cache_write_tokens: 0,
-            cache_write_1h_tokens: 0,
-            audio_tokens: 0,
-            schema: crate::flush::RECORD_SCHEMA,
             plan: "open".into(),
-            is_final: false,
             recorded_at_ms: 1_500,
+            ..UsageRecord::default()
         }
     }
 
@@ -254,6 +336,41 @@ mod tests {
         ] {
             assert_ne!(a, other);
         }
+    }
+
+    #[test]
+    fn test_usage_reaches_an_external_receiver_only_when_asked() {
+        let live = record("c", (1, 5), 10);
+        let test = UsageRecord {
+            livemode: false,
+            ..live.clone()
+        };
+        let waiting = || {
+            vec![
+                (owner_key("c", true), vec![live.clone()]),
+                (owner_key("c", false), vec![test.clone()]),
+            ]
+        };
+        let (out, home) = split_test_usage(waiting(), false, false);
+        assert_eq!(out, vec![("c".to_string(), vec![live.clone()])]);
+        assert_eq!(home, vec![("test:c".to_string(), vec![test.clone()])]);
+        for (internal, export) in [(true, false), (false, true)] {
+            let (out, home) = split_test_usage(waiting(), internal, export);
+            assert_eq!((out.len(), home.len()), (2, 0));
+        }
+    }
+
+    #[test]
+    fn test_and_live_records_of_the_same_usage_never_share_an_id() {
+        let live = record("c", (1, 5), 10);
+        assert_eq!(live.content_id(), live.id);
+        let test = UsageRecord {
+            livemode: false,
+            ..live.clone()
+        };
+        assert_ne!(test.content_id(), live.content_id());
+        assert_eq!(test.content_id().len(), 36);
+        assert!(test.content_id().starts_with("rec_"));
     }
 
     #[test]

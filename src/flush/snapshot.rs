@@ -3,7 +3,7 @@
 //! same records. A period that is over gets a last record marked final, even when
 //! nothing changed, so the receiver knows the period is complete.
 
-use super::{record_id, UsageRecord, RECORD_SCHEMA};
+use super::{UsageRecord, RECORD_SCHEMA};
 use crate::counter_state::Tally;
 use crate::period::Period;
 
@@ -20,38 +20,33 @@ pub struct FlushRow {
 }
 
 impl Tally {
+    /// `f` applied field by field: the one place that lists every field.
+    fn zip(&self, o: &Tally, f: impl Fn(u64, u64) -> u64) -> Tally {
+        Tally {
+            requests: f(self.requests, o.requests),
+            input: f(self.input, o.input),
+            output: f(self.output, o.output),
+            cached: f(self.cached, o.cached),
+            reasoning: f(self.reasoning, o.reasoning),
+            images: f(self.images, o.images),
+            seconds: f(self.seconds, o.seconds),
+            estimated: f(self.estimated, o.estimated),
+            cache_write: f(self.cache_write, o.cache_write),
+            cache_write_1h: f(self.cache_write_1h, o.cache_write_1h),
+            audio: f(self.audio, o.audio),
+            estimated_input: f(self.estimated_input, o.estimated_input),
+            estimated_output: f(self.estimated_output, o.estimated_output),
+        }
+    }
+
     /// Component-wise `self - other`, never below zero.
     pub fn minus(&self, o: &Tally) -> Tally {
-        Tally {
-            requests: self.requests.saturating_sub(o.requests),
-            input: self.input.saturating_sub(o.input),
-            output: self.output.saturating_sub(o.output),
-            cached: self.cached.saturating_sub(o.cached),
-            reasoning: self.reasoning.saturating_sub(o.reasoning),
-            images: self.images.saturating_sub(o.images),
-            seconds: self.seconds.saturating_sub(o.seconds),
-            estimated: self.estimated.saturating_sub(o.estimated),
-            cache_write: self.cache_write.saturating_sub(o.cache_write),
-            cache_write_1h: self.cache_write_1h.saturating_sub(o.cache_write_1h),
-            audio: self.audio.saturating_sub(o.audio),
-        }
+        self.zip(o, u64::saturating_sub)
     }
 
     /// Component-wise `self + other`, saturating: a counter never wraps.
     pub fn plus(&self, o: &Tally) -> Tally {
-        Tally {
-            requests: self.requests.saturating_add(o.requests),
-            input: self.input.saturating_add(o.input),
-            output: self.output.saturating_add(o.output),
-            cached: self.cached.saturating_add(o.cached),
-            reasoning: self.reasoning.saturating_add(o.reasoning),
-            images: self.images.saturating_add(o.images),
-            seconds: self.seconds.saturating_add(o.seconds),
-            estimated: self.estimated.saturating_add(o.estimated),
-            cache_write: self.cache_write.saturating_add(o.cache_write),
-            cache_write_1h: self.cache_write_1h.saturating_add(o.cache_write_1h),
-            audio: self.audio.saturating_add(o.audio),
-        }
+        self.zip(o, u64::saturating_add)
     }
 
     pub fn is_zero(&self) -> bool {
@@ -73,6 +68,8 @@ pub fn delta_of(r: &UsageRecord) -> Tally {
         cache_write: r.cache_write_tokens,
         cache_write_1h: r.cache_write_1h_tokens,
         audio: r.audio_tokens,
+        estimated_input: r.estimated_input_tokens,
+        estimated_output: r.estimated_output_tokens,
     }
 }
 
@@ -84,13 +81,21 @@ fn same_row(r: &FlushRow, rec: &UsageRecord) -> bool {
     r.period.start_ms == rec.period_start_ms && r.meter == rec.meter && r.model == rec.model
 }
 
+/// Whose records a snapshot takes: the customer, the plan the counter assigns them
+/// (the one plan assignment) and the key mode the counter meters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    pub customer: String,
+    pub plan: String,
+    pub livemode: bool,
+}
+
 /// New records for what is neither acknowledged nor already in flight (`pending`),
 /// covering counter sequence numbers `taken_seq + 1 ..= seq`. Snapshots taken one after
 /// another cover disjoint ranges, so their ids differ and their deltas add up; a
 /// finished period gets one final record, after which its row takes nothing more.
 pub fn take(
-    customer: &str,
-    plan: &str,
+    stamp: &Stamp,
     rows: &[FlushRow],
     pending: &[UsageRecord],
     current_period_start: i64,
@@ -114,16 +119,9 @@ pub fn take(
             if final_in_flight || (d.is_zero() && !is_final) {
                 return None;
             }
-            Some(UsageRecord {
-                id: record_id(
-                    customer,
-                    r.period.start_ms,
-                    &r.meter,
-                    &r.model,
-                    range,
-                    is_final,
-                ),
-                customer: customer.to_string(),
+            let record = UsageRecord {
+                id: String::new(),
+                customer: stamp.customer.clone(),
                 period_start_ms: r.period.start_ms,
                 period_end_ms: r.period.end_ms,
                 meter: r.meter.clone(),
@@ -142,9 +140,16 @@ pub fn take(
                 cache_write_1h_tokens: d.cache_write_1h,
                 audio_tokens: d.audio,
                 schema: RECORD_SCHEMA,
-                plan: plan.to_string(),
+                plan: stamp.plan.clone(),
                 is_final,
                 recorded_at_ms: now_ms,
+                livemode: stamp.livemode,
+                estimated_input_tokens: d.estimated_input,
+                estimated_output_tokens: d.estimated_output,
+            };
+            Some(UsageRecord {
+                id: record.content_id(),
+                ..record
             })
         })
         .collect()
@@ -193,6 +198,14 @@ mod tests {
         end_ms: 300,
     };
 
+    fn acme() -> Stamp {
+        Stamp {
+            customer: "acme".into(),
+            plan: "open".into(),
+            livemode: true,
+        }
+    }
+
     fn tally(requests: u64, input: u64) -> Tally {
         Tally {
             requests,
@@ -215,7 +228,7 @@ mod tests {
     #[test]
     fn delta_is_what_was_not_acknowledged() {
         let rows = [row(NOV, tally(5, 500), tally(2, 200))];
-        let recs = take("acme", "open", &rows, &[], NOV.start_ms, (7, 10), 150);
+        let recs = take(&acme(), &rows, &[], NOV.start_ms, (7, 10), 150);
         assert_eq!(recs.len(), 1);
         // 5 - 2 requests, 500 - 200 tokens, over sequence numbers 8..=10
         assert_eq!((recs[0].requests, recs[0].input_tokens), (3, 300));
@@ -225,7 +238,7 @@ mod tests {
         );
         // Taking again from the same state gives the same ids: a retry is recognisable.
         assert_eq!(
-            take("acme", "open", &rows, &[], NOV.start_ms, (7, 10), 999)[0].id,
+            take(&acme(), &rows, &[], NOV.start_ms, (7, 10), 999)[0].id,
             recs[0].id
         );
         assert!(!is_clean(&rows, NOV.start_ms));
@@ -234,7 +247,7 @@ mod tests {
     #[test]
     fn acknowledged_current_rows_are_clean_and_send_nothing() {
         let rows = [row(NOV, tally(5, 500), tally(5, 500))];
-        assert!(take("acme", "open", &rows, &[], NOV.start_ms, (10, 10), 150).is_empty());
+        assert!(take(&acme(), &rows, &[], NOV.start_ms, (10, 10), 150).is_empty());
         assert!(is_clean(&rows, NOV.start_ms));
     }
 
@@ -244,7 +257,7 @@ mod tests {
             row(NOV, tally(5, 500), tally(5, 500)),
             row(DEC, tally(1, 10), Tally::default()),
         ];
-        let recs = take("acme", "open", &rows, &[], DEC.start_ms, (10, 11), 250);
+        let recs = take(&acme(), &rows, &[], DEC.start_ms, (10, 11), 250);
         let nov = recs
             .iter()
             .find(|r| r.period_start_ms == NOV.start_ms)
@@ -261,23 +274,23 @@ mod tests {
             ..rows[0].clone()
         }];
         assert!(is_clean(&closed, DEC.start_ms));
-        assert!(take("acme", "open", &closed, &[], DEC.start_ms, (11, 11), 250).is_empty());
+        assert!(take(&acme(), &closed, &[], DEC.start_ms, (11, 11), 250).is_empty());
     }
 
     #[test]
     fn snapshots_in_flight_are_not_taken_again_and_acks_add_up() {
         let mut rows = [row(NOV, tally(3, 300), Tally::default())];
-        let first = take("acme", "open", &rows, &[], NOV.start_ms, (0, 3), 110);
+        let first = take(&acme(), &rows, &[], NOV.start_ms, (0, 3), 110);
         // Two more requests arrive while the first snapshot is in flight.
         rows[0].tally = tally(5, 500);
-        let second = take("acme", "open", &rows, &first, NOV.start_ms, (3, 5), 120);
+        let second = take(&acme(), &rows, &first, NOV.start_ms, (3, 5), 120);
         assert_eq!(second.len(), 1);
         // (5 - 0 flushed - 3 in flight) requests, (500 - 300) tokens, over 4..=5
         assert_eq!((second[0].requests, second[0].input_tokens), (2, 200));
         assert_eq!((second[0].seq_from, second[0].seq_to), (4, 5));
         assert_ne!(second[0].id, first[0].id);
         let both = [first.clone(), second.clone()].concat();
-        assert!(take("acme", "open", &rows, &both, NOV.start_ms, (5, 5), 130).is_empty());
+        assert!(take(&acme(), &rows, &both, NOV.start_ms, (5, 5), 130).is_empty());
         // Acknowledged in either order, in one call: 3 + 2 requests, 300 + 200 tokens.
         let acked = acknowledge(&rows, &[second[0].clone(), first[0].clone()]);
         assert_eq!(acked.len(), 1);
@@ -288,9 +301,9 @@ mod tests {
     #[test]
     fn a_final_record_in_flight_is_the_last_of_its_row() {
         let rows = [row(NOV, tally(2, 20), tally(1, 10))];
-        let fin = take("acme", "open", &rows, &[], DEC.start_ms, (4, 6), 250);
+        let fin = take(&acme(), &rows, &[], DEC.start_ms, (4, 6), 250);
         assert!(fin[0].is_final && fin[0].requests == 1);
-        assert!(take("acme", "open", &rows, &fin, DEC.start_ms, (6, 6), 260).is_empty());
+        assert!(take(&acme(), &rows, &fin, DEC.start_ms, (6, 6), 260).is_empty());
         let acked = acknowledge(&rows, &fin);
         assert!(acked[0].closed && acked[0].flushed == tally(2, 20));
         assert!(is_clean(&acked, DEC.start_ms));

@@ -105,6 +105,21 @@ pub struct RatingInput {
     pub segments: Vec<Segment>,
     /// The instant credits are drawn at: a grant must be effective and unexpired then.
     pub as_of_ms: i64,
+    /// Corrections to earlier periods' final invoices that this invoice carries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adjustments: Vec<Adjustment>,
+}
+
+/// A correction to an earlier period's final invoice (which never changes), carried on
+/// a later one: what that period owes now less what it was billed, in the invoice
+/// currency, already in minor units.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Adjustment {
+    pub period: Period,
+    pub reason: String,
+    pub net: Decimal,
+    pub tax: Decimal,
 }
 
 impl RatingInput {
@@ -125,6 +140,7 @@ impl RatingInput {
             period,
             segments: vec![segment],
             as_of_ms,
+            adjustments: Vec::new(),
         }
     }
 }

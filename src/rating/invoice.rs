@@ -3,7 +3,7 @@
 
 use super::account::Account;
 use super::credits::{apply_credits, remaining_balance, CreditApplication};
-use super::input::{segment_days, Meter, RatingInput};
+use super::input::{segment_days, Adjustment, Meter, RatingInput};
 use super::lines::{segment_lines, LineDraft};
 use super::money::{FxTable, Rounding};
 use super::plan::PriceBook;
@@ -29,6 +29,8 @@ pub enum LineKind {
     Usage,
     /// Tops a charge or the whole plan up to its minimum commitment.
     MinimumTrueUp,
+    /// Corrects an earlier period's final invoice (late usage, say).
+    Adjustment,
 }
 
 /// Days used out of the days of the period, for a prorated line.
@@ -100,6 +102,62 @@ pub struct Invoice {
     pub total: Decimal,
     /// Usable credit left after this invoice, in `currency`.
     pub credit_balance: Decimal,
+    /// False for a test-mode customer's invoice, which never mixes with live ones.
+    #[serde(default = "live")]
+    pub livemode: bool,
+    /// The sequential number a final invoice gets; a draft has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<String>,
+}
+
+fn live() -> bool {
+    true
+}
+
+impl Line {
+    /// A line of `kind` with its amounts and nothing else filled in.
+    pub(super) fn bare(
+        kind: LineKind,
+        plan: &str,
+        description: String,
+        exact: Decimal,
+        amount: Decimal,
+    ) -> Line {
+        Line {
+            kind,
+            plan: plan.to_string(),
+            description,
+            meter: None,
+            model: None,
+            quantity: Decimal::ZERO,
+            included_units: 0,
+            included_used: Decimal::ZERO,
+            overage: Decimal::ZERO,
+            unit_price: None,
+            price_per: None,
+            tiers: Vec::new(),
+            proration: None,
+            exact_amount: exact,
+            amount,
+            net: amount,
+            tax: Decimal::ZERO,
+            note: None,
+        }
+    }
+
+    /// The line an [`Adjustment`] becomes: its net and tax as given, the corrected
+    /// period in its note.
+    fn adjustment(a: &Adjustment) -> Line {
+        let mut line = Line::bare(LineKind::Adjustment, "", a.reason.clone(), a.net, a.net);
+        line.quantity = Decimal::ONE;
+        line.tax = a.tax;
+        line.note = Some(format!(
+            "corrects the period {} to {}",
+            crate::period::iso8601(a.period.start_ms),
+            crate::period::iso8601(a.period.end_ms)
+        ));
+        line
+    }
 }
 
 impl Invoice {
@@ -141,6 +199,7 @@ pub fn rate(
     let lines: Vec<Line> = drafts
         .into_iter()
         .map(|d| d.finish(&tax, book.rounding, &currency))
+        .chain(input.adjustments.iter().map(Line::adjustment))
         .collect();
     let zero = book.rounding.round(Decimal::ZERO, &currency);
     let subtotal = lines.iter().fold(zero, |s, l| s + l.net);
@@ -178,5 +237,7 @@ pub fn rate(
         total: subtotal + tax_total - credits_applied,
         credit_balance: remaining_balance(book, &after, input.as_of_ms),
         currency,
+        livemode: true,
+        number: None,
     })
 }

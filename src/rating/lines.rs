@@ -190,27 +190,9 @@ impl Ctx<'_> {
     }
 
     fn line(&self, kind: LineKind, description: String, exact: Decimal) -> Line {
-        let amount = self.round(exact);
-        Line {
-            kind,
-            plan: self.plan_name.to_string(),
-            description,
-            meter: None,
-            model: None,
-            quantity: Decimal::ZERO,
-            included_units: 0,
-            included_used: Decimal::ZERO,
-            overage: Decimal::ZERO,
-            unit_price: None,
-            price_per: None,
-            tiers: Vec::new(),
-            proration: None,
-            exact_amount: exact,
-            amount,
-            net: amount,
-            tax: self.round(Decimal::ZERO),
-            note: None,
-        }
+        let mut line = Line::bare(kind, self.plan_name, description, exact, self.round(exact));
+        line.tax = self.round(Decimal::ZERO);
+        line
     }
 
     /// A true-up line bringing `covered` (rounded) up to `minimum` prorated, if short.

@@ -84,8 +84,8 @@ pub use credits::{
     apply_credits, draw_order, net_of_draws, remaining_balance, usage_blocked, CreditApplication,
 };
 pub use input::{
-    meter_totals, segment_days, utc_day, Meter, MeterTotal, RatingInput, Segment, Transaction,
-    DAY_MS,
+    meter_totals, segment_days, utc_day, Adjustment, Meter, MeterTotal, RatingInput, Segment,
+    Transaction, DAY_MS,
 };
 pub use invoice::{rate, Invoice, InvoiceStatus, Line, LineKind, Proration};
 pub use money::{floor_minor, minor_units, FxTable, Rounding};

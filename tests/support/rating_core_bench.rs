@@ -36,17 +36,9 @@ fn record(i: u64, customers: u64, period: Period) -> UsageRecord {
         input_tokens: 1_000 + i % 97,
         output_tokens: 200 + i % 31,
         cached_tokens: i % 13,
-        reasoning_tokens: 0,
-        images: 0,
-        seconds: 0,
-        estimated: 0,
-        cache_write_tokens: 0,
-        cache_write_1h_tokens: 0,
-        audio_tokens: 0,
-        schema: edgemeter::flush::RECORD_SCHEMA,
         plan: "open".into(),
-        is_final: false,
         recorded_at_ms: period.start_ms,
+        ..UsageRecord::default()
     }
 }
 

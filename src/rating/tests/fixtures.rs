@@ -114,6 +114,7 @@ pub fn input(plan: &str, usage: Vec<MeterTotal>) -> RatingInput {
             transactions: Vec::new(),
         }],
         as_of_ms: day(30),
+        adjustments: Vec::new(),
     }
 }
 

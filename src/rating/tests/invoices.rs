@@ -338,3 +338,41 @@ fn an_invoice_round_trips_through_json() {
     let back: Invoice = serde_json::from_str(&serde_json::to_string(&inv).unwrap()).unwrap();
     assert_eq!(back, inv);
 }
+
+#[test]
+fn an_adjustment_is_a_line_of_its_own_that_credits_pay_like_any_other() {
+    let acct = Account {
+        grants: vec![CreditGrant {
+            id: "g".into(),
+            amount: d("1000"),
+            currency: Some("USD".into()),
+            ..CreditGrant::default()
+        }],
+        ..account("US")
+    };
+    let plain = rate(&book(), &acct, &pro_usage()).unwrap();
+    let mut inp = pro_usage();
+    inp.adjustments = vec![Adjustment {
+        period: april(),
+        reason: "usage recorded after the invoice was final".into(),
+        net: d("12.34"),
+        tax: d("0.56"),
+    }];
+    let adjusted = rate(&book(), &acct, &inp).unwrap();
+    assert_reconciles(&adjusted);
+    let line = adjusted.lines.last().unwrap();
+    assert_eq!(line.kind, LineKind::Adjustment);
+    assert_eq!((line.net, line.tax), (d("12.34"), d("0.56")));
+    assert!(
+        line.note.as_deref().unwrap().contains("2026-04-01"),
+        "{line:?}"
+    );
+    assert_eq!(adjusted.subtotal - plain.subtotal, d("12.34"));
+    assert_eq!(adjusted.tax - plain.tax, d("0.56"));
+    assert_eq!(adjusted.credits_applied - plain.credits_applied, d("12.90"));
+    // a correction downwards lowers the invoice the same way
+    inp.adjustments[0].net = d("-2.00");
+    inp.adjustments[0].tax = d("0");
+    let lower = rate(&book(), &acct, &inp).unwrap();
+    assert_eq!(plain.subtotal - lower.subtotal, d("2.00"));
+}
