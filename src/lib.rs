@@ -7,6 +7,7 @@ pub mod bounds;
 pub mod catalog;
 pub mod counter_state;
 pub mod error;
+pub mod finality;
 pub mod flush;
 pub mod json_path;
 pub mod keys;

@@ -3,12 +3,13 @@
 
 mod support;
 
-use edgemeter::flush::{record_id, render, signature, Batch, Format, UsageRecord};
+use edgemeter::flush::{record_id, signature, UsageRecord};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use support::http::request;
 use support::rating::{
-    flushing_to_internal, invoice_when, month_start, put_account, rating_call, SECRET,
+    flushing_to_internal_with, invoice_when, month_start, put_account, rating_call, signed_batch,
+    SECRET,
 };
 use support::upstream::FakeUpstream;
 use support::wrangler::{scratch, Worker};
@@ -42,19 +43,12 @@ fn cents(v: &Value) -> i64 {
     (s.parse::<f64>().unwrap() * 100.0).round() as i64
 }
 
-fn signed_batch(records: Vec<UsageRecord>, secret: &str) -> (String, Vec<u8>) {
-    let (_, body) = render(Format::Native, &Batch::new(records), 0);
-    let now_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    (signature(secret, now_s, &body), body)
-}
-
 #[test]
 fn flushed_usage_becomes_an_exact_invoice() {
     let upstream = FakeUpstream::start(0);
-    let worker = flushing_to_internal("rating", &upstream, &book("10.00"));
+    // Final as soon as its final records arrive (no grace days), to see it here.
+    let now = [("INVOICE_GRACE_DAYS", "0")];
+    let worker = flushing_to_internal_with("rating", &upstream, &book("10.00"), &now);
     let port = worker.port;
     let (id, key) = customer(port, "open");
     let account = json!({"plan": "open", "account": {"customer_id": id, "country": "GB"}});
@@ -181,6 +175,7 @@ fn flushed_usage_becomes_an_exact_invoice() {
         let inv = rating_call(port, "GET", &path, &Value::Null).json();
         if inv["status"] == "final" {
             assert_eq!(inv["total"], invoice["total"]);
+            assert_eq!(inv["number"], "EM-000001", "{inv}");
             break;
         }
         assert!(

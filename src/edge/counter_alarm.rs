@@ -14,7 +14,7 @@ pub(super) struct PushClock {
 
 /// An alarm time from epoch milliseconds on the Worker's clock (a bare `i64` would
 /// mean an offset from now); the runtime schedules by the wall clock.
-fn alarm_at(ms: i64) -> ScheduledTime {
+pub(super) fn alarm_at(ms: i64) -> ScheduledTime {
     let wall = super::clock::wall_at(ms) as f64;
     ScheduledTime::new(worker::js_sys::Date::new(&wall.into()))
 }

@@ -24,6 +24,15 @@ pub fn json_response<T: Serialize>(value: &T, status: u16) -> Result<Response> {
     Ok(Response::from_json(value)?.with_status(status))
 }
 
+/// A 200 whose body is JSON text already, sent byte for byte.
+pub fn raw_json(text: String) -> Response {
+    let headers = worker::Headers::new();
+    let _ = headers.set("content-type", "application/json");
+    Response::ok(text)
+        .map(|r| r.with_headers(headers))
+        .unwrap_or_else(|_| Response::empty().expect("an empty response"))
+}
+
 /// Turns a handler's result into a response, rendering errors in OpenAI's shape.
 pub fn respond(result: std::result::Result<Response, ApiError>) -> Result<Response> {
     match result {

@@ -8,9 +8,10 @@ use super::sql::{integer, text};
 use super::{config, http};
 use crate::counter_state::Tally;
 use crate::error::ApiError;
+use crate::finality::Late;
 use crate::flush::UsageRecord;
-use crate::ledger::{rating_input, tally_of};
-use crate::period::{day_of_month, period_at, Period};
+use crate::ledger::{tally_of, Refused};
+use crate::period::period_at;
 use crate::rating::{preview, usage_blocked, Account, CreditGrant, PriceBook};
 use serde_json::{json, Value};
 use worker::Method;
@@ -26,6 +27,9 @@ CREATE TABLE IF NOT EXISTS totals (period_start INTEGER NOT NULL, period_end INT
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS rated (period_start INTEGER PRIMARY KEY, book_version TEXT NOT NULL,
   valid_until_ms INTEGER, invoice TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS finals (period_start INTEGER PRIMARY KEY, number TEXT NOT NULL, invoice TEXT NOT NULL,
+  finalized_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS billed (period_start INTEGER PRIMARY KEY, charges TEXT NOT NULL);
 ";
 
 type Answer = std::result::Result<Response, ApiError>;
@@ -34,13 +38,13 @@ type Answer = std::result::Result<Response, ApiError>;
 pub(super) struct Rating {
     pub(super) book: std::rc::Rc<PriceBook>,
     pub(super) account: Account,
-    plan: String,
+    pub(super) plan: String,
     pub(super) input: crate::rating::RatingInput,
-    pub(super) is_final: bool,
 }
 
 #[durable_object]
 pub struct Ledger {
+    state: State,
     pub(super) env: Env,
     pub(super) sql: SqlStorage,
     ready: std::cell::Cell<bool>,
@@ -58,14 +62,11 @@ pub(super) fn rating(e: crate::rating::RatingError) -> ApiError {
     .with_param(e.path)
 }
 
-fn int(row: &[SqlStorageValue], i: usize) -> i64 {
-    integer(row, i).unwrap_or(0)
-}
-
 impl DurableObject for Ledger {
     fn new(state: State, env: Env) -> Self {
         let sql = state.storage().sql();
         Ledger {
+            state,
             env,
             sql,
             ready: std::cell::Cell::new(false),
@@ -82,23 +83,15 @@ impl DurableObject for Ledger {
         let bytes = req.bytes().await.unwrap_or_default();
         let v: Value = serde_json::from_slice(&bytes).unwrap_or_default();
         let now_ms = super::clock::now_ms();
-        let result = match req.path().as_str() {
-            "/ingest" => match self.ingest(&bytes, now_ms) {
-                Ok(r) => {
-                    self.credit_state(now_ms).await;
-                    Ok(r)
-                }
-                Err(e) => Err(e),
-            },
+        let path = req.path();
+        let result = match path.as_str() {
+            "/ingest" => self.ingest(&bytes, now_ms),
             "/account" => self.set_account(&v),
-            "/grants" => match self.add_grant(&v) {
-                Ok(r) => {
-                    self.credit_state(now_ms).await;
-                    Ok(r)
-                }
+            "/grants" => self.add_grant(&v),
+            "/invoice" => match self.finalize_due(now_ms).await {
+                Ok(_) => self.invoice(v["period_start_ms"].as_i64().unwrap_or(0), None, now_ms),
                 Err(e) => Err(e),
             },
-            "/invoice" => self.invoice(v["period_start_ms"].as_i64().unwrap_or(0), None, now_ms),
             "/preview" => self.invoice(
                 v["period_start_ms"].as_i64().unwrap_or(0),
                 v["price_book"].as_str(),
@@ -106,7 +99,18 @@ impl DurableObject for Ledger {
             ),
             other => Err(ApiError::not_found(format!("no ledger route {other}"))),
         };
+        if result.is_ok() && matches!(path.as_str(), "/ingest" | "/grants") {
+            self.after_change(now_ms).await;
+        }
         http::respond(result)
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        if let Err(e) = super::sql::ensure_schema(&self.sql, SCHEMA, &self.ready) {
+            return Err(worker::Error::RustError(e.to_string()));
+        }
+        self.after_change(super::clock::now_ms()).await;
+        Response::ok("")
     }
 }
 
@@ -119,13 +123,21 @@ impl Ledger {
         super::sql::rows(&self.sql, q, binds).map_err(stored)
     }
 
-    /// Stores each record once; a record seen before changes nothing.
+    /// Stores each record once; a record seen before changes nothing. A record for a
+    /// final period past its backdating window is refused, listed with why.
     fn ingest(&self, bytes: &[u8], now_ms: i64) -> Answer {
         let records: Vec<UsageRecord> =
             serde_json::from_slice(bytes).map_err(ApiError::invalid_json)?;
-        let (mut fresh, mut duplicates) = (0, 0);
+        let (mut fresh, mut duplicates, mut refused) = (0, 0, Vec::new());
         let mut periods: Vec<i64> = Vec::new();
         for r in &records {
+            if let Some(reason) = self.too_late(r, now_ms)? {
+                refused.push(Refused {
+                    id: r.id.clone(),
+                    reason,
+                });
+                continue;
+            }
             let q = "INSERT OR IGNORE INTO records (id, period_start) VALUES (?, ?)";
             let written = self
                 .sql
@@ -137,50 +149,89 @@ impl Ledger {
                 continue;
             }
             fresh += 1;
-            if !r.livemode && self.meta("livemode")?.is_none() {
-                self.set_meta("livemode", &Value::Bool(false))?;
-            }
             if !periods.contains(&r.period_start_ms) {
                 periods.push(r.period_start_ms);
             }
-            if !r.plan.is_empty() {
-                // The counter's plan assignment: the period is rated under the plan of
-                // its latest record (by sequence), so a late or requeued older record
-                // never brings an earlier plan back.
-                let key = format!("plan:{}", r.period_start_ms);
-                let held = self.meta(&key)?.and_then(|v| v["seq"].as_u64());
-                if held.is_none_or(|seq| seq <= r.seq_to) {
-                    self.set_meta(&key, &json!({"plan": r.plan, "seq": r.seq_to}))?;
-                }
-            }
-            let q = "SELECT tally FROM totals WHERE period_start = ? AND meter = ? AND model = ?";
-            let key = vec![
-                r.period_start_ms.into(),
-                r.meter.as_str().into(),
-                r.model.as_str().into(),
-            ];
-            let old: Tally = self
-                .rows(q, key)?
-                .first()
-                .and_then(|row| serde_json::from_str(&text(row, 0)).ok())
-                .unwrap_or_default();
-            let total = old.plus(&tally_of(r));
-            let q = "INSERT INTO totals (period_start, period_end, meter, model, tally, final) VALUES (?, ?, ?, ?, ?, ?)
-                     ON CONFLICT(period_start, meter, model) DO UPDATE SET tally = excluded.tally,
-                     period_end = excluded.period_end, final = MAX(final, excluded.final)";
-            let binds = vec![
-                r.period_start_ms.into(),
-                r.period_end_ms.into(),
-                r.meter.as_str().into(),
-                r.model.as_str().into(),
-                serde_json::to_string(&total).unwrap_or_default().into(),
-                i64::from(r.is_final).into(),
-            ];
-            self.sql.exec(q, binds).map_err(stored)?;
+            self.store(r, now_ms)?;
         }
         self.rate_periods(&periods, now_ms);
-        http::json_response(&json!({"stored": fresh, "duplicates": duplicates}), 200)
-            .map_err(http::internal)
+        let answer = json!({"stored": fresh, "duplicates": duplicates, "refused": refused});
+        http::json_response(&answer, 200).map_err(http::internal)
+    }
+
+    /// Why a record for a final period is refused: its backdating window closed. A
+    /// record stored before is a duplicate, not a refusal. Refusals are counted.
+    fn too_late(
+        &self,
+        r: &UsageRecord,
+        now_ms: i64,
+    ) -> std::result::Result<Option<String>, ApiError> {
+        if self.final_text(r.period_start_ms)?.is_none() {
+            return Ok(None);
+        }
+        let Late::Refuse(reason) = self.finality().late(r.period_end_ms, now_ms) else {
+            return Ok(None);
+        };
+        let seen = self.rows(
+            "SELECT 1 FROM records WHERE id = ?",
+            vec![r.id.as_str().into()],
+        )?;
+        if !seen.is_empty() {
+            return Ok(None);
+        }
+        let count = self
+            .meta("late_refused")?
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
+        self.set_meta("late_refused", &json!(count + 1))?;
+        Ok(Some(reason))
+    }
+
+    /// Adds a new record to its period's totals, with the plan and mode it carries and
+    /// when the period's final records first arrived.
+    fn store(&self, r: &UsageRecord, now_ms: i64) -> std::result::Result<(), ApiError> {
+        if !r.livemode && self.meta("livemode")?.is_none() {
+            self.set_meta("livemode", &Value::Bool(false))?;
+        }
+        let final_key = super::ledger_final::final_key(r.period_start_ms);
+        if r.is_final && self.meta(&final_key)?.is_none() {
+            self.set_meta(&final_key, &json!(now_ms))?;
+        }
+        if !r.plan.is_empty() {
+            // The counter's plan assignment: the period is rated under the plan of
+            // its latest record (by sequence), so a late or requeued older record
+            // never brings an earlier plan back.
+            let key = format!("plan:{}", r.period_start_ms);
+            let held = self.meta(&key)?.and_then(|v| v["seq"].as_u64());
+            if held.is_none_or(|seq| seq <= r.seq_to) {
+                self.set_meta(&key, &json!({"plan": r.plan, "seq": r.seq_to}))?;
+            }
+        }
+        let q = "SELECT tally FROM totals WHERE period_start = ? AND meter = ? AND model = ?";
+        let key = vec![
+            r.period_start_ms.into(),
+            r.meter.as_str().into(),
+            r.model.as_str().into(),
+        ];
+        let old: Tally = self
+            .rows(q, key)?
+            .first()
+            .and_then(|row| serde_json::from_str(&text(row, 0)).ok())
+            .unwrap_or_default();
+        let total = old.plus(&tally_of(r));
+        let q = "INSERT INTO totals (period_start, period_end, meter, model, tally, final) VALUES (?, ?, ?, ?, ?, ?)
+                 ON CONFLICT(period_start, meter, model) DO UPDATE SET tally = excluded.tally,
+                 period_end = excluded.period_end, final = MAX(final, excluded.final)";
+        let binds = vec![
+            r.period_start_ms.into(),
+            r.period_end_ms.into(),
+            r.meter.as_str().into(),
+            r.model.as_str().into(),
+            serde_json::to_string(&total).unwrap_or_default().into(),
+            i64::from(r.is_final).into(),
+        ];
+        self.sql.exec(q, binds).map_err(stored)?;
+        Ok(())
     }
 
     /// False for a test-mode customer's Ledger (`test:<customer>`).
@@ -246,62 +297,14 @@ impl Ledger {
         http::json_response(&v, 201).map_err(http::internal)
     }
 
-    /// What rating a period needs: the book, the account, its plan and the input.
-    pub(super) fn context(&self, start: i64, now_ms: i64) -> std::result::Result<Rating, ApiError> {
-        let book = config::price_book(&self.env)?;
-        let v = self
-            .meta("account")?
-            .ok_or_else(|| ApiError::not_found("This customer has no billing account."))?;
-        let account = Account::parse(&v["account"].to_string(), &book).map_err(rating)?;
-        // Credits earlier periods drew are spent: this period draws on what is left.
-        let earlier = self.earlier_invoices(start, now_ms)?;
-        let account = crate::rating::net_of_draws(&account, &earlier);
-        // The plan the period's records carry; the account's only for older records.
-        let recorded = self.meta(&format!("plan:{start}"))?;
-        let recorded = recorded.and_then(|p| p["plan"].as_str().map(String::from));
-        let plan = recorded.unwrap_or_else(|| v["plan"].as_str().unwrap_or_default().to_string());
-        let q = "SELECT meter, model, tally, period_end, final FROM totals WHERE period_start = ?";
-        let rows = self.rows(q, vec![start.into()])?;
-        let totals: Vec<(String, String, Tally)> = rows
-            .iter()
-            .map(|r| {
-                (
-                    text(r, 0),
-                    text(r, 1),
-                    serde_json::from_str(&text(r, 2)).unwrap_or_default(),
-                )
-            })
-            .collect();
-        let end = rows
-            .first()
-            .map(|r| int(r, 3))
-            .unwrap_or_else(|| period_at(start, day_of_month(start)).end_ms);
-        let is_final = rows.iter().any(|r| int(r, 4) == 1);
-        let input = rating_input(
-            &plan,
-            Period {
-                start_ms: start,
-                end_ms: end,
-            },
-            &totals,
-            // Credits pay a period as of its own end, not as of whenever it is rated
-            // again: a later top-up never pays an earlier period, nor does an expiry
-            // take back what it paid.
-            now_ms.min(end - 1),
-        );
-        Ok(Rating {
-            book,
-            account,
-            plan,
-            input,
-            is_final,
-        })
-    }
-
     /// The invoice of the period starting at `start`, under the book in force or, for a
     /// preview, next to it under a draft book. Final once the period's final flush arrived.
     fn invoice(&self, start: i64, draft: Option<&str>, now_ms: i64) -> Answer {
         let body = match draft {
+            // A final invoice is answered exactly as it was stored.
+            None if let Some(text) = self.final_text(start)? => {
+                return Ok(http::raw_json(text));
+            }
             None => serde_json::to_value(self.rated_invoice(start, now_ms)?),
             Some(text) => {
                 let c = self.context(start, now_ms)?;
@@ -316,8 +319,20 @@ impl Ledger {
             .map_err(http::internal)
     }
 
-    /// Pushes the credit state; a failure is logged and tried again on the next change.
-    async fn credit_state(&self, now_ms: i64) {
+    /// After new usage or a new grant, and on the alarm: finalizes what is due (waking
+    /// again for the next), then pushes the credit state. Failures are logged and tried
+    /// again on the next change or alarm.
+    async fn after_change(&self, now_ms: i64) {
+        match self.finalize_due(now_ms).await {
+            Ok(Some(at)) => {
+                let alarm = super::counter_alarm::alarm_at(at);
+                if let Err(e) = self.state.storage().set_alarm(alarm).await {
+                    worker::console_error!("ledger alarm: {e}");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => worker::console_error!("finalizing: {}", e.message),
+        }
         if let Err(e) = self.push_credit_state(now_ms).await {
             worker::console_error!("credit state: {e}");
         }

@@ -5,22 +5,86 @@
 //! period draws on what the invoices of earlier periods left, so re-rating a period
 //! forgets the stored invoices after it.
 
-use super::ledger::{rating, stored, Ledger};
+use super::config;
+use super::ledger::{rating, stored, Ledger, Rating};
+use super::sql::{integer, text};
+use crate::counter_state::Tally;
 use crate::error::ApiError;
-use crate::rating::{rate, Invoice};
+use crate::ledger::rating_input;
+use crate::period::{day_of_month, period_at, Period};
+use crate::rating::{rate, Account, Invoice};
 
 impl Ledger {
+    /// What rating a period needs: the book, the account with what earlier periods
+    /// left of its credits, its plan, and the input with the corrections of earlier
+    /// final invoices that land on it.
+    pub(super) fn context(&self, start: i64, now_ms: i64) -> Result<Rating, ApiError> {
+        let mut c = self.period_input(start, now_ms)?;
+        // Credits earlier periods drew are spent: this period draws on what is left.
+        let earlier = self.earlier_invoices(start, now_ms)?;
+        c.account = crate::rating::net_of_draws(&c.account, &earlier);
+        c.input.adjustments = self.adjustments_for(start, now_ms)?;
+        Ok(c)
+    }
+
+    /// The period's own rating input: its totals under the plan its records carry, the
+    /// account as granted (no draws netted, no corrections).
+    pub(super) fn period_input(&self, start: i64, now_ms: i64) -> Result<Rating, ApiError> {
+        let book = config::price_book(&self.env)?;
+        let v = self
+            .meta("account")?
+            .ok_or_else(|| ApiError::not_found("This customer has no billing account."))?;
+        let account = Account::parse(&v["account"].to_string(), &book).map_err(rating)?;
+        // The plan the period's records carry; the account's only for older records.
+        let recorded = self.meta(&format!("plan:{start}"))?;
+        let recorded = recorded.and_then(|p| p["plan"].as_str().map(String::from));
+        let plan = recorded.unwrap_or_else(|| v["plan"].as_str().unwrap_or_default().to_string());
+        let q = "SELECT meter, model, tally, period_end, final FROM totals WHERE period_start = ?";
+        let rows = self.rows(q, vec![start.into()])?;
+        let totals: Vec<(String, String, Tally)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    text(r, 0),
+                    text(r, 1),
+                    serde_json::from_str(&text(r, 2)).unwrap_or_default(),
+                )
+            })
+            .collect();
+        let end = rows
+            .first()
+            .map(|r| integer(r, 3).unwrap_or(0))
+            .unwrap_or_else(|| period_at(start, day_of_month(start)).end_ms);
+        let input = rating_input(
+            &plan,
+            Period {
+                start_ms: start,
+                end_ms: end,
+            },
+            &totals,
+            // Credits pay a period as of its own end, not as of whenever it is rated
+            // again: a later top-up never pays an earlier period, nor does an expiry
+            // take back what it paid.
+            now_ms.min(end - 1),
+        );
+        Ok(Rating {
+            book,
+            account,
+            plan,
+            input,
+        })
+    }
+
     /// Rates the period starting at `start` and stores its invoice (final once the
     /// period's final record arrived).
     pub(super) fn rate_and_store(&self, start: i64, now_ms: i64) -> Result<Invoice, ApiError> {
+        if let Some(final_invoice) = self.final_invoice(start)? {
+            return Ok(final_invoice);
+        }
         let c = self.context(start, now_ms)?;
+        // A draft until `finalize` stores it for good, numbered.
         let mut invoice = rate(&c.book, &c.account, &c.input).map_err(rating)?;
         invoice.livemode = self.livemode()?;
-        let invoice = if c.is_final {
-            invoice.finalize()
-        } else {
-            invoice
-        };
         let text =
             serde_json::to_string(&invoice).map_err(|e| ApiError::internal(e.to_string()))?;
         let until = c.account.next_credit_change(now_ms);
@@ -83,8 +147,22 @@ impl Ledger {
 
     /// Rates the periods new records arrived for. A customer without a billing account
     /// yet has nothing to rate; other failures are logged and rated again on read.
+    /// A final period is never rated again: the open period its correction lands on is.
     pub(super) fn rate_periods(&self, starts: &[i64], now_ms: i64) {
-        for &start in starts {
+        let open = match self.open_periods() {
+            Ok(open) => open,
+            Err(e) => return worker::console_error!("open periods: {}", e.message),
+        };
+        let mut targets: Vec<i64> = starts
+            .iter()
+            .filter_map(|&s| match open.contains(&s) {
+                true => Some(s),
+                false => crate::finality::lands_on(s, &open),
+            })
+            .collect();
+        targets.sort();
+        targets.dedup();
+        for start in targets {
             match self.rate_and_store(start, now_ms) {
                 Ok(_) => {}
                 Err(e) if e.status == 404 => return,

@@ -106,14 +106,18 @@ pub async fn ingest(env: &Env, signature: &str, body: &[u8]) -> Result<Response,
         .collect()
         .await;
     let (mut stored, mut duplicates) = (0, 0);
+    let mut refused = batch.refused;
     for counts in answers {
         let counts = counts?;
         stored += counts["stored"].as_u64().unwrap_or(0);
         duplicates += counts["duplicates"].as_u64().unwrap_or(0);
+        // A Ledger refuses usage for a final period past its backdating window.
+        let late = serde_json::from_value::<Vec<crate::ledger::Refused>>(counts["refused"].clone());
+        refused.extend(late.unwrap_or_default());
     }
     // Refused records are listed in the 2xx, so the sender keeps exactly those aside.
     let answer = json!({"batch_id": batch.batch_id, "stored": stored, "duplicates": duplicates,
-        "refused": batch.refused});
+        "refused": refused});
     http::json_response(&answer, 200).map_err(http::internal)
 }
 

@@ -98,3 +98,28 @@ pub fn invoice_on(
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+/// A native batch of `records`, signed with `secret` now: (signature header, body).
+pub fn signed_batch(
+    records: Vec<edgemeter::flush::UsageRecord>,
+    secret: &str,
+) -> (String, Vec<u8>) {
+    use edgemeter::flush::{render, signature, Batch, Format};
+    let (_, body) = render(Format::Native, &Batch::new(records), 0);
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    (signature(secret, now_s, &body), body)
+}
+
+/// Posts `records` to the built-in rating endpoint as another sender would, signed
+/// with [`SECRET`].
+pub fn ingest(port: u16, records: Vec<edgemeter::flush::UsageRecord>) -> super::http::Resp {
+    let (sig, body) = signed_batch(records, SECRET);
+    let headers = [
+        ("x-edgemeter-signature", sig.as_str()),
+        ("content-type", "application/json"),
+    ];
+    super::http::request(port, "POST", "/rating/v1/ingest", &headers, &body)
+}

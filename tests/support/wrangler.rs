@@ -86,11 +86,16 @@ bindings = [
   {{ name = "USAGE_COUNTER", class_name = "UsageCounter" }},
   {{ name = "FLUSH_SHARD", class_name = "FlushShard" }},
   {{ name = "LEDGER", class_name = "Ledger" }},
+  {{ name = "INVOICE_NUMBERS", class_name = "InvoiceNumbers" }},
 ]
 
 [[migrations]]
 tag = "v1"
 new_sqlite_classes = ["UsageCounter", "FlushShard", "Ledger"]
+
+[[migrations]]
+tag = "v2"
+new_sqlite_classes = ["InvoiceNumbers"]
 "#,
         shim = shim.display(),
         // a test may point the Anthropic route at its own fake

@@ -1,0 +1,233 @@
+//! The Ledger's final invoices. A period becomes final `INVOICE_GRACE_DAYS` after its
+//! final records first arrive: it is rated once more, numbered by `InvoiceNumbers`,
+//! and stored as it is, never to change. Usage for it arriving later is taken within
+//! `BACKDATING_DAYS` of the period's end, and what the period owes beyond what was
+//! billed becomes an adjustment line on the next open invoice; after the window it is
+//! refused and counted. The decisions are `crate::finality`'s.
+
+use super::client::call_object;
+use super::invoice_numbers::NUMBERS_BINDING;
+use super::ledger::{rating, stored, Ledger};
+use super::sql::{integer, text};
+use crate::error::ApiError;
+use crate::finality::{correction, invoice_number, lands_on, Charges, Finality};
+use crate::period::Period;
+use crate::rating::{rate, Adjustment, Invoice};
+use serde_json::{json, Value};
+use worker::Method;
+
+/// Meta key of the instant a period's final records first arrived.
+pub(super) fn final_key(start: i64) -> String {
+    format!("final_at:{start}")
+}
+
+impl Ledger {
+    pub(super) fn finality(&self) -> Finality {
+        let days = |name| super::config::setting(&self.env, name).and_then(|v| v.parse().ok());
+        Finality::from_days(days("INVOICE_GRACE_DAYS"), days("BACKDATING_DAYS"))
+    }
+
+    /// The final invoice of the period starting at `start`, as stored, byte for byte.
+    pub(super) fn final_text(&self, start: i64) -> Result<Option<String>, ApiError> {
+        let q = "SELECT invoice FROM finals WHERE period_start = ?";
+        Ok(self
+            .rows(q, vec![start.into()])?
+            .first()
+            .map(|r| text(r, 0)))
+    }
+
+    pub(super) fn final_invoice(&self, start: i64) -> Result<Option<Invoice>, ApiError> {
+        let parse =
+            |t: String| serde_json::from_str(&t).map_err(|e| ApiError::internal(e.to_string()));
+        self.final_text(start)?.map(parse).transpose()
+    }
+
+    /// Finalizes, in period order, every period whose grace is over; returns when the
+    /// next one is due.
+    pub(super) async fn finalize_due(&self, now_ms: i64) -> Result<Option<i64>, ApiError> {
+        let q = "SELECT k, v FROM meta WHERE k LIKE 'final_at:%'";
+        let mut due: Vec<(i64, i64)> = self
+            .rows(q, vec![])?
+            .iter()
+            .filter_map(|r| {
+                let start = text(r, 0).strip_prefix("final_at:")?.parse().ok()?;
+                Some((start, text(r, 1).parse().ok()?))
+            })
+            .collect();
+        due.sort();
+        let finality = self.finality();
+        let mut next = None;
+        for (start, arrived) in due {
+            if self.final_text(start)?.is_some() {
+                continue;
+            }
+            let at = finality.final_at(arrived);
+            if at > now_ms {
+                next = next.min(Some(at)).or(Some(at));
+                continue;
+            }
+            self.finalize(start, now_ms).await?;
+        }
+        Ok(next)
+    }
+
+    /// Rates the period once more, numbers it and stores it for good, with what it
+    /// billed for itself and for the earlier periods it corrects.
+    async fn finalize(&self, start: i64, now_ms: i64) -> Result<(), ApiError> {
+        let c = self.context(start, now_ms)?;
+        let mut invoice = rate(&c.book, &c.account, &c.input)
+            .map_err(rating)?
+            .finalize();
+        invoice.livemode = self.livemode()?;
+        let owner = crate::flush::owner_key(&c.account.customer_id, invoice.livemode);
+        let n = self
+            .allocate_number(start, &owner, invoice.livemode)
+            .await?;
+        let prefix = super::config::setting(&self.env, "INVOICE_PREFIX").unwrap_or("EM-".into());
+        let prefix = if invoice.livemode {
+            prefix
+        } else {
+            format!("{prefix}TEST-")
+        };
+        invoice.number = Some(invoice_number(&prefix, n));
+        let body =
+            serde_json::to_string(&invoice).map_err(|e| ApiError::internal(e.to_string()))?;
+        // Another request may have finalized it while the number was asked for: the
+        // first one stored stays, with the same number.
+        let q = "INSERT OR IGNORE INTO finals (period_start, number, invoice, finalized_ms) VALUES (?, ?, ?, ?)";
+        let number = invoice.number.clone().unwrap_or_default();
+        let written = self
+            .sql
+            .exec(
+                q,
+                vec![start.into(), number.into(), body.into(), now_ms.into()],
+            )
+            .map_err(stored)?
+            .rows_written();
+        if written == 0 {
+            return Ok(());
+        }
+        self.add_billed(start, Charges::own(&invoice))?;
+        for a in &c.input.adjustments {
+            let carried = Charges {
+                net: a.net,
+                tax: a.tax,
+            };
+            self.add_billed(a.period.start_ms, carried)?;
+        }
+        // Later periods drew on what this one left and carry what it did not: re-rate.
+        let later = "DELETE FROM rated WHERE period_start > ?";
+        self.sql.exec(later, vec![start.into()]).map_err(stored)?;
+        Ok(())
+    }
+
+    async fn allocate_number(
+        &self,
+        start: i64,
+        owner: &str,
+        livemode: bool,
+    ) -> Result<u64, ApiError> {
+        let ask = json!({"owner": owner, "period_start_ms": start});
+        let instance = if livemode { "live" } else { "test" };
+        let mut resp = call_object(
+            &self.env,
+            NUMBERS_BINDING,
+            instance,
+            Method::Post,
+            "/",
+            Some(&ask),
+        )
+        .await?;
+        let v: Value = resp.json().await.map_err(super::http::internal)?;
+        v["number"].as_u64().ok_or_else(|| {
+            ApiError::unavailable(format!(
+                "invoice numbers answered {}: {v}",
+                resp.status_code()
+            ))
+        })
+    }
+
+    fn billed(&self, start: i64) -> Result<Charges, ApiError> {
+        let q = "SELECT charges FROM billed WHERE period_start = ?";
+        let rows = self.rows(q, vec![start.into()])?;
+        Ok(rows
+            .first()
+            .and_then(|r| serde_json::from_str(&text(r, 0)).ok())
+            .unwrap_or_default())
+    }
+
+    fn add_billed(&self, start: i64, more: Charges) -> Result<(), ApiError> {
+        let sum = self.billed(start)?.plus(more);
+        let q = "INSERT INTO billed (period_start, charges) VALUES (?, ?)
+                 ON CONFLICT(period_start) DO UPDATE SET charges = excluded.charges";
+        let text = serde_json::to_string(&sum).map_err(|e| ApiError::internal(e.to_string()))?;
+        self.sql
+            .exec(q, vec![start.into(), text.into()])
+            .map_err(stored)?;
+        Ok(())
+    }
+
+    /// Periods not final yet: those with usage, and the one after the latest.
+    pub(super) fn open_periods(&self) -> Result<Vec<i64>, ApiError> {
+        let q = "SELECT DISTINCT period_start FROM totals WHERE period_start NOT IN (SELECT period_start FROM finals)";
+        let mut open: Vec<i64> = self
+            .rows(q, vec![])?
+            .iter()
+            .filter_map(|r| integer(r, 0))
+            .collect();
+        let latest = self.rows("SELECT MAX(period_end) FROM totals", vec![])?;
+        open.extend(latest.first().and_then(|r| integer(r, 0)));
+        Ok(open)
+    }
+
+    /// The corrections of earlier final periods that land on the period at `start`.
+    pub(super) fn adjustments_for(
+        &self,
+        start: i64,
+        now_ms: i64,
+    ) -> Result<Vec<Adjustment>, ApiError> {
+        let q = "SELECT period_start FROM finals WHERE period_start < ? ORDER BY period_start";
+        let finals: Vec<i64> = self
+            .rows(q, vec![start.into()])?
+            .iter()
+            .filter_map(|r| integer(r, 0))
+            .collect();
+        if finals.is_empty() {
+            return Ok(Vec::new());
+        }
+        let open = self.open_periods()?;
+        let mut out = Vec::new();
+        for f in finals
+            .into_iter()
+            .filter(|&f| lands_on(f, &open) == Some(start))
+        {
+            let Some(billed_invoice) = self.final_invoice(f)? else {
+                continue;
+            };
+            let mut now = self.period_input(f, now_ms)?;
+            now.account.grants.clear(); // charges only: credits are drawn where it lands
+            let rated = rate(&now.book, &now.account, &now.input).map_err(rating)?;
+            if rated.currency != billed_invoice.currency {
+                worker::console_error!(
+                    "period {f}: the invoice currency changed after it was final; no correction"
+                );
+                continue;
+            }
+            let period = Period {
+                start_ms: f,
+                end_ms: billed_invoice.period.end_ms,
+            };
+            let versions = (
+                billed_invoice.price_book_version.as_str(),
+                now.book.version.as_str(),
+            );
+            out.extend(correction(
+                period,
+                Charges::own(&rated),
+                self.billed(f)?,
+                versions,
+            ));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,74 @@
+//! Tests of `finality`: the windows, corrections, where they land, numbers.
+use super::*;
+
+const END: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+
+fn d(s: &str) -> Decimal {
+    s.parse().unwrap()
+}
+
+#[test]
+fn a_period_is_final_its_grace_days_after_its_final_records() {
+    let f = Finality::from_days(None, None);
+    assert_eq!(f.final_at(END), END + 3 * DAY_MS);
+    let zero = Finality::from_days(Some(0), None);
+    assert_eq!(zero.final_at(END), END);
+}
+
+#[test]
+fn late_usage_is_taken_within_the_backdating_window_and_refused_after() {
+    let f = Finality::from_days(None, None);
+    assert_eq!(f.late(END, END + 35 * DAY_MS - 1), Late::Adjust);
+    match f.late(END, END + 35 * DAY_MS) {
+        Late::Refuse(why) => assert!(why.contains("2026-02-05"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    let short = Finality::from_days(None, Some(1));
+    assert!(matches!(short.late(END, END + DAY_MS), Late::Refuse(_)));
+}
+
+#[test]
+fn a_correction_is_what_is_owed_now_less_what_was_billed() {
+    let period = Period {
+        start_ms: END - 31 * DAY_MS,
+        end_ms: END,
+    };
+    let billed = Charges {
+        net: d("10.00"),
+        tax: d("0.80"),
+    };
+    assert_eq!(correction(period, billed, billed, ("v1", "v1")), None);
+    let now = Charges {
+        net: d("12.50"),
+        tax: d("1.00"),
+    };
+    let a = correction(period, now, billed, ("v1", "v1")).unwrap();
+    assert_eq!((a.net, a.tax), (d("2.50"), d("0.20")));
+    assert!(a.reason.contains("after the invoice was final"));
+    let cheaper = Charges {
+        net: d("9.00"),
+        tax: d("0.72"),
+    };
+    let a = correction(period, cheaper, billed, ("v1", "v2")).unwrap();
+    assert_eq!((a.net, a.tax), (d("-1.00"), d("-0.08")));
+    assert!(a.reason.contains("v2"), "{}", a.reason);
+    // once a later final invoice carried it, the billed sum agrees and nothing is left
+    let after = billed.plus(Charges {
+        net: d("2.50"),
+        tax: d("0.20"),
+    });
+    assert_eq!(correction(period, now, after, ("v1", "v1")), None);
+}
+
+#[test]
+fn a_correction_lands_on_the_first_open_period_after_the_final_one() {
+    assert_eq!(lands_on(100, &[300, 200, 50]), Some(200));
+    assert_eq!(lands_on(300, &[300, 200, 50]), None);
+}
+
+#[test]
+fn invoice_numbers_are_padded_and_ordered() {
+    assert_eq!(invoice_number("EM-", 42), "EM-000042");
+    assert!(invoice_number("EM-", 9) < invoice_number("EM-", 10));
+    assert_eq!(invoice_number("EM-", 1_234_567), "EM-1234567");
+}
