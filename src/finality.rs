@@ -89,23 +89,43 @@ impl Charges {
     }
 }
 
+/// Why a final period is rated again: records that arrived after it was final, the
+/// price book it is rated under, and the one it was final under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Since<'a> {
+    pub late_records: u64,
+    pub final_under: &'a str,
+    pub rated_under: &'a str,
+}
+
 /// The correction a final period needs: what it owes `now` less what was `billed` for
 /// it (its final invoice and the corrections finalized since); none when they agree.
 pub fn correction(
     period: Period,
     now: Charges,
     billed: Charges,
-    versions: (&str, &str),
+    since: Since,
 ) -> Option<Adjustment> {
     if now == billed {
         return None;
     }
-    let (billed_under, rated_under) = versions;
-    let reason = if billed_under == rated_under {
-        "usage recorded after the invoice was final".to_string()
-    } else {
-        format!("re-rated under price book {rated_under} (final under {billed_under})")
-    };
+    let mut causes = Vec::new();
+    if since.late_records > 0 {
+        causes.push(format!(
+            "{} usage record(s) arrived after the invoice was final",
+            since.late_records
+        ));
+    }
+    if since.final_under != since.rated_under {
+        causes.push(format!(
+            "re-rated under price book {} (final under {})",
+            since.rated_under, since.final_under
+        ));
+    }
+    if causes.is_empty() {
+        causes.push("the billing account changed after the invoice was final".into());
+    }
+    let reason = causes.join("; ");
     Some(Adjustment {
         period,
         reason,

@@ -37,27 +37,47 @@ fn a_correction_is_what_is_owed_now_less_what_was_billed() {
         net: d("10.00"),
         tax: d("0.80"),
     };
-    assert_eq!(correction(period, billed, billed, ("v1", "v1")), None);
+    let late = Since {
+        late_records: 2,
+        final_under: "v1",
+        rated_under: "v1",
+    };
+    assert_eq!(correction(period, billed, billed, late), None);
     let now = Charges {
         net: d("12.50"),
         tax: d("1.00"),
     };
-    let a = correction(period, now, billed, ("v1", "v1")).unwrap();
+    let a = correction(period, now, billed, late).unwrap();
     assert_eq!((a.net, a.tax), (d("2.50"), d("0.20")));
-    assert!(a.reason.contains("after the invoice was final"));
+    assert!(
+        a.reason.contains("2 usage record(s) arrived after"),
+        "{}",
+        a.reason
+    );
     let cheaper = Charges {
         net: d("9.00"),
         tax: d("0.72"),
     };
-    let a = correction(period, cheaper, billed, ("v1", "v2")).unwrap();
+    let book = Since {
+        late_records: 0,
+        rated_under: "v2",
+        ..late
+    };
+    let a = correction(period, cheaper, billed, book).unwrap();
     assert_eq!((a.net, a.tax), (d("-1.00"), d("-0.08")));
-    assert!(a.reason.contains("v2"), "{}", a.reason);
+    assert_eq!(a.reason, "re-rated under price book v2 (final under v1)");
+    let account = Since {
+        late_records: 0,
+        ..late
+    };
+    let a = correction(period, cheaper, billed, account).unwrap();
+    assert!(a.reason.contains("account changed"), "{}", a.reason);
     // once a later final invoice carried it, the billed sum agrees and nothing is left
     let after = billed.plus(Charges {
         net: d("2.50"),
         tax: d("0.20"),
     });
-    assert_eq!(correction(period, now, after, ("v1", "v1")), None);
+    assert_eq!(correction(period, now, after, late), None);
 }
 
 #[test]

@@ -127,6 +127,20 @@ fn a_final_invoice_never_changes_and_late_usage_becomes_one_adjustment() {
         carried[0]["note"].as_str().unwrap().contains(&p1),
         "{second}"
     );
+    assert!(
+        carried[0]["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("1 usage record(s) arrived after"),
+        "{second}"
+    );
+    // A grant added now pays the open invoice, never the final one.
+    let grant = json!({"id": "late-grant", "amount": "0.50", "currency": "USD", "effective_at_ms": 0});
+    let grants = format!("/rating/v1/customers/{id}/grants");
+    assert_eq!(rating_call(port, "POST", &grants, &grant).status, 201);
+    assert_eq!(invoice_text(port, &id, &p1), final_text);
+    let paid = invoice_on(port, &id, &p2, |inv| inv["credits_applied"] != "0.00");
+    assert_eq!(paid["credits_applied"], "0.50", "{paid}");
 
     // Period 2 becomes final with the adjustment, numbered next; period 3 does not
     // carry it again.

@@ -160,7 +160,8 @@ impl Ledger {
     }
 
     /// Why a record for a final period is refused: its backdating window closed. A
-    /// record stored before is a duplicate, not a refusal. Refusals are counted.
+    /// record stored before is a duplicate, not a refusal. Refusals are counted, and so
+    /// are the records taken late, so the correction they cause says why.
     fn too_late(
         &self,
         r: &UsageRecord,
@@ -169,22 +170,17 @@ impl Ledger {
         if self.final_text(r.period_start_ms)?.is_none() {
             return Ok(None);
         }
-        let Late::Refuse(reason) = self.finality().late(r.period_end_ms, now_ms) else {
-            return Ok(None);
-        };
-        let seen = self.rows(
-            "SELECT 1 FROM records WHERE id = ?",
-            vec![r.id.as_str().into()],
-        )?;
-        if !seen.is_empty() {
+        let seen = "SELECT 1 FROM records WHERE id = ?";
+        if !self.rows(seen, vec![r.id.as_str().into()])?.is_empty() {
             return Ok(None);
         }
-        let count = self
-            .meta("late_refused")?
-            .and_then(|v| v.as_u64())
-            .unwrap_or(0);
-        self.set_meta("late_refused", &json!(count + 1))?;
-        Ok(Some(reason))
+        let (key, refused) = match self.finality().late(r.period_end_ms, now_ms) {
+            Late::Adjust => (super::ledger_final::late_key(r.period_start_ms), None),
+            Late::Refuse(reason) => ("late_refused".to_string(), Some(reason)),
+        };
+        let count = self.meta(&key)?.and_then(|v| v.as_u64()).unwrap_or(0);
+        self.set_meta(&key, &json!(count + 1))?;
+        Ok(refused)
     }
 
     /// Adds a new record to its period's totals, with the plan and mode it carries and

@@ -10,11 +10,16 @@ use super::invoice_numbers::NUMBERS_BINDING;
 use super::ledger::{rating, stored, Ledger};
 use super::sql::{integer, text};
 use crate::error::ApiError;
-use crate::finality::{correction, invoice_number, lands_on, Charges, Finality};
+use crate::finality::{correction, invoice_number, lands_on, Charges, Finality, Late, Since};
 use crate::period::Period;
 use crate::rating::{rate, Adjustment, Invoice};
 use serde_json::{json, Value};
 use worker::Method;
+
+/// Meta key of the count of records stored for a period after it was final.
+pub(super) fn late_key(start: i64) -> String {
+    format!("late:{start}")
+}
 
 /// Meta key of the instant a period's final records first arrived.
 pub(super) fn final_key(start: i64) -> String {
@@ -147,6 +152,14 @@ impl Ledger {
         })
     }
 
+    /// Records stored for the period after it was final.
+    pub(super) fn late_records(&self, start: i64) -> Result<u64, ApiError> {
+        Ok(self
+            .meta(&late_key(start))?
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0))
+    }
+
     fn billed(&self, start: i64) -> Result<Charges, ApiError> {
         let q = "SELECT charges FROM billed WHERE period_start = ?";
         let rows = self.rows(q, vec![start.into()])?;
@@ -204,6 +217,13 @@ impl Ledger {
             let Some(billed_invoice) = self.final_invoice(f)? else {
                 continue;
             };
+            // Late records were taken inside the window: they are always carried. A
+            // changed book or account corrects a final period only inside it.
+            let late_records = self.late_records(f)?;
+            let window = self.finality().late(billed_invoice.period.end_ms, now_ms);
+            if late_records == 0 && window != Late::Adjust {
+                continue;
+            }
             let mut now = self.period_input(f, now_ms)?;
             now.account.grants.clear(); // charges only: credits are drawn where it lands
             let rated = rate(&now.book, &now.account, &now.input).map_err(rating)?;
@@ -217,15 +237,16 @@ impl Ledger {
                 start_ms: f,
                 end_ms: billed_invoice.period.end_ms,
             };
-            let versions = (
-                billed_invoice.price_book_version.as_str(),
-                now.book.version.as_str(),
-            );
+            let since = Since {
+                late_records,
+                final_under: &billed_invoice.price_book_version,
+                rated_under: &now.book.version,
+            };
             out.extend(correction(
                 period,
                 Charges::own(&rated),
                 self.billed(f)?,
-                versions,
+                since,
             ));
         }
         Ok(out)
