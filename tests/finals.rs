@@ -135,7 +135,8 @@ fn a_final_invoice_never_changes_and_late_usage_becomes_one_adjustment() {
         "{second}"
     );
     // A grant added now pays the open invoice, never the final one.
-    let grant = json!({"id": "late-grant", "amount": "0.50", "currency": "USD", "effective_at_ms": 0});
+    let grant =
+        json!({"id": "late-grant", "amount": "0.50", "currency": "USD", "effective_at_ms": 0});
     let grants = format!("/rating/v1/customers/{id}/grants");
     assert_eq!(rating_call(port, "POST", &grants, &grant).status, 201);
     assert_eq!(invoice_text(port, &id, &p1), final_text);

@@ -112,3 +112,69 @@ fn a_period_is_rated_under_the_plan_its_records_carry() {
     assert_eq!(invoice["subtotal"], "1.00", "{invoice}");
     worker.stop();
 }
+
+#[test]
+fn grants_are_listed_with_balances_promotional_first_and_a_void_keeps_history() {
+    let upstream = FakeUpstream::start(0);
+    let worker = support::rating::flushing_to_internal("ledger-grants", &upstream, &book());
+    let port = worker.port;
+    let (id, key) = customer(port, "open");
+    let account = json!({"plan": "open", "account": {"customer_id": id, "country": "US"}});
+    assert_eq!(put_account(port, &id, &account).status, 200);
+    let grants = format!("/rating/v1/customers/{id}/grants");
+    let paid = json!({"id": "paid", "amount": "5.00", "currency": "USD", "priority": 0, "effective_at_ms": 0});
+    let promo = json!({"id": "promo", "amount": "1.00", "currency": "USD", "priority": 5,
+        "category": "promotional", "effective_at_ms": 0});
+    for g in [&paid, &promo] {
+        let r = rating_call(port, "POST", &grants, g);
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    // 3.01 due: the promotional 1.00 first, whatever its priority, then 2.01 paid.
+    let period = use_once(port, &key);
+    let inv = invoice_on(port, &id, &period, has_one_request);
+    assert_eq!(inv["credits_applied"], "3.01", "{inv}");
+    assert_eq!(inv["credits"][0]["grant_id"], "promo", "{inv}");
+    let listed = rating_call(port, "GET", &grants, &Value::Null).json();
+    let view = |l: &Value| -> Vec<(String, String, String)> {
+        let data = l["data"].as_array().unwrap();
+        data.iter()
+            .map(|g| {
+                let s = |k: &str| g[k].as_str().unwrap_or_default().to_string();
+                (s("id"), s("status"), s("balance"))
+            })
+            .collect()
+    };
+    let row = |id: &str, status: &str, balance: &str| {
+        (id.to_string(), status.to_string(), balance.to_string())
+    };
+    assert_eq!(
+        view(&listed),
+        vec![row("paid", "active", "2.99"), row("promo", "used", "0.00")],
+        "{listed}"
+    );
+
+    // Voided, the paid grant no longer pays the open invoice, and stays listed.
+    let void = format!("{grants}/paid/void");
+    let r = rating_call(port, "POST", &void, &Value::Null);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["voided_at_ms"].is_i64(), "{}", r.text());
+    assert_eq!(rating_call(port, "POST", &void, &Value::Null).status, 409);
+    let missing = format!("{grants}/nope/void");
+    assert_eq!(
+        rating_call(port, "POST", &missing, &Value::Null).status,
+        404
+    );
+    let inv = invoice_on(port, &id, &period, has_one_request);
+    assert_eq!(
+        (inv["credits_applied"].as_str(), inv["total"].as_str()),
+        (Some("1.00"), Some("2.01")),
+        "{inv}"
+    );
+    let listed = rating_call(port, "GET", &grants, &Value::Null).json();
+    assert_eq!(
+        view(&listed),
+        vec![row("paid", "voided", "0.00"), row("promo", "used", "0.00")],
+        "{listed}"
+    );
+    worker.stop();
+}

@@ -12,7 +12,7 @@ use crate::finality::Late;
 use crate::flush::UsageRecord;
 use crate::ledger::{tally_of, Refused};
 use crate::period::period_at;
-use crate::rating::{preview, usage_blocked, Account, CreditGrant, PriceBook};
+use crate::rating::{preview, usage_blocked, Account, PriceBook};
 use serde_json::{json, Value};
 use worker::Method;
 use worker::{
@@ -88,6 +88,8 @@ impl DurableObject for Ledger {
             "/ingest" => self.ingest(&bytes, now_ms),
             "/account" => self.set_account(&v),
             "/grants" => self.add_grant(&v),
+            "/grants/list" => self.list_grants(now_ms),
+            "/grants/void" => self.void_grant(v["grant_id"].as_str().unwrap_or_default(), now_ms),
             "/invoice" => match self.finalize_due(now_ms).await {
                 Ok(_) => self.invoice(v["period_start_ms"].as_i64().unwrap_or(0), None, now_ms),
                 Err(e) => Err(e),
@@ -99,7 +101,7 @@ impl DurableObject for Ledger {
             ),
             other => Err(ApiError::not_found(format!("no ledger route {other}"))),
         };
-        if result.is_ok() && matches!(path.as_str(), "/ingest" | "/grants") {
+        if result.is_ok() && matches!(path.as_str(), "/ingest" | "/grants" | "/grants/void") {
             self.after_change(now_ms).await;
         }
         http::respond(result)
@@ -266,31 +268,6 @@ impl Ledger {
         self.set_meta("livemode", &Value::Bool(v["livemode"] != false))?;
         self.forget_rated()?;
         http::json_response(v, 200).map_err(http::internal)
-    }
-
-    /// A prepaid credit grant or top-up, validated against the book with the others.
-    fn add_grant(&self, grant: &Value) -> Answer {
-        let book = config::price_book(&self.env)?;
-        let mut v = self
-            .meta("account")?
-            .ok_or_else(|| ApiError::not_found("Set the customer's account first."))?;
-        let g: CreditGrant =
-            serde_json::from_value(grant.clone()).map_err(ApiError::invalid_json)?;
-        let grants = v["account"]["grants"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if grants.iter().any(|x| x["id"] == g.id.as_str()) {
-            return Err(ApiError::conflict(
-                "grant_exists",
-                format!("A grant `{}` exists already.", g.id),
-            ));
-        }
-        v["account"]["grants"] = Value::Array([grants, vec![grant.clone()]].concat());
-        Account::parse(&v["account"].to_string(), &book).map_err(rating)?;
-        self.set_meta("account", &v)?;
-        self.forget_rated()?;
-        http::json_response(&v, 201).map_err(http::internal)
     }
 
     /// The invoice of the period starting at `start`, under the book in force or, for a

@@ -21,6 +21,7 @@ mod http;
 mod invoice_numbers;
 mod ledger;
 mod ledger_final;
+mod ledger_grants;
 mod ledger_rated;
 mod metrics;
 mod observe;

@@ -183,6 +183,13 @@ async fn manage(
         (Method::Post, ["customers", id, "grants"]) => {
             ledger(env, &customer(id)?, "/grants", &body).await
         }
+        (Method::Get, ["customers", id, "grants"]) => {
+            ledger(env, &customer(id)?, "/grants/list", &Value::Null).await
+        }
+        (Method::Post, ["customers", id, "grants", grant, "void"]) => {
+            let ask = json!({ "grant_id": grant });
+            ledger(env, &customer(id)?, "/grants/void", &ask).await
+        }
         (Method::Get, ["customers", id, "invoices", period]) => {
             let ask = json!({"period_start_ms": period_start(period)?});
             ledger(env, &customer(id)?, "/invoice", &ask).await

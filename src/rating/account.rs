@@ -53,7 +53,10 @@ pub struct CreditGrant {
     /// A credit-unit grant: the value of one credit in the invoice currency.
     #[serde(default)]
     pub credit_rate: Option<Decimal>,
-    /// Lower is drawn first.
+    /// Promotional credit is drawn before paid credit; then lower `priority` first.
+    #[serde(default)]
+    pub category: GrantCategory,
+    /// Lower is drawn first, within a category.
     #[serde(default)]
     pub priority: u32,
     /// First instant the grant can be used.
@@ -62,6 +65,19 @@ pub struct CreditGrant {
     /// From this instant on the grant is unusable; `None` never expires.
     #[serde(default)]
     pub expires_at_ms: Option<i64>,
+    /// Voided at this instant: unusable from then on, kept with what it paid before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voided_at_ms: Option<i64>,
+}
+
+/// Whether a grant was given away or paid for: promotional credit is spent first, so
+/// what the customer paid for lasts longest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantCategory {
+    Promotional,
+    #[default]
+    Paid,
 }
 
 impl Account {
@@ -70,7 +86,7 @@ impl Account {
     pub fn next_credit_change(&self, at_ms: i64) -> Option<i64> {
         self.grants
             .iter()
-            .flat_map(|g| [Some(g.effective_at_ms), g.expires_at_ms])
+            .flat_map(|g| [Some(g.effective_at_ms), g.expires_at_ms, g.voided_at_ms])
             .flatten()
             .filter(|&t| t > at_ms)
             .min()
@@ -196,8 +212,10 @@ impl CreditGrant {
         }
     }
 
-    /// Usable at `at_ms`: effective, and not yet expired (expiry is exclusive).
+    /// Usable at `at_ms`: effective, and neither expired nor voided yet (both are
+    /// exclusive).
     pub fn usable_at(&self, at_ms: i64) -> bool {
-        self.effective_at_ms <= at_ms && self.expires_at_ms.is_none_or(|e| at_ms < e)
+        let before = |end: Option<i64>| end.is_none_or(|e| at_ms < e);
+        self.effective_at_ms <= at_ms && before(self.expires_at_ms) && before(self.voided_at_ms)
     }
 }

@@ -21,8 +21,9 @@ pub struct CreditApplication {
     pub remaining: Decimal,
 }
 
-/// Indices of the grants usable at `at_ms`, in draw-down order: priority ascending, then
-/// earliest expiry (a grant that never expires after all that do), then creation order.
+/// Indices of the grants usable at `at_ms`, in draw-down order: promotional before
+/// paid, priority ascending, then earliest expiry (a grant that never expires after all
+/// that do), then creation order.
 pub fn draw_order(grants: &[CreditGrant], at_ms: i64) -> Vec<usize> {
     let mut order: Vec<usize> = (0..grants.len())
         .filter(|&i| grants[i].usable_at(at_ms) && grants[i].amount > Decimal::ZERO)
@@ -30,8 +31,8 @@ pub fn draw_order(grants: &[CreditGrant], at_ms: i64) -> Vec<usize> {
     // A stable sort keeps creation order among equals.
     order.sort_by(|&a, &b| {
         let (a, b) = (&grants[a], &grants[b]);
-        a.priority
-            .cmp(&b.priority)
+        (a.category, a.priority)
+            .cmp(&(b.category, b.priority))
             .then(match (a.expires_at_ms, b.expires_at_ms) {
                 (Some(x), Some(y)) => x.cmp(&y),
                 (Some(_), None) => Ordering::Less,
@@ -112,6 +113,63 @@ pub fn remaining_balance(book: &PriceBook, account: &Account, at_ms: i64) -> Dec
             ))
         })
         .fold(zero, |sum, v| sum + v)
+}
+
+/// A grant as the admin API lists it: what was granted, what invoices drew on it so
+/// far (drafts included), and what is left to use now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrantBalance {
+    #[serde(flatten)]
+    pub grant: CreditGrant,
+    pub drawn: Decimal,
+    /// Left in the grant's own units; zero once it expired or was voided.
+    pub balance: Decimal,
+    pub status: GrantStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantStatus {
+    /// Not effective yet.
+    Scheduled,
+    Active,
+    Used,
+    Expired,
+    Voided,
+}
+
+/// Each grant's balance after every invoice in `invoices` drew on it, at `at_ms`.
+pub fn grant_balances<'a>(
+    account: &Account,
+    invoices: impl IntoIterator<Item = &'a Invoice>,
+    at_ms: i64,
+) -> Vec<GrantBalance> {
+    let net = net_of_draws(account, invoices);
+    account
+        .grants
+        .iter()
+        .zip(&net.grants)
+        .map(|(granted, left)| {
+            let status = match granted {
+                g if g.voided_at_ms.is_some_and(|v| v <= at_ms) => GrantStatus::Voided,
+                g if g.expires_at_ms.is_some_and(|e| e <= at_ms) => GrantStatus::Expired,
+                g if g.effective_at_ms > at_ms => GrantStatus::Scheduled,
+                _ if left.amount <= Decimal::ZERO => GrantStatus::Used,
+                _ => GrantStatus::Active,
+            };
+            let usable = matches!(status, GrantStatus::Active | GrantStatus::Scheduled);
+            GrantBalance {
+                grant: granted.clone(),
+                drawn: granted.amount - left.amount,
+                // zero in the grant's own scale, as amounts are written
+                balance: match usable {
+                    true => left.amount,
+                    false => Decimal::new(0, granted.amount.scale()),
+                },
+                status,
+            }
+        })
+        .collect()
 }
 
 /// Whether the edge must refuse usage: the plan blocks on exhausted credits and the

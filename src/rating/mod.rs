@@ -78,10 +78,11 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
-pub use account::{Account, CreditGrant};
+pub use account::{Account, CreditGrant, GrantCategory};
 pub use charges::{graduated, package, per_unit, percentage, volume, PercentageOutcome, TierPart};
 pub use credits::{
-    apply_credits, draw_order, net_of_draws, remaining_balance, usage_blocked, CreditApplication,
+    apply_credits, draw_order, grant_balances, net_of_draws, remaining_balance, usage_blocked,
+    CreditApplication, GrantBalance, GrantStatus,
 };
 pub use input::{
     meter_totals, segment_days, utc_day, Adjustment, Meter, MeterTotal, RatingInput, Segment,

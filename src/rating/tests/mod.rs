@@ -4,6 +4,7 @@
 mod book;
 mod charges;
 pub(crate) mod fixtures;
+mod grants;
 mod invoices;
 mod props;
 mod rules;

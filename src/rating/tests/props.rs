@@ -99,6 +99,7 @@ proptest! {
             priority,
             effective_at_ms: day(0),
             expires_at_ms: expires.map(|e| day(e + 1)),
+            ..CreditGrant::default()
         }).collect();
         let acct = Account { grants, ..account("US") };
         let due = Decimal::new(due as i64, 2);

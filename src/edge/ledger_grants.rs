@@ -1,0 +1,84 @@
+//! The Ledger's credit grants: adding one, listing them with their balances (net of
+//! every invoice so far, open drafts included), and voiding one, which keeps it with
+//! what it paid and makes it unusable from that instant.
+
+use super::config;
+use super::http;
+use super::ledger::{rating, Ledger};
+use crate::error::ApiError;
+use crate::rating::{grant_balances, Account, CreditGrant};
+use serde_json::{json, Value};
+use worker::Response;
+
+type Answer = Result<Response, ApiError>;
+
+impl Ledger {
+    /// The stored account document (`{"plan", "account", …}`); 404 before one is set.
+    fn account_doc(&self) -> Result<Value, ApiError> {
+        self.meta("account")?
+            .ok_or_else(|| ApiError::not_found("Set the customer's account first."))
+    }
+
+    /// Validates the account with its changed grants against the book, stores it, and
+    /// forgets the drafts (finals never change).
+    fn store_grants(&self, mut doc: Value, grants: Vec<Value>) -> Result<Value, ApiError> {
+        let book = config::price_book(&self.env)?;
+        doc["account"]["grants"] = Value::Array(grants);
+        Account::parse(&doc["account"].to_string(), &book).map_err(rating)?;
+        self.set_meta("account", &doc)?;
+        self.forget_rated()?;
+        Ok(doc)
+    }
+
+    /// A prepaid credit grant or top-up, validated against the book with the others.
+    pub(super) fn add_grant(&self, grant: &Value) -> Answer {
+        let doc = self.account_doc()?;
+        let g: CreditGrant =
+            serde_json::from_value(grant.clone()).map_err(ApiError::invalid_json)?;
+        let mut grants = doc["account"]["grants"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if grants.iter().any(|x| x["id"] == g.id.as_str()) {
+            return Err(ApiError::conflict(
+                "grant_exists",
+                format!("A grant `{}` exists already.", g.id),
+            ));
+        }
+        grants.push(grant.clone());
+        let doc = self.store_grants(doc, grants)?;
+        http::json_response(&doc, 201).map_err(http::internal)
+    }
+
+    /// Every grant with what invoices drew on it and what is left now.
+    pub(super) fn list_grants(&self, now_ms: i64) -> Answer {
+        let book = config::price_book(&self.env)?;
+        let doc = self.account_doc()?;
+        let account = Account::parse(&doc["account"].to_string(), &book).map_err(rating)?;
+        let invoices = self.earlier_invoices(i64::MAX, now_ms)?;
+        let balances = grant_balances(&account, &invoices, now_ms);
+        http::json_response(&json!({"data": balances}), 200).map_err(http::internal)
+    }
+
+    /// Voids a grant from now on; it stays listed, with what it paid.
+    pub(super) fn void_grant(&self, id: &str, now_ms: i64) -> Answer {
+        let doc = self.account_doc()?;
+        let mut grants = doc["account"]["grants"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let Some(g) = grants.iter_mut().find(|g| g["id"] == id) else {
+            return Err(ApiError::not_found(format!("No grant `{id}`.")).with_param("grant_id"));
+        };
+        if g.get("voided_at_ms").is_some_and(|v| !v.is_null()) {
+            return Err(ApiError::conflict(
+                "grant_voided",
+                format!("The grant `{id}` is voided already."),
+            ));
+        }
+        g["voided_at_ms"] = json!(now_ms);
+        let voided = g.clone();
+        self.store_grants(doc, grants)?;
+        http::json_response(&voided, 200).map_err(http::internal)
+    }
+}
