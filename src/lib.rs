@@ -18,6 +18,7 @@ pub mod prompt_size;
 pub mod protocol;
 pub mod quota;
 pub mod rating;
+pub mod reconcile;
 pub mod report;
 pub mod request;
 pub mod reservation;

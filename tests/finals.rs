@@ -115,6 +115,18 @@ fn a_final_invoice_never_changes_and_late_usage_becomes_one_adjustment() {
         r.text()
     );
     assert_eq!(invoice_text(port, &id, &p1), final_text);
+    // The reconciliation kept at finalization was exact; made now, it flags the usage
+    // that came from another sender than the customer's counter.
+    let path = format!("/rating/v1/customers/{id}/reconciliation/{p1}");
+    let r = rating_call(port, "GET", &path, &Value::Null).json();
+    assert_eq!(r["at_finalization"]["unexplained"], 0, "{r}");
+    assert_eq!(r["unexplained"], 1, "{r}");
+    let stray = r["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["explained"] == false);
+    assert_eq!(stray.unwrap()["amounts"]["requests"], 2, "{r}");
     let second = invoice_on(port, &id, &p2, |inv| !adjustments(inv).is_empty());
     let carried = adjustments(&second);
     assert_eq!(carried.len(), 1, "{second}");

@@ -166,6 +166,13 @@ async fn admin(mut req: Request, env: &Env) -> Result<Response, ApiError> {
             client::call(env, customer_id(id)?, Method::Post, "/close-period", none).await
         }
         (Method::Get, ["flush"]) => flush_stats(env).await,
+        (Method::Get, ["reconciliation", at]) => {
+            // Every customer's period containing that day, added up through the shards.
+            let at_ms = super::rating_api::instant(at)?;
+            let shards = config::flush_shards(env).unwrap_or(0);
+            let fleet = super::flush_shard_reconcile::fleet(env, shards, at_ms).await;
+            http::json_response(&fleet, 200).map_err(http::internal)
+        }
         (Method::Post, ["test", "faults"]) => {
             http::json_response(&super::faults::set(env, &bytes)?, 200).map_err(http::internal)
         }

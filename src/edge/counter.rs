@@ -105,6 +105,9 @@ impl DurableObject for UsageCounter {
             }
             (Method::Post, "/extend") => body(&bytes).and_then(|r| self.extend(r)),
             (Method::Get, "/flush") => self.flush_view(now_ms),
+            (Method::Post, "/reconcile") => {
+                body(&bytes).and_then(|at| self.reconcile_view(at, now_ms))
+            }
             (Method::Post, "/flush/push") => match self.push(now_ms).await {
                 Ok(v) => http::json_response(&v, 200).map_err(http::internal),
                 Err(e) => Err(e),

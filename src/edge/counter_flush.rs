@@ -13,6 +13,7 @@ use crate::flush::snapshot::{acknowledge, is_clean, take, FlushRow, Stamp};
 use crate::flush::wake::{next_alarm, push_due, AfterPush};
 use crate::flush::{shard_for, UsageRecord};
 use crate::period::{period_at, Period};
+use crate::reconcile::{CounterRow, CounterView};
 use serde_json::json;
 use worker::{Method, Response};
 
@@ -211,6 +212,35 @@ impl UsageCounter {
                 "pushed_seq": f.pushed_seq, "flushed_seq": f.flushed_seq,
                 "in_flight": f.pending.len(), "last_push_ms": f.last_push_ms,
                 "alarm_ms": f.alarm_ms, "failures": f.failures}))
+        })?;
+        http::json_response(&view, 200).map_err(http::internal)
+    }
+
+    /// The counter's side of the period containing `at_ms`, for reconciliation: its
+    /// rows and the records of that period it holds unacknowledged.
+    pub(super) fn reconcile_view(&self, at_ms: i64, now_ms: i64) -> Answer {
+        let view = self.with(now_ms, |l| {
+            let rows = self.store.rows_at(at_ms).map_err(stored)?;
+            let f = self.store.flush_state().map_err(stored)?;
+            let period = rows
+                .first()
+                .map(|r| r.period)
+                .unwrap_or_else(|| period_at(at_ms, l.state.anchor_day));
+            let held = f.pending.into_iter();
+            let rows = rows.into_iter().map(|r| CounterRow {
+                meter: r.meter,
+                model: r.model,
+                metered: r.tally,
+                acknowledged: r.flushed,
+                closed: r.closed,
+            });
+            Ok(CounterView {
+                period,
+                rows: rows.collect(),
+                held: held
+                    .filter(|r| r.period_start_ms == period.start_ms)
+                    .collect(),
+            })
         })?;
         http::json_response(&view, 200).map_err(http::internal)
     }

@@ -229,9 +229,20 @@ impl Store {
 
     /// Usage rows whose period has not been closed by an acknowledged final record.
     pub fn flush_rows(&self) -> Result<Vec<FlushRow>> {
-        let q = "SELECT period_start, period_end, meter, model, tally, flushed FROM usage WHERE closed = 0";
+        let q = "SELECT period_start, period_end, meter, model, tally, flushed, closed FROM usage WHERE closed = 0";
+        self.usage_rows(q, vec![])
+    }
+
+    /// Every usage row of the period containing `at_ms`, closed ones too.
+    pub fn rows_at(&self, at_ms: i64) -> Result<Vec<FlushRow>> {
+        let q = "SELECT period_start, period_end, meter, model, tally, flushed, closed FROM usage
+                 WHERE period_start <= ? AND period_end > ?";
+        self.usage_rows(q, vec![int(at_ms), int(at_ms)])
+    }
+
+    fn usage_rows(&self, q: &str, binds: Vec<SqlStorageValue>) -> Result<Vec<FlushRow>> {
         let mut out = Vec::new();
-        for r in self.rows(q, vec![])? {
+        for r in self.rows(q, binds)? {
             let flushed = text(&r, 5);
             out.push(FlushRow {
                 period: Period {
@@ -246,7 +257,7 @@ impl Store {
                 } else {
                     parse(&flushed)?
                 },
-                closed: false,
+                closed: integer(&r, 6) == Some(1),
             });
         }
         Ok(out)

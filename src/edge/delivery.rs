@@ -116,6 +116,9 @@ pub fn render_batch(r: &Receiver, batch: &Batch, now_ms: i64) -> Rendered {
 /// receiver's timeout. With `RATING_URL=internal` the built-in rating endpoint takes it
 /// directly, with the same payload and signature check.
 pub async fn deliver(env: &Env, r: &Receiver, b: &Rendered) -> Outcome {
+    if super::faults::delivery_fails() {
+        return Outcome::Retry("an injected delivery failure".into());
+    }
     if r.url == "internal" {
         let signed = signature(&r.secret, super::clock::wall_ms() / 1000, &b.body);
         return match super::rating_api::ingest(env, &signed, &b.body).await {

@@ -1,6 +1,7 @@
 //! Faults a test can inject into this isolate (only with the test clock on, so only
 //! under a local test run): the next N settlement tries are dropped as if the counter
-//! call had failed.
+//! call had failed, and every other delivery to the rating endpoint fails as a
+//! struggling receiver's would.
 
 use crate::error::ApiError;
 use serde::Deserialize;
@@ -9,6 +10,17 @@ use worker::Env;
 
 thread_local! {
     static DROP_SETTLES: Cell<u32> = const { Cell::new(0) };
+    static FAIL_EVERY_OTHER_DELIVERY: Cell<bool> = const { Cell::new(false) };
+    static DELIVERIES: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Whether this delivery is to fail (every other one, while that fault is on).
+pub fn delivery_fails() -> bool {
+    FAIL_EVERY_OTHER_DELIVERY.with(Cell::get)
+        && DELIVERIES.with(|n| {
+            n.set(n.get() + 1);
+            n.get() % 2 == 1
+        })
 }
 
 /// Whether this settlement try is to be dropped (consumes one dropped try).
@@ -23,7 +35,10 @@ pub fn settle_fails() -> bool {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Faults {
+    #[serde(default)]
     drop_settles: u32,
+    #[serde(default)]
+    fail_every_other_delivery: bool,
 }
 
 /// `POST /admin/v1/test/faults`.
@@ -33,5 +48,9 @@ pub fn set(env: &Env, bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
     }
     let f: Faults = serde_json::from_slice(bytes).map_err(ApiError::invalid_json)?;
     DROP_SETTLES.with(|d| d.set(f.drop_settles.min(1_000)));
-    Ok(serde_json::json!({ "drop_settles": f.drop_settles.min(1_000) }))
+    FAIL_EVERY_OTHER_DELIVERY.with(|d| d.set(f.fail_every_other_delivery));
+    Ok(
+        serde_json::json!({ "drop_settles": f.drop_settles.min(1_000),
+        "fail_every_other_delivery": f.fail_every_other_delivery }),
+    )
 }

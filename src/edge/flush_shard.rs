@@ -27,6 +27,8 @@ CREATE INDEX IF NOT EXISTS outbox_customer ON outbox (customer, state);
 CREATE TABLE IF NOT EXISTS dead (batch_id TEXT PRIMARY KEY, customers TEXT NOT NULL, record_ids TEXT NOT NULL,
   records INTEGER NOT NULL, content_type TEXT NOT NULL, body TEXT NOT NULL, error TEXT NOT NULL, created_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS customers (owner TEXT PRIMARY KEY, customer TEXT NOT NULL, livemode INTEGER NOT NULL,
+  last_ms INTEGER NOT NULL);
 ";
 
 pub(super) const WAITING: i64 = 0;
@@ -116,6 +118,10 @@ impl DurableObject for FlushShard {
                 Response::from_json(&summary)
             }
             "/stats" => Response::from_json(&self.stats(now_ms)?),
+            "/reconcile" => match serde_json::from_slice::<i64>(&bytes) {
+                Ok(at_ms) => Response::from_json(&self.reconcile(at_ms).await?),
+                Err(e) => http::error_response(&ApiError::invalid_json(e), &[]),
+            },
             "/requeue" => Response::from_json(&self.requeue(now_ms).await?),
             other => {
                 http::error_response(&ApiError::not_found(format!("no shard route {other}")), &[])
@@ -147,6 +153,7 @@ impl FlushShard {
             ];
             self.sql.exec(q, binds)?;
         }
+        self.remember(&push.customer, push.livemode, now_ms)?;
         let q = "SELECT id FROM outbox WHERE customer = ? AND state = ?";
         let done = self.rows(q, vec![owner.as_str().into(), ACKNOWLEDGED.into()])?;
         let mut acknowledged = Vec::new();

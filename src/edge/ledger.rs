@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS rated (period_start INTEGER PRIMARY KEY, book_version
 CREATE TABLE IF NOT EXISTS finals (period_start INTEGER PRIMARY KEY, number TEXT NOT NULL, invoice TEXT NOT NULL,
   finalized_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS billed (period_start INTEGER PRIMARY KEY, charges TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS reports (period_start INTEGER PRIMARY KEY, report TEXT NOT NULL);
 ";
 
 type Answer = std::result::Result<Response, ApiError>;
@@ -89,6 +90,7 @@ impl DurableObject for Ledger {
             "/account" => self.set_account(&v),
             "/grants" => self.add_grant(&v),
             "/grants/list" => self.list_grants(now_ms),
+            "/reconcile" => self.reconciliation(&v, now_ms).await,
             "/grants/void" => self.void_grant(v["grant_id"].as_str().unwrap_or_default(), now_ms),
             "/invoice" => match self.finalize_due(now_ms).await {
                 Ok(_) => self.invoice(v["period_start_ms"].as_i64().unwrap_or(0), None, now_ms),

@@ -123,6 +123,15 @@ impl Ledger {
         // Later periods drew on what this one left and carry what it did not: re-rate.
         let later = "DELETE FROM rated WHERE period_start > ?";
         self.sql.exec(later, vec![start.into()]).map_err(stored)?;
+        // The reconciliation as of now is kept with the invoice.
+        let customer = &c.account.customer_id;
+        match self
+            .reconcile(customer, invoice.livemode, start, now_ms)
+            .await
+        {
+            Ok(report) => self.keep_report(start, &report)?,
+            Err(e) => worker::console_error!("reconciling {customer} at {start}: {}", e.message),
+        }
         Ok(())
     }
 

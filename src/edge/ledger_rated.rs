@@ -14,6 +14,9 @@ use crate::ledger::rating_input;
 use crate::period::{day_of_month, period_at, Period};
 use crate::rating::{rate, Account, Invoice};
 
+/// A period's running total of one meter and model.
+type MeterTotals = (String, String, Tally);
+
 impl Ledger {
     /// What rating a period needs: the book, the account with what earlier periods
     /// left of its credits, its plan, and the input with the corrections of earlier
@@ -39,22 +42,8 @@ impl Ledger {
         let recorded = self.meta(&format!("plan:{start}"))?;
         let recorded = recorded.and_then(|p| p["plan"].as_str().map(String::from));
         let plan = recorded.unwrap_or_else(|| v["plan"].as_str().unwrap_or_default().to_string());
-        let q = "SELECT meter, model, tally, period_end, final FROM totals WHERE period_start = ?";
-        let rows = self.rows(q, vec![start.into()])?;
-        let totals: Vec<(String, String, Tally)> = rows
-            .iter()
-            .map(|r| {
-                (
-                    text(r, 0),
-                    text(r, 1),
-                    serde_json::from_str(&text(r, 2)).unwrap_or_default(),
-                )
-            })
-            .collect();
-        let end = rows
-            .first()
-            .map(|r| integer(r, 3).unwrap_or(0))
-            .unwrap_or_else(|| period_at(start, day_of_month(start)).end_ms);
+        let (totals, end) = self.period_totals(start)?;
+        let end = end.unwrap_or_else(|| period_at(start, day_of_month(start)).end_ms);
         let input = rating_input(
             &plan,
             Period {
@@ -73,6 +62,22 @@ impl Ledger {
             plan,
             input,
         })
+    }
+
+    /// The period's totals per (meter, model), and its end when it has any.
+    pub(super) fn period_totals(
+        &self,
+        start: i64,
+    ) -> Result<(Vec<MeterTotals>, Option<i64>), ApiError> {
+        let q = "SELECT meter, model, tally, period_end FROM totals WHERE period_start = ?";
+        let rows = self.rows(q, vec![start.into()])?;
+        let tally =
+            |r: &[worker::SqlStorageValue]| serde_json::from_str(&text(r, 2)).unwrap_or_default();
+        let totals = rows
+            .iter()
+            .map(|r| (text(r, 0), text(r, 1), tally(r)))
+            .collect();
+        Ok((totals, rows.first().and_then(|r| integer(r, 3))))
     }
 
     /// Rates the period starting at `start` and stores its invoice (final once the

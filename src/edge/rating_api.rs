@@ -121,8 +121,16 @@ pub async fn ingest(env: &Env, signature: &str, body: &[u8]) -> Result<Response,
     http::json_response(&answer, 200).map_err(http::internal)
 }
 
+/// An instant given as `now`, `YYYY-MM-DD` (its start, UTC) or Unix milliseconds.
+pub(super) fn instant(text: &str) -> Result<i64, ApiError> {
+    match text {
+        "now" => Ok(super::clock::now_ms()),
+        _ => period_start(text),
+    }
+}
+
 /// A period given as `YYYY-MM-DD` (its first day, UTC) or Unix milliseconds.
-fn period_start(text: &str) -> Result<i64, ApiError> {
+pub(super) fn period_start(text: &str) -> Result<i64, ApiError> {
     parse_date(text)
         .or_else(|| text.parse().ok())
         .ok_or_else(|| {
@@ -182,6 +190,11 @@ async fn manage(
         }
         (Method::Post, ["customers", id, "grants"]) => {
             ledger(env, &customer(id)?, "/grants", &body).await
+        }
+        (Method::Get, ["customers", id, "reconciliation", at]) => {
+            let ask = json!({"customer": admin::customer_id(id)?, "livemode": livemode,
+                "at_ms": instant(at)?});
+            ledger(env, &customer(id)?, "/reconcile", &ask).await
         }
         (Method::Get, ["customers", id, "grants"]) => {
             ledger(env, &customer(id)?, "/grants/list", &Value::Null).await

@@ -176,6 +176,13 @@ pub fn split_test_usage(
         .partition(|(_, records)| records.iter().all(|r| r.livemode))
 }
 
+/// Whether the built-in ledger rates usage of this mode ([`split_test_usage`]'s rule):
+/// all of it with `RATING_URL=internal`, and test usage an external receiver is not
+/// sent.
+pub fn rated_by_builtin(receiver_is_internal: bool, livemode: bool, export_test: bool) -> bool {
+    receiver_is_internal || (!livemode && !export_test)
+}
+
 /// The registry shard (of `shards`) a customer registers in.
 pub fn shard_for(customer: &str, shards: u32) -> u32 {
     let h = Sha256::digest(customer.as_bytes());

@@ -180,10 +180,19 @@ impl Worker {
     }
 
     /// Kills wrangler and its workerd children, and waits for them.
-    pub fn stop(mut self) {
+    pub fn stop(self) {
+        self.signal("-TERM");
+    }
+
+    /// Kills wrangler and workerd at once (SIGKILL): nothing gets to finish.
+    pub fn kill(self) {
+        self.signal("-KILL");
+    }
+
+    fn signal(mut self, signal: &str) {
         let pgid = self.child.id();
         let _ = Command::new("kill")
-            .args(["-TERM", "--", &format!("-{pgid}")])
+            .args([signal, "--", &format!("-{pgid}")])
             .status();
         let _ = self.child.wait();
         // workerd may hold the port a moment longer

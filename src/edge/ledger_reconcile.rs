@@ -1,0 +1,94 @@
+//! The Ledger's side of reconciliation: it asks the customer's counter for its view
+//! of a period, adds its own totals and which of the counter's unacknowledged records
+//! it already stored, and has `crate::reconcile` put them side by side. A final
+//! invoice keeps the report made when it became final.
+
+use super::client;
+use super::ledger::{stored, Ledger};
+use super::sql::text;
+use crate::error::ApiError;
+use crate::flush::{owner_key, rated_by_builtin};
+use crate::reconcile::{report, CounterView, LedgerView, Report};
+use serde_json::Value;
+use worker::{Method, Response};
+
+impl Ledger {
+    /// The report of the customer's period containing `at_ms`, made now.
+    pub(super) async fn reconcile(
+        &self,
+        customer: &str,
+        livemode: bool,
+        at_ms: i64,
+        now_ms: i64,
+    ) -> Result<Report, ApiError> {
+        let owner = owner_key(customer, livemode);
+        let mut resp =
+            client::call(&self.env, &owner, Method::Post, "/reconcile", Some(&at_ms)).await?;
+        if resp.status_code() >= 300 {
+            let detail = resp.text().await.unwrap_or_default();
+            let e = ApiError::unavailable(format!(
+                "the counter of {owner} answered {}: {detail}",
+                resp.status_code()
+            ));
+            return Err(ApiError {
+                status: resp.status_code(),
+                ..e
+            });
+        }
+        let counter: CounterView = resp.json().await.map_err(super::http::internal)?;
+        let setting = |name| super::config::setting(&self.env, name);
+        let internal = setting("RATING_URL").as_deref() == Some("internal");
+        let export_test = setting("EXPORT_TEST_USAGE").as_deref() == Some("true");
+        let view = match rated_by_builtin(internal, livemode, export_test) {
+            true => Some(self.ledger_view(&counter)?),
+            false => None,
+        };
+        Ok(report(customer, livemode, &counter, view.as_ref(), now_ms))
+    }
+
+    fn ledger_view(&self, counter: &CounterView) -> Result<LedgerView, ApiError> {
+        let (totals, _) = self.period_totals(counter.period.start_ms)?;
+        let mut stored_held = std::collections::BTreeSet::new();
+        for r in &counter.held {
+            let q = "SELECT 1 FROM records WHERE id = ?";
+            if !self.rows(q, vec![r.id.as_str().into()])?.is_empty() {
+                stored_held.insert(r.id.clone());
+            }
+        }
+        Ok(LedgerView {
+            totals,
+            stored_held,
+        })
+    }
+
+    /// Keeps the report of a period made when it became final.
+    pub(super) fn keep_report(&self, start: i64, r: &Report) -> Result<(), ApiError> {
+        let q = "INSERT OR IGNORE INTO reports (period_start, report) VALUES (?, ?)";
+        let text = serde_json::to_string(r).map_err(|e| ApiError::internal(e.to_string()))?;
+        self.sql
+            .exec(q, vec![start.into(), text.into()])
+            .map_err(stored)?;
+        Ok(())
+    }
+
+    /// `{customer, livemode, at_ms}`: the report made now, and for a final period the
+    /// one kept when it became final.
+    pub(super) async fn reconciliation(
+        &self,
+        v: &Value,
+        now_ms: i64,
+    ) -> Result<Response, ApiError> {
+        let customer = v["customer"].as_str().unwrap_or_default();
+        let livemode = v["livemode"] != false;
+        let at_ms = v["at_ms"].as_i64().unwrap_or(now_ms);
+        let now = self.reconcile(customer, livemode, at_ms, now_ms).await?;
+        let q = "SELECT report FROM reports WHERE period_start = ?";
+        let kept = self.rows(q, vec![now.period.start_ms.into()])?;
+        let kept: Option<Value> = kept
+            .first()
+            .and_then(|r| serde_json::from_str(&text(r, 0)).ok());
+        let mut body = serde_json::to_value(&now).map_err(|e| ApiError::internal(e.to_string()))?;
+        body["at_finalization"] = kept.unwrap_or(Value::Null);
+        super::http::json_response(&body, 200).map_err(super::http::internal)
+    }
+}

@@ -1,0 +1,295 @@
+//! Reconciliation: one customer's period seen from every step usage passes through,
+//! side by side, with every difference flagged and its cause named. The steps are what
+//! the counter metered (split into what the provider reported and what was
+//! estimated), what the flush had acknowledged and what it still holds, and what the
+//! ledger rated. By construction metered = acknowledged + held, and rated =
+//! acknowledged + the held records the ledger already stored; anything else is an
+//! unexplained difference, which an audit must look at.
+
+use crate::counter_state::Tally;
+use crate::flush::UsageRecord;
+use crate::period::Period;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One usage row of the counter: what it metered and what was acknowledged of it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CounterRow {
+    pub meter: String,
+    pub model: String,
+    pub metered: Tally,
+    pub acknowledged: Tally,
+    /// The period's final record was acknowledged: nothing more is to come.
+    #[serde(default)]
+    pub closed: bool,
+}
+
+/// The counter's side of a period: its rows and the records it handed to the flush
+/// that are not acknowledged yet (waiting, in flight, or kept aside as dead letters).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CounterView {
+    pub period: Period,
+    pub rows: Vec<CounterRow>,
+    pub held: Vec<UsageRecord>,
+}
+
+/// The ledger's side: its totals per (meter, model), and which of the held record ids
+/// it has stored. `None` when another receiver rates this usage.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LedgerView {
+    pub totals: Vec<(String, String, Tally)>,
+    pub stored_held: BTreeSet<String>,
+}
+
+/// One meter and model through every step.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Line {
+    pub meter: String,
+    pub model: String,
+    pub metered: Tally,
+    /// Input and output tokens as the provider reported them: metered less estimates.
+    pub reported_input: u64,
+    pub reported_output: u64,
+    /// Requests, input and output tokens estimated (aborted streams, missing usage).
+    pub estimated_requests: u64,
+    pub estimated_input: u64,
+    pub estimated_output: u64,
+    pub acknowledged: Tally,
+    /// Handed to the flush, not acknowledged yet.
+    pub held: Tally,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rated: Option<Tally>,
+}
+
+/// A difference between two steps, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Difference {
+    pub meter: String,
+    pub model: String,
+    /// The steps compared, e.g. `metered - acknowledged`.
+    pub between: String,
+    /// The fields that differ, by how much (signed).
+    pub amounts: BTreeMap<String, i64>,
+    pub cause: String,
+    pub explained: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub customer: String,
+    pub livemode: bool,
+    pub period: Period,
+    pub lines: Vec<Line>,
+    pub differences: Vec<Difference>,
+    /// Differences without a known cause: zero when every unit is accounted for.
+    pub unexplained: u32,
+    pub computed_at_ms: i64,
+}
+
+const LOST: &str = "the counter's tally and its flush bookkeeping disagree";
+const STRAY: &str = "the ledger holds usage the counter did not hand over (another sender?), or lacks usage it acknowledged";
+
+/// `a - b`, field by field, only the fields that differ.
+pub fn difference(a: &Tally, b: &Tally) -> BTreeMap<String, i64> {
+    let (a, b) = (fields(a), fields(b));
+    a.into_iter()
+        .zip(b)
+        .filter(|((_, x), (_, y))| x != y)
+        .map(|((name, x), (_, y))| (name, x as i64 - y as i64))
+        .collect()
+}
+
+fn fields(t: &Tally) -> Vec<(String, u64)> {
+    let value = serde_json::to_value(t).unwrap_or_default();
+    let object = value.as_object().cloned().unwrap_or_default();
+    object
+        .into_iter()
+        .map(|(k, v)| (k, v.as_u64().unwrap_or(0)))
+        .collect()
+}
+
+/// Builds the report of a customer's period from the counter's and the ledger's views.
+pub fn report(
+    customer: &str,
+    livemode: bool,
+    counter: &CounterView,
+    ledger: Option<&LedgerView>,
+    now_ms: i64,
+) -> Report {
+    let key = |m: &str, n: &str| (m.to_string(), n.to_string());
+    let mut lines: BTreeMap<(String, String), Line> = BTreeMap::new();
+    let mut closed: BTreeSet<(String, String)> = BTreeSet::new();
+    for row in &counter.rows {
+        if row.closed {
+            closed.insert(key(&row.meter, &row.model));
+        }
+        let line = lines.entry(key(&row.meter, &row.model)).or_default();
+        line.metered = line.metered.plus(&row.metered);
+        line.acknowledged = line.acknowledged.plus(&row.acknowledged);
+    }
+    let mut held_stored: BTreeMap<(String, String), (Tally, u64)> = BTreeMap::new();
+    let mut held_count: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for r in &counter.held {
+        let delta = crate::flush::snapshot::delta_of(r);
+        let line = lines.entry(key(&r.meter, &r.model)).or_default();
+        line.held = line.held.plus(&delta);
+        *held_count.entry(key(&r.meter, &r.model)).or_default() += 1;
+        if ledger.is_some_and(|l| l.stored_held.contains(&r.id)) {
+            let s = held_stored.entry(key(&r.meter, &r.model)).or_default();
+            *s = (s.0.plus(&delta), s.1 + 1);
+        }
+    }
+    if let Some(l) = ledger {
+        for (meter, model, t) in &l.totals {
+            let line = lines.entry(key(meter, model)).or_default();
+            line.rated = Some(line.rated.unwrap_or_default().plus(t));
+        }
+    }
+    let mut differences = Vec::new();
+    for ((meter, model), line) in lines.iter_mut() {
+        (line.meter, line.model) = (meter.clone(), model.clone());
+        let m = &line.metered;
+        (line.estimated_requests, line.estimated_input) = (m.estimated, m.estimated_input);
+        line.estimated_output = m.estimated_output;
+        line.reported_input = m.input.saturating_sub(m.estimated_input);
+        line.reported_output = m.output.saturating_sub(m.estimated_output);
+        if ledger.is_some() && line.rated.is_none() {
+            line.rated = Some(Tally::default());
+        }
+        let mut flag = |between: &str, amounts: BTreeMap<String, i64>, cause: String, ok| {
+            if !amounts.is_empty() {
+                differences.push(Difference {
+                    meter: meter.clone(),
+                    model: model.clone(),
+                    between: between.into(),
+                    amounts,
+                    cause,
+                    explained: ok,
+                });
+            }
+        };
+        let estimated = Tally {
+            input: m.estimated_input,
+            output: m.estimated_output,
+            ..Tally::default()
+        };
+        let reported = m.minus(&estimated);
+        let why = format!(
+            "{} request(s) estimated: the provider reported no usage (a stream cut off, or its usage never came)",
+            m.estimated
+        );
+        flag("metered - reported", difference(m, &reported), why, true);
+        let held = held_count.get(&(meter.clone(), model.clone()));
+        // A gap is explained only when what is held covers it exactly; otherwise the
+        // whole gap is flagged once, unexplained.
+        let books = line.acknowledged.plus(&line.held);
+        let untaken = difference(m, &books);
+        let open = !closed.contains(&(meter.clone(), model.clone()));
+        if untaken.values().all(|&n| n > 0) && open {
+            // Settled after the counter's last push: it goes with the next one.
+            let why = "settled since the counter's last push: not handed to the flush yet";
+            flag("metered - (acknowledged + held)", untaken, why.into(), true);
+        } else {
+            flag(
+                "metered - (acknowledged + held)",
+                untaken,
+                LOST.into(),
+                false,
+            );
+        }
+        if line.held != Tally::default() {
+            let why = format!("{} record(s) handed to the flush, not acknowledged yet (waiting, in flight, or kept aside)", held.unwrap_or(&0));
+            let amounts = difference(&line.held, &Tally::default());
+            flag("held", amounts, why, true);
+        }
+        let Some(rated) = line.rated else { continue };
+        let (stored, n) = held_stored
+            .get(&(meter.clone(), model.clone()))
+            .copied()
+            .unwrap_or_default();
+        let expected = line.acknowledged.plus(&stored);
+        if rated == expected {
+            let why = format!("{n} record(s) stored by the ledger whose acknowledgement has not reached the counter yet");
+            flag(
+                "rated - acknowledged",
+                difference(&rated, &line.acknowledged),
+                why,
+                true,
+            );
+        } else {
+            let between = "rated - (acknowledged + stored held)";
+            flag(between, difference(&rated, &expected), STRAY.into(), false);
+        }
+    }
+    let unexplained = differences.iter().filter(|d| !d.explained).count() as u32;
+    Report {
+        customer: customer.to_string(),
+        livemode,
+        period: counter.period,
+        lines: lines.into_values().collect(),
+        differences,
+        unexplained,
+        computed_at_ms: now_ms,
+    }
+}
+
+/// At most this many customers are named in a summary's lists.
+const NAMED: usize = 100;
+
+/// A fleet's reconciliation, added up report by report: each flush shard adds up its
+/// customers', the admin API the shards'.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FleetSummary {
+    pub customers: u64,
+    pub unexplained: u64,
+    /// Customers with an unexplained difference, to look at first (at most 100).
+    pub customers_unexplained: Vec<String>,
+    pub metered: Tally,
+    pub acknowledged: Tally,
+    pub held: Tally,
+    /// What the built-in ledger rated, where it rates.
+    pub rated: Tally,
+    /// Customers whose report could not be made, with why (at most 100).
+    pub failed: Vec<(String, String)>,
+}
+
+impl FleetSummary {
+    pub fn add(&mut self, r: &Report) {
+        self.customers += 1;
+        self.unexplained += u64::from(r.unexplained);
+        if r.unexplained > 0 && self.customers_unexplained.len() < NAMED {
+            let who = crate::flush::owner_key(&r.customer, r.livemode);
+            self.customers_unexplained.push(who);
+        }
+        for l in &r.lines {
+            self.metered = self.metered.plus(&l.metered);
+            self.acknowledged = self.acknowledged.plus(&l.acknowledged);
+            self.held = self.held.plus(&l.held);
+            self.rated = self.rated.plus(&l.rated.unwrap_or_default());
+        }
+    }
+
+    pub fn fail(&mut self, who: &str, why: String) {
+        if self.failed.len() < NAMED {
+            self.failed.push((who.to_string(), why));
+        }
+    }
+
+    pub fn merge(&mut self, o: FleetSummary) {
+        self.customers += o.customers;
+        self.unexplained += o.unexplained;
+        let room = NAMED.saturating_sub(self.customers_unexplained.len());
+        self.customers_unexplained
+            .extend(o.customers_unexplained.into_iter().take(room));
+        self.metered = self.metered.plus(&o.metered);
+        self.acknowledged = self.acknowledged.plus(&o.acknowledged);
+        self.held = self.held.plus(&o.held);
+        self.rated = self.rated.plus(&o.rated);
+        let room = NAMED.saturating_sub(self.failed.len());
+        self.failed.extend(o.failed.into_iter().take(room));
+    }
+}
+
+#[cfg(test)]
+#[path = "reconcile_tests.rs"]
+mod tests;
