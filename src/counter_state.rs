@@ -27,7 +27,8 @@ pub struct Tally {
     pub cached: u64,
     pub reasoning: u64,
     pub images: u64,
-    pub seconds: u64,
+    /// Audio or video duration, in milliseconds.
+    pub duration_ms: u64,
     /// Requests whose usage was estimated because the provider reported none.
     pub estimated: u64,
     pub cache_write: u64,
@@ -40,6 +41,19 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// A tally as stored. Rows written before durations were counted in milliseconds
+    /// hold whole `seconds`: they are read as that many thousand milliseconds.
+    pub fn stored(text: &str) -> Result<Tally, serde_json::Error> {
+        let mut v: serde_json::Value = serde_json::from_str(text)?;
+        if let Some(o) = v.as_object_mut() {
+            if let (Some(s), false) = (o.remove("seconds"), o.contains_key("duration_ms")) {
+                let ms = s.as_u64().unwrap_or(0).saturating_mul(1000);
+                o.insert("duration_ms".into(), ms.into());
+            }
+        }
+        serde_json::from_value(v)
+    }
+
     pub fn usage(&self) -> Usage {
         Usage {
             input: self.input,
@@ -47,7 +61,7 @@ impl Tally {
             cached: self.cached,
             reasoning: self.reasoning,
             images: self.images,
-            seconds: self.seconds,
+            duration_ms: self.duration_ms,
             cache_write: self.cache_write,
             cache_write_1h: self.cache_write_1h,
             audio: self.audio,
@@ -62,7 +76,7 @@ impl Tally {
             ..Tally::default()
         };
         (one.input, one.output, one.cached) = (u.input, u.output, u.cached);
-        (one.reasoning, one.images, one.seconds) = (u.reasoning, u.images, u.seconds);
+        (one.reasoning, one.images, one.duration_ms) = (u.reasoning, u.images, u.duration_ms);
         (one.cache_write, one.cache_write_1h) = (u.cache_write, u.cache_write_1h);
         one.audio = u.audio;
         if estimated {

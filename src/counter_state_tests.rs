@@ -307,3 +307,15 @@ fn estimated_requests_keep_their_tokens_apart_until_settled() {
     assert_eq!(parts(&t), (16, 7, 0, 0, 0));
     assert_eq!(t.requests, 2);
 }
+
+#[test]
+fn a_tally_stored_with_whole_seconds_reads_as_milliseconds() {
+    let old = Tally::stored(r#"{"requests": 2, "seconds": 7}"#).unwrap();
+    assert_eq!((old.requests, old.duration_ms), (2, 7_000));
+    let new = Tally::stored(r#"{"requests": 1, "duration_ms": 2500}"#).unwrap();
+    assert_eq!(new.duration_ms, 2_500);
+    assert_eq!(
+        Tally::stored(&serde_json::to_string(&new).unwrap()).unwrap(),
+        new
+    );
+}

@@ -144,7 +144,7 @@ mod tests {
         cached: 0,
         reasoning: 0,
         images: 0,
-        seconds: 0,
+        duration_ms: 0,
         cache_write: 0,
         cache_write_1h: 0,
         audio: 0,

@@ -115,6 +115,10 @@ pub(super) fn parse<T: DeserializeOwned>(text: &str) -> Result<T> {
     serde_json::from_str(text).map_err(|e| worker::Error::RustError(e.to_string()))
 }
 
+pub(super) fn stored_tally(text: &str) -> Result<Tally> {
+    Tally::stored(text).map_err(|e| worker::Error::RustError(e.to_string()))
+}
+
 pub struct Store {
     pub(super) sql: SqlStorage,
     ready: std::cell::Cell<bool>,
@@ -178,7 +182,8 @@ impl Store {
         let q = "SELECT meter, model, tally FROM usage WHERE period_start = ?";
         let rows: Vec<UsageRow> = self.sql.exec(q, vec![int(s.period.start_ms)])?.to_array()?;
         for r in rows {
-            s.tallies.insert((r.meter, r.model), parse(&r.tally)?);
+            s.tallies
+                .insert((r.meter, r.model), stored_tally(&r.tally)?);
         }
         #[derive(Deserialize)]
         struct ResRow {
@@ -251,7 +256,7 @@ impl Store {
                 },
                 meter: text(&r, 2),
                 model: text(&r, 3),
-                tally: parse(&text(&r, 4))?,
+                tally: stored_tally(&text(&r, 4))?,
                 flushed: if flushed.is_empty() {
                     Tally::default()
                 } else {

@@ -1,7 +1,7 @@
 //! The counter's reservations in SQLite: in flight, expired (kept so a late settlement
 //! can replace their estimate), and where a settlement's usage lands.
 
-use super::counter_store::{int, json, parse, Store};
+use super::counter_store::{int, json, stored_tally, Store};
 use super::sql::text;
 use crate::counter_state::{Reservation, Tally};
 use crate::period::Period;
@@ -61,7 +61,7 @@ impl Store {
                     key.1.as_str().into(),
                 ];
                 let mut tally = match self.rows(q, binds)?.first() {
-                    Some(r) => parse(&text(r, 0))?,
+                    Some(r) => stored_tally(&text(r, 0))?,
                     None => Tally::default(),
                 };
                 tally.add(usage, *estimated);

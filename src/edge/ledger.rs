@@ -216,7 +216,7 @@ impl Ledger {
         let old: Tally = self
             .rows(q, key)?
             .first()
-            .and_then(|row| serde_json::from_str(&text(row, 0)).ok())
+            .and_then(|row| Tally::stored(&text(row, 0)).ok())
             .unwrap_or_default();
         let total = old.plus(&tally_of(r));
         let q = "INSERT INTO totals (period_start, period_end, meter, model, tally, final) VALUES (?, ?, ?, ?, ?, ?)

@@ -71,8 +71,7 @@ impl Ledger {
     ) -> Result<(Vec<MeterTotals>, Option<i64>), ApiError> {
         let q = "SELECT meter, model, tally, period_end FROM totals WHERE period_start = ?";
         let rows = self.rows(q, vec![start.into()])?;
-        let tally =
-            |r: &[worker::SqlStorageValue]| serde_json::from_str(&text(r, 2)).unwrap_or_default();
+        let tally = |r: &[worker::SqlStorageValue]| Tally::stored(&text(r, 2)).unwrap_or_default();
         let totals = rows
             .iter()
             .map(|r| (text(r, 0), text(r, 1), tally(r)))

@@ -43,7 +43,7 @@ fn measures(r: &UsageRecord) -> Value {
         "period_start": iso8601(r.period_start_ms), "period_end": iso8601(r.period_end_ms),
         "requests": r.requests, "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
         "cached_tokens": r.cached_tokens, "reasoning_tokens": r.reasoning_tokens,
-        "images": r.images, "seconds": r.seconds, "estimated": r.estimated,
+        "images": r.images, "duration_ms": r.duration_ms, "estimated": r.estimated,
         "cache_write_tokens": r.cache_write_tokens, "cache_write_1h_tokens": r.cache_write_1h_tokens,
         "audio_tokens": r.audio_tokens, "schema": r.schema, "livemode": r.livemode,
         "estimated_input_tokens": r.estimated_input_tokens,
@@ -278,6 +278,12 @@ mod schema_two {
         let old: UsageRecord = serde_json::from_value(old).unwrap();
         assert_eq!((old.schema, old.cache_write_tokens), (1, 0));
         assert!(old.livemode, "a record from before schema 3 is live usage");
+        // and its whole seconds become milliseconds of the same duration
+        let mut secs = serde_json::to_value(record("acme", (1, 1), 42)).unwrap();
+        secs.as_object_mut().unwrap().remove("duration_ms");
+        secs["seconds"] = 3.into();
+        let secs: UsageRecord = serde_json::from_value(secs).unwrap();
+        assert_eq!(crate::flush::snapshot::delta_of(&secs).duration_ms, 3_000);
     }
 }
 

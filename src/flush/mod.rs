@@ -35,7 +35,12 @@ pub struct UsageRecord {
     pub cached_tokens: u64,
     pub reasoning_tokens: u64,
     pub images: u64,
-    pub seconds: u64,
+    /// Audio or video duration, in milliseconds (schema 3; before, whole seconds in
+    /// `seconds`, read into `legacy_seconds`).
+    #[serde(default)]
+    pub duration_ms: u64,
+    #[serde(default, rename = "seconds", skip_serializing)]
+    pub legacy_seconds: u64,
     /// Requests whose usage was estimated (the provider reported none).
     pub estimated: u64,
     /// Parts of `input_tokens` written to the prompt cache (default duration, one
@@ -87,7 +92,8 @@ impl Default for UsageRecord {
             cached_tokens: 0,
             reasoning_tokens: 0,
             images: 0,
-            seconds: 0,
+            duration_ms: 0,
+            legacy_seconds: 0,
             estimated: 0,
             cache_write_tokens: 0,
             cache_write_1h_tokens: 0,

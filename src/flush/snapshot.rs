@@ -29,7 +29,7 @@ impl Tally {
             cached: f(self.cached, o.cached),
             reasoning: f(self.reasoning, o.reasoning),
             images: f(self.images, o.images),
-            seconds: f(self.seconds, o.seconds),
+            duration_ms: f(self.duration_ms, o.duration_ms),
             estimated: f(self.estimated, o.estimated),
             cache_write: f(self.cache_write, o.cache_write),
             cache_write_1h: f(self.cache_write_1h, o.cache_write_1h),
@@ -63,7 +63,9 @@ pub fn delta_of(r: &UsageRecord) -> Tally {
         cached: r.cached_tokens,
         reasoning: r.reasoning_tokens,
         images: r.images,
-        seconds: r.seconds,
+        duration_ms: r
+            .duration_ms
+            .saturating_add(r.legacy_seconds.saturating_mul(1000)),
         estimated: r.estimated,
         cache_write: r.cache_write_tokens,
         cache_write_1h: r.cache_write_1h_tokens,
@@ -134,7 +136,8 @@ pub fn take(
                 cached_tokens: d.cached,
                 reasoning_tokens: d.reasoning,
                 images: d.images,
-                seconds: d.seconds,
+                duration_ms: d.duration_ms,
+                legacy_seconds: 0,
                 estimated: d.estimated,
                 cache_write_tokens: d.cache_write,
                 cache_write_1h_tokens: d.cache_write_1h,
@@ -318,7 +321,7 @@ mod tests {
             cached: 2,
             reasoning: 1,
             images: 1,
-            seconds: 9,
+            duration_ms: 9,
             estimated: 1,
             ..Tally::default()
         };
@@ -329,7 +332,7 @@ mod tests {
             cached: 1,
             reasoning: 0,
             images: 0,
-            seconds: 2,
+            duration_ms: 2,
             estimated: 0,
             ..Tally::default()
         };

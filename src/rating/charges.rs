@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 /// One tier's share of a tiered charge, in the price book currency, for the invoice.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TierPart {
-    pub up_to: Option<u64>,
+    #[serde(with = "super::bound::option")]
+    pub up_to: Option<Decimal>,
     pub units: Decimal,
     pub unit_price: Decimal,
     pub flat_fee: Decimal,
@@ -27,7 +28,7 @@ pub fn per_unit(quantity: Decimal, unit_price: Decimal, per: u64) -> Decimal {
 fn lower_bound(tiers: &[Tier], i: usize) -> Decimal {
     match i {
         0 => Decimal::ZERO,
-        _ => Decimal::from(tiers[i - 1].up_to.unwrap_or(u64::MAX)),
+        _ => tiers[i - 1].up_to.unwrap_or(Decimal::MAX),
     }
 }
 
@@ -64,7 +65,7 @@ pub fn graduated(
         if quantity <= lower {
             break;
         }
-        let upper = tier.up_to.map_or(quantity, |u| quantity.min(u.into()));
+        let upper = tier.up_to.map_or(quantity, |u| quantity.min(u));
         let units = upper - lower;
         let amount = per_unit(units, tier.unit_price, per) + tier.flat_fee;
         parts.push(TierPart {
@@ -88,7 +89,7 @@ pub fn volume(quantity: Decimal, tiers: &[Tier], per: u64, zero: ZeroUsageFlatFe
     // open last tier, so there always is one.
     let i = tiers
         .iter()
-        .position(|t| t.up_to.is_none_or(|u| quantity <= u.into()))
+        .position(|t| t.up_to.is_none_or(|u| quantity <= u))
         .unwrap_or(tiers.len() - 1);
     let tier = &tiers[i];
     TierPart {
@@ -102,12 +103,17 @@ pub fn volume(quantity: Decimal, tiers: &[Tier], per: u64, zero: ZeroUsageFlatFe
 
 /// Package: free units come off first, the rest is rounded up to whole packages.
 /// Returns (packages, amount); both are 0 when the free units cover all usage.
-pub fn package(quantity: Decimal, size: u64, price: Decimal, free: u64) -> (Decimal, Decimal) {
-    let billable = quantity - Decimal::from(free);
+pub fn package(
+    quantity: Decimal,
+    size: Decimal,
+    price: Decimal,
+    free: Decimal,
+) -> (Decimal, Decimal) {
+    let billable = quantity - free;
     if billable <= Decimal::ZERO {
         return (Decimal::ZERO, Decimal::ZERO);
     }
-    let packages = (billable / Decimal::from(size)).ceil();
+    let packages = (billable / size).ceil();
     (packages, packages * price)
 }
 

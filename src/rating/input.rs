@@ -21,7 +21,7 @@ pub const DAY_MS: i64 = 86_400_000;
 /// | `output_tokens`       | `output`, reasoning tokens included     |
 /// | `requests`            | one per metered request                 |
 /// | `images`              | `images`                                |
-/// | `seconds`             | `seconds` (audio or video duration)     |
+/// | `seconds`             | `duration_ms` / 1000: audio or video duration, counted in milliseconds |
 /// | `transaction_value`   | a money value per transaction (percentage charges only) |
 ///
 /// Reasoning tokens are not a meter of their own: they are already part of `output`, and
@@ -58,6 +58,15 @@ impl Meter {
             Meter::TransactionValue => "transaction_value",
         }
     }
+
+    /// How many counted units make one priced unit: durations are counted in
+    /// milliseconds and priced in seconds, so fractions of a second are exact.
+    pub fn counted_per_unit(self) -> u64 {
+        match self {
+            Meter::Seconds => 1000,
+            _ => 1,
+        }
+    }
 }
 
 /// Units of one meter used with one model in one plan segment. Counters are integers
@@ -68,6 +77,7 @@ impl Meter {
 pub struct MeterTotal {
     pub meter: Meter,
     pub model: String,
+    /// Counted units ([`Meter::counted_per_unit`] of them make one priced unit).
     pub units: u64,
 }
 
@@ -189,7 +199,7 @@ pub fn meter_totals(model: &str, usage: &Usage, requests: u64) -> Vec<MeterTotal
         (Meter::OutputTokens, usage.output),
         (Meter::Requests, requests),
         (Meter::Images, usage.images),
-        (Meter::Seconds, usage.seconds),
+        (Meter::Seconds, usage.duration_ms),
     ]
     .into_iter()
     .filter(|&(_, units)| units > 0)

@@ -54,7 +54,8 @@ pub struct Line {
     pub model: Option<String>,
     /// Units used (or transactions, for a percentage charge).
     pub quantity: Decimal,
-    pub included_units: u64,
+    #[serde(with = "super::bound")]
+    pub included_units: Decimal,
     /// Units the allowance covered.
     pub included_used: Decimal,
     /// Units priced after the allowance.
@@ -130,7 +131,7 @@ impl Line {
             meter: None,
             model: None,
             quantity: Decimal::ZERO,
-            included_units: 0,
+            included_units: Decimal::ZERO,
             included_used: Decimal::ZERO,
             overage: Decimal::ZERO,
             unit_price: None,

@@ -237,9 +237,9 @@ impl Ctx<'_> {
                 .usage
                 .iter()
                 .filter(|u| covers(u.meter, &u.model))
-                .map(|u| Decimal::from(u.units))
+                .map(|u| Decimal::from(u.units) / Decimal::from(u.meter.counted_per_unit()))
                 .sum();
-            let included = Decimal::from(charge.included_units).min(quantity);
+            let included = charge.included_units.min(quantity);
             line.quantity = quantity;
             line.included_units = charge.included_units;
             line.included_used = included;
@@ -285,8 +285,13 @@ impl Ctx<'_> {
             }) => {
                 let (packages, amount) = package(q, *package_size, *package_price, *free_units);
                 line.unit_price = Some(*package_price);
-                line.price_per = Some(*package_size);
-                line.description = format!("{}: {packages} packages", line.description);
+                // a whole package size is also the unit the price is quoted per
+                let whole = package_size.fract().is_zero();
+                line.price_per = u64::try_from(*package_size).ok().filter(|_| whole);
+                line.description = format!(
+                    "{}: {packages} packages of {package_size}",
+                    line.description
+                );
                 amount
             }
             Pricing::Percentage(_) => Decimal::ZERO,

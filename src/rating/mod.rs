@@ -63,6 +63,7 @@
 //! `Decimal`'s range, so rating returns an error for bad input and never panics.
 
 mod account;
+pub mod bound;
 mod charges;
 mod credits;
 mod input;

@@ -71,9 +71,9 @@ pub struct Charge {
     #[serde(default)]
     pub model: Option<String>,
     /// Units included in the plan, subtracted before any pricing (the hybrid allowance).
-    /// Not prorated.
-    #[serde(default)]
-    pub included_units: u64,
+    /// Not prorated. A decimal ([`super::bound`]).
+    #[serde(default, with = "super::bound")]
+    pub included_units: Decimal,
     /// Prices are quoted per this many units (1_000_000 for per-million-token prices).
     /// Tier bounds stay in units. Only for `per_unit`, `graduated` and `volume`.
     #[serde(default)]
@@ -119,10 +119,11 @@ pub struct Tiered {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PackageTerms {
-    pub package_size: u64,
+    #[serde(with = "super::bound")]
+    pub package_size: Decimal,
     pub package_price: Decimal,
-    #[serde(default)]
-    pub free_units: u64,
+    #[serde(default, with = "super::bound")]
+    pub free_units: Decimal,
 }
 
 /// A percentage charge, per transaction: `rate × value + fixed_fee`, clamped to
@@ -151,7 +152,8 @@ pub struct PercentageTerms {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tier {
-    pub up_to: Option<u64>,
+    #[serde(with = "super::bound::option")]
+    pub up_to: Option<Decimal>,
     pub unit_price: Decimal,
     /// Charged whole as soon as any unit enters the tier.
     #[serde(default)]

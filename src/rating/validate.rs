@@ -124,7 +124,7 @@ fn check_charge(base: &str, c: &Charge) -> Result<(), RatingError> {
             "must not be empty; omit it for all models",
         );
     }
-    if c.included_units > MAX_COUNTER {
+    if c.included_units > Decimal::from(MAX_COUNTER) {
         return err(format!("{base}.included_units"), "must be below 2^53");
     }
     if let Some(min) = c.minimum {
@@ -137,7 +137,7 @@ fn check_charge(base: &str, c: &Charge) -> Result<(), RatingError> {
             "`percentage` prices exactly the `transaction_value` meter",
         );
     }
-    if percentage && c.included_units > 0 {
+    if percentage && c.included_units > Decimal::ZERO {
         return err(
             format!("{base}.included_units"),
             "a percentage charge has no units; use free_transactions or free_amount",
@@ -172,10 +172,10 @@ fn check_charge(base: &str, c: &Charge) -> Result<(), RatingError> {
             package_price,
             free_units,
         }) => {
-            if *package_size == 0 || *package_size > MAX_COUNTER {
+            if package_size.is_zero() || *package_size > Decimal::from(MAX_COUNTER) {
                 return err(format!("{p}.package_size"), "must be between 1 and 2^53");
             }
-            if *free_units > MAX_COUNTER {
+            if *free_units > Decimal::from(MAX_COUNTER) {
                 return err(format!("{p}.free_units"), "must be below 2^53");
             }
             check_amount(format!("{p}.package_price"), *package_price)
@@ -217,7 +217,7 @@ fn check_tiers(base: &str, tiers: &[Tier]) -> Result<(), RatingError> {
     if tiers.is_empty() {
         return err(format!("{base}.tiers"), "at least one tier is required");
     }
-    let mut previous: u64 = 0;
+    let mut previous = Decimal::ZERO;
     for (i, tier) in tiers.iter().enumerate() {
         let path = format!("{base}.tiers[{i}]");
         check_amount(format!("{path}.unit_price"), tier.unit_price)?;
@@ -248,7 +248,7 @@ fn check_tiers(base: &str, tiers: &[Tier]) -> Result<(), RatingError> {
                 };
                 return err(format!("{path}.up_to"), message);
             }
-            Some(up_to) if up_to > MAX_COUNTER => {
+            Some(up_to) if up_to > Decimal::from(MAX_COUNTER) => {
                 return err(format!("{path}.up_to"), "must be below 2^53")
             }
             Some(up_to) => previous = up_to,

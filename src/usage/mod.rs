@@ -23,7 +23,9 @@ pub struct Usage {
     pub cached: u64,
     pub reasoning: u64,
     pub images: u64,
-    pub seconds: u64,
+    /// Audio or video duration, in milliseconds (the billable `seconds` meter is
+    /// this over 1000, so fractions of a second are billed exactly).
+    pub duration_ms: u64,
     pub cache_write: u64,
     pub cache_write_1h: u64,
     pub audio: u64,

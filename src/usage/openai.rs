@@ -32,9 +32,9 @@ fn normalize(u: &Value) -> Usage {
         )
         .unwrap_or(0),
         images: 0,
-        seconds: u["seconds"]
+        duration_ms: u["seconds"]
             .as_f64()
-            .map_or(0, |s| s.max(0.0).ceil() as u64),
+            .map_or(0, |s| (s.max(0.0) * 1000.0).round() as u64),
         audio: detail(
             "prompt_tokens_details",
             "input_tokens_details",
@@ -169,6 +169,14 @@ mod tests {
     const EMBEDDINGS: &str = r#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.0023,-0.0093]}],"model":"text-embedding-3-small","usage":{"prompt_tokens":8,"total_tokens":8}}"#;
     const IMAGES: &str = r#"{"created":1713833628,"data":[{"b64_json":"AAAA"},{"b64_json":"BBBB"}],"usage":{"total_tokens":100,"input_tokens":50,"output_tokens":50,"input_tokens_details":{"text_tokens":10,"image_tokens":40}}}"#;
     const RESPONSES: &str = r#"{"id":"resp_1","object":"response","status":"completed","usage":{"input_tokens":36,"input_tokens_details":{"cached_tokens":0},"output_tokens":87,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":123}}"#;
+
+    #[test]
+    fn durations_are_counted_in_milliseconds() {
+        let u = normalize(&serde_json::json!({"type": "duration", "seconds": 2.5}));
+        assert_eq!(u.duration_ms, 2_500);
+        let u = normalize(&serde_json::json!({"type": "duration", "seconds": 0.0004}));
+        assert_eq!(u.duration_ms, 0);
+    }
 
     #[test]
     fn reads_non_streamed_bodies() {

@@ -67,7 +67,7 @@ fn graduated_breakdown_names_each_tier() {
     // tier 1: 100 units * 0.10 + 1 = 11; tier 2: 50 * 0.05 + 2 = 4.50
     assert_eq!((parts[0].units, parts[0].amount), (d("100"), d("11")));
     assert_eq!((parts[1].units, parts[1].amount), (d("50"), d("4.50")));
-    assert_eq!(parts[1].up_to, Some(1000));
+    assert_eq!(parts[1].up_to, Some(Decimal::from(1000)));
 }
 
 #[test]
@@ -137,7 +137,7 @@ fn package_table() {
         ), // 1e12/1000 * 0.50
     ];
     for (q, size, price, free, packages, amount) in cases {
-        let (p, a) = package(Decimal::from(q), size, d(price), free);
+        let (p, a) = package(Decimal::from(q), size.into(), d(price), free.into());
         assert_eq!((p, a), (Decimal::from(packages), d(amount)), "{q} units");
     }
 }

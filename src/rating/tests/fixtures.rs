@@ -122,7 +122,7 @@ pub fn input(plan: &str, usage: Vec<MeterTotal>) -> RatingInput {
 pub fn tiers(spec: &[(Option<u64>, &str, &str)]) -> Vec<Tier> {
     spec.iter()
         .map(|&(up_to, price, fee)| Tier {
-            up_to,
+            up_to: up_to.map(Decimal::from),
             unit_price: d(price),
             flat_fee: d(fee),
         })

@@ -166,7 +166,7 @@ fn usage_maps_to_meters() {
         output: 500,
         reasoning: 200,
         images: 2,
-        seconds: 0,
+        duration_ms: 0,
         ..Usage::default()
     };
     let got: Vec<_> = meter_totals("gpt-4o", &u, 3)

@@ -21,7 +21,7 @@ fn tier_list() -> impl Strategy<Value = Vec<Tier>> {
             .map(|(i, (step, unit_price, flat_fee))| {
                 bound += step;
                 Tier {
-                    up_to: (i + 1 < n).then_some(bound),
+                    up_to: (i + 1 < n).then_some(bound.into()),
                     unit_price,
                     flat_fee,
                 }

@@ -198,3 +198,64 @@ fn rule7_reverse_charge_needs_a_business_with_a_tax_id_where_allowed() {
         d("10.00")
     );
 }
+
+/// Rule 14: bounds are decimals, so a 0.1-unit tier, a half-unit allowance and a
+/// half-unit package can be written; usage is still whole units.
+#[test]
+fn rule14_decimal_bounds_price_fractions_of_a_unit_exactly() {
+    let tiered = single(
+        json!({ "meter": "requests", "included_units": "0.5", "pricing": { "kind": "graduated",
+            "tiers": [ { "up_to": 0.1, "unit_price": "10" }, { "up_to": null, "unit_price": "1" } ] } }),
+        json!({}),
+    );
+    // 2 used, 0.5 included: 1.5 billable = 0.1 at 10 + 1.4 at 1 = 2.40
+    let inv = rate_units(&tiered, &account("US"), 2);
+    assert_eq!(inv.total, d("2.40"));
+    assert_eq!(
+        (inv.lines[0].included_used, inv.lines[0].overage),
+        (d("0.5"), d("1.5"))
+    );
+    let json = serde_json::to_value(&inv).unwrap();
+    assert_eq!(json["lines"][0]["included_units"], "0.5");
+    assert_eq!(json["lines"][0]["tiers"][0]["up_to"], "0.1");
+    assert_eq!(
+        json["lines"][0]["tiers"][1]["up_to"],
+        serde_json::Value::Null
+    );
+    // at exactly the included half unit nothing is billable
+    let packaged = single(
+        json!({ "meter": "requests", "pricing": { "kind": "package", "package_size": "0.5",
+            "package_price": "0.30", "free_units": "1.5" } }),
+        json!({}),
+    );
+    // 3 used, 1.5 free: 1.5 / 0.5 = 3 packages at 0.30
+    assert_eq!(rate_units(&packaged, &account("US"), 3).total, d("0.90"));
+    assert_eq!(rate_units(&packaged, &account("US"), 1).total, d("0.00"));
+    // a tier bound of 0 or one not above the previous still overlaps
+    let zero = book_with(|v| {
+        v["plans"] = json!({ "p": { "charges": [{ "meter": "requests", "pricing": { "kind": "graduated",
+            "tiers": [ { "up_to": "0.1", "unit_price": "1" }, { "up_to": "0.1", "unit_price": "1" },
+                       { "up_to": null, "unit_price": "1" } ] } }] } });
+    });
+    let e = zero.unwrap_err();
+    assert!(e.path.ends_with("tiers[1].up_to"), "{e:?}");
+    let negative = book_with(|v| {
+        v["plans"] = json!({ "p": { "charges": [{ "meter": "requests", "included_units": "-1",
+            "pricing": { "kind": "per_unit", "unit_price": "1" } }] } });
+    });
+    assert!(negative.is_err());
+}
+
+/// Rule 14: durations are counted in milliseconds and priced per second, so 2.5 s is
+/// billed as 2.5 s, never rounded up to 3.
+#[test]
+fn rule14_seconds_are_priced_from_milliseconds_exactly() {
+    let book = single(
+        json!({ "meter": "seconds", "pricing": { "kind": "per_unit", "unit_price": "0.006" } }),
+        json!({}),
+    );
+    let inp = input("p", vec![usage(Meter::Seconds, "whisper-1", 2_500)]);
+    let inv = rate(&book, &account("US"), &inp).unwrap();
+    assert_eq!(inv.lines[0].quantity, d("2.5"));
+    assert_eq!(inv.lines[0].exact_amount, d("0.015"));
+}
