@@ -12,7 +12,8 @@
 //! 1. **Tier bounds.** A tier covers `(previous up_to, up_to]`: the upper bound is
 //!    inclusive, and fractional usage above a bound (100.5 over `up_to: 100`) is in the
 //!    next tier. The last tier has `up_to: null`. Overlapping tiers (a bound not above
-//!    the previous one) and gaps (a closed last tier) are rejected.
+//!    the previous one) and gaps (a closed last tier) are rejected. Bounds are exact
+//!    decimals ([`bound`], rule 14), so a 0.1-unit tier can be written.
 //! 2. **Flat fee per tier.** Charged whole as soon as any unit enters the tier; at
 //!    exactly a bound the next tier's fee is not charged. So a volume total can fall
 //!    as usage crosses a bound, and that is correct.
@@ -38,9 +39,10 @@
 //!    rate)) and net = gross − tax (1000 at 10% is 909.09 + 90.91). Tax is rounded per
 //!    line and the invoice tax is the sum of the lines'. Reverse charge (the country
 //!    allows it, the customer is a business with a tax id) gives tax 0 and a note.
-//! 8. **Prepaid credits.** Drawn by priority ascending, then earliest expiry (a grant
-//!    that never expires after all that do), then creation order. A grant is usable from
-//!    `effective_at_ms` and unusable from `expires_at_ms` on. Credits apply after tax,
+//! 8. **Prepaid credits.** Drawn promotional before paid, then by priority ascending,
+//!    then earliest expiry (a grant that never expires after all that do), then
+//!    creation order. A grant is usable from `effective_at_ms` and unusable from
+//!    `expires_at_ms` or `voided_at_ms` on. Credits apply after tax,
 //!    as a payment toward the total; a grant pays at most its value floored to minor
 //!    units, so no balance goes negative.
 //! 9. **Minimum commitment.** If base fee plus usage of a plan segment, before tax and
@@ -53,8 +55,11 @@
 //!
 //! # Usage mapping
 //! Usage arrives per plan segment × meter × model as integer [`MeterTotal`]s; see
-//! [`Meter`] for how a response's tokens, images and seconds map to meters, and
-//! [`meter_totals`] for the conversion from [`crate::usage::Usage`].
+//! [`Meter`] for how a response's tokens, images and durations (counted in
+//! milliseconds, priced per second) map to meters, and [`meter_totals`] for the
+//! conversion from [`crate::usage::Usage`]. Final invoices, late usage and corrections
+//! (rules 15 to 17) are `crate::finality`'s; the engine only adds the [`Adjustment`]
+//! lines it is given.
 //!
 //! # Bounds
 //! Prices and fees are at most [`MAX_PRICE`], FX rates at most [`MAX_FX`], a segment's

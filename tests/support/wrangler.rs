@@ -122,6 +122,24 @@ impl Worker {
 
     /// Like `start`, with extra `[vars]`.
     pub fn start_with(dir: &Path, upstream: &str, catalog: &str, vars: &[(&str, &str)]) -> Worker {
+        // A free port can be taken by a parallel test between finding and binding it:
+        // that start is tried again on other ports, a few times.
+        for _ in 0..3 {
+            match Worker::try_start(dir, upstream, catalog, vars) {
+                Ok(w) => return w,
+                Err(tail) if tail.contains("Address already in use") => continue,
+                Err(tail) => panic!("wrangler exited:\n{tail}"),
+            }
+        }
+        panic!("wrangler found no free port in three tries");
+    }
+
+    fn try_start(
+        dir: &Path,
+        upstream: &str,
+        catalog: &str,
+        vars: &[(&str, &str)],
+    ) -> Result<Worker, String> {
         let port = free_port();
         let cfg = config(dir, upstream, catalog, vars);
         let log = dir.join(format!("wrangler-{port}.log"));
@@ -148,21 +166,22 @@ impl Worker {
             .spawn()
             .expect("spawn wrangler");
         let mut w = Worker { port, child, log };
-        w.wait_ready();
-        w
+        w.wait_ready()?;
+        Ok(w)
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits until the Worker answers; the log's tail when wrangler exited first.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(90);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("wrangler exited ({status}):\n{}", self.log_tail());
+                return Err(format!("({status}) {}", self.log_tail()));
             }
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 // 503 is a running Worker reporting settings that cannot work.
                 let r = super::http::request(self.port, "GET", "/healthz", &[], b"");
                 if r.status == 200 || r.status == 503 {
-                    return;
+                    return Ok(());
                 }
             }
             std::thread::sleep(Duration::from_millis(200));
