@@ -22,6 +22,17 @@ pub struct Finality {
     pub backdating_ms: i64,
 }
 
+/// What finalization does next, over the periods that are not final yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Finalize the period starting here now.
+    Finalize(i64),
+    /// Nothing is due before this instant.
+    WaitUntil(i64),
+    /// The earliest open period's final records have not come: nothing is due.
+    Wait,
+}
+
 /// What becomes of a record for a period whose invoice is final.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Late {
@@ -43,6 +54,29 @@ impl Finality {
     /// When a period whose final records first arrived at `final_at_ms` becomes final.
     pub fn final_at(&self, final_at_ms: i64) -> i64 {
         final_at_ms.saturating_add(self.grace_ms)
+    }
+
+    /// The next step over the open periods, in period order, each with the instant its
+    /// final records first arrived. Periods become final in order: one whose final
+    /// records have not come, or whose grace runs, holds back every later one, so
+    /// credits are always drawn in period order.
+    pub fn next(&self, open: &[(i64, Option<i64>)], now_ms: i64) -> Next {
+        let mut open = open.to_vec();
+        open.sort();
+        match open.first() {
+            None | Some((_, None)) => Next::Wait,
+            Some(&(start, Some(arrived))) => match self.final_at(arrived) {
+                at if at <= now_ms => Next::Finalize(start),
+                at => Next::WaitUntil(at),
+            },
+        }
+    }
+
+    /// Whether a final period ending at `period_end_ms` is corrected on the next open
+    /// invoice: always while late records came that no final invoice carried yet; for
+    /// a changed book or account, only inside its backdating window.
+    pub fn corrects(&self, period_end_ms: i64, late: u64, carried: u64, now_ms: i64) -> bool {
+        late > carried || self.late(period_end_ms, now_ms) == Late::Adjust
     }
 
     /// A record for a final period ending at `period_end_ms`, arriving at `now_ms`.

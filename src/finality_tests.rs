@@ -92,3 +92,36 @@ fn invoice_numbers_are_padded_and_ordered() {
     assert!(invoice_number("EM-", 9) < invoice_number("EM-", 10));
     assert_eq!(invoice_number("EM-", 1_234_567), "EM-1234567");
 }
+
+#[test]
+fn periods_become_final_in_order_and_an_open_one_holds_back_the_rest() {
+    let f = Finality::from_days(None, None);
+    let (jan, feb) = (END - 31 * DAY_MS, END);
+    // February's final records came and its grace is over, but January's have not.
+    let later_due = [(feb, Some(feb + 31 * DAY_MS)), (jan, None)];
+    assert_eq!(f.next(&later_due, feb + 40 * DAY_MS), Next::Wait);
+    let both = [(feb, Some(END + 31 * DAY_MS)), (jan, Some(END))];
+    assert_eq!(
+        f.next(&both, END + DAY_MS),
+        Next::WaitUntil(END + 3 * DAY_MS)
+    );
+    assert_eq!(f.next(&both, END + 3 * DAY_MS), Next::Finalize(jan));
+    assert_eq!(f.next(&[], END), Next::Wait);
+}
+
+#[test]
+fn a_final_period_is_corrected_for_uncarried_late_records_or_inside_its_window() {
+    let f = Finality::from_days(None, None);
+    let inside = END + DAY_MS;
+    let after = END + 40 * DAY_MS;
+    assert!(
+        f.corrects(END, 0, 0, inside),
+        "a changed book, inside the window"
+    );
+    assert!(!f.corrects(END, 0, 0, after), "a changed book, after it");
+    assert!(
+        f.corrects(END, 2, 1, after),
+        "a late record not carried yet"
+    );
+    assert!(!f.corrects(END, 2, 2, after), "every late record carried");
+}

@@ -2,8 +2,10 @@
 //! side by side, with every difference flagged and its cause named. The steps are what
 //! the counter metered (split into what the provider reported and what was
 //! estimated), what the flush had acknowledged and what it still holds, and what the
-//! ledger rated. By construction metered = acknowledged + held, and rated =
-//! acknowledged + the held records the ledger already stored; anything else is an
+//! ledger rated. They should satisfy metered = acknowledged + held (+ what was settled
+//! since the counter's last push) and rated = acknowledged + the held records the
+//! ledger already stored. Known causes explain the rest (an estimate replaced after it
+//! was flushed, a record refused past the backdating window); anything else is an
 //! unexplained difference, which an audit must look at.
 
 use crate::counter_state::Tally;
@@ -31,6 +33,9 @@ pub struct CounterView {
     pub period: Period,
     pub rows: Vec<CounterRow>,
     pub held: Vec<UsageRecord>,
+    /// Settlements since the counter last took records: usage not handed over yet.
+    #[serde(default)]
+    pub settled_since_taken: u64,
 }
 
 /// The ledger's side: its totals per (meter, model), and which of the held record ids
@@ -39,6 +44,9 @@ pub struct CounterView {
 pub struct LedgerView {
     pub totals: Vec<(String, String, Tally)>,
     pub stored_held: BTreeSet<String>,
+    /// Held records the ledger refused for good, with why (past the backdating window).
+    #[serde(default)]
+    pub refused_held: BTreeMap<String, String>,
 }
 
 /// One meter and model through every step.
@@ -95,7 +103,10 @@ pub fn difference(a: &Tally, b: &Tally) -> BTreeMap<String, i64> {
     a.into_iter()
         .zip(b)
         .filter(|((_, x), (_, y))| x != y)
-        .map(|((name, x), (_, y))| (name, x as i64 - y as i64))
+        .map(|((name, x), (_, y))| {
+            let d = (i128::from(x) - i128::from(y)).clamp(i64::MIN.into(), i64::MAX.into());
+            (name, d as i64)
+        })
         .collect()
 }
 
@@ -185,10 +196,17 @@ pub fn report(
         let books = line.acknowledged.plus(&line.held);
         let untaken = difference(m, &books);
         let open = !closed.contains(&(meter.clone(), model.clone()));
-        if untaken.values().all(|&n| n > 0) && open {
-            // Settled after the counter's last push: it goes with the next one.
-            let why = "settled since the counter's last push: not handed to the flush yet";
-            flag("metered - (acknowledged + held)", untaken, why.into(), true);
+        let pending = counter.settled_since_taken;
+        let replaced = line.acknowledged.estimated.saturating_sub(m.estimated);
+        if untaken.values().all(|&n| n > 0) && open && pending > 0 {
+            // Settled after the counter last took records: it goes with the next push.
+            let why = format!("{pending} settlement(s) since the counter's last push: not handed to the flush yet");
+            flag("metered - (acknowledged + held)", untaken, why, true);
+        } else if replaced > 0 {
+            // Records only ever add: a lower real usage cannot be sent after its
+            // estimate was, so the ledger keeps the estimate.
+            let why = format!("{replaced} estimated request(s) settled with the provider's report after their estimate was flushed: the ledger keeps billing the estimate");
+            flag("metered - (acknowledged + held)", untaken, why, true);
         } else {
             flag(
                 "metered - (acknowledged + held)",
@@ -201,6 +219,21 @@ pub fn report(
             let why = format!("{} record(s) handed to the flush, not acknowledged yet (waiting, in flight, or kept aside)", held.unwrap_or(&0));
             let amounts = difference(&line.held, &Tally::default());
             flag("held", amounts, why, true);
+        }
+        // A held record the ledger refused for good is never billed: named, with why.
+        let refused = counter
+            .held
+            .iter()
+            .filter(|r| (&r.meter, &r.model) == (meter, model));
+        for r in refused {
+            if let Some(reason) = ledger.and_then(|l| l.refused_held.get(&r.id)) {
+                let amounts = difference(&crate::flush::snapshot::delta_of(r), &Tally::default());
+                let why = format!(
+                    "record {} refused by the ledger, never billed: {reason}",
+                    r.id
+                );
+                flag("held (refused)", amounts, why, true);
+            }
         }
         let Some(rated) = line.rated else { continue };
         let (stored, n) = held_stored
@@ -249,7 +282,8 @@ pub struct FleetSummary {
     pub held: Tally,
     /// What the built-in ledger rated, where it rates.
     pub rated: Tally,
-    /// Customers whose report could not be made, with why (at most 100).
+    /// Customers whose report could not be made, and with why (at most 100 named).
+    pub failed_count: u64,
     pub failed: Vec<(String, String)>,
 }
 
@@ -270,6 +304,7 @@ impl FleetSummary {
     }
 
     pub fn fail(&mut self, who: &str, why: String) {
+        self.failed_count += 1;
         if self.failed.len() < NAMED {
             self.failed.push((who.to_string(), why));
         }
@@ -285,6 +320,7 @@ impl FleetSummary {
         self.acknowledged = self.acknowledged.plus(&o.acknowledged);
         self.held = self.held.plus(&o.held);
         self.rated = self.rated.plus(&o.rated);
+        self.failed_count += o.failed_count;
         let room = NAMED.saturating_sub(self.failed.len());
         self.failed.extend(o.failed.into_iter().take(room));
     }

@@ -37,6 +37,7 @@ fn counter(metered: Tally, acknowledged: Tally, held_records: Vec<UsageRecord>) 
             closed: false,
         }],
         held: held_records,
+        settled_since_taken: 0,
     }
 }
 
@@ -44,6 +45,7 @@ fn ledger(rated: Tally, stored: &[&str]) -> LedgerView {
     LedgerView {
         totals: vec![("chat.completions".into(), "m".into(), rated)],
         stored_held: stored.iter().map(|s| s.to_string()).collect(),
+        refused_held: BTreeMap::new(),
     }
 }
 
@@ -111,11 +113,17 @@ fn usage_nobody_handed_over_or_lost_bookkeeping_is_unexplained() {
     let d = r.differences.iter().find(|d| !d.explained).unwrap();
     assert_eq!(d.amounts, BTreeMap::from([("requests".into(), 1)]));
     // the counter metered more than it acknowledged and holds: not taken yet while
-    // the period is open, lost once its final record was acknowledged
+    // settlements came since its last push and the period is open; lost otherwise
     let mut view = counter(t, tally(1, 10, 3), vec![]);
+    assert_eq!(
+        report("c", true, &view, None, 5).unexplained,
+        1,
+        "nothing settled since"
+    );
+    view.settled_since_taken = 2;
     let r = report("c", true, &view, None, 5);
     assert_eq!(r.unexplained, 0, "{:?}", r.differences);
-    assert!(r.differences[0].cause.starts_with("settled since"));
+    assert!(r.differences[0].cause.starts_with("2 settlement(s) since"));
     view.rows[0].closed = true;
     assert_eq!(report("c", true, &view, None, 5).unexplained, 1);
     // acknowledged and held add up to more than was metered: counted twice
@@ -159,5 +167,66 @@ fn a_fleet_summary_adds_reports_up_and_names_who_to_look_at() {
     assert_eq!(fleet.customers_unexplained, ["test:b"]);
     assert_eq!(fleet.metered, t.plus(&t));
     assert_eq!(fleet.rated.requests, 5);
-    assert_eq!(fleet.failed.len(), 1);
+    assert_eq!((fleet.failed.len(), fleet.failed_count), (1, 1));
+}
+
+#[test]
+fn an_estimate_replaced_after_it_was_flushed_is_named() {
+    // Acknowledged: one request estimated at 100 in, 50 out. The provider's report came
+    // later: 60 in, 20 out. Records only add, so the ledger keeps the estimate.
+    let mut acked = tally(1, 100, 50);
+    (
+        acked.estimated,
+        acked.estimated_input,
+        acked.estimated_output,
+    ) = (1, 100, 50);
+    let metered = tally(1, 60, 20);
+    let r = report(
+        "c",
+        true,
+        &counter(metered, acked, vec![]),
+        Some(&ledger(acked, &[])),
+        5,
+    );
+    assert_eq!(r.unexplained, 0, "{:?}", r.differences);
+    let d = &r.differences[0];
+    assert!(
+        d.cause.starts_with("1 estimated request(s) settled"),
+        "{}",
+        d.cause
+    );
+    assert_eq!(d.amounts["input"], -40);
+}
+
+#[test]
+fn differences_of_saturated_counters_do_not_wrap() {
+    let big = Tally {
+        input: u64::MAX,
+        ..Tally::default()
+    };
+    assert_eq!(difference(&big, &Tally::default())["input"], i64::MAX);
+    assert_eq!(difference(&Tally::default(), &big)["input"], i64::MIN);
+}
+
+#[test]
+fn a_held_record_refused_for_good_is_named_as_never_billed() {
+    let (acked, late) = (tally(2, 20, 6), tally(1, 10, 3));
+    let view = counter(acked.plus(&late), acked, vec![held("late", late)]);
+    let mut l = ledger(acked, &[]);
+    l.refused_held
+        .insert("late".into(), "the backdating window closed".into());
+    let r = report("c", true, &view, Some(&l), 5);
+    assert_eq!(r.unexplained, 0, "{:?}", r.differences);
+    let d = r
+        .differences
+        .iter()
+        .find(|d| d.between == "held (refused)")
+        .unwrap();
+    assert!(
+        d.cause
+            .contains("never billed: the backdating window closed"),
+        "{}",
+        d.cause
+    );
+    assert_eq!(d.amounts["requests"], 1);
 }

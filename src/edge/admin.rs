@@ -169,7 +169,10 @@ async fn admin(mut req: Request, env: &Env) -> Result<Response, ApiError> {
         (Method::Get, ["reconciliation", at]) => {
             // Every customer's period containing that day, added up through the shards.
             let at_ms = super::rating_api::instant(at)?;
-            let shards = config::flush_shards(env).unwrap_or(0);
+            let shards = config::flush_shards(env).ok_or_else(|| {
+                let msg = "Flushing is off (no RATING_URL): no shard knows the customers.";
+                ApiError::conflict("flush_off", msg)
+            })?;
             let fleet = super::flush_shard_reconcile::fleet(env, shards, at_ms).await;
             http::json_response(&fleet, 200).map_err(http::internal)
         }

@@ -220,12 +220,29 @@ impl UsageCounter {
     /// rows and the records of that period it holds unacknowledged.
     pub(super) fn reconcile_view(&self, at_ms: i64, now_ms: i64) -> Answer {
         let view = self.with(now_ms, |l| {
-            let rows = self.store.rows_at(at_ms).map_err(stored)?;
+            // The current period when `at_ms` is in it (it may have no rows yet, or
+            // have started early at a close-period); else the latest period with rows
+            // that began by then, whose rows may end later than planned.
+            let current = l.state.period;
+            let period = match current.start_ms <= at_ms && at_ms < current.end_ms {
+                true => current,
+                false => match self.store.period_start_at(at_ms).map_err(stored)? {
+                    Some(start) => Period {
+                        start_ms: start,
+                        end_ms: at_ms.max(start) + 1,
+                    },
+                    None => period_at(at_ms, l.state.anchor_day),
+                },
+            };
+            let rows = self.store.rows_of(period.start_ms).map_err(stored)?;
+            let period = match rows.iter().map(|r| r.period.end_ms).max() {
+                Some(end) if period != current => Period {
+                    start_ms: period.start_ms,
+                    end_ms: end,
+                },
+                _ => period,
+            };
             let f = self.store.flush_state().map_err(stored)?;
-            let period = rows
-                .first()
-                .map(|r| r.period)
-                .unwrap_or_else(|| period_at(at_ms, l.state.anchor_day));
             let held = f.pending.into_iter();
             let rows = rows.into_iter().map(|r| CounterRow {
                 meter: r.meter,
@@ -236,6 +253,7 @@ impl UsageCounter {
             });
             Ok(CounterView {
                 period,
+                settled_since_taken: l.state.seq.saturating_sub(f.taken_seq),
                 rows: rows.collect(),
                 held: held
                     .filter(|r| r.period_start_ms == period.start_ms)

@@ -238,11 +238,20 @@ impl Store {
         self.usage_rows(q, vec![])
     }
 
-    /// Every usage row of the period containing `at_ms`, closed ones too.
-    pub fn rows_at(&self, at_ms: i64) -> Result<Vec<FlushRow>> {
+    /// The start of the latest period with usage that began at or before `at_ms`.
+    pub fn period_start_at(&self, at_ms: i64) -> Result<Option<i64>> {
+        let q = "SELECT MAX(period_start) FROM usage WHERE period_start <= ?";
+        Ok(self
+            .rows(q, vec![int(at_ms)])?
+            .first()
+            .and_then(|r| integer(r, 0)))
+    }
+
+    /// Every usage row of the period starting at `start`, closed ones too.
+    pub fn rows_of(&self, start: i64) -> Result<Vec<FlushRow>> {
         let q = "SELECT period_start, period_end, meter, model, tally, flushed, closed FROM usage
-                 WHERE period_start <= ? AND period_end > ?";
-        self.usage_rows(q, vec![int(at_ms), int(at_ms)])
+                 WHERE period_start = ?";
+        self.usage_rows(q, vec![int(start)])
     }
 
     fn usage_rows(&self, q: &str, binds: Vec<SqlStorageValue>) -> Result<Vec<FlushRow>> {
@@ -260,7 +269,7 @@ impl Store {
                 flushed: if flushed.is_empty() {
                     Tally::default()
                 } else {
-                    parse(&flushed)?
+                    stored_tally(&flushed)?
                 },
                 closed: integer(&r, 6) == Some(1),
             });

@@ -118,8 +118,8 @@ impl DurableObject for FlushShard {
                 Response::from_json(&summary)
             }
             "/stats" => Response::from_json(&self.stats(now_ms)?),
-            "/reconcile" => match serde_json::from_slice::<i64>(&bytes) {
-                Ok(at_ms) => Response::from_json(&self.reconcile(at_ms).await?),
+            "/reconcile" => match serde_json::from_slice(&bytes) {
+                Ok(page) => Response::from_json(&self.reconcile(&page).await?),
                 Err(e) => http::error_response(&ApiError::invalid_json(e), &[]),
             },
             "/requeue" => Response::from_json(&self.requeue(now_ms).await?),

@@ -4,10 +4,11 @@
 //! batches again byte for byte and puts the unmapped records back to wait; unreadable
 //! rows stay for an operator.
 
+use super::config;
 use super::delivery::{deliver, render_batch, Outcome, Receiver, Rendered};
 use super::flush_shard::{FlushShard, ACKNOWLEDGED, KEPT_ASIDE, WAITING};
 use super::sql::text;
-use crate::flush::{Batch, Format, UsageRecord};
+use crate::flush::{requeue_home, Batch, Format, UsageRecord};
 use crate::ledger::Refused;
 use serde_json::json;
 use worker::{Result, SqlStorageValue};
@@ -110,12 +111,24 @@ impl FlushShard {
     /// Sends the dead letters again, exactly as first rendered; delivered ones are
     /// removed and their records count as acknowledged.
     pub(super) async fn requeue(&self, now_ms: i64) -> Result<serde_json::Value> {
-        let receiver = Receiver::from_env(&self.env).map_err(worker::Error::RustError)?;
+        let configured = Receiver::from_env(&self.env).map_err(worker::Error::RustError)?;
+        let export_test =
+            config::setting(&self.env, "EXPORT_TEST_USAGE").as_deref() == Some("true");
+        let home = Receiver::internal(configured.secret.clone());
         // An unreadable row cannot be sent; it stays for an operator to look at.
-        let q = "SELECT batch_id, content_type, body, record_ids FROM dead WHERE content_type != ?";
+        let q = "SELECT batch_id, content_type, body, record_ids, customers FROM dead WHERE content_type != ?";
         let rows = self.rows(q, vec![UNREADABLE.into()])?;
         let mut delivered = 0;
         for row in &rows {
+            // A letter of test usage only goes back where it was sent: to the built-in
+            // ledger, unless test usage is exported.
+            let owners = text(row, 4);
+            let owners: Vec<&str> = owners.split(',').collect();
+            let internal = configured.url == "internal";
+            let receiver = match requeue_home(&owners, internal, export_test) {
+                true => &home,
+                false => &configured,
+            };
             let rendered = Rendered {
                 batch_id: text(row, 0),
                 content_type: text(row, 1),
@@ -130,7 +143,7 @@ impl FlushShard {
                 self.sql.exec(q, vec![rendered.batch_id.as_str().into()])?;
                 continue;
             }
-            match deliver(&self.env, &receiver, &rendered).await {
+            match deliver(&self.env, receiver, &rendered).await {
                 Outcome::Delivered(refused) if !refused.is_empty() => {
                     // The rest was taken: acknowledged. The letter keeps only the
                     // refused records (its body is resent whole; the receiver dedupes).

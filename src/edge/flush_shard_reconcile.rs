@@ -1,7 +1,7 @@
 //! The fleet's reconciliation, added up through the flush shards: each shard knows the
-//! customers that ever pushed to it, asks each one's Ledger for its report of the
-//! period containing an instant, and adds them up (`crate::reconcile::FleetSummary`);
-//! the admin API adds up the shards.
+//! customers that pushed to it (since it kept a list), asks each one's Ledger for its
+//! report of the period containing an instant, a page at a time, and adds them up
+//! (`crate::reconcile::FleetSummary`); the admin API adds up the shards.
 
 use super::client::{call_object, SHARD_BINDING};
 use super::flush_shard::FlushShard;
@@ -33,35 +33,47 @@ impl FlushShard {
         Ok(())
     }
 
-    /// This shard's customers' reports of the period containing `at_ms`, added up.
-    pub(super) async fn reconcile(&self, at_ms: i64) -> Result<FleetSummary> {
-        let rows = self.rows(
-            "SELECT customer, livemode FROM customers ORDER BY owner",
-            vec![],
-        )?;
-        let env = &self.env;
+    /// One page of this shard's customers' reports of the period containing `at_ms`
+    /// (those after `after`, at most [`PAGE`]), added up as they come; and the last
+    /// customer of the page when more may follow.
+    pub(super) async fn reconcile(&self, ask: &Page) -> Result<(FleetSummary, Option<String>)> {
+        let q = "SELECT owner, customer, livemode FROM customers WHERE owner > ? ORDER BY owner LIMIT ?";
+        let binds = vec![ask.after.as_str().into(), (PAGE as i64).into()];
+        let rows = self.rows(q, binds)?;
+        let more = (rows.len() == PAGE)
+            .then(|| rows.last().map(|r| text(r, 0)))
+            .flatten();
+        let (env, at_ms) = (&self.env, ask.at_ms);
         let asks = rows.iter().map(|r| {
-            let (customer, livemode) = (text(r, 0), integer(r, 1) != Some(0));
+            let (owner, customer, livemode) = (text(r, 0), text(r, 1), integer(r, 2) != Some(0));
             async move {
-                let owner = owner_key(&customer, livemode);
                 let ask = json!({"customer": customer, "livemode": livemode, "at_ms": at_ms});
-                (owner.clone(), ledger_report(env, &owner, &ask).await)
+                let answer = ledger_report(env, &owner, &ask).await;
+                (owner, answer)
             }
         });
-        let answers: Vec<(String, std::result::Result<Report, ApiError>)> =
-            futures_util::stream::iter(asks)
-                .buffer_unordered(AT_ONCE)
-                .collect()
-                .await;
+        let mut answers = futures_util::stream::iter(asks).buffer_unordered(AT_ONCE);
         let mut summary = FleetSummary::default();
-        for (owner, answer) in answers {
+        while let Some((owner, answer)) = answers.next().await {
             match answer {
                 Ok(report) => summary.add(&report),
                 Err(e) => summary.fail(&owner, e.message),
             }
         }
-        Ok(summary)
+        Ok((summary, more))
     }
+}
+
+/// Customers one shard call reconciles: each takes a counter and a Ledger call, so a
+/// call stays far below a Worker's subrequest limit.
+pub const PAGE: usize = 200;
+
+/// A shard's page of the fleet reconciliation.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Page {
+    pub at_ms: i64,
+    #[serde(default)]
+    pub after: String,
 }
 
 async fn ledger_report(
@@ -88,34 +100,56 @@ async fn ledger_report(
     resp.json().await.map_err(super::http::internal)
 }
 
-/// Every shard's summary of the period containing `at_ms`, added up.
+/// Every shard's summary of the period containing `at_ms`, added up page by page.
 pub async fn fleet(env: &Env, shards: u32, at_ms: i64) -> FleetSummary {
-    let asks = (0..shards).map(|i| async move {
-        let name = format!("shard-{i}");
+    let asks = (0..shards).map(|i| shard_summary(env, format!("shard-{i}"), at_ms));
+    let mut fleet = FleetSummary::default();
+    for summary in futures_util::future::join_all(asks).await {
+        fleet.merge(summary);
+    }
+    fleet
+}
+
+/// One shard's summary, asked for a page at a time.
+async fn shard_summary(env: &Env, name: String, at_ms: i64) -> FleetSummary {
+    let mut total = FleetSummary::default();
+    let mut page = Page {
+        at_ms,
+        after: String::new(),
+    };
+    loop {
         let answer = call_object(
             env,
             SHARD_BINDING,
             &name,
             Method::Post,
             "/reconcile",
-            Some(&at_ms),
+            Some(&page),
         )
         .await;
-        let summary = match answer {
-            Ok(mut r) if r.status_code() < 300 => {
-                r.json::<FleetSummary>().await.map_err(|e| e.to_string())
+        let read = match answer {
+            Ok(mut r) if r.status_code() < 300 => r
+                .json::<(FleetSummary, Option<String>)>()
+                .await
+                .map_err(|e| e.to_string()),
+            Ok(mut r) => {
+                let text = r.text().await.unwrap_or_default();
+                Err(format!("answered {}: {text}", r.status_code()))
             }
-            Ok(r) => Err(format!("answered {}", r.status_code())),
             Err(e) => Err(e.message),
         };
-        (name, summary)
-    });
-    let mut fleet = FleetSummary::default();
-    for (name, summary) in futures_util::future::join_all(asks).await {
-        match summary {
-            Ok(s) => fleet.merge(s),
-            Err(why) => fleet.fail(&name, why),
+        match read {
+            Ok((summary, more)) => {
+                total.merge(summary);
+                match more {
+                    Some(after) => page.after = after,
+                    None => return total,
+                }
+            }
+            Err(why) => {
+                total.fail(&name, why);
+                return total;
+            }
         }
     }
-    fleet
 }

@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS finals (period_start INTEGER PRIMARY KEY, number TEXT
   finalized_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS billed (period_start INTEGER PRIMARY KEY, charges TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS reports (period_start INTEGER PRIMARY KEY, report TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS refused (id TEXT PRIMARY KEY, period_start INTEGER NOT NULL, reason TEXT NOT NULL);
 ";
 
 type Answer = std::result::Result<Response, ApiError>;
@@ -92,10 +93,17 @@ impl DurableObject for Ledger {
             "/grants/list" => self.list_grants(now_ms),
             "/reconcile" => self.reconciliation(&v, now_ms).await,
             "/grants/void" => self.void_grant(v["grant_id"].as_str().unwrap_or_default(), now_ms),
-            "/invoice" => match self.finalize_due(now_ms).await {
-                Ok(_) => self.invoice(v["period_start_ms"].as_i64().unwrap_or(0), None, now_ms),
-                Err(e) => Err(e),
-            },
+            "/invoice" => {
+                // A final invoice is served as stored, whatever else cannot be rated.
+                let start = v["period_start_ms"].as_i64().unwrap_or(0);
+                match self.final_text(start) {
+                    Ok(Some(text)) => Ok(http::raw_json(text)),
+                    _ => match self.finalize_due(now_ms).await {
+                        Ok(_) => self.invoice(start, None, now_ms),
+                        Err(e) => Err(e),
+                    },
+                }
+            }
             "/preview" => self.invoice(
                 v["period_start_ms"].as_i64().unwrap_or(0),
                 v["price_book"].as_str(),
@@ -164,8 +172,8 @@ impl Ledger {
     }
 
     /// Why a record for a final period is refused: its backdating window closed. A
-    /// record stored before is a duplicate, not a refusal. Refusals are counted, and so
-    /// are the records taken late, so the correction they cause says why.
+    /// record stored before is a duplicate, not a refusal. Refusals are kept (once per
+    /// record), and the records taken late counted, so the correction says why.
     fn too_late(
         &self,
         r: &UsageRecord,
@@ -178,13 +186,25 @@ impl Ledger {
         if !self.rows(seen, vec![r.id.as_str().into()])?.is_empty() {
             return Ok(None);
         }
-        let (key, refused) = match self.finality().late(r.period_end_ms, now_ms) {
-            Late::Adjust => (super::ledger_final::late_key(r.period_start_ms), None),
-            Late::Refuse(reason) => ("late_refused".to_string(), Some(reason)),
-        };
-        let count = self.meta(&key)?.and_then(|v| v.as_u64()).unwrap_or(0);
-        self.set_meta(&key, &json!(count + 1))?;
-        Ok(refused)
+        match self.finality().late(r.period_end_ms, now_ms) {
+            Late::Adjust => {
+                let key = super::ledger_final::late_key(r.period_start_ms);
+                let count = self.meta(&key)?.and_then(|v| v.as_u64()).unwrap_or(0);
+                self.set_meta(&key, &json!(count + 1))?;
+                Ok(None)
+            }
+            Late::Refuse(reason) => {
+                // Kept once per record, however often it is sent again.
+                let q = "INSERT OR IGNORE INTO refused (id, period_start, reason) VALUES (?, ?, ?)";
+                let binds = vec![
+                    r.id.as_str().into(),
+                    r.period_start_ms.into(),
+                    reason.as_str().into(),
+                ];
+                self.sql.exec(q, binds).map_err(stored)?;
+                Ok(Some(reason))
+            }
+        }
     }
 
     /// Adds a new record to its period's totals, with the plan and mode it carries and

@@ -10,7 +10,7 @@ use super::invoice_numbers::NUMBERS_BINDING;
 use super::ledger::{rating, stored, Ledger};
 use super::sql::{integer, text};
 use crate::error::ApiError;
-use crate::finality::{correction, invoice_number, lands_on, Charges, Finality, Late, Since};
+use crate::finality::{correction, invoice_number, lands_on, Charges, Finality, Next, Since};
 use crate::period::Period;
 use crate::rating::{rate, Adjustment, Invoice};
 use serde_json::{json, Value};
@@ -19,6 +19,11 @@ use worker::Method;
 /// Meta key of the count of records stored for a period after it was final.
 pub(super) fn late_key(start: i64) -> String {
     format!("late:{start}")
+}
+
+/// Meta key of how many of a period's late records a final invoice's correction billed.
+fn carried_key(start: i64) -> String {
+    format!("late_carried:{start}")
 }
 
 /// Meta key of the instant a period's final records first arrived.
@@ -47,49 +52,48 @@ impl Ledger {
         self.final_text(start)?.map(parse).transpose()
     }
 
-    /// Finalizes, in period order, every period whose grace is over; returns when the
-    /// next one is due.
+    /// Finalizes periods in order while each one's grace is over; returns when the next
+    /// one is due. A period that is not final yet (its final records have not all come,
+    /// or its grace runs) holds back every later one, so credits are always drawn in
+    /// period order.
     pub(super) async fn finalize_due(&self, now_ms: i64) -> Result<Option<i64>, ApiError> {
-        let q = "SELECT k, v FROM meta WHERE k LIKE 'final_at:%'";
-        let mut due: Vec<(i64, i64)> = self
-            .rows(q, vec![])?
-            .iter()
-            .filter_map(|r| {
-                let start = text(r, 0).strip_prefix("final_at:")?.parse().ok()?;
-                Some((start, text(r, 1).parse().ok()?))
-            })
-            .collect();
-        due.sort();
         let finality = self.finality();
-        let mut next = None;
-        for (start, arrived) in due {
-            if self.final_text(start)?.is_some() {
-                continue;
+        // One period a step: finalizing one changes what the next draws and carries.
+        loop {
+            let q = "SELECT DISTINCT period_start FROM totals
+                     WHERE period_start NOT IN (SELECT period_start FROM finals)";
+            let mut open = Vec::new();
+            for start in self.rows(q, vec![])?.iter().filter_map(|r| integer(r, 0)) {
+                let arrived = self.meta(&final_key(start))?.and_then(|v| v.as_i64());
+                open.push((start, arrived));
             }
-            let at = finality.final_at(arrived);
-            if at > now_ms {
-                next = next.min(Some(at)).or(Some(at));
-                continue;
+            match finality.next(&open, now_ms) {
+                Next::Finalize(start) => self.finalize(start, now_ms).await?,
+                Next::WaitUntil(at) => return Ok(Some(at)),
+                Next::Wait => return Ok(None),
             }
-            self.finalize(start, now_ms).await?;
         }
-        Ok(next)
     }
 
-    /// Rates the period once more, numbers it and stores it for good, with what it
-    /// billed for itself and for the earlier periods it corrects.
+    /// Numbers the period, rates it once more and stores it for good, with what it
+    /// billed for itself and for the earlier periods it corrects. The number is asked
+    /// for first: rating and storing then run with no await between them, so no record
+    /// ingested meanwhile can be left out of both the invoice and the corrections.
     async fn finalize(&self, start: i64, now_ms: i64) -> Result<(), ApiError> {
+        let livemode = self.livemode()?;
+        let customer = self.period_input(start, now_ms)?.account.customer_id;
+        let owner = crate::flush::owner_key(&customer, livemode);
+        let n = self.allocate_number(start, &owner, livemode).await?;
+        if self.final_text(start)?.is_some() {
+            return Ok(()); // finalized by another request meanwhile
+        }
         let c = self.context(start, now_ms)?;
         let mut invoice = rate(&c.book, &c.account, &c.input)
             .map_err(rating)?
             .finalize();
-        invoice.livemode = self.livemode()?;
-        let owner = crate::flush::owner_key(&c.account.customer_id, invoice.livemode);
-        let n = self
-            .allocate_number(start, &owner, invoice.livemode)
-            .await?;
+        invoice.livemode = livemode;
         let prefix = super::config::setting(&self.env, "INVOICE_PREFIX").unwrap_or("EM-".into());
-        let prefix = if invoice.livemode {
+        let prefix = if livemode {
             prefix
         } else {
             format!("{prefix}TEST-")
@@ -97,21 +101,11 @@ impl Ledger {
         invoice.number = Some(invoice_number(&prefix, n));
         let body =
             serde_json::to_string(&invoice).map_err(|e| ApiError::internal(e.to_string()))?;
-        // Another request may have finalized it while the number was asked for: the
-        // first one stored stays, with the same number.
-        let q = "INSERT OR IGNORE INTO finals (period_start, number, invoice, finalized_ms) VALUES (?, ?, ?, ?)";
+        let q =
+            "INSERT INTO finals (period_start, number, invoice, finalized_ms) VALUES (?, ?, ?, ?)";
         let number = invoice.number.clone().unwrap_or_default();
-        let written = self
-            .sql
-            .exec(
-                q,
-                vec![start.into(), number.into(), body.into(), now_ms.into()],
-            )
-            .map_err(stored)?
-            .rows_written();
-        if written == 0 {
-            return Ok(());
-        }
+        let binds = vec![start.into(), number.into(), body.into(), now_ms.into()];
+        self.sql.exec(q, binds).map_err(stored)?;
         self.add_billed(start, Charges::own(&invoice))?;
         for a in &c.input.adjustments {
             let carried = Charges {
@@ -119,14 +113,16 @@ impl Ledger {
                 tax: a.tax,
             };
             self.add_billed(a.period.start_ms, carried)?;
+            // The late records it carried are billed now.
+            let late = self.late_records(a.period.start_ms)?;
+            self.set_meta(&carried_key(a.period.start_ms), &json!(late))?;
         }
-        // Later periods drew on what this one left and carry what it did not: re-rate.
-        let later = "DELETE FROM rated WHERE period_start > ?";
-        self.sql.exec(later, vec![start.into()]).map_err(stored)?;
-        // The reconciliation as of now is kept with the invoice.
-        let customer = &c.account.customer_id;
+        // It and later periods drew on what this one left: rated again when read.
+        let q = "DELETE FROM rated WHERE period_start >= ?";
+        self.sql.exec(q, vec![start.into()]).map_err(stored)?;
+        // The reconciliation as of now is kept with the invoice (or at its first read).
         match self
-            .reconcile(customer, invoice.livemode, start, now_ms)
+            .reconcile_settled(&customer, livemode, start, now_ms)
             .await
         {
             Ok(report) => self.keep_report(start, &report)?,
@@ -226,16 +222,29 @@ impl Ledger {
             let Some(billed_invoice) = self.final_invoice(f)? else {
                 continue;
             };
-            // Late records were taken inside the window: they are always carried. A
-            // changed book or account corrects a final period only inside it.
+            // Late records no final invoice has carried yet are always carried; a
+            // changed book or account corrects a final period only inside its window.
             let late_records = self.late_records(f)?;
-            let window = self.finality().late(billed_invoice.period.end_ms, now_ms);
-            if late_records == 0 && window != Late::Adjust {
+            let carried = self
+                .meta(&carried_key(f))?
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0);
+            let end = billed_invoice.period.end_ms;
+            if !self.finality().corrects(end, late_records, carried, now_ms) {
                 continue;
             }
             let mut now = self.period_input(f, now_ms)?;
-            now.account.grants.clear(); // charges only: credits are drawn where it lands
-            let rated = rate(&now.book, &now.account, &now.input).map_err(rating)?;
+            // Charges only: credits are drawn where the correction lands. A period that
+            // cannot be rated now (its plan left the book, say) corrects nothing rather
+            // than blocking every later invoice; it is logged.
+            now.account.grants.clear();
+            let rated = match rate(&now.book, &now.account, &now.input) {
+                Ok(rated) => rated,
+                Err(e) => {
+                    worker::console_error!("correcting period {f}: {}", rating(e).message);
+                    continue;
+                }
+            };
             if rated.currency != billed_invoice.currency {
                 worker::console_error!(
                     "period {f}: the invoice currency changed after it was final; no correction"

@@ -136,6 +136,9 @@ impl Ledger {
 
     /// The period's invoice: the stored one while it holds, else rated now and stored.
     pub(super) fn rated_invoice(&self, start: i64, now_ms: i64) -> Result<Invoice, ApiError> {
+        if let Some(final_invoice) = self.final_invoice(start)? {
+            return Ok(final_invoice);
+        }
         let version = super::config::price_book(&self.env)?.version.clone();
         let q = "SELECT invoice FROM rated WHERE period_start = ? AND book_version = ?
                  AND (valid_until_ms IS NULL OR valid_until_ms > ?)";

@@ -13,11 +13,27 @@ use serde_json::Value;
 use worker::{Method, Response};
 
 impl Ledger {
-    /// The report of the customer's period containing `at_ms`, made now.
-    pub(super) async fn reconcile(
+    /// The report of the customer's period containing `at_ms`, made now; made once
+    /// more when it finds an unexplained difference, since records ingested while the
+    /// counter was asked can make the two views disagree for a moment.
+    pub(super) async fn reconcile_settled(
         &self,
         customer: &str,
         livemode: bool,
+        at_ms: i64,
+        now_ms: i64,
+    ) -> Result<Report, ApiError> {
+        let whose = (customer, livemode);
+        let first = self.reconcile(whose, at_ms, now_ms).await?;
+        match first.unexplained {
+            0 => Ok(first),
+            _ => self.reconcile(whose, at_ms, now_ms).await,
+        }
+    }
+
+    async fn reconcile(
+        &self,
+        (customer, livemode): (&str, bool),
         at_ms: i64,
         now_ms: i64,
     ) -> Result<Report, ApiError> {
@@ -48,17 +64,21 @@ impl Ledger {
 
     fn ledger_view(&self, counter: &CounterView) -> Result<LedgerView, ApiError> {
         let (totals, _) = self.period_totals(counter.period.start_ms)?;
-        let mut stored_held = std::collections::BTreeSet::new();
+        let mut view = LedgerView {
+            totals,
+            ..LedgerView::default()
+        };
         for r in &counter.held {
             let q = "SELECT 1 FROM records WHERE id = ?";
             if !self.rows(q, vec![r.id.as_str().into()])?.is_empty() {
-                stored_held.insert(r.id.clone());
+                view.stored_held.insert(r.id.clone());
+            }
+            let q = "SELECT reason FROM refused WHERE id = ?";
+            if let Some(row) = self.rows(q, vec![r.id.as_str().into()])?.first() {
+                view.refused_held.insert(r.id.clone(), text(row, 0));
             }
         }
-        Ok(LedgerView {
-            totals,
-            stored_held,
-        })
+        Ok(view)
     }
 
     /// Keeps the report of a period made when it became final.
@@ -81,12 +101,20 @@ impl Ledger {
         let customer = v["customer"].as_str().unwrap_or_default();
         let livemode = v["livemode"] != false;
         let at_ms = v["at_ms"].as_i64().unwrap_or(now_ms);
-        let now = self.reconcile(customer, livemode, at_ms, now_ms).await?;
+        let now = self
+            .reconcile_settled(customer, livemode, at_ms, now_ms)
+            .await?;
+        let start = now.period.start_ms;
         let q = "SELECT report FROM reports WHERE period_start = ?";
-        let kept = self.rows(q, vec![now.period.start_ms.into()])?;
-        let kept: Option<Value> = kept
+        let kept = self.rows(q, vec![start.into()])?;
+        let mut kept: Option<Value> = kept
             .first()
             .and_then(|r| serde_json::from_str(&text(r, 0)).ok());
+        if kept.is_none() && self.final_text(start)?.is_some() {
+            // Finalized while the counter could not be asked: kept at its first read.
+            self.keep_report(start, &now)?;
+            kept = serde_json::to_value(&now).ok();
+        }
         let mut body = serde_json::to_value(&now).map_err(|e| ApiError::internal(e.to_string()))?;
         body["at_finalization"] = kept.unwrap_or(Value::Null);
         super::http::json_response(&body, 200).map_err(super::http::internal)

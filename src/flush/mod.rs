@@ -39,7 +39,7 @@ pub struct UsageRecord {
     /// `seconds`, read into `legacy_seconds`).
     #[serde(default)]
     pub duration_ms: u64,
-    #[serde(default, rename = "seconds", skip_serializing)]
+    #[serde(default, rename = "seconds", skip_serializing_if = "is_zero")]
     pub legacy_seconds: u64,
     /// Requests whose usage was estimated (the provider reported none).
     pub estimated: u64,
@@ -137,6 +137,10 @@ fn live() -> bool {
     true
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// The deterministic id of a record: the same delta always gets the same id.
 pub fn record_id(
     customer: &str,
@@ -187,6 +191,14 @@ pub fn split_test_usage(
 /// sent.
 pub fn rated_by_builtin(receiver_is_internal: bool, livemode: bool, export_test: bool) -> bool {
     receiver_is_internal || (!livemode && !export_test)
+}
+
+/// Whether a dead letter of these owners ([`owner_key`]s) goes back to the built-in
+/// ledger rather than the configured receiver: a letter of test usage only, when the
+/// configured receiver is external and test usage is not exported.
+pub fn requeue_home(owners: &[&str], receiver_is_internal: bool, export_test: bool) -> bool {
+    let test_only = !owners.is_empty() && owners.iter().all(|o| o.starts_with("test:"));
+    test_only && !receiver_is_internal && !export_test
 }
 
 /// The registry shard (of `shards`) a customer registers in.
@@ -371,6 +383,24 @@ mod tests {
             let (out, home) = split_test_usage(waiting(), internal, export);
             assert_eq!((out.len(), home.len()), (2, 0));
         }
+    }
+
+    #[test]
+    fn a_dead_letter_of_test_usage_goes_back_to_the_builtin_ledger() {
+        assert!(requeue_home(&["test:a", "test:b"], false, false));
+        assert!(
+            !requeue_home(&["test:a", "b"], false, false),
+            "live usage in it"
+        );
+        assert!(
+            !requeue_home(&["test:a"], true, false),
+            "the receiver is the ledger"
+        );
+        assert!(
+            !requeue_home(&["test:a"], false, true),
+            "test usage is exported"
+        );
+        assert!(!requeue_home(&[], false, false));
     }
 
     #[test]

@@ -1,11 +1,17 @@
 //! Price-book bounds (`up_to`, `included_units`, `package_size`, `free_units`) are
-//! exact decimals, so a 0.1-unit tier can be written. They are read from a JSON number
-//! (as they always were) or a decimal string (`"0.1"`), and written back as a number
-//! when whole and as a string otherwise, as prices are. Meters stay whole numbers.
+//! exact decimals, so a 0.1-unit tier can be written. They are read from a whole JSON
+//! number (as they always were) or a decimal string (`"0.1"`: a JSON fraction is a
+//! binary float, not the decimal written), with at most [`MAX_SCALE`] decimal places,
+//! and written back as a number when whole and as a string otherwise, as prices are.
+//! Meters stay whole numbers.
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serializer};
 use std::str::FromStr;
+
+/// Decimal places a bound may have: enough for any fraction of a unit a price book
+/// needs, and few enough that no charge can leave `Decimal`'s range.
+pub const MAX_SCALE: u32 = 6;
 
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -18,17 +24,24 @@ enum Raw {
 fn parse<E: serde::de::Error>(raw: Raw) -> Result<Decimal, E> {
     let d = match raw {
         Raw::Whole(n) => Decimal::from(n),
-        // The shortest text of the number is what the JSON said (0.1, not 0.1000…01).
-        Raw::Number(f) => Decimal::from_str(&f.to_string())
-            .or_else(|_| Decimal::from_scientific(&f.to_string()))
-            .map_err(|_| E::custom(format!("{f} is not a decimal bound")))?,
+        Raw::Number(f) => {
+            return Err(E::custom(format!(
+                "{f}: write a fractional or negative bound as a decimal string, such as \"0.1\""
+            )))
+        }
         Raw::Text(t) => Decimal::from_str(t.trim())
-            .map_err(|_| E::custom(format!("`{t}` is not a decimal number")))?,
+            .map_err(|_| E::custom(format!("`{t}` is not a decimal number")))?
+            .normalize(),
     };
-    match d.is_sign_negative() && !d.is_zero() {
-        true => Err(E::custom(format!("{d} is negative"))),
-        false => Ok(d.normalize()),
+    if d.is_sign_negative() && !d.is_zero() {
+        return Err(E::custom(format!("{d} is negative")));
     }
+    if d.scale() > MAX_SCALE {
+        return Err(E::custom(format!(
+            "{d} has more than {MAX_SCALE} decimal places"
+        )));
+    }
+    Ok(d)
 }
 
 pub fn serialize<S: Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error> {
@@ -76,7 +89,7 @@ mod tests {
 
     #[test]
     fn numbers_and_strings_read_exactly_and_whole_bounds_write_as_numbers() {
-        let b = read(r#"{"b": 0.1, "o": "2.50"}"#).unwrap();
+        let b = read(r#"{"b": "0.1", "o": "2.50"}"#).unwrap();
         assert_eq!(b.b.to_string(), "0.1");
         assert_eq!(b.o.unwrap().to_string(), "2.5");
         assert_eq!(
@@ -89,7 +102,6 @@ mod tests {
             r#"{"b":100000000,"o":null}"#
         );
         assert_eq!(read(r#"{"b": "1e3"}"#).unwrap().b.to_string(), "1000");
-        assert_eq!(read(r#"{"b": 1e3}"#).unwrap().b.to_string(), "1000");
     }
 
     #[test]
@@ -99,6 +111,9 @@ mod tests {
             r#"{"b": "-0.5"}"#,
             r#"{"b": "ten"}"#,
             r#"{"b": true}"#,
+            // a JSON fraction is a binary float: 0.1234567890123456789 would not survive
+            r#"{"b": 0.1}"#,
+            r#"{"b": "0.0000001"}"#,
         ] {
             assert!(read(bad).is_err(), "{bad}");
         }

@@ -172,8 +172,13 @@ fn check_charge(base: &str, c: &Charge) -> Result<(), RatingError> {
             package_price,
             free_units,
         }) => {
-            if package_size.is_zero() || *package_size > Decimal::from(MAX_COUNTER) {
-                return err(format!("{p}.package_size"), "must be between 1 and 2^53");
+            // At least a thousandth: then no count of packages times a price can leave
+            // Decimal's range (2^53 / 0.001 packages at MAX_PRICE is below 1e25).
+            if *package_size < Decimal::new(1, 3) || *package_size > Decimal::from(MAX_COUNTER) {
+                return err(
+                    format!("{p}.package_size"),
+                    "must be between 0.001 and 2^53",
+                );
             }
             if *free_units > Decimal::from(MAX_COUNTER) {
                 return err(format!("{p}.free_units"), "must be below 2^53");

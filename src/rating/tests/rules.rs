@@ -205,7 +205,7 @@ fn rule7_reverse_charge_needs_a_business_with_a_tax_id_where_allowed() {
 fn rule14_decimal_bounds_price_fractions_of_a_unit_exactly() {
     let tiered = single(
         json!({ "meter": "requests", "included_units": "0.5", "pricing": { "kind": "graduated",
-            "tiers": [ { "up_to": 0.1, "unit_price": "10" }, { "up_to": null, "unit_price": "1" } ] } }),
+            "tiers": [ { "up_to": "0.1", "unit_price": "10" }, { "up_to": null, "unit_price": "1" } ] } }),
         json!({}),
     );
     // 2 used, 0.5 included: 1.5 billable = 0.1 at 10 + 1.4 at 1 = 2.40
@@ -244,6 +244,16 @@ fn rule14_decimal_bounds_price_fractions_of_a_unit_exactly() {
             "pricing": { "kind": "per_unit", "unit_price": "1" } }] } });
     });
     assert!(negative.is_err());
+    // a package of a millionth would overflow a charge: refused, as is a float bound
+    for (size, field) in [("\"0.0009\"", "package_size"), ("0.5", "package_size")] {
+        let book = book_with(|v| {
+            let size: serde_json::Value = serde_json::from_str(size).unwrap();
+            v["plans"] = json!({ "p": { "charges": [{ "meter": "requests", "pricing": {
+                "kind": "package", "package_size": size, "package_price": "1" } }] } });
+        });
+        let e = book.unwrap_err();
+        assert!(e.path.contains(field), "{e:?}");
+    }
 }
 
 /// Rule 14: durations are counted in milliseconds and priced per second, so 2.5 s is
