@@ -4,13 +4,12 @@
 //! arrive, keeping the invoice (`ledger_rated`).
 
 use super::client::call;
-use super::sql::{integer, text};
+use super::ledger_store::SqlStore;
+use super::sql::integer;
 use super::{config, http};
-use crate::counter_state::Tally;
 use crate::error::ApiError;
-use crate::finality::Late;
 use crate::flush::UsageRecord;
-use crate::ledger::{tally_of, Refused};
+use crate::ledger::ingest;
 use crate::period::period_at;
 use crate::rating::{preview, usage_blocked, Account, PriceBook};
 use serde_json::{json, Value};
@@ -135,123 +134,17 @@ impl Ledger {
         super::sql::rows(&self.sql, q, binds).map_err(stored)
     }
 
-    /// Stores each record once; a record seen before changes nothing. A record for a
-    /// final period past its backdating window is refused, listed with why.
+    /// Takes a batch into the ledger (`crate::ledger::ingest` decides) and rates the
+    /// periods it changed.
     fn ingest(&self, bytes: &[u8], now_ms: i64) -> Answer {
         let records: Vec<UsageRecord> =
             serde_json::from_slice(bytes).map_err(ApiError::invalid_json)?;
-        let (mut fresh, mut duplicates, mut refused) = (0, 0, Vec::new());
-        let mut periods: Vec<i64> = Vec::new();
-        for r in &records {
-            if let Some(reason) = self.too_late(r, now_ms)? {
-                refused.push(Refused {
-                    id: r.id.clone(),
-                    reason,
-                });
-                continue;
-            }
-            let q = "INSERT OR IGNORE INTO records (id, period_start) VALUES (?, ?)";
-            let written = self
-                .sql
-                .exec(q, vec![r.id.as_str().into(), r.period_start_ms.into()])
-                .map_err(stored)?
-                .rows_written();
-            if written == 0 {
-                duplicates += 1;
-                continue;
-            }
-            fresh += 1;
-            if !periods.contains(&r.period_start_ms) {
-                periods.push(r.period_start_ms);
-            }
-            self.store(r, now_ms)?;
-        }
-        self.rate_periods(&periods, now_ms);
-        let answer = json!({"stored": fresh, "duplicates": duplicates, "refused": refused});
+        let mut store = SqlStore(&self.sql);
+        let out = ingest(&mut store, &records, &self.finality(), now_ms).map_err(stored)?;
+        self.rate_periods(&out.periods, now_ms);
+        let answer =
+            json!({"stored": out.stored, "duplicates": out.duplicates, "refused": out.refused});
         http::json_response(&answer, 200).map_err(http::internal)
-    }
-
-    /// Why a record for a final period is refused: its backdating window closed. A
-    /// record stored before is a duplicate, not a refusal. Refusals are kept (once per
-    /// record), and the records taken late counted, so the correction says why.
-    fn too_late(
-        &self,
-        r: &UsageRecord,
-        now_ms: i64,
-    ) -> std::result::Result<Option<String>, ApiError> {
-        if self.final_text(r.period_start_ms)?.is_none() {
-            return Ok(None);
-        }
-        let seen = "SELECT 1 FROM records WHERE id = ?";
-        if !self.rows(seen, vec![r.id.as_str().into()])?.is_empty() {
-            return Ok(None);
-        }
-        match self.finality().late(r.period_end_ms, now_ms) {
-            Late::Adjust => {
-                let key = super::ledger_final::late_key(r.period_start_ms);
-                let count = self.meta(&key)?.and_then(|v| v.as_u64()).unwrap_or(0);
-                self.set_meta(&key, &json!(count + 1))?;
-                Ok(None)
-            }
-            Late::Refuse(reason) => {
-                // Kept once per record, however often it is sent again.
-                let q = "INSERT OR IGNORE INTO refused (id, period_start, reason) VALUES (?, ?, ?)";
-                let binds = vec![
-                    r.id.as_str().into(),
-                    r.period_start_ms.into(),
-                    reason.as_str().into(),
-                ];
-                self.sql.exec(q, binds).map_err(stored)?;
-                Ok(Some(reason))
-            }
-        }
-    }
-
-    /// Adds a new record to its period's totals, with the plan and mode it carries and
-    /// when the period's final records first arrived.
-    fn store(&self, r: &UsageRecord, now_ms: i64) -> std::result::Result<(), ApiError> {
-        if !r.livemode && self.meta("livemode")?.is_none() {
-            self.set_meta("livemode", &Value::Bool(false))?;
-        }
-        let final_key = super::ledger_final::final_key(r.period_start_ms);
-        if r.is_final && self.meta(&final_key)?.is_none() {
-            self.set_meta(&final_key, &json!(now_ms))?;
-        }
-        if !r.plan.is_empty() {
-            // The counter's plan assignment: the period is rated under the plan of
-            // its latest record (by sequence), so a late or requeued older record
-            // never brings an earlier plan back.
-            let key = format!("plan:{}", r.period_start_ms);
-            let held = self.meta(&key)?.and_then(|v| v["seq"].as_u64());
-            if held.is_none_or(|seq| seq <= r.seq_to) {
-                self.set_meta(&key, &json!({"plan": r.plan, "seq": r.seq_to}))?;
-            }
-        }
-        let q = "SELECT tally FROM totals WHERE period_start = ? AND meter = ? AND model = ?";
-        let key = vec![
-            r.period_start_ms.into(),
-            r.meter.as_str().into(),
-            r.model.as_str().into(),
-        ];
-        let old: Tally = self
-            .rows(q, key)?
-            .first()
-            .and_then(|row| Tally::stored(&text(row, 0)).ok())
-            .unwrap_or_default();
-        let total = old.plus(&tally_of(r));
-        let q = "INSERT INTO totals (period_start, period_end, meter, model, tally, final) VALUES (?, ?, ?, ?, ?, ?)
-                 ON CONFLICT(period_start, meter, model) DO UPDATE SET tally = excluded.tally,
-                 period_end = excluded.period_end, final = MAX(final, excluded.final)";
-        let binds = vec![
-            r.period_start_ms.into(),
-            r.period_end_ms.into(),
-            r.meter.as_str().into(),
-            r.model.as_str().into(),
-            serde_json::to_string(&total).unwrap_or_default().into(),
-            i64::from(r.is_final).into(),
-        ];
-        self.sql.exec(q, binds).map_err(stored)?;
-        Ok(())
     }
 
     /// False for a test-mode customer's Ledger (`test:<customer>`).
@@ -260,18 +153,11 @@ impl Ledger {
     }
 
     pub(super) fn meta(&self, k: &str) -> std::result::Result<Option<Value>, ApiError> {
-        let rows = self.rows("SELECT v FROM meta WHERE k = ?", vec![k.into()])?;
-        Ok(rows
-            .first()
-            .and_then(|r| serde_json::from_str(&text(r, 0)).ok()))
+        SqlStore(&self.sql).meta(k).map_err(stored)
     }
 
     pub(super) fn set_meta(&self, k: &str, v: &Value) -> std::result::Result<(), ApiError> {
-        let q = "INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v";
-        self.sql
-            .exec(q, vec![k.into(), v.to_string().into()])
-            .map_err(stored)?;
-        Ok(())
+        SqlStore(&self.sql).set_meta(k, v).map_err(stored)
     }
 
     /// `{"plan", "account"}`: the customer's plan in the price book and billing account.

@@ -8,6 +8,7 @@
 use super::client::call_object;
 use super::invoice_numbers::NUMBERS_BINDING;
 use super::ledger::{rating, stored, Ledger};
+use super::ledger_store::{final_key, late_key};
 use super::sql::{integer, text};
 use crate::error::ApiError;
 use crate::finality::{correction, invoice_number, lands_on, Charges, Finality, Next, Since};
@@ -16,19 +17,9 @@ use crate::rating::{rate, Adjustment, Invoice};
 use serde_json::{json, Value};
 use worker::Method;
 
-/// Meta key of the count of records stored for a period after it was final.
-pub(super) fn late_key(start: i64) -> String {
-    format!("late:{start}")
-}
-
 /// Meta key of how many of a period's late records a final invoice's correction billed.
 fn carried_key(start: i64) -> String {
     format!("late_carried:{start}")
-}
-
-/// Meta key of the instant a period's final records first arrived.
-pub(super) fn final_key(start: i64) -> String {
-    format!("final_at:{start}")
 }
 
 impl Ledger {

@@ -39,7 +39,7 @@ impl Ledger {
             .ok_or_else(|| ApiError::not_found("This customer has no billing account."))?;
         let account = Account::parse(&v["account"].to_string(), &book).map_err(rating)?;
         // The plan the period's records carry; the account's only for older records.
-        let recorded = self.meta(&format!("plan:{start}"))?;
+        let recorded = self.meta(&super::ledger_store::plan_key(start))?;
         let recorded = recorded.and_then(|p| p["plan"].as_str().map(String::from));
         let plan = recorded.unwrap_or_else(|| v["plan"].as_str().unwrap_or_default().to_string());
         let (totals, end) = self.period_totals(start)?;

@@ -25,6 +25,7 @@ mod ledger_final;
 mod ledger_grants;
 mod ledger_rated;
 mod ledger_reconcile;
+mod ledger_store;
 mod metrics;
 mod observe;
 mod proxy;

@@ -7,6 +7,9 @@ use crate::flush::UsageRecord;
 use crate::keys::valid_customer_id;
 use crate::period::Period;
 use crate::rating::{meter_totals, MeterTotal, RatingInput};
+
+mod ingest;
+pub use ingest::{ingest, Ingested, LedgerStore, MemoryStore, PeriodBook, Total, TotalKey};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -136,36 +139,6 @@ fn check_record(i: usize, r: UsageRecord) -> Result<UsageRecord, String> {
     Ok(r)
 }
 
-/// A customer's stored records in memory: ids seen, and running totals per
-/// (period start, meter, model). The Ledger Durable Object keeps the same two things in
-/// SQLite (the record id is the primary key of its records table, so a record seen
-/// before is ignored) and adds each new record to its total exactly like [`Ledger::add`].
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Ledger {
-    pub seen: std::collections::BTreeSet<String>,
-    pub totals: BTreeMap<(i64, String, String), Tally>,
-}
-
-impl Ledger {
-    /// Adds the records not seen before; returns (stored, duplicates).
-    pub fn add(&mut self, records: &[UsageRecord]) -> (u64, u64) {
-        let (mut stored, mut duplicates) = (0, 0);
-        for r in records {
-            if !self.seen.insert(r.id.clone()) {
-                duplicates += 1;
-                continue;
-            }
-            stored += 1;
-            let t = self
-                .totals
-                .entry((r.period_start_ms, r.meter.clone(), r.model.clone()))
-                .or_default();
-            *t = t.plus(&tally_of(r));
-        }
-        (stored, duplicates)
-    }
-}
-
 /// The delta a record adds to its (period, meter, model) total.
 pub fn tally_of(r: &UsageRecord) -> Tally {
     crate::flush::snapshot::delta_of(r)
@@ -200,70 +173,12 @@ pub fn rating_input(
 }
 
 #[cfg(test)]
-#[path = "ledger_tests.rs"]
 mod tests;
-
-#[cfg(test)]
-mod props {
-    use super::*;
-    use crate::flush::record_id;
-    use proptest::prelude::*;
-
-    fn records(spec: &[(u8, u8, u16)]) -> Vec<UsageRecord> {
-        // A record's id follows from its content, as the flush's ids do: the same id
-        // always carries the same numbers.
-        spec.iter()
-            .map(|(customer_seq, model, tokens)| {
-                let model = ["m1", "m2", "m3"][*model as usize % 3];
-                let seq = (*customer_seq as u64, *tokens as u64);
-                UsageRecord {
-                    id: record_id("c", 0, "chat.completions", model, seq, false),
-                    customer: "c".into(),
-                    period_start_ms: 0,
-                    period_end_ms: 10,
-                    meter: "chat.completions".into(),
-                    model: model.into(),
-                    seq_from: seq.0,
-                    seq_to: seq.1,
-                    requests: 1,
-                    input_tokens: *tokens as u64,
-                    output_tokens: 3,
-                    plan: "open".into(),
-                    recorded_at_ms: 0,
-                    ..UsageRecord::default()
-                }
-            })
-            .collect()
-    }
-
-    proptest! {
-        #[test]
-        fn re_ingesting_a_batch_changes_nothing(
-            first in proptest::collection::vec((0u8..4, 0u8..3, 0u16..5000), 0..40),
-            second in proptest::collection::vec((0u8..4, 0u8..3, 0u16..5000), 0..40),
-        ) {
-            let (a, b) = (records(&first), records(&second));
-            let mut once = Ledger::default();
-            once.add(&a);
-            once.add(&b);
-            let mut again = once.clone();
-            let (stored, duplicates) = again.add(&b);
-            prop_assert_eq!((stored, duplicates), (0, b.len() as u64));
-            again.add(&a);
-            prop_assert_eq!(&again, &once);
-            // and the order batches arrive in does not matter
-            let mut other = Ledger::default();
-            other.add(&b);
-            other.add(&a);
-            prop_assert_eq!(&other.totals, &once.totals);
-        }
-    }
-}
 
 #[cfg(test)]
 mod demo_book {
     #[test]
     fn the_demo_price_book_is_valid() {
-        crate::rating::PriceBook::parse(include_str!("../price_book.json")).unwrap();
+        crate::rating::PriceBook::parse(include_str!("../../price_book.json")).unwrap();
     }
 }
