@@ -2,6 +2,7 @@
 //! numbers and impossible limits are rejected with the JSON path of the problem, so a
 //! typo can never silently disable a quota or price a model at zero.
 
+pub use crate::error::CatalogError;
 use crate::usage::Usage;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -125,19 +126,6 @@ impl Plan {
 
 fn default_max_output() -> u64 {
     4096
-}
-
-/// A catalog problem with the JSON path where it was found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CatalogError {
-    pub path: String,
-    pub message: String,
-}
-
-impl std::fmt::Display for CatalogError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "catalog {}: {}", self.path, self.message)
-    }
 }
 
 fn problem(path: String, message: impl Into<String>) -> CatalogError {
@@ -278,6 +266,19 @@ impl ModelPrice {
             + Decimal::from(p.audio) * audio
             + Decimal::from(usage.output) * self.output_per_mtok)
             / MTOK
+    }
+}
+
+/// List price of `requests` requests that used `usage` in total under `model`: its token
+/// prices, or an opted-in route's price per request; anything else costs nothing.
+pub fn cost_of(catalog: &Catalog, model: &str, usage: &Usage, requests: u64) -> Decimal {
+    match catalog.price(model) {
+        Some(p) => p.cost(usage),
+        // An opted-in route is metered under its name, at its fixed price per request.
+        None => catalog
+            .proxy
+            .route_price(model)
+            .map_or(Decimal::ZERO, |per| per * Decimal::from(requests)),
     }
 }
 

@@ -3,91 +3,20 @@
 //! loads it from SQLite on start and writes each change through; all the arithmetic is
 //! here, so it is tested natively with a fake clock.
 
-use crate::catalog::{Catalog, Plan};
+use crate::catalog::{cost_of, Plan};
 use crate::error::ApiError;
 use crate::period::{period_at, Period};
 use crate::pricing::Pricing;
 use crate::prompt_size::CacheWrites;
 use crate::quota::{self, Ask, Totals, MINUTE_MS};
+use crate::request::AdmitAsk;
 pub use crate::reservation::Reservation;
-use crate::reservation::{Expired, Landing, RESERVATION_TTL_MS};
+use crate::reservation::{Expired, Landing, MAX_LIFETIME_MS, RESERVATION_TTL_MS};
+pub use crate::tally::{MeterKey, Tally};
 use crate::usage::Usage;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-
-/// Usage of one meter and model in the current period. Stored rows from before a
-/// field existed read it as zero.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Tally {
-    pub requests: u64,
-    pub input: u64,
-    pub output: u64,
-    pub cached: u64,
-    pub reasoning: u64,
-    pub images: u64,
-    /// Audio or video duration, in milliseconds.
-    pub duration_ms: u64,
-    /// Requests whose usage was estimated because the provider reported none.
-    pub estimated: u64,
-    pub cache_write: u64,
-    pub cache_write_1h: u64,
-    pub audio: u64,
-    /// The input and output tokens of estimated requests: what the provider did not
-    /// report, kept apart for reconciliation.
-    pub estimated_input: u64,
-    pub estimated_output: u64,
-}
-
-impl Tally {
-    /// A tally as stored. Rows written before durations were counted in milliseconds
-    /// hold whole `seconds`: they are read as that many thousand milliseconds.
-    pub fn stored(text: &str) -> Result<Tally, serde_json::Error> {
-        let mut v: serde_json::Value = serde_json::from_str(text)?;
-        if let Some(o) = v.as_object_mut() {
-            if let (Some(s), false) = (o.remove("seconds"), o.contains_key("duration_ms")) {
-                let ms = s.as_u64().unwrap_or(0).saturating_mul(1000);
-                o.insert("duration_ms".into(), ms.into());
-            }
-        }
-        serde_json::from_value(v)
-    }
-
-    pub fn usage(&self) -> Usage {
-        Usage {
-            input: self.input,
-            output: self.output,
-            cached: self.cached,
-            reasoning: self.reasoning,
-            images: self.images,
-            duration_ms: self.duration_ms,
-            cache_write: self.cache_write,
-            cache_write_1h: self.cache_write_1h,
-            audio: self.audio,
-        }
-    }
-
-    /// One more request with usage `u`.
-    pub fn add(&mut self, u: &Usage, estimated: bool) {
-        let mut one = Tally {
-            requests: 1,
-            estimated: u64::from(estimated),
-            ..Tally::default()
-        };
-        (one.input, one.output, one.cached) = (u.input, u.output, u.cached);
-        (one.reasoning, one.images, one.duration_ms) = (u.reasoning, u.images, u.duration_ms);
-        (one.cache_write, one.cache_write_1h) = (u.cache_write, u.cache_write_1h);
-        one.audio = u.audio;
-        if estimated {
-            (one.estimated_input, one.estimated_output) = (u.input, u.output);
-        }
-        *self = self.plus(&one);
-    }
-}
-
-/// A meter (API family, e.g. `chat.completions`) and a model.
-pub type MeterKey = (String, String);
 
 /// Requests and tokens admitted in one fixed minute window, reservations included.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,43 +24,6 @@ pub struct Window {
     pub index: i64,
     pub requests: u64,
     pub tokens: u64,
-}
-
-/// What a request asks the counter for.
-#[derive(Default, Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AdmitAsk {
-    pub meter: String,
-    pub model: String,
-    /// Realistic input estimate, for settling a reservation nobody came back for.
-    pub input_estimate: u64,
-    /// Upper bound of the input tokens: what is reserved.
-    pub input_reserve: u64,
-    /// The request's own output cap; the plan's default is reserved when it has none.
-    pub output_cap: Option<u64>,
-    /// Completions the provider generates, each up to the cap: `n`, or `best_of`
-    /// (every candidate is generated, `n ≤ best_of`).
-    #[serde(default = "one")]
-    pub choices: u64,
-    /// A part of the request whose tokens cannot be bounded (a PDF, a file by id):
-    /// refused under a plan with hard limits.
-    #[serde(default)]
-    pub unbounded: Option<String>,
-    /// The model's most output tokens: no cap is reserved above it.
-    #[serde(default)]
-    pub max_output: Option<u64>,
-    /// The part of `input_reserve` that is audio (priced at the audio rate).
-    #[serde(default)]
-    pub audio_reserve: u64,
-    /// Prompt-cache writes asked for: the rest of the input is reserved at that rate.
-    #[serde(default)]
-    pub cache_writes: CacheWrites,
-    /// Output reserved beyond cap times choices (a predicted output's bytes).
-    #[serde(default)]
-    pub output_extra: u64,
-}
-
-fn one() -> u64 {
-    1
 }
 
 /// One customer's counter for the current period.
@@ -209,19 +101,6 @@ pub fn carry_context(
             Err(ApiError::bad_request("unbounded_context", msg).with_param("previous_response_id"))
         }
         _ => Ok(()),
-    }
-}
-
-/// List price of `requests` requests that used `usage` in total under `model`: its token
-/// prices, or an opted-in route's price per request; anything else costs nothing.
-pub fn cost_of(catalog: &Catalog, model: &str, usage: &Usage, requests: u64) -> Decimal {
-    match catalog.price(model) {
-        Some(p) => p.cost(usage),
-        // An opted-in route is metered under its name, at its fixed price per request.
-        None => catalog
-            .proxy
-            .route_price(model)
-            .map_or(Decimal::ZERO, |per| per * Decimal::from(requests)),
     }
 }
 
@@ -397,6 +276,83 @@ impl CounterState {
             self.window.tokens = self.window.tokens.saturating_sub(r.tokens);
         }
         Some(r)
+    }
+}
+
+/// Reservations' lives: heartbeats, expiry, settlements that land late.
+impl CounterState {
+    /// A running request is alive at `now_ms`: its deadline moves to a TTL from now.
+    /// Returns the reservation to store, or `None` when it is gone (settled or expired).
+    pub fn extend(&mut self, id: u64, now_ms: i64) -> Option<Reservation> {
+        let r = self.reservations.get_mut(&id)?;
+        let latest = r.created_ms.saturating_add(MAX_LIFETIME_MS);
+        let wanted = now_ms.saturating_add(RESERVATION_TTL_MS).min(latest);
+        r.deadline_ms = r.deadline().max(wanted);
+        Some(r.clone())
+    }
+
+    /// Reservations whose deadline has passed at `now_ms`.
+    pub fn due(&self, now_ms: i64) -> Vec<u64> {
+        let due = |r: &&Reservation| r.deadline() <= now_ms;
+        self.reservations
+            .values()
+            .filter(due)
+            .map(|r| r.id)
+            .collect()
+    }
+
+    /// The soonest reservation deadline, for the counter's alarm.
+    pub fn next_deadline(&self) -> Option<i64> {
+        self.reservations.values().map(Reservation::deadline).min()
+    }
+
+    /// Expires reservation `id`, billing its bound as estimated. Returns where the usage
+    /// landed and the record that lets a late settlement replace it.
+    pub fn expire(&mut self, id: u64, now_ms: i64) -> Option<(Landing, Expired)> {
+        let r = self.reservations.get(&id)?;
+        let (bound, meter, model) = (r.bound(), r.meter.clone(), r.model.clone());
+        let period = r.period.unwrap_or(self.period);
+        let landing = self.settle(id, &bound, true, now_ms)?;
+        let expired = Expired {
+            id,
+            meter,
+            model,
+            period,
+            billed: bound,
+        };
+        if period == self.period {
+            self.expired.insert(id, expired.clone());
+        }
+        Some((landing, expired))
+    }
+
+    /// The usage of a reservation that already expired, arriving late: while its period
+    /// is the current one, it replaces the billed bound in the tally.
+    pub(crate) fn settle_late(
+        &mut self,
+        id: u64,
+        usage: &Usage,
+        estimated: bool,
+    ) -> Option<Landing> {
+        let e = self.expired.remove(&id)?;
+        if e.period != self.period {
+            return None; // that period may be flushed as final: the estimate stands
+        }
+        let key = (e.meter, e.model);
+        let tally = self.tallies.entry(key.clone()).or_default();
+        tally.replace(&e.billed, usage, estimated);
+        self.seq = self.seq.saturating_add(1);
+        Some(Landing::Current(key, *tally))
+    }
+
+    /// The start of the earliest period that still has reservations in flight, or the
+    /// current period's: periods that end before it are complete and may be sent final.
+    pub fn complete_before(&self) -> i64 {
+        let open = self.reservations.values().filter_map(|r| r.period);
+        open.map(|p| p.start_ms)
+            .chain([self.period.start_ms])
+            .min()
+            .unwrap_or(self.period.start_ms)
     }
 }
 

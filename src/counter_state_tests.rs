@@ -1,5 +1,6 @@
 //! Tests of the counter state, with a fake clock.
 use super::*;
+use crate::catalog::Catalog;
 
 const NOW: i64 = 1_764_547_200_000; // 2025-12-01T00:00:00Z
 

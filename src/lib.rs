@@ -27,6 +27,7 @@ pub mod settings_check;
 pub mod sse;
 pub mod stream_meter;
 pub mod surface;
+pub mod tally;
 pub mod test_clock;
 pub mod usage;
 

@@ -6,11 +6,11 @@
 //! adds to that spend. Reservations are priced the same way: under a price-book plan
 //! the engine prices settled and reserved usage together (`CounterState::totals`).
 
+use crate::catalog::cost_of;
 use crate::catalog::Catalog;
-use crate::counter_state::{cost_of, MeterKey, Tally};
-use crate::ledger::usage_totals;
 use crate::period::Period;
-use crate::rating::{usage_amount, PriceBook};
+use crate::rating::{usage_amount, usage_totals, PriceBook};
+use crate::tally::{MeterKey, Tally};
 use crate::usage::Usage;
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;

@@ -1,11 +1,12 @@
 //! Messages between the proxy and a customer's counter Durable Object. Kept in the
 //! core so both sides (and the tests) share one definition.
 
-use crate::counter_state::{AdmitAsk, MeterKey, Tally};
 use crate::error::ApiError;
 use crate::keys::Mode;
+use crate::request::AdmitAsk;
 use crate::surface::owned::{ListQuery, OwnedResource};
 use crate::surface::ResourceKind;
+use crate::tally::{MeterKey, Tally};
 use crate::usage::Usage;
 use serde::{Deserialize, Serialize};
 

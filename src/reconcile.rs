@@ -8,9 +8,9 @@
 //! was flushed, a record refused past the backdating window); anything else is an
 //! unexplained difference, which an audit must look at.
 
-use crate::counter_state::Tally;
 use crate::flush::UsageRecord;
 use crate::period::Period;
+use crate::tally::Tally;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -1,7 +1,8 @@
 //! The usage report a customer (`GET /v1/usage`) or an admin sees: the current period's
 //! usage per meter and model, exact costs, and what is left of each budget.
 
-use crate::counter_state::{cost_of, CounterState};
+use crate::catalog::cost_of;
+use crate::counter_state::CounterState;
 use crate::period::iso8601;
 use crate::pricing::Pricing;
 use crate::protocol::{Customer, MeterUsage, Remaining, Totals, UsageReport};
@@ -61,7 +62,7 @@ pub fn build(pricing: &Pricing, customer: &Customer, state: &CounterState) -> Us
 mod tests {
     use super::*;
     use crate::catalog::Catalog;
-    use crate::counter_state::AdmitAsk;
+    use crate::request::AdmitAsk;
     use crate::usage::Usage;
 
     #[test]

@@ -5,6 +5,7 @@
 use crate::error::ApiError;
 pub use crate::prompt_size::{CacheWrites, Media};
 use crate::usage::{Anthropic, OpenAi, UsageAdapter};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// The API family a path is metered under.
@@ -185,8 +186,8 @@ impl Prepared {
 
 impl Prepared {
     /// What the counter is asked to reserve for this request.
-    pub fn ask(&self) -> crate::counter_state::AdmitAsk {
-        crate::counter_state::AdmitAsk {
+    pub fn ask(&self) -> AdmitAsk {
+        AdmitAsk {
             meter: self.meter.name().to_string(),
             model: self.model.clone(),
             input_estimate: self.input_estimate,
@@ -296,6 +297,43 @@ fn choices(body: &Map<String, Value>) -> Result<u64, ApiError> {
         }
     }
     Ok(most)
+}
+
+/// What a request asks the counter for.
+#[derive(Default, Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdmitAsk {
+    pub meter: String,
+    pub model: String,
+    /// Realistic input estimate, for settling a reservation nobody came back for.
+    pub input_estimate: u64,
+    /// Upper bound of the input tokens: what is reserved.
+    pub input_reserve: u64,
+    /// The request's own output cap; the plan's default is reserved when it has none.
+    pub output_cap: Option<u64>,
+    /// Completions the provider generates, each up to the cap: `n`, or `best_of`
+    /// (every candidate is generated, `n ≤ best_of`).
+    #[serde(default = "one")]
+    pub choices: u64,
+    /// A part of the request whose tokens cannot be bounded (a PDF, a file by id):
+    /// refused under a plan with hard limits.
+    #[serde(default)]
+    pub unbounded: Option<String>,
+    /// The model's most output tokens: no cap is reserved above it.
+    #[serde(default)]
+    pub max_output: Option<u64>,
+    /// The part of `input_reserve` that is audio (priced at the audio rate).
+    #[serde(default)]
+    pub audio_reserve: u64,
+    /// Prompt-cache writes asked for: the rest of the input is reserved at that rate.
+    #[serde(default)]
+    pub cache_writes: CacheWrites,
+    /// Output reserved beyond cap times choices (a predicted output's bytes).
+    #[serde(default)]
+    pub output_extra: u64,
+}
+
+fn one() -> u64 {
+    1
 }
 
 #[cfg(test)]

@@ -106,7 +106,7 @@ fn every_generated_choice_is_reserved() {
     // 50 tokens per choice * 4 choices
     let reserve = crate::counter_state::reserve_of(&plan, &ask(r#","n":4"#).unwrap());
     assert_eq!(reserve.output, 200);
-    let huge = crate::counter_state::AdmitAsk {
+    let huge = crate::request::AdmitAsk {
         output_cap: Some(u64::MAX),
         choices: 4,
         ..ask("").unwrap()

@@ -5,8 +5,8 @@
 //! period is still the counter's current one. Usage always lands in the period the
 //! request was admitted in.
 
-use crate::counter_state::{CounterState, MeterKey, Tally};
 use crate::period::Period;
+use crate::tally::{MeterKey, Tally};
 use crate::usage::Usage;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -100,94 +100,6 @@ pub enum Landing {
         usage: Usage,
         estimated: bool,
     },
-}
-
-impl CounterState {
-    /// A running request is alive at `now_ms`: its deadline moves to a TTL from now.
-    /// Returns the reservation to store, or `None` when it is gone (settled or expired).
-    pub fn extend(&mut self, id: u64, now_ms: i64) -> Option<Reservation> {
-        let r = self.reservations.get_mut(&id)?;
-        let latest = r.created_ms.saturating_add(MAX_LIFETIME_MS);
-        let wanted = now_ms.saturating_add(RESERVATION_TTL_MS).min(latest);
-        r.deadline_ms = r.deadline().max(wanted);
-        Some(r.clone())
-    }
-
-    /// Reservations whose deadline has passed at `now_ms`.
-    pub fn due(&self, now_ms: i64) -> Vec<u64> {
-        let due = |r: &&Reservation| r.deadline() <= now_ms;
-        self.reservations
-            .values()
-            .filter(due)
-            .map(|r| r.id)
-            .collect()
-    }
-
-    /// The soonest reservation deadline, for the counter's alarm.
-    pub fn next_deadline(&self) -> Option<i64> {
-        self.reservations.values().map(Reservation::deadline).min()
-    }
-
-    /// Expires reservation `id`, billing its bound as estimated. Returns where the usage
-    /// landed and the record that lets a late settlement replace it.
-    pub fn expire(&mut self, id: u64, now_ms: i64) -> Option<(Landing, Expired)> {
-        let r = self.reservations.get(&id)?;
-        let (bound, meter, model) = (r.bound(), r.meter.clone(), r.model.clone());
-        let period = r.period.unwrap_or(self.period);
-        let landing = self.settle(id, &bound, true, now_ms)?;
-        let expired = Expired {
-            id,
-            meter,
-            model,
-            period,
-            billed: bound,
-        };
-        if period == self.period {
-            self.expired.insert(id, expired.clone());
-        }
-        Some((landing, expired))
-    }
-
-    /// The usage of a reservation that already expired, arriving late: while its period
-    /// is the current one, it replaces the billed bound in the tally.
-    pub(crate) fn settle_late(
-        &mut self,
-        id: u64,
-        usage: &Usage,
-        estimated: bool,
-    ) -> Option<Landing> {
-        let e = self.expired.remove(&id)?;
-        if e.period != self.period {
-            return None; // that period may be flushed as final: the estimate stands
-        }
-        let key = (e.meter, e.model);
-        let tally = self.tallies.entry(key.clone()).or_default();
-        tally.replace(&e.billed, usage, estimated);
-        self.seq = self.seq.saturating_add(1);
-        Some(Landing::Current(key, *tally))
-    }
-
-    /// The start of the earliest period that still has reservations in flight, or the
-    /// current period's: periods that end before it are complete and may be sent final.
-    pub fn complete_before(&self) -> i64 {
-        let open = self.reservations.values().filter_map(|r| r.period);
-        open.map(|p| p.start_ms)
-            .chain([self.period.start_ms])
-            .min()
-            .unwrap_or(self.period.start_ms)
-    }
-}
-
-impl Tally {
-    /// Swaps one estimated request's `billed` usage for its real `usage`.
-    pub fn replace(&mut self, billed: &Usage, usage: &Usage, estimated: bool) {
-        let mut less = Tally::default();
-        less.add(billed, true);
-        less.requests = 0;
-        *self = self.minus(&less);
-        self.requests = self.requests.saturating_sub(1);
-        self.add(usage, estimated);
-    }
 }
 
 #[cfg(test)]

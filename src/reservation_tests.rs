@@ -2,8 +2,9 @@
 //! periods, and arithmetic at the edges of `u64`.
 use super::*;
 use crate::catalog::{Catalog, Plan};
-use crate::counter_state::AdmitAsk;
+use crate::counter_state::CounterState;
 use crate::pricing::Pricing;
+use crate::request::AdmitAsk;
 
 const NOW: i64 = 1_764_547_200_000; // 2025-12-01T00:00:00Z, a period start
 

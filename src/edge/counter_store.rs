@@ -2,12 +2,13 @@
 //! read-modify-write in the Durable Object never yields and stays atomic.
 
 use super::sql::{integer, text, Row};
-use crate::counter_state::{CounterState, MeterKey, Reservation, Tally, Window};
+use crate::counter_state::{CounterState, Reservation, Window};
 use crate::flush::snapshot::FlushRow;
 use crate::flush::UsageRecord;
 use crate::period::Period;
 use crate::protocol::{Customer, KeyInfo, Replay};
 use crate::reservation::Expired;
+use crate::tally::{MeterKey, Tally};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use worker::{Result, SqlStorage, SqlStorageValue};
 

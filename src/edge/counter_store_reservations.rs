@@ -3,9 +3,10 @@
 
 use super::counter_store::{int, json, stored_tally, Store};
 use super::sql::text;
-use crate::counter_state::{Reservation, Tally};
+use crate::counter_state::Reservation;
 use crate::period::Period;
 use crate::reservation::{Expired, Landing};
+use crate::tally::Tally;
 use worker::Result;
 
 impl Store {

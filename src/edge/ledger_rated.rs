@@ -8,11 +8,11 @@
 use super::config;
 use super::ledger::{rating, stored, Ledger, Rating};
 use super::sql::{integer, text};
-use crate::counter_state::Tally;
 use crate::error::ApiError;
 use crate::ledger::rating_input;
 use crate::period::{day_of_month, period_at, Period};
 use crate::rating::{rate, Account, Invoice};
+use crate::tally::Tally;
 
 /// A period's running total of one meter and model.
 type MeterTotals = (String, String, Tally);

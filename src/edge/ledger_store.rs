@@ -3,9 +3,9 @@
 //! in them is `crate::ledger::ingest`'s decision.
 
 use super::sql::text;
-use crate::counter_state::Tally;
 use crate::flush::UsageRecord;
 use crate::ledger::{LedgerStore, PeriodBook, Total, TotalKey};
+use crate::tally::Tally;
 use serde_json::{json, Value};
 use worker::{SqlStorage, SqlStorageValue};
 

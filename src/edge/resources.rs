@@ -149,7 +149,7 @@ async fn optional(
 async fn admit(
     env: &Env,
     caller: &Caller,
-    ask: crate::counter_state::AdmitAsk,
+    ask: crate::request::AdmitAsk,
     owns: Vec<(ResourceKind, String)>,
 ) -> Result<Result<Ticket, Response>, ApiError> {
     let admit = AdmitRequest {

@@ -4,8 +4,8 @@
 //! nothing changed, so the receiver knows the period is complete.
 
 use super::{UsageRecord, RECORD_SCHEMA};
-use crate::counter_state::Tally;
 use crate::period::Period;
+use crate::tally::Tally;
 
 /// One stored usage row and what of it the receiver has acknowledged.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,41 +17,6 @@ pub struct FlushRow {
     pub flushed: Tally,
     /// The final record of this row's period was acknowledged.
     pub closed: bool,
-}
-
-impl Tally {
-    /// `f` applied field by field: the one place that lists every field.
-    fn zip(&self, o: &Tally, f: impl Fn(u64, u64) -> u64) -> Tally {
-        Tally {
-            requests: f(self.requests, o.requests),
-            input: f(self.input, o.input),
-            output: f(self.output, o.output),
-            cached: f(self.cached, o.cached),
-            reasoning: f(self.reasoning, o.reasoning),
-            images: f(self.images, o.images),
-            duration_ms: f(self.duration_ms, o.duration_ms),
-            estimated: f(self.estimated, o.estimated),
-            cache_write: f(self.cache_write, o.cache_write),
-            cache_write_1h: f(self.cache_write_1h, o.cache_write_1h),
-            audio: f(self.audio, o.audio),
-            estimated_input: f(self.estimated_input, o.estimated_input),
-            estimated_output: f(self.estimated_output, o.estimated_output),
-        }
-    }
-
-    /// Component-wise `self - other`, never below zero.
-    pub fn minus(&self, o: &Tally) -> Tally {
-        self.zip(o, u64::saturating_sub)
-    }
-
-    /// Component-wise `self + other`, saturating: a counter never wraps.
-    pub fn plus(&self, o: &Tally) -> Tally {
-        self.zip(o, u64::saturating_add)
-    }
-
-    pub fn is_zero(&self) -> bool {
-        *self == Tally::default()
-    }
 }
 
 /// The delta a record carries, as a tally.

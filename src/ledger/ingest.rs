@@ -6,9 +6,9 @@
 //! Ledger Durable Object, memory in tests ([`MemoryStore`]).
 
 use super::{tally_of, Refused};
-use crate::counter_state::Tally;
 use crate::finality::{Finality, Late};
 use crate::flush::UsageRecord;
+use crate::tally::Tally;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A running total's key: period start, meter, model.

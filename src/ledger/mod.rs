@@ -2,16 +2,15 @@
 //! of it is stored, and turning a customer's stored totals into the rating engine's
 //! input. Storage and HTTP live in `edge::ledger`.
 
-use crate::counter_state::Tally;
 use crate::flush::UsageRecord;
 use crate::keys::valid_customer_id;
 use crate::period::Period;
-use crate::rating::{meter_totals, MeterTotal, RatingInput};
+use crate::rating::{usage_totals, RatingInput};
+use crate::tally::Tally;
 
 mod ingest;
 pub use ingest::{ingest, Ingested, LedgerStore, MemoryStore, PeriodBook, Total, TotalKey};
 use serde::Deserialize;
-use std::collections::BTreeMap;
 
 /// A native flush batch as the rating endpoint accepts it; its records are checked
 /// one by one.
@@ -142,22 +141,6 @@ fn check_record(i: usize, r: UsageRecord) -> Result<UsageRecord, String> {
 /// The delta a record adds to its (period, meter, model) total.
 pub fn tally_of(r: &UsageRecord) -> Tally {
     crate::flush::snapshot::delta_of(r)
-}
-
-/// Billable meter totals of tallies: all meters of a model together, mapped by the
-/// rating engine's rules (uncached and cached input, output, requests, images, seconds).
-pub fn usage_totals<'a>(
-    tallies: impl IntoIterator<Item = (&'a str, &'a Tally)>,
-) -> Vec<MeterTotal> {
-    let mut by_model: BTreeMap<&str, Tally> = BTreeMap::new();
-    for (model, t) in tallies {
-        let sum = by_model.entry(model).or_default();
-        *sum = sum.plus(t);
-    }
-    by_model
-        .iter()
-        .flat_map(|(model, t)| meter_totals(model, &t.usage(), t.requests))
-        .collect()
 }
 
 /// The rating input for one customer's period on one plan: totals per model (all

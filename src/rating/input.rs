@@ -2,9 +2,11 @@
 //! meter × model, plus the per-transaction values that percentage charges price.
 
 use crate::period::Period;
+use crate::tally::Tally;
 use crate::usage::Usage;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Milliseconds in a UTC day; proration counts whole UTC days.
 pub const DAY_MS: i64 = 86_400_000;
@@ -209,4 +211,19 @@ pub fn meter_totals(model: &str, usage: &Usage, requests: u64) -> Vec<MeterTotal
         units,
     })
     .collect()
+}
+/// Billable meter totals of tallies: all meters of a model together, mapped by the
+/// rating engine's rules (uncached and cached input, output, requests, images, seconds).
+pub fn usage_totals<'a>(
+    tallies: impl IntoIterator<Item = (&'a str, &'a Tally)>,
+) -> Vec<MeterTotal> {
+    let mut by_model: BTreeMap<&str, Tally> = BTreeMap::new();
+    for (model, t) in tallies {
+        let sum = by_model.entry(model).or_default();
+        *sum = sum.plus(t);
+    }
+    by_model
+        .iter()
+        .flat_map(|(model, t)| meter_totals(model, &t.usage(), t.requests))
+        .collect()
 }

@@ -91,8 +91,8 @@ pub use credits::{
     CreditApplication, GrantBalance, GrantStatus,
 };
 pub use input::{
-    meter_totals, segment_days, utc_day, Adjustment, Meter, MeterTotal, RatingInput, Segment,
-    Transaction, DAY_MS,
+    meter_totals, segment_days, usage_totals, utc_day, Adjustment, Meter, MeterTotal, RatingInput,
+    Segment, Transaction, DAY_MS,
 };
 pub use invoice::{rate, Invoice, InvoiceStatus, Line, LineKind, Proration};
 pub use money::{floor_minor, minor_units, FxTable, Rounding};

@@ -3,7 +3,7 @@
 //! selector, or open a stateful route.
 
 use super::headers::NEVER_FORWARDED;
-use crate::catalog::CatalogError;
+use crate::error::CatalogError;
 use crate::request::Meter;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
