@@ -1,30 +1,16 @@
 //! The admin API, behind the `ADMIN_TOKEN` secret (compared in constant time):
 //! customers, keys and usage. Each call is forwarded to the customer's counter.
 
+use super::auth::authorize;
+use super::params::customer_id;
 use super::{client, config, flush_shard, http};
 use crate::error::ApiError;
 use crate::keys::{self, Mode};
 use crate::protocol::{CreateCustomer, IssueKey, KeyInfo};
-use subtle::ConstantTimeEq;
 use worker::{Env, Method, Request, Response};
 
 pub async fn handle(req: Request, env: &Env) -> worker::Result<Response> {
     http::respond(admin(req, env).await)
-}
-
-pub(super) fn authorize(req: &Request, env: &Env) -> Result<(), ApiError> {
-    let Some(token) = config::setting(env, "ADMIN_TOKEN") else {
-        return Err(ApiError::forbidden(
-            "The admin API is disabled: set the ADMIN_TOKEN secret.",
-        ));
-    };
-    let given = http::api_key(req.headers()).unwrap_or_default();
-    let same = given.len() == token.len() && bool::from(given.as_bytes().ct_eq(token.as_bytes()));
-    if same {
-        Ok(())
-    } else {
-        Err(ApiError::unauthorized("Invalid admin token."))
-    }
 }
 
 /// Flush health per shard and overall: last run, records pending, oldest unflushed
@@ -94,15 +80,6 @@ async fn list_keys(env: &Env, id: &str) -> Result<Response, ApiError> {
     http::json_response(&all, 200).map_err(http::internal)
 }
 
-pub(super) fn customer_id(id: &str) -> Result<&str, ApiError> {
-    if keys::valid_customer_id(id) {
-        Ok(id)
-    } else {
-        let msg = "Customer ids are 1 to 64 characters of letters, digits, `-` and `.`.";
-        Err(ApiError::bad_request("invalid_customer_id", msg).with_param("id"))
-    }
-}
-
 async fn admin(mut req: Request, env: &Env) -> Result<Response, ApiError> {
     authorize(&req, env)?;
     let path = req.path();
@@ -168,7 +145,7 @@ async fn admin(mut req: Request, env: &Env) -> Result<Response, ApiError> {
         (Method::Get, ["flush"]) => flush_stats(env).await,
         (Method::Get, ["reconciliation", at]) => {
             // Every customer's period containing that day, added up through the shards.
-            let at_ms = super::rating_api::instant(at)?;
+            let at_ms = super::params::instant(at)?;
             let shards = config::flush_shards(env).ok_or_else(|| {
                 let msg = "Flushing is off (no RATING_URL): no shard knows the customers.";
                 ApiError::conflict("flush_off", msg)

@@ -35,7 +35,7 @@ pub struct UsageCounter {
     pub(super) mem: RefCell<Option<Loaded>>,
     /// The last push and the alarm set, as last read or written, so a settlement does
     /// not read the flush state from storage each time.
-    pub(super) push_clock: std::cell::Cell<Option<super::counter_alarm::PushClock>>,
+    pub(super) push_clock: std::cell::Cell<Option<crate::flush::wake::PushClock>>,
     /// A push is awaiting the shard; another one waits for the next alarm.
     pub(super) pushing: std::cell::Cell<bool>,
     /// An admission expired reservations: their usage is pushed like a settlement's.

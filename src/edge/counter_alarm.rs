@@ -3,14 +3,8 @@
 //! triggers works out the next one, so no reason is lost when it fires.
 
 use super::counter::UsageCounter;
+use crate::flush::wake::PushClock;
 use worker::ScheduledTime;
-
-/// When the counter last pushed and the alarm it has set, as stored.
-#[derive(Clone, Copy, Debug, Default)]
-pub(super) struct PushClock {
-    pub last_push_ms: Option<i64>,
-    pub alarm_ms: Option<i64>,
-}
 
 /// An alarm time from epoch milliseconds on the Worker's clock (a bare `i64` would
 /// mean an offset from now); the runtime schedules by the wall clock.

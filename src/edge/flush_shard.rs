@@ -5,7 +5,6 @@
 
 use super::client::{call_object, SHARD_BINDING};
 use super::delivery::{deliver, render_batch, Outcome, Receiver, Rendered};
-use super::flush_shard_dead::UNREADABLE;
 use super::sql::{integer, text, Row};
 use super::{config, http};
 use crate::error::ApiError;
@@ -34,6 +33,9 @@ CREATE TABLE IF NOT EXISTS customers (owner TEXT PRIMARY KEY, customer TEXT NOT 
 pub(super) const WAITING: i64 = 0;
 pub(super) const ACKNOWLEDGED: i64 = 1;
 pub(super) const KEPT_ASIDE: i64 = 2;
+
+/// The content type a dead letter of an unreadable outbox row is kept under.
+pub(super) const UNREADABLE: &str = "application/x-edgemeter-unreadable-row";
 
 /// Records sent per run and shard; the rest wait for the next run.
 const MAX_RECORDS_PER_RUN: i64 = 20_000;

@@ -6,15 +6,12 @@
 
 use super::config;
 use super::delivery::{deliver, render_batch, Outcome, Receiver, Rendered};
-use super::flush_shard::{FlushShard, ACKNOWLEDGED, KEPT_ASIDE, WAITING};
+use super::flush_shard::{FlushShard, ACKNOWLEDGED, KEPT_ASIDE, UNREADABLE, WAITING};
 use super::sql::text;
 use crate::flush::{requeue_home, Batch, Format, UsageRecord};
 use crate::ledger::Refused;
 use serde_json::json;
 use worker::{Result, SqlStorageValue};
-
-/// The content type a dead letter of an unreadable outbox row is kept under.
-pub(super) const UNREADABLE: &str = "application/x-edgemeter-unreadable-row";
 
 /// The content type of records set aside because Lago has no subscription for their
 /// customer; a requeue puts them back to wait, to be rendered with the mapping.

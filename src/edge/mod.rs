@@ -2,6 +2,7 @@
 //! the pure core.
 
 mod admin;
+mod auth;
 mod client;
 mod clock;
 mod config;
@@ -28,6 +29,7 @@ mod ledger_reconcile;
 mod ledger_store;
 mod metrics;
 mod observe;
+mod params;
 mod proxy;
 mod rating_api;
 mod resources;
@@ -91,7 +93,7 @@ async fn usage(req: Request, env: &Env) -> Result<Response> {
                 "Use GET /v1/usage.",
             ));
         }
-        let caller = proxy::authenticate(&req, env)?;
+        let caller = auth::authenticate(&req, env)?;
         let hash = Some(caller.key_hash);
         client::call(env, &caller.counter, Method::Post, "/usage", Some(&hash)).await
     };

@@ -4,6 +4,7 @@
 //! stream). One Durable Object round trip is on the hot path: admission, which also
 //! checks the key's revocation state; a forged key is refused before it.
 
+use super::auth::{authenticate, Caller};
 use super::metrics::{bump, Metric};
 use super::observe::{observe, CostBasis};
 use super::ticket::{not_admitted, Ticket};
@@ -26,16 +27,6 @@ pub async fn handle(req: Request, env: &Env, ctx: &Context) -> worker::Result<Re
     http::respond(proxy(req, env, ctx).await)
 }
 
-/// Who is calling: a key issued by this deployment (its MAC checked here), not yet
-/// checked for revocation (the counter does that at admission).
-pub struct Caller {
-    pub customer: String,
-    pub mode: Mode,
-    pub key_hash: String,
-    /// The name of the caller's counter: one per customer and mode.
-    pub counter: String,
-}
-
 /// The route phase: the exact route, or 404 before anything else is read.
 pub fn route(req: &Request, env: &Env) -> Result<Routed, ApiError> {
     let url = req.inner().url();
@@ -45,28 +36,6 @@ pub fn route(req: &Request, env: &Env) -> Result<Routed, ApiError> {
         if e.status == 404 {
             bump(Metric::RefusedRoutes);
         }
-    })
-}
-
-/// The authenticate phase: no body is read and no Durable Object is called for a key
-/// this deployment did not issue.
-pub fn authenticate(req: &Request, env: &Env) -> Result<Caller, ApiError> {
-    let key = http::api_key(req.headers()).ok_or_else(|| {
-        ApiError::unauthorized(
-            "You didn't provide an API key. Send it as `Authorization: Bearer em_live_...`.",
-        )
-    })?;
-    let secret = config::key_secret(env)?;
-    let parsed = keys::parse(&key).filter(|_| keys::signed(&key, &secret));
-    let Some(parsed) = parsed else {
-        bump(Metric::ForgedKeys);
-        return Err(ApiError::unauthorized("Incorrect API key provided."));
-    };
-    Ok(Caller {
-        customer: parsed.customer.to_string(),
-        mode: parsed.mode,
-        key_hash: keys::hash(&key),
-        counter: keys::counter_name(parsed.mode, parsed.customer),
     })
 }
 

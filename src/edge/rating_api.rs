@@ -3,11 +3,11 @@
 //! sandbox. Each customer's data lives in its `Ledger` Durable Object.
 
 use super::client::call_object;
-use super::{admin, config, http};
+use super::params::{customer_id, instant, period_start};
+use super::{auth, config, http};
 use crate::error::ApiError;
 use crate::flush::{signature_fresh, verify};
 use crate::ledger::parse_batch;
-use crate::period::parse_date;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -42,7 +42,7 @@ pub async fn handle(mut req: Request, env: &Env) -> worker::Result<Response> {
             let bytes = http::read_capped(&mut req, INGEST_BODY_LIMIT).await?;
             ingest(env, &signature, &bytes).await
         } else {
-            admin::authorize(&req, env)?;
+            auth::authorize(&req, env)?;
             let bytes = http::read_capped(&mut req, MANAGE_BODY_LIMIT).await?;
             let livemode = livemode_of(&req.inner().url())?;
             manage(env, method, &path, &bytes, livemode).await
@@ -121,27 +121,6 @@ pub async fn ingest(env: &Env, signature: &str, body: &[u8]) -> Result<Response,
     http::json_response(&answer, 200).map_err(http::internal)
 }
 
-/// An instant given as `now`, `YYYY-MM-DD` (its start, UTC) or Unix milliseconds.
-pub(super) fn instant(text: &str) -> Result<i64, ApiError> {
-    match text {
-        "now" => Ok(super::clock::now_ms()),
-        _ => period_start(text),
-    }
-}
-
-/// A period given as `YYYY-MM-DD` (its first day, UTC) or Unix milliseconds.
-pub(super) fn period_start(text: &str) -> Result<i64, ApiError> {
-    parse_date(text)
-        .or_else(|| text.parse().ok())
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_period",
-                format!("`{text}` is not a period start (YYYY-MM-DD or Unix ms)."),
-            )
-            .with_param("period")
-        })
-}
-
 /// The mode a management call addresses: live unless the query says `livemode=false`.
 fn livemode_of(url: &str) -> Result<bool, ApiError> {
     let query = url.split_once('?').map_or("", |(_, q)| q);
@@ -173,8 +152,7 @@ async fn manage(
     };
     let parts: Vec<&str> = path.trim_start_matches("/rating/v1/").split('/').collect();
     // A test-mode customer's billing lives in its own Ledger, as its usage does.
-    let customer =
-        |id: &str| admin::customer_id(id).map(|id| crate::flush::owner_key(id, livemode));
+    let customer = |id: &str| customer_id(id).map(|id| crate::flush::owner_key(id, livemode));
     match (method, parts.as_slice()) {
         (Method::Put, ["customers", id, "account"]) => {
             if body["account"]["customer_id"] != *id {
@@ -192,7 +170,7 @@ async fn manage(
             ledger(env, &customer(id)?, "/grants", &body).await
         }
         (Method::Get, ["customers", id, "reconciliation", at]) => {
-            let ask = json!({"customer": admin::customer_id(id)?, "livemode": livemode,
+            let ask = json!({"customer": customer_id(id)?, "livemode": livemode,
                 "at_ms": instant(at)?});
             ledger(env, &customer(id)?, "/reconcile", &ask).await
         }

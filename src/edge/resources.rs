@@ -3,8 +3,8 @@
 //! Each is counted as one request; none carries tokens, so a stored response read back
 //! is never metered again.
 
+use super::auth::Caller;
 use super::metrics::{bump, Metric};
-use super::proxy::Caller;
 use super::ticket::{not_admitted, respond, Payload, Ticket};
 use super::upstream::{self, collect, OutBody, Outgoing, Upstreamed};
 use super::{client, config, http};

@@ -7,6 +7,13 @@
 
 use super::backoff_ms;
 
+/// When a counter last pushed and the alarm it has set, as stored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PushClock {
+    pub last_push_ms: Option<i64>,
+    pub alarm_ms: Option<i64>,
+}
+
 /// A period's final records are taken this long after it ends.
 pub const PERIOD_END_GRACE_MS: i64 = 1_000;
 

@@ -4,7 +4,7 @@
 
 use super::charges::{graduated, package, per_unit, percentage, volume};
 use super::input::{Meter, MeterTotal, RatingInput, Segment};
-use super::invoice::{Line, LineKind, Proration};
+use super::line::{Line, LineKind, Proration};
 use super::money::negative;
 use super::plan::{Charge, PackageTerms, PerUnit, Plan, PriceBook, Pricing, Tiered};
 use super::tax::TaxTreatment;
@@ -20,7 +20,7 @@ const MAX_TRANSACTIONS: Decimal = Decimal::from_parts(0xA4C6_8000, 0x0003_8D7E, 
 pub(crate) struct LineDraft(Line);
 
 impl LineDraft {
-    pub(crate) fn kind(&self) -> super::invoice::LineKind {
+    pub(crate) fn kind(&self) -> super::line::LineKind {
         self.0.kind
     }
 

@@ -68,11 +68,13 @@
 //! `Decimal`'s range, so rating returns an error for bad input and never panics.
 
 mod account;
+mod balances;
 pub mod bound;
 mod charges;
 mod credits;
 mod input;
 mod invoice;
+mod line;
 mod lines;
 mod money;
 mod plan;
@@ -85,11 +87,9 @@ mod validate;
 mod tests;
 
 pub use account::{Account, CreditGrant, GrantCategory};
+pub use balances::{grant_balances, net_of_draws, GrantBalance, GrantStatus};
 pub use charges::{graduated, package, per_unit, percentage, volume, PercentageOutcome, TierPart};
-pub use credits::{
-    apply_credits, draw_order, grant_balances, net_of_draws, remaining_balance, usage_blocked,
-    CreditApplication, GrantBalance, GrantStatus,
-};
+pub use credits::{apply_credits, draw_order, remaining_balance, usage_blocked, CreditApplication};
 pub use input::{
     meter_totals, segment_days, usage_totals, utc_day, Adjustment, Meter, MeterTotal, RatingInput,
     Segment, Transaction, DAY_MS,

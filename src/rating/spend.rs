@@ -4,7 +4,7 @@
 //! invoice agree for the same usage.
 
 use super::input::{MeterTotal, RatingInput};
-use super::invoice::{LineKind, Proration};
+use super::line::{LineKind, Proration};
 use super::lines::{check_input, fold_unpriced, segment_lines};
 use super::{PriceBook, RatingError};
 use crate::period::Period;
