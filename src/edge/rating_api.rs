@@ -1,6 +1,7 @@
 //! The built-in rating endpoint, `/rating/v1/...`: signed batch ingestion (what the
-//! flush delivers to), billing accounts and credit grants, draft invoices and the price
-//! sandbox. Each customer's data lives in its `Ledger` Durable Object.
+//! flush delivers to), billing accounts and credit grants, invoices, reconciliation,
+//! and the preview under a draft price book. Each customer's data lives in its
+//! `Ledger` Durable Object.
 
 use super::client::call_object;
 use super::params::{customer_id, instant, period_start};

@@ -1,7 +1,7 @@
 //! Tests of `ledger`: batch checks, refusals and rating input.
 use super::*;
 use crate::flush::{record_id, render, Batch, Format};
-use crate::rating::Meter;
+use crate::rating::BillableMeter;
 
 fn record(customer: &str, requests: u64) -> UsageRecord {
     UsageRecord {
@@ -138,8 +138,8 @@ fn totals_of_one_model_are_rated_together() {
             .map(|u| u.units)
     };
     // input 35 of which 10 cached -> 25 fresh; output 10; 3 requests
-    assert_eq!(units(Meter::InputTokens), Some(25));
-    assert_eq!(units(Meter::CachedInputTokens), Some(10));
-    assert_eq!(units(Meter::OutputTokens), Some(10));
-    assert_eq!(units(Meter::Requests), Some(3));
+    assert_eq!(units(BillableMeter::InputTokens), Some(25));
+    assert_eq!(units(BillableMeter::CachedInputTokens), Some(10));
+    assert_eq!(units(BillableMeter::OutputTokens), Some(10));
+    assert_eq!(units(BillableMeter::Requests), Some(3));
 }

@@ -3,7 +3,7 @@
 
 use super::account::{Account, CreditGrant};
 use super::money::floor_minor;
-use super::plan::{Plan, PriceBook};
+use super::plan::{BookPlan, PriceBook};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
@@ -98,6 +98,6 @@ pub fn remaining_balance(book: &PriceBook, account: &Account, at_ms: i64) -> Dec
 
 /// Whether the edge must refuse usage: the plan blocks on exhausted credits and the
 /// remaining balance is zero.
-pub fn usage_blocked(plan: &Plan, remaining: Decimal) -> bool {
+pub fn usage_blocked(plan: &BookPlan, remaining: Decimal) -> bool {
     plan.block_when_credits_exhausted && remaining <= Decimal::ZERO
 }

@@ -30,7 +30,7 @@ pub const DAY_MS: i64 = 86_400_000;
 /// pricing them twice is the mistake this enum is shaped to prevent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Meter {
+pub enum BillableMeter {
     InputTokens,
     CachedInputTokens,
     CacheWriteTokens,
@@ -44,20 +44,20 @@ pub enum Meter {
     TransactionValue,
 }
 
-impl Meter {
+impl BillableMeter {
     /// The meter's name as written in JSON.
     pub fn name(self) -> &'static str {
         match self {
-            Meter::InputTokens => "input_tokens",
-            Meter::CachedInputTokens => "cached_input_tokens",
-            Meter::CacheWriteTokens => "cache_write_tokens",
-            Meter::CacheWrite1hTokens => "cache_write_1h_tokens",
-            Meter::AudioInputTokens => "audio_input_tokens",
-            Meter::OutputTokens => "output_tokens",
-            Meter::Requests => "requests",
-            Meter::Images => "images",
-            Meter::Seconds => "seconds",
-            Meter::TransactionValue => "transaction_value",
+            BillableMeter::InputTokens => "input_tokens",
+            BillableMeter::CachedInputTokens => "cached_input_tokens",
+            BillableMeter::CacheWriteTokens => "cache_write_tokens",
+            BillableMeter::CacheWrite1hTokens => "cache_write_1h_tokens",
+            BillableMeter::AudioInputTokens => "audio_input_tokens",
+            BillableMeter::OutputTokens => "output_tokens",
+            BillableMeter::Requests => "requests",
+            BillableMeter::Images => "images",
+            BillableMeter::Seconds => "seconds",
+            BillableMeter::TransactionValue => "transaction_value",
         }
     }
 
@@ -65,7 +65,7 @@ impl Meter {
     /// milliseconds and priced in seconds, so fractions of a second are exact.
     pub fn counted_per_unit(self) -> u64 {
         match self {
-            Meter::Seconds => 1000,
+            BillableMeter::Seconds => 1000,
             _ => 1,
         }
     }
@@ -77,9 +77,9 @@ impl Meter {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MeterTotal {
-    pub meter: Meter,
+    pub meter: BillableMeter,
     pub model: String,
-    /// Counted units ([`Meter::counted_per_unit`] of them make one priced unit).
+    /// Counted units ([`BillableMeter::counted_per_unit`] of them make one priced unit).
     pub units: u64,
 }
 
@@ -96,7 +96,7 @@ pub struct Transaction {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Segment {
-    /// Plan name in the price book.
+    /// The plan's name in the price book.
     pub plan: String,
     /// When the plan took effect, within the period; the first segment normally starts
     /// at the period start. The UTC day containing this instant counts for this plan.
@@ -189,19 +189,19 @@ pub fn segment_days(period: &Period, segments: &[Segment]) -> Vec<i64> {
 }
 
 /// The meter totals of one model's aggregated [`Usage`] plus its request count, by the
-/// mapping documented on [`Meter`]. Zero totals are left out.
+/// mapping documented on [`BillableMeter`]. Zero totals are left out.
 pub fn meter_totals(model: &str, usage: &Usage, requests: u64) -> Vec<MeterTotal> {
     let input = usage.input_parts();
     [
-        (Meter::InputTokens, input.fresh),
-        (Meter::CachedInputTokens, input.cached),
-        (Meter::CacheWriteTokens, input.cache_write),
-        (Meter::CacheWrite1hTokens, input.cache_write_1h),
-        (Meter::AudioInputTokens, input.audio),
-        (Meter::OutputTokens, usage.output),
-        (Meter::Requests, requests),
-        (Meter::Images, usage.images),
-        (Meter::Seconds, usage.duration_ms),
+        (BillableMeter::InputTokens, input.fresh),
+        (BillableMeter::CachedInputTokens, input.cached),
+        (BillableMeter::CacheWriteTokens, input.cache_write),
+        (BillableMeter::CacheWrite1hTokens, input.cache_write_1h),
+        (BillableMeter::AudioInputTokens, input.audio),
+        (BillableMeter::OutputTokens, usage.output),
+        (BillableMeter::Requests, requests),
+        (BillableMeter::Images, usage.images),
+        (BillableMeter::Seconds, usage.duration_ms),
     ]
     .into_iter()
     .filter(|&(_, units)| units > 0)

@@ -1,7 +1,7 @@
 //! An invoice line: what it charges for, its quantities, prices and amounts. A leaf
 //! of the rating engine: charges build lines, invoices hold them.
 
-use super::input::{Adjustment, Meter};
+use super::input::{Adjustment, BillableMeter};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -32,7 +32,7 @@ pub struct Line {
     pub plan: String,
     pub description: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub meter: Option<Meter>,
+    pub meter: Option<BillableMeter>,
     /// The charge's model; `None` for a charge covering every other model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,

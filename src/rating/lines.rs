@@ -3,10 +3,10 @@
 //! the rating input must pass first.
 
 use super::charges::{graduated, package, per_unit, percentage, volume};
-use super::input::{Meter, MeterTotal, RatingInput, Segment};
+use super::input::{BillableMeter, MeterTotal, RatingInput, Segment};
 use super::line::{Line, LineKind, Proration};
 use super::money::negative;
-use super::plan::{Charge, PackageTerms, PerUnit, Plan, PriceBook, Pricing, Tiered};
+use super::plan::{BookPlan, Charge, ChargeModel, PackageTerms, PerUnit, PriceBook, Tiered};
 use super::tax::TaxTreatment;
 use super::validate::MAX_SEGMENTS;
 use super::{RatingError, Rounding};
@@ -44,7 +44,7 @@ fn fail<T>(path: String, message: impl Into<String>) -> Result<T, RatingError> {
 
 /// The charge of `plan` that prices `meter` for `model`: its own, else the meter's
 /// model-less charge.
-fn charge_for<'a>(plan: &'a Plan, meter: Meter, model: &str) -> Option<&'a Charge> {
+fn charge_for<'a>(plan: &'a BookPlan, meter: BillableMeter, model: &str) -> Option<&'a Charge> {
     let on_meter = || plan.charges.iter().filter(move |c| c.meter == meter);
     on_meter()
         .find(|c| c.model.as_deref() == Some(model))
@@ -64,10 +64,12 @@ pub(crate) fn fold_unpriced(book: &PriceBook, input: &RatingInput) -> RatingInpu
         for u in s.usage.drain(..) {
             let newer = matches!(
                 u.meter,
-                Meter::CacheWriteTokens | Meter::CacheWrite1hTokens | Meter::AudioInputTokens
+                BillableMeter::CacheWriteTokens
+                    | BillableMeter::CacheWrite1hTokens
+                    | BillableMeter::AudioInputTokens
             );
             let meter = match newer && charge_for(plan, u.meter, &u.model).is_none() {
-                true => Meter::InputTokens,
+                true => BillableMeter::InputTokens,
                 false => u.meter,
             };
             match folded
@@ -109,10 +111,10 @@ pub(crate) fn check_input(book: &PriceBook, input: &RatingInput) -> Result<(), R
         }
         previous = s.from_ms;
         // Per meter, the segment's units must fit a counter (< 2^53), like each total.
-        let mut per_meter = std::collections::BTreeMap::<Meter, u64>::new();
+        let mut per_meter = std::collections::BTreeMap::<BillableMeter, u64>::new();
         for (j, u) in s.usage.iter().enumerate() {
             let path = format!("{base}.usage[{j}]");
-            if u.meter == Meter::TransactionValue {
+            if u.meter == BillableMeter::TransactionValue {
                 return fail(
                     format!("{path}.meter"),
                     "transaction values go in `transactions`",
@@ -151,7 +153,7 @@ pub(crate) fn check_input(book: &PriceBook, input: &RatingInput) -> Result<(), R
                     "must not be negative, and a segment's values must total at most 1e15",
                 );
             }
-            if charge_for(plan, Meter::TransactionValue, &t.model).is_none() {
+            if charge_for(plan, BillableMeter::TransactionValue, &t.model).is_none() {
                 return fail(
                     path,
                     format!(
@@ -215,16 +217,16 @@ impl Ctx<'_> {
         Some(line)
     }
 
-    fn charge_line(&self, plan: &Plan, charge: &Charge, segment: &Segment) -> Line {
-        let covers = |meter: Meter, model: &str| {
+    fn charge_line(&self, plan: &BookPlan, charge: &Charge, segment: &Segment) -> Line {
+        let covers = |meter: BillableMeter, model: &str| {
             charge_for(plan, meter, model).is_some_and(|c| std::ptr::eq(c, charge))
         };
         let mut line = self.line(LineKind::Usage, charge.label(), Decimal::ZERO);
-        let book_amount = if let Pricing::Percentage(terms) = &charge.pricing {
+        let book_amount = if let ChargeModel::Percentage(terms) = &charge.pricing {
             let values: Vec<Decimal> = segment
                 .transactions
                 .iter()
-                .filter(|t| covers(Meter::TransactionValue, &t.model))
+                .filter(|t| covers(BillableMeter::TransactionValue, &t.model))
                 .map(|t| t.value)
                 .collect();
             let outcome = percentage(&values, terms);
@@ -260,17 +262,17 @@ impl Ctx<'_> {
         let per = charge.per();
         let zero = self.book.zero_usage_flat_fee;
         match &charge.pricing {
-            Pricing::PerUnit(PerUnit { unit_price }) => {
+            ChargeModel::PerUnit(PerUnit { unit_price }) => {
                 line.unit_price = Some(*unit_price);
                 line.price_per = charge.price_per;
                 per_unit(q, *unit_price, per)
             }
-            Pricing::Graduated(Tiered { tiers }) => {
+            ChargeModel::Graduated(Tiered { tiers }) => {
                 line.price_per = charge.price_per;
                 line.tiers = graduated(q, tiers, per, zero);
                 line.tiers.iter().map(|t| t.amount).sum()
             }
-            Pricing::Volume(Tiered { tiers }) => {
+            ChargeModel::Volume(Tiered { tiers }) => {
                 line.price_per = charge.price_per;
                 let part = volume(q, tiers, per, zero);
                 let amount = part.amount;
@@ -278,7 +280,7 @@ impl Ctx<'_> {
                 line.tiers = vec![part];
                 amount
             }
-            Pricing::Package(PackageTerms {
+            ChargeModel::Package(PackageTerms {
                 package_size,
                 package_price,
                 free_units,
@@ -294,7 +296,7 @@ impl Ctx<'_> {
                 );
                 amount
             }
-            Pricing::Percentage(_) => Decimal::ZERO,
+            ChargeModel::Percentage(_) => Decimal::ZERO,
         }
     }
 }

@@ -55,7 +55,7 @@
 //!
 //! # Usage mapping
 //! Usage arrives per plan segment × meter × model as integer [`MeterTotal`]s; see
-//! [`Meter`] for how a response's tokens, images and durations (counted in
+//! [`BillableMeter`] for how a response's tokens, images and durations (counted in
 //! milliseconds, priced per second) map to meters, and [`meter_totals`] for the
 //! conversion from [`crate::usage::Usage`]. Final invoices, late usage and corrections
 //! (rules 15 to 17) are `crate::finality`'s; the engine only adds the [`Adjustment`]
@@ -91,14 +91,14 @@ pub use balances::{grant_balances, net_of_draws, GrantBalance, GrantStatus};
 pub use charges::{graduated, package, per_unit, percentage, volume, PercentageOutcome, TierPart};
 pub use credits::{apply_credits, draw_order, remaining_balance, usage_blocked, CreditApplication};
 pub use input::{
-    meter_totals, segment_days, usage_totals, utc_day, Adjustment, Meter, MeterTotal, RatingInput,
-    Segment, Transaction, DAY_MS,
+    meter_totals, segment_days, usage_totals, utc_day, Adjustment, BillableMeter, MeterTotal,
+    RatingInput, Segment, Transaction, DAY_MS,
 };
 pub use invoice::{rate, Invoice, InvoiceStatus, Line, LineKind, Proration};
 pub use money::{floor_minor, minor_units, FxTable, Rounding};
 pub use plan::{
-    Charge, PackageTerms, PerUnit, PercentageTerms, Plan, PriceBook, Pricing, RegionRule, TaxMode,
-    TaxRule, TaxTable, Tier, Tiered, ZeroUsageFlatFee,
+    BookPlan, Charge, ChargeModel, PackageTerms, PerUnit, PercentageTerms, PriceBook, RegionRule,
+    TaxMode, TaxRule, TaxTable, Tier, Tiered, ZeroUsageFlatFee,
 };
 pub use preview::{preview, Difference, Preview};
 pub use spend::usage_amount;

@@ -2,7 +2,7 @@
 //! catalog: unknown fields are rejected, and every semantic problem (a tier gap, a
 //! negative price, an unknown currency) names its JSON path. See `validate.rs`.
 
-use super::input::Meter;
+use super::input::BillableMeter;
 use super::money::{FxTable, Rounding};
 use super::RatingError;
 use rust_decimal::Decimal;
@@ -28,7 +28,7 @@ pub struct PriceBook {
     #[serde(default)]
     pub fx: Option<FxTable>,
     pub tax: TaxTable,
-    pub plans: BTreeMap<String, Plan>,
+    pub plans: BTreeMap<String, BookPlan>,
 }
 
 /// PRICING.md rule 3: what a first-tier flat fee does when no unit was used.
@@ -46,7 +46,7 @@ pub enum ZeroUsageFlatFee {
 /// a plan is hybrid by adding a base fee and allowances), and an optional commitment.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Plan {
+pub struct BookPlan {
     /// Flat recurring fee per full period, prorated by days for a partial one.
     #[serde(default)]
     pub base_fee: Decimal,
@@ -67,7 +67,7 @@ pub struct Plan {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Charge {
-    pub meter: Meter,
+    pub meter: BillableMeter,
     #[serde(default)]
     pub model: Option<String>,
     /// Units included in the plan, subtracted before any pricing (the hybrid allowance).
@@ -81,14 +81,14 @@ pub struct Charge {
     /// Per-charge minimum per full period, prorated by days like the plan's.
     #[serde(default)]
     pub minimum: Option<Decimal>,
-    pub pricing: Pricing,
+    pub pricing: ChargeModel,
 }
 
 /// The charge models, tagged by `kind`: `per_unit`, `graduated`, `volume`, `package`,
 /// `percentage`. Each variant's fields sit beside `kind` in the same object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Pricing {
+pub enum ChargeModel {
     /// Every unit at one price.
     PerUnit(PerUnit),
     /// Each tier's units at that tier's price, plus each entered tier's flat fee.

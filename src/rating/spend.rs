@@ -43,9 +43,9 @@ pub fn usage_amount(
 mod tests {
     use super::super::tests::fixtures::*;
     use super::*;
-    use crate::rating::Meter;
+    use crate::rating::BillableMeter;
 
-    fn units(meter: Meter, model: &str, units: u64) -> MeterTotal {
+    fn units(meter: BillableMeter, model: &str, units: u64) -> MeterTotal {
         MeterTotal {
             meter,
             model: model.into(),
@@ -58,9 +58,9 @@ mod tests {
         let b = book();
         // payg: gpt-4o input 2.50/M; other input 0.15/M; output graduated 0.60/M to 10M then 0.40/M
         let usage = vec![
-            units(Meter::InputTokens, "gpt-4o", 2_000_000),
-            units(Meter::InputTokens, "gpt-4o-mini", 1_000_000),
-            units(Meter::OutputTokens, "gpt-4o", 12_000_000),
+            units(BillableMeter::InputTokens, "gpt-4o", 2_000_000),
+            units(BillableMeter::InputTokens, "gpt-4o-mini", 1_000_000),
+            units(BillableMeter::OutputTokens, "gpt-4o", 12_000_000),
         ];
         // 2*2.50 + 1*0.15 + 10*0.60 + 2*0.40 = 5 + 0.15 + 6 + 0.8 = 11.95
         assert_eq!(
@@ -73,19 +73,19 @@ mod tests {
     fn included_units_make_usage_free_and_base_fees_are_not_usage() {
         let b = book();
         // pro: 5M input included, base fee 49 and a 100 minimum that are not usage
-        let usage = vec![units(Meter::InputTokens, "gpt-4o", 5_000_000)];
+        let usage = vec![units(BillableMeter::InputTokens, "gpt-4o", 5_000_000)];
         assert_eq!(
             usage_amount(&b, "pro", april(), usage).unwrap(),
             Decimal::ZERO
         );
         // 6M: 1M over at 1.00/M (volume tier 1)
-        let usage = vec![units(Meter::InputTokens, "gpt-4o", 6_000_000)];
+        let usage = vec![units(BillableMeter::InputTokens, "gpt-4o", 6_000_000)];
         assert_eq!(usage_amount(&b, "pro", april(), usage).unwrap(), d("1.00"));
     }
 
     #[test]
     fn unpriced_usage_is_an_error() {
-        let usage = vec![units(Meter::Images, "x", 1)];
+        let usage = vec![units(BillableMeter::Images, "x", 1)];
         assert!(usage_amount(&book(), "payg", april(), usage).is_err());
     }
 
@@ -95,16 +95,16 @@ mod tests {
         // 1M written to the cache and 1M of audio are rated with the 2M of input, as
         // they were before they were metered apart; images still have no charge.
         let usage = vec![
-            units(Meter::InputTokens, "gpt-4o", 2_000_000),
-            units(Meter::CacheWriteTokens, "gpt-4o", 500_000),
-            units(Meter::CacheWrite1hTokens, "gpt-4o", 500_000),
-            units(Meter::AudioInputTokens, "gpt-4o", 1_000_000),
+            units(BillableMeter::InputTokens, "gpt-4o", 2_000_000),
+            units(BillableMeter::CacheWriteTokens, "gpt-4o", 500_000),
+            units(BillableMeter::CacheWrite1hTokens, "gpt-4o", 500_000),
+            units(BillableMeter::AudioInputTokens, "gpt-4o", 1_000_000),
         ];
         assert_eq!(
             usage_amount(&book(), "payg", april(), usage).unwrap(),
             d("10.00")
         );
-        let usage = vec![units(Meter::Images, "gpt-4o", 1)];
+        let usage = vec![units(BillableMeter::Images, "gpt-4o", 1)];
         assert!(usage_amount(&book(), "payg", april(), usage).is_err());
     }
 }

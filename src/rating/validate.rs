@@ -1,10 +1,10 @@
 //! Semantic checks of a parsed price book. Each failure names the JSON path of the
 //! offending value, so whoever edits prices sees exactly what to fix.
 
-use super::input::Meter;
+use super::input::BillableMeter;
 use super::money::{is_date, minor_units, negative};
 use super::plan::{
-    Charge, PackageTerms, PerUnit, PercentageTerms, Plan, PriceBook, Pricing, Tier, Tiered,
+    BookPlan, Charge, ChargeModel, PackageTerms, PerUnit, PercentageTerms, PriceBook, Tier, Tiered,
 };
 use super::RatingError;
 use crate::catalog::MAX_COUNTER;
@@ -96,7 +96,7 @@ fn check_rate(path: String, rate: Decimal) -> Result<(), RatingError> {
     Ok(())
 }
 
-fn check_plan(base: &str, plan: &Plan) -> Result<(), RatingError> {
+fn check_plan(base: &str, plan: &BookPlan) -> Result<(), RatingError> {
     check_amount(format!("{base}.base_fee"), plan.base_fee)?;
     if let Some(min) = plan.minimum_commitment {
         check_amount(format!("{base}.minimum_commitment"), min)?;
@@ -130,8 +130,8 @@ fn check_charge(base: &str, c: &Charge) -> Result<(), RatingError> {
     if let Some(min) = c.minimum {
         check_amount(format!("{base}.minimum"), min)?;
     }
-    let percentage = matches!(c.pricing, Pricing::Percentage(_));
-    if percentage != (c.meter == Meter::TransactionValue) {
+    let percentage = matches!(c.pricing, ChargeModel::Percentage(_));
+    if percentage != (c.meter == BillableMeter::TransactionValue) {
         return err(
             format!("{base}.pricing.kind"),
             "`percentage` prices exactly the `transaction_value` meter",
@@ -145,7 +145,7 @@ fn check_charge(base: &str, c: &Charge) -> Result<(), RatingError> {
     }
     let per_applies = matches!(
         c.pricing,
-        Pricing::PerUnit(_) | Pricing::Graduated(_) | Pricing::Volume(_)
+        ChargeModel::PerUnit(_) | ChargeModel::Graduated(_) | ChargeModel::Volume(_)
     );
     match c.price_per {
         Some(_) if !per_applies => {
@@ -161,13 +161,13 @@ fn check_charge(base: &str, c: &Charge) -> Result<(), RatingError> {
     }
     let p = format!("{base}.pricing");
     match &c.pricing {
-        Pricing::PerUnit(PerUnit { unit_price }) => {
+        ChargeModel::PerUnit(PerUnit { unit_price }) => {
             check_amount(format!("{p}.unit_price"), *unit_price)
         }
-        Pricing::Graduated(Tiered { tiers }) | Pricing::Volume(Tiered { tiers }) => {
+        ChargeModel::Graduated(Tiered { tiers }) | ChargeModel::Volume(Tiered { tiers }) => {
             check_tiers(&p, tiers)
         }
-        Pricing::Package(PackageTerms {
+        ChargeModel::Package(PackageTerms {
             package_size,
             package_price,
             free_units,
@@ -185,7 +185,7 @@ fn check_charge(base: &str, c: &Charge) -> Result<(), RatingError> {
             }
             check_amount(format!("{p}.package_price"), *package_price)
         }
-        Pricing::Percentage(PercentageTerms {
+        ChargeModel::Percentage(PercentageTerms {
             rate,
             fixed_fee,
             min_per_transaction,

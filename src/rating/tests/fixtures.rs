@@ -95,7 +95,7 @@ pub fn account(country: &str) -> Account {
     }
 }
 
-pub fn usage(meter: Meter, model: &str, units: u64) -> MeterTotal {
+pub fn usage(meter: BillableMeter, model: &str, units: u64) -> MeterTotal {
     MeterTotal {
         meter,
         model: model.into(),

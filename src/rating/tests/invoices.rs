@@ -9,9 +9,9 @@ fn pro_usage() -> RatingInput {
     let mut inp = input(
         "pro",
         vec![
-            usage(Meter::InputTokens, "gpt-4o", 60_000_000),
-            usage(Meter::InputTokens, "o3-mini", 10_000_000),
-            usage(Meter::Images, "gpt-image-1", 35),
+            usage(BillableMeter::InputTokens, "gpt-4o", 60_000_000),
+            usage(BillableMeter::InputTokens, "o3-mini", 10_000_000),
+            usage(BillableMeter::Images, "gpt-image-1", 35),
         ],
     );
     inp.segments[0].transactions = vec![Transaction {
@@ -73,7 +73,11 @@ fn hybrid_plan_end_to_end() {
 fn huge_usage_is_exact() {
     let inp = input(
         "pro",
-        vec![usage(Meter::InputTokens, "gpt-4o", 1_000_000_000_000)],
+        vec![usage(
+            BillableMeter::InputTokens,
+            "gpt-4o",
+            1_000_000_000_000,
+        )],
     );
     let inv = rate(&book(), &account("US"), &inp).unwrap();
     // (1e12 - 5e6) = 999,995M tokens in the volume tier above 100M: 999995 * 0.80 + 10 = 800006
@@ -90,8 +94,8 @@ fn foreign_invoice_currency_converts_then_rounds_each_line_once() {
     let inp = input(
         "payg",
         vec![
-            usage(Meter::InputTokens, "gpt-4o", 1_000_000),
-            usage(Meter::InputTokens, "other", 1_000_000),
+            usage(BillableMeter::InputTokens, "gpt-4o", 1_000_000),
+            usage(BillableMeter::InputTokens, "other", 1_000_000),
         ],
     );
     let inv = rate(&book(), &acct, &inp).unwrap();
@@ -123,14 +127,21 @@ fn inconsistent_input_is_rejected_with_its_path() {
         assert_eq!(e.document, "input");
         (e.path, e.message)
     };
-    let (path, msg) = err(input("pro", vec![usage(Meter::OutputTokens, "gpt-4o", 1)]));
+    let (path, msg) = err(input(
+        "pro",
+        vec![usage(BillableMeter::OutputTokens, "gpt-4o", 1)],
+    ));
     assert_eq!(path, "$.segments[0].usage[0]");
     assert!(
         msg.contains("output_tokens") && msg.contains("gpt-4o"),
         "{msg}"
     );
     assert_eq!(err(input("gold", vec![])).0, "$.segments[0].plan");
-    let too_big = usage(Meter::InputTokens, "m", crate::catalog::MAX_COUNTER + 1);
+    let too_big = usage(
+        BillableMeter::InputTokens,
+        "m",
+        crate::catalog::MAX_COUNTER + 1,
+    );
     assert_eq!(
         err(input("payg", vec![too_big])).0,
         "$.segments[0].usage[0].units"
@@ -177,11 +188,11 @@ fn usage_maps_to_meters() {
     assert_eq!(
         got,
         vec![
-            (Meter::InputTokens, 600),
-            (Meter::CachedInputTokens, 400),
-            (Meter::OutputTokens, 500),
-            (Meter::Requests, 3),
-            (Meter::Images, 2)
+            (BillableMeter::InputTokens, 600),
+            (BillableMeter::CachedInputTokens, 400),
+            (BillableMeter::OutputTokens, 500),
+            (BillableMeter::Requests, 3),
+            (BillableMeter::Images, 2)
         ]
     );
 }
@@ -208,7 +219,10 @@ fn prepaid_plan_blocks_once_credits_are_exhausted() {
     let inv = rate(
         &book,
         &acct,
-        &input("prepaid", vec![usage(Meter::OutputTokens, "m", 1_000_000)]),
+        &input(
+            "prepaid",
+            vec![usage(BillableMeter::OutputTokens, "m", 1_000_000)],
+        ),
     )
     .unwrap();
     assert_eq!(
@@ -280,12 +294,12 @@ fn the_largest_accepted_input_rates_without_overflow() {
         plan: "max".into(),
         from_ms: day(0),
         usage: [
-            Meter::InputTokens,
-            Meter::CachedInputTokens,
-            Meter::OutputTokens,
-            Meter::Requests,
-            Meter::Images,
-            Meter::Seconds,
+            BillableMeter::InputTokens,
+            BillableMeter::CachedInputTokens,
+            BillableMeter::OutputTokens,
+            BillableMeter::Requests,
+            BillableMeter::Images,
+            BillableMeter::Seconds,
         ]
         .into_iter()
         .map(|m| usage(m, "m", max))
@@ -313,7 +327,9 @@ fn the_largest_accepted_input_rates_without_overflow() {
     assert!(inv.subtotal > d("10000000000000000000000000000"));
     // one more unit, transaction or segment is refused instead
     let mut over = inp.clone();
-    over.segments[0].usage.push(usage(Meter::Images, "n", 1));
+    over.segments[0]
+        .usage
+        .push(usage(BillableMeter::Images, "n", 1));
     assert_eq!(
         rate(&book, &acct, &over).unwrap_err().path,
         "$.segments[0].usage[6].units"

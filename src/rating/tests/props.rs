@@ -74,9 +74,9 @@ proptest! {
             grants: vec![CreditGrant { id: "g".into(), amount: Decimal::new(grant as i64, 2), credit_rate: Some(d("0.37")), ..CreditGrant::default() }],
             ..account(country)
         };
-        let mut inp = input("pro", vec![usage(Meter::InputTokens, "gpt-4o", input_tokens), usage(Meter::Images, "x", images)]);
+        let mut inp = input("pro", vec![usage(BillableMeter::InputTokens, "gpt-4o", input_tokens), usage(BillableMeter::Images, "x", images)]);
         inp.segments[0].transactions = values.iter().map(|&v| Transaction { model: "m".into(), value: Decimal::new(v as i64, 2) }).collect();
-        inp.segments.push(Segment { plan: "payg".into(), from_ms: day(change_day), usage: vec![usage(Meter::OutputTokens, "m", output)], ..Segment::default() });
+        inp.segments.push(Segment { plan: "payg".into(), from_ms: day(change_day), usage: vec![usage(BillableMeter::OutputTokens, "m", output)], ..Segment::default() });
         let inv = rate(&book, &acct, &inp).unwrap();
         assert_reconciles(&inv);
         prop_assert!(inv.total >= Decimal::ZERO);

@@ -17,7 +17,7 @@ pub(super) fn rate_units(book: &PriceBook, acct: &Account, units: u64) -> Invoic
     let inv = rate(
         book,
         acct,
-        &input("p", vec![usage(Meter::Requests, "m", units)]),
+        &input("p", vec![usage(BillableMeter::Requests, "m", units)]),
     )
     .unwrap();
     assert_reconciles(&inv);
@@ -65,7 +65,7 @@ fn rule5_percentage_through_an_invoice() {
     let line = inv
         .lines
         .iter()
-        .find(|l| l.meter == Some(Meter::TransactionValue))
+        .find(|l| l.meter == Some(BillableMeter::TransactionValue))
         .unwrap();
     // 10*0.2 + 0.01 = 2.01; 0.10*0.2 + 0.01 = 0.03 -> min 0.05; 100*0.2 + 0.01 = 20.01 -> max 5
     // 2.01 + 0.05 + 5 = 7.06
@@ -161,7 +161,10 @@ fn rule7_tax_is_rounded_per_line_and_summed() {
     .unwrap();
     let mut inp = input(
         "p",
-        vec![usage(Meter::Requests, "m", 1), usage(Meter::Images, "m", 1)],
+        vec![
+            usage(BillableMeter::Requests, "m", 1),
+            usage(BillableMeter::Images, "m", 1),
+        ],
     );
     inp.as_of_ms = day(30);
     let inv = rate(&book, &account("JP"), &inp).unwrap();
@@ -264,7 +267,7 @@ fn rule14_seconds_are_priced_from_milliseconds_exactly() {
         json!({ "meter": "seconds", "pricing": { "kind": "per_unit", "unit_price": "0.006" } }),
         json!({}),
     );
-    let inp = input("p", vec![usage(Meter::Seconds, "whisper-1", 2_500)]);
+    let inp = input("p", vec![usage(BillableMeter::Seconds, "whisper-1", 2_500)]);
     let inv = rate(&book, &account("US"), &inp).unwrap();
     assert_eq!(inv.lines[0].quantity, d("2.5"));
     assert_eq!(inv.lines[0].exact_amount, d("0.015"));

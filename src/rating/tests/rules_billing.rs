@@ -133,7 +133,10 @@ fn rule9_invoice_minimum_commitment_at_its_boundary() {
         let inv = rate(
             &book(),
             &account("US"),
-            &input("pro", vec![usage(Meter::InputTokens, "x", input_tokens)]),
+            &input(
+                "pro",
+                vec![usage(BillableMeter::InputTokens, "x", input_tokens)],
+            ),
         )
         .unwrap();
         assert_reconciles(&inv);
@@ -173,7 +176,7 @@ fn rule9_per_charge_minimum_and_proration() {
     assert_eq!(true_up(&rate_units(&book, &account("US"), 10)), None);
     assert_eq!(true_up(&rate_units(&book, &account("US"), 11)), None);
     // a customer starting April 16 has 15 of 30 days: minimum 10 * 15/30 = 5.00
-    let mut inp = input("p", vec![usage(Meter::Requests, "m", 2)]);
+    let mut inp = input("p", vec![usage(BillableMeter::Requests, "m", 2)]);
     inp.segments[0].from_ms = day(15);
     let inv = rate(&book, &account("US"), &inp).unwrap();
     assert_eq!(true_up(&inv), Some(d("3.00"))); // 5.00 - 2*1
