@@ -5,7 +5,7 @@ use crate::catalog::Catalog;
 const NOW: i64 = 1_764_547_200_000; // 2025-12-01T00:00:00Z
 
 fn catalog() -> Catalog {
-    Catalog::parse(include_str!("../catalog.json")).unwrap()
+    crate::fixtures::catalog()
 }
 
 fn ask(input: u64, output: u64) -> AdmitAsk {

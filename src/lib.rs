@@ -8,6 +8,8 @@ pub mod catalog;
 pub mod counter_state;
 pub mod error;
 pub mod finality;
+#[cfg(test)]
+mod fixtures;
 pub mod flush;
 pub mod json_path;
 pub mod keys;

@@ -111,8 +111,8 @@ mod tests {
 
     #[test]
     fn the_price_book_prices_spend_when_it_has_the_plan() {
-        let catalog = Catalog::parse(include_str!("../catalog.json")).unwrap();
-        let book = PriceBook::parse(include_str!("../price_book.json")).unwrap();
+        let catalog = crate::fixtures::catalog();
+        let book = crate::fixtures::price_book();
         let period = Period {
             start_ms: 0,
             end_ms: 86_400_000 * 30,
@@ -138,7 +138,7 @@ mod tests {
 
     #[test]
     fn a_requests_cost_is_what_it_adds_to_the_invoice() {
-        let catalog = Catalog::parse(include_str!("../catalog.json")).unwrap();
+        let catalog = crate::fixtures::catalog();
         let book = PriceBook::parse(
             r#"{"version": "m1", "currency": "USD", "tax": {"countries": {"US": {"rate": "0"}}},
             "plans": {"hybrid": {"charges": [
@@ -179,8 +179,8 @@ mod tests {
     /// each model (Claude included) out of the box.
     #[test]
     fn the_demo_book_prices_every_demo_model_as_listed() {
-        let catalog = Catalog::parse(include_str!("../catalog.json")).unwrap();
-        let book = PriceBook::parse(include_str!("../price_book.json")).unwrap();
+        let catalog = crate::fixtures::catalog();
+        let book = crate::fixtures::price_book();
         assert!(catalog.price("claude-sonnet-4-5").is_some());
         let period = Period {
             start_ms: 0,

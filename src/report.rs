@@ -61,13 +61,12 @@ pub fn build(pricing: &Pricing, customer: &Customer, state: &CounterState) -> Us
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::Catalog;
     use crate::request::AdmitAsk;
     use crate::usage::Usage;
 
     #[test]
     fn report_shows_usage_cost_and_remaining_budget() {
-        let catalog = Catalog::parse(include_str!("../catalog.json")).unwrap();
+        let catalog = crate::fixtures::catalog();
         let customer = Customer {
             livemode: true,
             id: "acme".into(),

@@ -9,7 +9,7 @@ use crate::request::AdmitAsk;
 const NOW: i64 = 1_764_547_200_000; // 2025-12-01T00:00:00Z, a period start
 
 fn catalog() -> Catalog {
-    Catalog::parse(include_str!("../catalog.json")).unwrap()
+    crate::fixtures::catalog()
 }
 
 fn ask(input: u64, cap: u64, choices: u64) -> AdmitAsk {

@@ -7,20 +7,8 @@ use proptest::prelude::*;
 const END: i64 = 31 * DAY_MS;
 
 fn record(seq: u64, model: &str, tokens: u64) -> UsageRecord {
-    let mut r = UsageRecord {
-        customer: "c".into(),
-        period_start_ms: 0,
-        period_end_ms: END,
-        meter: "chat.completions".into(),
-        model: model.into(),
-        seq_from: seq,
-        seq_to: seq,
-        requests: 1,
-        input_tokens: tokens,
-        plan: "open".into(),
-        ..UsageRecord::default()
-    };
-    r.id = r.content_id();
+    let mut r = crate::fixtures::record("c", model, (seq, seq), 1);
+    r.input_tokens = tokens;
     r
 }
 
