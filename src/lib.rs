@@ -2,6 +2,22 @@
 //!
 //! The pure core (everything but `edge`) has no runtime dependency and is tested
 //! natively; `edge` is the thin Workers glue and only builds for wasm32.
+//!
+//! The pipeline, and which module decides each step:
+//!
+//! ```text
+//!  proxy ──────────────► meter ─────────────────► flush ──────────────────► rate
+//!  surface   (the route)   counter_state (admit,    flush::snapshot (take,     ledger (ingest a batch)
+//!  request   (prepare)       reserve, settle)        acknowledge)              rating (price a period)
+//!  bounds    (worst case)  quota, reservation       flush::wake (when)         finality (final invoices,
+//!  usage, sse,             pricing (spend, one      flush (ids, batches,         late usage, numbers)
+//!   stream_meter (observe)   engine with rating)     formats, signatures)      reconcile (audit)
+//!  sandbox (test keys)     tally (what is counted)
+//! ```
+//!
+//! Beside the pipeline: `catalog` (models, plans, quotas), `keys` (API keys),
+//! `protocol` (messages between the proxy and the Durable Objects), `report` (a
+//! customer's usage), `period`, `settings_check`, `test_clock`, `error`.
 
 pub mod bounds;
 pub mod catalog;

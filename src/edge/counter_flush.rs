@@ -9,7 +9,7 @@ use super::counter::{stored, Loaded, UsageCounter};
 use super::counter_store::FlushState;
 use super::{client, config, http};
 use crate::error::ApiError;
-use crate::flush::snapshot::{acknowledge, is_clean, take, FlushRow, Stamp};
+use crate::flush::snapshot::{apply_acks, is_clean, take, FlushRow, Stamp};
 use crate::flush::wake::{next_alarm, push_due, AfterPush};
 use crate::flush::{shard_for, UsageRecord};
 use crate::period::{period_at, Period};
@@ -137,25 +137,18 @@ impl UsageCounter {
         };
         self.with(now_ms, |l| {
             let mut f = self.store.flush_state().map_err(stored)?;
-            let (acked, kept): (Vec<UsageRecord>, Vec<UsageRecord>) = f
-                .pending
-                .drain(..)
-                .partition(|r| acknowledged.contains(&r.id));
             let rows = self.store.flush_rows().map_err(stored)?;
-            self.store
-                .save_flushed(&acknowledge(&rows, &acked))
-                .map_err(stored)?;
-            if let Some(seq_to) = acked.iter().map(|r| r.seq_to).max() {
-                f.flushed_seq = f.flushed_seq.max(seq_to);
-            }
-            f.pending = kept;
+            let pending = std::mem::take(&mut f.pending);
+            let done = apply_acks(&rows, pending, &acknowledged, f.flushed_seq);
+            self.store.save_flushed(&done.rows).map_err(stored)?;
+            (f.pending, f.flushed_seq) = (done.pending, done.flushed_seq);
             f.pushed_seq = f.pushed_seq.max(taken_seq);
             f.failures = 0;
             f.last_push_ms = Some(now_ms);
             self.store.save_flush_state(&f).map_err(stored)?;
             self.remember_push(now_ms);
             // An acknowledgement changes the rows (and may close some): read them again.
-            let rows = if acked.is_empty() {
+            let rows = if done.acked == 0 {
                 rows
             } else {
                 self.store.flush_rows().map_err(stored)?
@@ -163,7 +156,7 @@ impl UsageCounter {
             Ok(Pushed {
                 taken,
                 sent: records.len(),
-                acknowledged: acked.len(),
+                acknowledged: done.acked,
                 in_flight: f.pending.len(),
                 clean: f.pending.is_empty() && is_clean(&rows, l.state.complete_before()),
                 after: after_push(l, &f, &rows, now_ms),

@@ -146,6 +146,36 @@ pub fn acknowledge(rows: &[FlushRow], acked: &[UsageRecord]) -> Vec<FlushRow> {
     changed
 }
 
+/// What the shard's answer to a push does to a counter's flush bookkeeping: the rows
+/// acknowledged records change ([`acknowledge`]), the records still waiting for an
+/// acknowledgement, and the highest acknowledged sequence number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Acknowledged {
+    pub rows: Vec<FlushRow>,
+    pub pending: Vec<UsageRecord>,
+    pub acked: usize,
+    pub flushed_seq: u64,
+}
+
+/// Splits `pending` by the ids the receiver acknowledged (ids the counter does not
+/// hold change nothing) and moves the acknowledged ones into the rows' flushed totals.
+pub fn apply_acks(
+    rows: &[FlushRow],
+    pending: Vec<UsageRecord>,
+    acked_ids: &[String],
+    flushed_seq: u64,
+) -> Acknowledged {
+    let (acked, pending): (Vec<UsageRecord>, Vec<UsageRecord>) =
+        pending.into_iter().partition(|r| acked_ids.contains(&r.id));
+    let top = acked.iter().map(|r| r.seq_to).max().unwrap_or(0);
+    Acknowledged {
+        rows: acknowledge(rows, &acked),
+        acked: acked.len(),
+        pending,
+        flushed_seq: flushed_seq.max(top),
+    }
+}
+
 /// Whether a counter has nothing left to flush: every row acknowledged, and every row
 /// of a finished period closed.
 pub fn is_clean(rows: &[FlushRow], current_period_start: i64) -> bool {
@@ -275,6 +305,40 @@ mod tests {
         let acked = acknowledge(&rows, &fin);
         assert!(acked[0].closed && acked[0].flushed == tally(2, 20));
         assert!(is_clean(&acked, DEC.start_ms));
+    }
+
+    #[test]
+    fn acknowledgements_split_what_is_pending_and_add_to_the_rows() {
+        let rows = vec![row(NOV, tally(5, 50), tally(0, 0))];
+        let first = take(&acme(), &rows, &[], NOV.start_ms, (0, 3), 150);
+        assert_eq!(first.len(), 1, "{first:?}");
+        let mut pending = first.clone();
+        let mut rows_now = rows.clone();
+        rows_now[0].tally = tally(7, 70);
+        pending.extend(take(
+            &acme(),
+            &rows_now,
+            &pending,
+            DEC.start_ms,
+            (3, 5),
+            160,
+        ));
+        assert_eq!(pending.len(), 2);
+        // Only the first is acknowledged (and an id the counter never held changes nothing).
+        let ids = vec![pending[0].id.clone(), "rec_unknown".to_string()];
+        let done = apply_acks(&rows_now, pending.clone(), &ids, 0);
+        assert_eq!((done.acked, done.pending.len()), (1, 1));
+        assert_eq!(done.pending[0].id, pending[1].id);
+        assert_eq!(done.rows[0].flushed, delta_of(&pending[0]));
+        assert!(!done.rows[0].closed, "its period is still running");
+        assert_eq!(done.flushed_seq, pending[0].seq_to);
+        // Nothing acknowledged: nothing moves, and the watermark never goes back.
+        let none = apply_acks(&rows_now, pending.clone(), &[], 9);
+        assert_eq!(
+            (none.acked, none.pending.len(), none.flushed_seq),
+            (0, 2, 9)
+        );
+        assert!(none.rows.is_empty());
     }
 
     #[test]
