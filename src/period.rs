@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 const DAY_MS: i64 = 86_400_000;
 
 /// A half-open interval `[start_ms, end_ms)` of Unix milliseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Period {
     pub start_ms: i64,
     pub end_ms: i64,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// Usage of one meter and model in the current period. Stored rows from before a
 /// field existed read it as zero.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Tally {
     pub requests: u64,

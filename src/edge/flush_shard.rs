@@ -8,7 +8,8 @@ use super::delivery::{deliver, render_batch, Outcome, Receiver, Rendered};
 use super::sql::{integer, text, Row};
 use super::{config, http};
 use crate::error::ApiError;
-use crate::flush::{backoff_ms, owner_key, pack, split_test_usage, UsageRecord, Waiting};
+use crate::flush::outbox::{accept, OutboxStore};
+use crate::flush::{backoff_ms, pack, split_test_usage, UsageRecord, Waiting};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::cell::Cell;
@@ -137,37 +138,15 @@ impl FlushShard {
         super::sql::rows(&self.sql, q, binds)
     }
 
-    /// Stores a counter's records (each id once) and answers which of them the receiver
-    /// has acknowledged. Acknowledged records the counter no longer lists are ones it
-    /// has been told of already: they are forgotten.
+    /// A counter's push: `crate::flush::outbox::accept` decides, on the SQLite outbox.
     fn accept(&self, push: &Push, now_ms: i64) -> Result<serde_json::Value> {
-        let q =
-            "INSERT OR IGNORE INTO outbox (id, customer, record, recorded_ms) VALUES (?, ?, ?, ?)";
-        let owner = owner_key(&push.customer, push.livemode);
-        let own = |r: &&UsageRecord| r.customer == push.customer && r.livemode == push.livemode;
-        for r in push.records.iter().filter(own) {
-            let record = serde_json::to_string(r).unwrap_or_default();
-            let binds = vec![
-                r.id.as_str().into(),
-                owner.as_str().into(),
-                record.into(),
-                r.recorded_at_ms.min(now_ms).into(),
-            ];
-            self.sql.exec(q, binds)?;
-        }
+        let mut store = SqlOutbox {
+            sql: &self.sql,
+            now_ms,
+        };
+        let acknowledged = accept(&mut store, &push.customer, push.livemode, &push.records)?;
         self.remember(&push.customer, push.livemode, now_ms)?;
-        let q = "SELECT id FROM outbox WHERE customer = ? AND state = ?";
-        let done = self.rows(q, vec![owner.as_str().into(), ACKNOWLEDGED.into()])?;
-        let mut acknowledged = Vec::new();
-        for id in done.iter().map(|r| text(r, 0)) {
-            if push.records.iter().any(|r| r.id == id) {
-                acknowledged.push(id);
-            } else {
-                self.sql
-                    .exec("DELETE FROM outbox WHERE id = ?", vec![id.into()])?;
-            }
-        }
-        Ok(json!({"acknowledged": acknowledged}))
+        Ok(json!({ "acknowledged": acknowledged }))
     }
 
     fn load_stats(&self) -> Result<ShardStats> {
@@ -358,6 +337,40 @@ impl Sent {
         self.records += o.records;
         self.kept_aside += o.kept_aside;
         self.undelivered = self.undelivered.take().or(o.undelivered);
+    }
+}
+
+/// The outbox table as a `crate::flush::outbox::OutboxStore`.
+struct SqlOutbox<'a> {
+    sql: &'a SqlStorage,
+    now_ms: i64,
+}
+
+impl OutboxStore for SqlOutbox<'_> {
+    type Error = worker::Error;
+
+    fn insert_new(&mut self, owner: &str, records: &[&UsageRecord]) -> Result<()> {
+        let q =
+            "INSERT OR IGNORE INTO outbox (id, customer, record, recorded_ms) VALUES (?, ?, ?, ?)";
+        for r in records {
+            let record = serde_json::to_string(r).unwrap_or_default();
+            let at = r.recorded_at_ms.min(self.now_ms);
+            let binds = vec![r.id.as_str().into(), owner.into(), record.into(), at.into()];
+            self.sql.exec(q, binds)?;
+        }
+        Ok(())
+    }
+
+    fn acknowledged(&self, owner: &str) -> Result<Vec<String>> {
+        let q = "SELECT id FROM outbox WHERE customer = ? AND state = ?";
+        let rows = super::sql::rows(self.sql, q, vec![owner.into(), ACKNOWLEDGED.into()])?;
+        Ok(rows.iter().map(|r| text(r, 0)).collect())
+    }
+
+    fn forget(&mut self, id: &str) -> Result<()> {
+        self.sql
+            .exec("DELETE FROM outbox WHERE id = ?", vec![id.into()])?;
+        Ok(())
     }
 }
 

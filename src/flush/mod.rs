@@ -4,6 +4,7 @@
 //! effect is exactly once.
 
 mod formats;
+pub mod outbox;
 pub mod snapshot;
 pub mod wake;
 
@@ -19,7 +20,7 @@ pub const DEFAULT_BATCH_RECORDS: usize = 500;
 
 /// One customer × period × meter × model delta, covering counter sequence numbers
 /// `seq_from..=seq_to`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct UsageRecord {
     pub id: String,
     pub customer: String,

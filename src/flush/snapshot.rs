@@ -8,7 +8,7 @@ use crate::period::Period;
 use crate::tally::Tally;
 
 /// One stored usage row and what of it the receiver has acknowledged.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FlushRow {
     pub period: Period,
     pub meter: String,

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 pub type TotalKey = (i64, String, String);
 
 /// What the ledger keeps of one period besides its totals.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct PeriodBook {
     /// Its invoice is final (set by finalization, never here).
     pub is_final: bool,
@@ -45,7 +45,7 @@ pub trait LedgerStore {
 }
 
 /// A running total as stored.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Total {
     pub period_end: i64,
     pub tally: Tally,
@@ -152,7 +152,7 @@ pub fn ingest<S: LedgerStore>(
 }
 
 /// A ledger kept in memory, for tests and models.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct MemoryStore {
     pub seen: BTreeSet<String>,
     pub totals: BTreeMap<TotalKey, Total>,
