@@ -1,0 +1,204 @@
+//! The flush protocol, model-checked with stateright over the core's own decisions:
+//! the counter takes records (`flush::snapshot::take`) and learns what was
+//! acknowledged (`apply_acks`), the shard stores pushes and answers
+//! (`flush::outbox::accept`), and the ledger ingests deliveries (`ledger::ingest`).
+//! Every message can be lost or repeated, and a period can end at any point. Checked:
+//! no usage is ever counted twice, nothing is acknowledged that the ledger lacks, and
+//! once nothing is held anywhere the ledger has exactly what was metered.
+
+use edgemeter::finality::Finality;
+use edgemeter::flush::outbox::{accept, MemoryOutbox, Place};
+use edgemeter::flush::snapshot::{apply_acks, take, FlushRow, Stamp};
+use edgemeter::flush::UsageRecord;
+use edgemeter::ledger::{ingest, MemoryStore};
+use edgemeter::period::Period;
+use edgemeter::tally::Tally;
+use edgemeter::usage::Usage;
+use stateright::{Checker, Model, Property};
+
+const PERIOD: Period = Period {
+    start_ms: 0,
+    end_ms: 100,
+};
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct State {
+    row: FlushRow,
+    seq: u64,
+    taken_seq: u64,
+    flushed_seq: u64,
+    pending: Vec<UsageRecord>,
+    period_over: bool,
+    outbox: MemoryOutbox,
+    ledger: MemoryStore,
+    settles_left: u8,
+    pushes_left: u8,
+    deliveries_left: u8,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Action {
+    /// A request settles `tokens` input tokens on the counter.
+    Settle(u64),
+    /// The period ends: what is left of it goes as its final record.
+    EndPeriod,
+    /// The counter takes what is new and pushes what it holds. The push may never
+    /// reach the shard, or reach it and its answer be lost.
+    Push { reaches: bool, answered: bool },
+    /// The shard delivers what waits to the ledger; the ledger's answer may be lost.
+    Deliver { answered: bool },
+}
+
+struct FlushProtocol;
+
+fn stamp() -> Stamp {
+    Stamp {
+        customer: "c".into(),
+        plan: "open".into(),
+        livemode: true,
+    }
+}
+
+fn rated(s: &State) -> Tally {
+    let all = s.ledger.totals.values();
+    all.fold(Tally::default(), |sum, t| sum.plus(&t.tally))
+}
+
+/// `a <= b` in every field.
+fn within(a: &Tally, b: &Tally) -> bool {
+    a.minus(b).is_zero()
+}
+
+impl Model for FlushProtocol {
+    type State = State;
+    type Action = Action;
+
+    fn init_states(&self) -> Vec<State> {
+        vec![State {
+            row: FlushRow {
+                period: PERIOD,
+                meter: "chat.completions".into(),
+                model: "m".into(),
+                tally: Tally::default(),
+                flushed: Tally::default(),
+                closed: false,
+            },
+            seq: 0,
+            taken_seq: 0,
+            flushed_seq: 0,
+            pending: Vec::new(),
+            period_over: false,
+            outbox: MemoryOutbox::default(),
+            ledger: MemoryStore::default(),
+            settles_left: 2,
+            pushes_left: 4,
+            deliveries_left: 3,
+        }]
+    }
+
+    fn actions(&self, s: &State, actions: &mut Vec<Action>) {
+        if s.settles_left > 0 && !s.period_over {
+            actions.extend([Action::Settle(1), Action::Settle(2)]);
+        }
+        if !s.period_over {
+            actions.push(Action::EndPeriod);
+        }
+        if s.pushes_left > 0 {
+            for (reaches, answered) in [(true, true), (true, false), (false, false)] {
+                actions.push(Action::Push { reaches, answered });
+            }
+        }
+        if s.deliveries_left > 0 && !s.outbox.waiting().is_empty() {
+            actions.extend([
+                Action::Deliver { answered: true },
+                Action::Deliver { answered: false },
+            ]);
+        }
+    }
+
+    fn next_state(&self, last: &State, action: Action) -> Option<State> {
+        let mut s = last.clone();
+        match action {
+            Action::Settle(tokens) => {
+                let usage = Usage {
+                    input: tokens,
+                    ..Usage::default()
+                };
+                s.row.tally.add(&usage, false);
+                s.seq += 1;
+                s.settles_left -= 1;
+            }
+            Action::EndPeriod => s.period_over = true,
+            Action::Push { reaches, answered } => {
+                s.pushes_left -= 1;
+                let current = if s.period_over { PERIOD.end_ms } else { 0 };
+                let rows = [s.row.clone()];
+                let new = take(
+                    &stamp(),
+                    &rows,
+                    &s.pending,
+                    current,
+                    (s.taken_seq, s.seq),
+                    50,
+                );
+                s.taken_seq = s.seq;
+                s.pending.extend(new);
+                if reaches {
+                    let acked = accept(&mut s.outbox, "c", true, &s.pending).ok()?;
+                    if answered {
+                        let pending = std::mem::take(&mut s.pending);
+                        let done = apply_acks(&rows, pending, &acked, s.flushed_seq);
+                        if let Some(row) = done.rows.into_iter().next() {
+                            s.row = row;
+                        }
+                        (s.pending, s.flushed_seq) = (done.pending, done.flushed_seq);
+                    }
+                }
+            }
+            Action::Deliver { answered } => {
+                s.deliveries_left -= 1;
+                let waiting = s.outbox.waiting();
+                let finality = Finality::from_days(None, None);
+                ingest(&mut s.ledger, &waiting, &finality, 60).ok()?;
+                if answered {
+                    let ids: Vec<String> = waiting.iter().map(|r| r.id.clone()).collect();
+                    s.outbox.mark(&ids, Place::Acknowledged);
+                }
+            }
+        }
+        Some(s)
+    }
+
+    fn properties(&self) -> Vec<Property<Self>> {
+        vec![
+            Property::always("no usage counted twice", |_, s: &State| {
+                within(&rated(s), &s.row.tally)
+            }),
+            Property::always("nothing acknowledged the ledger lacks", |_, s: &State| {
+                within(&s.row.flushed, &rated(s))
+            }),
+            Property::always("nothing lost once nothing is held", |_, s: &State| {
+                let held =
+                    !s.pending.is_empty() || s.taken_seq != s.seq || !s.outbox.waiting().is_empty();
+                held || rated(s) == s.row.tally
+            }),
+            Property::sometimes(
+                "all usage rated, final record acknowledged",
+                |_, s: &State| s.row.tally.requests == 2 && rated(s) == s.row.tally && s.row.closed,
+            ),
+        ]
+    }
+}
+
+#[test]
+fn the_flush_protocol_never_counts_twice_and_loses_nothing() {
+    let checker = FlushProtocol.checker().spawn_bfs().join();
+    println!(
+        "flush protocol: {} states explored, {} unique, max depth {}",
+        checker.state_count(),
+        checker.unique_state_count(),
+        checker.max_depth()
+    );
+    checker.assert_properties();
+    assert!(checker.unique_state_count() > 1_000, "the model explores");
+}
