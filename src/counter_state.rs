@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Requests and tokens admitted in one fixed minute window, reservations included.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Window {
     pub index: i64,
     pub requests: u64,
@@ -27,7 +27,7 @@ pub struct Window {
 }
 
 /// One customer's counter for the current period.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct CounterState {
     pub period: Period,
     pub anchor_day: u32,

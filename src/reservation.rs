@@ -25,7 +25,7 @@ pub const MAX_LIFETIME_MS: i64 = 2 * 3_600_000;
 pub const HEARTBEAT_MS: i64 = 60_000;
 
 /// Capacity held for a request between admission and settlement.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Reservation {
     pub id: u64,
     pub created_ms: i64,
@@ -78,7 +78,7 @@ impl Reservation {
 
 /// A reservation that expired and was billed its bound, remembered so a late real
 /// settlement can replace the estimate.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Expired {
     pub id: u64,
     pub meter: String,

@@ -202,3 +202,197 @@ fn the_flush_protocol_never_counts_twice_and_loses_nothing() {
     checker.assert_properties();
     assert!(checker.unique_state_count() > 1_000, "the model explores");
 }
+
+/// The reserve, settle and expire protocol on the counter's own state machine
+/// (`CounterState::admit`, `settle`, `due`, `expire`): requests are admitted under a
+/// hard token quota, their settlements are lost, repeated or reordered, and the clock
+/// runs past reservations' deadlines. Checked: the quota is never overshot, no request
+/// is counted twice, and once nothing is running or in flight every admitted request
+/// is counted.
+mod reservations {
+    use edgemeter::catalog::{Catalog, Plan};
+    use edgemeter::counter_state::CounterState;
+    use edgemeter::pricing::Pricing;
+    use edgemeter::request::AdmitAsk;
+    use edgemeter::reservation::RESERVATION_TTL_MS;
+    use edgemeter::usage::Usage;
+    use stateright::{Checker, Model, Property};
+
+    const NOW: i64 = 1_764_547_200_000; // a period start
+    const QUOTA: u64 = 12;
+
+    #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+    struct State {
+        counter: CounterState,
+        now: i64,
+        admitted: u64,
+        /// Admitted, the upstream still answering: (id, what it will have used).
+        running: Vec<(u64, Usage)>,
+        /// Settlements on their way to the counter.
+        net: Vec<(u64, Usage)>,
+        admits_left: u8,
+        ticks_left: u8,
+        copies_left: u8,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+    enum Action {
+        Admit,
+        Finish(usize),
+        Deliver(usize),
+        Copy(usize),
+        Lose(usize),
+        Tick,
+    }
+
+    struct Protocol {
+        catalog: Catalog,
+        plan: Plan,
+    }
+
+    fn ask() -> AdmitAsk {
+        AdmitAsk {
+            meter: "chat.completions".into(),
+            model: "gpt-4o-mini".into(),
+            input_estimate: 1,
+            input_reserve: 2,
+            output_cap: Some(3),
+            choices: 1,
+            ..AdmitAsk::default()
+        }
+    }
+
+    fn counted(s: &State) -> (u64, u64) {
+        let tallies = s.counter.tallies.values();
+        tallies.fold((0, 0), |(r, t), x| (r + x.requests, t + x.input + x.output))
+    }
+
+    impl Model for Protocol {
+        type State = State;
+        type Action = Action;
+
+        fn init_states(&self) -> Vec<State> {
+            vec![State {
+                counter: CounterState::new(1, NOW),
+                now: NOW,
+                admitted: 0,
+                running: Vec::new(),
+                net: Vec::new(),
+                admits_left: 4,
+                ticks_left: 2,
+                copies_left: 2,
+            }]
+        }
+
+        fn actions(&self, s: &State, actions: &mut Vec<Action>) {
+            if s.admits_left > 0 {
+                actions.push(Action::Admit);
+            }
+            actions.extend((0..s.running.len()).map(Action::Finish));
+            for i in 0..s.net.len() {
+                actions.extend([Action::Deliver(i), Action::Lose(i)]);
+                if s.copies_left > 0 {
+                    actions.push(Action::Copy(i));
+                }
+            }
+            if s.ticks_left > 0 {
+                actions.push(Action::Tick);
+            }
+        }
+
+        fn next_state(&self, last: &State, action: Action) -> Option<State> {
+            let mut s = last.clone();
+            match action {
+                Action::Admit => {
+                    s.admits_left -= 1;
+                    let pricing = Pricing::List(&self.catalog);
+                    if let Ok(r) = s.counter.admit(&pricing, &self.plan, &ask(), s.now) {
+                        s.admitted += 1;
+                        // used less than reserved, differently per request
+                        let output = 1 + r.id % 3;
+                        let used = Usage {
+                            input: 2,
+                            output,
+                            ..Usage::default()
+                        };
+                        s.running.push((r.id, used));
+                    }
+                }
+                Action::Finish(i) => {
+                    let done = s.running.remove(i);
+                    s.net.push(done);
+                }
+                Action::Deliver(i) => {
+                    let (id, used) = s.net.remove(i);
+                    s.counter.settle(id, &used, false, s.now);
+                }
+                Action::Copy(i) => {
+                    s.copies_left -= 1;
+                    let copy = s.net[i];
+                    s.net.push(copy);
+                }
+                Action::Lose(i) => {
+                    s.net.remove(i);
+                }
+                Action::Tick => {
+                    s.ticks_left -= 1;
+                    s.now += RESERVATION_TTL_MS + 1;
+                    for id in s.counter.due(s.now) {
+                        s.counter.expire(id, s.now);
+                    }
+                }
+            }
+            s.net.sort_by_key(|(id, u)| (*id, u.input, u.output));
+            Some(s)
+        }
+
+        fn properties(&self) -> Vec<Property<Self>> {
+            vec![
+                Property::always("the token quota is never overshot", |_, s: &State| {
+                    counted(s).1 <= QUOTA
+                }),
+                Property::always("no request counted twice", |_, s: &State| {
+                    counted(s).0 <= s.admitted
+                }),
+                Property::always("nothing lost once nothing runs", |_, s: &State| {
+                    let busy = !s.running.is_empty()
+                        || !s.net.is_empty()
+                        || !s.counter.reservations.is_empty();
+                    busy || counted(s).0 == s.admitted
+                }),
+                Property::sometimes("a late settlement replaces an expiry", |_, s: &State| {
+                    !s.counter.expired.is_empty() && s.net.is_empty() && s.running.is_empty()
+                }),
+            ]
+        }
+    }
+
+    #[test]
+    fn reservations_never_overshoot_never_count_twice_and_lose_nothing() {
+        let plan = Plan {
+            included_tokens: Some(QUOTA),
+            ..Plan::default()
+        };
+        let protocol = Protocol {
+            catalog: edgemeter::catalog::Catalog::parse(&crate::test_catalog()).unwrap(),
+            plan,
+        };
+        let checker = protocol.checker().spawn_bfs().join();
+        println!(
+            "reservation protocol: {} states explored, {} unique, max depth {}",
+            checker.state_count(),
+            checker.unique_state_count(),
+            checker.max_depth()
+        );
+        checker.assert_properties();
+        assert!(checker.unique_state_count() > 1_000, "the model explores");
+    }
+}
+
+/// The catalog the models price with: one model, list prices.
+fn test_catalog() -> String {
+    serde_json::json!({"version": "m1", "currency": "USD",
+        "models": {"gpt-4o-mini": {"input_per_mtok": "0.15", "output_per_mtok": "0.60"}},
+        "plans": {"open": {}}})
+    .to_string()
+}

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 /// the default 5 minutes or for an hour) and `audio` (audio input tokens) are parts of
 /// it, each priced differently. `reasoning` is the part of `output` spent on hidden
 /// reasoning.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Usage {
     pub input: u64,
