@@ -105,30 +105,49 @@ fn prepare(
     Ok((prepared, owns, stores))
 }
 
-async fn metered(
-    mut req: Request,
-    env: &Env,
-    ctx: &Context,
-    caller: Caller,
-    meter: Meter,
-    target: String,
-) -> Result<Response, ApiError> {
-    let now_ms = super::clock::now_ms();
-    let idempotency = idempotency_key(&req)?;
-    let body = http::read_capped(&mut req, config::max_body_bytes(env)).await?;
-    let (mut prepared, owns, stores) = prepare(env, &caller, meter, &body)?;
-    let idempotency = idempotency.map(|k| {
+/// What the read phase gives: the body, and the idempotency key with the digest of
+/// what it names.
+struct Read {
+    body: Vec<u8>,
+    idempotency: Option<(String, String)>,
+}
+
+/// The read phase: the idempotency key checked, the body read within its cap.
+async fn read(req: &mut Request, env: &Env, target: &str) -> Result<Read, ApiError> {
+    let key = idempotency_key(req)?;
+    let body = http::read_capped(req, config::max_body_bytes(env)).await?;
+    let idempotency = key.map(|k| {
         let signed = [b"POST".as_slice(), target.as_bytes(), &body].join(&b'\n');
         (k, keys::digest(&signed))
     });
-    let admit = AdmitRequest {
+    Ok(Read { body, idempotency })
+}
+
+/// What admission gave a request: its reservation, how its cost is reported, and the
+/// headers the counter adds. Or the answer to send instead (a replay or a refusal).
+struct Admitted {
+    ticket: Ticket,
+    cost: CostBasis,
+    headers: Vec<(String, String)>,
+}
+
+/// The admit phase: one counter round trip reserves the request's bound (or refuses
+/// it, or replays a kept answer), and caps the output the plan's limits need.
+async fn admit(
+    env: &Env,
+    caller: &Caller,
+    prepared: &mut Prepared,
+    owns: Owns,
+    read: &Read,
+) -> Result<Result<Admitted, Response>, ApiError> {
+    let ask = AdmitRequest {
         key_hash: caller.key_hash.clone(),
         ask: prepared.ask(),
-        idempotency: idempotency.clone(),
+        idempotency: read.idempotency.clone(),
         owns,
-        now_ms,
+        now_ms: super::clock::now_ms(),
     };
-    let answer = client::admit(env, &caller.counter, &admit).await?;
+    let answer = client::admit(env, &caller.counter, &ask).await?;
     let AdmitResponse::Admitted {
         reservation,
         reserved_cost,
@@ -139,20 +158,14 @@ async fn metered(
         reserved,
     } = answer
     else {
-        return not_admitted(answer);
+        return not_admitted(answer).map(Err);
     };
-    let cost = CostBasis {
-        reserved: reserved_cost,
-        plan,
-        spend: spend_basis,
-    };
-    let catalog = config::catalog(env)?;
     if let Some(cap) = output_cap {
         // The plan's hard limits need a bound on the output: send the reserved amount.
-        let current = prepared.upstream_body.as_deref().unwrap_or(&body);
-        if let Some(capped) =
-            request::with_output_cap(prepared.meter, current, cap, catalog.proxy.chat_cap())
-        {
+        let catalog = config::catalog(env)?;
+        let chat_cap = catalog.proxy.chat_cap();
+        let current = prepared.upstream_body.as_deref().unwrap_or(&read.body);
+        if let Some(capped) = request::with_output_cap(prepared.meter, current, cap, chat_cap) {
             prepared.upstream_body = Some(capped);
         }
     }
@@ -160,10 +173,32 @@ async fn metered(
         env: env.clone(),
         counter: caller.counter.clone(),
         reservation,
-        keep: idempotency.is_some(),
+        keep: read.idempotency.is_some(),
         stored_response: None,
         reserved,
     };
+    let cost = CostBasis {
+        reserved: reserved_cost,
+        plan,
+        spend: spend_basis,
+    };
+    Ok(Ok(Admitted {
+        ticket,
+        cost,
+        headers,
+    }))
+}
+
+/// The forward phase: the request goes to the provider (test keys to the sandbox);
+/// a failure or a refusal by the provider releases the reservation, costing nothing.
+async fn forward(
+    req: &Request,
+    env: &Env,
+    caller: &Caller,
+    prepared: &Prepared,
+    target: String,
+    ticket: Ticket,
+) -> Result<(upstream::Upstreamed, Ticket), ApiError> {
     // A stream can be cancelled once its client left and its drain budget is spent.
     let cancel = prepared.stream.then(worker::AbortController::default);
     let sent = if caller.mode == Mode::Test {
@@ -179,12 +214,12 @@ async fn metered(
             client_headers: req.headers().entries().collect(),
             signal: cancel.as_ref().map(|c| c.signal()),
         };
+        let catalog = config::catalog(env)?;
         upstream::send(env, &catalog, out).await
     };
-    // A sandbox failure releases the reservation like an upstream one.
     let sent = match sent {
         Ok(Some(u)) => Ok(u),
-        Ok(None) => upstream::sandbox(&prepared),
+        Ok(None) => upstream::sandbox(prepared),
         Err(e) => Err(e),
     };
     let mut upstream = match sent {
@@ -200,8 +235,33 @@ async fn metered(
         return Err(upstream::refused(upstream).await);
     }
     upstream.cancel = cancel;
-    let mut headers = headers;
+    Ok((upstream, ticket))
+}
+
+/// A metered request, phase by phase: read → prepare → admit → forward → observe (which
+/// responds, and settles when the usage is known).
+async fn metered(
+    mut req: Request,
+    env: &Env,
+    ctx: &Context,
+    caller: Caller,
+    meter: Meter,
+    target: String,
+) -> Result<Response, ApiError> {
+    let read = read(&mut req, env, &target).await?;
+    let (mut prepared, owns, stores) = prepare(env, &caller, meter, &read.body)?;
+    let admitted = match admit(env, &caller, &mut prepared, owns, &read).await? {
+        Ok(admitted) => admitted,
+        Err(answer) => return Ok(answer),
+    };
+    let Admitted {
+        ticket,
+        cost,
+        mut headers,
+    } = admitted;
+    let (upstream, ticket) = forward(&req, env, &caller, &prepared, target, ticket).await?;
     headers.extend(upstream.headers.iter().cloned());
+    let catalog = config::catalog(env)?;
     observe(
         upstream, prepared, ticket, headers, cost, stores, &catalog, ctx,
     )
