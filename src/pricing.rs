@@ -179,8 +179,8 @@ mod tests {
     /// each model (Claude included) out of the box.
     #[test]
     fn the_demo_book_prices_every_demo_model_as_listed() {
-        let catalog = crate::fixtures::catalog();
-        let book = crate::fixtures::price_book();
+        let catalog = Catalog::parse(include_str!("../catalog.json")).unwrap();
+        let book = PriceBook::parse(include_str!("../price_book.json")).unwrap();
         assert!(catalog.price("claude-sonnet-4-5").is_some());
         let period = Period {
             start_ms: 0,

@@ -10,6 +10,7 @@ use super::observe::{observe, CostBasis};
 use super::ticket::{not_admitted, Ticket};
 use super::upstream::{self, OutBody, Outgoing};
 use super::{client, config, http, resources};
+use crate::catalog::Catalog;
 use crate::error::ApiError;
 use crate::keys::{self, Mode};
 use crate::protocol::{AdmitRequest, AdmitResponse};
@@ -108,19 +109,26 @@ fn prepare(
 /// What the read phase gives: the body, and the idempotency key with the digest of
 /// what it names.
 struct Read {
+    /// When the request arrived: the period and minute window it is admitted in.
+    now_ms: i64,
     body: Vec<u8>,
     idempotency: Option<(String, String)>,
 }
 
 /// The read phase: the idempotency key checked, the body read within its cap.
 async fn read(req: &mut Request, env: &Env, target: &str) -> Result<Read, ApiError> {
+    let now_ms = super::clock::now_ms();
     let key = idempotency_key(req)?;
     let body = http::read_capped(req, config::max_body_bytes(env)).await?;
     let idempotency = key.map(|k| {
         let signed = [b"POST".as_slice(), target.as_bytes(), &body].join(&b'\n');
         (k, keys::digest(&signed))
     });
-    Ok(Read { body, idempotency })
+    Ok(Read {
+        now_ms,
+        body,
+        idempotency,
+    })
 }
 
 /// What admission gave a request: its reservation, how its cost is reported, and the
@@ -139,13 +147,14 @@ async fn admit(
     prepared: &mut Prepared,
     owns: Owns,
     read: &Read,
+    catalog: &Catalog,
 ) -> Result<Result<Admitted, Response>, ApiError> {
     let ask = AdmitRequest {
         key_hash: caller.key_hash.clone(),
         ask: prepared.ask(),
         idempotency: read.idempotency.clone(),
         owns,
-        now_ms: super::clock::now_ms(),
+        now_ms: read.now_ms,
     };
     let answer = client::admit(env, &caller.counter, &ask).await?;
     let AdmitResponse::Admitted {
@@ -162,7 +171,6 @@ async fn admit(
     };
     if let Some(cap) = output_cap {
         // The plan's hard limits need a bound on the output: send the reserved amount.
-        let catalog = config::catalog(env)?;
         let chat_cap = catalog.proxy.chat_cap();
         let current = prepared.upstream_body.as_deref().unwrap_or(&read.body);
         if let Some(capped) = request::with_output_cap(prepared.meter, current, cap, chat_cap) {
@@ -198,6 +206,7 @@ async fn forward(
     prepared: &Prepared,
     target: String,
     ticket: Ticket,
+    catalog: &Catalog,
 ) -> Result<(upstream::Upstreamed, Ticket), ApiError> {
     // A stream can be cancelled once its client left and its drain budget is spent.
     let cancel = prepared.stream.then(worker::AbortController::default);
@@ -214,8 +223,7 @@ async fn forward(
             client_headers: req.headers().entries().collect(),
             signal: cancel.as_ref().map(|c| c.signal()),
         };
-        let catalog = config::catalog(env)?;
-        upstream::send(env, &catalog, out).await
+        upstream::send(env, catalog, out).await
     };
     let sent = match sent {
         Ok(Some(u)) => Ok(u),
@@ -250,7 +258,9 @@ async fn metered(
 ) -> Result<Response, ApiError> {
     let read = read(&mut req, env, &target).await?;
     let (mut prepared, owns, stores) = prepare(env, &caller, meter, &read.body)?;
-    let admitted = match admit(env, &caller, &mut prepared, owns, &read).await? {
+    // Loaded before admission: no step after it can fail without closing its ticket.
+    let catalog = config::catalog(env)?;
+    let admitted = match admit(env, &caller, &mut prepared, owns, &read, &catalog).await? {
         Ok(admitted) => admitted,
         Err(answer) => return Ok(answer),
     };
@@ -259,9 +269,9 @@ async fn metered(
         cost,
         mut headers,
     } = admitted;
-    let (upstream, ticket) = forward(&req, env, &caller, &prepared, target, ticket).await?;
+    let forwarded = forward(&req, env, &caller, &prepared, target, ticket, &catalog);
+    let (upstream, ticket) = forwarded.await?;
     headers.extend(upstream.headers.iter().cloned());
-    let catalog = config::catalog(env)?;
     observe(
         upstream, prepared, ticket, headers, cost, stores, &catalog, ctx,
     )

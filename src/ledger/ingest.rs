@@ -27,8 +27,9 @@ pub struct PeriodBook {
     pub late_records: u64,
 }
 
-/// Where a ledger keeps its records, totals and periods. Batch operations where the
-/// store can do them at once: a batch's ids are inserted in one call.
+/// Where a ledger keeps its records, totals and periods. `insert_new` takes many
+/// records at once where a store can; [`ingest`] gives it one at a time, so a failure
+/// part-way never leaves ids marked seen whose usage is not in the totals.
 pub trait LedgerStore {
     type Error;
     /// Stores the ids not stored before; says for each whether it was new.
@@ -71,49 +72,36 @@ pub fn ingest<S: LedgerStore>(
     now_ms: i64,
 ) -> Result<Ingested, S::Error> {
     let mut out = Ingested::default();
-    let mut books: BTreeMap<i64, PeriodBook> = BTreeMap::new();
-    let mut taken: Vec<&UsageRecord> = Vec::new();
     let mut ids: BTreeSet<&str> = BTreeSet::new();
+    // Each record is marked seen and added to its totals before the next one: storage
+    // is not transactional here, so a failure part-way must not leave a whole batch
+    // marked seen with its totals unwritten (its retry would find only duplicates).
     for r in records {
         if !ids.insert(&r.id) {
             out.duplicates += 1; // twice in one batch
             continue;
         }
-        let book = match books.entry(r.period_start_ms) {
-            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => {
-                e.insert(store.period(r.period_start_ms)?)
-            }
-        };
+        let mut book = store.period(r.period_start_ms)?;
+        let before = book.clone();
         if book.is_final && !store.seen(&r.id)? {
             match finality.late(r.period_end_ms, now_ms) {
                 Late::Refuse(reason) => {
                     store.keep_refused(r, &reason)?;
-                    out.refused.push(Refused {
-                        id: r.id.clone(),
-                        reason,
-                    });
+                    let id = r.id.clone();
+                    out.refused.push(Refused { id, reason });
                     continue;
                 }
                 Late::Adjust => book.late_records += 1,
             }
         }
-        taken.push(r);
-    }
-    let new = store.insert_new(&taken)?;
-    let mut totals: BTreeMap<TotalKey, Total> = BTreeMap::new();
-    let mut test_mode = false;
-    for (r, is_new) in taken.into_iter().zip(new) {
-        if !is_new {
+        if !store.insert_new(&[r])?.first().copied().unwrap_or(false) {
             out.duplicates += 1;
             continue;
         }
         out.stored += 1;
-        test_mode |= !r.livemode;
         if !out.periods.contains(&r.period_start_ms) {
             out.periods.push(r.period_start_ms);
         }
-        let book = books.get_mut(&r.period_start_ms).expect("loaded above");
         if r.is_final && book.final_arrived_ms.is_none() {
             book.final_arrived_ms = Some(now_ms);
         }
@@ -124,29 +112,19 @@ pub fn ingest<S: LedgerStore>(
         if !r.plan.is_empty() && newer {
             book.plan = Some((r.plan.clone(), r.seq_to));
         }
+        if book != before {
+            store.put_period(r.period_start_ms, &book)?;
+        }
         let key = (r.period_start_ms, r.meter.clone(), r.model.clone());
-        let sum = match totals.remove(&key) {
-            Some(sum) => sum,
-            None => Total {
-                tally: store.total(&key)?,
-                ..Total::default()
-            },
-        };
         let total = Total {
             period_end: r.period_end_ms,
-            tally: sum.tally.plus(&tally_of(r)),
-            is_final: sum.is_final || r.is_final,
+            tally: store.total(&key)?.plus(&tally_of(r)),
+            is_final: r.is_final,
         };
-        totals.insert(key, total);
-    }
-    for (start, book) in &books {
-        store.put_period(*start, book)?;
-    }
-    for (key, total) in &totals {
-        store.put_total(key, total)?;
-    }
-    if test_mode {
-        store.mark_test_mode()?;
+        store.put_total(&key, &total)?;
+        if !r.livemode {
+            store.mark_test_mode()?;
+        }
     }
     Ok(out)
 }
