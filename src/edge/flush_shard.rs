@@ -5,10 +5,11 @@
 
 use super::client::{call_object, SHARD_BINDING};
 use super::delivery::{deliver, render_batch, Outcome, Receiver, Rendered};
+use super::outbox_store::SqlOutbox;
 use super::sql::{integer, text, Row};
 use super::{config, http};
 use crate::error::ApiError;
-use crate::flush::outbox::{accept, OutboxStore};
+use crate::flush::outbox::accept;
 use crate::flush::{backoff_ms, pack, split_test_usage, UsageRecord, Waiting};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -337,40 +338,6 @@ impl Sent {
         self.records += o.records;
         self.kept_aside += o.kept_aside;
         self.undelivered = self.undelivered.take().or(o.undelivered);
-    }
-}
-
-/// The outbox table as a `crate::flush::outbox::OutboxStore`.
-struct SqlOutbox<'a> {
-    sql: &'a SqlStorage,
-    now_ms: i64,
-}
-
-impl OutboxStore for SqlOutbox<'_> {
-    type Error = worker::Error;
-
-    fn insert_new(&mut self, owner: &str, records: &[&UsageRecord]) -> Result<()> {
-        let q =
-            "INSERT OR IGNORE INTO outbox (id, customer, record, recorded_ms) VALUES (?, ?, ?, ?)";
-        for r in records {
-            let record = serde_json::to_string(r).unwrap_or_default();
-            let at = r.recorded_at_ms.min(self.now_ms);
-            let binds = vec![r.id.as_str().into(), owner.into(), record.into(), at.into()];
-            self.sql.exec(q, binds)?;
-        }
-        Ok(())
-    }
-
-    fn acknowledged(&self, owner: &str) -> Result<Vec<String>> {
-        let q = "SELECT id FROM outbox WHERE customer = ? AND state = ?";
-        let rows = super::sql::rows(self.sql, q, vec![owner.into(), ACKNOWLEDGED.into()])?;
-        Ok(rows.iter().map(|r| text(r, 0)).collect())
-    }
-
-    fn forget(&mut self, id: &str) -> Result<()> {
-        self.sql
-            .exec("DELETE FROM outbox WHERE id = ?", vec![id.into()])?;
-        Ok(())
     }
 }
 

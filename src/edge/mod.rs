@@ -29,6 +29,7 @@ mod ledger_reconcile;
 mod ledger_store;
 mod metrics;
 mod observe;
+mod outbox_store;
 mod params;
 mod proxy;
 mod rating_api;
