@@ -73,6 +73,8 @@ pub fn ingest<S: LedgerStore>(
 ) -> Result<Ingested, S::Error> {
     let mut out = Ingested::default();
     let mut ids: BTreeSet<&str> = BTreeSet::new();
+    // Each period's book is read once a batch and written through as it changes.
+    let mut books: BTreeMap<i64, PeriodBook> = BTreeMap::new();
     // Each record is marked seen and added to its totals before the next one: storage
     // is not transactional here, so a failure part-way must not leave a whole batch
     // marked seen with its totals unwritten (its retry would find only duplicates).
@@ -81,7 +83,12 @@ pub fn ingest<S: LedgerStore>(
             out.duplicates += 1; // twice in one batch
             continue;
         }
-        let mut book = store.period(r.period_start_ms)?;
+        let book = match books.entry(r.period_start_ms) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(store.period(r.period_start_ms)?)
+            }
+        };
         let before = book.clone();
         if book.is_final && !store.seen(&r.id)? {
             match finality.late(r.period_end_ms, now_ms) {
@@ -112,8 +119,8 @@ pub fn ingest<S: LedgerStore>(
         if !r.plan.is_empty() && newer {
             book.plan = Some((r.plan.clone(), r.seq_to));
         }
-        if book != before {
-            store.put_period(r.period_start_ms, &book)?;
+        if *book != before {
+            store.put_period(r.period_start_ms, book)?;
         }
         let key = (r.period_start_ms, r.meter.clone(), r.model.clone());
         let total = Total {
