@@ -6,9 +6,10 @@
 
 mod support;
 
-use edgemeter::flush::UsageRecord;
 use serde_json::{json, Value};
-use support::rating::{flushing_to_internal_with, ingest, invoice_on, put_account, rating_call};
+use support::rating::{
+    flushing_to_internal_with, ingest, invoice_on, put_account, rating_call, record,
+};
 use support::upstream::FakeUpstream;
 use support::{admin, chat, customer, settled_usage};
 
@@ -52,25 +53,6 @@ fn invoice_text(port: u16, id: &str, date: &str) -> String {
     r.text()
 }
 
-/// A record of `requests` for the period (start, end), as a sender would post it late.
-fn late(id: &str, period: (i64, i64), seq: u64, requests: u64) -> UsageRecord {
-    let mut r = UsageRecord {
-        customer: id.into(),
-        period_start_ms: period.0,
-        period_end_ms: period.1,
-        meter: "chat.completions".into(),
-        model: "gpt-4o-mini".into(),
-        seq_from: seq,
-        seq_to: seq,
-        requests,
-        plan: "open".into(),
-        recorded_at_ms: period.1,
-        ..UsageRecord::default()
-    };
-    r.id = r.content_id();
-    r
-}
-
 fn adjustments(inv: &Value) -> Vec<Value> {
     let lines = inv["lines"].as_array().cloned().unwrap_or_default();
     lines
@@ -107,7 +89,7 @@ fn a_final_invoice_never_changes_and_late_usage_becomes_one_adjustment() {
 
     // Two requests for period 1 arrive late, within the backdating window: period 1's
     // invoice keeps its bytes; period 2 carries 0.02 + 10% tax for them.
-    let r = ingest(port, vec![late(&id, (p1_start, p1_end), 10_000, 2)]);
+    let r = ingest(port, vec![record(&id, (p1_start, p1_end), 10_000, 2)]);
     assert_eq!(
         (r.status, r.json()["stored"].as_u64()),
         (200, Some(1)),
@@ -176,7 +158,7 @@ fn a_final_invoice_never_changes_and_late_usage_becomes_one_adjustment() {
     // Three days more and period 1's backdating window (35 days after its end) is
     // surely closed: more usage for it is refused, listed with why, and changes nothing.
     advance(port, 3);
-    let r = ingest(port, vec![late(&id, (p1_start, p1_end), 20_000, 5)]);
+    let r = ingest(port, vec![record(&id, (p1_start, p1_end), 20_000, 5)]);
     assert_eq!(r.status, 200, "{}", r.text());
     let refused = r.json()["refused"].clone();
     assert_eq!(refused.as_array().map(Vec::len), Some(1), "{}", r.text());

@@ -3,13 +3,13 @@
 
 mod support;
 
-use edgemeter::flush::{record_id, signature, UsageRecord};
+use edgemeter::flush::signature;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use support::http::request;
 use support::rating::{
-    flushing_to_internal_with, invoice_when, month_start, put_account, rating_call, signed_batch,
-    SECRET,
+    flushing_to_internal_with, invoice_when, month_start, put_account, rating_call, record,
+    signed_batch, SECRET,
 };
 use support::upstream::FakeUpstream;
 use support::wrangler::{scratch, Worker};
@@ -220,27 +220,8 @@ fn ingestion_checks_signatures_and_batches_and_dedupes() {
         200
     );
     let start = edgemeter::period::parse_date(&month_start()).unwrap();
-    let rec = |seq: u64, requests: u64| UsageRecord {
-        id: record_id(
-            &id,
-            start,
-            "chat.completions",
-            "gpt-4o-mini",
-            (seq, seq),
-            false,
-        ),
-        customer: id.clone(),
-        period_start_ms: start,
-        period_end_ms: start + 86_400_000 * 28,
-        meter: "chat.completions".into(),
-        model: "gpt-4o-mini".into(),
-        seq_from: seq,
-        seq_to: seq,
-        requests,
-        plan: "open".into(),
-        recorded_at_ms: start,
-        ..UsageRecord::default()
-    };
+    let rec =
+        |seq: u64, requests: u64| record(&id, (start, start + 86_400_000 * 28), seq, requests);
     let post = |sig: &str, body: &[u8]| {
         request(
             port,

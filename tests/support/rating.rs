@@ -123,3 +123,29 @@ pub fn ingest(port: u16, records: Vec<edgemeter::flush::UsageRecord>) -> super::
     ];
     super::http::request(port, "POST", "/rating/v1/ingest", &headers, &body)
 }
+
+/// A record of `requests` chat requests to gpt-4o-mini for `customer`'s period
+/// `(start, end)`, covering sequence number `seq`, with its content's id: what another
+/// sender posts to the rating endpoint.
+pub fn record(
+    customer: &str,
+    period: (i64, i64),
+    seq: u64,
+    requests: u64,
+) -> edgemeter::flush::UsageRecord {
+    let mut r = edgemeter::flush::UsageRecord {
+        customer: customer.into(),
+        period_start_ms: period.0,
+        period_end_ms: period.1,
+        meter: "chat.completions".into(),
+        model: "gpt-4o-mini".into(),
+        seq_from: seq,
+        seq_to: seq,
+        requests,
+        plan: "open".into(),
+        recorded_at_ms: period.0,
+        ..Default::default()
+    };
+    r.id = r.content_id();
+    r
+}
