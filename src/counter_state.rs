@@ -9,6 +9,7 @@ use crate::period::{period_at, Period};
 use crate::pricing::Pricing;
 use crate::prompt_size::CacheWrites;
 use crate::quota::{self, Ask, Totals, MINUTE_MS};
+use crate::refusal::Refusal;
 use crate::request::AdmitAsk;
 pub use crate::reservation::Reservation;
 use crate::reservation::{Expired, Landing, MAX_LIFETIME_MS, RESERVATION_TTL_MS};
@@ -69,12 +70,9 @@ pub fn reserve_of(plan: &Plan, ask: &AdmitAsk) -> Usage {
 }
 
 /// Refuses a request that cannot be bounded under a plan whose limits need a bound.
-pub fn check_bounded(plan: &Plan, ask: &AdmitAsk) -> Result<(), ApiError> {
+pub fn check_bounded(plan: &Plan, ask: &AdmitAsk) -> Result<(), Refusal> {
     match &ask.unbounded {
-        Some(part) if plan.needs_output_cap() => {
-            let msg = format!("A `{part}` input part is billed by its content (pages, length), which edgemeter cannot bound before it runs; under your plan's limits, send it as text or images instead.");
-            Err(ApiError::bad_request("unbounded_input", msg).with_param(part.as_str()))
-        }
+        Some(part) if plan.needs_output_cap() => Err(Refusal::Unbounded { part: part.clone() }),
         _ => Ok(()),
     }
 }
@@ -192,7 +190,7 @@ impl CounterState {
         plan: &Plan,
         ask: &AdmitAsk,
         now_ms: i64,
-    ) -> Result<Reservation, ApiError> {
+    ) -> Result<Reservation, Refusal> {
         self.roll(now_ms);
         check_bounded(plan, ask)?;
         let reserve = reserve_of(plan, ask);

@@ -224,7 +224,8 @@ fn an_unbounded_part_is_refused_only_under_hard_limits() {
     };
     let mut s = CounterState::new(1, NOW);
     let e = s.admit(&Pricing::List(&c), &hard, &a, NOW).unwrap_err();
-    assert_eq!((e.status, e.param.as_deref()), (400, Some("input_file")));
+    let part = "input_file".to_string();
+    assert_eq!(e, crate::refusal::Refusal::Unbounded { part });
     assert!(s.reservations.is_empty() && s.window.requests == 0);
     assert!(s
         .admit(&Pricing::List(&c), &Plan::default(), &a, NOW)

@@ -19,6 +19,7 @@
 //! `protocol` (messages between the proxy and the Durable Objects), `report` (a
 //! customer's usage), `period`, `settings_check`, `test_clock`, `error`.
 
+pub mod admission;
 pub mod bounds;
 pub mod catalog;
 pub mod counter_state;
@@ -37,6 +38,7 @@ pub mod protocol;
 pub mod quota;
 pub mod rating;
 pub mod reconcile;
+pub mod refusal;
 pub mod report;
 pub mod request;
 pub mod reservation;

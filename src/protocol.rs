@@ -65,12 +65,25 @@ pub enum AdmitResponse {
     Replayed {
         replay: Replay,
     },
+    /// A limit refused it: rendered once, by the proxy.
+    Refused {
+        refusal: crate::refusal::Refusal,
+        headers: Vec<(String, String)>,
+    },
     Rejected {
         status: u16,
         body: String,
         retry_after_s: Option<u64>,
         headers: Vec<(String, String)>,
     },
+}
+
+/// Whether prepaid credits still cover usage, as the rating side last said.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct CreditState {
+    pub blocked: bool,
+    pub balance: String,
+    pub currency: String,
 }
 
 /// Settle a reservation to actual usage (or release it when `usage` is `None`).

@@ -4,8 +4,7 @@
 //! against everything already admitted.
 
 use crate::catalog::{Cap, Plan};
-use crate::error::ApiError;
-use crate::period::iso8601;
+use crate::refusal::{Refusal, Reset};
 use rust_decimal::Decimal;
 
 pub const MINUTE_MS: i64 = 60_000;
@@ -37,83 +36,76 @@ fn secs_ceil(ms: i64) -> u64 {
     (ms.max(0) as u64).div_ceil(1000).max(1)
 }
 
-/// Admits or rejects a request. On `Ok`, the caller adds `ask` to its totals.
+/// Admits or refuses a request. On `Ok`, the caller adds `ask` to its totals.
 pub fn admit(
     plan: &Plan,
     t: &Totals,
     ask: &Ask,
     now_ms: i64,
     period_end_ms: i64,
-) -> Result<(), ApiError> {
-    let minute_reset = minute_reset_ms(now_ms);
-    let period_reset = period_end_ms - now_ms;
-    let resets = |ms: i64| format!("resets in {}s, at {}", secs_ceil(ms), iso8601(now_ms + ms));
-    let rate = |what: &str, limit: u64, used: u64, ms: i64| {
-        let msg = format!(
-            "Rate limit reached for {what}: limit {limit}, used {used}; {}.",
-            resets(ms)
-        );
-        ApiError::quota("rate_limit_exceeded", msg, secs_ceil(ms))
+) -> Result<(), Refusal> {
+    let minute = Reset {
+        now_ms,
+        in_ms: minute_reset_ms(now_ms),
     };
-    let budget = |what: &str, limit: String, used: String| {
-        let msg = format!(
-            "You exceeded your plan's {what}: limit {limit}, used {used}; the period {}.",
-            resets(period_reset)
-        );
-        ApiError::quota("insufficient_quota", msg, secs_ceil(period_reset))
+    let period = Reset {
+        now_ms,
+        in_ms: period_end_ms - now_ms,
     };
-
     if let Some(limit) = plan.max_concurrent {
         if t.in_flight.saturating_add(1) > limit {
-            let msg = format!(
-                "Too many concurrent requests: limit {limit}, in flight {}; retry when one finishes.",
-                t.in_flight
-            );
-            return Err(ApiError::quota("rate_limit_exceeded", msg, 1));
+            let in_flight = t.in_flight;
+            return Err(Refusal::Concurrency { limit, in_flight });
         }
     }
     if let Some(limit) = plan.requests_per_minute {
         if t.minute_requests.saturating_add(1) > limit {
-            return Err(rate(
-                "requests per minute",
+            let used = t.minute_requests;
+            return Err(Refusal::RequestsPerMinute {
                 limit,
-                t.minute_requests,
-                minute_reset,
-            ));
+                used,
+                reset: minute,
+            });
         }
     }
     if let Some(limit) = plan.tokens_per_minute {
         if t.minute_tokens.saturating_add(ask.tokens) > limit {
-            let used = t.minute_tokens;
-            let mut e = rate("tokens per minute", limit, used, minute_reset);
-            e.message = format!(
-                "{} This request needs up to {} tokens.",
-                e.message, ask.tokens
-            );
-            return Err(e);
+            return Err(Refusal::TokensPerMinute {
+                limit,
+                used: t.minute_tokens,
+                needs: ask.tokens,
+                reset: minute,
+            });
         }
     }
     if let Some(limit) = plan.requests_per_period {
         if t.period_requests.saturating_add(1) > limit {
-            let used = t.period_requests.to_string();
-            return Err(budget("requests per period", limit.to_string(), used));
+            let used = t.period_requests;
+            return Err(Refusal::RequestsPerPeriod {
+                limit,
+                used,
+                reset: period,
+            });
         }
     }
     if let (Some(limit), Cap::Hard) = (plan.included_tokens, plan.token_cap) {
         if t.period_tokens.saturating_add(ask.tokens) > limit {
-            let used = t.period_tokens.to_string();
-            let mut e = budget("included tokens", limit.to_string(), used);
-            e.message = format!(
-                "{} This request needs up to {} tokens.",
-                e.message, ask.tokens
-            );
-            return Err(e);
+            return Err(Refusal::IncludedTokens {
+                limit,
+                used: t.period_tokens,
+                needs: ask.tokens,
+                reset: period,
+            });
         }
     }
     if let Some(limit) = plan.spend_cap {
         if t.period_spend + ask.cost > limit {
-            let used = t.period_spend.round_dp(6).normalize().to_string();
-            return Err(budget("spend cap", limit.to_string(), used));
+            let used = t.period_spend;
+            return Err(Refusal::SpendCap {
+                limit,
+                used,
+                reset: period,
+            });
         }
     }
     Ok(())
@@ -179,8 +171,8 @@ mod tests {
         }
     }
 
-    fn check(t: Totals, a: Ask) -> Result<(), ApiError> {
-        admit(&plan(), &t, &a, NOW, END)
+    fn check(t: Totals, a: Ask) -> Result<(), crate::error::ApiError> {
+        admit(&plan(), &t, &a, NOW, END).map_err(|r| r.error())
     }
 
     #[test]

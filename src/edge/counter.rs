@@ -4,14 +4,13 @@
 //! persists and answers. After the request body is read nothing awaits, so every
 //! read-modify-write is atomic.
 
-use super::counter_store::{replay_of, CreditState, KeyRow, Store};
+use super::counter_store::Store;
 use super::{config, http};
-use crate::counter_state::{carry_context, reserve_of, CounterState};
+use crate::admission::{self, KeyRow};
+use crate::counter_state::{carry_context, CounterState};
 use crate::error::ApiError;
-use crate::keys;
 use crate::pricing::Pricing;
 use crate::protocol::*;
-use crate::quota::rate_headers;
 use crate::surface::ResourceKind;
 use serde::de::DeserializeOwned;
 use std::cell::RefCell;
@@ -22,7 +21,7 @@ use worker::{
 pub(super) struct Loaded {
     pub(super) customer: Customer,
     pub(super) state: CounterState,
-    keys: Vec<KeyRow>,
+    pub(super) keys: Vec<KeyRow>,
     /// Set by the rating side when a prepaid plan's credits are used up.
     credit: Option<CreditState>,
 }
@@ -183,26 +182,13 @@ impl UsageCounter {
         f(mem.as_mut().expect("loaded above"))
     }
 
-    /// Checks a key hash against every live key in constant time per key.
-    pub(super) fn verify(loaded: &Loaded, key_hash: &str) -> std::result::Result<(), ApiError> {
-        let found = loaded
-            .keys
-            .iter()
-            .find(|k| keys::same_hash(&k.hash, key_hash));
-        match found {
-            Some(k) if k.revoked_ms.is_none() => Ok(()),
-            Some(_) => Err(ApiError::unauthorized("This API key has been revoked.")),
-            None => Err(ApiError::unauthorized("Incorrect API key provided.")),
-        }
-    }
-
     fn admit(&self, req: AdmitRequest) -> std::result::Result<Response, ApiError> {
         let catalog = config::catalog(&self.env)?;
         let book = config::price_book(&self.env).ok();
         let now = req.now_ms;
         let mut ask = req.ask.clone();
-        let outcome = self.with(now, |l| {
-            Self::verify(l, &req.key_hash)?;
+        let decided = self.with(now, |l| {
+            admission::verify(&l.keys, &req.key_hash)?;
             let plan = catalog.plan(&l.customer.plan).ok_or_else(|| {
                 ApiError::internal(format!("plan `{}` is not in the catalog", l.customer.plan))
             })?;
@@ -213,110 +199,42 @@ impl UsageCounter {
                 }
             }
             self.expire_due(l, now)?;
-            if let Some((key, hash)) = &req.idempotency {
-                if let Some(row) = self.store.idempotency(key, now).map_err(stored)? {
-                    if !keys::same_hash(&row.body_hash, hash) {
-                        let msg =
-                            "This Idempotency-Key was already used with a different request body.";
-                        return Err(ApiError::bad_request("idempotency_key_reused", msg)
-                            .with_param("Idempotency-Key"));
-                    }
-                    return match replay_of(&row).map_err(stored)? {
-                        Some(replay) => Ok(AdmitResponse::Replayed { replay }),
-                        None => {
-                            let msg = "A request with this Idempotency-Key is still in progress.";
-                            let mut e = ApiError::conflict("idempotency_key_in_use", msg);
-                            e.retry_after_s = Some(1);
-                            Err(e)
-                        }
-                    };
-                }
-            }
-            if let Some(c) = l.credit.as_ref().filter(|c| c.blocked) {
-                let msg = format!(
-                    "Your prepaid credits are used up (balance {} {}); top up to continue.",
-                    c.balance, c.currency
-                );
-                return Err(ApiError::quota("insufficient_quota", msg, 60));
-            }
+            let prior = match &req.idempotency {
+                Some((key, _)) => self.store.idempotency(key).map_err(stored)?,
+                None => None,
+            };
             let pricing = Pricing::for_plan(&catalog, book.as_deref(), &l.customer.plan);
-            let admitted = l.state.admit(&pricing, plan, &ask, now);
-            let headers = rate_headers(plan, &l.state.minute_totals(), now);
-            let headers: Vec<(String, String)> = headers
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect();
-            let r = match admitted {
-                Ok(r) => r,
-                Err(e) => {
-                    return Ok(AdmitResponse::Rejected {
-                        status: e.status,
-                        body: e.body(),
-                        retry_after_s: e.retry_after_s,
-                        headers,
-                    })
-                }
+            let held = admission::Held {
+                plan_name: &l.customer.plan,
+                plan,
+                pricing: &pricing,
+                credit: l.credit.as_ref(),
+                prior,
             };
-            let mut r = r;
-            if req.idempotency.is_some() {
-                r.idempotent = true;
-                if let Some(kept) = l.state.reservations.get_mut(&r.id) {
-                    kept.idempotent = true;
+            let asked = admission::Asked {
+                ask: &ask,
+                idempotency: req.idempotency.as_ref(),
+                now_ms: now,
+            };
+            let decision = admission::decide(&mut l.state, held, asked)?;
+            if let Some(r) = &decision.reserved {
+                self.store.save_reservation(r).map_err(stored)?;
+                self.store.save_cursor(&l.state).map_err(stored)?;
+                if let Some((key, hash)) = &req.idempotency {
+                    self.store
+                        .begin_idempotent(key, hash, r.id, now)
+                        .map_err(stored)?;
                 }
             }
-            self.store.save_reservation(&r).map_err(stored)?;
-            self.store.save_cursor(&l.state).map_err(stored)?;
-            if let Some((key, hash)) = &req.idempotency {
-                self.store
-                    .begin_idempotent(key, hash, r.id, now)
-                    .map_err(stored)?;
-            }
-            // Under a price-book plan a stream's cost header says what the reserved
-            // usage would add to the invoice, like a finished request's; the proxy gets
-            // the period's totals to price the finished request the same way.
-            let (reserved_cost, spend_basis) = if pricing.needs_totals() {
-                let (period, tallies) = (l.state.period, &l.state.tallies);
-                let spent = pricing.spend(period, tallies);
-                let key = (ask.meter.clone(), ask.model.clone());
-                let reserve = reserve_of(plan, &ask);
-                let basis = SpendBasis {
-                    period,
-                    tallies: tallies.iter().map(|(k, t)| (k.clone(), *t)).collect(),
-                    spent,
-                };
-                let cost = pricing.marginal(period, tallies, spent, &key, &reserve);
-                (cost, Some(basis))
-            } else {
-                (r.cost, None)
-            };
-            Ok(AdmitResponse::Admitted {
-                reservation: r.id,
-                plan: l.customer.plan.clone(),
-                reserved_cost: reserved_cost.normalize().to_string(),
-                output_cap: match ask.output_cap {
-                    None if plan.needs_output_cap() => {
-                        let d = plan.default_max_output_tokens;
-                        Some(ask.max_output.map_or(d, |max| d.min(max)))
-                    }
-                    _ => None,
-                },
-                headers,
-                spend_basis,
-                reserved: reserve_of(plan, &ask),
-            })
+            Ok(decision.answer)
         });
-        match outcome {
-            Ok(a) => http::json_response(&a, 200).map_err(http::internal),
-            Err(e) => {
-                let rejected = AdmitResponse::Rejected {
-                    status: e.status,
-                    body: e.body(),
-                    retry_after_s: e.retry_after_s,
-                    headers: vec![],
-                };
-                http::json_response(&rejected, 200).map_err(http::internal)
-            }
-        }
+        let answer = decided.unwrap_or_else(|e| AdmitResponse::Rejected {
+            status: e.status,
+            body: e.body(),
+            retry_after_s: e.retry_after_s,
+            headers: vec![],
+        });
+        http::json_response(&answer, 200).map_err(http::internal)
     }
 
     fn apply_settle(
@@ -390,7 +308,7 @@ impl UsageCounter {
         let book = config::price_book(&self.env).ok();
         let report = self.with(now, |l| {
             if let Some(h) = &key_hash {
-                Self::verify(l, h)?;
+                admission::verify(&l.keys, h)?;
             }
             l.state.roll(now);
             let pricing = Pricing::for_plan(&catalog, book.as_deref(), &l.customer.plan);

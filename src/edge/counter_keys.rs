@@ -2,8 +2,8 @@
 //! issue keys (shown once, stored as SHA-256), list and revoke them.
 
 use super::counter::{stored, UsageCounter};
-use super::counter_store::KeyRow;
 use super::{config, http};
+use crate::admission::KeyRow;
 use crate::error::ApiError;
 use crate::keys;
 use crate::protocol::{CreateCustomer, Customer, IssueKey, KeyInfo};
@@ -95,7 +95,7 @@ impl UsageCounter {
             .keys()
             .map_err(stored)?
             .iter()
-            .map(KeyRow::info)
+            .map(info)
             .collect();
         http::json_response(&keys, 200).map_err(http::internal)
     }
@@ -107,5 +107,14 @@ impl UsageCounter {
         *self.mem.borrow_mut() = None;
         http::json_response(&serde_json::json!({"id": id, "revoked": true}), 200)
             .map_err(http::internal)
+    }
+}
+
+fn info(k: &KeyRow) -> KeyInfo {
+    KeyInfo {
+        id: k.id.clone(),
+        mode: k.mode.clone(),
+        created_ms: k.created_ms,
+        revoked_ms: k.revoked_ms,
     }
 }

@@ -101,7 +101,7 @@ impl UsageCounter {
         req: ListOwned,
         now: i64,
     ) -> std::result::Result<Response, ApiError> {
-        self.with(now, |l| Self::verify(l, &req.key_hash))?;
+        self.with(now, |l| crate::admission::verify(&l.keys, &req.key_hash))?;
         let files = self.store.all_owned(ResourceKind::File).map_err(stored)?;
         http::json_response(&page(files, &req.query), 200).map_err(http::internal)
     }

@@ -6,7 +6,7 @@ use crate::counter_state::{CounterState, Reservation, Window};
 use crate::flush::snapshot::FlushRow;
 use crate::flush::UsageRecord;
 use crate::period::Period;
-use crate::protocol::{Customer, KeyInfo, Replay};
+use crate::protocol::Customer;
 use crate::reservation::Expired;
 use crate::tally::{MeterKey, Tally};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -28,9 +28,6 @@ CREATE INDEX IF NOT EXISTS idempotency_reservation ON idempotency (reservation);
 CREATE TABLE IF NOT EXISTS owned (kind TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL,
   PRIMARY KEY (kind, id));
 ";
-
-/// How long an `Idempotency-Key` is remembered.
-pub const IDEMPOTENCY_TTL_MS: i64 = 24 * 3_600_000;
 
 /// The small mutable part of the counter kept in `meta`.
 #[derive(Serialize, Deserialize, Default)]
@@ -67,41 +64,6 @@ pub struct FlushState {
     /// Pushes that failed in a row.
     #[serde(default)]
     pub failures: u32,
-}
-
-/// Whether prepaid credits still cover usage, as the rating side last said.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub struct CreditState {
-    pub blocked: bool,
-    pub balance: String,
-    pub currency: String,
-}
-
-/// A stored key with its hash.
-pub struct KeyRow {
-    pub hash: String,
-    pub id: String,
-    pub mode: String,
-    pub created_ms: i64,
-    pub revoked_ms: Option<i64>,
-}
-
-impl KeyRow {
-    pub fn info(&self) -> KeyInfo {
-        KeyInfo {
-            id: self.id.clone(),
-            mode: self.mode.clone(),
-            created_ms: self.created_ms,
-            revoked_ms: self.revoked_ms,
-        }
-    }
-}
-
-/// A remembered idempotent request: in flight while `replay` is `None`.
-pub struct IdemRow {
-    pub body_hash: String,
-    pub created_ms: i64,
-    pub replay: Option<String>,
 }
 
 pub(super) fn int(v: i64) -> SqlStorageValue {
@@ -142,12 +104,12 @@ impl Store {
         super::sql::rows(&self.sql, query, binds)
     }
 
-    fn meta<T: DeserializeOwned>(&self, k: &str) -> Result<Option<T>> {
+    pub(super) fn meta<T: DeserializeOwned>(&self, k: &str) -> Result<Option<T>> {
         let rows = self.rows("SELECT v FROM meta WHERE k = ?", vec![k.into()])?;
         rows.first().map(|r| parse(&text(r, 0))).transpose()
     }
 
-    fn set_meta<T: Serialize>(&self, k: &str, v: &T) -> Result<()> {
+    pub(super) fn set_meta<T: Serialize>(&self, k: &str, v: &T) -> Result<()> {
         let q = "INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v";
         self.sql.exec(q, vec![k.into(), json(v)])?;
         Ok(())
@@ -302,14 +264,6 @@ impl Store {
         Ok(())
     }
 
-    pub fn credit_state(&self) -> Result<Option<CreditState>> {
-        self.meta("credit")
-    }
-
-    pub fn save_credit_state(&self, c: &CreditState) -> Result<()> {
-        self.set_meta("credit", c)
-    }
-
     pub fn flush_state(&self) -> Result<FlushState> {
         Ok(self.meta("flush")?.unwrap_or_default())
     }
@@ -317,95 +271,4 @@ impl Store {
     pub fn save_flush_state(&self, f: &FlushState) -> Result<()> {
         self.set_meta("flush", f)
     }
-
-    pub fn keys(&self) -> Result<Vec<KeyRow>> {
-        let q = "SELECT hash, id, mode, created_ms, revoked_ms FROM keys ORDER BY created_ms";
-        let rows = self.rows(q, vec![])?;
-        let key = |r: &Row| KeyRow {
-            hash: text(r, 0),
-            id: text(r, 1),
-            mode: text(r, 2),
-            created_ms: integer(r, 3).unwrap_or(0),
-            revoked_ms: integer(r, 4),
-        };
-        Ok(rows.iter().map(key).collect())
-    }
-
-    pub fn insert_key(&self, hash: &str, info: &KeyInfo) -> Result<()> {
-        let q = "INSERT INTO keys (hash, id, mode, created_ms) VALUES (?, ?, ?, ?)";
-        let binds = vec![
-            hash.into(),
-            info.id.as_str().into(),
-            info.mode.as_str().into(),
-            int(info.created_ms),
-        ];
-        self.sql.exec(q, binds)?;
-        Ok(())
-    }
-
-    /// Marks a key revoked; returns whether a live key with that id existed.
-    pub fn revoke_key(&self, id: &str, now_ms: i64) -> Result<bool> {
-        let q = "UPDATE keys SET revoked_ms = ? WHERE id = ? AND revoked_ms IS NULL";
-        let cursor = self.sql.exec(q, vec![int(now_ms), id.into()])?;
-        Ok(cursor.rows_written() > 0)
-    }
-
-    /// The remembered request for an idempotency key, if still within its TTL.
-    pub fn idempotency(&self, key: &str, now_ms: i64) -> Result<Option<IdemRow>> {
-        let q = "SELECT body_hash, created_ms, replay FROM idempotency WHERE key = ?";
-        let rows = self.rows(q, vec![key.into()])?;
-        let row = |r: &Row| IdemRow {
-            body_hash: text(r, 0),
-            created_ms: integer(r, 1).unwrap_or(0),
-            replay: matches!(r.get(2), Some(SqlStorageValue::String(_))).then(|| text(r, 2)),
-        };
-        Ok(rows
-            .iter()
-            .map(row)
-            .find(|r| now_ms - r.created_ms < IDEMPOTENCY_TTL_MS))
-    }
-
-    pub fn begin_idempotent(
-        &self,
-        key: &str,
-        body_hash: &str,
-        reservation: u64,
-        now_ms: i64,
-    ) -> Result<()> {
-        let q = "INSERT INTO idempotency (key, body_hash, reservation, created_ms, replay) VALUES (?, ?, ?, ?, NULL)
-                 ON CONFLICT(key) DO UPDATE SET body_hash = excluded.body_hash,
-                 reservation = excluded.reservation, created_ms = excluded.created_ms, replay = NULL";
-        self.sql.exec(
-            q,
-            vec![
-                key.into(),
-                body_hash.into(),
-                int(reservation as i64),
-                int(now_ms),
-            ],
-        )?;
-        Ok(())
-    }
-
-    /// Stores the response of a settled idempotent request for replay.
-    pub fn finish_idempotent(&self, reservation: u64, replay: &Replay) -> Result<()> {
-        let q = "UPDATE idempotency SET replay = ?, reservation = NULL WHERE reservation = ?";
-        self.sql
-            .exec(q, vec![json(replay), int(reservation as i64)])?;
-        Ok(())
-    }
-
-    /// Forgets an idempotent request that failed, so a retry can run.
-    pub fn forget_idempotent(&self, reservation: u64, now_ms: i64) -> Result<()> {
-        self.sql.exec(
-            "DELETE FROM idempotency WHERE reservation = ? OR created_ms < ?",
-            vec![int(reservation as i64), int(now_ms - IDEMPOTENCY_TTL_MS)],
-        )?;
-        Ok(())
-    }
-}
-
-/// Parses a stored replay.
-pub fn replay_of(row: &IdemRow) -> Result<Option<Replay>> {
-    row.replay.as_deref().map(parse).transpose()
 }

@@ -13,6 +13,7 @@ mod counter_flush;
 mod counter_keys;
 mod counter_resources;
 mod counter_store;
+mod counter_store_access;
 mod counter_store_reservations;
 mod delivery;
 mod faults;

@@ -54,23 +54,35 @@ pub fn not_admitted(answer: AdmitResponse) -> Result<Response, ApiError> {
                 Payload::Bytes(replay.body.into_bytes()),
             )
         }
+        AdmitResponse::Refused { refusal, headers } => {
+            let e = refusal.error();
+            let (status, body, retry_after_s) = (e.status, e.body(), e.retry_after_s);
+            respond_json(status, headers, body, retry_after_s)
+        }
         AdmitResponse::Rejected {
             status,
             body,
             retry_after_s,
             headers,
-        } => {
-            let mut headers = headers;
-            headers.push(("content-type".into(), "application/json".into()));
-            if let Some(s) = retry_after_s {
-                headers.push(("retry-after".into(), s.to_string()));
-            }
-            respond(status, &headers, Payload::Bytes(body.into_bytes()))
-        }
+        } => respond_json(status, headers, body, retry_after_s),
         AdmitResponse::Admitted { .. } => {
             Err(ApiError::internal("an admitted request has no refusal"))
         }
     }
+}
+
+fn respond_json(
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+    retry_after_s: Option<u64>,
+) -> Result<Response, ApiError> {
+    let mut headers = headers;
+    headers.push(("content-type".into(), "application/json".into()));
+    if let Some(s) = retry_after_s {
+        headers.push(("retry-after".into(), s.to_string()));
+    }
+    respond(status, &headers, Payload::Bytes(body.into_bytes()))
 }
 
 pub fn replay_of(status: u16, content_type: &str, body: Vec<u8>) -> Option<Replay> {
