@@ -135,6 +135,19 @@ impl CounterState {
         true
     }
 
+    /// Ends the current period at `now_ms` (a cancellation or plan change) and starts
+    /// one at zero that runs to the next anchor date; returns the period that ended.
+    pub fn close_period(&mut self, now_ms: i64) -> Period {
+        self.roll(now_ms);
+        let old = self.period;
+        self.period = Period {
+            start_ms: now_ms,
+            end_ms: period_at(now_ms + 1, self.anchor_day).end_ms,
+        };
+        self.tallies.clear();
+        old
+    }
+
     /// The current minute window only (all the rate-limit headers need): unlike
     /// [`CounterState::totals`] it prices nothing.
     pub fn minute_totals(&self) -> Totals {

@@ -321,3 +321,31 @@ fn a_tally_stored_with_whole_seconds_reads_as_milliseconds() {
         new
     );
 }
+
+const DAY_MS: i64 = 86_400_000;
+
+#[test]
+fn closing_a_period_starts_one_at_zero_that_runs_to_the_next_anchor() {
+    let c = catalog();
+    let mut s = CounterState::new(15, NOW + 20 * DAY_MS);
+    let r = s
+        .admit(
+            &Pricing::List(&c),
+            &Plan::default(),
+            &ask(5, 5),
+            NOW + 20 * DAY_MS,
+        )
+        .unwrap();
+    let used = Usage {
+        input: 5,
+        ..Usage::default()
+    };
+    s.settle(r.id, &used, false, NOW + 20 * DAY_MS);
+    assert!(!s.tallies.is_empty());
+    let at = NOW + 21 * DAY_MS;
+    let old = s.close_period(at);
+    assert_eq!(old.start_ms, NOW + 14 * DAY_MS, "the period from the 15th");
+    assert_eq!(s.period.start_ms, at);
+    assert_eq!(s.period.end_ms, period_at(at + 1, 15).end_ms);
+    assert!(s.tallies.is_empty());
+}

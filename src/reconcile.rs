@@ -9,7 +9,7 @@
 //! unexplained difference, which an audit must look at.
 
 use crate::flush::UsageRecord;
-use crate::period::Period;
+use crate::period::{period_at, Period};
 use crate::tally::Tally;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -36,6 +36,40 @@ pub struct CounterView {
     /// Settlements since the counter last took records: usage not handed over yet.
     #[serde(default)]
     pub settled_since_taken: u64,
+}
+
+/// The counter's period a reconciliation at `at_ms` reads: the current one when
+/// `at_ms` is in it (it may have no rows yet, or have started early at a
+/// close-period); else the latest period with rows that began by then, looked up with
+/// `started_by`; else the anchor's period at that time.
+pub fn counter_period<E>(
+    current: Period,
+    anchor_day: u32,
+    at_ms: i64,
+    started_by: impl FnOnce(i64) -> Result<Option<i64>, E>,
+) -> Result<Period, E> {
+    if current.start_ms <= at_ms && at_ms < current.end_ms {
+        return Ok(current);
+    }
+    Ok(match started_by(at_ms)? {
+        Some(start) => Period {
+            start_ms: start,
+            end_ms: at_ms.max(start) + 1,
+        },
+        None => period_at(at_ms, anchor_day),
+    })
+}
+
+/// A past period as its rows have it: they may end later than planned (it was closed
+/// early, or its end moved), and the latest row end is its end.
+pub fn as_stored(period: Period, current: Period, row_ends: impl Iterator<Item = i64>) -> Period {
+    match row_ends.max() {
+        Some(end) if period != current => Period {
+            start_ms: period.start_ms,
+            end_ms: end,
+        },
+        _ => period,
+    }
 }
 
 /// The ledger's side: its totals per (meter, model), and which of the held record ids

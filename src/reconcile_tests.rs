@@ -230,3 +230,27 @@ fn a_held_record_refused_for_good_is_named_as_never_billed() {
     );
     assert_eq!(d.amounts["requests"], 1);
 }
+
+#[test]
+fn the_counter_side_reads_the_current_period_a_stored_one_or_the_anchors() {
+    const DAY: i64 = 86_400_000;
+    let current = Period {
+        start_ms: 40 * DAY,
+        end_ms: 70 * DAY,
+    };
+    let none = |_: i64| Ok::<_, ()>(None);
+    let at = 50 * DAY;
+    assert_eq!(counter_period(current, 1, at, |_| Err(())), Ok(current));
+    // Before the current period: the latest period with rows begun by then.
+    let started = counter_period(current, 1, 20 * DAY, |_| Ok::<_, ()>(Some(10 * DAY)));
+    let started = started.unwrap();
+    assert_eq!(started.start_ms, 10 * DAY);
+    // Its rows say where it really ended (it was closed late).
+    let ends = [35 * DAY, 41 * DAY];
+    let stored = as_stored(started, current, ends.into_iter());
+    assert_eq!((stored.start_ms, stored.end_ms), (10 * DAY, 41 * DAY));
+    assert_eq!(as_stored(current, current, ends.into_iter()), current);
+    // No rows at all: the anchor's period at that time.
+    let anchored = counter_period(current, 1, 20 * DAY, none).unwrap();
+    assert_eq!(anchored, period_at(20 * DAY, 1));
+}

@@ -1,6 +1,6 @@
 //! The flush protocol, model-checked with stateright over the core's own decisions:
-//! the counter takes records (`flush::snapshot::take`) and learns what was
-//! acknowledged (`apply_acks`), the shard stores pushes and answers
+//! the counter takes records and learns what was acknowledged (`flush::push::PushState`,
+//! the bookkeeping the counter object stores), the shard stores pushes and answers
 //! (`flush::outbox::accept`), and the ledger ingests deliveries (`ledger::ingest`).
 //! Every message can be lost or repeated, and a period can end at any point. Checked:
 //! no usage is ever counted twice, nothing is acknowledged that the ledger lacks, and
@@ -8,8 +8,8 @@
 
 use edgemeter::finality::Finality;
 use edgemeter::flush::outbox::{accept, MemoryOutbox, Place};
-use edgemeter::flush::snapshot::{apply_acks, take, FlushRow, Stamp};
-use edgemeter::flush::UsageRecord;
+use edgemeter::flush::push::PushState;
+use edgemeter::flush::snapshot::{FlushRow, Stamp};
 use edgemeter::ledger::{ingest, MemoryStore};
 use edgemeter::period::Period;
 use edgemeter::tally::Tally;
@@ -25,9 +25,7 @@ const PERIOD: Period = Period {
 struct State {
     row: FlushRow,
     seq: u64,
-    taken_seq: u64,
-    flushed_seq: u64,
-    pending: Vec<UsageRecord>,
+    push: PushState,
     period_over: bool,
     outbox: MemoryOutbox,
     ledger: MemoryStore,
@@ -84,9 +82,7 @@ impl Model for FlushProtocol {
                 closed: false,
             },
             seq: 0,
-            taken_seq: 0,
-            flushed_seq: 0,
-            pending: Vec::new(),
+            push: PushState::default(),
             period_over: false,
             outbox: MemoryOutbox::default(),
             ledger: MemoryStore::default(),
@@ -133,25 +129,16 @@ impl Model for FlushProtocol {
                 s.pushes_left -= 1;
                 let current = if s.period_over { PERIOD.end_ms } else { 0 };
                 let rows = [s.row.clone()];
-                let new = take(
-                    &stamp(),
-                    &rows,
-                    &s.pending,
-                    current,
-                    (s.taken_seq, s.seq),
-                    50,
-                );
-                s.taken_seq = s.seq;
-                s.pending.extend(new);
-                if reaches {
-                    let acked = accept(&mut s.outbox, "c", true, &s.pending).ok()?;
+                let taken = s.push.take_new(&stamp(), &rows, s.seq, current, 50);
+                if !reaches {
+                    s.push.failed(50);
+                } else {
+                    let acked = accept(&mut s.outbox, "c", true, &taken.records).ok()?;
                     if answered {
-                        let pending = std::mem::take(&mut s.pending);
-                        let done = apply_acks(&rows, pending, &acked, s.flushed_seq);
-                        if let Some(row) = done.rows.into_iter().next() {
+                        let applied = s.push.acknowledged(&rows, &acked, &taken, 50);
+                        if let Some(row) = applied.rows.into_iter().next() {
                             s.row = row;
                         }
-                        (s.pending, s.flushed_seq) = (done.pending, done.flushed_seq);
                     }
                 }
             }
@@ -178,8 +165,9 @@ impl Model for FlushProtocol {
                 within(&s.row.flushed, &rated(s))
             }),
             Property::always("nothing lost once nothing is held", |_, s: &State| {
+                let p = &s.push;
                 let held =
-                    !s.pending.is_empty() || s.taken_seq != s.seq || !s.outbox.waiting().is_empty();
+                    !p.pending.is_empty() || p.taken_seq != s.seq || !s.outbox.waiting().is_empty();
                 held || rated(s) == s.row.tally
             }),
             Property::sometimes(

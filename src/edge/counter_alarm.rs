@@ -19,7 +19,7 @@ impl UsageCounter {
         if let Some(c) = self.push_clock.get() {
             return Ok(c);
         }
-        let f = self.store.flush_state()?;
+        let f = self.store.push_state()?;
         let c = PushClock {
             last_push_ms: f.last_push_ms,
             alarm_ms: f.alarm_ms,
@@ -50,9 +50,9 @@ impl UsageCounter {
         }
         c.alarm_ms = Some(at_ms);
         self.push_clock.set(Some(c));
-        let saved = self.store.flush_state().and_then(|mut f| {
+        let saved = self.store.push_state().and_then(|mut f| {
             f.alarm_ms = Some(at_ms);
-            self.store.save_flush_state(&f)
+            self.store.save_push_state(&f)
         });
         let mut set = saved;
         for _ in 0..3 {
@@ -77,9 +77,9 @@ impl UsageCounter {
             c.alarm_ms = None;
             self.push_clock.set(Some(c));
         }
-        if let Ok(mut f) = self.store.flush_state() {
+        if let Ok(mut f) = self.store.push_state() {
             f.alarm_ms = None;
-            let _ = self.store.save_flush_state(&f);
+            let _ = self.store.save_push_state(&f);
         }
     }
 }

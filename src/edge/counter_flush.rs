@@ -6,14 +6,12 @@
 //! shards alone, however many counters changed.
 
 use super::counter::{stored, Loaded, UsageCounter};
-use super::counter_store::FlushState;
 use super::{client, config, http};
 use crate::error::ApiError;
-use crate::flush::snapshot::{apply_acks, is_clean, take, FlushRow, Stamp};
+use crate::flush::snapshot::{is_clean, FlushRow, Stamp};
 use crate::flush::wake::{next_alarm, push_due, AfterPush};
 use crate::flush::{shard_for, UsageRecord};
-use crate::period::{period_at, Period};
-use crate::reconcile::{CounterRow, CounterView};
+use crate::reconcile::{as_stored, counter_period, CounterRow, CounterView};
 use serde_json::json;
 use worker::{Method, Response};
 
@@ -29,15 +27,9 @@ struct Pushed {
     after: AfterPush,
 }
 
-/// What the next alarm depends on, once a push is over.
-fn after_push(l: &Loaded, f: &FlushState, rows: &[FlushRow], now_ms: i64) -> AfterPush {
-    AfterPush {
-        now_ms,
-        failures: f.failures,
-        changed_since: l.state.seq > f.taken_seq,
-        period_end_ms: (!rows.is_empty()).then_some(l.state.period.end_ms),
-        deadline_ms: l.state.next_deadline(),
-    }
+/// The current period's end when it has rows that will need a final record.
+fn period_end(l: &Loaded, rows: &[FlushRow]) -> Option<i64> {
+    (!rows.is_empty()).then_some(l.state.period.end_ms)
 }
 
 impl UsageCounter {
@@ -99,67 +91,60 @@ impl UsageCounter {
     /// Counts a failed push, for the retry's doubling wait.
     fn push_failed(&self, now_ms: i64) -> std::result::Result<AfterPush, ApiError> {
         self.with(now_ms, |l| {
-            let mut f = self.store.flush_state().map_err(stored)?;
-            f.failures += 1;
-            f.last_push_ms = Some(now_ms);
-            self.store.save_flush_state(&f).map_err(stored)?;
+            let mut f = self.store.push_state().map_err(stored)?;
+            f.failed(now_ms);
+            self.store.save_push_state(&f).map_err(stored)?;
             self.remember_push(now_ms);
             let rows = self.store.flush_rows().map_err(stored)?;
-            Ok(after_push(l, &f, &rows, now_ms))
+            let end = period_end(l, &rows);
+            Ok(f.after(l.state.seq, end, l.state.next_deadline(), now_ms))
         })
     }
 
     async fn push_once(&self, now_ms: i64, shards: u32) -> std::result::Result<Pushed, ApiError> {
-        let (customer, records, taken, taken_seq) = self.with(now_ms, |l| {
+        let (customer, taken) = self.with(now_ms, |l| {
             l.state.roll(now_ms);
-            let mut f = self.store.flush_state().map_err(stored)?;
+            let mut f = self.store.push_state().map_err(stored)?;
             let rows = self.store.flush_rows().map_err(stored)?;
-            let seq = (f.taken_seq.max(f.flushed_seq), l.state.seq);
-            // A period with reservations still in flight is not complete: no final yet.
-            let start = l.state.complete_before();
             let stamp = Stamp {
                 customer: l.customer.id.clone(),
                 plan: l.customer.plan.clone(),
                 livemode: l.customer.livemode,
             };
-            let new = take(&stamp, &rows, &f.pending, start, seq, now_ms);
-            let taken = new.len();
-            // Sequence numbers that changed nothing left to take are covered too.
-            f.taken_seq = f.taken_seq.max(l.state.seq);
-            f.pending.extend(new);
-            self.store.save_flush_state(&f).map_err(stored)?;
-            Ok((l.customer.id.clone(), f.pending, taken, f.taken_seq))
+            // A period with reservations still in flight is not complete: no final yet.
+            let complete_before = l.state.complete_before();
+            let taken = f.take_new(&stamp, &rows, l.state.seq, complete_before, now_ms);
+            self.store.save_push_state(&f).map_err(stored)?;
+            Ok((l.customer.id.clone(), taken))
         })?;
-        let acknowledged = if records.is_empty() {
-            Vec::new()
-        } else {
-            self.push_to_shard(&customer, &records, shards).await?
+        let acknowledged = match taken.records.is_empty() {
+            true => Vec::new(),
+            false => {
+                self.push_to_shard(&customer, &taken.records, shards)
+                    .await?
+            }
         };
         self.with(now_ms, |l| {
-            let mut f = self.store.flush_state().map_err(stored)?;
+            let mut f = self.store.push_state().map_err(stored)?;
             let rows = self.store.flush_rows().map_err(stored)?;
-            let pending = std::mem::take(&mut f.pending);
-            let done = apply_acks(&rows, pending, &acknowledged, f.flushed_seq);
-            self.store.save_flushed(&done.rows).map_err(stored)?;
-            (f.pending, f.flushed_seq) = (done.pending, done.flushed_seq);
-            f.pushed_seq = f.pushed_seq.max(taken_seq);
-            f.failures = 0;
-            f.last_push_ms = Some(now_ms);
-            self.store.save_flush_state(&f).map_err(stored)?;
+            let applied = f.acknowledged(&rows, &acknowledged, &taken, now_ms);
+            self.store.save_flushed(&applied.rows).map_err(stored)?;
+            self.store.save_push_state(&f).map_err(stored)?;
             self.remember_push(now_ms);
             // An acknowledgement changes the rows (and may close some): read them again.
-            let rows = if done.acked == 0 {
-                rows
-            } else {
-                self.store.flush_rows().map_err(stored)?
+            let rows = match applied.acked {
+                0 => rows,
+                _ => self.store.flush_rows().map_err(stored)?,
             };
+            let complete_before = l.state.complete_before();
+            let end = period_end(l, &rows);
             Ok(Pushed {
-                taken,
-                sent: records.len(),
-                acknowledged: done.acked,
+                taken: taken.new,
+                sent: taken.records.len(),
+                acknowledged: applied.acked,
                 in_flight: f.pending.len(),
-                clean: f.pending.is_empty() && is_clean(&rows, l.state.complete_before()),
-                after: after_push(l, &f, &rows, now_ms),
+                clean: f.pending.is_empty() && is_clean(&rows, complete_before),
+                after: f.after(l.state.seq, end, l.state.next_deadline(), now_ms),
             })
         })
     }
@@ -200,7 +185,7 @@ impl UsageCounter {
     /// Where this counter's flush stands (`GET /admin/v1/customers/{id}/flush`).
     pub(super) fn flush_view(&self, now_ms: i64) -> Answer {
         let view = self.with(now_ms, |l| {
-            let f = self.store.flush_state().map_err(stored)?;
+            let f = self.store.push_state().map_err(stored)?;
             Ok(json!({"seq": l.state.seq, "taken_seq": f.taken_seq,
                 "pushed_seq": f.pushed_seq, "flushed_seq": f.flushed_seq,
                 "in_flight": f.pending.len(), "last_push_ms": f.last_push_ms,
@@ -213,29 +198,14 @@ impl UsageCounter {
     /// rows and the records of that period it holds unacknowledged.
     pub(super) fn reconcile_view(&self, at_ms: i64, now_ms: i64) -> Answer {
         let view = self.with(now_ms, |l| {
-            // The current period when `at_ms` is in it (it may have no rows yet, or
-            // have started early at a close-period); else the latest period with rows
-            // that began by then, whose rows may end later than planned.
             let current = l.state.period;
-            let period = match current.start_ms <= at_ms && at_ms < current.end_ms {
-                true => current,
-                false => match self.store.period_start_at(at_ms).map_err(stored)? {
-                    Some(start) => Period {
-                        start_ms: start,
-                        end_ms: at_ms.max(start) + 1,
-                    },
-                    None => period_at(at_ms, l.state.anchor_day),
-                },
-            };
+            let anchor = l.state.anchor_day;
+            let period = counter_period(current, anchor, at_ms, |at| {
+                self.store.period_start_at(at).map_err(stored)
+            })?;
             let rows = self.store.rows_of(period.start_ms).map_err(stored)?;
-            let period = match rows.iter().map(|r| r.period.end_ms).max() {
-                Some(end) if period != current => Period {
-                    start_ms: period.start_ms,
-                    end_ms: end,
-                },
-                _ => period,
-            };
-            let f = self.store.flush_state().map_err(stored)?;
+            let period = as_stored(period, current, rows.iter().map(|r| r.period.end_ms));
+            let f = self.store.push_state().map_err(stored)?;
             let held = f.pending.into_iter();
             let rows = rows.into_iter().map(|r| CounterRow {
                 meter: r.meter,
@@ -261,18 +231,15 @@ impl UsageCounter {
     /// next anchor date.
     pub(super) async fn close_period(&self, now_ms: i64) -> Answer {
         let period = self.with(now_ms, |l| {
-            l.state.roll(now_ms);
-            let old = l.state.period;
-            let next = Period {
-                start_ms: now_ms,
-                end_ms: period_at(now_ms + 1, l.state.anchor_day).end_ms,
-            };
+            // Memory changes only once storage has: a failure leaves both as they were.
+            let mut closed = l.state.clone();
+            let old = closed.close_period(now_ms);
             self.store
                 .end_period(old.start_ms, now_ms)
                 .map_err(stored)?;
-            l.state.period = next;
-            l.state.tallies.clear();
-            self.store.save_cursor(&l.state).map_err(stored)?;
+            self.store.save_cursor(&closed).map_err(stored)?;
+            let next = closed.period;
+            l.state = closed;
             Ok(json!({"closed": {"start_ms": old.start_ms, "end_ms": now_ms}, "current": next}))
         })?;
         if let Err(e) = self.push(now_ms).await {

@@ -3,8 +3,8 @@
 
 use super::sql::{integer, text, Row};
 use crate::counter_state::{CounterState, Reservation, Window};
+use crate::flush::push::PushState;
 use crate::flush::snapshot::FlushRow;
-use crate::flush::UsageRecord;
 use crate::period::Period;
 use crate::protocol::Customer;
 use crate::reservation::Expired;
@@ -39,31 +39,6 @@ struct Cursor {
     /// The current period, when it was cut short by closing it early.
     #[serde(default)]
     period: Option<Period>,
-}
-
-/// Where the flush of this counter stands.
-#[derive(Serialize, Deserialize, Default)]
-pub struct FlushState {
-    /// Highest sequence number of the acknowledged records.
-    pub flushed_seq: u64,
-    /// Sequence number covered by the last records taken (in flight or acknowledged).
-    #[serde(default)]
-    pub taken_seq: u64,
-    /// Records taken and not yet acknowledged by the receiver. They are pushed again
-    /// (same ids) until the shard reports them acknowledged.
-    pub pending: Vec<UsageRecord>,
-    /// Sequence number covered by the records the shard has stored.
-    #[serde(default)]
-    pub pushed_seq: u64,
-    /// When the last push was tried.
-    #[serde(default)]
-    pub last_push_ms: Option<i64>,
-    /// The alarm set, if any.
-    #[serde(default)]
-    pub alarm_ms: Option<i64>,
-    /// Pushes that failed in a row.
-    #[serde(default)]
-    pub failures: u32,
 }
 
 pub(super) fn int(v: i64) -> SqlStorageValue {
@@ -264,11 +239,11 @@ impl Store {
         Ok(())
     }
 
-    pub fn flush_state(&self) -> Result<FlushState> {
+    pub fn push_state(&self) -> Result<PushState> {
         Ok(self.meta("flush")?.unwrap_or_default())
     }
 
-    pub fn save_flush_state(&self, f: &FlushState) -> Result<()> {
+    pub fn save_push_state(&self, f: &PushState) -> Result<()> {
         self.set_meta("flush", f)
     }
 }

@@ -5,6 +5,7 @@
 
 mod formats;
 pub mod outbox;
+pub mod push;
 pub mod snapshot;
 pub mod wake;
 
