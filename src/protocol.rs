@@ -10,6 +10,36 @@ use crate::tally::{MeterKey, Tally};
 use crate::usage::Usage;
 use serde::{Deserialize, Serialize};
 
+/// A call to a customer's counter object: every message it takes, typed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "call", content = "with", rename_all = "snake_case")]
+pub enum CounterCall {
+    Admit(AdmitRequest),
+    Settle(SettleRequest),
+    Extend(ExtendRequest),
+    /// Where its pushes to the shard stand.
+    PushView,
+    /// Push new usage to the shard now, without waiting for the alarm.
+    Push,
+    /// Its side of the period containing this instant, for reconciliation.
+    Reconcile(i64),
+    ClosePeriod,
+    /// The rating side's word on prepaid credits.
+    Credit(CreditState),
+    /// The current period's usage; with a key hash, only for that key's holder.
+    Usage(Option<String>),
+    Owned(OwnedChange),
+    ListOwned(ListOwned),
+    CreateCustomer {
+        customer: CreateCustomer,
+        live: bool,
+    },
+    ListKeys,
+    IssueKey(IssueKey),
+    /// Revoke the key with this id.
+    RevokeKey(String),
+}
+
 /// Authenticate and reserve, in one round trip.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AdmitRequest {

@@ -6,7 +6,7 @@ use super::params::customer_id;
 use super::{client, config, flush_shard, http};
 use crate::error::ApiError;
 use crate::keys::{self, Mode};
-use crate::protocol::{CreateCustomer, IssueKey, KeyInfo};
+use crate::protocol::{CounterCall, CreateCustomer, IssueKey, KeyInfo};
 use worker::{Env, Method, Request, Response};
 
 pub async fn handle(req: Request, env: &Env) -> worker::Result<Response> {
@@ -70,7 +70,7 @@ async fn list_keys(env: &Env, id: &str) -> Result<Response, ApiError> {
     let mut all: Vec<KeyInfo> = Vec::new();
     for mode in [Mode::Live, Mode::Test] {
         let counter = keys::counter_name(mode, id);
-        let mut r = client::call::<()>(env, &counter, Method::Get, "/keys", None).await?;
+        let mut r = client::call(env, &counter, &CounterCall::ListKeys).await?;
         if r.status_code() != 200 {
             return Ok(r);
         }
@@ -96,21 +96,24 @@ async fn admin(mut req: Request, env: &Env) -> Result<Response, ApiError> {
             // The test-mode counter first: if it fails, the customer does not exist yet
             // and the call can simply be repeated.
             let test = keys::counter_name(Mode::Test, &id);
-            let made = client::call(env, &test, Method::Post, "/customer/test", Some(&c)).await?;
+            let create = |live| CounterCall::CreateCustomer {
+                customer: c.clone(),
+                live,
+            };
+            let made = client::call(env, &test, &create(false)).await?;
             if made.status_code() != 201 && made.status_code() != 409 {
                 return Ok(made);
             }
-            client::call(env, &id, Method::Post, "/customer", Some(&c)).await
+            client::call(env, &id, &create(true)).await
         }
         (Method::Get, ["customers", id, "usage"]) => {
-            let none: Option<String> = None;
-            client::call(env, customer_id(id)?, Method::Post, "/usage", Some(&none)).await
+            client::call(env, customer_id(id)?, &CounterCall::Usage(None)).await
         }
         (Method::Get, ["customers", id, "keys"]) => list_keys(env, customer_id(id)?).await,
         (Method::Post, ["customers", id, "keys"]) => {
             let k: IssueKey = parse(&bytes)?;
             let counter = keys::counter_name(k.mode()?, customer_id(id)?);
-            client::call(env, &counter, Method::Post, "/keys", Some(&k)).await
+            client::call(env, &counter, &CounterCall::IssueKey(k)).await
         }
         (Method::Delete, ["customers", id, "keys", key_id]) => {
             let key_id = key_id.to_string();
@@ -118,7 +121,8 @@ async fn admin(mut req: Request, env: &Env) -> Result<Response, ApiError> {
             let mut last = None;
             for mode in [Mode::Live, Mode::Test] {
                 let counter = keys::counter_name(mode, id);
-                let r = client::call(env, &counter, Method::Post, "/keys/revoke", Some(&key_id));
+                let revoke = CounterCall::RevokeKey(key_id.clone());
+                let r = client::call(env, &counter, &revoke);
                 let r = r.await?;
                 if r.status_code() != 404 {
                     return Ok(r);
@@ -131,16 +135,14 @@ async fn admin(mut req: Request, env: &Env) -> Result<Response, ApiError> {
             http::json_response(&super::metrics::snapshot(), 200).map_err(http::internal)
         }
         (Method::Get, ["customers", id, "flush"]) => {
-            client::call::<()>(env, customer_id(id)?, Method::Get, "/flush", None).await
+            client::call(env, customer_id(id)?, &CounterCall::PushView).await
         }
         (Method::Post, ["customers", id, "flush"]) => {
             // Push this counter's new usage to its shard now, without waiting for its alarm.
-            let none: Option<&()> = None;
-            client::call(env, customer_id(id)?, Method::Post, "/flush/push", none).await
+            client::call(env, customer_id(id)?, &CounterCall::Push).await
         }
         (Method::Post, ["customers", id, "close-period"]) => {
-            let none: Option<&()> = None;
-            client::call(env, customer_id(id)?, Method::Post, "/close-period", none).await
+            client::call(env, customer_id(id)?, &CounterCall::ClosePeriod).await
         }
         (Method::Get, ["flush"]) => flush_stats(env).await,
         (Method::Get, ["reconciliation", at]) => {

@@ -1,7 +1,9 @@
 //! Calls from the Worker to a customer's `UsageCounter` Durable Object.
 
 use crate::error::ApiError;
-use crate::protocol::{AdmitRequest, AdmitResponse, ExtendRequest, OwnedChange, SettleRequest};
+use crate::protocol::{
+    AdmitRequest, AdmitResponse, CounterCall, ExtendRequest, OwnedChange, SettleRequest,
+};
 use serde::Serialize;
 use wasm_bindgen::JsValue;
 use worker::{Env, Method, Request, RequestInit, Response};
@@ -12,16 +14,18 @@ pub const COUNTER_BINDING: &str = "USAGE_COUNTER";
 /// The flush registry shards' binding name.
 pub const SHARD_BINDING: &str = "FLUSH_SHARD";
 
-/// Sends one request to the counter of `customer`.
-pub async fn call<T: Serialize>(
-    env: &Env,
-    customer: &str,
-    method: Method,
-    path: &str,
-    body: Option<&T>,
-) -> Result<Response, ApiError> {
+/// Sends one call to the counter of `customer`.
+pub async fn call(env: &Env, customer: &str, call: &CounterCall) -> Result<Response, ApiError> {
     super::metrics::bump(super::metrics::Metric::CounterCalls);
-    call_object(env, COUNTER_BINDING, customer, method, path, body).await
+    call_object(
+        env,
+        COUNTER_BINDING,
+        customer,
+        Method::Post,
+        "/",
+        Some(call),
+    )
+    .await
 }
 
 /// Sends one request to the Durable Object `name` of namespace `binding`.
@@ -52,7 +56,7 @@ pub async fn call_object<T: Serialize>(
 /// record its owner cannot reach it, and with a stale one it would look owned.
 pub async fn change_owned(env: &Env, counter: &str, change: &OwnedChange) -> bool {
     for _ in 0..2 {
-        match call(env, counter, Method::Post, "/owned", Some(change)).await {
+        match call(env, counter, &CounterCall::Owned(change.clone())).await {
             Ok(r) if r.status_code() < 300 => return true,
             Ok(r) => worker::console_error!("owned {counter}: status {}", r.status_code()),
             Err(e) => worker::console_error!("owned {counter}: {e}"),
@@ -65,9 +69,9 @@ pub async fn change_owned(env: &Env, counter: &str, change: &OwnedChange) -> boo
 pub async fn admit(
     env: &Env,
     customer: &str,
-    req: &AdmitRequest,
+    req: AdmitRequest,
 ) -> Result<AdmitResponse, ApiError> {
-    let mut resp = call(env, customer, Method::Post, "/admit", Some(req)).await?;
+    let mut resp = call(env, customer, &CounterCall::Admit(req)).await?;
     resp.json()
         .await
         .map_err(|e| ApiError::internal(format!("usage counter answered badly: {e}")))
@@ -108,7 +112,7 @@ pub async fn settle(env: &Env, customer: &str, mut req: SettleRequest) -> bool {
             false => {
                 within(
                     SETTLE_TRY_MS,
-                    call(env, customer, Method::Post, "/settle", Some(&req)),
+                    call(env, customer, &CounterCall::Settle(req.clone())),
                 )
                 .await
             }
@@ -129,7 +133,7 @@ pub async fn settle(env: &Env, customer: &str, mut req: SettleRequest) -> bool {
 
 /// A running stream's heartbeat; false when its reservation is gone or the call failed.
 pub async fn extend(env: &Env, customer: &str, req: &ExtendRequest) -> bool {
-    match call(env, customer, Method::Post, "/extend", Some(req)).await {
+    match call(env, customer, &CounterCall::Extend(req.clone())).await {
         Ok(r) if r.status_code() < 300 => true,
         _ => {
             super::metrics::bump(super::metrics::Metric::HeartbeatFailures);

@@ -14,9 +14,7 @@ use crate::protocol::*;
 use crate::surface::ResourceKind;
 use serde::de::DeserializeOwned;
 use std::cell::RefCell;
-use worker::{
-    durable_object, wasm_bindgen, DurableObject, Env, Method, Request, Response, Result, State,
-};
+use worker::{durable_object, wasm_bindgen, DurableObject, Env, Request, Response, Result, State};
 
 pub(super) struct Loaded {
     pub(super) customer: Customer,
@@ -82,52 +80,44 @@ impl DurableObject for UsageCounter {
                 &[],
             );
         }
-        let path = req.path();
-        let method = req.method();
         let bytes = req.bytes().await.unwrap_or_default();
         let now_ms = super::clock::now_ms();
-        let result = match (method, path.as_str()) {
-            (Method::Post, "/admit") => {
-                let admitted = body(&bytes).and_then(|r| self.admit(r));
+        let call = match body::<CounterCall>(&bytes) {
+            Ok(call) => call,
+            Err(e) => return http::error_response(&e, &[]),
+        };
+        let result = match call {
+            CounterCall::Admit(r) => {
+                let admitted = self.admit(r);
                 self.arm_deadlines(now_ms).await;
                 if self.expired_unpushed.take() {
                     self.schedule_push(now_ms).await;
                 }
                 admitted
             }
-            (Method::Post, "/settle") => {
-                let settled = body(&bytes).and_then(|r| self.settle(r));
+            CounterCall::Settle(r) => {
+                let settled = self.settle(r);
                 if settled.is_ok() {
                     self.schedule_push(now_ms).await;
                 }
                 settled
             }
-            (Method::Post, "/extend") => body(&bytes).and_then(|r| self.extend(r)),
-            (Method::Get, "/flush") => self.flush_view(now_ms),
-            (Method::Post, "/reconcile") => {
-                body(&bytes).and_then(|at| self.reconcile_view(at, now_ms))
-            }
-            (Method::Post, "/flush/push") => match self.push(now_ms).await {
+            CounterCall::Extend(r) => self.extend(r),
+            CounterCall::PushView => self.flush_view(now_ms),
+            CounterCall::Reconcile(at) => self.reconcile_view(at, now_ms),
+            CounterCall::Push => match self.push(now_ms).await {
                 Ok(v) => http::json_response(&v, 200).map_err(http::internal),
                 Err(e) => Err(e),
             },
-            (Method::Post, "/close-period") => self.close_period(now_ms).await,
-            (Method::Post, "/credit") => body(&bytes).and_then(|c| self.set_credit(c, now_ms)),
-            (Method::Post, "/usage") => {
-                body(&bytes).and_then(|h: Option<String>| self.usage(h, now_ms))
-            }
-            (Method::Post, "/owned") => body(&bytes).and_then(|c| self.change_owned(c)),
-            (Method::Post, "/owned/list") => body(&bytes).and_then(|q| self.list_owned(q, now_ms)),
-            (Method::Post, "/customer") => body(&bytes).and_then(|c| self.create(c, true, now_ms)),
-            (Method::Post, "/customer/test") => {
-                body(&bytes).and_then(|c| self.create(c, false, now_ms))
-            }
-            (Method::Get, "/keys") => self.list_keys(),
-            (Method::Post, "/keys") => body(&bytes).and_then(|k| self.issue_key(k, now_ms)),
-            (Method::Post, "/keys/revoke") => {
-                body(&bytes).and_then(|id: String| self.revoke(&id, now_ms))
-            }
-            _ => Err(ApiError::not_found(format!("no counter route {path}"))),
+            CounterCall::ClosePeriod => self.close_period(now_ms).await,
+            CounterCall::Credit(c) => self.set_credit(c, now_ms),
+            CounterCall::Usage(h) => self.usage(h, now_ms),
+            CounterCall::Owned(c) => self.change_owned(c),
+            CounterCall::ListOwned(q) => self.list_owned(q, now_ms),
+            CounterCall::CreateCustomer { customer, live } => self.create(customer, live, now_ms),
+            CounterCall::ListKeys => self.list_keys(),
+            CounterCall::IssueKey(k) => self.issue_key(k, now_ms),
+            CounterCall::RevokeKey(id) => self.revoke(&id, now_ms),
         };
         http::respond(result)
     }

@@ -11,9 +11,9 @@ use crate::error::ApiError;
 use crate::flush::UsageRecord;
 use crate::ledger::ingest;
 use crate::period::period_at;
+use crate::protocol::{CounterCall, CreditState};
 use crate::rating::{preview, usage_blocked, Account, PriceBook};
 use serde_json::{json, Value};
-use worker::Method;
 use worker::{
     durable_object, wasm_bindgen, DurableObject, Env, Request, Response, Result, SqlStorage,
     SqlStorageValue, State,
@@ -245,13 +245,15 @@ impl Ledger {
         if self.meta("blocked")? == Some(Value::Bool(blocked)) {
             return Ok(());
         }
-        let state = json!({"blocked": blocked, "balance": invoice.credit_balance, "currency": invoice.currency});
+        let state = CreditState {
+            blocked,
+            balance: invoice.credit_balance.to_string(),
+            currency: invoice.currency.clone(),
+        };
         let resp = call(
             &self.env,
             &c.account.customer_id,
-            Method::Post,
-            "/credit",
-            Some(&state),
+            &CounterCall::Credit(state),
         )
         .await?;
         if resp.status_code() < 300 {

@@ -8,9 +8,10 @@ use super::ledger::{stored, Ledger};
 use super::sql::text;
 use crate::error::ApiError;
 use crate::flush::{owner_key, rated_by_builtin};
+use crate::protocol::CounterCall;
 use crate::reconcile::{report, CounterView, LedgerView, Report};
 use serde_json::Value;
-use worker::{Method, Response};
+use worker::Response;
 
 impl Ledger {
     /// The report of the customer's period containing `at_ms`, made now; made once
@@ -38,8 +39,7 @@ impl Ledger {
         now_ms: i64,
     ) -> Result<Report, ApiError> {
         let owner = owner_key(customer, livemode);
-        let mut resp =
-            client::call(&self.env, &owner, Method::Post, "/reconcile", Some(&at_ms)).await?;
+        let mut resp = client::call(&self.env, &owner, &CounterCall::Reconcile(at_ms)).await?;
         if resp.status_code() >= 300 {
             let detail = resp.text().await.unwrap_or_default();
             let e = ApiError::unavailable(format!(

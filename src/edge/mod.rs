@@ -41,6 +41,7 @@ mod ticket;
 mod upstream;
 
 use crate::error::ApiError;
+use crate::protocol::CounterCall;
 use worker::{
     event, Context, Env, Method, Request, Response, Result, ScheduleContext, ScheduledEvent,
 };
@@ -97,7 +98,7 @@ async fn usage(req: Request, env: &Env) -> Result<Response> {
         }
         let caller = auth::authenticate(&req, env)?;
         let hash = Some(caller.key_hash);
-        client::call(env, &caller.counter, Method::Post, "/usage", Some(&hash)).await
+        client::call(env, &caller.counter, &CounterCall::Usage(hash)).await
     };
     http::respond(result.await)
 }

@@ -156,7 +156,7 @@ async fn admit(
         owns,
         now_ms: read.now_ms,
     };
-    let answer = client::admit(env, &caller.counter, &ask).await?;
+    let answer = client::admit(env, &caller.counter, ask).await?;
     let AdmitResponse::Admitted {
         reservation,
         reserved_cost,

@@ -10,7 +10,7 @@ use super::upstream::{self, collect, OutBody, Outgoing, Upstreamed};
 use super::{client, config, http};
 use crate::error::ApiError;
 use crate::keys::Mode;
-use crate::protocol::{AdmitRequest, AdmitResponse, ListOwned, OwnedChange};
+use crate::protocol::{AdmitRequest, AdmitResponse, CounterCall, ListOwned, OwnedChange};
 use crate::request::Prepared;
 use crate::surface::owned::{ListQuery, OwnedResource};
 use crate::surface::{multipart, Handling, ResourceKind, Routed};
@@ -41,14 +41,7 @@ pub async fn handle(
                 key_hash: caller.key_hash,
                 query: ListQuery::parse(&routed.query)?,
             };
-            client::call(
-                env,
-                &caller.counter,
-                Method::Post,
-                "/owned/list",
-                Some(&list),
-            )
-            .await
+            client::call(env, &caller.counter, &CounterCall::ListOwned(list)).await
         }
         Handling::UploadFile => {
             let limit = config::max_upload_bytes(env);
@@ -159,7 +152,7 @@ async fn admit(
         owns,
         now_ms: super::clock::now_ms(),
     };
-    match client::admit(env, &caller.counter, &admit).await? {
+    match client::admit(env, &caller.counter, admit).await? {
         AdmitResponse::Admitted {
             reservation,
             reserved,
