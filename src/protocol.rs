@@ -1,5 +1,6 @@
-//! Messages between the proxy and a customer's counter Durable Object. Kept in the
-//! core so both sides (and the tests) share one definition.
+//! Messages between the Worker and its Durable Objects (a customer's counter, the
+//! flush shards), typed. Kept in the core so both sides (and the tests) share one
+//! definition.
 
 use crate::error::ApiError;
 use crate::keys::Mode;
@@ -10,7 +11,39 @@ use crate::tally::{MeterKey, Tally};
 use crate::usage::Usage;
 use serde::{Deserialize, Serialize};
 
-/// A call to a customer's counter object: every message it takes, typed.
+/// A call to a flush shard: every message it takes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "call", content = "with", rename_all = "snake_case")]
+pub enum ShardCall {
+    /// A counter's records not yet acknowledged.
+    Push(ShardPush),
+    /// Send what waits (the cron run).
+    Run,
+    Stats,
+    /// One page of the fleet reconciliation.
+    Reconcile(FleetPage),
+    /// Send the dead letters again.
+    Requeue,
+}
+
+/// A counter's push: its records not yet acknowledged. A test-mode counter's are kept
+/// under their own owner key, so neither counter's push forgets the other's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShardPush {
+    pub customer: String,
+    pub livemode: bool,
+    pub records: Vec<crate::flush::UsageRecord>,
+}
+
+/// A shard's page of the fleet reconciliation: its customers after `after`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FleetPage {
+    pub at_ms: i64,
+    #[serde(default)]
+    pub after: String,
+}
+
+/// A call to a customer's counter object: every message it takes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "call", content = "with", rename_all = "snake_case")]
 pub enum CounterCall {

@@ -6,7 +6,7 @@ use super::params::customer_id;
 use super::{client, config, flush_shard, http};
 use crate::error::ApiError;
 use crate::keys::{self, Mode};
-use crate::protocol::{CounterCall, CreateCustomer, IssueKey, KeyInfo};
+use crate::protocol::{CounterCall, CreateCustomer, IssueKey, KeyInfo, ShardCall};
 use worker::{Env, Method, Request, Response};
 
 pub async fn handle(req: Request, env: &Env) -> worker::Result<Response> {
@@ -21,7 +21,7 @@ async fn flush_stats(env: &Env) -> Result<Response, ApiError> {
             .map_err(http::internal);
     };
     let stats = futures_util::future::join_all(
-        (0..shards).map(|i| flush_shard::shard_call(env, i, "/stats")),
+        (0..shards).map(|i| flush_shard::shard_call(env, i, ShardCall::Stats)),
     )
     .await;
     // A shard that could not report makes every sum unknown (null), never silently low.
@@ -171,7 +171,7 @@ async fn admin(mut req: Request, env: &Env) -> Result<Response, ApiError> {
         }
         (Method::Post, ["flush", "requeue"]) => {
             let shards = config::flush_shards(env).unwrap_or(0);
-            let runs = (0..shards).map(|i| flush_shard::shard_call(env, i, "/requeue"));
+            let runs = (0..shards).map(|i| flush_shard::shard_call(env, i, ShardCall::Requeue));
             let results = futures_util::future::join_all(runs).await;
             http::json_response(&serde_json::json!({"shards": results}), 200)
                 .map_err(http::internal)

@@ -11,6 +11,7 @@ use crate::error::ApiError;
 use crate::flush::snapshot::{is_clean, FlushRow, Stamp};
 use crate::flush::wake::{next_alarm, push_due, AfterPush};
 use crate::flush::{shard_for, UsageRecord};
+use crate::protocol::{ShardCall, ShardPush};
 use crate::reconcile::{as_stored, counter_period, CounterRow, CounterView};
 use serde_json::json;
 use worker::{Method, Response};
@@ -160,14 +161,18 @@ impl UsageCounter {
         let shard = format!("shard-{}", shard_for(customer, shards));
         // One counter meters one mode: its records all carry it.
         let livemode = records.iter().all(|r| r.livemode);
-        let body = json!({"customer": customer, "livemode": livemode, "records": records});
+        let call = ShardCall::Push(ShardPush {
+            customer: customer.to_string(),
+            livemode,
+            records: records.to_vec(),
+        });
         let mut resp = client::call_object(
             &self.env,
             client::SHARD_BINDING,
             &shard,
             Method::Post,
-            "/push",
-            Some(&body),
+            "/",
+            Some(&call),
         )
         .await?;
         if resp.status_code() >= 300 {

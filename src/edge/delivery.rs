@@ -2,9 +2,9 @@
 //! answer: delivered, worth retrying, or refused for good (kept aside, never dropped).
 
 use super::config;
+use crate::flush::delivery::{delivered, outcome_of, Outcome};
 use crate::flush::DEFAULT_BATCH_RECORDS;
 use crate::flush::{endpoint, render_for, signature, Batch, Format, Subscriptions};
-use crate::ledger::Refused;
 
 use futures_util::future::{select, Either};
 use std::time::Duration;
@@ -74,28 +74,6 @@ impl Receiver {
     }
 }
 
-/// How a delivery ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    /// Taken, but for the records the receiver refused one by one (listed in its 2xx
-    /// answer as `refused: [{id, reason}]`): those are kept aside.
-    Delivered(Vec<Refused>),
-    /// A timeout, network error, 408, 429 or 5xx: the same batch goes again later.
-    Retry(String),
-    /// Any other 4xx: it will never succeed as it is, so it is kept aside.
-    Rejected(u16, String),
-}
-
-/// How a 2xx answer ends a delivery: the records it refused one by one, if it lists
-/// any. A `refused` list that cannot be read leaves the whole batch unacknowledged
-/// (kept aside): acknowledging it could lose exactly the records it meant to refuse.
-fn delivered(answer: &str) -> Outcome {
-    match crate::ledger::refused_in(answer) {
-        Ok(refused) => Outcome::Delivered(refused),
-        Err(e) => Outcome::Rejected(200, e),
-    }
-}
-
 /// A rendered batch, kept as sent so it can be sent again byte for byte.
 pub struct Rendered {
     pub batch_id: String,
@@ -158,16 +136,6 @@ pub async fn deliver(env: &Env, r: &Receiver, b: &Rendered) -> Outcome {
     match select(Box::pin(sent), timeout).await {
         Either::Right(_) => Outcome::Retry(format!("no answer within {} ms", r.timeout_ms)),
         Either::Left((Err(e), _)) => Outcome::Retry(format!("could not reach the receiver: {e}")),
-        Either::Left((Ok((status, text)), _)) => {
-            let detail = format!(
-                "receiver answered {status}: {}",
-                text.chars().take(200).collect::<String>()
-            );
-            match status {
-                200..=299 => delivered(&text),
-                408 | 429 | 500..=599 => Outcome::Retry(detail),
-                _ => Outcome::Rejected(status, detail),
-            }
-        }
+        Either::Left((Ok((status, text)), _)) => outcome_of(status, &text),
     }
 }

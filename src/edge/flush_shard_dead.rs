@@ -5,11 +5,12 @@
 //! rows stay for an operator.
 
 use super::config;
-use super::delivery::{deliver, render_batch, Outcome, Receiver, Rendered};
-use super::flush_shard::{FlushShard, ACKNOWLEDGED, KEPT_ASIDE, UNREADABLE, WAITING};
+use super::delivery::{deliver, render_batch, Receiver, Rendered};
+use super::flush_shard::FlushShard;
+use super::outbox_store::{ACKNOWLEDGED, KEPT_ASIDE, UNREADABLE, WAITING};
 use super::sql::text;
+use crate::flush::delivery::{requeued, Requeued};
 use crate::flush::{requeue_home, Batch, Format, UsageRecord};
-use crate::ledger::Refused;
 use serde_json::json;
 use worker::{Result, SqlStorageValue};
 
@@ -57,24 +58,14 @@ impl FlushShard {
     pub(super) fn set_aside_refused(
         &self,
         receiver: &Receiver,
-        batch: &Batch,
-        refused: &[Refused],
+        refused: &[(UsageRecord, String)],
         now_ms: i64,
     ) -> Result<()> {
-        for r in refused {
-            let Some(record) = batch.records.iter().find(|rec| rec.id == r.id) else {
-                continue; // an id that was not sent: nothing of ours to keep
-            };
+        for (record, why) in refused {
             let alone = Batch::new(vec![record.clone()]);
             let rendered = render_batch(receiver, &alone, now_ms);
             let customer = std::slice::from_ref(&record.customer);
-            self.keep_aside(
-                &rendered,
-                &[record.id.as_str()],
-                customer,
-                &r.reason,
-                now_ms,
-            )?;
+            self.keep_aside(&rendered, &[record.id.as_str()], customer, why, now_ms)?;
         }
         Ok(())
     }
@@ -131,58 +122,44 @@ impl FlushShard {
                 content_type: text(row, 1),
                 body: text(row, 2).into_bytes(),
             };
+            let ids: Vec<String> = serde_json::from_str(&text(row, 3)).unwrap_or_default();
+            let letter = rendered.batch_id.as_str();
             if rendered.content_type == UNMAPPED {
                 // Back to wait: the next run renders them with the catalog's mapping.
-                let ids: Vec<String> = serde_json::from_str(&text(row, 3)).unwrap_or_default();
                 let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
                 self.mark_ids(&ids, WAITING, now_ms)?;
                 let q = "DELETE FROM dead WHERE batch_id = ?";
-                self.sql.exec(q, vec![rendered.batch_id.as_str().into()])?;
+                self.sql.exec(q, vec![letter.into()])?;
                 continue;
             }
-            match deliver(&self.env, receiver, &rendered).await {
-                Outcome::Delivered(refused) if !refused.is_empty() => {
-                    // The rest was taken: acknowledged. The letter keeps only the
-                    // refused records (its body is resent whole; the receiver dedupes).
-                    let ids: Vec<String> = serde_json::from_str(&text(row, 3)).unwrap_or_default();
-                    let (gone, taken): (Vec<&String>, Vec<&String>) = ids
-                        .iter()
-                        .partition(|id| refused.iter().any(|r| &r.id == *id));
-                    let taken: Vec<&str> = taken.into_iter().map(String::as_str).collect();
-                    self.mark_ids(&taken, ACKNOWLEDGED, now_ms)?;
-                    if gone.is_empty() {
-                        // It refused only ids this letter does not hold: all was taken.
-                        let q = "DELETE FROM dead WHERE batch_id = ?";
-                        self.sql.exec(q, vec![rendered.batch_id.as_str().into()])?;
-                        delivered += 1;
-                        continue;
-                    }
-                    let why: Vec<String> = refused.into_iter().map(|r| r.reason).collect();
+            match requeued(&ids, deliver(&self.env, receiver, &rendered).await) {
+                Requeued::Delivered { acknowledged } => {
+                    let q = "DELETE FROM dead WHERE batch_id = ?";
+                    self.sql.exec(q, vec![letter.into()])?;
+                    let acknowledged: Vec<&str> = acknowledged.iter().map(String::as_str).collect();
+                    self.mark_ids(&acknowledged, ACKNOWLEDGED, now_ms)?;
+                    delivered += 1;
+                }
+                Requeued::Shrunk {
+                    acknowledged,
+                    kept,
+                    why,
+                } => {
+                    let acknowledged: Vec<&str> = acknowledged.iter().map(String::as_str).collect();
+                    self.mark_ids(&acknowledged, ACKNOWLEDGED, now_ms)?;
                     let q =
                         "UPDATE dead SET error = ?, record_ids = ?, records = ? WHERE batch_id = ?";
                     let binds: Vec<SqlStorageValue> = vec![
-                        why.join("; ").into(),
-                        serde_json::to_string(&gone).unwrap_or_default().into(),
-                        (gone.len() as i64).into(),
-                        rendered.batch_id.as_str().into(),
+                        why.into(),
+                        serde_json::to_string(&kept).unwrap_or_default().into(),
+                        (kept.len() as i64).into(),
+                        letter.into(),
                     ];
                     self.sql.exec(q, binds)?;
                 }
-                Outcome::Delivered(_) => {
-                    self.sql.exec(
-                        "DELETE FROM dead WHERE batch_id = ?",
-                        vec![rendered.batch_id.as_str().into()],
-                    )?;
-                    let ids: Vec<String> = serde_json::from_str(&text(row, 3)).unwrap_or_default();
-                    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-                    self.mark_ids(&ids, ACKNOWLEDGED, now_ms)?;
-                    delivered += 1;
-                }
-                Outcome::Rejected(_, e) | Outcome::Retry(e) => {
-                    self.sql.exec(
-                        "UPDATE dead SET error = ? WHERE batch_id = ?",
-                        vec![e.into(), rendered.batch_id.as_str().into()],
-                    )?;
+                Requeued::Failed(why) => {
+                    let q = "UPDATE dead SET error = ? WHERE batch_id = ?";
+                    self.sql.exec(q, vec![why.into(), letter.into()])?;
                 }
             }
         }

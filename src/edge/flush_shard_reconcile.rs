@@ -9,6 +9,7 @@ use super::rating_api::LEDGER_BINDING;
 use super::sql::{integer, text};
 use crate::error::ApiError;
 use crate::flush::owner_key;
+use crate::protocol::{FleetPage, ShardCall};
 use crate::reconcile::{FleetSummary, Report};
 use futures_util::StreamExt;
 use serde_json::json;
@@ -36,7 +37,10 @@ impl FlushShard {
     /// One page of this shard's customers' reports of the period containing `at_ms`
     /// (those after `after`, at most [`PAGE`]), added up as they come; and the last
     /// customer of the page when more may follow.
-    pub(super) async fn reconcile(&self, ask: &Page) -> Result<(FleetSummary, Option<String>)> {
+    pub(super) async fn reconcile(
+        &self,
+        ask: &FleetPage,
+    ) -> Result<(FleetSummary, Option<String>)> {
         let q = "SELECT owner, customer, livemode FROM customers WHERE owner > ? ORDER BY owner LIMIT ?";
         let binds = vec![ask.after.as_str().into(), (PAGE as i64).into()];
         let rows = self.rows(q, binds)?;
@@ -67,14 +71,6 @@ impl FlushShard {
 /// Customers one shard call reconciles: each takes a counter and a Ledger call, so a
 /// call stays far below a Worker's subrequest limit.
 pub const PAGE: usize = 200;
-
-/// A shard's page of the fleet reconciliation.
-#[derive(serde::Serialize, serde::Deserialize)]
-pub struct Page {
-    pub at_ms: i64,
-    #[serde(default)]
-    pub after: String,
-}
 
 async fn ledger_report(
     env: &Env,
@@ -113,20 +109,13 @@ pub async fn fleet(env: &Env, shards: u32, at_ms: i64) -> FleetSummary {
 /// One shard's summary, asked for a page at a time.
 async fn shard_summary(env: &Env, name: String, at_ms: i64) -> FleetSummary {
     let mut total = FleetSummary::default();
-    let mut page = Page {
+    let mut page = FleetPage {
         at_ms,
         after: String::new(),
     };
     loop {
-        let answer = call_object(
-            env,
-            SHARD_BINDING,
-            &name,
-            Method::Post,
-            "/reconcile",
-            Some(&page),
-        )
-        .await;
+        let call = ShardCall::Reconcile(page.clone());
+        let answer = call_object(env, SHARD_BINDING, &name, Method::Post, "/", Some(&call)).await;
         let read = match answer {
             Ok(mut r) if r.status_code() < 300 => r
                 .json::<(FleetSummary, Option<String>)>()

@@ -3,6 +3,7 @@
 //! at least once (a retry resends the same ids); the receiver dedupes by id, so the
 //! effect is exactly once.
 
+pub mod delivery;
 mod formats;
 pub mod outbox;
 pub mod push;
