@@ -28,6 +28,7 @@ pub mod finality;
 #[cfg(test)]
 mod fixtures;
 pub mod flush;
+pub mod invoice_numbers;
 pub mod json_path;
 pub mod keys;
 pub mod ledger;

@@ -11,6 +11,40 @@ use crate::tally::{MeterKey, Tally};
 use crate::usage::Usage;
 use serde::{Deserialize, Serialize};
 
+/// A call to a customer's Ledger (one per customer and mode): every message it takes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "call", content = "with", rename_all = "snake_case")]
+pub enum LedgerCall {
+    /// Records of this customer from a checked batch.
+    Ingest(Vec<crate::flush::UsageRecord>),
+    /// `{plan, account, livemode}`, checked by the Ledger against the price book.
+    SetAccount(serde_json::Value),
+    /// A credit grant as given, checked by the Ledger with the others.
+    AddGrant(serde_json::Value),
+    ListGrants,
+    VoidGrant(String),
+    Reconcile {
+        customer: String,
+        livemode: bool,
+        at_ms: i64,
+    },
+    Invoice {
+        period_start_ms: i64,
+    },
+    /// The invoice next to the one under a draft price book (its JSON text).
+    Preview {
+        period_start_ms: i64,
+        price_book: String,
+    },
+}
+
+/// A number for a final invoice, asked of the `InvoiceNumbers` object.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NumberAsk {
+    pub owner: String,
+    pub period_start_ms: i64,
+}
+
 /// A call to a flush shard: every message it takes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "call", content = "with", rename_all = "snake_case")]

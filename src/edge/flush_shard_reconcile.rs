@@ -9,10 +9,9 @@ use super::rating_api::LEDGER_BINDING;
 use super::sql::{integer, text};
 use crate::error::ApiError;
 use crate::flush::owner_key;
-use crate::protocol::{FleetPage, ShardCall};
+use crate::protocol::{FleetPage, LedgerCall, ShardCall};
 use crate::reconcile::{FleetSummary, Report};
 use futures_util::StreamExt;
-use serde_json::json;
 use worker::{Env, Method, Result};
 
 /// Ledger calls one shard has in flight at once while reconciling.
@@ -51,7 +50,11 @@ impl FlushShard {
         let asks = rows.iter().map(|r| {
             let (owner, customer, livemode) = (text(r, 0), text(r, 1), integer(r, 2) != Some(0));
             async move {
-                let ask = json!({"customer": customer, "livemode": livemode, "at_ms": at_ms});
+                let ask = LedgerCall::Reconcile {
+                    customer,
+                    livemode,
+                    at_ms,
+                };
                 let answer = ledger_report(env, &owner, &ask).await;
                 (owner, answer)
             }
@@ -75,17 +78,9 @@ pub const PAGE: usize = 200;
 async fn ledger_report(
     env: &Env,
     owner: &str,
-    ask: &serde_json::Value,
+    ask: &LedgerCall,
 ) -> std::result::Result<Report, ApiError> {
-    let mut resp = call_object(
-        env,
-        LEDGER_BINDING,
-        owner,
-        Method::Post,
-        "/reconcile",
-        Some(ask),
-    )
-    .await?;
+    let mut resp = call_object(env, LEDGER_BINDING, owner, Method::Post, "/", Some(ask)).await?;
     if resp.status_code() >= 300 {
         let text = resp.text().await.unwrap_or_default();
         return Err(ApiError::unavailable(format!(

@@ -6,7 +6,8 @@
 use super::http;
 use super::sql::integer;
 use crate::error::ApiError;
-use serde::Deserialize;
+use crate::invoice_numbers::{allocate, NumberStore};
+use crate::protocol::NumberAsk;
 use serde_json::json;
 use std::cell::Cell;
 use worker::{
@@ -19,12 +20,6 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS numbers (owner TEXT NOT NULL, period_start INTEGER NOT NULL,
   number INTEGER NOT NULL UNIQUE, PRIMARY KEY (owner, period_start));
 ";
-
-#[derive(Deserialize)]
-struct Ask {
-    owner: String,
-    period_start_ms: i64,
-}
 
 #[durable_object]
 pub struct InvoiceNumbers {
@@ -41,7 +36,7 @@ impl DurableObject for InvoiceNumbers {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let answer = match req.json::<Ask>().await {
+        let answer = match req.json::<NumberAsk>().await {
             Ok(ask) => self
                 .allocate(&ask)
                 .map_err(|e| ApiError::unavailable(format!("invoice numbers: {e}"))),
@@ -53,24 +48,36 @@ impl DurableObject for InvoiceNumbers {
     }
 }
 
-impl InvoiceNumbers {
-    /// The number of (owner, period): the one it was given, or the next. Storage calls
-    /// are synchronous, so no other request runs between reading and writing.
-    fn allocate(&self, ask: &Ask) -> Result<i64> {
-        super::sql::ensure_schema(&self.sql, SCHEMA, &self.ready)?;
+/// The numbers table as a `NumberStore`.
+struct SqlNumbers<'a>(&'a SqlStorage);
+
+impl NumberStore for SqlNumbers<'_> {
+    type Error = worker::Error;
+
+    fn given(&self, owner: &str, period_start: i64) -> Result<Option<u64>> {
         let q = "SELECT number FROM numbers WHERE owner = ? AND period_start = ?";
-        let key = || vec![ask.owner.as_str().into(), ask.period_start_ms.into()];
-        if let Some(n) = super::sql::rows(&self.sql, q, key())?
-            .first()
-            .and_then(|r| integer(r, 0))
-        {
-            return Ok(n);
-        }
-        let q = "INSERT INTO numbers (owner, period_start, number)
-                 SELECT ?, ?, COALESCE(MAX(number), 0) + 1 FROM numbers RETURNING number";
-        let rows = super::sql::rows(&self.sql, q, key())?;
-        rows.first()
-            .and_then(|r| integer(r, 0))
-            .ok_or_else(|| worker::Error::RustError("no number returned".into()))
+        let rows = super::sql::rows(self.0, q, vec![owner.into(), period_start.into()])?;
+        Ok(rows.first().and_then(|r| integer(r, 0)).map(|n| n as u64))
+    }
+
+    fn highest(&self) -> Result<u64> {
+        let rows = super::sql::rows(self.0, "SELECT MAX(number) FROM numbers", vec![])?;
+        Ok(rows.first().and_then(|r| integer(r, 0)).unwrap_or(0) as u64)
+    }
+
+    fn give(&mut self, owner: &str, period_start: i64, number: u64) -> Result<()> {
+        let q = "INSERT INTO numbers (owner, period_start, number) VALUES (?, ?, ?)";
+        let binds = vec![owner.into(), period_start.into(), (number as i64).into()];
+        self.0.exec(q, binds)?;
+        Ok(())
+    }
+}
+
+impl InvoiceNumbers {
+    /// `crate::invoice_numbers::allocate` decides. Storage calls are synchronous, so no
+    /// other request runs between reading and writing.
+    fn allocate(&self, ask: &NumberAsk) -> Result<u64> {
+        super::sql::ensure_schema(&self.sql, SCHEMA, &self.ready)?;
+        allocate(&mut SqlNumbers(&self.sql), &ask.owner, ask.period_start_ms)
     }
 }

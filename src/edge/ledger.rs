@@ -9,9 +9,10 @@ use super::sql::integer;
 use super::{config, http};
 use crate::error::ApiError;
 use crate::flush::UsageRecord;
+use crate::ledger::books::{self, rating_error, Books};
 use crate::ledger::ingest;
 use crate::period::period_at;
-use crate::protocol::{CounterCall, CreditState};
+use crate::protocol::{CounterCall, CreditState, LedgerCall};
 use crate::rating::{preview, usage_blocked, Account, PriceBook};
 use serde_json::{json, Value};
 use worker::{
@@ -35,14 +36,6 @@ CREATE TABLE IF NOT EXISTS refused (id TEXT PRIMARY KEY, period_start INTEGER NO
 
 type Answer = std::result::Result<Response, ApiError>;
 
-/// Everything rating one period takes.
-pub(super) struct Rating {
-    pub(super) book: std::rc::Rc<PriceBook>,
-    pub(super) account: Account,
-    pub(super) plan: String,
-    pub(super) input: crate::rating::RatingInput,
-}
-
 #[durable_object]
 pub struct Ledger {
     state: State,
@@ -53,14 +46,6 @@ pub struct Ledger {
 
 pub(super) fn stored(e: worker::Error) -> ApiError {
     ApiError::internal(format!("ledger storage: {e}"))
-}
-
-pub(super) fn rating(e: crate::rating::RatingError) -> ApiError {
-    ApiError::bad_request(
-        "rating_error",
-        format!("{} {}: {}", e.document, e.path, e.message),
-    )
-    .with_param(e.path)
 }
 
 impl DurableObject for Ledger {
@@ -82,35 +67,45 @@ impl DurableObject for Ledger {
             );
         }
         let bytes = req.bytes().await.unwrap_or_default();
-        let v: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        let call = match serde_json::from_slice::<LedgerCall>(&bytes) {
+            Ok(call) => call,
+            Err(e) => return http::error_response(&ApiError::invalid_json(e), &[]),
+        };
         let now_ms = super::clock::now_ms();
-        let path = req.path();
-        let result = match path.as_str() {
-            "/ingest" => self.ingest(&bytes, now_ms),
-            "/account" => self.set_account(&v),
-            "/grants" => self.add_grant(&v),
-            "/grants/list" => self.list_grants(now_ms),
-            "/reconcile" => self.reconciliation(&v, now_ms).await,
-            "/grants/void" => self.void_grant(v["grant_id"].as_str().unwrap_or_default(), now_ms),
-            "/invoice" => {
+        let changes = matches!(
+            call,
+            LedgerCall::Ingest(_) | LedgerCall::AddGrant(_) | LedgerCall::VoidGrant(_)
+        );
+        let result = match call {
+            LedgerCall::Ingest(records) => self.ingest(&records, now_ms),
+            LedgerCall::SetAccount(doc) => self.set_account(&doc),
+            LedgerCall::AddGrant(grant) => self.add_grant(&grant),
+            LedgerCall::ListGrants => self.list_grants(now_ms),
+            LedgerCall::VoidGrant(id) => self.void_grant(&id, now_ms),
+            LedgerCall::Reconcile {
+                customer,
+                livemode,
+                at_ms,
+            } => {
+                self.reconciliation(&customer, livemode, at_ms, now_ms)
+                    .await
+            }
+            LedgerCall::Invoice { period_start_ms } => {
                 // A final invoice is served as stored, whatever else cannot be rated.
-                let start = v["period_start_ms"].as_i64().unwrap_or(0);
-                match self.final_text(start) {
+                match self.final_text(period_start_ms) {
                     Ok(Some(text)) => Ok(http::raw_json(text)),
                     _ => match self.finalize_due(now_ms).await {
-                        Ok(_) => self.invoice(start, None, now_ms),
+                        Ok(_) => self.invoice(period_start_ms, None, now_ms),
                         Err(e) => Err(e),
                     },
                 }
             }
-            "/preview" => self.invoice(
-                v["period_start_ms"].as_i64().unwrap_or(0),
-                v["price_book"].as_str(),
-                now_ms,
-            ),
-            other => Err(ApiError::not_found(format!("no ledger route {other}"))),
+            LedgerCall::Preview {
+                period_start_ms,
+                price_book,
+            } => self.invoice(period_start_ms, Some(&price_book), now_ms),
         };
-        if result.is_ok() && matches!(path.as_str(), "/ingest" | "/grants" | "/grants/void") {
+        if result.is_ok() && changes {
             self.after_change(now_ms).await;
         }
         http::respond(result)
@@ -136,20 +131,13 @@ impl Ledger {
 
     /// Takes a batch into the ledger (`crate::ledger::ingest` decides) and rates the
     /// periods it changed.
-    fn ingest(&self, bytes: &[u8], now_ms: i64) -> Answer {
-        let records: Vec<UsageRecord> =
-            serde_json::from_slice(bytes).map_err(ApiError::invalid_json)?;
+    fn ingest(&self, records: &[UsageRecord], now_ms: i64) -> Answer {
         let mut store = SqlStore(&self.sql);
-        let out = ingest(&mut store, &records, &self.finality(), now_ms).map_err(stored)?;
-        self.rate_periods(&out.periods, now_ms);
+        let out = ingest(&mut store, records, &self.finality(), now_ms).map_err(stored)?;
+        books::rate_periods(self, &out.periods, now_ms);
         let answer =
             json!({"stored": out.stored, "duplicates": out.duplicates, "refused": out.refused});
         http::json_response(&answer, 200).map_err(http::internal)
-    }
-
-    /// False for a test-mode customer's Ledger (`test:<customer>`).
-    pub(super) fn livemode(&self) -> std::result::Result<bool, ApiError> {
-        Ok(self.meta("livemode")? != Some(Value::Bool(false)))
     }
 
     pub(super) fn meta(&self, k: &str) -> std::result::Result<Option<Value>, ApiError> {
@@ -171,7 +159,7 @@ impl Ledger {
             )
             .with_param("plan"));
         }
-        Account::parse(&v["account"].to_string(), &book).map_err(rating)?;
+        Account::parse(&v["account"].to_string(), &book).map_err(rating_error)?;
         self.set_meta("account", v)?;
         self.set_meta("livemode", &Value::Bool(v["livemode"] != false))?;
         self.forget_rated()?;
@@ -186,13 +174,13 @@ impl Ledger {
             None if let Some(text) = self.final_text(start)? => {
                 return Ok(http::raw_json(text));
             }
-            None => serde_json::to_value(self.rated_invoice(start, now_ms)?),
+            None => serde_json::to_value(books::rated_invoice(self, start, now_ms)?),
             Some(text) => {
-                let c = self.context(start, now_ms)?;
+                let c = books::context(self, start, now_ms)?;
                 let draft = PriceBook::parse(text)
-                    .map_err(|e| rating(e.in_document("draft price book")))?;
+                    .map_err(|e| rating_error(e.in_document("draft price book")))?;
                 serde_json::to_value(
-                    preview(&c.book, &draft, &c.account, &c.input).map_err(rating)?,
+                    preview(&c.book, &draft, &c.account, &c.input).map_err(rating_error)?,
                 )
             }
         };
@@ -227,7 +215,7 @@ impl Ledger {
             .first()
             .and_then(|r| integer(r, 0))
             .unwrap_or_else(|| period_at(now_ms, 1).start_ms);
-        let c = match self.context(start, now_ms) {
+        let c = match books::context(self, start, now_ms) {
             Ok(c) => c,
             Err(e) if e.status == 404 => return Ok(()), // no account yet
             Err(e) => return Err(e),
@@ -240,7 +228,7 @@ impl Ledger {
         else {
             return Ok(());
         };
-        let invoice = self.rated_invoice(start, now_ms)?;
+        let invoice = books::rated_invoice(self, start, now_ms)?;
         let blocked = usage_blocked(plan, invoice.credit_balance);
         if self.meta("blocked")? == Some(Value::Bool(blocked)) {
             return Ok(());

@@ -7,27 +7,19 @@
 
 use super::client::call_object;
 use super::invoice_numbers::NUMBERS_BINDING;
-use super::ledger::{rating, stored, Ledger};
-use super::ledger_store::{final_key, late_key};
+use super::ledger::{stored, Ledger};
+use super::ledger_rated::carried_key;
+use super::ledger_store::final_key;
 use super::sql::{integer, text};
 use crate::error::ApiError;
-use crate::finality::{correction, invoice_number, lands_on, Charges, Finality, Next, Since};
-use crate::period::Period;
-use crate::rating::{rate, Adjustment, Invoice};
+use crate::finality::{invoice_number, Charges, Next};
+use crate::ledger::books::{self, rating_error, Books};
+use crate::protocol::NumberAsk;
+use crate::rating::rate;
 use serde_json::{json, Value};
 use worker::Method;
 
-/// Meta key of how many of a period's late records a final invoice's correction billed.
-fn carried_key(start: i64) -> String {
-    format!("late_carried:{start}")
-}
-
 impl Ledger {
-    pub(super) fn finality(&self) -> Finality {
-        let days = |name| super::config::setting(&self.env, name).and_then(|v| v.parse().ok());
-        Finality::from_days(days("INVOICE_GRACE_DAYS"), days("BACKDATING_DAYS"))
-    }
-
     /// The final invoice of the period starting at `start`, as stored, byte for byte.
     pub(super) fn final_text(&self, start: i64) -> Result<Option<String>, ApiError> {
         let q = "SELECT invoice FROM finals WHERE period_start = ?";
@@ -35,12 +27,6 @@ impl Ledger {
             .rows(q, vec![start.into()])?
             .first()
             .map(|r| text(r, 0)))
-    }
-
-    pub(super) fn final_invoice(&self, start: i64) -> Result<Option<Invoice>, ApiError> {
-        let parse =
-            |t: String| serde_json::from_str(&t).map_err(|e| ApiError::internal(e.to_string()));
-        self.final_text(start)?.map(parse).transpose()
     }
 
     /// Finalizes periods in order while each one's grace is over; returns when the next
@@ -72,15 +58,17 @@ impl Ledger {
     /// ingested meanwhile can be left out of both the invoice and the corrections.
     async fn finalize(&self, start: i64, now_ms: i64) -> Result<(), ApiError> {
         let livemode = self.livemode()?;
-        let customer = self.period_input(start, now_ms)?.account.customer_id;
+        let customer = books::period_input(self, start, now_ms)?
+            .account
+            .customer_id;
         let owner = crate::flush::owner_key(&customer, livemode);
         let n = self.allocate_number(start, &owner, livemode).await?;
         if self.final_text(start)?.is_some() {
             return Ok(()); // finalized by another request meanwhile
         }
-        let c = self.context(start, now_ms)?;
+        let c = books::context(self, start, now_ms)?;
         let mut invoice = rate(&c.book, &c.account, &c.input)
-            .map_err(rating)?
+            .map_err(rating_error)?
             .finalize();
         invoice.livemode = livemode;
         let prefix = super::config::setting(&self.env, "INVOICE_PREFIX").unwrap_or("EM-".into());
@@ -128,7 +116,10 @@ impl Ledger {
         owner: &str,
         livemode: bool,
     ) -> Result<u64, ApiError> {
-        let ask = json!({"owner": owner, "period_start_ms": start});
+        let ask = NumberAsk {
+            owner: owner.to_string(),
+            period_start_ms: start,
+        };
         let instance = if livemode { "live" } else { "test" };
         let mut resp = call_object(
             &self.env,
@@ -148,23 +139,6 @@ impl Ledger {
         })
     }
 
-    /// Records stored for the period after it was final.
-    pub(super) fn late_records(&self, start: i64) -> Result<u64, ApiError> {
-        Ok(self
-            .meta(&late_key(start))?
-            .and_then(|v| v.as_u64())
-            .unwrap_or(0))
-    }
-
-    fn billed(&self, start: i64) -> Result<Charges, ApiError> {
-        let q = "SELECT charges FROM billed WHERE period_start = ?";
-        let rows = self.rows(q, vec![start.into()])?;
-        Ok(rows
-            .first()
-            .and_then(|r| serde_json::from_str(&text(r, 0)).ok())
-            .unwrap_or_default())
-    }
-
     fn add_billed(&self, start: i64, more: Charges) -> Result<(), ApiError> {
         let sum = self.billed(start)?.plus(more);
         let q = "INSERT INTO billed (period_start, charges) VALUES (?, ?)
@@ -174,90 +148,5 @@ impl Ledger {
             .exec(q, vec![start.into(), text.into()])
             .map_err(stored)?;
         Ok(())
-    }
-
-    /// Periods not final yet: those with usage, and the one after the latest.
-    pub(super) fn open_periods(&self) -> Result<Vec<i64>, ApiError> {
-        let q = "SELECT DISTINCT period_start FROM totals WHERE period_start NOT IN (SELECT period_start FROM finals)";
-        let mut open: Vec<i64> = self
-            .rows(q, vec![])?
-            .iter()
-            .filter_map(|r| integer(r, 0))
-            .collect();
-        let latest = self.rows("SELECT MAX(period_end) FROM totals", vec![])?;
-        open.extend(latest.first().and_then(|r| integer(r, 0)));
-        Ok(open)
-    }
-
-    /// The corrections of earlier final periods that land on the period at `start`.
-    pub(super) fn adjustments_for(
-        &self,
-        start: i64,
-        now_ms: i64,
-    ) -> Result<Vec<Adjustment>, ApiError> {
-        let q = "SELECT period_start FROM finals WHERE period_start < ? ORDER BY period_start";
-        let finals: Vec<i64> = self
-            .rows(q, vec![start.into()])?
-            .iter()
-            .filter_map(|r| integer(r, 0))
-            .collect();
-        if finals.is_empty() {
-            return Ok(Vec::new());
-        }
-        let open = self.open_periods()?;
-        let mut out = Vec::new();
-        for f in finals
-            .into_iter()
-            .filter(|&f| lands_on(f, &open) == Some(start))
-        {
-            let Some(billed_invoice) = self.final_invoice(f)? else {
-                continue;
-            };
-            // Late records no final invoice has carried yet are always carried; a
-            // changed book or account corrects a final period only inside its window.
-            let late_records = self.late_records(f)?;
-            let carried = self
-                .meta(&carried_key(f))?
-                .and_then(|v| v.as_u64())
-                .unwrap_or(0);
-            let end = billed_invoice.period.end_ms;
-            if !self.finality().corrects(end, late_records, carried, now_ms) {
-                continue;
-            }
-            let mut now = self.period_input(f, now_ms)?;
-            // Charges only: credits are drawn where the correction lands. A period that
-            // cannot be rated now (its plan left the book, say) corrects nothing rather
-            // than blocking every later invoice; it is logged.
-            now.account.grants.clear();
-            let rated = match rate(&now.book, &now.account, &now.input) {
-                Ok(rated) => rated,
-                Err(e) => {
-                    worker::console_error!("correcting period {f}: {}", rating(e).message);
-                    continue;
-                }
-            };
-            if rated.currency != billed_invoice.currency {
-                worker::console_error!(
-                    "period {f}: the invoice currency changed after it was final; no correction"
-                );
-                continue;
-            }
-            let period = Period {
-                start_ms: f,
-                end_ms: billed_invoice.period.end_ms,
-            };
-            let since = Since {
-                late_records,
-                final_under: &billed_invoice.price_book_version,
-                rated_under: &now.book.version,
-            };
-            out.extend(correction(
-                period,
-                Charges::own(&rated),
-                self.billed(f)?,
-                since,
-            ));
-        }
-        Ok(out)
     }
 }

@@ -4,8 +4,9 @@
 
 use super::config;
 use super::http;
-use super::ledger::{rating, Ledger};
+use super::ledger::Ledger;
 use crate::error::ApiError;
+use crate::ledger::books::{self, rating_error};
 use crate::rating::{grant_balances, Account, CreditGrant};
 use serde_json::{json, Value};
 use worker::Response;
@@ -24,7 +25,7 @@ impl Ledger {
     fn store_grants(&self, mut doc: Value, grants: Vec<Value>) -> Result<Value, ApiError> {
         let book = config::price_book(&self.env)?;
         doc["account"]["grants"] = Value::Array(grants);
-        Account::parse(&doc["account"].to_string(), &book).map_err(rating)?;
+        Account::parse(&doc["account"].to_string(), &book).map_err(rating_error)?;
         self.set_meta("account", &doc)?;
         self.forget_rated()?;
         Ok(doc)
@@ -54,8 +55,8 @@ impl Ledger {
     pub(super) fn list_grants(&self, now_ms: i64) -> Answer {
         let book = config::price_book(&self.env)?;
         let doc = self.account_doc()?;
-        let account = Account::parse(&doc["account"].to_string(), &book).map_err(rating)?;
-        let invoices = self.earlier_invoices(i64::MAX, now_ms)?;
+        let account = Account::parse(&doc["account"].to_string(), &book).map_err(rating_error)?;
+        let invoices = books::earlier_invoices(self, i64::MAX, now_ms)?;
         let balances = grant_balances(&account, &invoices, now_ms);
         http::json_response(&json!({"data": balances}), 200).map_err(http::internal)
     }

@@ -1,74 +1,57 @@
-//! The Ledger's rated invoices. A period is rated as its usage arrives and the invoice
-//! stored, so reading one is a single row. A stored invoice serves while the price
-//! book has the version it was rated under and no credit grant has started or ended
-//! since; changing the account or its grants forgets them all. Credits are balances: a
-//! period draws on what the invoices of earlier periods left, so re-rating a period
-//! forgets the stored invoices after it.
+//! The Ledger's books in SQLite: what `crate::ledger::books` rates a period from, and
+//! where it keeps the invoices. Which invoice serves, what a period draws and what a
+//! final period's correction is are decided there.
 
 use super::config;
-use super::ledger::{rating, stored, Ledger, Rating};
+use super::ledger::{stored, Ledger};
+use super::ledger_store::{late_key, plan_key};
 use super::sql::{integer, text};
 use crate::error::ApiError;
-use crate::ledger::rating_input;
-use crate::period::{day_of_month, period_at, Period};
-use crate::rating::{rate, Account, Invoice};
+use crate::finality::{Charges, Finality};
+use crate::ledger::books::{rating_error, Books, Kept, MeterTotals};
+use crate::rating::{Account, Invoice, PriceBook};
 use crate::tally::Tally;
+use serde_json::Value;
+use std::rc::Rc;
 
-/// A period's running total of one meter and model.
-type MeterTotals = (String, String, Tally);
+/// Meta key of how many of a period's late records a final invoice's correction billed.
+pub(super) fn carried_key(start: i64) -> String {
+    format!("late_carried:{start}")
+}
 
-impl Ledger {
-    /// What rating a period needs: the book, the account with what earlier periods
-    /// left of its credits, its plan, and the input with the corrections of earlier
-    /// final invoices that land on it.
-    pub(super) fn context(&self, start: i64, now_ms: i64) -> Result<Rating, ApiError> {
-        let mut c = self.period_input(start, now_ms)?;
-        // Credits earlier periods drew are spent: this period draws on what is left.
-        let earlier = self.earlier_invoices(start, now_ms)?;
-        c.account = crate::rating::net_of_draws(&c.account, &earlier);
-        c.input.adjustments = self.adjustments_for(start, now_ms)?;
-        Ok(c)
+fn starts(rows: Vec<Vec<worker::SqlStorageValue>>) -> Vec<i64> {
+    rows.iter().filter_map(|r| integer(r, 0)).collect()
+}
+
+impl Books for Ledger {
+    fn book(&self) -> Result<Rc<PriceBook>, ApiError> {
+        config::price_book(&self.env)
     }
 
-    /// The period's own rating input: its totals under the plan its records carry, the
-    /// account as granted (no draws netted, no corrections).
-    pub(super) fn period_input(&self, start: i64, now_ms: i64) -> Result<Rating, ApiError> {
-        let book = config::price_book(&self.env)?;
-        let v = self
-            .meta("account")?
-            .ok_or_else(|| ApiError::not_found("This customer has no billing account."))?;
-        let account = Account::parse(&v["account"].to_string(), &book).map_err(rating)?;
-        // The plan the period's records carry; the account's only for older records.
-        let recorded = self.meta(&super::ledger_store::plan_key(start))?;
-        let recorded = recorded.and_then(|p| p["plan"].as_str().map(String::from));
-        let plan = recorded.unwrap_or_else(|| v["plan"].as_str().unwrap_or_default().to_string());
-        let (totals, end) = self.period_totals(start)?;
-        let end = end.unwrap_or_else(|| period_at(start, day_of_month(start)).end_ms);
-        let input = rating_input(
-            &plan,
-            Period {
-                start_ms: start,
-                end_ms: end,
-            },
-            &totals,
-            // Credits pay a period as of its own end, not as of whenever it is rated
-            // again: a later top-up never pays an earlier period, nor does an expiry
-            // take back what it paid.
-            now_ms.min(end - 1),
-        );
-        Ok(Rating {
-            book,
-            account,
-            plan,
-            input,
-        })
+    fn account(&self, book: &PriceBook) -> Result<Option<(Account, String)>, ApiError> {
+        let Some(doc) = self.meta("account")? else {
+            return Ok(None);
+        };
+        let account = Account::parse(&doc["account"].to_string(), book).map_err(rating_error)?;
+        let plan = doc["plan"].as_str().unwrap_or_default().to_string();
+        Ok(Some((account, plan)))
     }
 
-    /// The period's totals per (meter, model), and its end when it has any.
-    pub(super) fn period_totals(
-        &self,
-        start: i64,
-    ) -> Result<(Vec<MeterTotals>, Option<i64>), ApiError> {
+    fn livemode(&self) -> Result<bool, ApiError> {
+        Ok(self.meta("livemode")? != Some(Value::Bool(false)))
+    }
+
+    fn finality(&self) -> Finality {
+        let days = |name| config::setting(&self.env, name).and_then(|v| v.parse().ok());
+        Finality::from_days(days("INVOICE_GRACE_DAYS"), days("BACKDATING_DAYS"))
+    }
+
+    fn recorded_plan(&self, start: i64) -> Result<Option<String>, ApiError> {
+        let recorded = self.meta(&plan_key(start))?;
+        Ok(recorded.and_then(|p| p["plan"].as_str().map(String::from)))
+    }
+
+    fn totals(&self, start: i64) -> Result<(Vec<MeterTotals>, Option<i64>), ApiError> {
         let q = "SELECT meter, model, tally, period_end FROM totals WHERE period_start = ?";
         let rows = self.rows(q, vec![start.into()])?;
         let tally = |r: &[worker::SqlStorageValue]| Tally::stored(&text(r, 2)).unwrap_or_default();
@@ -79,106 +62,88 @@ impl Ledger {
         Ok((totals, rows.first().and_then(|r| integer(r, 3))))
     }
 
-    /// Rates the period starting at `start` and stores its invoice (final once the
-    /// period's final record arrived).
-    pub(super) fn rate_and_store(&self, start: i64, now_ms: i64) -> Result<Invoice, ApiError> {
-        if let Some(final_invoice) = self.final_invoice(start)? {
-            return Ok(final_invoice);
-        }
-        let c = self.context(start, now_ms)?;
-        // A draft until `finalize` stores it for good, numbered.
-        let mut invoice = rate(&c.book, &c.account, &c.input).map_err(rating)?;
-        invoice.livemode = self.livemode()?;
-        let text =
-            serde_json::to_string(&invoice).map_err(|e| ApiError::internal(e.to_string()))?;
-        let until = c.account.next_credit_change(now_ms);
+    fn starts_before(&self, before: i64) -> Result<Vec<i64>, ApiError> {
+        let q =
+            "SELECT DISTINCT period_start FROM totals WHERE period_start < ? ORDER BY period_start";
+        Ok(starts(self.rows(q, vec![before.into()])?))
+    }
+
+    fn unfinal_starts(&self) -> Result<Vec<i64>, ApiError> {
+        let q = "SELECT DISTINCT period_start FROM totals WHERE period_start NOT IN (SELECT period_start FROM finals)";
+        Ok(starts(self.rows(q, vec![])?))
+    }
+
+    fn latest_end(&self) -> Result<Option<i64>, ApiError> {
+        let latest = self.rows("SELECT MAX(period_end) FROM totals", vec![])?;
+        Ok(latest.first().and_then(|r| integer(r, 0)))
+    }
+
+    fn finals_before(&self, before: i64) -> Result<Vec<i64>, ApiError> {
+        let q = "SELECT period_start FROM finals WHERE period_start < ? ORDER BY period_start";
+        Ok(starts(self.rows(q, vec![before.into()])?))
+    }
+
+    fn final_invoice(&self, start: i64) -> Result<Option<Invoice>, ApiError> {
+        let parse =
+            |t: String| serde_json::from_str(&t).map_err(|e| ApiError::internal(e.to_string()));
+        self.final_text(start)?.map(parse).transpose()
+    }
+
+    fn kept(&self, start: i64) -> Result<Option<Kept>, ApiError> {
+        let q = "SELECT book_version, valid_until_ms, invoice FROM rated WHERE period_start = ?";
+        let rows = self.rows(q, vec![start.into()])?;
+        Ok(rows.first().and_then(|r| {
+            let invoice = serde_json::from_str::<Invoice>(&text(r, 2)).ok()?;
+            Some(Kept {
+                book_version: text(r, 0),
+                valid_until_ms: integer(r, 1),
+                invoice,
+            })
+        }))
+    }
+
+    fn keep(&self, start: i64, kept: &Kept) -> Result<(), ApiError> {
+        let invoice =
+            serde_json::to_string(&kept.invoice).map_err(|e| ApiError::internal(e.to_string()))?;
         let q = "INSERT OR REPLACE INTO rated (period_start, book_version, valid_until_ms, invoice) VALUES (?, ?, ?, ?)";
         let binds = vec![
             start.into(),
-            c.book.version.as_str().into(),
-            until.into(),
-            text.into(),
+            kept.book_version.as_str().into(),
+            kept.valid_until_ms.into(),
+            invoice.into(),
         ];
         self.sql.exec(q, binds).map_err(stored)?;
-        // Later periods drew on what this one left: they are rated again when read.
         let later = "DELETE FROM rated WHERE period_start > ?";
         self.sql.exec(later, vec![start.into()]).map_err(stored)?;
-        Ok(invoice)
+        Ok(())
     }
 
-    /// The invoices of every earlier period with usage, in period order.
-    pub(super) fn earlier_invoices(
-        &self,
-        start: i64,
-        now_ms: i64,
-    ) -> Result<Vec<Invoice>, ApiError> {
-        let q =
-            "SELECT DISTINCT period_start FROM totals WHERE period_start < ? ORDER BY period_start";
+    fn late_records(&self, start: i64) -> Result<u64, ApiError> {
+        let late = self.meta(&late_key(start))?;
+        Ok(late.and_then(|v| v.as_u64()).unwrap_or(0))
+    }
+
+    fn carried(&self, start: i64) -> Result<u64, ApiError> {
+        let carried = self.meta(&carried_key(start))?;
+        Ok(carried.and_then(|v| v.as_u64()).unwrap_or(0))
+    }
+
+    fn billed(&self, start: i64) -> Result<Charges, ApiError> {
+        let q = "SELECT charges FROM billed WHERE period_start = ?";
         let rows = self.rows(q, vec![start.into()])?;
-        let starts: Vec<i64> = rows
-            .iter()
-            .filter_map(|r| super::sql::integer(r, 0))
-            .collect();
-        // A period that cannot be rated (its plan left the book, say) draws nothing
-        // here rather than blocking every later invoice; it is logged, and reading it
-        // says why.
-        let rated = starts
-            .into_iter()
-            .filter_map(|p| match self.rated_invoice(p, now_ms) {
-                Ok(invoice) => Some(invoice),
-                Err(e) => {
-                    worker::console_error!("rating period {p}: {}", e.message);
-                    None
-                }
-            });
-        Ok(rated.collect())
-    }
-
-    /// The period's invoice: the stored one while it holds, else rated now and stored.
-    pub(super) fn rated_invoice(&self, start: i64, now_ms: i64) -> Result<Invoice, ApiError> {
-        if let Some(final_invoice) = self.final_invoice(start)? {
-            return Ok(final_invoice);
-        }
-        let version = super::config::price_book(&self.env)?.version.clone();
-        let q = "SELECT invoice FROM rated WHERE period_start = ? AND book_version = ?
-                 AND (valid_until_ms IS NULL OR valid_until_ms > ?)";
-        let rows = self.rows(q, vec![start.into(), version.into(), now_ms.into()])?;
-        let kept = rows
+        Ok(rows
             .first()
-            .and_then(|r| serde_json::from_str::<Invoice>(&super::sql::text(r, 0)).ok());
-        match kept {
-            Some(invoice) => Ok(invoice),
-            None => self.rate_and_store(start, now_ms),
-        }
+            .and_then(|r| serde_json::from_str(&text(r, 0)).ok())
+            .unwrap_or_default())
     }
 
-    /// Rates the periods new records arrived for. A customer without a billing account
-    /// yet has nothing to rate; other failures are logged and rated again on read.
-    /// A final period is never rated again: the open period its correction lands on is.
-    pub(super) fn rate_periods(&self, starts: &[i64], now_ms: i64) {
-        let open = match self.open_periods() {
-            Ok(open) => open,
-            Err(e) => return worker::console_error!("open periods: {}", e.message),
-        };
-        let mut targets: Vec<i64> = starts
-            .iter()
-            .filter_map(|&s| match open.contains(&s) {
-                true => Some(s),
-                false => crate::finality::lands_on(s, &open),
-            })
-            .collect();
-        targets.sort();
-        targets.dedup();
-        for start in targets {
-            match self.rate_and_store(start, now_ms) {
-                Ok(_) => {}
-                Err(e) if e.status == 404 => return,
-                Err(e) => worker::console_error!("rating period {start}: {}", e.message),
-            }
-        }
+    fn note(&self, message: &str) {
+        worker::console_error!("{message}");
     }
+}
 
-    /// The account or its grants changed: every stored invoice is out of date.
+impl Ledger {
+    /// The account or its grants changed: every kept invoice is out of date.
     pub(super) fn forget_rated(&self) -> Result<(), ApiError> {
         self.sql.exec("DELETE FROM rated", None).map_err(stored)?;
         Ok(())

@@ -8,6 +8,7 @@ use super::ledger::{stored, Ledger};
 use super::sql::text;
 use crate::error::ApiError;
 use crate::flush::{owner_key, rated_by_builtin};
+use crate::ledger::books::Books;
 use crate::protocol::CounterCall;
 use crate::reconcile::{report, CounterView, LedgerView, Report};
 use serde_json::Value;
@@ -63,7 +64,7 @@ impl Ledger {
     }
 
     fn ledger_view(&self, counter: &CounterView) -> Result<LedgerView, ApiError> {
-        let (totals, _) = self.period_totals(counter.period.start_ms)?;
+        let (totals, _) = self.totals(counter.period.start_ms)?;
         let mut view = LedgerView {
             totals,
             ..LedgerView::default()
@@ -95,12 +96,11 @@ impl Ledger {
     /// one kept when it became final.
     pub(super) async fn reconciliation(
         &self,
-        v: &Value,
+        customer: &str,
+        livemode: bool,
+        at_ms: i64,
         now_ms: i64,
     ) -> Result<Response, ApiError> {
-        let customer = v["customer"].as_str().unwrap_or_default();
-        let livemode = v["livemode"] != false;
-        let at_ms = v["at_ms"].as_i64().unwrap_or(now_ms);
         let now = self
             .reconcile_settled(customer, livemode, at_ms, now_ms)
             .await?;

@@ -9,6 +9,7 @@ use super::{auth, config, http};
 use crate::error::ApiError;
 use crate::flush::{signature_fresh, verify};
 use crate::ledger::parse_batch;
+use crate::protocol::LedgerCall;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -52,16 +53,8 @@ pub async fn handle(mut req: Request, env: &Env) -> worker::Result<Response> {
     http::respond(result.await)
 }
 
-async fn ledger(env: &Env, customer: &str, path: &str, body: &Value) -> Result<Response, ApiError> {
-    call_object(
-        env,
-        LEDGER_BINDING,
-        customer,
-        Method::Post,
-        path,
-        Some(body),
-    )
-    .await
+async fn ledger(env: &Env, customer: &str, call: &LedgerCall) -> Result<Response, ApiError> {
+    call_object(env, LEDGER_BINDING, customer, Method::Post, "/", Some(call)).await
 }
 
 /// Ledger calls one ingestion has in flight at most.
@@ -90,9 +83,8 @@ pub async fn ingest(env: &Env, signature: &str, body: &[u8]) -> Result<Response,
     let calls = by_customer
         .into_iter()
         .map(|(customer, records)| async move {
-            let body =
-                serde_json::to_value(records).map_err(|e| ApiError::internal(e.to_string()))?;
-            let mut resp = ledger(env, &customer, "/ingest", &body).await?;
+            let records = records.into_iter().cloned().collect();
+            let mut resp = ledger(env, &customer, &LedgerCall::Ingest(records)).await?;
             if resp.status_code() >= 300 {
                 // The sender retries the whole batch; what was stored dedupes.
                 return Err(ApiError::internal(format!(
@@ -165,38 +157,40 @@ async fn manage(
             }
             let mut body = body;
             body["livemode"] = Value::Bool(livemode);
-            ledger(env, &customer(id)?, "/account", &body).await
+            ledger(env, &customer(id)?, &LedgerCall::SetAccount(body)).await
         }
         (Method::Post, ["customers", id, "grants"]) => {
-            ledger(env, &customer(id)?, "/grants", &body).await
+            ledger(env, &customer(id)?, &LedgerCall::AddGrant(body)).await
         }
         (Method::Get, ["customers", id, "reconciliation", at]) => {
-            let ask = json!({"customer": customer_id(id)?, "livemode": livemode,
-                "at_ms": instant(at)?});
-            ledger(env, &customer(id)?, "/reconcile", &ask).await
+            let ask = LedgerCall::Reconcile {
+                customer: customer_id(id)?.to_string(),
+                livemode,
+                at_ms: instant(at)?,
+            };
+            ledger(env, &customer(id)?, &ask).await
         }
         (Method::Get, ["customers", id, "grants"]) => {
-            ledger(env, &customer(id)?, "/grants/list", &Value::Null).await
+            ledger(env, &customer(id)?, &LedgerCall::ListGrants).await
         }
         (Method::Post, ["customers", id, "grants", grant, "void"]) => {
-            let ask = json!({ "grant_id": grant });
-            ledger(env, &customer(id)?, "/grants/void", &ask).await
+            let ask = LedgerCall::VoidGrant(grant.to_string());
+            ledger(env, &customer(id)?, &ask).await
         }
         (Method::Get, ["customers", id, "invoices", period]) => {
-            let ask = json!({"period_start_ms": period_start(period)?});
-            ledger(env, &customer(id)?, "/invoice", &ask).await
+            let ask = LedgerCall::Invoice {
+                period_start_ms: period_start(period)?,
+            };
+            ledger(env, &customer(id)?, &ask).await
         }
         (Method::Post, ["preview"]) => {
             let id = customer(body["customer"].as_str().unwrap_or_default())?;
             let period = period_start(body["period"].as_str().unwrap_or_default())?;
-            let draft = body["price_book"].to_string();
-            ledger(
-                env,
-                &id,
-                "/preview",
-                &json!({"period_start_ms": period, "price_book": draft}),
-            )
-            .await
+            let ask = LedgerCall::Preview {
+                period_start_ms: period,
+                price_book: body["price_book"].to_string(),
+            };
+            ledger(env, &id, &ask).await
         }
         _ => Err(ApiError::not_found(format!("No rating route {path}."))),
     }

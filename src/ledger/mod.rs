@@ -8,6 +8,7 @@ use crate::period::Period;
 use crate::rating::{usage_totals, RatingInput};
 use crate::tally::Tally;
 
+pub mod books;
 mod ingest;
 pub use ingest::{ingest, Ingested, LedgerStore, MemoryStore, PeriodBook, Total, TotalKey};
 use serde::Deserialize;
