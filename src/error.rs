@@ -2,6 +2,7 @@
 //! OpenAI's error shape so the official SDKs surface it unchanged.
 
 use serde::Serialize;
+use std::rc::Rc;
 
 /// Where a failure came from, so logs and metrics can tell them apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -15,7 +16,29 @@ pub enum Origin {
     Internal,
 }
 
-/// An error with the HTTP status, OpenAI `type`/`code`/`param`, and optional retry hint.
+/// The failure underneath an error, kept whole: `source()` reaches it and logs show it,
+/// where a string would lose its type. Behind one thin pointer, so every `Result` that
+/// carries an `ApiError` stays small.
+#[derive(Clone)]
+pub struct Cause(Rc<Box<dyn std::error::Error>>);
+
+impl std::fmt::Debug for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+/// Two errors are the same error whatever their causes' identity.
+impl PartialEq for Cause {
+    fn eq(&self, _: &Cause) -> bool {
+        true
+    }
+}
+
+impl Eq for Cause {}
+
+/// An error with the HTTP status, OpenAI `type`/`code`/`param`, optional retry hint, and
+/// the failure that caused it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: u16,
@@ -26,6 +49,7 @@ pub struct ApiError {
     pub origin: Origin,
     /// Seconds until retrying can succeed; becomes `Retry-After`.
     pub retry_after_s: Option<u64>,
+    pub cause: Option<Cause>,
 }
 
 #[derive(Serialize)]
@@ -52,7 +76,19 @@ impl ApiError {
             message: message.into(),
             origin: Origin::Downstream,
             retry_after_s: None,
+            cause: None,
         }
+    }
+
+    /// An internal error that is `cause` itself: its text is the message.
+    pub fn unexpected(cause: impl std::error::Error + 'static) -> Self {
+        Self::internal(cause.to_string()).caused_by(cause)
+    }
+
+    /// Keeps the failure underneath: `source()` answers it.
+    pub fn caused_by(mut self, cause: impl std::error::Error + 'static) -> Self {
+        self.cause = Some(Cause(Rc::new(Box::new(cause))));
+        self
     }
 
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
@@ -165,7 +201,11 @@ impl std::fmt::Display for ApiError {
     }
 }
 
-impl std::error::Error for ApiError {}
+impl std::error::Error for ApiError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause.as_ref().map(|c| &**c.0)
+    }
+}
 
 /// A catalog problem with the JSON path where it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,6 +233,17 @@ mod tests {
         assert_eq!(v["error"]["param"], "model");
         assert!(v["error"]["message"].as_str().unwrap().contains("gpt-9"));
         assert_eq!(e.status, 400);
+    }
+
+    #[test]
+    fn an_error_keeps_its_cause_whole() {
+        use std::error::Error;
+        let parse = serde_json::from_str::<u8>("x").unwrap_err();
+        let e = ApiError::internal(format!("reading: {parse}")).caused_by(parse);
+        let cause = e.source().expect("a cause");
+        assert!(cause.downcast_ref::<serde_json::Error>().is_some());
+        assert!(e.message.starts_with("reading: "));
+        assert!(ApiError::internal("plain").source().is_none());
     }
 
     #[test]

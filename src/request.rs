@@ -257,8 +257,7 @@ pub fn prepare_json(meter: Meter, mut json: Map<String, Value>) -> Result<Prepar
         }
         options["include_usage"] = Value::Bool(true);
     }
-    let upstream_body =
-        Some(serde_json::to_vec(&json).map_err(|e| ApiError::internal(e.to_string()))?);
+    let upstream_body = Some(serde_json::to_vec(&json).map_err(ApiError::unexpected)?);
     Ok(Prepared {
         meter,
         model,

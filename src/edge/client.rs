@@ -37,7 +37,8 @@ pub async fn call_object<T: Serialize>(
     path: &str,
     body: Option<&T>,
 ) -> Result<Response, ApiError> {
-    let fail = |e: worker::Error| ApiError::internal(format!("{binding} unavailable: {e}"));
+    let fail =
+        |e: worker::Error| ApiError::internal(format!("{binding} unavailable: {e}")).caused_by(e);
     let stub = env
         .durable_object(binding)
         .and_then(|ns| ns.id_from_name(name)?.get_stub())
@@ -45,7 +46,7 @@ pub async fn call_object<T: Serialize>(
     let mut init = RequestInit::new();
     init.with_method(method);
     if let Some(b) = body {
-        let text = serde_json::to_string(b).map_err(|e| ApiError::internal(e.to_string()))?;
+        let text = serde_json::to_string(b).map_err(ApiError::unexpected)?;
         init.with_body(Some(JsValue::from_str(&text)));
     }
     let req = Request::new_with_init(&format!("https://object{path}"), &init).map_err(fail)?;
@@ -74,7 +75,7 @@ pub async fn admit(
     let mut resp = call(env, customer, &CounterCall::Admit(req)).await?;
     resp.json()
         .await
-        .map_err(|e| ApiError::internal(format!("usage counter answered badly: {e}")))
+        .map_err(|e| ApiError::internal(format!("usage counter answered badly: {e}")).caused_by(e))
 }
 
 /// Waits before each further settlement try (milliseconds), within `wait_until`.

@@ -184,7 +184,7 @@ impl UsageCounter {
         }
         let v: serde_json::Value = resp.json().await.map_err(http::internal)?;
         serde_json::from_value(v["acknowledged"].clone())
-            .map_err(|e| ApiError::internal(format!("{shard} answered badly: {e}")))
+            .map_err(|e| ApiError::internal(format!("{shard} answered badly: {e}")).caused_by(e))
     }
 
     /// Where this counter's flush stands (`GET /admin/v1/customers/{id}/flush`).

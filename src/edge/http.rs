@@ -43,7 +43,7 @@ pub fn respond(result: std::result::Result<Response, ApiError>) -> Result<Respon
 
 /// Maps a runtime error to an internal `ApiError`.
 pub fn internal(e: worker::Error) -> ApiError {
-    ApiError::internal(e.to_string())
+    ApiError::internal(e.to_string()).caused_by(e)
 }
 
 /// The bearer token of a request, or its `x-api-key` (what Anthropic's SDK sends).

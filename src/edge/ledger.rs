@@ -45,7 +45,7 @@ pub struct Ledger {
 }
 
 pub(super) fn stored(e: worker::Error) -> ApiError {
-    ApiError::internal(format!("ledger storage: {e}"))
+    ApiError::internal(format!("ledger storage: {e}")).caused_by(e)
 }
 
 impl DurableObject for Ledger {
@@ -184,8 +184,7 @@ impl Ledger {
                 )
             }
         };
-        http::json_response(&body.map_err(|e| ApiError::internal(e.to_string()))?, 200)
-            .map_err(http::internal)
+        http::json_response(&body.map_err(ApiError::unexpected)?, 200).map_err(http::internal)
     }
 
     /// After new usage or a new grant, and on the alarm: finalizes what is due (waking

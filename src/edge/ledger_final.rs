@@ -78,8 +78,7 @@ impl Ledger {
             format!("{prefix}TEST-")
         };
         invoice.number = Some(invoice_number(&prefix, n));
-        let body =
-            serde_json::to_string(&invoice).map_err(|e| ApiError::internal(e.to_string()))?;
+        let body = serde_json::to_string(&invoice).map_err(ApiError::unexpected)?;
         let q =
             "INSERT INTO finals (period_start, number, invoice, finalized_ms) VALUES (?, ?, ?, ?)";
         let number = invoice.number.clone().unwrap_or_default();
@@ -143,7 +142,7 @@ impl Ledger {
         let sum = self.billed(start)?.plus(more);
         let q = "INSERT INTO billed (period_start, charges) VALUES (?, ?)
                  ON CONFLICT(period_start) DO UPDATE SET charges = excluded.charges";
-        let text = serde_json::to_string(&sum).map_err(|e| ApiError::internal(e.to_string()))?;
+        let text = serde_json::to_string(&sum).map_err(ApiError::unexpected)?;
         self.sql
             .exec(q, vec![start.into(), text.into()])
             .map_err(stored)?;

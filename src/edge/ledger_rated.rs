@@ -84,8 +84,7 @@ impl Books for Ledger {
     }
 
     fn final_invoice(&self, start: i64) -> Result<Option<Invoice>, ApiError> {
-        let parse =
-            |t: String| serde_json::from_str(&t).map_err(|e| ApiError::internal(e.to_string()));
+        let parse = |t: String| serde_json::from_str(&t).map_err(ApiError::unexpected);
         self.final_text(start)?.map(parse).transpose()
     }
 
@@ -103,8 +102,7 @@ impl Books for Ledger {
     }
 
     fn keep(&self, start: i64, kept: &Kept) -> Result<(), ApiError> {
-        let invoice =
-            serde_json::to_string(&kept.invoice).map_err(|e| ApiError::internal(e.to_string()))?;
+        let invoice = serde_json::to_string(&kept.invoice).map_err(ApiError::unexpected)?;
         let q = "INSERT OR REPLACE INTO rated (period_start, book_version, valid_until_ms, invoice) VALUES (?, ?, ?, ?)";
         let binds = vec![
             start.into(),

@@ -85,7 +85,7 @@ impl Ledger {
     /// Keeps the report of a period made when it became final.
     pub(super) fn keep_report(&self, start: i64, r: &Report) -> Result<(), ApiError> {
         let q = "INSERT OR IGNORE INTO reports (period_start, report) VALUES (?, ?)";
-        let text = serde_json::to_string(r).map_err(|e| ApiError::internal(e.to_string()))?;
+        let text = serde_json::to_string(r).map_err(ApiError::unexpected)?;
         self.sql
             .exec(q, vec![start.into(), text.into()])
             .map_err(stored)?;
@@ -115,7 +115,7 @@ impl Ledger {
             self.keep_report(start, &now)?;
             kept = serde_json::to_value(&now).ok();
         }
-        let mut body = serde_json::to_value(&now).map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut body = serde_json::to_value(&now).map_err(ApiError::unexpected)?;
         body["at_finalization"] = kept.unwrap_or(Value::Null);
         super::http::json_response(&body, 200).map_err(super::http::internal)
     }

@@ -118,7 +118,7 @@ async fn optional(
     let secret = config::key_secret(env)?;
     let identity = |v: &str| crate::keys::identity(&secret, caller.mode, &caller.customer, v);
     crate::surface::fields::sanitize_optional(&mut json, &route.fields, &identity)?;
-    let sent = serde_json::to_vec(&json).map_err(|e| ApiError::internal(e.to_string()))?;
+    let sent = serde_json::to_vec(&json).map_err(ApiError::unexpected)?;
     let ask = Prepared {
         model: name.to_string(),
         ..Prepared::plain()

@@ -48,10 +48,8 @@ pub struct Outgoing<'a> {
 }
 
 fn fail(e: worker::Error) -> ApiError {
-    ApiError::upstream(
-        502,
-        format!("The upstream provider could not be reached: {e}"),
-    )
+    let msg = format!("The upstream provider could not be reached: {e}");
+    ApiError::upstream(502, msg).caused_by(e)
 }
 
 /// Sends a request to the configured provider; `None` when no upstream is configured
