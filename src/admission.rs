@@ -17,6 +17,18 @@ use crate::reservation::Reservation;
 /// How long a retry with the same Idempotency-Key is answered from the first request.
 pub const IDEMPOTENCY_TTL_MS: i64 = 24 * 3_600_000;
 
+/// What a retry of an idempotent request gets when its response was not kept: it was
+/// metered, so it must not run again.
+pub fn not_kept() -> Replay {
+    let msg = "The request with this Idempotency-Key was metered, but its response could not be kept for replay.";
+    let e = ApiError::conflict("idempotency_response_not_kept", msg);
+    Replay {
+        status: e.status,
+        content_type: "application/json".into(),
+        body: e.body(),
+    }
+}
+
 /// A stored key of the customer's.
 #[derive(Debug, Clone)]
 pub struct KeyRow {

@@ -23,6 +23,7 @@ pub mod admission;
 pub mod bounds;
 pub mod catalog;
 pub mod counter_state;
+pub mod customer;
 pub mod error;
 pub mod finality;
 #[cfg(test)]
@@ -45,6 +46,7 @@ pub mod request;
 pub mod reservation;
 pub mod sandbox;
 pub mod settings_check;
+pub mod settlement;
 pub mod sse;
 pub mod stream_meter;
 pub mod surface;

@@ -11,6 +11,7 @@ use crate::counter_state::{carry_context, CounterState};
 use crate::error::ApiError;
 use crate::pricing::Pricing;
 use crate::protocol::*;
+use crate::settlement::{self, Settled};
 use crate::surface::ResourceKind;
 use serde::de::DeserializeOwned;
 use std::cell::RefCell;
@@ -43,20 +44,8 @@ pub(super) fn body<T: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, 
     serde_json::from_slice(bytes).map_err(ApiError::invalid_json)
 }
 
-/// What a retry of an idempotent request gets when its response was not kept: it was
-/// metered, so it must not run again.
-pub(super) fn not_kept() -> Replay {
-    let msg = "The request with this Idempotency-Key was metered, but its response could not be kept for replay.";
-    let e = ApiError::conflict("idempotency_response_not_kept", msg);
-    Replay {
-        status: e.status,
-        content_type: "application/json".into(),
-        body: e.body(),
-    }
-}
-
 pub(super) fn stored(e: worker::Error) -> ApiError {
-    ApiError::internal(format!("counter storage: {e}"))
+    ApiError::internal(format!("counter storage: {e}")).caused_by(e)
 }
 
 impl DurableObject for UsageCounter {
@@ -227,42 +216,39 @@ impl UsageCounter {
         http::json_response(&answer, 200).map_err(http::internal)
     }
 
+    /// Stores what `crate::settlement::settle` decided.
     fn apply_settle(
         &self,
         l: &mut Loaded,
-        id: u64,
-        usage: Option<crate::usage::Usage>,
-        estimated: bool,
-        replay: Option<Replay>,
-        now: i64,
+        req: SettleRequest,
     ) -> std::result::Result<(), ApiError> {
-        let Some(usage) = usage else {
-            if l.state.release(id, now).is_some() {
+        let (id, now) = (req.reservation, req.now_ms);
+        let usage = req.usage.as_ref();
+        match settlement::settle(&mut l.state, id, usage, req.estimated, req.replay, now) {
+            Settled::Unknown => return Ok(()),
+            Settled::Released => {
                 self.store.delete_reservation(id).map_err(stored)?;
                 self.store.forget_idempotent(id, now).map_err(stored)?;
-                self.store.save_cursor(&l.state).map_err(stored)?;
             }
-            return Ok(());
-        };
-        let idempotent = l.state.reservations.get(&id).is_some_and(|r| r.idempotent);
-        let late = l.state.expired.contains_key(&id);
-        let Some(landing) = l.state.settle(id, &usage, estimated, now) else {
-            return Ok(()); // already settled: a repeated settle changes nothing
-        };
-        self.store
-            .save_landing(l.state.period, &landing)
-            .map_err(stored)?;
-        match late {
-            true => self.store.forget_expired(id),
-            false => self.store.delete_reservation(id),
+            Settled::Landed {
+                landing,
+                late,
+                replay,
+            } => {
+                self.store
+                    .save_landing(l.state.period, &landing)
+                    .map_err(stored)?;
+                match late {
+                    true => self.store.forget_expired(id),
+                    false => self.store.delete_reservation(id),
+                }
+                .map_err(stored)?;
+                if let Some(replay) = replay {
+                    self.store.finish_idempotent(id, &replay).map_err(stored)?;
+                }
+            }
         }
-        .map_err(stored)?;
-        self.store.save_cursor(&l.state).map_err(stored)?;
-        if !idempotent {
-            return Ok(());
-        }
-        let replay = replay.unwrap_or_else(not_kept);
-        self.store.finish_idempotent(id, &replay).map_err(stored)
+        self.store.save_cursor(&l.state).map_err(stored)
     }
 
     /// The rating side's word on prepaid credits: usage blocked or allowed again.
@@ -279,16 +265,7 @@ impl UsageCounter {
         if let (Some(id), Some(u)) = (&req.stored_response, &req.usage) {
             self.note_response_tokens(id, u.input, u.output)?;
         }
-        self.with(req.now_ms, |l| {
-            self.apply_settle(
-                l,
-                req.reservation,
-                req.usage,
-                req.estimated,
-                req.replay,
-                req.now_ms,
-            )
-        })?;
+        self.with(req.now_ms, |l| self.apply_settle(l, req))?;
         Ok(Response::empty().map_err(http::internal)?.with_status(204))
     }
 

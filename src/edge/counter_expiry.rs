@@ -2,34 +2,29 @@
 //! bound), heartbeats that keep a running request's reservation alive, and the alarm
 //! that makes sure expiry happens even for a customer who never comes back.
 
-use super::counter::{not_kept, stored, Loaded, UsageCounter};
+use super::counter::{stored, Loaded, UsageCounter};
 use super::http;
 use crate::error::ApiError;
 use crate::protocol::ExtendRequest;
+use crate::settlement::expire_due;
 use worker::Response;
 
 impl UsageCounter {
-    /// Expires reservations past their deadline: billed their reserved bound, flagged
+    /// Stores the expiry of reservations past their deadline
+    /// (`crate::settlement::expire_due`): billed their reserved bound, flagged
     /// estimated, until a late settlement replaces that.
     pub(super) fn expire_due(&self, l: &mut Loaded, now: i64) -> std::result::Result<(), ApiError> {
-        for id in l.state.due(now) {
-            let idempotent = l.state.reservations.get(&id).is_some_and(|r| r.idempotent);
-            let Some((landing, expired)) = l.state.expire(id, now) else {
-                continue;
-            };
+        for e in expire_due(&mut l.state, now) {
             self.store
-                .save_landing(l.state.period, &landing)
+                .save_landing(l.state.period, &e.landing)
                 .map_err(stored)?;
-            self.store.delete_reservation(id).map_err(stored)?;
-            if expired.period == l.state.period {
-                self.store.save_expired(&expired).map_err(stored)?;
+            self.store.delete_reservation(e.id).map_err(stored)?;
+            if let Some(expired) = &e.keep {
+                self.store.save_expired(expired).map_err(stored)?;
             }
             self.store.save_cursor(&l.state).map_err(stored)?;
-            if idempotent {
-                // Billed now: a retry with its key must not run (and be billed) again.
-                self.store
-                    .finish_idempotent(id, &not_kept())
-                    .map_err(stored)?;
+            if let Some(replay) = &e.replay {
+                self.store.finish_idempotent(e.id, replay).map_err(stored)?;
             }
             self.expired_unpushed.set(true);
         }

@@ -6,7 +6,7 @@ use super::{config, http};
 use crate::admission::KeyRow;
 use crate::error::ApiError;
 use crate::keys;
-use crate::protocol::{CreateCustomer, Customer, IssueKey, KeyInfo};
+use crate::protocol::{CreateCustomer, IssueKey, KeyInfo};
 use worker::Response;
 
 impl UsageCounter {
@@ -17,41 +17,8 @@ impl UsageCounter {
         now: i64,
     ) -> std::result::Result<Response, ApiError> {
         let catalog = config::catalog(&self.env)?;
-        if self.store.customer().map_err(stored)?.is_some() {
-            return Err(ApiError::conflict(
-                "customer_exists",
-                format!("Customer `{}` already exists.", c.id),
-            ));
-        }
-        if catalog.plan(&c.plan).is_none() {
-            let msg = format!(
-                "Unknown plan `{}`; the catalog has: {}.",
-                c.plan,
-                catalog.plans.keys().cloned().collect::<Vec<_>>().join(", ")
-            );
-            return Err(ApiError::bad_request("unknown_plan", msg).with_param("plan"));
-        }
-        if c.anchor_to_signup && c.anchor_day.is_some() {
-            let msg = "Give `anchor_day` or `anchor_to_signup`, not both.";
-            return Err(ApiError::bad_request("invalid_value", msg).with_param("anchor_day"));
-        }
-        let signup_day = crate::period::day_of_month(now);
-        let anchor_day = c
-            .anchor_day
-            .unwrap_or(if c.anchor_to_signup { signup_day } else { 1 });
-        if !(1..=31).contains(&anchor_day) {
-            return Err(
-                ApiError::bad_request("invalid_value", "`anchor_day` must be 1 to 31.")
-                    .with_param("anchor_day"),
-            );
-        }
-        let customer = Customer {
-            livemode,
-            id: c.id,
-            plan: c.plan,
-            anchor_day,
-            created_ms: now,
-        };
+        let existing = self.store.customer().map_err(stored)?;
+        let customer = crate::customer::create(c, &catalog, existing.as_ref(), livemode, now)?;
         self.store.save_customer(&customer).map_err(stored)?;
         *self.mem.borrow_mut() = None;
         http::json_response(&customer, 201).map_err(http::internal)
