@@ -105,9 +105,50 @@ impl<'a> Pricing<'a> {
     }
 }
 
+/// What one finished request adds to its customer's spend: its list price, or under a
+/// price-book plan the change to the invoice's usage charges from the period's totals
+/// at admission (`at_admission`: the period, its tallies and their spend).
+pub fn request_cost(
+    pricing: &Pricing,
+    at_admission: Option<(Period, &BTreeMap<MeterKey, Tally>, Decimal)>,
+    key: &MeterKey,
+    usage: &Usage,
+) -> Decimal {
+    match at_admission {
+        Some((period, tallies, spent)) => pricing.marginal(period, tallies, spent, key, usage),
+        None => cost_of(pricing.catalog(), &key.1, usage, 1),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_costs_its_list_price_or_what_it_adds_to_the_invoice() {
+        let catalog = crate::fixtures::catalog();
+        let key: MeterKey = ("chat.completions".into(), "gpt-4o-mini".into());
+        let usage = Usage {
+            input: 1_000_000,
+            ..Usage::default()
+        };
+        let list = request_cost(&Pricing::List(&catalog), None, &key, &usage);
+        assert_eq!(list, cost_of(&catalog, &key.1, &usage, 1));
+        let book = crate::fixtures::price_book();
+        let plan = book.plans.keys().next().unwrap().clone();
+        let pricing = Pricing::for_plan(&catalog, Some(&book), &plan);
+        let period = Period {
+            start_ms: 0,
+            end_ms: 86_400_000 * 30,
+        };
+        let none = BTreeMap::new();
+        let spent = pricing.spend(period, &none);
+        let added = request_cost(&pricing, Some((period, &none, spent)), &key, &usage);
+        let mut after = BTreeMap::new();
+        after.insert(key.clone(), Tally::default());
+        after.get_mut(&key).unwrap().add(&usage, false);
+        assert_eq!(added, pricing.spend(period, &after) - spent);
+    }
 
     #[test]
     fn the_price_book_prices_spend_when_it_has_the_plan() {

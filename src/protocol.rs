@@ -128,6 +128,32 @@ pub struct Replay {
     pub body: String,
 }
 
+impl Replay {
+    /// The answer to keep for a request's retries: only with an Idempotency-Key, and
+    /// only a text body within `crate::stream_meter::REPLAY_LIMIT` (a retry of a larger
+    /// one is told it was metered instead).
+    pub fn keep(keyed: bool, status: u16, content_type: &str, body: &[u8]) -> Option<Replay> {
+        if !keyed || body.len() > crate::stream_meter::REPLAY_LIMIT {
+            return None;
+        }
+        let body = String::from_utf8(body.to_vec()).ok()?;
+        Some(Replay {
+            status,
+            content_type: content_type.to_string(),
+            body,
+        })
+    }
+
+    /// The headers a replayed answer goes out with: it costs nothing again.
+    pub fn headers(&self) -> Vec<(String, String)> {
+        vec![
+            ("content-type".to_string(), self.content_type.clone()),
+            ("idempotent-replayed".to_string(), "true".to_string()),
+            ("x-edgemeter-cost".to_string(), "0".to_string()),
+        ]
+    }
+}
+
 /// The settled totals of the customer's period at admission.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpendBasis {
@@ -330,4 +356,41 @@ pub struct KeyInfo {
     pub mode: String,
     pub created_ms: i64,
     pub revoked_ms: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_is_kept_for_retries_only_with_a_key_as_text_within_the_limit() {
+        let kept = Replay::keep(true, 201, "application/json", b"{}").unwrap();
+        assert_eq!((kept.status, kept.body.as_str()), (201, "{}"));
+        assert!(Replay::keep(false, 200, "application/json", b"{}").is_none());
+        assert!(Replay::keep(true, 200, "application/octet-stream", &[0xff, 0xfe]).is_none());
+        let large = vec![b'a'; crate::stream_meter::REPLAY_LIMIT + 1];
+        assert!(Replay::keep(true, 200, "text/plain", &large).is_none());
+        let at_limit = vec![b'a'; crate::stream_meter::REPLAY_LIMIT];
+        assert!(Replay::keep(true, 200, "text/plain", &at_limit).is_some());
+        let h = kept.headers();
+        assert!(h.contains(&("idempotent-replayed".into(), "true".into())));
+        assert!(h.contains(&("x-edgemeter-cost".into(), "0".into())));
+    }
+
+    #[test]
+    fn every_call_to_the_counter_survives_the_trip() {
+        let calls = [
+            CounterCall::Push,
+            CounterCall::Reconcile(5),
+            CounterCall::Usage(None),
+            CounterCall::RevokeKey("key_1".into()),
+        ];
+        for call in calls {
+            let text = serde_json::to_string(&call).unwrap();
+            let back: CounterCall = serde_json::from_str(&text).unwrap();
+            assert_eq!(serde_json::to_string(&back).unwrap(), text);
+        }
+        let unknown = serde_json::from_str::<CounterCall>(r#"{"call":"drop_all"}"#);
+        assert!(unknown.is_err(), "an unknown call is refused, not guessed");
+    }
 }

@@ -3,21 +3,20 @@
 //! client can learn its id, and settlement is arranged.
 
 use super::stream::{channel, client_body, Body, Heartbeat, Pump};
-use super::ticket::{replay_of, respond, Payload, Ticket};
+use super::ticket::{respond, Payload, Ticket};
 use super::upstream::{collect, Upstreamed};
 use super::{client, config};
-use crate::catalog::cost_of;
 use crate::catalog::Catalog;
 use crate::error::ApiError;
-use crate::pricing::Pricing;
-use crate::protocol::{OwnedChange, SpendBasis};
+use crate::pricing::{request_cost, Pricing};
+use crate::protocol::{OwnedChange, Replay, SpendBasis};
 use crate::request::Prepared;
 use crate::sse::{event_data, SseScanner};
 use crate::stream_meter::StreamMeter;
 use crate::surface::owned::OwnedResource;
 use crate::surface::ResourceKind;
 use crate::tally::MeterKey;
-use crate::usage::{Metered, Usage};
+use crate::usage::{cost_basis, settle_buffered, Usage};
 use futures_util::StreamExt;
 use rust_decimal::Decimal;
 use worker::{Context, Env, Response};
@@ -38,12 +37,13 @@ impl CostBasis {
     /// change to the invoice's usage charges from the totals at admission.
     fn of(&self, env: &Env, catalog: &Catalog, key: MeterKey, usage: &Usage) -> Decimal {
         let Some(basis) = &self.spend else {
-            return cost_of(catalog, &key.1, usage, 1);
+            return request_cost(&Pricing::List(catalog), None, &key, usage);
         };
         let book = config::price_book(env).ok();
         let pricing = Pricing::for_plan(catalog, book.as_deref(), &self.plan);
         let tallies = basis.tallies.iter().cloned().collect();
-        pricing.marginal(basis.period, &tallies, basis.spent, &key, usage)
+        let at_admission = Some((basis.period, &tallies, basis.spent));
+        request_cost(&pricing, at_admission, &key, usage)
     }
 }
 
@@ -122,42 +122,24 @@ pub async fn observe(
         let (tx, rx) = channel();
         ctx.wait_until(async move {
             let end = pump.run(tx).await;
-            let replay = end.sent.and_then(|b| replay_of(status, &content_type, b));
+            let sent = end.sent.as_deref();
+            let replay = sent.and_then(|b| Replay::keep(ticket.keep, status, &content_type, b));
             ticket.close(Some(end.metered), replay).await;
         });
         headers.push(("x-edgemeter-cost".into(), cost.reserved));
         headers.push(("x-edgemeter-cost-basis".into(), "reserved".into()));
         return respond(status, &headers, Payload::Stream(client_body(rx)));
     }
-    let bytes = match collect(upstream.body, config::max_response_bytes(&ticket.env)).await {
+    let collected = collect(upstream.body, config::max_response_bytes(&ticket.env)).await;
+    let body = collected.as_ref().ok().map(Vec::as_slice);
+    let metered = settle_buffered(&*adapter, body, prepared.input_estimate, ticket.reserved);
+    let bytes = match collected {
         Ok(b) => b,
         Err(e) => {
-            // The provider did the work but its answer cannot be read: bill the bound.
-            let bound = ticket.reserved;
-            ticket
-                .close(
-                    Some(Metered {
-                        usage: bound,
-                        estimated: true,
-                    }),
-                    None,
-                )
-                .await;
+            // The provider did the work but its answer cannot be read: billed the bound.
+            ticket.close(Some(metered), None).await;
             return Err(e);
         }
-    };
-    let metered = match adapter.read_body(&bytes) {
-        Some(usage) => Metered {
-            usage,
-            estimated: false,
-        },
-        None => Metered {
-            usage: Usage {
-                input: prepared.input_estimate,
-                ..Usage::default()
-            },
-            estimated: true,
-        },
     };
     if stores {
         let now_ms = super::clock::now_ms();
@@ -168,18 +150,8 @@ pub async fn observe(
     let key = (prepared.meter.name().to_string(), prepared.model.clone());
     let cost = cost.of(&ticket.env, catalog, key, &metered.usage);
     headers.push(("x-edgemeter-cost".into(), cost.normalize().to_string()));
-    let basis = if metered.estimated {
-        "estimated"
-    } else {
-        "actual"
-    };
-    headers.push(("x-edgemeter-cost-basis".into(), basis.into()));
-    // Checked before the copy: a large answer is never kept, so never copied.
-    let replay = if ticket.keep && bytes.len() <= super::stream::REPLAY_LIMIT {
-        replay_of(status, &content_type, bytes.clone())
-    } else {
-        None
-    };
+    headers.push(("x-edgemeter-cost-basis".into(), cost_basis(&metered).into()));
+    let replay = Replay::keep(ticket.keep, status, &content_type, &bytes);
     ctx.wait_until(async move { ticket.close(Some(metered), replay).await });
     respond(status, &headers, Payload::Bytes(bytes))
 }

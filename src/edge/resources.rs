@@ -12,7 +12,7 @@ use crate::error::ApiError;
 use crate::keys::Mode;
 use crate::protocol::{AdmitRequest, AdmitResponse, CounterCall, ListOwned, OwnedChange};
 use crate::request::Prepared;
-use crate::surface::owned::{ListQuery, OwnedResource};
+use crate::surface::owned::{deletion_confirmed, upload_kept, ListQuery, OwnedResource};
 use crate::surface::{multipart, Handling, ResourceKind, Routed};
 use crate::usage::{Metered, Usage};
 use futures_util::StreamExt;
@@ -310,12 +310,9 @@ async fn upload(
     let created = OwnedResource::created(ResourceKind::File, &bytes, now_ms);
     let id = created.as_ref().map(|r| r.id.clone());
     let checked = refusal.checked.borrow_mut().take();
-    let differs = match (&created, &checked) {
-        (Some(stored), Some(up)) => !up.stored_as(stored),
-        (Some(_), None) => true, // stored, though the check never saw the upload end
-        (None, _) => false,
-    };
-    let recorded = match created.filter(|_| !differs) {
+    let kept = created.filter(|stored| upload_kept(stored, checked.as_ref()));
+    let differs = id.is_some() && kept.is_none();
+    let recorded = match kept {
         Some(r) => client::change_owned(env, &ticket.counter, &OwnedChange::Add(r)).await,
         None => false,
     };
@@ -371,9 +368,7 @@ async fn forward_counted(
     let bytes = collect(up.body, ANSWER_LIMIT).await;
     ctx.wait_until(async move { ticket.close(one_request(), None).await });
     let bytes = bytes?;
-    let deleted = serde_json::from_slice::<serde_json::Value>(&bytes)
-        .is_ok_and(|v| v["deleted"] == serde_json::Value::Bool(true));
-    if deleted {
+    if deletion_confirmed(&bytes) {
         client::change_owned(env, &counter, &OwnedChange::Remove(kind, id)).await;
     }
     respond(status, &headers, Payload::Bytes(bytes))

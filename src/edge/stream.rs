@@ -21,8 +21,6 @@ use worker::{AbortController, Delay, Env};
 /// A body as chunks of bytes.
 pub type Body = Pin<Box<dyn Stream<Item = worker::Result<Vec<u8>>>>>;
 
-pub use crate::stream_meter::REPLAY_LIMIT;
-
 /// How often the pump looks at the clock and the client while the upstream is quiet.
 const TICK: Duration = Duration::from_millis(500);
 
@@ -32,7 +30,7 @@ const QUEUE: usize = 16;
 /// What the stream reports when it is over.
 pub struct StreamEnd {
     pub metered: Metered,
-    /// Everything sent to the client, if it fit in [`REPLAY_LIMIT`] and was asked for.
+    /// Everything sent to the client, if it fit in `crate::stream_meter::REPLAY_LIMIT` and was asked for.
     pub sent: Option<Vec<u8>>,
 }
 

@@ -3,7 +3,7 @@
 //! releases that reservation exactly once.
 
 use super::http;
-use super::stream::{Body, REPLAY_LIMIT};
+use super::stream::Body;
 use crate::error::ApiError;
 use crate::protocol::{AdmitResponse, Replay, SettleRequest};
 use crate::usage::{Metered, Usage};
@@ -43,11 +43,7 @@ impl Ticket {
 pub fn not_admitted(answer: AdmitResponse) -> Result<Response, ApiError> {
     match answer {
         AdmitResponse::Replayed { replay } => {
-            let headers = vec![
-                ("content-type".to_string(), replay.content_type),
-                ("idempotent-replayed".to_string(), "true".to_string()),
-                ("x-edgemeter-cost".to_string(), "0".to_string()),
-            ];
+            let headers = replay.headers();
             respond(
                 replay.status,
                 &headers,
@@ -83,18 +79,6 @@ fn respond_json(
         headers.push(("retry-after".into(), s.to_string()));
     }
     respond(status, &headers, Payload::Bytes(body.into_bytes()))
-}
-
-pub fn replay_of(status: u16, content_type: &str, body: Vec<u8>) -> Option<Replay> {
-    if body.len() > REPLAY_LIMIT {
-        return None;
-    }
-    let body = String::from_utf8(body).ok()?;
-    Some(Replay {
-        status,
-        content_type: content_type.to_string(),
-        body,
-    })
 }
 
 pub enum Payload {

@@ -154,6 +154,20 @@ pub fn page(mut files: Vec<OwnedResource>, q: &ListQuery) -> Value {
     })
 }
 
+/// Whether an uploaded file the provider stored is kept for its owner: only when it is
+/// what the upload's check read. Stored otherwise (another purpose or size, or stored
+/// though the check never saw the upload end), it is removed, not left in the shared
+/// account.
+pub fn upload_kept(stored: &OwnedResource, checked: Option<&super::multipart::Upload>) -> bool {
+    checked.is_some_and(|up| up.stored_as(stored))
+}
+
+/// Whether the provider's answer to a deletion says the resource is gone: only then is
+/// its record forgotten, so a refused deletion leaves it manageable by its owner.
+pub fn deletion_confirmed(answer: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(answer).is_ok_and(|v| v["deleted"] == Value::Bool(true))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,5 +238,29 @@ mod tests {
             (ResourceKind::Response, 9)
         );
         assert_eq!(OwnedResource::response("../x", 9), None);
+    }
+
+    #[test]
+    fn an_upload_is_kept_only_as_checked_and_a_deletion_only_when_confirmed() {
+        use crate::surface::multipart::Upload;
+        let answer = br#"{"id": "file-abc", "purpose": "batch", "bytes": 10}"#;
+        let stored = OwnedResource::created(ResourceKind::File, answer, 1).unwrap();
+        let checked = |purpose: &str, bytes| Upload {
+            purpose: purpose.into(),
+            filename: "a.jsonl".into(),
+            bytes,
+        };
+        assert!(upload_kept(&stored, Some(&checked("batch", 10))));
+        assert!(!upload_kept(&stored, Some(&checked("fine-tune", 10))));
+        assert!(!upload_kept(&stored, Some(&checked("batch", 11))));
+        assert!(!upload_kept(&stored, None), "the check never saw the end");
+        assert!(deletion_confirmed(
+            br#"{"id": "file-abc", "deleted": true}"#
+        ));
+        assert!(!deletion_confirmed(
+            br#"{"id": "file-abc", "deleted": false}"#
+        ));
+        assert!(!deletion_confirmed(br#"{"deleted": "true"}"#));
+        assert!(!deletion_confirmed(b"<html>"));
     }
 }

@@ -109,6 +109,44 @@ pub struct Metered {
     pub estimated: bool,
 }
 
+/// Usage of a buffered answer: what its body reports; the admission's input estimate
+/// when it reports none; and the reserved bound when the answer could not be read at
+/// all (the provider did the work, so it is never billed as nothing).
+pub fn settle_buffered(
+    adapter: &dyn UsageAdapter,
+    body: Option<&[u8]>,
+    input_estimate: u64,
+    reserved: Usage,
+) -> Metered {
+    let Some(body) = body else {
+        return Metered {
+            usage: reserved,
+            estimated: true,
+        };
+    };
+    match adapter.read_body(body) {
+        Some(usage) => Metered {
+            usage,
+            estimated: false,
+        },
+        None => Metered {
+            usage: Usage {
+                input: input_estimate,
+                ..Usage::default()
+            },
+            estimated: true,
+        },
+    }
+}
+
+/// What the `x-edgemeter-cost-basis` header says of a cost worked out from `metered`.
+pub fn cost_basis(metered: &Metered) -> &'static str {
+    match metered.estimated {
+        true => "estimated",
+        false => "actual",
+    }
+}
+
 /// Final usage of a stream: what the provider reported when it did, otherwise an
 /// estimate from the delivered text and the admission's input estimate.
 pub fn settle_stream(adapter: &dyn UsageAdapter, input_estimate: u64) -> Metered {
@@ -125,5 +163,30 @@ pub fn settle_stream(adapter: &dyn UsageAdapter, input_estimate: u64) -> Metered
             ..Usage::default()
         },
         estimated: true,
+    }
+}
+
+#[cfg(test)]
+mod buffered_tests {
+    use super::*;
+
+    #[test]
+    fn a_buffered_answer_bills_what_it_reports_an_estimate_or_the_bound() {
+        let adapter = OpenAi::default();
+        let reserved = Usage {
+            input: 100,
+            output: 64,
+            ..Usage::default()
+        };
+        let body = br#"{"usage": {"prompt_tokens": 12, "completion_tokens": 5}}"#;
+        let read = settle_buffered(&adapter, Some(body), 90, reserved);
+        assert_eq!((read.usage.input, read.usage.output), (12, 5));
+        assert_eq!(cost_basis(&read), "actual");
+        let silent = settle_buffered(&adapter, Some(b"{}"), 90, reserved);
+        assert_eq!((silent.usage.input, silent.usage.output), (90, 0));
+        assert_eq!(cost_basis(&silent), "estimated");
+        let unreadable = settle_buffered(&adapter, None, 90, reserved);
+        assert_eq!(unreadable.usage, reserved, "never billed as nothing");
+        assert!(unreadable.estimated);
     }
 }
