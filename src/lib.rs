@@ -34,6 +34,7 @@ pub mod json_path;
 pub mod keys;
 pub mod ledger;
 pub mod period;
+pub mod prepare;
 pub mod pricing;
 pub mod prompt_size;
 pub mod protocol;

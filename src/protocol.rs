@@ -202,7 +202,7 @@ pub enum AdmitResponse {
 }
 
 /// Whether prepaid credits still cover usage, as the rating side last said.
-#[derive(Serialize, Deserialize, Debug, Clone)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct CreditState {
     pub blocked: bool,
     pub balance: String,

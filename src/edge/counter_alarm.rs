@@ -3,7 +3,7 @@
 //! triggers works out the next one, so no reason is lost when it fires.
 
 use super::counter::UsageCounter;
-use crate::flush::wake::PushClock;
+use crate::flush::wake::{needs_alarm, PushClock};
 use worker::ScheduledTime;
 
 /// An alarm time from epoch milliseconds on the Worker's clock (a bare `i64` would
@@ -42,10 +42,7 @@ impl UsageCounter {
         let Ok(mut c) = self.clock() else {
             return;
         };
-        // An alarm time already past is stale (it fired, or its handler failed before
-        // forgetting it): it is set again.
-        let now = super::clock::now_ms();
-        if c.alarm_ms.is_some_and(|a| a <= at_ms && a > now) {
+        if !needs_alarm(c, at_ms, super::clock::now_ms()) {
             return;
         }
         c.alarm_ms = Some(at_ms);

@@ -9,7 +9,7 @@ use super::counter::{stored, Loaded, UsageCounter};
 use super::{client, config, http};
 use crate::error::ApiError;
 use crate::flush::snapshot::{is_clean, FlushRow, Stamp};
-use crate::flush::wake::{next_alarm, push_due, AfterPush};
+use crate::flush::wake::{after_settle, next_alarm, AfterPush, AfterSettle};
 use crate::flush::{shard_for, UsageRecord};
 use crate::protocol::{ShardCall, ShardPush};
 use crate::reconcile::{as_stored, counter_period, CounterRow, CounterView};
@@ -45,16 +45,13 @@ impl UsageCounter {
         let Ok(clock) = self.clock() else {
             return;
         };
-        if self.pushing.get() {
-            // The push on its way may have taken its records already.
-            self.ensure_alarm(now_ms + interval).await;
-            return;
-        }
-        let due = push_due(now_ms, clock.last_push_ms, interval);
-        if due > now_ms {
-            self.ensure_alarm(due).await;
-        } else if let Err(e) = self.push(now_ms).await {
-            worker::console_error!("flush push: {}", e.message);
+        match after_settle(now_ms, clock, interval, self.pushing.get()) {
+            AfterSettle::AlarmAt(at) => self.ensure_alarm(at).await,
+            AfterSettle::PushNow => {
+                if let Err(e) = self.push(now_ms).await {
+                    worker::console_error!("flush push: {}", e.message);
+                }
+            }
         }
     }
 

@@ -9,11 +9,12 @@ use super::sql::integer;
 use super::{config, http};
 use crate::error::ApiError;
 use crate::flush::UsageRecord;
+use crate::ledger::account;
 use crate::ledger::books::{self, rating_error, Books};
 use crate::ledger::ingest;
 use crate::period::period_at;
-use crate::protocol::{CounterCall, CreditState, LedgerCall};
-use crate::rating::{preview, usage_blocked, Account, PriceBook};
+use crate::protocol::{CounterCall, LedgerCall};
+use crate::rating::{preview, PriceBook};
 use serde_json::{json, Value};
 use worker::{
     durable_object, wasm_bindgen, DurableObject, Env, Request, Response, Result, SqlStorage,
@@ -151,17 +152,9 @@ impl Ledger {
     /// `{"plan", "account"}`: the customer's plan in the price book and billing account.
     fn set_account(&self, v: &Value) -> Answer {
         let book = config::price_book(&self.env)?;
-        let plan = v["plan"].as_str().unwrap_or_default();
-        if !book.plans.contains_key(plan) {
-            return Err(ApiError::bad_request(
-                "unknown_plan",
-                format!("The price book has no plan `{plan}`."),
-            )
-            .with_param("plan"));
-        }
-        Account::parse(&v["account"].to_string(), &book).map_err(rating_error)?;
+        let livemode = account::check(&book, v)?;
         self.set_meta("account", v)?;
-        self.set_meta("livemode", &Value::Bool(v["livemode"] != false))?;
+        self.set_meta("livemode", &Value::Bool(livemode))?;
         self.forget_rated()?;
         http::json_response(v, 200).map_err(http::internal)
     }
@@ -219,24 +212,19 @@ impl Ledger {
             Err(e) if e.status == 404 => return Ok(()), // no account yet
             Err(e) => return Err(e),
         };
-        let Some(plan) = c
-            .book
-            .plans
-            .get(&c.plan)
-            .filter(|p| p.block_when_credits_exhausted)
-        else {
+        let Some(plan) = c.book.plans.get(&c.plan) else {
             return Ok(());
         };
-        let invoice = books::rated_invoice(self, start, now_ms)?;
-        let blocked = usage_blocked(plan, invoice.credit_balance);
-        if self.meta("blocked")? == Some(Value::Bool(blocked)) {
-            return Ok(());
+        if !plan.block_when_credits_exhausted {
+            return Ok(()); // no need to rate it
         }
-        let state = CreditState {
-            blocked,
-            balance: invoice.credit_balance.to_string(),
-            currency: invoice.currency.clone(),
+        let invoice = books::rated_invoice(self, start, now_ms)?;
+        let told = self.meta("blocked")?.and_then(|v| v.as_bool());
+        let (balance, currency) = (invoice.credit_balance, &invoice.currency);
+        let Some(state) = account::credit_news(plan, balance, currency, told) else {
+            return Ok(());
         };
+        let blocked = state.blocked;
         let resp = call(
             &self.env,
             &c.account.customer_id,

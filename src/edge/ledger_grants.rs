@@ -6,8 +6,9 @@ use super::config;
 use super::http;
 use super::ledger::Ledger;
 use crate::error::ApiError;
+use crate::ledger::account;
 use crate::ledger::books::{self, rating_error};
-use crate::rating::{grant_balances, Account, CreditGrant};
+use crate::rating::{grant_balances, Account};
 use serde_json::{json, Value};
 use worker::Response;
 
@@ -34,19 +35,8 @@ impl Ledger {
     /// A prepaid credit grant or top-up, validated against the book with the others.
     pub(super) fn add_grant(&self, grant: &Value) -> Answer {
         let doc = self.account_doc()?;
-        let g: CreditGrant =
-            serde_json::from_value(grant.clone()).map_err(ApiError::invalid_json)?;
-        let mut grants = doc["account"]["grants"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if grants.iter().any(|x| x["id"] == g.id.as_str()) {
-            return Err(ApiError::conflict(
-                "grant_exists",
-                format!("A grant `{}` exists already.", g.id),
-            ));
-        }
-        grants.push(grant.clone());
+        let mut grants = grants_of(&doc);
+        account::add_grant(&mut grants, grant)?;
         let doc = self.store_grants(doc, grants)?;
         http::json_response(&doc, 201).map_err(http::internal)
     }
@@ -64,22 +54,14 @@ impl Ledger {
     /// Voids a grant from now on; it stays listed, with what it paid.
     pub(super) fn void_grant(&self, id: &str, now_ms: i64) -> Answer {
         let doc = self.account_doc()?;
-        let mut grants = doc["account"]["grants"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let Some(g) = grants.iter_mut().find(|g| g["id"] == id) else {
-            return Err(ApiError::not_found(format!("No grant `{id}`.")).with_param("grant_id"));
-        };
-        if g.get("voided_at_ms").is_some_and(|v| !v.is_null()) {
-            return Err(ApiError::conflict(
-                "grant_voided",
-                format!("The grant `{id}` is voided already."),
-            ));
-        }
-        g["voided_at_ms"] = json!(now_ms);
-        let voided = g.clone();
+        let mut grants = grants_of(&doc);
+        let voided = account::void_grant(&mut grants, id, now_ms)?;
         self.store_grants(doc, grants)?;
         http::json_response(&voided, 200).map_err(http::internal)
     }
+}
+
+fn grants_of(doc: &Value) -> Vec<Value> {
+    let grants = doc["account"]["grants"].as_array();
+    grants.cloned().unwrap_or_default()
 }

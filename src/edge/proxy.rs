@@ -12,17 +12,12 @@ use super::upstream::{self, OutBody, Outgoing};
 use super::{client, config, http, resources};
 use crate::catalog::Catalog;
 use crate::error::ApiError;
-use crate::keys::{self, Mode};
+use crate::keys::Mode;
+use crate::prepare::{idempotency_digest, idempotency_key, prepare, Owns, Ready, Sender};
 use crate::protocol::{AdmitRequest, AdmitResponse};
 use crate::request::{self, Meter, Prepared};
-use crate::surface::{self, fields, references, Handling, ResourceKind, Routed};
+use crate::surface::{self, Handling, Routed};
 use worker::{Context, Env, Method, Request, Response};
-
-/// Stored resources a request names, each of which the caller must own.
-type Owns = Vec<(ResourceKind, String)>;
-
-/// `Idempotency-Key` values longer than this are refused.
-const IDEMPOTENCY_KEY_MAX: usize = 255;
 
 pub async fn handle(req: Request, env: &Env, ctx: &Context) -> worker::Result<Response> {
     http::respond(proxy(req, env, ctx).await)
@@ -60,50 +55,18 @@ async fn proxy(req: Request, env: &Env, ctx: &Context) -> Result<Response, ApiEr
     }
 }
 
-/// The client's `Idempotency-Key`, bounded; it is never forwarded upstream.
-fn idempotency_key(req: &Request) -> Result<Option<String>, ApiError> {
-    let key = req.headers().get("idempotency-key").ok().flatten();
-    if key.as_ref().is_some_and(|k| k.len() > IDEMPOTENCY_KEY_MAX) {
-        let msg = format!("`Idempotency-Key` must be at most {IDEMPOTENCY_KEY_MAX} characters.");
-        return Err(ApiError::bad_request("invalid_value", msg).with_param("Idempotency-Key"));
-    }
-    Ok(key)
-}
-
-/// The prepare phase: the body parsed, reduced to the route's allowed fields with
-/// per-customer identities, and measured for the reservation. Also says which stored
-/// resources it names (the caller must own them) and whether it stores a response.
-fn prepare(
-    env: &Env,
-    caller: &Caller,
-    meter: Meter,
-    body: &[u8],
-) -> Result<(Prepared, Owns, bool), ApiError> {
+/// The prepare phase (`crate::prepare::prepare` decides): the body parsed, reduced to
+/// the route's allowed fields with per-customer identities, and measured for the
+/// reservation.
+fn prepare_phase(env: &Env, caller: &Caller, meter: Meter, body: &[u8]) -> Result<Ready, ApiError> {
     let catalog = config::catalog(env)?;
     let secret = config::key_secret(env)?;
-    let mut json = request::parse_object(body)?;
-    let identity = |v: &str| keys::identity(&secret, caller.mode, &caller.customer, v);
-    let owns_stored = caller.mode == Mode::Live;
-    let extra = catalog.proxy.extra_fields(meter);
-    fields::sanitize(meter, &mut json, extra, owns_stored, &identity)?;
-    let owns = references::check(meter, &json)?;
-    let stores = meter == Meter::Responses && owns_stored && fields::stores_response(&json);
-    if meter == Meter::ChatCompletions {
-        request::honour_cap(&mut json, catalog.proxy.chat_cap())?;
-    }
-    let price = json
-        .get("model")
-        .and_then(|m| m.as_str())
-        .and_then(|m| catalog.price(m));
-    if let Some(max) = price.and_then(|p| p.max_output_tokens) {
-        request::clamp_caps(&mut json, max)?;
-    }
-    let mut prepared = request::prepare_json(meter, json)?;
-    let Some(price) = price else {
-        return Err(ApiError::unknown_model(&prepared.model));
+    let sender = Sender {
+        mode: caller.mode,
+        customer: &caller.customer,
+        key_secret: &secret,
     };
-    crate::bounds::apply(&mut prepared, price)?;
-    Ok((prepared, owns, stores))
+    prepare(&catalog, &sender, meter, body)
 }
 
 /// What the read phase gives: the body, and the idempotency key with the digest of
@@ -118,12 +81,10 @@ struct Read {
 /// The read phase: the idempotency key checked, the body read within its cap.
 async fn read(req: &mut Request, env: &Env, target: &str) -> Result<Read, ApiError> {
     let now_ms = super::clock::now_ms();
-    let key = idempotency_key(req)?;
+    let header = req.headers().get("idempotency-key").ok().flatten();
+    let key = idempotency_key(header)?;
     let body = http::read_capped(req, config::max_body_bytes(env)).await?;
-    let idempotency = key.map(|k| {
-        let signed = [b"POST".as_slice(), target.as_bytes(), &body].join(&b'\n');
-        (k, keys::digest(&signed))
-    });
+    let idempotency = key.map(|k| (k, idempotency_digest(target, &body)));
     Ok(Read {
         now_ms,
         body,
@@ -257,7 +218,11 @@ async fn metered(
     target: String,
 ) -> Result<Response, ApiError> {
     let read = read(&mut req, env, &target).await?;
-    let (mut prepared, owns, stores) = prepare(env, &caller, meter, &read.body)?;
+    let Ready {
+        mut prepared,
+        owns,
+        stores,
+    } = prepare_phase(env, &caller, meter, &read.body)?;
     // Loaded before admission: no step after it can fail without closing its ticket.
     let catalog = config::catalog(env)?;
     let admitted = match admit(env, &caller, &mut prepared, owns, &read, &catalog).await? {

@@ -11,8 +11,7 @@ use crate::flush::{signature_fresh, verify};
 use crate::ledger::parse_batch;
 use crate::protocol::LedgerCall;
 use futures_util::StreamExt;
-use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use serde_json::Value;
 use worker::{Env, Method, Request, Response};
 
 pub const LEDGER_BINDING: &str = "LEDGER";
@@ -72,45 +71,26 @@ pub async fn ingest(env: &Env, signature: &str, body: &[u8]) -> Result<Response,
         ));
     }
     let batch = parse_batch(body).map_err(|e| ApiError::bad_request("invalid_batch", e))?;
-    // Test usage has its own Ledger (`test:<customer>`): it never reaches a live invoice.
-    let mut by_customer: BTreeMap<String, Vec<&crate::flush::UsageRecord>> = BTreeMap::new();
-    for r in &batch.records {
-        let owner = crate::flush::owner_key(&r.customer, r.livemode);
-        by_customer.entry(owner).or_default().push(r);
-    }
+    let by_owner = batch.by_owner();
     // Each customer's Ledger is its own object: call them side by side, a bounded
     // number at a time.
-    let calls = by_customer
-        .into_iter()
-        .map(|(customer, records)| async move {
-            let records = records.into_iter().cloned().collect();
-            let mut resp = ledger(env, &customer, &LedgerCall::Ingest(records)).await?;
-            if resp.status_code() >= 300 {
-                // The sender retries the whole batch; what was stored dedupes.
-                return Err(ApiError::internal(format!(
-                    "ledger of {customer} answered {}",
-                    resp.status_code()
-                )));
-            }
-            resp.json::<Value>().await.map_err(http::internal)
-        });
+    let calls = by_owner.into_iter().map(|(customer, records)| async move {
+        let mut resp = ledger(env, &customer, &LedgerCall::Ingest(records)).await?;
+        if resp.status_code() >= 300 {
+            // The sender retries the whole batch; what was stored dedupes.
+            return Err(ApiError::internal(format!(
+                "ledger of {customer} answered {}",
+                resp.status_code()
+            )));
+        }
+        resp.json::<Value>().await.map_err(http::internal)
+    });
     let answers: Vec<Result<Value, ApiError>> = futures_util::stream::iter(calls)
         .buffer_unordered(LEDGER_CALLS_AT_ONCE)
         .collect()
         .await;
-    let (mut stored, mut duplicates) = (0, 0);
-    let mut refused = batch.refused;
-    for counts in answers {
-        let counts = counts?;
-        stored += counts["stored"].as_u64().unwrap_or(0);
-        duplicates += counts["duplicates"].as_u64().unwrap_or(0);
-        // A Ledger refuses usage for a final period past its backdating window.
-        let late = serde_json::from_value::<Vec<crate::ledger::Refused>>(counts["refused"].clone());
-        refused.extend(late.unwrap_or_default());
-    }
-    // Refused records are listed in the 2xx, so the sender keeps exactly those aside.
-    let answer = json!({"batch_id": batch.batch_id, "stored": stored, "duplicates": duplicates,
-        "refused": refused});
+    let answers: Vec<Value> = answers.into_iter().collect::<Result<_, _>>()?;
+    let answer = batch.answer(&answers);
     http::json_response(&answer, 200).map_err(http::internal)
 }
 

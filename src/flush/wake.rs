@@ -35,6 +35,34 @@ pub fn push_due(now_ms: i64, last_push_ms: Option<i64>, interval_ms: i64) -> i64
     last_push_ms.map_or(now_ms, |last| now_ms.max(last + interval_ms))
 }
 
+/// What a settlement leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterSettle {
+    PushNow,
+    /// An alarm pushes then: a push was recent, or one is on its way (it may have
+    /// taken its records before this settlement).
+    AlarmAt(i64),
+}
+
+/// After a settlement at `now_ms`: push at once, or make sure an alarm pushes when the
+/// interval since the last push is over.
+pub fn after_settle(now_ms: i64, clock: PushClock, interval_ms: i64, pushing: bool) -> AfterSettle {
+    if pushing {
+        return AfterSettle::AlarmAt(now_ms + interval_ms);
+    }
+    match push_due(now_ms, clock.last_push_ms, interval_ms) {
+        due if due > now_ms => AfterSettle::AlarmAt(due),
+        _ => AfterSettle::PushNow,
+    }
+}
+
+/// Whether an alarm must be set for `at_ms`. The alarm only moves earlier; one already
+/// past is stale (it fired, or its handler failed before forgetting it) and is set
+/// again.
+pub fn needs_alarm(clock: PushClock, at_ms: i64, now_ms: i64) -> bool {
+    !clock.alarm_ms.is_some_and(|a| a <= at_ms && a > now_ms)
+}
+
 /// What a counter knows after a push, to choose its next alarm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AfterPush {
@@ -134,5 +162,42 @@ mod tests {
         assert_eq!(push_interval_ms(Some(" 250 ")), 250);
         assert_eq!(push_interval_ms(Some("-3")), 0);
         assert_eq!(push_interval_ms(Some("soon")), 5_000);
+    }
+
+    #[test]
+    fn a_settlement_pushes_now_or_sets_the_alarm_for_when_it_may() {
+        let clock = PushClock {
+            last_push_ms: Some(8_000),
+            alarm_ms: None,
+        };
+        assert_eq!(
+            after_settle(20_000, clock, 5_000, false),
+            AfterSettle::PushNow
+        );
+        assert_eq!(
+            after_settle(10_000, clock, 5_000, false),
+            AfterSettle::AlarmAt(13_000)
+        );
+        // A push on its way may have taken its records already: the alarm follows up.
+        assert_eq!(
+            after_settle(20_000, clock, 5_000, true),
+            AfterSettle::AlarmAt(25_000)
+        );
+    }
+
+    #[test]
+    fn the_alarm_only_moves_earlier_and_a_stale_one_is_set_again() {
+        let set = |alarm_ms| PushClock {
+            last_push_ms: None,
+            alarm_ms,
+        };
+        assert!(needs_alarm(set(None), 5_000, 1_000));
+        assert!(
+            !needs_alarm(set(Some(4_000)), 5_000, 1_000),
+            "an earlier one covers it"
+        );
+        assert!(!needs_alarm(set(Some(5_000)), 5_000, 1_000));
+        assert!(needs_alarm(set(Some(6_000)), 5_000, 1_000), "moved earlier");
+        assert!(needs_alarm(set(Some(900)), 5_000, 1_000), "past: stale");
     }
 }

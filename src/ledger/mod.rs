@@ -8,6 +8,7 @@ use crate::period::Period;
 use crate::rating::{usage_totals, RatingInput};
 use crate::tally::Tally;
 
+pub mod account;
 pub mod books;
 mod ingest;
 pub use ingest::{ingest, Ingested, LedgerStore, MemoryStore, PeriodBook, Total, TotalKey};
@@ -54,6 +55,36 @@ pub struct CheckedBatch {
     pub batch_id: String,
     pub records: Vec<UsageRecord>,
     pub refused: Vec<Refused>,
+}
+
+impl CheckedBatch {
+    /// Its records by the Ledger that keeps them: a customer's test usage in its own
+    /// (`test:<customer>`), so it never reaches a live invoice.
+    pub fn by_owner(&self) -> std::collections::BTreeMap<String, Vec<UsageRecord>> {
+        let mut out: std::collections::BTreeMap<String, Vec<UsageRecord>> = Default::default();
+        for r in &self.records {
+            let owner = crate::flush::owner_key(&r.customer, r.livemode);
+            out.entry(owner).or_default().push(r.clone());
+        }
+        out
+    }
+
+    /// The batch's answer from what each Ledger answered: counts added up, and every
+    /// refused record listed (those the check refused and those a Ledger refused, such
+    /// as usage for a final period past its backdating window), so the sender keeps
+    /// exactly those aside.
+    pub fn answer(self, ledgers: &[serde_json::Value]) -> serde_json::Value {
+        let (mut stored, mut duplicates) = (0, 0);
+        let mut refused = self.refused;
+        for counts in ledgers {
+            stored += counts["stored"].as_u64().unwrap_or(0);
+            duplicates += counts["duplicates"].as_u64().unwrap_or(0);
+            let late = serde_json::from_value::<Vec<Refused>>(counts["refused"].clone());
+            refused.extend(late.unwrap_or_default());
+        }
+        serde_json::json!({"batch_id": self.batch_id, "stored": stored,
+            "duplicates": duplicates, "refused": refused})
+    }
 }
 
 /// Parses a batch in any format edgemeter emits (native, CloudEvents, Lago) and checks

@@ -143,3 +143,42 @@ fn totals_of_one_model_are_rated_together() {
     assert_eq!(units(BillableMeter::OutputTokens), Some(10));
     assert_eq!(units(BillableMeter::Requests), Some(3));
 }
+
+#[test]
+fn a_batch_goes_to_each_owners_ledger_and_its_answer_adds_them_up() {
+    let live = crate::fixtures::record("a", "gpt-4o-mini", (1, 1), 1);
+    let test = UsageRecord {
+        livemode: false,
+        ..crate::fixtures::record("a", "gpt-4o-mini", (2, 2), 1)
+    };
+    let other = crate::fixtures::record("b", "gpt-4o-mini", (1, 1), 1);
+    let batch = CheckedBatch {
+        batch_id: "b1".into(),
+        records: vec![live.clone(), test.clone(), other.clone()],
+        refused: vec![Refused {
+            id: "bad".into(),
+            reason: "unreadable".into(),
+        }],
+    };
+    let owners = batch.by_owner();
+    let keys: Vec<&str> = owners.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["a", "b", "test:a"]);
+    assert_eq!(owners["test:a"], vec![test]);
+    let answers = [
+        serde_json::json!({"stored": 2, "duplicates": 0, "refused": []}),
+        serde_json::json!({"stored": 0, "duplicates": 1,
+            "refused": [{"id": "late", "reason": "past its backdating window"}]}),
+    ];
+    let answer = batch.answer(&answers);
+    assert_eq!(
+        (answer["stored"].as_u64(), answer["duplicates"].as_u64()),
+        (Some(2), Some(1))
+    );
+    let refused: Vec<&str> = answer["refused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(refused, ["bad", "late"]);
+}

@@ -1,0 +1,69 @@
+//! A customer's billing account on its Ledger, as documents: the account with its plan
+//! (checked against the price book), its credit grants (added once each, voided from
+//! an instant on), and what the customer's counter is told about prepaid credits.
+
+use crate::error::ApiError;
+use crate::ledger::books::rating_error;
+use crate::protocol::CreditState;
+use crate::rating::{usage_blocked, Account, BookPlan, CreditGrant, PriceBook};
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+
+/// Checks an account document `{plan, account, livemode}` against the book; answers
+/// its mode (live unless it says `false`).
+pub fn check(book: &PriceBook, doc: &Value) -> Result<bool, ApiError> {
+    let plan = doc["plan"].as_str().unwrap_or_default();
+    if !book.plans.contains_key(plan) {
+        let msg = format!("The price book has no plan `{plan}`.");
+        return Err(ApiError::bad_request("unknown_plan", msg).with_param("plan"));
+    }
+    Account::parse(&doc["account"].to_string(), book).map_err(rating_error)?;
+    Ok(doc["livemode"] != false)
+}
+
+/// Adds a grant to an account's grants: each id once.
+pub fn add_grant(grants: &mut Vec<Value>, grant: &Value) -> Result<(), ApiError> {
+    let g: CreditGrant = serde_json::from_value(grant.clone()).map_err(ApiError::invalid_json)?;
+    if grants.iter().any(|x| x["id"] == g.id.as_str()) {
+        let msg = format!("A grant `{}` exists already.", g.id);
+        return Err(ApiError::conflict("grant_exists", msg));
+    }
+    grants.push(grant.clone());
+    Ok(())
+}
+
+/// Voids grant `id` from `now_ms` on; it stays, with what it paid. Answers it voided.
+pub fn void_grant(grants: &mut [Value], id: &str, now_ms: i64) -> Result<Value, ApiError> {
+    let Some(g) = grants.iter_mut().find(|g| g["id"] == id) else {
+        return Err(ApiError::not_found(format!("No grant `{id}`.")).with_param("grant_id"));
+    };
+    if g.get("voided_at_ms").is_some_and(|v| !v.is_null()) {
+        let msg = format!("The grant `{id}` is voided already.");
+        return Err(ApiError::conflict("grant_voided", msg));
+    }
+    g["voided_at_ms"] = json!(now_ms);
+    Ok(g.clone())
+}
+
+/// What to tell the customer's counter about prepaid credits, when it changed since
+/// it was last told (`told`): only a plan that blocks when its credits run out blocks.
+pub fn credit_news(
+    plan: &BookPlan,
+    balance: Decimal,
+    currency: &str,
+    told: Option<bool>,
+) -> Option<CreditState> {
+    if !plan.block_when_credits_exhausted {
+        return None;
+    }
+    let blocked = usage_blocked(plan, balance);
+    (told != Some(blocked)).then(|| CreditState {
+        blocked,
+        balance: balance.to_string(),
+        currency: currency.to_string(),
+    })
+}
+
+#[cfg(test)]
+#[path = "account_tests.rs"]
+mod tests;
