@@ -24,6 +24,15 @@ pub const MAX_LIFETIME_MS: i64 = 2 * 3_600_000;
 /// TTL, so a few lost heartbeats in a row still leave it alive.
 pub const HEARTBEAT_MS: i64 = 60_000;
 
+/// Waits before each settlement try (milliseconds), within `wait_until`: three tries,
+/// and a settlement is idempotent on the counter. If every try fails, the reservation
+/// stays and is billed its bound when it expires: never zero.
+pub const SETTLE_BACKOFF_MS: [u64; 3] = [0, 250, 1_000];
+
+/// The longest one settlement try may take: three fit, with their waits, in what
+/// `wait_until` has left after a stream's drain.
+pub const SETTLE_TRY_MS: u64 = 2_000;
+
 /// Capacity held for a request between admission and settlement.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Reservation {
@@ -100,6 +109,36 @@ pub enum Landing {
         usage: Usage,
         estimated: bool,
     },
+}
+
+impl Landing {
+    /// Where it lands: the period (`current` for the current one) and the meter key.
+    pub fn place(&self, current: Period) -> (Period, &MeterKey) {
+        match self {
+            Landing::Current(key, _) => (current, key),
+            Landing::Past { period, key, .. } => (*period, key),
+        }
+    }
+
+    /// The tally to store there: the current period's as the counter computed it, or
+    /// an earlier period's `stored` tally with the usage added.
+    pub fn tally(&self, stored: Option<Tally>) -> Tally {
+        match self {
+            Landing::Current(_, tally) => *tally,
+            Landing::Past {
+                usage, estimated, ..
+            } => {
+                let mut tally = stored.unwrap_or_default();
+                tally.add(usage, *estimated);
+                tally
+            }
+        }
+    }
+
+    /// Whether storing it needs the stored tally first.
+    pub fn adds_to_stored(&self) -> bool {
+        matches!(self, Landing::Past { .. })
+    }
 }
 
 #[cfg(test)]

@@ -229,3 +229,39 @@ fn a_call_stamped_earlier_never_brings_an_old_period_or_minute_back() {
     assert!(!s.roll(first.start_ms));
     assert_eq!(s.period, period);
 }
+
+#[test]
+fn a_late_landing_adds_to_its_periods_stored_tally() {
+    let key: MeterKey = ("chat.completions".into(), "gpt-4o-mini".into());
+    let current = Period {
+        start_ms: NOW,
+        end_ms: NOW + 1,
+    };
+    let earlier = Period {
+        start_ms: NOW - 10,
+        end_ms: NOW,
+    };
+    let usage = Usage {
+        input: 5,
+        ..Usage::default()
+    };
+    let past = Landing::Past {
+        period: earlier,
+        key: key.clone(),
+        usage,
+        estimated: true,
+    };
+    assert!(past.adds_to_stored());
+    assert_eq!(past.place(current), (earlier, &key));
+    let mut stored = Tally::default();
+    stored.add(&usage, false);
+    let after = past.tally(Some(stored));
+    assert_eq!((after.requests, after.input, after.estimated), (2, 10, 1));
+    assert_eq!(past.tally(None).input, 5);
+    let now = Landing::Current(key.clone(), stored);
+    assert!(!now.adds_to_stored());
+    assert_eq!(
+        (now.place(current), now.tally(None)),
+        ((current, &key), stored)
+    );
+}

@@ -4,6 +4,7 @@ use crate::error::ApiError;
 use crate::protocol::{
     AdmitRequest, AdmitResponse, CounterCall, ExtendRequest, OwnedChange, SettleRequest,
 };
+use crate::reservation::{SETTLE_BACKOFF_MS, SETTLE_TRY_MS};
 use serde::Serialize;
 use wasm_bindgen::JsValue;
 use worker::{Env, Method, Request, RequestInit, Response};
@@ -77,13 +78,6 @@ pub async fn admit(
         .await
         .map_err(|e| ApiError::internal(format!("usage counter answered badly: {e}")).caused_by(e))
 }
-
-/// Waits before each further settlement try (milliseconds), within `wait_until`.
-const SETTLE_BACKOFF_MS: [u64; 3] = [0, 250, 1_000];
-
-/// The longest one settlement try may take: three fit, with their waits, in what
-/// `wait_until` has left after a stream's drain.
-const SETTLE_TRY_MS: u64 = 2_000;
 
 /// `call` with a deadline.
 async fn within(

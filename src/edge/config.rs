@@ -3,6 +3,7 @@
 
 use crate::catalog::Catalog;
 use crate::error::ApiError;
+use crate::limits::{self, Provider};
 use crate::rating::PriceBook;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -10,9 +11,6 @@ use worker::Env;
 
 /// The demo catalog, used when no `CATALOG` variable is set.
 const DEFAULT_CATALOG: &str = include_str!("../../catalog.json");
-
-/// Default request-body limit: large enough for chat requests with inline images.
-const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 /// The demo price book of the rating endpoint, used when no `PRICE_BOOK` is set.
 const DEFAULT_PRICE_BOOK: &str = include_str!("../../price_book.json");
@@ -74,9 +72,7 @@ pub fn key_secret(env: &Env) -> Result<Rc<[u8]>, ApiError> {
 /// The largest upstream answer edgemeter buffers (`MAX_RESPONSE_BYTES`, default 32 MiB).
 /// Streams are not buffered and have no such cap.
 pub fn max_response_bytes(env: &Env) -> usize {
-    setting(env, "MAX_RESPONSE_BYTES")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(32 << 20)
+    limits::max_response_bytes(setting(env, "MAX_RESPONSE_BYTES").as_deref())
 }
 
 /// How much of a stream is still read after its client left (`ABORT_DRAIN_MS`,
@@ -91,15 +87,12 @@ pub fn drain_budget(env: &Env) -> crate::stream_meter::DrainBudget {
 /// The largest file upload (`MAX_UPLOAD_BYTES`, default 512 MiB, the provider's own
 /// limit). Uploads stream through, so this bounds what a customer can store, not memory.
 pub fn max_upload_bytes(env: &Env) -> usize {
-    setting(env, "MAX_UPLOAD_BYTES")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(512 << 20)
+    limits::max_upload_bytes(setting(env, "MAX_UPLOAD_BYTES").as_deref())
 }
 
+/// The largest request body (`MAX_BODY_BYTES`, default 8 MiB).
 pub fn max_body_bytes(env: &Env) -> usize {
-    setting(env, "MAX_BODY_BYTES")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_MAX_BODY_BYTES)
+    limits::max_body_bytes(setting(env, "MAX_BODY_BYTES").as_deref())
 }
 
 /// Where live requests go, and the company's key for it.
@@ -112,27 +105,19 @@ pub struct Upstream {
 
 /// The upstream for a path, or `None` when none is configured (the sandbox answers).
 pub fn upstream(env: &Env, path: &str) -> Option<Upstream> {
-    // The messages API and its sub-routes (count_tokens) are Anthropic's.
-    let anthropic = path == "/v1/messages" || path.starts_with("/v1/messages/");
-    let (url, key) = if anthropic {
-        ("ANTHROPIC_UPSTREAM_URL", "ANTHROPIC_API_KEY")
-    } else {
-        ("UPSTREAM_URL", "UPSTREAM_API_KEY")
-    };
+    let provider = Provider::for_path(path);
+    let (url, key) = provider.settings();
     Some(Upstream {
         base_url: setting(env, url)?.trim_end_matches('/').to_string(),
         api_key: setting(env, key),
-        anthropic,
+        anthropic: provider == Provider::Anthropic,
     })
 }
 
 /// Number of flush registry shards, or `None` when no `RATING_URL` is set (no flushing).
 pub fn flush_shards(env: &Env) -> Option<u32> {
-    setting(env, "RATING_URL")?;
-    let n = setting(env, "FLUSH_SHARDS")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(16);
-    Some(n.clamp(1, 1024))
+    let (url, shards) = (setting(env, "RATING_URL"), setting(env, "FLUSH_SHARDS"));
+    limits::flush_shards(url.as_deref(), shards.as_deref())
 }
 
 /// The least time between two pushes of one counter (`FLUSH_PUSH_MS`).

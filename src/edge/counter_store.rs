@@ -2,12 +2,12 @@
 //! read-modify-write in the Durable Object never yields and stays atomic.
 
 use super::sql::{integer, text, Row};
-use crate::counter_state::{CounterState, Reservation, Window};
+use crate::counter_state::CounterState;
 use crate::flush::push::PushState;
 use crate::flush::snapshot::FlushRow;
 use crate::period::Period;
 use crate::protocol::Customer;
-use crate::reservation::Expired;
+use crate::restore::{restore, Cursor, Rows};
 use crate::tally::{MeterKey, Tally};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use worker::{Result, SqlStorage, SqlStorageValue};
@@ -28,18 +28,6 @@ CREATE INDEX IF NOT EXISTS idempotency_reservation ON idempotency (reservation);
 CREATE TABLE IF NOT EXISTS owned (kind TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL,
   PRIMARY KEY (kind, id));
 ";
-
-/// The small mutable part of the counter kept in `meta`.
-#[derive(Serialize, Deserialize, Default)]
-struct Cursor {
-    window: Window,
-    next_id: u64,
-    #[serde(default)]
-    seq: u64,
-    /// The current period, when it was cut short by closing it early.
-    #[serde(default)]
-    period: Option<Period>,
-}
 
 pub(super) fn int(v: i64) -> SqlStorageValue {
     SqlStorageValue::from(v)
@@ -98,61 +86,47 @@ impl Store {
         self.set_meta("customer", c)
     }
 
-    /// The counter for the period containing `now_ms`, with in-flight reservations.
+    /// The counter for the period containing `now_ms`, with in-flight reservations
+    /// (`crate::restore::restore` decides what counts).
     pub fn load_state(&self, anchor_day: u32, now_ms: i64) -> Result<CounterState> {
-        let mut s = CounterState::new(anchor_day, now_ms);
         let cursor: Cursor = self.meta("cursor")?.unwrap_or_default();
-        s.window = cursor.window;
-        s.next_id = cursor.next_id.max(1);
-        s.seq = cursor.seq;
-        if let Some(p) = cursor
-            .period
-            .filter(|p| p.start_ms <= now_ms && now_ms < p.end_ms)
-        {
-            s.period = p;
-        }
+        restore(anchor_day, now_ms, cursor, |period| self.rows_for(period))
+    }
+
+    fn rows_for(&self, period: Period) -> Result<Rows> {
         #[derive(Deserialize)]
         struct UsageRow {
             meter: String,
             model: String,
             tally: String,
         }
-        let q = "SELECT meter, model, tally FROM usage WHERE period_start = ?";
-        let rows: Vec<UsageRow> = self.sql.exec(q, vec![int(s.period.start_ms)])?.to_array()?;
-        for r in rows {
-            s.tallies
-                .insert((r.meter, r.model), stored_tally(&r.tally)?);
-        }
         #[derive(Deserialize)]
-        struct ResRow {
+        struct BodyRow {
             body: String,
         }
-        let rows: Vec<ResRow> = self
-            .sql
-            .exec("SELECT body FROM reservations", None)?
-            .to_array()?;
-        for r in rows {
-            let res: Reservation = parse(&r.body)?;
-            s.next_id = s.next_id.max(res.id + 1);
-            s.reservations.insert(res.id, res);
+        let start = || vec![int(period.start_ms)];
+        let q = "SELECT meter, model, tally FROM usage WHERE period_start = ?";
+        let usage: Vec<UsageRow> = self.sql.exec(q, start())?.to_array()?;
+        let mut rows = Rows::default();
+        for r in usage {
+            rows.tallies
+                .push(((r.meter, r.model), stored_tally(&r.tally)?));
+        }
+        let q = "SELECT body FROM reservations";
+        let reservations: Vec<BodyRow> = self.sql.exec(q, None)?.to_array()?;
+        for r in reservations {
+            rows.reservations.push(parse(&r.body)?);
         }
         let q = "SELECT body FROM expired WHERE period_start = ?";
-        let rows: Vec<ResRow> = self.sql.exec(q, vec![int(s.period.start_ms)])?.to_array()?;
-        for r in rows {
-            let e: Expired = parse(&r.body)?;
-            s.expired.insert(e.id, e);
+        let expired: Vec<BodyRow> = self.sql.exec(q, start())?.to_array()?;
+        for r in expired {
+            rows.expired.push(parse(&r.body)?);
         }
-        Ok(s)
+        Ok(rows)
     }
 
     pub fn save_cursor(&self, s: &CounterState) -> Result<()> {
-        let cursor = Cursor {
-            window: s.window,
-            next_id: s.next_id,
-            seq: s.seq,
-            period: Some(s.period),
-        };
-        self.set_meta("cursor", &cursor)
+        self.set_meta("cursor", &Cursor::of(s))
     }
 
     pub fn save_tally(&self, period: Period, key: &MeterKey, t: &Tally) -> Result<()> {

@@ -6,7 +6,7 @@ use super::sql::text;
 use crate::counter_state::Reservation;
 use crate::period::Period;
 use crate::reservation::{Expired, Landing};
-use crate::tally::Tally;
+use crate::tally::{MeterKey, Tally};
 use worker::Result;
 
 impl Store {
@@ -46,28 +46,22 @@ impl Store {
     /// Stores where a settlement landed: the current period's tally as computed, or an
     /// earlier period's stored tally plus the usage.
     pub fn save_landing(&self, current: Period, landing: &Landing) -> Result<()> {
-        match landing {
-            Landing::Current(key, tally) => self.save_tally(current, key, tally),
-            Landing::Past {
-                period,
-                key,
-                usage,
-                estimated,
-            } => {
-                let q =
-                    "SELECT tally FROM usage WHERE period_start = ? AND meter = ? AND model = ?";
-                let binds = vec![
-                    int(period.start_ms),
-                    key.0.as_str().into(),
-                    key.1.as_str().into(),
-                ];
-                let mut tally = match self.rows(q, binds)?.first() {
-                    Some(r) => stored_tally(&text(r, 0))?,
-                    None => Tally::default(),
-                };
-                tally.add(usage, *estimated);
-                self.save_tally(*period, key, &tally)
-            }
-        }
+        let (period, key) = landing.place(current);
+        let stored = match landing.adds_to_stored() {
+            true => self.stored_tally_of(period, key)?,
+            false => None,
+        };
+        self.save_tally(period, key, &landing.tally(stored))
+    }
+
+    fn stored_tally_of(&self, period: Period, key: &MeterKey) -> Result<Option<Tally>> {
+        let q = "SELECT tally FROM usage WHERE period_start = ? AND meter = ? AND model = ?";
+        let binds = vec![
+            int(period.start_ms),
+            key.0.as_str().into(),
+            key.1.as_str().into(),
+        ];
+        let rows = self.rows(q, binds)?;
+        rows.first().map(|r| stored_tally(&text(r, 0))).transpose()
     }
 }

@@ -2,7 +2,9 @@
 //! answer: delivered, worth retrying, or refused for good (kept aside, never dropped).
 
 use super::config;
-use crate::flush::delivery::{delivered, outcome_of, Outcome};
+use crate::flush::delivery::{
+    batch_records, delivered, outcome_of, timeout_ms, Outcome, TIMEOUT_MS,
+};
 use crate::flush::DEFAULT_BATCH_RECORDS;
 use crate::flush::{endpoint, render_for, signature, Batch, Format, Subscriptions};
 
@@ -34,9 +36,7 @@ impl Receiver {
         ))?;
         let secret = config::setting(env, "RATING_SECRET")
             .ok_or("RATING_SECRET is not set: batches must be signed")?;
-        let number = |name: &str| config::setting(env, name).and_then(|v| v.parse::<u64>().ok());
-        let batch =
-            number("FLUSH_BATCH_RECORDS").map_or(DEFAULT_BATCH_RECORDS, |n| n.max(1) as usize);
+        let number = |name: &str| config::setting(env, name);
         let subscriptions = match format {
             Format::Lago => config::catalog(env)
                 .map_err(|e| e.message)?
@@ -53,8 +53,8 @@ impl Receiver {
             secret,
             auth: config::setting(env, "RATING_AUTH"),
             subscriptions,
-            batch_records: batch.min(format.max_batch()),
-            timeout_ms: number("FLUSH_TIMEOUT_MS").unwrap_or(10_000),
+            batch_records: batch_records(number("FLUSH_BATCH_RECORDS").as_deref(), format),
+            timeout_ms: timeout_ms(number("FLUSH_TIMEOUT_MS").as_deref()),
         })
     }
 }
@@ -69,7 +69,7 @@ impl Receiver {
             auth: None,
             subscriptions: Subscriptions::new(),
             batch_records: DEFAULT_BATCH_RECORDS,
-            timeout_ms: 10_000,
+            timeout_ms: TIMEOUT_MS,
         }
     }
 }

@@ -11,18 +11,14 @@ use crate::error::ApiError;
 use crate::pricing::{request_cost, Pricing};
 use crate::protocol::{OwnedChange, Replay, SpendBasis};
 use crate::request::Prepared;
-use crate::sse::{event_data, SseScanner};
 use crate::stream_meter::StreamMeter;
-use crate::surface::owned::OwnedResource;
+use crate::surface::owned::{CreatedPeek, OwnedResource, Peeked};
 use crate::surface::ResourceKind;
 use crate::tally::MeterKey;
 use crate::usage::{cost_basis, settle_buffered, Usage};
 use futures_util::StreamExt;
 use rust_decimal::Decimal;
 use worker::{Context, Env, Response};
-
-/// How far into a stream edgemeter looks for the `response.created` event.
-const PEEK_LIMIT: usize = 64 * 1024;
 
 /// What a request's `x-edgemeter-cost` is worked out from.
 pub struct CostBasis {
@@ -61,18 +57,14 @@ async fn record(ticket: &mut Ticket, resource: OwnedResource) {
 /// Reads a Responses stream up to its `response.created` event, and gives back what
 /// it read with the id it found.
 async fn peek_created(body: &mut Body) -> (Vec<Vec<u8>>, Option<String>) {
-    let (mut scanner, mut seen, mut size) = (SseScanner::default(), Vec::new(), 0);
+    let (mut peek, mut seen) = (CreatedPeek::default(), Vec::new());
     while let Some(Ok(chunk)) = body.next().await {
-        size += chunk.len();
-        let id = scanner.push(&chunk).iter().find_map(|event| {
-            let data = event_data(event)?;
-            let v: serde_json::Value = serde_json::from_str(&data).ok()?;
-            (v["type"] == "response.created")
-                .then(|| v["response"]["id"].as_str().map(String::from))?
-        });
+        let peeked = peek.push(&chunk);
         seen.push(chunk);
-        if id.is_some() || size > PEEK_LIMIT {
-            return (seen, id);
+        match peeked {
+            Peeked::Found(id) => return (seen, Some(id)),
+            Peeked::GiveUp => return (seen, None),
+            Peeked::More => {}
         }
     }
     (seen, None)

@@ -9,7 +9,6 @@ use super::ticket::{not_admitted, respond, Payload, Ticket};
 use super::upstream::{self, collect, OutBody, Outgoing, Upstreamed};
 use super::{client, config, http};
 use crate::error::ApiError;
-use crate::keys::Mode;
 use crate::protocol::{AdmitRequest, AdmitResponse, CounterCall, ListOwned, OwnedChange};
 use crate::request::Prepared;
 use crate::surface::owned::{deletion_confirmed, upload_kept, ListQuery, OwnedResource};
@@ -31,10 +30,7 @@ pub async fn handle(
     caller: Caller,
     routed: Routed,
 ) -> Result<Response, ApiError> {
-    if caller.mode == Mode::Test {
-        let msg = "Stored files and responses, and routes priced per request, are not available with test keys: the sandbox answers the token-metered routes only.";
-        return Err(ApiError::not_found(msg).with_code("unknown_route"));
-    }
+    routed.handling.open_to(caller.mode)?;
     match routed.handling.clone() {
         Handling::ListFiles => {
             let list = ListOwned {

@@ -17,6 +17,24 @@ pub const ACKNOWLEDGED_RETENTION_MS: i64 = 45 * 86_400_000;
 /// The wait after a shard's first failed run, unless `FLUSH_BACKOFF_MS` sets another.
 pub const BACKOFF_BASE_MS: i64 = 60_000;
 
+/// How long a delivery waits for the receiver's answer unless `FLUSH_TIMEOUT_MS` says.
+pub const TIMEOUT_MS: u64 = 10_000;
+
+/// Records per batch: `FLUSH_BATCH_RECORDS` (at least one), within what the format
+/// takes.
+pub fn batch_records(setting: Option<&str>, format: super::Format) -> usize {
+    let asked = setting.and_then(|v| v.trim().parse::<u64>().ok());
+    let n = asked.map_or(super::DEFAULT_BATCH_RECORDS, |n| n.max(1) as usize);
+    n.min(format.max_batch())
+}
+
+/// `FLUSH_TIMEOUT_MS`, or [`TIMEOUT_MS`].
+pub fn timeout_ms(setting: Option<&str>) -> u64 {
+    setting
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(TIMEOUT_MS)
+}
+
 /// How one delivery of a batch ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

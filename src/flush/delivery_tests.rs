@@ -101,3 +101,18 @@ fn failed_runs_back_off_doubling_and_a_success_clears_it() {
     assert_eq!(backoff_base_ms(Some("soon")), BACKOFF_BASE_MS);
     assert_eq!(backoff_base_ms(None), BACKOFF_BASE_MS);
 }
+
+#[test]
+fn batches_are_at_least_one_record_and_fit_the_format() {
+    use crate::flush::{Format, DEFAULT_BATCH_RECORDS};
+    assert_eq!(
+        batch_records(None, Format::Native),
+        DEFAULT_BATCH_RECORDS.min(Format::Native.max_batch())
+    );
+    assert_eq!(batch_records(Some("0"), Format::Native), 1);
+    assert_eq!(batch_records(Some("7"), Format::Native), 7);
+    let lago = Format::Lago.max_batch();
+    assert_eq!(batch_records(Some("1000000"), Format::Lago), lago);
+    assert_eq!(timeout_ms(None), TIMEOUT_MS);
+    assert_eq!(timeout_ms(Some("250")), 250);
+}

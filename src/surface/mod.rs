@@ -57,6 +57,23 @@ pub enum Handling {
     },
 }
 
+impl Handling {
+    /// Whether a caller with a key of `mode` may use this route. Test keys are answered
+    /// by the sandbox, which serves the token-metered routes and the catalog only:
+    /// nothing a test key does reaches the provider's account.
+    pub fn open_to(&self, mode: crate::keys::Mode) -> Result<(), ApiError> {
+        let sandboxed = matches!(
+            self,
+            Handling::Metered(_) | Handling::ListModels | Handling::GetModel(_)
+        );
+        if mode == crate::keys::Mode::Live || sandboxed {
+            return Ok(());
+        }
+        let msg = "Stored files and responses, and routes priced per request, are not available with test keys: the sandbox answers the token-metered routes only.";
+        Err(ApiError::not_found(msg).with_code("unknown_route"))
+    }
+}
+
 /// A request matched to the route table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Routed {

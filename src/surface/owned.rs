@@ -154,6 +154,44 @@ pub fn page(mut files: Vec<OwnedResource>, q: &ListQuery) -> Value {
     })
 }
 
+/// How far into a Responses stream its `response.created` event is looked for.
+pub const PEEK_LIMIT: usize = 64 * 1024;
+
+/// Looks for a Responses stream's id, in its `response.created` event, before the
+/// client sees any of it: the response is recorded for its owner first.
+#[derive(Default)]
+pub struct CreatedPeek {
+    scanner: crate::sse::SseScanner,
+    seen: usize,
+}
+
+/// What a peek found so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peeked {
+    Found(String),
+    More,
+    /// Not within [`PEEK_LIMIT`]: the response is answered and metered, but never
+    /// recorded, so no one can read it back through edgemeter.
+    GiveUp,
+}
+
+impl CreatedPeek {
+    pub fn push(&mut self, chunk: &[u8]) -> Peeked {
+        self.seen += chunk.len();
+        let id = self.scanner.push(chunk).iter().find_map(|event| {
+            let data = crate::sse::event_data(event)?;
+            let v: Value = serde_json::from_str(&data).ok()?;
+            (v["type"] == "response.created")
+                .then(|| v["response"]["id"].as_str().map(String::from))?
+        });
+        match id {
+            Some(id) => Peeked::Found(id),
+            None if self.seen > PEEK_LIMIT => Peeked::GiveUp,
+            None => Peeked::More,
+        }
+    }
+}
+
 /// Whether an uploaded file the provider stored is kept for its owner: only when it is
 /// what the upload's check read. Stored otherwise (another purpose or size, or stored
 /// though the check never saw the upload end), it is removed, not left in the shared
@@ -262,5 +300,17 @@ mod tests {
         ));
         assert!(!deletion_confirmed(br#"{"deleted": "true"}"#));
         assert!(!deletion_confirmed(b"<html>"));
+    }
+
+    #[test]
+    fn a_streams_id_is_found_across_chunks_or_given_up_past_the_limit() {
+        let mut peek = CreatedPeek::default();
+        let event = b"event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"resp_1\"}}\n\n";
+        let (a, b) = event.split_at(30);
+        assert_eq!(peek.push(a), Peeked::More);
+        assert_eq!(peek.push(b), Peeked::Found("resp_1".into()));
+        let mut long = CreatedPeek::default();
+        let filler = b"data: {\"type\":\"keepalive\"}\n\n".repeat(PEEK_LIMIT / 16);
+        assert_eq!(long.push(&filler), Peeked::GiveUp);
     }
 }

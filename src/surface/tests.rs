@@ -203,3 +203,38 @@ fn stateful_routes_and_bad_prices_cannot_be_opted_in() {
         assert_eq!(e.path, path, "{}", e.message);
     }
 }
+
+#[test]
+fn test_keys_reach_only_what_the_sandbox_answers() {
+    use crate::keys::Mode;
+    let owned = Handling::Owned {
+        kind: ResourceKind::File,
+        id: "file-a".into(),
+        deletes: true,
+    };
+    let open = [
+        Handling::Metered(Meter::ChatCompletions),
+        Handling::ListModels,
+        Handling::GetModel("m".into()),
+    ];
+    let closed = [
+        Handling::UploadFile,
+        Handling::ListFiles,
+        Handling::Optional("moderations".into()),
+        owned,
+    ];
+    for h in open.iter().chain(&closed) {
+        assert!(h.open_to(Mode::Live).is_ok(), "{h:?}");
+    }
+    for h in &open {
+        assert!(h.open_to(Mode::Test).is_ok(), "{h:?}");
+    }
+    for h in &closed {
+        let e = h.open_to(Mode::Test).unwrap_err();
+        assert_eq!(
+            (e.status, e.code.as_deref()),
+            (404, Some("unknown_route")),
+            "{h:?}"
+        );
+    }
+}

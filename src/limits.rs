@@ -1,0 +1,106 @@
+//! The Worker's limits and where its requests go, from its settings: each setting's
+//! default and bounds in one place. The edge reads the settings and asks here.
+
+/// Default request-body limit: large enough for chat requests with inline images.
+pub const MAX_BODY_BYTES: usize = 8 << 20;
+
+/// The largest upstream answer buffered: streams are not buffered and have no cap.
+pub const MAX_RESPONSE_BYTES: usize = 32 << 20;
+
+/// The largest file upload, the provider's own limit. Uploads stream through, so this
+/// bounds what a customer can store, not memory.
+pub const MAX_UPLOAD_BYTES: usize = 512 << 20;
+
+/// Flush registry shards when `FLUSH_SHARDS` is unset.
+pub const FLUSH_SHARDS: u32 = 16;
+
+fn bytes(setting: Option<&str>, default: usize) -> usize {
+    setting
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+/// `MAX_BODY_BYTES`.
+pub fn max_body_bytes(setting: Option<&str>) -> usize {
+    bytes(setting, MAX_BODY_BYTES)
+}
+
+/// `MAX_RESPONSE_BYTES`.
+pub fn max_response_bytes(setting: Option<&str>) -> usize {
+    bytes(setting, MAX_RESPONSE_BYTES)
+}
+
+/// `MAX_UPLOAD_BYTES`.
+pub fn max_upload_bytes(setting: Option<&str>) -> usize {
+    bytes(setting, MAX_UPLOAD_BYTES)
+}
+
+/// How many registry shards usage is flushed through: none without a `RATING_URL`,
+/// else `FLUSH_SHARDS` within 1 to 1024.
+pub fn flush_shards(rating_url: Option<&str>, shards: Option<&str>) -> Option<u32> {
+    rating_url?;
+    let n = shards
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(FLUSH_SHARDS);
+    Some(n.clamp(1, 1024))
+}
+
+/// The provider a request path goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    /// `UPSTREAM_URL`, with `UPSTREAM_API_KEY` as a bearer token.
+    OpenAi,
+    /// `ANTHROPIC_UPSTREAM_URL`, with `ANTHROPIC_API_KEY` as `x-api-key`.
+    Anthropic,
+}
+
+impl Provider {
+    /// The messages API and its sub-routes (count_tokens) are Anthropic's.
+    pub fn for_path(path: &str) -> Provider {
+        match path == "/v1/messages" || path.starts_with("/v1/messages/") {
+            true => Provider::Anthropic,
+            false => Provider::OpenAi,
+        }
+    }
+
+    /// The settings naming its base URL and the operator's key for it.
+    pub fn settings(self) -> (&'static str, &'static str) {
+        match self {
+            Provider::OpenAi => ("UPSTREAM_URL", "UPSTREAM_API_KEY"),
+            Provider::Anthropic => ("ANTHROPIC_UPSTREAM_URL", "ANTHROPIC_API_KEY"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_default_and_take_a_whole_number() {
+        assert_eq!(max_body_bytes(None), 8 << 20);
+        assert_eq!(max_body_bytes(Some(" 1024 ")), 1024);
+        assert_eq!(max_response_bytes(Some("lots")), 32 << 20);
+        assert_eq!(max_upload_bytes(Some("-1")), 512 << 20);
+    }
+
+    #[test]
+    fn shards_need_a_receiver_and_stay_within_bounds() {
+        assert_eq!(flush_shards(None, Some("4")), None);
+        assert_eq!(flush_shards(Some("internal"), None), Some(16));
+        assert_eq!(flush_shards(Some("internal"), Some("0")), Some(1));
+        assert_eq!(flush_shards(Some("internal"), Some("5000")), Some(1024));
+    }
+
+    #[test]
+    fn anthropic_paths_go_to_anthropic_with_its_own_key() {
+        assert_eq!(Provider::for_path("/v1/messages"), Provider::Anthropic);
+        assert_eq!(
+            Provider::for_path("/v1/messages/count_tokens"),
+            Provider::Anthropic
+        );
+        assert_eq!(Provider::for_path("/v1/messagesx"), Provider::OpenAi);
+        assert_eq!(Provider::for_path("/v1/chat/completions"), Provider::OpenAi);
+        assert_eq!(Provider::Anthropic.settings().1, "ANTHROPIC_API_KEY");
+    }
+}
