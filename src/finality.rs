@@ -174,6 +174,16 @@ pub fn lands_on(final_start: i64, open: &[i64]) -> Option<i64> {
     open.iter().copied().filter(|&p| p > final_start).min()
 }
 
+/// The prefix of final invoice numbers: `INVOICE_PREFIX` (default `EM-`), with `TEST-`
+/// after it for test-mode invoices, which are numbered apart.
+pub fn invoice_prefix(setting: Option<&str>, livemode: bool) -> String {
+    let prefix = setting.unwrap_or("EM-");
+    match livemode {
+        true => prefix.to_string(),
+        false => format!("{prefix}TEST-"),
+    }
+}
+
 /// A final invoice's number: the deployment's prefix and its place in the sequence.
 pub fn invoice_number(prefix: &str, n: u64) -> String {
     format!("{prefix}{n:06}")

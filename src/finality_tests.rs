@@ -125,3 +125,11 @@ fn a_final_period_is_corrected_for_uncarried_late_records_or_inside_its_window()
     );
     assert!(!f.corrects(END, 2, 2, after), "every late record carried");
 }
+
+#[test]
+fn test_invoices_are_numbered_apart_under_the_deployments_prefix() {
+    assert_eq!(invoice_prefix(None, true), "EM-");
+    assert_eq!(invoice_prefix(None, false), "EM-TEST-");
+    assert_eq!(invoice_prefix(Some("ACME-"), false), "ACME-TEST-");
+    assert_eq!(invoice_number(&invoice_prefix(None, true), 42), "EM-000042");
+}

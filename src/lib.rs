@@ -6,18 +6,25 @@
 //! The pipeline, and which module decides each step:
 //!
 //! ```text
-//!  proxy ──────────────► meter ─────────────────► flush ──────────────────► rate
-//!  surface   (the route)   counter_state (admit,    flush::snapshot (take,     ledger (ingest a batch)
-//!  request   (prepare)       reserve, settle)        acknowledge)              rating (price a period)
-//!  bounds    (worst case)  quota, reservation       flush::wake (when)         finality (final invoices,
-//!  usage, sse,             pricing (spend, one      flush (ids, batches,         late usage, numbers)
-//!   stream_meter (observe)   engine with rating)     formats, signatures)      reconcile (audit)
-//!  sandbox (test keys)     tally (what is counted)
+//!  proxy ───────────────► meter ─────────────────► flush ───────────────────► rate
+//!  surface  (the route)    admission (key, idem-    flush::push (counter →     ledger (ingest a batch)
+//!  prepare  (read and        potency, credits,        shard: take, ack)        ledger::books (which
+//!            prepare)        limits, output cap)    flush::outbox (shard's       invoice serves, draws,
+//!  request, bounds         refusal (typed 429)        accept rule)               corrections)
+//!   (worst case)           counter_state, settle-   flush::delivery (shard →   ledger::account
+//!  usage, sse,               ment (reserve, settle,   receiver: outcomes,      rating (price a period)
+//!   stream_meter (observe)   release, expire)         dead letters, back-off)  finality, invoice_numbers
+//!  sandbox (test keys)     quota, reservation,      flush::wake (when)         reconcile (audit)
+//!                            restore, pricing       flush (ids, formats)
 //! ```
 //!
-//! Beside the pipeline: `catalog` (models, plans, quotas), `keys` (API keys),
-//! `protocol` (messages between the proxy and the Durable Objects), `report` (a
-//! customer's usage), `period`, `settings_check`, `test_clock`, `error`.
+//! "Push" is the counter handing records to its shard; "delivery" is the shard sending
+//! them to the receiver; a flush is both.
+//!
+//! Beside the pipeline: `catalog` (models, plans, quotas), `customer`, `keys` (API
+//! keys), `limits` (settings' defaults), `protocol` (the typed messages to each Durable
+//! Object), `report` (a customer's usage), `period`, `settings_check`, `test_clock`,
+//! `error` (one error type, keeping its cause).
 
 pub mod admission;
 pub mod bounds;

@@ -12,10 +12,9 @@ use super::ledger_rated::carried_key;
 use super::ledger_store::final_key;
 use super::sql::{integer, text};
 use crate::error::ApiError;
-use crate::finality::{invoice_number, Charges, Next};
-use crate::ledger::books::{self, rating_error, Books};
+use crate::finality::{invoice_number, invoice_prefix, Charges, Next};
+use crate::ledger::books::{self, Books};
 use crate::protocol::NumberAsk;
-use crate::rating::rate;
 use serde_json::{json, Value};
 use worker::Method;
 
@@ -66,34 +65,21 @@ impl Ledger {
         if self.final_text(start)?.is_some() {
             return Ok(()); // finalized by another request meanwhile
         }
-        let c = books::context(self, start, now_ms)?;
-        let mut invoice = rate(&c.book, &c.account, &c.input)
-            .map_err(rating_error)?
-            .finalize();
-        invoice.livemode = livemode;
-        let prefix = super::config::setting(&self.env, "INVOICE_PREFIX").unwrap_or("EM-".into());
-        let prefix = if livemode {
-            prefix
-        } else {
-            format!("{prefix}TEST-")
-        };
-        invoice.number = Some(invoice_number(&prefix, n));
-        let body = serde_json::to_string(&invoice).map_err(ApiError::unexpected)?;
+        let prefix = super::config::setting(&self.env, "INVOICE_PREFIX");
+        let number = invoice_number(&invoice_prefix(prefix.as_deref(), livemode), n);
+        let made = books::finalize(self, start, &number, now_ms)?;
+        let body = serde_json::to_string(&made.invoice).map_err(ApiError::unexpected)?;
         let q =
             "INSERT INTO finals (period_start, number, invoice, finalized_ms) VALUES (?, ?, ?, ?)";
-        let number = invoice.number.clone().unwrap_or_default();
         let binds = vec![start.into(), number.into(), body.into(), now_ms.into()];
         self.sql.exec(q, binds).map_err(stored)?;
-        self.add_billed(start, Charges::own(&invoice))?;
-        for a in &c.input.adjustments {
-            let carried = Charges {
-                net: a.net,
-                tax: a.tax,
-            };
-            self.add_billed(a.period.start_ms, carried)?;
-            // The late records it carried are billed now.
-            let late = self.late_records(a.period.start_ms)?;
-            self.set_meta(&carried_key(a.period.start_ms), &json!(late))?;
+        for (period, charges) in made.billed {
+            self.add_billed(period, charges)?;
+        }
+        for period in made.carried {
+            // The late records its correction carried are billed now.
+            let late = self.late_records(period)?;
+            self.set_meta(&carried_key(period), &json!(late))?;
         }
         // It and later periods drew on what this one left: rated again when read.
         let q = "DELETE FROM rated WHERE period_start >= ?";

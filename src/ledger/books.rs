@@ -142,6 +142,46 @@ pub fn rated_invoice<B: Books + ?Sized>(
     }
 }
 
+/// A period made final: its invoice, numbered, and what it bills on which period (its
+/// own charges on itself, each correction's on the period it corrects).
+pub struct Final {
+    pub invoice: Invoice,
+    pub billed: Vec<(i64, Charges)>,
+    /// The final periods whose late records its corrections carried.
+    pub carried: Vec<i64>,
+}
+
+/// Rates the period at `start` once more, with its corrections, as final invoice
+/// `number` under `prefix`.
+pub fn finalize<B: Books + ?Sized>(
+    b: &B,
+    start: i64,
+    number: &str,
+    now_ms: i64,
+) -> Result<Final, ApiError> {
+    let c = context(b, start, now_ms)?;
+    let mut invoice = rate(&c.book, &c.account, &c.input)
+        .map_err(rating_error)?
+        .finalize();
+    invoice.livemode = b.livemode()?;
+    invoice.number = Some(number.to_string());
+    let mut billed = vec![(start, Charges::own(&invoice))];
+    let mut carried = Vec::new();
+    for a in &c.input.adjustments {
+        let charges = Charges {
+            net: a.net,
+            tax: a.tax,
+        };
+        billed.push((a.period.start_ms, charges));
+        carried.push(a.period.start_ms);
+    }
+    Ok(Final {
+        invoice,
+        billed,
+        carried,
+    })
+}
+
 /// The invoices of every earlier period with usage, in period order. A period that
 /// cannot be rated (its plan left the book, say) draws nothing here rather than
 /// blocking every later invoice; it is noted, and reading it says why.

@@ -183,17 +183,22 @@ fn records_for_a_final_period_rate_the_open_period_its_correction_lands_on() {
     assert_eq!(rating_targets(&[P3], &[P1]), Vec::<i64>::new());
 }
 
-#[test]
-fn late_usage_of_a_final_period_is_corrected_on_the_next_open_invoice() {
+/// Books whose first period is final, with 1M more tokens for it arriving after. Pay
+/// as you go: under pro's minimum commitment a little more usage changes nothing.
+fn final_with_late_usage(now: i64) -> MemoryBooks {
     let mut b = books();
-    // Pay as you go: under pro's minimum commitment a little more usage changes nothing.
     b.account.as_mut().unwrap().1 = "starter".into();
-    let now = 40 * DAY;
     let billed = rated_invoice(&b, P1, now).unwrap().finalize();
     b.finals.insert(P1, billed);
-    // 1M more tokens arrived for the first period after it was final.
     b.totals.insert(P1, (tokens(1_001_000), P2));
     b.late.insert(P1, 1);
+    b
+}
+
+#[test]
+fn late_usage_of_a_final_period_is_corrected_on_the_next_open_invoice() {
+    let now = 40 * DAY;
+    let b = final_with_late_usage(now);
     let adjustments = adjustments_for(&b, P2, now).unwrap();
     assert_eq!(adjustments.len(), 1);
     assert_eq!(adjustments[0].period.start_ms, P1);
@@ -203,4 +208,17 @@ fn late_usage_of_a_final_period_is_corrected_on_the_next_open_invoice() {
     assert!(adjustment.is_some(), "{:?}", second.lines);
     // Nothing lands on a period that is not the next open one.
     assert!(adjustments_for(&b, P3, now).unwrap().is_empty());
+}
+
+#[test]
+fn a_final_invoice_bills_itself_and_the_corrections_it_carries() {
+    let now = 40 * DAY;
+    let b = final_with_late_usage(now);
+    let made = finalize(&b, P2, "EM-000002", now).unwrap();
+    assert_eq!(made.invoice.number.as_deref(), Some("EM-000002"));
+    assert_eq!(made.invoice.status, crate::rating::InvoiceStatus::Final);
+    let periods: Vec<i64> = made.billed.iter().map(|(p, _)| *p).collect();
+    assert_eq!(periods, [P2, P1], "its own charges, then the correction's");
+    assert!(made.billed[1].1.net > Decimal::ZERO);
+    assert_eq!(made.carried, [P1]);
 }

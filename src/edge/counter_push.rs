@@ -1,4 +1,4 @@
-//! The counter's side of flushing. After a settlement (at most once per
+//! The counter's push, its half of a flush. After a settlement (at most once per
 //! `FLUSH_PUSH_MS`, the rest coalesced by an alarm) the counter takes a frozen snapshot
 //! of what is new, pushes every record still unacknowledged to the customer's registry
 //! shard, and learns from the shard's answer which records the receiver has
@@ -185,7 +185,7 @@ impl UsageCounter {
     }
 
     /// Where this counter's flush stands (`GET /admin/v1/customers/{id}/flush`).
-    pub(super) fn flush_view(&self, now_ms: i64) -> Answer {
+    pub(super) fn push_view(&self, now_ms: i64) -> Answer {
         let view = self.with(now_ms, |l| {
             let f = self.store.push_state().map_err(stored)?;
             Ok(json!({"seq": l.state.seq, "taken_seq": f.taken_seq,
