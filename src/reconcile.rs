@@ -360,6 +360,18 @@ impl FleetSummary {
     }
 }
 
+/// The report shown as the one at finalization: the report kept when the period
+/// became final; for a period finalized while the counter could not be asked, the
+/// first one read after, `now`, which is then to be kept (the `bool`). A kept report
+/// is shown as it was kept, whatever shape reports have since.
+pub fn at_finalization<T>(kept: Option<T>, is_final: bool, now: T) -> (Option<T>, bool) {
+    match kept {
+        Some(kept) => (Some(kept), false),
+        None if is_final => (Some(now), true),
+        None => (None, false),
+    }
+}
+
 #[cfg(test)]
 #[path = "reconcile_tests.rs"]
 mod tests;

@@ -254,3 +254,19 @@ fn the_counter_side_reads_the_current_period_a_stored_one_or_the_anchors() {
     let anchored = counter_period(current, 1, 20 * DAY, none).unwrap();
     assert_eq!(anchored, period_at(20 * DAY, 1));
 }
+
+#[test]
+fn the_report_at_finalization_is_the_one_kept_or_the_first_read_after() {
+    let kept = Report {
+        customer: "kept".into(),
+        ..Report::default()
+    };
+    let now = Report {
+        customer: "now".into(),
+        ..Report::default()
+    };
+    let shown = |kept, is_final| at_finalization(kept, is_final, now.clone());
+    assert_eq!(shown(Some(kept.clone()), true), (Some(kept), false));
+    assert_eq!(shown(None, true), (Some(now.clone()), true));
+    assert_eq!(shown(None, false), (None, false), "open: none yet");
+}

@@ -5,6 +5,7 @@ use super::auth::authorize;
 use super::params::customer_id;
 use super::{client, config, flush_shard, http};
 use crate::error::ApiError;
+use crate::flush::delivery::fleet_stats;
 use crate::keys::{self, Mode};
 use crate::protocol::{CounterCall, CreateCustomer, IssueKey, KeyInfo, ShardCall};
 use worker::{Env, Method, Request, Response};
@@ -24,31 +25,7 @@ async fn flush_stats(env: &Env) -> Result<Response, ApiError> {
         (0..shards).map(|i| flush_shard::shard_call(env, i, ShardCall::Stats)),
     )
     .await;
-    // A shard that could not report makes every sum unknown (null), never silently low.
-    let unreachable = stats
-        .iter()
-        .filter(|s| s.get("pending_customers").is_none())
-        .count();
-    let sum = |field: &str| {
-        (unreachable == 0).then(|| stats.iter().filter_map(|s| s[field].as_u64()).sum::<u64>())
-    };
-    let max = |field: &str| stats.iter().filter_map(|s| s[field].as_i64()).max();
-    let last_error = stats
-        .iter()
-        .filter(|s| s["last_error"].is_string())
-        .max_by_key(|s| s["last_error_ms"].as_i64())
-        .map(|s| s["last_error"].clone());
-    let overall = serde_json::json!({
-        "shards_unreachable": unreachable,
-        "pending_customers": sum("pending_customers"),
-        "pending_records": sum("pending_records"),
-        "oldest_unflushed_ms": max("oldest_unflushed_ms"),
-        "last_run_ms": max("last_run_ms"),
-        "last_error": last_error,
-        "dead_letters": sum("dead_letters"),
-        "batches_sent": sum("batches_sent"),
-        "records_sent": sum("records_sent"),
-    });
+    let overall = fleet_stats(&stats);
     // The remaining loss windows (README, *No usage lost*), as this isolate counted them.
     let windows = super::metrics::loss_windows();
     let body = serde_json::json!({"enabled": true, "overall": overall, "shards": stats,

@@ -10,7 +10,7 @@ use crate::error::ApiError;
 use crate::flush::{owner_key, rated_by_builtin};
 use crate::ledger::books::Books;
 use crate::protocol::CounterCall;
-use crate::reconcile::{report, CounterView, LedgerView, Report};
+use crate::reconcile::{at_finalization, report, CounterView, LedgerView, Report};
 use serde_json::Value;
 use worker::Response;
 
@@ -107,15 +107,16 @@ impl Ledger {
         let start = now.period.start_ms;
         let q = "SELECT report FROM reports WHERE period_start = ?";
         let kept = self.rows(q, vec![start.into()])?;
-        let mut kept: Option<Value> = kept
+        let kept: Option<Value> = kept
             .first()
             .and_then(|r| serde_json::from_str(&text(r, 0)).ok());
-        if kept.is_none() && self.final_text(start)?.is_some() {
+        let is_final = self.final_text(start)?.is_some();
+        let mut body = serde_json::to_value(&now).map_err(ApiError::unexpected)?;
+        let (kept, keep_now) = at_finalization(kept, is_final, body.clone());
+        if keep_now {
             // Finalized while the counter could not be asked: kept at its first read.
             self.keep_report(start, &now)?;
-            kept = serde_json::to_value(&now).ok();
         }
-        let mut body = serde_json::to_value(&now).map_err(ApiError::unexpected)?;
         body["at_finalization"] = kept.unwrap_or(Value::Null);
         super::http::json_response(&body, 200).map_err(super::http::internal)
     }

@@ -22,6 +22,7 @@ mod flush_shard;
 mod flush_shard_dead;
 mod flush_shard_reconcile;
 mod flush_shard_run;
+mod flush_shard_store;
 mod http;
 mod invoice_numbers;
 mod ledger;

@@ -8,7 +8,7 @@ use super::params::{customer_id, instant, period_start};
 use super::{auth, config, http};
 use crate::error::ApiError;
 use crate::flush::{signature_fresh, verify};
-use crate::ledger::parse_batch;
+use crate::ledger::{account, parse_batch};
 use crate::protocol::LedgerCall;
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -94,21 +94,9 @@ pub async fn ingest(env: &Env, signature: &str, body: &[u8]) -> Result<Response,
     http::json_response(&answer, 200).map_err(http::internal)
 }
 
-/// The mode a management call addresses: live unless the query says `livemode=false`.
+/// The mode a management call addresses (`crate::ledger::account::livemode_of`).
 fn livemode_of(url: &str) -> Result<bool, ApiError> {
-    let query = url.split_once('?').map_or("", |(_, q)| q);
-    let value = query
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("livemode="));
-    match value {
-        None | Some("true") => Ok(true),
-        Some("false") => Ok(false),
-        Some(other) => Err(ApiError::bad_request(
-            "invalid_value",
-            format!("`livemode` must be true or false, got `{other}`."),
-        )
-        .with_param("livemode")),
-    }
+    account::livemode_of(url.split_once('?').map_or("", |(_, q)| q))
 }
 
 async fn manage(
@@ -128,15 +116,7 @@ async fn manage(
     let customer = |id: &str| customer_id(id).map(|id| crate::flush::owner_key(id, livemode));
     match (method, parts.as_slice()) {
         (Method::Put, ["customers", id, "account"]) => {
-            if body["account"]["customer_id"] != *id {
-                let msg =
-                    format!("`account.customer_id` must be `{id}`, the customer in the path.");
-                return Err(
-                    ApiError::bad_request("invalid_value", msg).with_param("account.customer_id")
-                );
-            }
-            let mut body = body;
-            body["livemode"] = Value::Bool(livemode);
+            let body = account::for_customer(id, body, livemode)?;
             ledger(env, &customer(id)?, &LedgerCall::SetAccount(body)).await
         }
         (Method::Post, ["customers", id, "grants"]) => {

@@ -188,6 +188,37 @@ impl ShardStats {
     }
 }
 
+/// The fleet's flush health from each shard's stats (as the shards answered, an error
+/// object for a shard that could not report). A shard that could not report makes
+/// every sum unknown (null), never silently low; the latest error is the fleet's.
+pub fn fleet_stats(shards: &[serde_json::Value]) -> serde_json::Value {
+    let unreachable = shards
+        .iter()
+        .filter(|s| s.get("pending_customers").is_none())
+        .count();
+    let sum = |field: &str| {
+        let total = || shards.iter().filter_map(|s| s[field].as_u64()).sum::<u64>();
+        (unreachable == 0).then(total)
+    };
+    let max = |field: &str| shards.iter().filter_map(|s| s[field].as_i64()).max();
+    let last_error = shards
+        .iter()
+        .filter(|s| s["last_error"].is_string())
+        .max_by_key(|s| s["last_error_ms"].as_i64())
+        .map(|s| s["last_error"].clone());
+    serde_json::json!({
+        "shards_unreachable": unreachable,
+        "pending_customers": sum("pending_customers"),
+        "pending_records": sum("pending_records"),
+        "oldest_unflushed_ms": max("oldest_unflushed_ms"),
+        "last_run_ms": max("last_run_ms"),
+        "last_error": last_error,
+        "dead_letters": sum("dead_letters"),
+        "batches_sent": sum("batches_sent"),
+        "records_sent": sum("records_sent"),
+    })
+}
+
 /// The back-off base from the `FLUSH_BACKOFF_MS` setting.
 pub fn backoff_base_ms(setting: Option<&str>) -> i64 {
     setting

@@ -116,3 +116,31 @@ fn batches_are_at_least_one_record_and_fit_the_format() {
     assert_eq!(timeout_ms(None), TIMEOUT_MS);
     assert_eq!(timeout_ms(Some("250")), 250);
 }
+
+#[test]
+fn the_fleet_sums_every_shard_or_says_it_cannot() {
+    let shard = |pending: u64, error: Option<(&str, i64)>| {
+        let mut s = serde_json::to_value(ShardStats {
+            pending_customers: 1,
+            pending_records: pending,
+            last_run_ms: Some(pending as i64),
+            ..ShardStats::default()
+        })
+        .unwrap();
+        if let Some((e, at)) = error {
+            s["last_error"] = e.into();
+            s["last_error_ms"] = at.into();
+        }
+        s
+    };
+    let all = [shard(3, Some(("old", 1))), shard(4, Some(("new", 2)))];
+    let fleet = fleet_stats(&all);
+    assert_eq!(fleet["pending_records"], 7);
+    assert_eq!(fleet["last_run_ms"], 4);
+    assert_eq!(fleet["last_error"], "new");
+    assert_eq!(fleet["shards_unreachable"], 0);
+    let one_down = [shard(3, None), serde_json::json!({"error": "unavailable"})];
+    let fleet = fleet_stats(&one_down);
+    assert_eq!(fleet["shards_unreachable"], 1);
+    assert!(fleet["pending_records"].is_null(), "never silently low");
+}

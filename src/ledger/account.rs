@@ -21,6 +21,34 @@ pub fn check(book: &PriceBook, doc: &Value) -> Result<bool, ApiError> {
     Ok(doc["livemode"] != false)
 }
 
+/// The mode a management call addresses: live unless its query says `livemode=false`.
+pub fn livemode_of(query: &str) -> Result<bool, ApiError> {
+    let value = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("livemode="));
+    match value {
+        None | Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(other) => {
+            let msg = format!("`livemode` must be true or false, got `{other}`.");
+            Err(ApiError::bad_request("invalid_value", msg).with_param("livemode"))
+        }
+    }
+}
+
+/// An account document put for customer `id`: its `account.customer_id` must be `id`,
+/// so no call can bill one customer's usage to another's account. Answers the document
+/// stamped with the mode it was put in.
+pub fn for_customer(id: &str, mut doc: Value, livemode: bool) -> Result<Value, ApiError> {
+    if doc["account"]["customer_id"] != *id {
+        let msg = format!("`account.customer_id` must be `{id}`, the customer in the path.");
+        let e = ApiError::bad_request("invalid_value", msg);
+        return Err(e.with_param("account.customer_id"));
+    }
+    doc["livemode"] = Value::Bool(livemode);
+    Ok(doc)
+}
+
 /// Adds a grant to an account's grants: each id once.
 pub fn add_grant(grants: &mut Vec<Value>, grant: &Value) -> Result<(), ApiError> {
     let g: CreditGrant = serde_json::from_value(grant.clone()).map_err(ApiError::invalid_json)?;

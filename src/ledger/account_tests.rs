@@ -60,3 +60,17 @@ fn the_counter_hears_of_credits_only_when_it_changes_and_the_plan_blocks() {
     let topped = credit_news(&plan, Decimal::TEN, "USD", Some(true)).unwrap();
     assert!(!topped.blocked && topped.balance == "10");
 }
+
+#[test]
+fn management_calls_name_their_mode_and_their_customer() {
+    assert_eq!(livemode_of(""), Ok(true));
+    assert_eq!(livemode_of("a=1&livemode=false"), Ok(false));
+    assert_eq!(livemode_of("livemode=true"), Ok(true));
+    let e = livemode_of("livemode=no").unwrap_err();
+    assert_eq!(e.param.as_deref(), Some("livemode"));
+    let doc = json!({"plan": "pro", "account": {"customer_id": "acme"}});
+    let put = for_customer("acme", doc.clone(), false).unwrap();
+    assert_eq!(put["livemode"], false);
+    let other = for_customer("globex", doc, true).unwrap_err();
+    assert_eq!(other.param.as_deref(), Some("account.customer_id"));
+}

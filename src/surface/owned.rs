@@ -192,14 +192,6 @@ impl CreatedPeek {
     }
 }
 
-/// Whether an uploaded file the provider stored is kept for its owner: only when it is
-/// what the upload's check read. Stored otherwise (another purpose or size, or stored
-/// though the check never saw the upload end), it is removed, not left in the shared
-/// account.
-pub fn upload_kept(stored: &OwnedResource, checked: Option<&super::multipart::Upload>) -> bool {
-    checked.is_some_and(|up| up.stored_as(stored))
-}
-
 /// Whether the provider's answer to a deletion says the resource is gone: only then is
 /// its record forgotten, so a refused deletion leaves it manageable by its owner.
 pub fn deletion_confirmed(answer: &[u8]) -> bool {
@@ -279,19 +271,7 @@ mod tests {
     }
 
     #[test]
-    fn an_upload_is_kept_only_as_checked_and_a_deletion_only_when_confirmed() {
-        use crate::surface::multipart::Upload;
-        let answer = br#"{"id": "file-abc", "purpose": "batch", "bytes": 10}"#;
-        let stored = OwnedResource::created(ResourceKind::File, answer, 1).unwrap();
-        let checked = |purpose: &str, bytes| Upload {
-            purpose: purpose.into(),
-            filename: "a.jsonl".into(),
-            bytes,
-        };
-        assert!(upload_kept(&stored, Some(&checked("batch", 10))));
-        assert!(!upload_kept(&stored, Some(&checked("fine-tune", 10))));
-        assert!(!upload_kept(&stored, Some(&checked("batch", 11))));
-        assert!(!upload_kept(&stored, None), "the check never saw the end");
+    fn a_deletion_changes_the_record_only_when_confirmed() {
         assert!(deletion_confirmed(
             br#"{"id": "file-abc", "deleted": true}"#
         ));
