@@ -54,7 +54,8 @@ pub fn verify(keys: &[KeyRow], key_hash: &str) -> Result<(), ApiError> {
 pub struct Prior {
     pub body_hash: String,
     pub created_ms: i64,
-    pub replay: Option<Replay>,
+    /// The stored answer as kept (JSON), read only once the retry is known to be one.
+    pub replay: Option<String>,
 }
 
 /// What the counter holds that the decision reads.
@@ -104,12 +105,13 @@ pub fn decide(state: &mut CounterState, held: Held, asked: Asked) -> Result<Deci
             let e = ApiError::bad_request("idempotency_key_reused", msg);
             return Err(e.with_param("Idempotency-Key"));
         }
-        let Some(replay) = prior.replay else {
+        let Some(kept) = prior.replay else {
             let msg = "A request with this Idempotency-Key is still in progress.";
             let mut e = ApiError::conflict("idempotency_key_in_use", msg);
             e.retry_after_s = Some(1);
             return Err(e);
         };
+        let replay: Replay = serde_json::from_str(&kept).map_err(ApiError::unexpected)?;
         return Ok(answer(AdmitResponse::Replayed { replay }));
     }
     if let Some(c) = held.credit.filter(|c| c.blocked) {

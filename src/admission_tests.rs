@@ -73,7 +73,7 @@ fn prior(body_hash: &str, replay: Option<Replay>) -> Prior {
     Prior {
         body_hash: body_hash.into(),
         created_ms: NOW - 1_000,
-        replay,
+        replay: replay.map(|r| serde_json::to_string(&r).unwrap()),
     }
 }
 
@@ -119,6 +119,23 @@ fn a_retry_is_replayed_refused_while_running_or_an_error_with_another_body() {
     let reused = c.decide(&mut s, NOW).unwrap_err();
     assert_eq!(reused.code.as_deref(), Some("idempotency_key_reused"));
     assert!(s.reservations.is_empty() && s.window.requests == 0);
+}
+
+#[test]
+fn a_stored_answer_is_read_only_for_a_retry_that_gets_it() {
+    let mut c = Case::new(hard());
+    c.idempotency = Some(key());
+    let broken = |created_ms| Prior {
+        body_hash: "body-hash".into(),
+        created_ms,
+        replay: Some("{not json".into()),
+    };
+    let mut s = CounterState::new(1, NOW);
+    c.prior = Some(broken(NOW - 1_000));
+    assert_eq!(c.decide(&mut s, NOW).unwrap_err().status, 500);
+    // Past its TTL the broken row is forgotten: the retry runs as a new request.
+    c.prior = Some(broken(NOW - IDEMPOTENCY_TTL_MS));
+    assert!(c.decide(&mut s, NOW).unwrap().reserved.is_some());
 }
 
 #[test]

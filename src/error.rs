@@ -28,7 +28,8 @@ impl std::fmt::Debug for Cause {
     }
 }
 
-/// Two errors are the same error whatever their causes' identity.
+/// Causes compare equal whatever they are: two errors with causes compare by what they
+/// say. (An error with a cause still differs from one without.)
 impl PartialEq for Cause {
     fn eq(&self, _: &Cause) -> bool {
         true

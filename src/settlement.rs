@@ -67,23 +67,29 @@ pub struct Expiry {
     pub replay: Option<Replay>,
 }
 
-/// Expires every reservation past its deadline at `now_ms`.
-pub fn expire_due(state: &mut CounterState, now_ms: i64) -> Vec<Expiry> {
-    let mut out = Vec::new();
+/// Expires the next reservation past its deadline at `now_ms`, if any. One at a time,
+/// so the counter stores each expiry before the next: a failed write leaves at most
+/// that one in memory only.
+pub fn expire_next(state: &mut CounterState, now_ms: i64) -> Option<Expiry> {
     for id in state.due(now_ms) {
         let idempotent = state.reservations.get(&id).is_some_and(|r| r.idempotent);
         let Some((landing, expired)) = state.expire(id, now_ms) else {
             continue;
         };
         let current = expired.period == state.period;
-        out.push(Expiry {
+        return Some(Expiry {
             id,
             landing,
             keep: current.then_some(expired),
             replay: idempotent.then(not_kept),
         });
     }
-    out
+    None
+}
+
+/// Expires every reservation past its deadline at `now_ms`.
+pub fn expire_due(state: &mut CounterState, now_ms: i64) -> Vec<Expiry> {
+    std::iter::from_fn(|| expire_next(state, now_ms)).collect()
 }
 
 #[cfg(test)]

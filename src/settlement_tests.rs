@@ -126,3 +126,16 @@ fn an_expiry_after_its_period_ended_is_not_kept() {
     assert!(expired[0].keep.is_none(), "its period is over");
     assert!(matches!(expired[0].landing, Landing::Past { .. }));
 }
+
+#[test]
+fn expiries_come_one_at_a_time_so_each_is_stored_before_the_next() {
+    let mut s = CounterState::new(1, NOW);
+    let (a, b) = (reserve(&mut s, false, NOW), reserve(&mut s, false, NOW));
+    let at = NOW + RESERVATION_TTL_MS;
+    let first = expire_next(&mut s, at).unwrap();
+    assert!(s.reservations.contains_key(&b) || s.reservations.contains_key(&a));
+    assert_eq!(s.reservations.len(), 1, "only one expired so far");
+    let second = expire_next(&mut s, at).unwrap();
+    assert_ne!(first.id, second.id);
+    assert!(expire_next(&mut s, at).is_none());
+}

@@ -130,16 +130,19 @@ impl Model for FlushProtocol {
                 let current = if s.period_over { PERIOD.end_ms } else { 0 };
                 let rows = [s.row.clone()];
                 let taken = s.push.take_new(&stamp(), &rows, s.seq, current, 50);
-                if !reaches {
-                    s.push.failed(50);
-                } else {
-                    let acked = accept(&mut s.outbox, "c", true, &taken.records).ok()?;
-                    if answered {
+                let acked = match reaches {
+                    true => Some(accept(&mut s.outbox, "c", true, &taken.records).ok()?),
+                    false => None,
+                };
+                // A push that never reached the shard, or whose answer was lost, failed.
+                match acked.filter(|_| answered) {
+                    Some(acked) => {
                         let applied = s.push.acknowledged(&rows, &acked, &taken, 50);
                         if let Some(row) = applied.rows.into_iter().next() {
                             s.row = row;
                         }
                     }
+                    None => s.push.failed(50),
                 }
             }
             Action::Deliver { answered } => {

@@ -96,9 +96,11 @@ impl UsageCounter {
                     false => self.store.delete_reservation(id),
                 }
                 .map_err(stored)?;
+                self.store.save_cursor(&l.state).map_err(stored)?;
                 if let Some(replay) = replay {
                     self.store.finish_idempotent(id, &replay).map_err(stored)?;
                 }
+                return Ok(());
             }
         }
         self.store.save_cursor(&l.state).map_err(stored)

@@ -6,15 +6,15 @@ use super::counter::{stored, Loaded, UsageCounter};
 use super::http;
 use crate::error::ApiError;
 use crate::protocol::ExtendRequest;
-use crate::settlement::expire_due;
+use crate::settlement::expire_next;
 use worker::Response;
 
 impl UsageCounter {
-    /// Stores the expiry of reservations past their deadline
-    /// (`crate::settlement::expire_due`): billed their reserved bound, flagged
+    /// Stores the expiry of reservations past their deadline, one by one
+    /// (`crate::settlement::expire_next`): billed their reserved bound, flagged
     /// estimated, until a late settlement replaces that.
     pub(super) fn expire_due(&self, l: &mut Loaded, now: i64) -> std::result::Result<(), ApiError> {
-        for e in expire_due(&mut l.state, now) {
+        while let Some(e) = expire_next(&mut l.state, now) {
             self.store
                 .save_landing(l.state.period, &e.landing)
                 .map_err(stored)?;

@@ -1,7 +1,7 @@
 //! What admission reads from the counter's SQLite: the customer's keys, the prepaid
 //! credit state, and requests stored under an Idempotency-Key.
 
-use super::counter_store::{int, json, parse, Store};
+use super::counter_store::{int, json, Store};
 use super::sql::{integer, text, Row};
 use crate::admission::{KeyRow, Prior, IDEMPOTENCY_TTL_MS};
 use crate::protocol::{CreditState, KeyInfo, Replay};
@@ -56,7 +56,7 @@ impl Store {
             return Ok(None);
         };
         let replay = match r.get(2) {
-            Some(SqlStorageValue::String(stored)) => Some(parse(stored)?),
+            Some(SqlStorageValue::String(stored)) => Some(stored.clone()),
             _ => None,
         };
         Ok(Some(Prior {

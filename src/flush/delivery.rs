@@ -222,7 +222,7 @@ pub fn fleet_stats(shards: &[serde_json::Value]) -> serde_json::Value {
 /// The back-off base from the `FLUSH_BACKOFF_MS` setting.
 pub fn backoff_base_ms(setting: Option<&str>) -> i64 {
     setting
-        .and_then(|v| v.parse().ok())
+        .and_then(|v| v.trim().parse().ok())
         .unwrap_or(BACKOFF_BASE_MS)
 }
 

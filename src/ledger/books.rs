@@ -113,6 +113,9 @@ pub fn context<B: Books + ?Sized>(b: &B, start: i64, now_ms: i64) -> Result<Rati
 
 /// Rates an open period and keeps its invoice (a draft until it is finalized).
 fn rate_and_keep<B: Books + ?Sized>(b: &B, start: i64, now_ms: i64) -> Result<Invoice, ApiError> {
+    if let Some(final_invoice) = b.final_invoice(start)? {
+        return Ok(final_invoice); // a final invoice is never rated again
+    }
     let c = context(b, start, now_ms)?;
     let mut invoice = rate(&c.book, &c.account, &c.input).map_err(rating_error)?;
     invoice.livemode = b.livemode()?;
