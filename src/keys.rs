@@ -91,6 +91,34 @@ pub fn same_hash(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
+/// The admin API's check: off (403) without an `ADMIN_TOKEN`, and the token compared
+/// in constant time.
+pub fn authorize_admin(
+    configured: Option<&str>,
+    given: &str,
+) -> Result<(), crate::error::ApiError> {
+    use crate::error::ApiError;
+    let Some(token) = configured else {
+        let msg = "The admin API is disabled: set the ADMIN_TOKEN secret.";
+        return Err(ApiError::forbidden(msg));
+    };
+    match same_hash(given, token) {
+        true => Ok(()),
+        false => Err(ApiError::unauthorized("Invalid admin token.")),
+    }
+}
+
+/// A key of `mode` is issued only by its own mode's counter: a live key never by a
+/// test counter, nor the other way round.
+pub fn check_issue(mode: Mode, counter_livemode: bool) -> Result<(), crate::error::ApiError> {
+    match counter_livemode == (mode == Mode::Live) {
+        true => Ok(()),
+        false => Err(crate::error::ApiError::internal(
+            "a key was sent to the other mode's counter",
+        )),
+    }
+}
+
 /// HMAC-SHA256 under `secret`.
 pub fn mac(secret: &[u8], message: &[u8]) -> [u8; 32] {
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
@@ -212,5 +240,24 @@ mod tests {
         assert!(!same_hash(&h, &hash("em_live_x_01")));
         assert!(!same_hash(&h, "short"));
         assert_eq!(key_id(&h).len(), 16);
+    }
+
+    #[test]
+    fn the_admin_api_is_off_without_a_token_and_checks_it_exactly() {
+        assert_eq!(authorize_admin(None, "anything").unwrap_err().status, 403);
+        assert!(authorize_admin(Some("s3cret"), "s3cret").is_ok());
+        assert_eq!(
+            authorize_admin(Some("s3cret"), "s3cre").unwrap_err().status,
+            401
+        );
+        assert_eq!(authorize_admin(Some("s3cret"), "").unwrap_err().status, 401);
+    }
+
+    #[test]
+    fn a_key_is_issued_only_by_its_own_modes_counter() {
+        assert!(check_issue(Mode::Live, true).is_ok());
+        assert!(check_issue(Mode::Test, false).is_ok());
+        assert_eq!(check_issue(Mode::Live, false).unwrap_err().status, 500);
+        assert_eq!(check_issue(Mode::Test, true).unwrap_err().status, 500);
     }
 }

@@ -20,6 +20,17 @@ fn bytes(setting: Option<&str>, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// Refuses (413) a body whose declared length is past `limit` before reading any of it.
+pub fn declared_within(
+    declared: Option<usize>,
+    limit: usize,
+) -> Result<(), crate::error::ApiError> {
+    match declared {
+        Some(length) if length > limit => Err(crate::error::ApiError::too_large(limit)),
+        _ => Ok(()),
+    }
+}
+
 /// `MAX_BODY_BYTES`.
 pub fn max_body_bytes(setting: Option<&str>) -> usize {
     bytes(setting, MAX_BODY_BYTES)
@@ -102,5 +113,12 @@ mod tests {
         assert_eq!(Provider::for_path("/v1/messagesx"), Provider::OpenAi);
         assert_eq!(Provider::for_path("/v1/chat/completions"), Provider::OpenAi);
         assert_eq!(Provider::Anthropic.settings().1, "ANTHROPIC_API_KEY");
+    }
+
+    #[test]
+    fn a_body_declared_too_large_is_refused_before_it_is_read() {
+        assert!(declared_within(None, 10).is_ok());
+        assert!(declared_within(Some(10), 10).is_ok());
+        assert_eq!(declared_within(Some(11), 10).unwrap_err().status, 413);
     }
 }

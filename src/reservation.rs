@@ -24,6 +24,11 @@ pub const MAX_LIFETIME_MS: i64 = 2 * 3_600_000;
 /// TTL, so a few lost heartbeats in a row still leave it alive.
 pub const HEARTBEAT_MS: i64 = 60_000;
 
+/// Whether a running request's heartbeat is due: one every [`HEARTBEAT_MS`].
+pub fn heartbeat_due(last_ms: i64, now_ms: i64) -> bool {
+    now_ms.saturating_sub(last_ms) >= HEARTBEAT_MS
+}
+
 /// Waits before each settlement try (milliseconds), within `wait_until`: three tries,
 /// and a settlement is idempotent on the counter. If every try fails, the reservation
 /// stays and is billed its bound when it expires: never zero.

@@ -265,3 +265,13 @@ fn a_late_landing_adds_to_its_periods_stored_tally() {
         ((current, &key), stored)
     );
 }
+
+#[test]
+fn a_heartbeat_is_due_once_a_minute() {
+    assert!(!heartbeat_due(NOW, NOW + HEARTBEAT_MS - 1));
+    assert!(heartbeat_due(NOW, NOW + HEARTBEAT_MS));
+    assert!(
+        !heartbeat_due(NOW, NOW - 5),
+        "a clock that steps back is no beat"
+    );
+}

@@ -21,6 +21,12 @@ pub struct DrainBudget {
 }
 
 impl DrainBudget {
+    /// Whether the drain after the client left is over: `waited_ms` since it left and
+    /// `drained` bytes read since. Then the stream is billed its bound and cancelled.
+    pub fn spent(&self, waited_ms: f64, drained: usize) -> bool {
+        waited_ms >= self.ms as f64 || drained >= self.bytes
+    }
+
     pub fn from_settings(ms: Option<&str>, bytes: Option<&str>) -> Self {
         let ms = ms.and_then(|v| v.trim().parse::<u64>().ok());
         let bytes = bytes.and_then(|v| v.trim().parse::<usize>().ok());
@@ -129,6 +135,21 @@ impl StreamMeter {
     }
 }
 
+/// How a stream ends when its upstream breaks off: while the client reads, on what
+/// was reported; after it left, what the provider generated is unknown (the bound).
+pub fn broken_off(client_left: bool) -> Ending {
+    match client_left {
+        true => Ending::DrainSpent,
+        false => Ending::Upstream,
+    }
+}
+
+/// What is kept of a stream for idempotent retries: what the client saw, and only if
+/// it saw the whole answer (what a client that left saw is not the answer).
+pub fn replayable(sent: Option<Vec<u8>>, client_left: bool) -> Option<Vec<u8>> {
+    sent.filter(|_| !client_left)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,5 +206,22 @@ mod tests {
         assert_eq!((d.ms, d.bytes), (20_000, 4096));
         let d = DrainBudget::from_settings(Some("soon"), Some("-1"));
         assert_eq!((d.ms, d.bytes), (20_000, 1 << 20));
+    }
+
+    #[test]
+    fn a_client_that_left_is_drained_within_its_budget_and_never_replayed() {
+        let budget = DrainBudget {
+            ms: 1_000,
+            bytes: 100,
+        };
+        assert!(!budget.spent(999.0, 99));
+        assert!(budget.spent(1_000.0, 0) && budget.spent(0.0, 100));
+        assert_eq!(broken_off(true), Ending::DrainSpent);
+        assert_eq!(broken_off(false), Ending::Upstream);
+        assert_eq!(
+            replayable(Some(b"all".to_vec()), false),
+            Some(b"all".to_vec())
+        );
+        assert_eq!(replayable(Some(b"part".to_vec()), true), None);
     }
 }

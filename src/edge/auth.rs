@@ -5,7 +5,6 @@ use super::metrics::{bump, Metric};
 use super::{config, http};
 use crate::error::ApiError;
 use crate::keys::{self, Mode};
-use subtle::ConstantTimeEq;
 use worker::{Env, Request};
 
 /// Who is calling: a key issued by this deployment (its MAC checked here), not yet
@@ -41,16 +40,6 @@ pub fn authenticate(req: &Request, env: &Env) -> Result<Caller, ApiError> {
 }
 
 pub(super) fn authorize(req: &Request, env: &Env) -> Result<(), ApiError> {
-    let Some(token) = config::setting(env, "ADMIN_TOKEN") else {
-        return Err(ApiError::forbidden(
-            "The admin API is disabled: set the ADMIN_TOKEN secret.",
-        ));
-    };
     let given = http::api_key(req.headers()).unwrap_or_default();
-    let same = given.len() == token.len() && bool::from(given.as_bytes().ct_eq(token.as_bytes()));
-    if same {
-        Ok(())
-    } else {
-        Err(ApiError::unauthorized("Invalid admin token."))
-    }
+    keys::authorize_admin(config::setting(env, "ADMIN_TOKEN").as_deref(), &given)
 }

@@ -33,11 +33,7 @@ impl UsageCounter {
         let (customer, livemode) = self
             .with(now, |l| Ok((l.customer.id.clone(), l.customer.livemode)))
             .map_err(|_| ApiError::not_found("No such customer."))?;
-        if livemode != (mode == keys::Mode::Live) {
-            return Err(ApiError::internal(
-                "a key was sent to the other mode's counter",
-            ));
-        }
+        keys::check_issue(mode, livemode)?;
         let secret = config::key_secret(&self.env)?;
         let mut random = [0u8; 16];
         getrandom::fill(&mut random).map_err(|e| ApiError::internal(e.to_string()))?;

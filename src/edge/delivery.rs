@@ -2,9 +2,8 @@
 //! answer: delivered, worth retrying, or refused for good (kept aside, never dropped).
 
 use super::config;
-use crate::flush::delivery::{
-    batch_records, delivered, outcome_of, timeout_ms, Outcome, TIMEOUT_MS,
-};
+use crate::flush::delivery::{batch_records, internal_outcome, outcome_of, timeout_ms};
+use crate::flush::delivery::{Outcome, TIMEOUT_MS};
 use crate::flush::DEFAULT_BATCH_RECORDS;
 use crate::flush::{endpoint, render_for, signature, Batch, Format, Subscriptions};
 
@@ -99,14 +98,11 @@ pub async fn deliver(env: &Env, r: &Receiver, b: &Rendered) -> Outcome {
     }
     if r.url == "internal" {
         let signed = signature(&r.secret, super::clock::wall_ms() / 1000, &b.body);
-        return match super::rating_api::ingest(env, &signed, &b.body).await {
-            Ok(mut answer) => {
-                let text = answer.text().await.unwrap_or_default();
-                delivered(&text)
-            }
-            Err(e) if e.status >= 500 => Outcome::Retry(e.message),
-            Err(e) => Outcome::Rejected(e.status, e.message),
+        let answer = match super::rating_api::ingest(env, &signed, &b.body).await {
+            Ok(mut answer) => Ok(answer.text().await.unwrap_or_default()),
+            Err(e) => Err((e.status, e.message)),
         };
+        return internal_outcome(answer);
     }
     let sent = async {
         let headers = Headers::new();

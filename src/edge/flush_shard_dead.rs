@@ -9,7 +9,7 @@ use super::delivery::{deliver, render_batch, Receiver, Rendered};
 use super::flush_shard::FlushShard;
 use super::outbox_store::{ACKNOWLEDGED, KEPT_ASIDE, UNREADABLE, WAITING};
 use super::sql::text;
-use crate::flush::delivery::{requeued, Requeued};
+use crate::flush::delivery::{requeued, split_unmapped, Requeued};
 use crate::flush::{requeue_home, Batch, Format, UsageRecord};
 use serde_json::json;
 use worker::{Result, SqlStorageValue};
@@ -30,10 +30,7 @@ impl FlushShard {
         if receiver.format != Format::Lago {
             return Ok(waiting);
         }
-        let (mapped, unmapped): (Vec<_>, Vec<_>) = waiting.into_iter().partition(|(_, records)| {
-            let customer = records.first().map(|r| r.customer.as_str());
-            customer.is_some_and(|c| receiver.subscriptions.contains_key(c))
-        });
+        let (mapped, unmapped) = split_unmapped(waiting, &receiver.subscriptions);
         for (customer, records) in unmapped {
             let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
             let rendered = Rendered {

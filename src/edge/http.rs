@@ -73,9 +73,9 @@ pub async fn read_capped(
     use super::metrics::{bump, Metric};
     use futures_util::StreamExt;
     let declared = declared_length(req);
-    if declared.is_some_and(|l| l > limit) {
+    if let Err(e) = crate::limits::declared_within(declared, limit) {
         bump(Metric::BodyCapHits);
-        return Err(ApiError::too_large(limit));
+        return Err(e);
     }
     if matches!(req.method(), worker::Method::Get | worker::Method::Head) {
         return Ok(Vec::new());

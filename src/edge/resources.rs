@@ -9,12 +9,13 @@ use super::ticket::{not_admitted, respond, Payload, Ticket};
 use super::upstream::{self, collect, OutBody, Outgoing, Upstreamed};
 use super::{client, config, http};
 use crate::error::ApiError;
+use crate::limits::declared_within;
 use crate::protocol::{AdmitRequest, AdmitResponse, CounterCall, ListOwned, OwnedChange};
 use crate::request::Prepared;
 use crate::surface::multipart::upload_kept;
 use crate::surface::owned::{deletion_confirmed, ListQuery, OwnedResource};
 use crate::surface::{multipart, Handling, ResourceKind, Routed};
-use crate::usage::{Metered, Usage};
+use crate::usage::Metered;
 use futures_util::StreamExt;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -42,9 +43,9 @@ pub async fn handle(
         }
         Handling::UploadFile => {
             let limit = config::max_upload_bytes(env);
-            if http::declared_length(&req).is_some_and(|l| l > limit) {
+            if let Err(e) = declared_within(http::declared_length(&req), limit) {
                 bump(Metric::BodyCapHits);
-                return Err(ApiError::too_large(limit));
+                return Err(e);
             }
             let content_type = req.headers().get("content-type").ok().flatten();
             let content_type = content_type.unwrap_or_default();
@@ -167,10 +168,7 @@ async fn admit(
 }
 
 fn one_request() -> Option<Metered> {
-    Some(Metered {
-        usage: Usage::default(),
-        estimated: false,
-    })
+    Some(Metered::one_request())
 }
 
 /// Sends to the provider; a refusal releases the reservation and is rewritten.

@@ -8,8 +8,8 @@
 
 use super::client;
 use crate::protocol::ExtendRequest;
-use crate::reservation::HEARTBEAT_MS;
-use crate::stream_meter::{DrainBudget, Ending, StreamMeter};
+use crate::reservation::heartbeat_due;
+use crate::stream_meter::{broken_off, replayable, DrainBudget, Ending, StreamMeter};
 use crate::usage::{Metered, Usage};
 use futures_channel::mpsc;
 use futures_util::future::{select, Either};
@@ -117,7 +117,7 @@ impl Pump {
                 }
                 // Broken after the client left: what it generated is unknown.
                 Either::Left((Some(Err(_)), _)) if client.left.is_some() => {
-                    break Ending::DrainSpent;
+                    break broken_off(true);
                 }
                 Either::Left((Some(Err(_)) | None, _)) => {
                     // An unfinished last event is forwarded under the same rules; a
@@ -126,7 +126,7 @@ impl Pump {
                     if !rest.is_empty() {
                         client.send(rest, &self.budget).await;
                     }
-                    break Ending::Upstream;
+                    break broken_off(false);
                 }
                 Either::Right(_) => {}
             }
@@ -137,14 +137,14 @@ impl Pump {
             // last), within the drain budget.
             if let Some((at, drained)) = client.left {
                 let waited = worker::Date::now().as_millis() as f64 - at;
-                if waited >= self.budget.ms as f64 || drained >= self.budget.bytes {
+                if self.budget.spent(waited, drained) {
                     super::metrics::bump(super::metrics::Metric::AbortsBilledAtBound);
                     break Ending::DrainSpent;
                 }
                 continue; // nobody to keep the reservation alive for
             }
             let now = super::clock::now_ms();
-            if now.saturating_sub(last_beat) >= HEARTBEAT_MS {
+            if heartbeat_due(last_beat, now) {
                 last_beat = now;
                 let h = &self.heartbeat;
                 let beat = ExtendRequest {
@@ -163,7 +163,7 @@ impl Pump {
         StreamEnd {
             metered: self.meter.metered(ending, &self.reserved),
             // What a client that left saw is not the answer: it is never replayed.
-            sent: sent.filter(|_| client.left.is_none()),
+            sent: replayable(sent, client.left.is_some()),
         }
     }
 }

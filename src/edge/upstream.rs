@@ -10,6 +10,7 @@ use crate::error::ApiError;
 use crate::request::Prepared;
 use crate::sandbox;
 use crate::surface::headers::{forward_request, pass_response, HeaderPolicy};
+use crate::surface::headers::{redirect_refused, too_large_answer, ERROR_BODY_LIMIT};
 use futures_util::StreamExt;
 use wasm_bindgen::JsValue;
 use worker::{AbortSignal, Env, Fetch, Headers, Method, Request, RequestInit, RequestRedirect};
@@ -102,10 +103,7 @@ pub async fn send(
     };
     let mut resp = sent.map_err(fail)?;
     let status = resp.status_code();
-    if (300..400).contains(&status) {
-        let msg = "The upstream provider answered with a redirect, which edgemeter never follows.";
-        return Err(ApiError::upstream(502, msg).with_code("upstream_redirect"));
-    }
+    redirect_refused(status)?;
     let all: Vec<(String, String)> = resp.headers().entries().collect();
     let find = |name: &str| all.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let content_type = find("content-type").unwrap_or_default();
@@ -150,10 +148,7 @@ pub async fn collect(mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError> 
         })?;
         if out.len() + chunk.len() > limit {
             bump(Metric::ResponseCapHits);
-            let msg = format!(
-                "The upstream answer exceeded the {limit}-byte limit for buffered responses."
-            );
-            return Err(ApiError::upstream(502, msg).with_code("upstream_too_large"));
+            return Err(too_large_answer(limit));
         }
         out.extend_from_slice(&chunk);
     }
@@ -162,6 +157,6 @@ pub async fn collect(mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError> 
 
 /// An upstream error answer, rewritten so no account detail reaches the client.
 pub async fn refused(up: Upstreamed) -> ApiError {
-    let body = collect(up.body, 64 * 1024).await.unwrap_or_default();
+    let body = collect(up.body, ERROR_BODY_LIMIT).await.unwrap_or_default();
     crate::surface::headers::provider_error(up.status, &body, up.retry_after.as_deref())
 }

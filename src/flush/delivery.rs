@@ -57,6 +57,28 @@ pub fn delivered(answer: &str) -> Outcome {
     }
 }
 
+/// How a delivery to the built-in rating endpoint ends: its answer, or its error's
+/// status and message; a failure of the endpoint itself (5xx) is tried again.
+pub fn internal_outcome(answer: Result<String, (u16, String)>) -> Outcome {
+    match answer {
+        Ok(body) => delivered(&body),
+        Err((status, why)) if status >= 500 => Outcome::Retry(why),
+        Err((status, why)) => Outcome::Rejected(status, why),
+    }
+}
+
+/// The records of customers Lago has no subscription for, set apart from the rest:
+/// they are never sent under a wrong id (answers `(mapped, unmapped)`).
+pub fn split_unmapped(
+    waiting: super::Waiting,
+    subscriptions: &super::Subscriptions,
+) -> (super::Waiting, super::Waiting) {
+    waiting.into_iter().partition(|(_, records)| {
+        let customer = records.first().map(|r| r.customer.as_str());
+        customer.is_some_and(|c| subscriptions.contains_key(c))
+    })
+}
+
 /// How a receiver's HTTP answer ends a delivery.
 pub fn outcome_of(status: u16, body: &str) -> Outcome {
     let detail = || {

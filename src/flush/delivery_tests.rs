@@ -144,3 +144,32 @@ fn the_fleet_sums_every_shard_or_says_it_cannot() {
     assert_eq!(fleet["shards_unreachable"], 1);
     assert!(fleet["pending_records"].is_null(), "never silently low");
 }
+
+#[test]
+fn the_builtin_endpoint_retries_its_own_failures_only() {
+    assert_eq!(
+        internal_outcome(Ok("{}".into())),
+        Outcome::Delivered(vec![])
+    );
+    assert_eq!(
+        internal_outcome(Err((503, "busy".into()))),
+        Outcome::Retry("busy".into())
+    );
+    let refused = internal_outcome(Err((401, "bad signature".into())));
+    assert_eq!(refused, Outcome::Rejected(401, "bad signature".into()));
+}
+
+#[test]
+fn lago_never_gets_a_customer_without_a_subscription() {
+    let mut subscriptions = crate::flush::Subscriptions::new();
+    subscriptions.insert("a".into(), "sub-a".into());
+    let waiting = vec![
+        ("a".to_string(), vec![record("a", (1, 1), 1)]),
+        ("b".to_string(), vec![record("b", (1, 1), 1)]),
+        ("empty".to_string(), vec![]),
+    ];
+    let (mapped, unmapped) = split_unmapped(waiting, &subscriptions);
+    let names = |w: &crate::flush::Waiting| w.iter().map(|(o, _)| o.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&mapped), ["a"]);
+    assert_eq!(names(&unmapped), ["b", "empty"]);
+}

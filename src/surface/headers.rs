@@ -103,6 +103,26 @@ pub fn names_account(message: &str) -> bool {
     ACCOUNT_MARKERS.iter().any(|w| lower.contains(w)) || message.len() > 2000
 }
 
+/// How much of a provider's error answer is read to rewrite it.
+pub const ERROR_BODY_LIMIT: usize = 64 * 1024;
+
+/// A provider's redirect is never followed (it could lead anywhere with the operator's
+/// key): its answer is a 502.
+pub fn redirect_refused(status: u16) -> Result<(), ApiError> {
+    if !(300..400).contains(&status) {
+        return Ok(());
+    }
+    let msg = "The upstream provider answered with a redirect, which edgemeter never follows.";
+    Err(ApiError::upstream(502, msg).with_code("upstream_redirect"))
+}
+
+/// A buffered answer past `limit` bytes: a 502, never an answer cut short.
+pub fn too_large_answer(limit: usize) -> ApiError {
+    let msg =
+        format!("The upstream answer exceeded the {limit}-byte limit for buffered responses.");
+    ApiError::upstream(502, msg).with_code("upstream_too_large")
+}
+
 /// A provider error turned into what the customer may see. 401/403 are about the
 /// operator's key, 429 about the operator's shared limit; other errors keep the
 /// provider's `type`, `code` and `param`, and its message only when it is clean.
@@ -304,5 +324,23 @@ mod tests {
                 proptest::prop_assert!(allowed, "{name}: {value} was forwarded");
             }
         }
+    }
+
+    #[test]
+    fn redirects_and_oversized_answers_are_bad_gateways() {
+        assert!(redirect_refused(200).is_ok() && redirect_refused(404).is_ok());
+        for status in [301, 302, 307, 308] {
+            let e = redirect_refused(status).unwrap_err();
+            assert_eq!(
+                (e.status, e.code.as_deref()),
+                (502, Some("upstream_redirect"))
+            );
+        }
+        let e = too_large_answer(10);
+        assert_eq!(
+            (e.status, e.code.as_deref()),
+            (502, Some("upstream_too_large"))
+        );
+        assert!(e.message.contains("10-byte"));
     }
 }

@@ -109,6 +109,17 @@ pub struct Metered {
     pub estimated: bool,
 }
 
+impl Metered {
+    /// What a call on a stored resource or an opted-in route bills: one request and no
+    /// tokens, whatever its answer says (or if it cannot be read).
+    pub fn one_request() -> Metered {
+        Metered {
+            usage: Usage::default(),
+            estimated: false,
+        }
+    }
+}
+
 /// Usage of a buffered answer: what its body reports; the admission's input estimate
 /// when it reports none; and the reserved bound when the answer could not be read at
 /// all (the provider did the work, so it is never billed as nothing).
