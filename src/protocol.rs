@@ -257,7 +257,7 @@ pub struct UsageReport {
     pub period_start: String,
     pub period_end: String,
     pub meters: Vec<MeterUsage>,
-    pub totals: Totals,
+    pub totals: UsageTotals,
     pub remaining: Remaining,
 }
 
@@ -272,7 +272,7 @@ pub struct MeterUsage {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Totals {
+pub struct UsageTotals {
     pub requests: u64,
     pub tokens: u64,
     /// Exact cost of the settled usage so far: under a price-book plan, the invoice's

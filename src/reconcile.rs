@@ -85,7 +85,7 @@ pub struct LedgerView {
 
 /// One meter and model through every step.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Line {
+pub struct Trace {
     pub meter: String,
     pub model: String,
     pub metered: Tally,
@@ -105,7 +105,7 @@ pub struct Line {
 
 /// A difference between two steps, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Difference {
+pub struct Gap {
     pub meter: String,
     pub model: String,
     /// The steps compared, e.g. `metered - acknowledged`.
@@ -121,8 +121,8 @@ pub struct Report {
     pub customer: String,
     pub livemode: bool,
     pub period: Period,
-    pub lines: Vec<Line>,
-    pub differences: Vec<Difference>,
+    pub lines: Vec<Trace>,
+    pub differences: Vec<Gap>,
     /// Differences without a known cause: zero when every unit is accounted for.
     pub unexplained: u32,
     pub computed_at_ms: i64,
@@ -162,7 +162,7 @@ pub fn report(
     now_ms: i64,
 ) -> Report {
     let key = |m: &str, n: &str| (m.to_string(), n.to_string());
-    let mut lines: BTreeMap<(String, String), Line> = BTreeMap::new();
+    let mut lines: BTreeMap<(String, String), Trace> = BTreeMap::new();
     let mut closed: BTreeSet<(String, String)> = BTreeSet::new();
     for row in &counter.rows {
         if row.closed {
@@ -203,7 +203,7 @@ pub fn report(
         }
         let mut flag = |between: &str, amounts: BTreeMap<String, i64>, cause: String, ok| {
             if !amounts.is_empty() {
-                differences.push(Difference {
+                differences.push(Gap {
                     meter: meter.clone(),
                     model: model.clone(),
                     between: between.into(),

@@ -5,7 +5,7 @@ use crate::catalog::cost_of;
 use crate::counter_state::CounterState;
 use crate::period::iso8601;
 use crate::pricing::Pricing;
-use crate::protocol::{Customer, MeterUsage, Remaining, Totals, UsageReport};
+use crate::protocol::{Customer, MeterUsage, Remaining, UsageReport, UsageTotals};
 
 /// Builds the report for `state`'s current period.
 pub fn build(pricing: &Pricing, customer: &Customer, state: &CounterState) -> UsageReport {
@@ -38,7 +38,7 @@ pub fn build(pricing: &Pricing, customer: &Customer, state: &CounterState) -> Us
         period_start: iso8601(state.period.start_ms),
         period_end: iso8601(state.period.end_ms),
         meters,
-        totals: Totals {
+        totals: UsageTotals {
             requests: settled_requests,
             tokens: settled_tokens,
             cost: settled_cost.normalize().to_string(),

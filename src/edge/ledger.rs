@@ -70,7 +70,10 @@ impl DurableObject for Ledger {
         let now_ms = super::clock::now_ms();
         let changes = matches!(
             call,
-            LedgerCall::Ingest(_) | LedgerCall::AddGrant(_) | LedgerCall::VoidGrant(_)
+            LedgerCall::Ingest(_)
+                | LedgerCall::AddGrant(_)
+                | LedgerCall::VoidGrant(_)
+                | LedgerCall::SetAccount(_)
         );
         let result = match call {
             LedgerCall::Ingest(records) => self.ingest(&records, now_ms),

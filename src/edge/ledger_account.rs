@@ -83,11 +83,11 @@ impl Ledger {
         let Some(plan) = c.book.plans.get(&c.plan) else {
             return Ok(());
         };
-        if !plan.block_when_credits_exhausted {
+        let told = self.meta("blocked")?.and_then(|v| v.as_bool());
+        if !account::may_need_news(plan, told) {
             return Ok(()); // no need to rate it
         }
         let invoice = books::rated_invoice(self, start, now_ms)?;
-        let told = self.meta("blocked")?.and_then(|v| v.as_bool());
         let (balance, currency) = (invoice.credit_balance, &invoice.currency);
         let Some(state) = account::credit_news(plan, balance, currency, told) else {
             return Ok(());

@@ -76,7 +76,7 @@ impl LedgerStore for SqlStore<'_> {
             .meta(&plan_key(start))?
             .and_then(|v| Some((v["plan"].as_str()?.to_string(), v["seq"].as_u64()?)));
         Ok(PeriodBook {
-            is_final,
+            invoiced: is_final,
             final_arrived_ms: self.meta(&final_key(start))?.and_then(|v| v.as_i64()),
             plan,
             late_records: self

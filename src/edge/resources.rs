@@ -55,7 +55,7 @@ pub async fn handle(
                 Ok(t) => t,
                 Err(refused) => return Ok(refused),
             };
-            let refusal = Refusal::default();
+            let refusal = UploadStop::default();
             let signal = refusal.signal();
             let body = checked_upload(&mut req, scanner, limit, refusal.clone())?;
             let out = Outgoing {
@@ -196,14 +196,14 @@ fn bad_upload(msg: &str) -> ApiError {
 /// Why a streamed upload was stopped, set by the stream the provider reads from, and
 /// the abort that tears the provider's request down before its body can end.
 #[derive(Clone, Default)]
-struct Refusal {
+struct UploadStop {
     reason: Rc<RefCell<Option<ApiError>>>,
     abort: Rc<RefCell<Option<AbortController>>>,
     /// What the check read, once the whole upload passed it.
     checked: Rc<RefCell<Option<multipart::Upload>>>,
 }
 
-impl Refusal {
+impl UploadStop {
     fn signal(&self) -> AbortSignal {
         let controller = AbortController::default();
         let signal = controller.signal();
@@ -227,7 +227,7 @@ fn checked_upload(
     req: &mut Request,
     scanner: multipart::Scanner,
     limit: usize,
-    refusal: Refusal,
+    refusal: UploadStop,
 ) -> Result<JsValue, ApiError> {
     let body = req
         .stream()
@@ -278,7 +278,7 @@ async fn upload(
     ctx: &Context,
     ticket: Ticket,
     out: Outgoing<'_>,
-    refusal: Refusal,
+    refusal: UploadStop,
 ) -> Result<Response, ApiError> {
     let files_path = out.target.clone();
     let sent = send(env, ticket, out).await;

@@ -73,15 +73,23 @@ pub fn void_grant(grants: &mut [Value], id: &str, now_ms: i64) -> Result<Value, 
     Ok(g.clone())
 }
 
+/// Whether the customer's counter may need to hear of credits: on a plan that blocks
+/// when its credits run out, or when it was last told usage is blocked (and the plan
+/// has changed since).
+pub fn may_need_news(plan: &BookPlan, told: Option<bool>) -> bool {
+    plan.block_when_credits_exhausted || told == Some(true)
+}
+
 /// What to tell the customer's counter about prepaid credits, when it changed since
-/// it was last told (`told`): only a plan that blocks when its credits run out blocks.
+/// it was last told (`told`): only a plan that blocks when its credits run out blocks,
+/// and a counter blocked under an earlier plan is let go.
 pub fn credit_news(
     plan: &BookPlan,
     balance: Decimal,
     currency: &str,
     told: Option<bool>,
 ) -> Option<CreditState> {
-    if !plan.block_when_credits_exhausted {
+    if !may_need_news(plan, told) {
         return None;
     }
     let blocked = usage_blocked(plan, balance);

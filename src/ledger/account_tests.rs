@@ -59,6 +59,12 @@ fn the_counter_hears_of_credits_only_when_it_changes_and_the_plan_blocks() {
     );
     let topped = credit_news(&plan, Decimal::TEN, "USD", Some(true)).unwrap();
     assert!(!topped.blocked && topped.balance == "10");
+    // Blocked, then moved to a plan that never blocks: the counter is let go, once.
+    plan.block_when_credits_exhausted = false;
+    assert!(may_need_news(&plan, Some(true)) && !may_need_news(&plan, Some(false)));
+    let freed = credit_news(&plan, zero, "USD", Some(true)).unwrap();
+    assert!(!freed.blocked);
+    assert_eq!(credit_news(&plan, zero, "USD", Some(false)), None);
 }
 
 #[test]

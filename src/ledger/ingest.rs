@@ -18,7 +18,7 @@ pub type TotalKey = (i64, String, String);
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct PeriodBook {
     /// Its invoice is final (set by finalization, never here).
-    pub is_final: bool,
+    pub invoiced: bool,
     /// When its final records first came.
     pub final_arrived_ms: Option<i64>,
     /// The plan of its latest record by sequence, and that sequence number.
@@ -90,7 +90,7 @@ pub fn ingest<S: LedgerStore>(
             }
         };
         let before = book.clone();
-        if book.is_final && !store.seen(&r.id)? {
+        if book.invoiced && !store.seen(&r.id)? {
             match finality.late(r.period_end_ms, now_ms) {
                 Late::Refuse(reason) => {
                     store.keep_refused(r, &reason)?;

@@ -67,7 +67,7 @@ fn late_usage_is_counted_in_the_window_and_refused_after_it_once() {
     let mut store = MemoryStore::default();
     let first = record(1, "m", 10);
     take(&mut store, std::slice::from_ref(&first), 1);
-    store.periods.get_mut(&0).unwrap().is_final = true;
+    store.periods.get_mut(&0).unwrap().invoiced = true;
     let late = record(2, "m", 7);
     let out = take(&mut store, std::slice::from_ref(&late), END + DAY_MS);
     assert_eq!((out.stored, out.refused.len()), (1, 0));
