@@ -39,12 +39,26 @@ pub struct KeyRow {
     pub revoked_ms: Option<i64>,
 }
 
+/// A counter that holds no customer answers as an unknown key does.
+pub fn unknown_customer() -> ApiError {
+    ApiError::unauthorized("Incorrect API key provided.")
+}
+
+/// An admin asking about a customer that does not exist gets 404, where a key holder
+/// gets 401.
+pub fn for_admin(e: ApiError) -> ApiError {
+    match e.status {
+        401 => ApiError::not_found("No such customer."),
+        _ => e,
+    }
+}
+
 /// Checks a key hash against every key, in constant time per key.
 pub fn verify(keys: &[KeyRow], key_hash: &str) -> Result<(), ApiError> {
     match keys.iter().find(|k| keys::same_hash(&k.hash, key_hash)) {
         Some(k) if k.revoked_ms.is_none() => Ok(()),
         Some(_) => Err(ApiError::unauthorized("This API key has been revoked.")),
-        None => Err(ApiError::unauthorized("Incorrect API key provided.")),
+        None => Err(unknown_customer()),
     }
 }
 

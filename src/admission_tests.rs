@@ -243,3 +243,11 @@ fn an_admission_answers_its_reservation_and_the_usage_it_reserved() {
     assert!(spend_basis.is_none(), "list prices need no period totals");
     assert!(!r.idempotent);
 }
+
+#[test]
+fn an_admin_is_told_a_customer_does_not_exist_where_a_key_is_refused() {
+    assert_eq!(unknown_customer().status, 401);
+    assert_eq!(for_admin(unknown_customer()).status, 404);
+    let other = ApiError::internal("storage");
+    assert_eq!(for_admin(other).status, 500);
+}

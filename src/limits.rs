@@ -11,6 +11,33 @@ pub const MAX_RESPONSE_BYTES: usize = 32 << 20;
 /// bounds what a customer can store, not memory.
 pub const MAX_UPLOAD_BYTES: usize = 512 << 20;
 
+/// The largest provider answer kept when a resource call's answer is buffered (a file
+/// object, a deletion).
+pub const RESOURCE_ANSWER_BYTES: usize = 1 << 20;
+
+/// The largest body of an admin or management call (customers, keys, accounts, grants).
+pub const MANAGE_BODY_BYTES: usize = 1 << 20;
+
+/// The largest usage batch the rating endpoint reads before checking its signature (a
+/// batch of 500 records is well below it).
+pub const INGEST_BODY_BYTES: usize = 4 << 20;
+
+/// Batch signatures older (or newer) than this are refused.
+pub const SIGNATURE_TOLERANCE_S: i64 = 300;
+
+/// Tries at setting a counter's alarm before it is left to the next change: an alarm
+/// that cannot be set is counted, and any admission, settlement or push sets it again.
+pub const ALARM_TRIES: usize = 3;
+
+/// Tries at recording or forgetting a resource on its owner's counter: without the
+/// record its owner cannot reach it, and with a stale one it would look owned.
+pub const OWNERSHIP_TRIES: usize = 2;
+
+/// Customers one shard call reconciles (each takes a counter and a Ledger call, so a
+/// call stays far below a Worker's subrequest limit), and the Ledger calls in flight.
+pub const RECONCILE_PAGE: usize = 200;
+pub const RECONCILE_AT_ONCE: usize = 8;
+
 /// Flush registry shards when `FLUSH_SHARDS` is unset.
 pub const FLUSH_SHARDS: u32 = 16;
 
@@ -54,6 +81,20 @@ pub fn flush_shards(rating_url: Option<&str>, shards: Option<&str>) -> Option<u3
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(FLUSH_SHARDS);
     Some(n.clamp(1, 1024))
+}
+
+/// The shard count, or 409 when flushing is off: no shard then knows the customers.
+pub fn flushing_on(shards: Option<u32>) -> Result<u32, crate::error::ApiError> {
+    shards.ok_or_else(|| {
+        let msg = "Flushing is off (no RATING_URL): no shard knows the customers.";
+        crate::error::ApiError::conflict("flush_off", msg)
+    })
+}
+
+/// Whether the built-in sandbox answers instead of a provider: for every test key,
+/// and for a live key on a path with no upstream configured (a local setup).
+pub fn sandboxed(mode: crate::keys::Mode, upstream_configured: bool) -> bool {
+    mode == crate::keys::Mode::Test || !upstream_configured
 }
 
 /// The provider a request path goes to.
@@ -120,5 +161,18 @@ mod tests {
         assert!(declared_within(None, 10).is_ok());
         assert!(declared_within(Some(10), 10).is_ok());
         assert_eq!(declared_within(Some(11), 10).unwrap_err().status, 413);
+    }
+
+    #[test]
+    fn the_sandbox_answers_test_keys_and_unconfigured_paths() {
+        use crate::keys::Mode;
+        assert!(sandboxed(Mode::Test, true) && sandboxed(Mode::Test, false));
+        assert!(sandboxed(Mode::Live, false));
+        assert!(
+            !sandboxed(Mode::Live, true),
+            "a live key reaches the provider"
+        );
+        assert_eq!(flushing_on(Some(4)), Ok(4));
+        assert_eq!(flushing_on(None).unwrap_err().status, 409);
     }
 }

@@ -54,6 +54,19 @@ pub fn settle(
     }
 }
 
+/// A running request's heartbeat: its reservation lives a TTL longer, or is gone (410)
+/// when it was settled, or expired because the heartbeat came too late.
+pub fn extend(
+    state: &mut CounterState,
+    id: u64,
+    now_ms: i64,
+) -> Result<crate::reservation::Reservation, crate::error::ApiError> {
+    state.extend(id, now_ms).ok_or_else(|| {
+        let msg = "The reservation is settled or expired.";
+        crate::error::ApiError::gone("reservation_gone", msg)
+    })
+}
+
 /// A reservation nobody settled in time, billed its bound as estimated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expiry {

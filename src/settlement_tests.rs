@@ -139,3 +139,18 @@ fn expiries_come_one_at_a_time_so_each_is_stored_before_the_next() {
     assert_ne!(first.id, second.id);
     assert!(expire_next(&mut s, at).is_none());
 }
+
+#[test]
+fn a_heartbeat_for_a_reservation_that_is_gone_is_told_so() {
+    let mut s = CounterState::new(1, NOW);
+    let id = reserve(&mut s, false, NOW);
+    let later = NOW + RESERVATION_TTL_MS / 2;
+    let kept = extend(&mut s, id, later).unwrap();
+    assert!(kept.deadline_ms > NOW + RESERVATION_TTL_MS / 2);
+    settle(&mut s, id, Some(&used(1)), false, None, later);
+    let e = extend(&mut s, id, later).unwrap_err();
+    assert_eq!(
+        (e.status, e.code.as_deref()),
+        (410, Some("reservation_gone"))
+    );
+}

@@ -61,7 +61,7 @@ async fn admin(mut req: Request, env: &Env) -> Result<Response, ApiError> {
     authorize(&req, env)?;
     let path = req.path();
     let method = req.method();
-    let bytes = http::read_capped(&mut req, 1 << 20).await?;
+    let bytes = http::read_capped(&mut req, crate::limits::MANAGE_BODY_BYTES).await?;
     let parts: Vec<&str> = path.trim_start_matches("/admin/v1/").split('/').collect();
     match (method, parts.as_slice()) {
         (Method::Get, ["catalog"]) => {
@@ -125,10 +125,7 @@ async fn admin(mut req: Request, env: &Env) -> Result<Response, ApiError> {
         (Method::Get, ["reconciliation", at]) => {
             // Every customer's period containing that day, added up through the shards.
             let at_ms = super::params::instant(at)?;
-            let shards = config::flush_shards(env).ok_or_else(|| {
-                let msg = "Flushing is off (no RATING_URL): no shard knows the customers.";
-                ApiError::conflict("flush_off", msg)
-            })?;
+            let shards = crate::limits::flushing_on(config::flush_shards(env))?;
             let fleet = super::flush_shard_reconcile::fleet(env, shards, at_ms).await;
             http::json_response(&fleet, 200).map_err(http::internal)
         }

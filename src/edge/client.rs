@@ -57,7 +57,7 @@ pub async fn call_object<T: Serialize>(
 /// Records or forgets a resource on its owner's counter, trying twice: without the
 /// record its owner cannot reach it, and with a stale one it would look owned.
 pub async fn change_owned(env: &Env, counter: &str, change: &OwnedChange) -> bool {
-    for _ in 0..2 {
+    for _ in 0..crate::limits::OWNERSHIP_TRIES {
         match call(env, counter, &CounterCall::Owned(change.clone())).await {
             Ok(r) if r.status_code() < 300 => return true,
             Ok(r) => worker::console_error!("owned {counter}: status {}", r.status_code()),

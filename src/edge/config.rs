@@ -120,6 +120,15 @@ pub fn flush_shards(env: &Env) -> Option<u32> {
     limits::flush_shards(url.as_deref(), shards.as_deref())
 }
 
+/// Where test usage goes (`RATING_URL`, `EXPORT_TEST_USAGE`).
+pub fn test_usage_route(env: &Env) -> crate::flush::TestUsageRoute {
+    let (url, export) = (
+        setting(env, "RATING_URL"),
+        setting(env, "EXPORT_TEST_USAGE"),
+    );
+    crate::flush::TestUsageRoute::from_settings(url.as_deref(), export.as_deref())
+}
+
 /// The least time between two pushes of one counter (`FLUSH_PUSH_MS`).
 pub fn push_interval_ms(env: &Env) -> i64 {
     crate::flush::wake::push_interval_ms(setting(env, "FLUSH_PUSH_MS").as_deref())

@@ -140,8 +140,8 @@ impl UsageCounter {
     ) -> std::result::Result<T, ApiError> {
         let mut mem = self.mem.borrow_mut();
         if mem.is_none() {
-            let unknown = || ApiError::unauthorized("Incorrect API key provided.");
-            let customer = self.store.customer().map_err(stored)?.ok_or_else(unknown)?;
+            let customer = self.store.customer().map_err(stored)?;
+            let customer = customer.ok_or_else(crate::admission::unknown_customer)?;
             let state = self
                 .store
                 .load_state(customer.anchor_day, now_ms)

@@ -144,11 +144,10 @@ impl UsageCounter {
             let pricing = Pricing::for_plan(&catalog, book.as_deref(), &l.customer.plan);
             Ok(crate::report::build(&pricing, &l.customer, &l.state))
         });
-        // An admin asking about a customer that does not exist gets 404, not 401.
-        let report = report.map_err(|e| match (&key_hash, e.status) {
-            (None, 401) => ApiError::not_found("No such customer."),
-            _ => e,
-        })?;
+        let report = match &key_hash {
+            None => report.map_err(admission::for_admin)?,
+            Some(_) => report?,
+        };
         http::json_response(&report, 200).map_err(http::internal)
     }
 }

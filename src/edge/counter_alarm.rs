@@ -52,7 +52,7 @@ impl UsageCounter {
             self.store.save_push_state(&f)
         });
         let mut set = saved;
-        for _ in 0..3 {
+        for _ in 0..crate::limits::ALARM_TRIES {
             if set.is_err() {
                 break;
             }

@@ -6,7 +6,7 @@ use super::counter::{stored, Loaded, UsageCounter};
 use super::http;
 use crate::error::ApiError;
 use crate::protocol::ExtendRequest;
-use crate::settlement::expire_next;
+use crate::settlement::{self, expire_next};
 use worker::Response;
 
 impl UsageCounter {
@@ -42,15 +42,9 @@ impl UsageCounter {
     /// A running request's heartbeat: its reservation lives a TTL longer. 410 when it
     /// is gone (settled, or expired because the heartbeat came too late).
     pub(super) fn extend(&self, req: ExtendRequest) -> std::result::Result<Response, ApiError> {
-        let extended = self.with(req.now_ms, |l| {
-            Ok(l.state.extend(req.reservation, req.now_ms))
+        let r = self.with(req.now_ms, |l| {
+            settlement::extend(&mut l.state, req.reservation, req.now_ms)
         })?;
-        let Some(r) = extended else {
-            return Err(ApiError::gone(
-                "reservation_gone",
-                "The reservation is settled or expired.",
-            ));
-        };
         self.store.save_reservation(&r).map_err(stored)?;
         Ok(Response::empty().map_err(http::internal)?.with_status(204))
     }

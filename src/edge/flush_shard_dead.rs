@@ -97,8 +97,7 @@ impl FlushShard {
     /// removed and their records count as acknowledged.
     pub(super) async fn requeue(&self, now_ms: i64) -> Result<serde_json::Value> {
         let configured = Receiver::from_env(&self.env).map_err(worker::Error::RustError)?;
-        let export_test =
-            config::setting(&self.env, "EXPORT_TEST_USAGE").as_deref() == Some("true");
+        let route = config::test_usage_route(&self.env);
         let home = Receiver::internal(configured.secret.clone());
         // An unreadable row cannot be sent; it stays for an operator to look at.
         let q = "SELECT batch_id, content_type, body, record_ids, customers FROM dead WHERE content_type != ?";
@@ -109,8 +108,8 @@ impl FlushShard {
             // ledger, unless test usage is exported.
             let owners = text(row, 4);
             let owners: Vec<&str> = owners.split(',').collect();
-            let internal = configured.url == "internal";
-            let receiver = match requeue_home(&owners, internal, export_test) {
+            let home_bound = requeue_home(&owners, route.receiver_is_internal, route.export_test);
+            let receiver = match home_bound {
                 true => &home,
                 false => &configured,
             };

@@ -9,13 +9,11 @@ use super::rating_api::LEDGER_BINDING;
 use super::sql::{integer, text};
 use crate::error::ApiError;
 use crate::flush::owner_key;
+use crate::limits::{RECONCILE_AT_ONCE, RECONCILE_PAGE};
 use crate::protocol::{FleetPage, LedgerCall, ShardCall};
 use crate::reconcile::{FleetSummary, Report};
 use futures_util::StreamExt;
 use worker::{Env, Method, Result};
-
-/// Ledger calls one shard has in flight at once while reconciling.
-const AT_ONCE: usize = 8;
 
 impl FlushShard {
     /// Remembers a customer (of a mode) that pushed here, for the fleet summary.
@@ -34,16 +32,16 @@ impl FlushShard {
     }
 
     /// One page of this shard's customers' reports of the period containing `at_ms`
-    /// (those after `after`, at most [`PAGE`]), added up as they come; and the last
+    /// (those after `after`, at most [`RECONCILE_PAGE`]), added up as they come; and the last
     /// customer of the page when more may follow.
     pub(super) async fn reconcile(
         &self,
         ask: &FleetPage,
     ) -> Result<(FleetSummary, Option<String>)> {
         let q = "SELECT owner, customer, livemode FROM customers WHERE owner > ? ORDER BY owner LIMIT ?";
-        let binds = vec![ask.after.as_str().into(), (PAGE as i64).into()];
+        let binds = vec![ask.after.as_str().into(), (RECONCILE_PAGE as i64).into()];
         let rows = self.rows(q, binds)?;
-        let more = (rows.len() == PAGE)
+        let more = (rows.len() == RECONCILE_PAGE)
             .then(|| rows.last().map(|r| text(r, 0)))
             .flatten();
         let (env, at_ms) = (&self.env, ask.at_ms);
@@ -59,7 +57,7 @@ impl FlushShard {
                 (owner, answer)
             }
         });
-        let mut answers = futures_util::stream::iter(asks).buffer_unordered(AT_ONCE);
+        let mut answers = futures_util::stream::iter(asks).buffer_unordered(RECONCILE_AT_ONCE);
         let mut summary = FleetSummary::default();
         while let Some((owner, answer)) = answers.next().await {
             match answer {
@@ -70,10 +68,6 @@ impl FlushShard {
         Ok((summary, more))
     }
 }
-
-/// Customers one shard call reconciles: each takes a counter and a Ledger call, so a
-/// call stays far below a Worker's subrequest limit.
-pub const PAGE: usize = 200;
 
 async fn ledger_report(
     env: &Env,

@@ -32,10 +32,9 @@ impl FlushShard {
             Err(e) => return self.fail(stats, now_ms, e),
         };
         let waiting = self.waiting(now_ms)?;
-        let export_test =
-            config::setting(&self.env, "EXPORT_TEST_USAGE").as_deref() == Some("true");
+        let route = config::test_usage_route(&self.env);
         let (waiting, test_usage) =
-            split_test_usage(waiting, receiver.url == "internal", export_test);
+            split_test_usage(waiting, route.receiver_is_internal, route.export_test);
         let waiting = self.set_aside_unmapped(&receiver, waiting, now_ms)?;
         let customers = waiting.len() + test_usage.len();
         let mut sent = self.send(&receiver, waiting, now_ms).await?;

@@ -53,10 +53,9 @@ impl Ledger {
             });
         }
         let counter: CounterView = resp.json().await.map_err(super::http::internal)?;
-        let setting = |name| super::config::setting(&self.env, name);
-        let internal = setting("RATING_URL").as_deref() == Some("internal");
-        let export_test = setting("EXPORT_TEST_USAGE").as_deref() == Some("true");
-        let view = match rated_by_builtin(internal, livemode, export_test) {
+        let route = super::config::test_usage_route(&self.env);
+        let builtin = rated_by_builtin(route.receiver_is_internal, livemode, route.export_test);
+        let view = match builtin {
             true => Some(self.ledger_view(&counter)?),
             false => None,
         };

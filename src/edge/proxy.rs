@@ -12,10 +12,10 @@ use super::upstream::{self, OutBody, Outgoing};
 use super::{client, config, http, resources};
 use crate::catalog::Catalog;
 use crate::error::ApiError;
-use crate::keys::Mode;
 use crate::prepare::{idempotency_digest, idempotency_key, prepare, Owns, Ready, Sender};
 use crate::protocol::{AdmitRequest, AdmitResponse};
 use crate::request::{self, Meter, Prepared};
+use crate::surface::headers::refused_by_provider;
 use crate::surface::{self, Handling, Routed};
 use worker::{Context, Env, Method, Request, Response};
 
@@ -171,7 +171,9 @@ async fn forward(
 ) -> Result<(upstream::Upstreamed, Ticket), ApiError> {
     // A stream can be cancelled once its client left and its drain budget is spent.
     let cancel = prepared.stream.then(worker::AbortController::default);
-    let sent = if caller.mode == Mode::Test {
+    let path = target.split('?').next().unwrap_or("");
+    let configured = config::upstream(env, path).is_some();
+    let sent = if crate::limits::sandboxed(caller.mode, configured) {
         Ok(None)
     } else {
         let out = Outgoing {
@@ -198,7 +200,7 @@ async fn forward(
             return Err(e);
         }
     };
-    if upstream.status >= 400 {
+    if refused_by_provider(upstream.status) {
         // The provider refused the request itself: it costs nothing.
         ticket.close(None, None).await;
         return Err(upstream::refused(upstream).await);

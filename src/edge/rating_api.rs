@@ -9,22 +9,13 @@ use super::{auth, config, http};
 use crate::error::ApiError;
 use crate::flush::{signature_fresh, verify};
 use crate::ledger::{account, parse_batch};
+use crate::limits;
 use crate::protocol::LedgerCall;
 use futures_util::StreamExt;
 use serde_json::Value;
 use worker::{Env, Method, Request, Response};
 
 pub const LEDGER_BINDING: &str = "LEDGER";
-
-/// Signatures older (or newer) than this are refused.
-const SIGNATURE_TOLERANCE_S: i64 = 300;
-
-/// The largest ingestion batch read before its signature can be checked (a flush batch
-/// of 500 records is well below it).
-const INGEST_BODY_LIMIT: usize = 4 << 20;
-
-/// The largest body of a management call (accounts, grants).
-const MANAGE_BODY_LIMIT: usize = 1 << 20;
 
 pub async fn handle(mut req: Request, env: &Env) -> worker::Result<Response> {
     let path = req.path();
@@ -36,15 +27,15 @@ pub async fn handle(mut req: Request, env: &Env) -> worker::Result<Response> {
             let signature = req.headers().get("x-edgemeter-signature").ok().flatten();
             let signature = signature.unwrap_or_default();
             let now_s = super::clock::wall_ms() / 1000;
-            if !signature_fresh(&signature, now_s, SIGNATURE_TOLERANCE_S) {
+            if !signature_fresh(&signature, now_s, limits::SIGNATURE_TOLERANCE_S) {
                 let msg = "Missing, stale or invalid X-Edgemeter-Signature.";
                 return Err(ApiError::unauthorized(msg));
             }
-            let bytes = http::read_capped(&mut req, INGEST_BODY_LIMIT).await?;
+            let bytes = http::read_capped(&mut req, limits::INGEST_BODY_BYTES).await?;
             ingest(env, &signature, &bytes).await
         } else {
             auth::authorize(&req, env)?;
-            let bytes = http::read_capped(&mut req, MANAGE_BODY_LIMIT).await?;
+            let bytes = http::read_capped(&mut req, limits::MANAGE_BODY_BYTES).await?;
             let livemode = livemode_of(&req.inner().url())?;
             manage(env, method, &path, &bytes, livemode).await
         }
@@ -65,7 +56,13 @@ pub async fn ingest(env: &Env, signature: &str, body: &[u8]) -> Result<Response,
     let secret = config::setting(env, "RATING_SECRET")
         .ok_or_else(|| ApiError::internal("RATING_SECRET is not set"))?;
     let now_s = super::clock::wall_ms() / 1000;
-    if !verify(&secret, signature, body, now_s, SIGNATURE_TOLERANCE_S) {
+    if !verify(
+        &secret,
+        signature,
+        body,
+        now_s,
+        limits::SIGNATURE_TOLERANCE_S,
+    ) {
         return Err(ApiError::unauthorized(
             "Missing or invalid X-Edgemeter-Signature.",
         ));

@@ -9,9 +9,10 @@ use super::ticket::{not_admitted, respond, Payload, Ticket};
 use super::upstream::{self, collect, OutBody, Outgoing, Upstreamed};
 use super::{client, config, http};
 use crate::error::ApiError;
-use crate::limits::declared_within;
+use crate::limits::{declared_within, RESOURCE_ANSWER_BYTES};
 use crate::protocol::{AdmitRequest, AdmitResponse, CounterCall, ListOwned, OwnedChange};
 use crate::request::Prepared;
+use crate::surface::headers::refused_by_provider;
 use crate::surface::multipart::upload_kept;
 use crate::surface::owned::{deletion_confirmed, ListQuery, OwnedResource};
 use crate::surface::{multipart, Handling, ResourceKind, Routed};
@@ -21,9 +22,6 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::JsValue;
 use worker::{AbortController, AbortSignal, Context, Env, Method, Request, Response};
-
-/// The largest provider answer kept when it is buffered (a file object, a deletion).
-const ANSWER_LIMIT: usize = 1 << 20;
 
 pub async fn handle(
     mut req: Request,
@@ -179,7 +177,7 @@ async fn send(
 ) -> Result<(Upstreamed, Ticket), ApiError> {
     let catalog = config::catalog(env)?;
     let failure = match upstream::send(env, &catalog, out).await {
-        Ok(Some(up)) if up.status < 400 => return Ok((up, ticket)),
+        Ok(Some(up)) if !refused_by_provider(up.status) => return Ok((up, ticket)),
         Ok(Some(up)) => upstream::refused(up).await,
         Ok(None) => ApiError::not_found("No provider is configured for stored resources.")
             .with_code("unknown_route"),
@@ -293,7 +291,7 @@ async fn upload(
     }
     let (up, ticket) = sent?;
     let (status, headers) = (up.status, up.headers.clone());
-    let bytes = collect(up.body, ANSWER_LIMIT).await;
+    let bytes = collect(up.body, RESOURCE_ANSWER_BYTES).await;
     let bytes = match bytes {
         Ok(b) => b,
         Err(e) => {
@@ -360,7 +358,7 @@ async fn forward_counted(
     // resource is gone, so a refused deletion leaves it manageable by its owner.
     let (status, headers) = (up.status, up.headers.clone());
     let counter = ticket.counter.clone();
-    let bytes = collect(up.body, ANSWER_LIMIT).await;
+    let bytes = collect(up.body, RESOURCE_ANSWER_BYTES).await;
     ctx.wait_until(async move { ticket.close(one_request(), None).await });
     let bytes = bytes?;
     if deletion_confirmed(&bytes) {

@@ -173,6 +173,24 @@ pub fn owner_key(customer: &str, livemode: bool) -> String {
 /// Records waiting to be sent, grouped by owner ([`owner_key`]).
 pub type Waiting = Vec<(String, Vec<UsageRecord>)>;
 
+/// Where test usage goes, from `RATING_URL` and `EXPORT_TEST_USAGE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TestUsageRoute {
+    /// `RATING_URL=internal`: the built-in ledger is the receiver.
+    pub receiver_is_internal: bool,
+    /// `EXPORT_TEST_USAGE=true`: an external receiver gets test usage too.
+    pub export_test: bool,
+}
+
+impl TestUsageRoute {
+    pub fn from_settings(rating_url: Option<&str>, export_test_usage: Option<&str>) -> Self {
+        TestUsageRoute {
+            receiver_is_internal: rating_url == Some("internal"),
+            export_test: export_test_usage == Some("true"),
+        }
+    }
+}
+
 /// Splits waiting records into what goes to the configured receiver and the test usage
 /// kept for the built-in ledger's test invoices. Test usage reaches the configured
 /// receiver only when it is the built-in ledger itself or `export_test` asks for it.

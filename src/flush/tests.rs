@@ -214,3 +214,13 @@ fn signature_matches_an_independent_hmac() {
     ));
     assert!(!verify("whsec_test", "v1=abc", b"", 0, 300));
 }
+
+#[test]
+fn test_usage_routes_from_the_settings() {
+    let route = TestUsageRoute::from_settings;
+    assert!(route(Some("internal"), None).receiver_is_internal);
+    assert!(!route(Some("https://rating.example"), None).receiver_is_internal);
+    assert!(route(None, Some("true")).export_test);
+    assert!(!route(None, Some("yes")).export_test, "only `true` exports");
+    assert_eq!(route(None, None), route(Some("intern"), Some("")));
+}

@@ -103,6 +103,12 @@ pub fn names_account(message: &str) -> bool {
     ACCOUNT_MARKERS.iter().any(|w| lower.contains(w)) || message.len() > 2000
 }
 
+/// Whether the provider refused a request itself (4xx, 5xx): it cost nothing, so its
+/// reservation is released, unbilled.
+pub fn refused_by_provider(status: u16) -> bool {
+    status >= 400
+}
+
 /// How much of a provider's error answer is read to rewrite it.
 pub const ERROR_BODY_LIMIT: usize = 64 * 1024;
 
@@ -324,6 +330,12 @@ mod tests {
                 proptest::prop_assert!(allowed, "{name}: {value} was forwarded");
             }
         }
+    }
+
+    #[test]
+    fn a_provider_refusal_costs_nothing() {
+        assert!(!refused_by_provider(200) && !refused_by_provider(399));
+        assert!(refused_by_provider(400) && refused_by_provider(429) && refused_by_provider(503));
     }
 
     #[test]

@@ -178,9 +178,15 @@ impl Worker {
                 return Err(format!("({status}) {}", self.log_tail()));
             }
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                // 503 is a running Worker reporting settings that cannot work.
+                // 503 is a running Worker reporting settings that cannot work. Its own
+                // answer, not another test's server that took the port meanwhile.
                 let r = super::http::request(self.port, "GET", "/healthz", &[], b"");
-                if r.status == 200 || r.status == 503 {
+                let ours = match r.status {
+                    200 => r.text() == "ok",
+                    503 => r.text().contains("problems"),
+                    _ => false,
+                };
+                if ours {
                     return Ok(());
                 }
             }
