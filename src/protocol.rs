@@ -69,6 +69,18 @@ pub struct ShardPush {
     pub records: Vec<crate::flush::UsageRecord>,
 }
 
+impl ShardPush {
+    /// A counter's push of `records`. One counter meters one mode, so its records all
+    /// carry it; a push holding any test record is kept as test usage, never live.
+    pub fn of(customer: &str, records: &[crate::flush::UsageRecord]) -> ShardPush {
+        ShardPush {
+            customer: customer.to_string(),
+            livemode: records.iter().all(|r| r.livemode),
+            records: records.to_vec(),
+        }
+    }
+}
+
 /// A shard's page of the fleet reconciliation: its customers after `after`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FleetPage {

@@ -32,3 +32,14 @@ fn every_call_to_the_counter_survives_the_trip() {
     let unknown = serde_json::from_str::<CounterCall>(r#"{"call":"drop_all"}"#);
     assert!(unknown.is_err(), "an unknown call is refused, not guessed");
 }
+
+#[test]
+fn a_push_with_any_test_record_is_never_live() {
+    let live = crate::fixtures::record("c", "gpt-4o-mini", (1, 1), 1);
+    let test = crate::flush::UsageRecord {
+        livemode: false,
+        ..live.clone()
+    };
+    assert!(ShardPush::of("c", std::slice::from_ref(&live)).livemode);
+    assert!(!ShardPush::of("c", &[live, test]).livemode);
+}

@@ -360,6 +360,14 @@ impl FleetSummary {
     }
 }
 
+impl Report {
+    /// Whether to look once more: the counter and the ledger are asked one after the
+    /// other, so usage moving between them meanwhile shows as unexplained for a moment.
+    pub fn needs_second_look(&self) -> bool {
+        self.unexplained > 0
+    }
+}
+
 /// The report shown as the one at finalization: the report kept when the period
 /// became final; for a period finalized while the counter could not be asked, the
 /// first one read after, `now`, which is then to be kept (the `bool`). A kept report

@@ -270,3 +270,11 @@ fn the_report_at_finalization_is_the_one_kept_or_the_first_read_after() {
     assert_eq!(shown(None, true), (Some(now.clone()), true));
     assert_eq!(shown(None, false), (None, false), "open: none yet");
 }
+
+#[test]
+fn only_an_unexplained_report_is_looked_at_again() {
+    let mut r = Report::default();
+    assert!(!r.needs_second_look());
+    r.unexplained = 2;
+    assert!(r.needs_second_look());
+}

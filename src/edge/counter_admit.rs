@@ -10,7 +10,6 @@ use crate::error::ApiError;
 use crate::pricing::Pricing;
 use crate::protocol::*;
 use crate::settlement::{self, Settled};
-use crate::surface::ResourceKind;
 use worker::Response;
 
 impl UsageCounter {
@@ -26,7 +25,7 @@ impl UsageCounter {
             })?;
             for (kind, id) in &req.owns {
                 let owned = self.check_owned(*kind, id)?;
-                if *kind == ResourceKind::Response {
+                if kind.carries_context() {
                     carry_context(&mut ask, plan, Some((owned.input, owned.output)))?;
                 }
             }

@@ -5,10 +5,10 @@
 //! acknowledged. Only those move the flushed watermark. The cron run then reads the
 //! shards alone, however many counters changed.
 
-use super::counter::{stored, Loaded, UsageCounter};
+use super::counter::{stored, UsageCounter};
 use super::{client, config, http};
 use crate::error::ApiError;
-use crate::flush::snapshot::{is_clean, FlushRow, Stamp};
+use crate::flush::snapshot::{is_clean, Stamp};
 use crate::flush::wake::{after_settle, next_alarm, AfterPush, AfterSettle};
 use crate::flush::{shard_for, UsageRecord};
 use crate::protocol::{ShardCall, ShardPush};
@@ -26,11 +26,6 @@ struct Pushed {
     in_flight: usize,
     clean: bool,
     after: AfterPush,
-}
-
-/// The current period's end when it has rows that will need a final record.
-fn period_end(l: &Loaded, rows: &[FlushRow]) -> Option<i64> {
-    (!rows.is_empty()).then_some(l.state.period.end_ms)
 }
 
 impl UsageCounter {
@@ -94,8 +89,8 @@ impl UsageCounter {
             self.store.save_push_state(&f).map_err(stored)?;
             self.remember_push(now_ms);
             let rows = self.store.flush_rows().map_err(stored)?;
-            let end = period_end(l, &rows);
-            Ok(f.after(l.state.seq, end, l.state.next_deadline(), now_ms))
+            let (seq, end) = (l.state.seq, l.state.period.end_ms);
+            Ok(f.after(seq, &rows, end, l.state.next_deadline(), now_ms))
         })
     }
 
@@ -135,14 +130,14 @@ impl UsageCounter {
                 _ => self.store.flush_rows().map_err(stored)?,
             };
             let complete_before = l.state.complete_before();
-            let end = period_end(l, &rows);
+            let end = l.state.period.end_ms;
             Ok(Pushed {
                 taken: taken.new,
                 sent: taken.records.len(),
                 acknowledged: applied.acked,
                 in_flight: f.pending.len(),
                 clean: f.pending.is_empty() && is_clean(&rows, complete_before),
-                after: f.after(l.state.seq, end, l.state.next_deadline(), now_ms),
+                after: f.after(l.state.seq, &rows, end, l.state.next_deadline(), now_ms),
             })
         })
     }
@@ -156,13 +151,7 @@ impl UsageCounter {
         shards: u32,
     ) -> std::result::Result<Vec<String>, ApiError> {
         let shard = format!("shard-{}", shard_for(customer, shards));
-        // One counter meters one mode: its records all carry it.
-        let livemode = records.iter().all(|r| r.livemode);
-        let call = ShardCall::Push(ShardPush {
-            customer: customer.to_string(),
-            livemode,
-            records: records.to_vec(),
-        });
+        let call = ShardCall::Push(ShardPush::of(customer, records));
         let mut resp = client::call_object(
             &self.env,
             client::SHARD_BINDING,

@@ -27,9 +27,9 @@ impl Ledger {
     ) -> Result<Report, ApiError> {
         let whose = (customer, livemode);
         let first = self.reconcile(whose, at_ms, now_ms).await?;
-        match first.unexplained {
-            0 => Ok(first),
-            _ => self.reconcile(whose, at_ms, now_ms).await,
+        match first.needs_second_look() {
+            false => Ok(first),
+            true => self.reconcile(whose, at_ms, now_ms).await,
         }
     }
 

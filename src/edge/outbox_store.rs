@@ -2,7 +2,7 @@
 //! it is `crate::flush::outbox::accept`'s decision), and the shard's schema.
 
 use super::sql::text;
-use crate::flush::outbox::OutboxStore;
+use crate::flush::outbox::{recorded_at, OutboxStore};
 use crate::flush::UsageRecord;
 use worker::{Result, SqlStorage};
 
@@ -40,7 +40,7 @@ impl OutboxStore for SqlOutbox<'_> {
             "INSERT OR IGNORE INTO outbox (id, customer, record, recorded_ms) VALUES (?, ?, ?, ?)";
         for r in records {
             let record = serde_json::to_string(r).unwrap_or_default();
-            let at = r.recorded_at_ms.min(self.now_ms);
+            let at = recorded_at(r, self.now_ms);
             let binds = vec![r.id.as_str().into(), owner.into(), record.into(), at.into()];
             self.sql.exec(q, binds)?;
         }

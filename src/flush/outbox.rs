@@ -51,6 +51,12 @@ pub fn accept<S: OutboxStore>(
     Ok(acknowledged)
 }
 
+/// When a record counts as recorded in the outbox (its age in the shard's stats): as it
+/// says, but never later than its arrival.
+pub fn recorded_at(r: &UsageRecord, now_ms: i64) -> i64 {
+    r.recorded_at_ms.min(now_ms)
+}
+
 /// An outbox in memory: record id → (owner, record, place).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct MemoryOutbox {
@@ -131,5 +137,14 @@ mod tests {
             .is_empty());
         assert!(!outbox.rows.contains_key(&a.id));
         assert_eq!(outbox.waiting(), vec![b]);
+    }
+
+    #[test]
+    fn a_record_from_the_future_counts_as_recorded_on_arrival() {
+        let mut r = record("c", 1);
+        r.recorded_at_ms = 500;
+        assert_eq!(recorded_at(&r, 1_000), 500);
+        r.recorded_at_ms = 5_000;
+        assert_eq!(recorded_at(&r, 1_000), 1_000);
     }
 }

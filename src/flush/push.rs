@@ -106,11 +106,13 @@ impl PushState {
     }
 
     /// What the next alarm depends on after a push: `seq` is the counter's sequence
-    /// number now, `period_end_ms` the current period's end when it has rows.
+    /// number now; the current period's end counts when it has `rows`, which will need
+    /// a final record.
     pub fn after(
         &self,
         seq: u64,
-        period_end_ms: Option<i64>,
+        rows: &[FlushRow],
+        period_end_ms: i64,
         deadline_ms: Option<i64>,
         now_ms: i64,
     ) -> AfterPush {
@@ -118,7 +120,7 @@ impl PushState {
             now_ms,
             failures: self.failures,
             changed_since: seq > self.taken_seq,
-            period_end_ms,
+            period_end_ms: (!rows.is_empty()).then_some(period_end_ms),
             deadline_ms,
         }
     }

@@ -76,14 +76,20 @@ fn failures_count_up_until_a_push_reaches_the_shard() {
     p.failed(1_000);
     p.failed(2_000);
     assert_eq!((p.failures, p.last_push_ms), (2, Some(2_000)));
-    let after = p.after(4, Some(2_000), None, 2_000);
+    let rows = [row("a", 1)];
+    let after = p.after(4, &rows, 2_000, None, 2_000);
+    assert_eq!(
+        after.period_end_ms,
+        Some(2_000),
+        "its rows need a final record"
+    );
+    assert_eq!(p.after(4, &[], 2_000, None, 2_000).period_end_ms, None);
     assert_eq!(after.failures, 2);
     assert!(after.changed_since, "seq 4 was never taken");
-    let rows = [row("a", 1)];
     let taken = p.take_new(&stamp(), &rows, 4, 0, 3_000);
     p.acknowledged(&rows, &[], &taken, 3_000);
     assert_eq!(p.failures, 0);
-    assert!(!p.after(4, None, None, 3_000).changed_since);
+    assert!(!p.after(4, &rows, 2_000, None, 3_000).changed_since);
     assert_eq!(p.pending.len(), 1, "unacknowledged records are held");
 }
 

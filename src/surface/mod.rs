@@ -23,6 +23,13 @@ pub enum ResourceKind {
 }
 
 impl ResourceKind {
+    /// Whether naming a resource of this kind carries its context into the request's
+    /// input: a stored response does (`previous_response_id`: the provider reads it all
+    /// again), a file is priced by the request that reads it.
+    pub fn carries_context(self) -> bool {
+        self == ResourceKind::Response
+    }
+
     /// The 404 every caller gets for an id that is not theirs, whether or not it exists.
     pub fn not_found(self, id: &str) -> ApiError {
         let object = match self {

@@ -238,3 +238,9 @@ fn test_keys_reach_only_what_the_sandbox_answers() {
         );
     }
 }
+
+#[test]
+fn only_a_stored_response_carries_its_context() {
+    assert!(ResourceKind::Response.carries_context());
+    assert!(!ResourceKind::File.carries_context());
+}
