@@ -3,8 +3,23 @@
 
 use crate::catalog::Catalog;
 use crate::error::ApiError;
+use crate::keys::Mode;
 use crate::period::day_of_month;
 use crate::protocol::{CreateCustomer, Customer};
+
+/// A customer is created on its test counter first, then on its live one: once the
+/// live one exists the customer is whole, and a retry after a partial creation goes on
+/// past the test counter ([`creation_goes_on`]).
+pub const CREATION_ORDER: [Mode; 2] = [Mode::Test, Mode::Live];
+
+/// Whether creating the customer goes on after the test counter answered `status`.
+pub fn creation_goes_on(status: u16) -> bool {
+    status == 201 || status == 409
+}
+
+/// A key is revoked on whichever counter holds it, live first; the first answer that is
+/// not a 404 is the answer.
+pub const REVOCATION_ORDER: [Mode; 2] = [Mode::Live, Mode::Test];
 
 /// The customer `c` asks for, on a counter of `livemode` that holds `existing` already.
 pub fn create(
@@ -101,5 +116,17 @@ mod tests {
             NOW,
         );
         assert_eq!(again.unwrap_err().status, 409);
+    }
+
+    #[test]
+    fn creation_goes_on_past_a_test_counter_made_before() {
+        assert_eq!(
+            CREATION_ORDER.last(),
+            Some(&Mode::Live),
+            "live last: then whole"
+        );
+        assert!(creation_goes_on(201) && creation_goes_on(409));
+        assert!(!creation_goes_on(400) && !creation_goes_on(503));
+        assert_eq!(REVOCATION_ORDER[0], Mode::Live);
     }
 }

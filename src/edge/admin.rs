@@ -4,6 +4,7 @@
 use super::auth::authorize;
 use super::params::customer_id;
 use super::{client, config, flush_shard, http};
+use crate::customer::{creation_goes_on, CREATION_ORDER, REVOCATION_ORDER};
 use crate::error::ApiError;
 use crate::flush::delivery::fleet_stats;
 use crate::keys::{self, Mode};
@@ -70,18 +71,20 @@ async fn admin(mut req: Request, env: &Env) -> Result<Response, ApiError> {
         (Method::Post, ["customers"]) => {
             let c: CreateCustomer = parse(&bytes)?;
             let id = customer_id(&c.id)?.to_string();
-            // The test-mode counter first: if it fails, the customer does not exist yet
-            // and the call can simply be repeated.
-            let test = keys::counter_name(Mode::Test, &id);
-            let create = |live| CounterCall::CreateCustomer {
-                customer: c.clone(),
-                live,
-            };
-            let made = client::call(env, &test, &create(false)).await?;
-            if made.status_code() != 201 && made.status_code() != 409 {
-                return Ok(made);
+            // In `customer::CREATION_ORDER`: a failed step can simply be repeated.
+            let mut made = None;
+            for mode in CREATION_ORDER {
+                let create = CounterCall::CreateCustomer {
+                    customer: c.clone(),
+                    live: mode == Mode::Live,
+                };
+                let r = client::call(env, &keys::counter_name(mode, &id), &create).await?;
+                if mode == Mode::Test && !creation_goes_on(r.status_code()) {
+                    return Ok(r);
+                }
+                made = Some(r);
             }
-            client::call(env, &id, &create(true)).await
+            Ok(made.expect("both counters were asked"))
         }
         (Method::Get, ["customers", id, "usage"]) => {
             client::call(env, customer_id(id)?, &CounterCall::Usage(None)).await
@@ -96,7 +99,7 @@ async fn admin(mut req: Request, env: &Env) -> Result<Response, ApiError> {
             let key_id = key_id.to_string();
             let id = customer_id(id)?;
             let mut last = None;
-            for mode in [Mode::Live, Mode::Test] {
+            for mode in REVOCATION_ORDER {
                 let counter = keys::counter_name(mode, id);
                 let revoke = CounterCall::RevokeKey(key_id.clone());
                 let r = client::call(env, &counter, &revoke);

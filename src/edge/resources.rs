@@ -13,7 +13,7 @@ use crate::limits::{declared_within, RESOURCE_ANSWER_BYTES};
 use crate::protocol::{AdmitRequest, AdmitResponse, CounterCall, ListOwned, OwnedChange};
 use crate::request::Prepared;
 use crate::surface::headers::refused_by_provider;
-use crate::surface::multipart::upload_kept;
+use crate::surface::multipart::{not_kept_answer, upload_kept};
 use crate::surface::owned::{deletion_confirmed, ListQuery, OwnedResource};
 use crate::surface::{multipart, Handling, ResourceKind, Routed};
 use crate::usage::Metered;
@@ -187,10 +187,6 @@ async fn send(
     Err(failure)
 }
 
-fn bad_upload(msg: &str) -> ApiError {
-    ApiError::bad_request("invalid_value", msg).with_param("file")
-}
-
 /// Why a streamed upload was stopped, set by the stream the provider reads from, and
 /// the abort that tears the provider's request down before its body can end.
 #[derive(Clone, Default)]
@@ -323,13 +319,7 @@ async fn upload(
             let _ = upstream::send(env, &catalog, out).await;
         }
         ticket.close(None, None).await;
-        if differs {
-            let msg = "The provider read this upload other than edgemeter checked it, so it was not kept. Send a plain multipart/form-data upload.";
-            return Err(bad_upload(msg));
-        }
-        let msg =
-            "The upload could not be recorded for your account, so it was not kept. Please retry.";
-        return Err(ApiError::unavailable(msg));
+        return Err(not_kept_answer(differs));
     }
     ctx.wait_until(async move { ticket.close(one_request(), None).await });
     respond(status, &headers, Payload::Bytes(bytes))

@@ -31,6 +31,22 @@ pub fn upload_kept(stored: &super::owned::OwnedResource, checked: Option<&Upload
     checked.is_some_and(|up| up.stored_as(stored))
 }
 
+/// The answer to an upload the provider stored but that was not kept (and so removed):
+/// 400 when the provider read it other than the check did, 503 when it could not be
+/// recorded for its owner (a retry can succeed).
+pub fn not_kept_answer(read_otherwise: bool) -> ApiError {
+    match read_otherwise {
+        true => {
+            let msg = "The provider read this upload other than edgemeter checked it, so it was not kept. Send a plain multipart/form-data upload.";
+            ApiError::bad_request("invalid_value", msg).with_param("file")
+        }
+        false => {
+            let msg = "The upload could not be recorded for your account, so it was not kept. Please retry.";
+            ApiError::unavailable(msg)
+        }
+    }
+}
+
 /// Fields an upload may have besides the file itself.
 const FIELDS: [&str; 3] = ["purpose", "expires_after[anchor]", "expires_after[seconds]"];
 

@@ -185,3 +185,17 @@ fn an_upload_is_kept_only_as_checked() {
     assert!(!upload_kept(&stored, Some(&checked("batch", 11))));
     assert!(!upload_kept(&stored, None), "the check never saw the end");
 }
+
+#[test]
+fn an_upload_not_kept_is_a_client_error_only_when_it_was_read_otherwise() {
+    let otherwise = not_kept_answer(true);
+    assert_eq!(
+        (otherwise.status, otherwise.param.as_deref()),
+        (400, Some("file"))
+    );
+    let unrecorded = not_kept_answer(false);
+    assert_eq!(
+        (unrecorded.status, unrecorded.retry_after_s),
+        (503, Some(1))
+    );
+}
