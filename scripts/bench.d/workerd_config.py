@@ -7,11 +7,14 @@ namespace, with SQLite for the classes a migration lists in `new_sqlite_classes`
 `--var NAME=VALUE` overrides a variable, `--var-file NAME=PATH` embeds a file as one.
 
 Each `--instance PORT:DISK_DIR` adds one copy of the Worker listening on
-127.0.0.1:PORT, with its Durable Object storage in DISK_DIR. Binding kinds this script
+127.0.0.1:PORT, with its Durable Object storage in DISK_DIR. `--bare-js PORT:UPSTREAM`
+adds the baseline every target is held against: a JavaScript Worker of a few lines that
+forwards each request to UPSTREAM and returns its answer, metering nothing. Binding kinds this script
 does not know (KV, R2, queues, ...) are an error rather than silently left out.
 
 usage: workerd_config.py --wrangler wrangler.toml --js NAME --wasm NAME
-           --instance PORT:DIR [--instance ...] [--var N=V ...] [--var-file N=PATH ...]
+           --instance PORT:DIR [--instance ...] [--bare-js PORT:UPSTREAM]
+           [--var N=V ...] [--var-file N=PATH ...]
 The module files are expected in dist/ beside the written config.
 """
 
@@ -30,6 +33,20 @@ KNOWN_KEYS = {
 }
 
 
+# The baseline: what any Worker in front of the provider costs at least.
+BARE_JS = """export default {
+  async fetch(request, env) {
+    const url = new URL(request.url);
+    return fetch(env.UPSTREAM_URL + url.pathname + url.search, {
+      method: request.method,
+      headers: { "content-type": request.headers.get("content-type") || "application/json" },
+      body: request.method === "GET" ? undefined : await request.arrayBuffer(),
+    });
+  },
+};
+"""
+
+
 def text(s: str) -> str:
     """A capnp text literal (JSON string escapes are valid capnp escapes for these)."""
     return json.dumps(s, ensure_ascii=False)
@@ -43,6 +60,7 @@ def main() -> int:
     ap.add_argument("--instance", action="append", required=True)
     ap.add_argument("--var", action="append", default=[])
     ap.add_argument("--var-file", action="append", default=[])
+    ap.add_argument("--bare-js")
     args = ap.parse_args()
 
     with open(args.wrangler, "rb") as f:
@@ -105,6 +123,19 @@ def main() -> int:
             "  ],",
             f"  durableObjectNamespaces = [{namespaces}],",
             f'  durableObjectStorage = (localDisk = "disk{i}"),',
+            '  globalOutbound = "loopback",',
+            ");",
+            "",
+        ]
+    if args.bare_js:
+        port, upstream = args.bare_js.split(":", 1)
+        services.append('(name = "barejs", worker = .barejs)')
+        sockets.append(f'(name = "barejs", address = "127.0.0.1:{port}", http = (), service = "barejs")')
+        workers += [
+            "const barejs :Workerd.Worker = (",
+            f'  modules = [(name = "bare.js", esModule = {text(BARE_JS)})],',
+            f"  compatibilityDate = {text(cfg['compatibility_date'])},",
+            f"  bindings = [(name = \"UPSTREAM_URL\", text = {text(upstream)})],",
             '  globalOutbound = "loopback",',
             ");",
             "",
