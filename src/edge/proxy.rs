@@ -171,27 +171,24 @@ async fn forward(
 ) -> Result<(upstream::Upstreamed, Ticket), ApiError> {
     // A stream can be cancelled once its client left and its drain budget is spent.
     let cancel = prepared.stream.then(worker::AbortController::default);
-    let path = target.split('?').next().unwrap_or("");
-    let configured = config::upstream(env, path).is_some();
-    let sent = if crate::limits::sandboxed(caller.mode, configured) {
-        Ok(None)
-    } else {
-        let out = Outgoing {
-            method: Method::Post,
-            target,
-            body: prepared
-                .upstream_body
-                .as_deref()
-                .map_or(OutBody::Empty, OutBody::Bytes),
-            client_headers: req.headers().entries().collect(),
-            signal: cancel.as_ref().map(|c| c.signal()),
-        };
-        upstream::send(env, catalog, out).await
-    };
-    let sent = match sent {
-        Ok(Some(u)) => Ok(u),
-        Ok(None) => upstream::sandbox(prepared),
-        Err(e) => Err(e),
+    // Resolved once: whether the sandbox answers depends on it, and the send uses it.
+    let provider = config::upstream(env, target.split('?').next().unwrap_or(""));
+    let sandboxed = crate::limits::sandboxed(caller.mode, provider.is_some());
+    let sent = match provider.filter(|_| !sandboxed) {
+        None => upstream::sandbox(prepared),
+        Some(provider) => {
+            let out = Outgoing {
+                method: Method::Post,
+                target,
+                body: prepared
+                    .upstream_body
+                    .as_deref()
+                    .map_or(OutBody::Empty, OutBody::Bytes),
+                client_headers: req.headers().entries().collect(),
+                signal: cancel.as_ref().map(|c| c.signal()),
+            };
+            upstream::send_to(&provider, catalog, out).await
+        }
     };
     let mut upstream = match sent {
         Ok(u) => u,

@@ -64,6 +64,15 @@ pub async fn send(
     let Some(upstream) = config::upstream(env, path) else {
         return Ok(None);
     };
+    send_to(&upstream, catalog, out).await.map(Some)
+}
+
+/// Sends a request to `upstream`, resolved by the caller.
+pub async fn send_to(
+    upstream: &config::Upstream,
+    catalog: &Catalog,
+    out: Outgoing<'_>,
+) -> Result<Upstreamed, ApiError> {
     let policy = HeaderPolicy {
         extra: &catalog.proxy.request_headers,
         anthropic_beta: &catalog.proxy.anthropic_beta,
@@ -109,14 +118,14 @@ pub async fn send(
     let content_type = find("content-type").unwrap_or_default();
     let retry_after = find("retry-after");
     let stream = resp.stream().map_err(fail)?;
-    Ok(Some(Upstreamed {
+    Ok(Upstreamed {
         status,
         content_type,
         headers: pass_response(all),
         retry_after,
         body: Box::pin(stream),
         cancel: None,
-    }))
+    })
 }
 
 /// The sandbox provider's answer to a metered request.
