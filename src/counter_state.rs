@@ -5,6 +5,7 @@
 
 use crate::catalog::{cost_of, Plan};
 use crate::error::ApiError;
+use crate::lease::{Lease, LeaseLosses};
 use crate::period::{period_at, Period};
 use crate::pricing::Pricing;
 use crate::prompt_size::CacheWrites;
@@ -41,6 +42,9 @@ pub struct CounterState {
     pub next_id: u64,
     /// Settlements so far: the sequence flushes are cut along.
     pub seq: u64,
+    /// Quota leases held by isolates, by id (ids shared with reservations).
+    pub leases: BTreeMap<u64, Lease>,
+    pub lease_losses: LeaseLosses,
 }
 
 /// The usage a request reserves: its input bound, and its output cap or the plan's
@@ -151,9 +155,10 @@ impl CounterState {
     /// The current minute window only (all the rate-limit headers need): unlike
     /// [`CounterState::totals`] it prices nothing.
     pub fn minute_totals(&self) -> Totals {
+        let (_, leased) = self.lease_holds();
         Totals {
-            minute_requests: self.window.requests,
-            minute_tokens: self.window.tokens,
+            minute_requests: self.window.requests.saturating_add(leased.requests),
+            minute_tokens: self.window.tokens.saturating_add(leased.tokens),
             ..Totals::default()
         }
     }
@@ -173,6 +178,10 @@ impl CounterState {
             t.period_requests = t.period_requests.saturating_add(1);
             t.period_tokens = t.period_tokens.saturating_add(r.tokens);
         }
+        let (leased, _) = self.lease_holds();
+        t.period_requests = t.period_requests.saturating_add(leased.requests);
+        t.period_tokens = t.period_tokens.saturating_add(leased.tokens);
+        t.period_spend += leased.cost;
         t
     }
 
@@ -267,8 +276,7 @@ impl CounterState {
             Some(period) => Some(Landing::Past {
                 period,
                 key,
-                usage: *usage,
-                estimated,
+                delta: Tally::one(usage, estimated),
             }),
             None => {
                 let tally = self.tallies.entry(key.clone()).or_default();
@@ -314,7 +322,12 @@ impl CounterState {
 
     /// The soonest reservation deadline, for the counter's alarm.
     pub fn next_deadline(&self) -> Option<i64> {
-        self.reservations.values().map(Reservation::deadline).min()
+        let leases = self.leases.values().map(Lease::next_deadline);
+        self.reservations
+            .values()
+            .map(Reservation::deadline)
+            .chain(leases)
+            .min()
     }
 
     /// Expires reservation `id`, billing its bound as estimated. Returns where the usage
@@ -359,7 +372,9 @@ impl CounterState {
     /// The start of the earliest period that still has reservations in flight, or the
     /// current period's: periods that end before it are complete and may be sent final.
     pub fn complete_before(&self) -> i64 {
-        let open = self.reservations.values().filter_map(|r| r.period);
+        let leased = self.leases.values().map(|l| Some(l.period));
+        let open = self.reservations.values().map(|r| r.period);
+        let open = open.chain(leased).flatten();
         open.map(|p| p.start_ms)
             .chain([self.period.start_ms])
             .min()

@@ -106,13 +106,13 @@ pub struct Expired {
 pub enum Landing {
     /// Into the current period: the tally to store.
     Current(MeterKey, Tally),
-    /// Into an earlier period, still open for it: add `usage` to that period's stored
-    /// tally (the counter holds only the current one in memory).
+    /// Into an earlier period, still open for it: add `delta` (one request's usage, or
+    /// a lease report's batch) to that period's stored tally (the counter holds only
+    /// the current one in memory).
     Past {
         period: Period,
         key: MeterKey,
-        usage: Usage,
-        estimated: bool,
+        delta: Tally,
     },
 }
 
@@ -130,13 +130,7 @@ impl Landing {
     pub fn tally(&self, stored: Option<Tally>) -> Tally {
         match self {
             Landing::Current(_, tally) => *tally,
-            Landing::Past {
-                usage, estimated, ..
-            } => {
-                let mut tally = stored.unwrap_or_default();
-                tally.add(usage, *estimated);
-                tally
-            }
+            Landing::Past { delta, .. } => stored.unwrap_or_default().plus(delta),
         }
     }
 

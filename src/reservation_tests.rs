@@ -137,8 +137,7 @@ fn usage_lands_in_the_period_its_request_was_admitted_in() {
         Landing::Past {
             period: first,
             key: r.key(),
-            usage: u,
-            estimated: false
+            delta: Tally::one(&u, false),
         }
     );
     assert!(s.tallies.is_empty(), "nothing of it in the new period");
@@ -248,8 +247,7 @@ fn a_late_landing_adds_to_its_periods_stored_tally() {
     let past = Landing::Past {
         period: earlier,
         key: key.clone(),
-        usage,
-        estimated: true,
+        delta: Tally::one(&usage, true),
     };
     assert!(past.adds_to_stored());
     assert_eq!(past.place(current), (earlier, &key));

@@ -4,6 +4,7 @@
 //! repeat.
 
 use crate::counter_state::{CounterState, Reservation, Window};
+use crate::lease::{Lease, LeaseLosses};
 use crate::period::Period;
 use crate::reservation::Expired;
 use crate::tally::{MeterKey, Tally};
@@ -19,6 +20,8 @@ pub struct Cursor {
     /// The current period, when it was cut short by closing it early.
     #[serde(default)]
     pub period: Option<Period>,
+    #[serde(default)]
+    pub lease_losses: LeaseLosses,
 }
 
 impl Cursor {
@@ -28,6 +31,7 @@ impl Cursor {
             next_id: s.next_id,
             seq: s.seq,
             period: Some(s.period),
+            lease_losses: s.lease_losses,
         }
     }
 }
@@ -40,6 +44,8 @@ pub struct Rows {
     pub reservations: Vec<Reservation>,
     /// The period's expired reservations.
     pub expired: Vec<Expired>,
+    /// Every lease the counter holds, whatever its period.
+    pub leases: Vec<Lease>,
 }
 
 /// The counter at `now_ms` from its cursor and the rows `load` reads for its period.
@@ -53,6 +59,7 @@ pub fn restore<E>(
     s.window = cursor.window;
     s.next_id = cursor.next_id.max(1);
     s.seq = cursor.seq;
+    s.lease_losses = cursor.lease_losses;
     if let Some(p) = cursor
         .period
         .filter(|p| p.start_ms <= now_ms && now_ms < p.end_ms)
@@ -67,6 +74,10 @@ pub fn restore<E>(
     }
     s.expired
         .extend(rows.expired.into_iter().map(|e| (e.id, e)));
+    for l in rows.leases {
+        s.next_id = s.next_id.max(l.id + 1);
+        s.leases.insert(l.id, l);
+    }
     Ok(s)
 }
 
@@ -130,6 +141,36 @@ mod tests {
         assert_eq!(s.reservations.len(), 2);
         let fresh = restore(1, NOW, Cursor::default(), |_| Ok::<_, ()>(Rows::default()));
         assert_eq!(fresh.unwrap().next_id, 1, "ids start at 1");
+        let failed = restore(1, NOW, Cursor::default(), |_| Err::<Rows, _>("storage"));
+        assert_eq!(failed.unwrap_err(), "storage");
+    }
+
+    #[test]
+    fn held_leases_come_back_and_their_ids_never_repeat() {
+        let c = crate::fixtures::catalog();
+        let pricing = crate::pricing::Pricing::List(&c);
+        let plan = crate::catalog::Plan::default();
+        let ask = crate::request::AdmitAsk::default();
+        let mut s = CounterState::new(1, NOW);
+        let lease = s.grant_lease(&pricing, &plan, &ask, NOW).unwrap().unwrap();
+        s.lease_losses.unreturned = 2;
+        let rows = Rows {
+            leases: vec![lease.clone()],
+            ..Rows::default()
+        };
+        let back = restore(1, NOW, Cursor::of(&s), |_| Ok::<_, ()>(rows)).unwrap();
+        assert_eq!(back.leases.get(&lease.id), Some(&lease));
+        assert_eq!(back.next_id, lease.id + 1);
+        assert_eq!(back.lease_losses.unreturned, 2);
+        assert_eq!(
+            back.totals(&pricing),
+            s.totals(&pricing),
+            "its hold counts again"
+        );
+    }
+
+    #[test]
+    fn a_failed_load_is_told() {
         let failed = restore(1, NOW, Cursor::default(), |_| Err::<Rows, _>("storage"));
         assert_eq!(failed.unwrap_err(), "storage");
     }

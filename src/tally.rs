@@ -57,6 +57,13 @@ impl Tally {
         }
     }
 
+    /// One request with usage `u`.
+    pub fn one(u: &Usage, estimated: bool) -> Tally {
+        let mut t = Tally::default();
+        t.add(u, estimated);
+        t
+    }
+
     /// One more request with usage `u`.
     pub fn add(&mut self, u: &Usage, estimated: bool) {
         let mut one = Tally {

@@ -1,0 +1,231 @@
+//! Quota leases, the holder's side: the leases one isolate holds, admitting requests
+//! against them with no call to the counter, and the cumulative reports it owes.
+//!
+//! The Workers runtime has no timers outside a request and a request cannot await
+//! another's I/O, so the book only decides; the edge sends what [`LeaseBook::take`]
+//! gives from a request's own `wait_until`, within [`REPORT_MS`] of each change.
+
+use crate::lease::{Grant, Report, Slice, REPORT_CHANGES, REPORT_MS};
+use crate::tally::{MeterKey, Tally};
+use crate::usage::Usage;
+use std::collections::BTreeMap;
+
+/// One lease as its holder keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Held {
+    pub plan: String,
+    pub grant: Grant,
+    /// The end of its window by the holder's clock: the granted length counted from
+    /// when the holder asked, so it never ends after the counter's.
+    pub until_ms: i64,
+    report: Report,
+    /// The report sequence sent (or being sent).
+    sent: u64,
+    /// When the oldest change not sent was made.
+    waiting_since: Option<i64>,
+}
+
+impl Held {
+    /// A lease granted for `window_ms` to a holder that asked at `asked_ms`.
+    pub fn new(id: u64, plan: String, grant: Grant, asked_ms: i64, window_ms: i64) -> Held {
+        Held {
+            plan,
+            grant,
+            until_ms: asked_ms.saturating_add(window_ms),
+            report: Report {
+                lease: id,
+                ..Report::default()
+            },
+            sent: 0,
+            waiting_since: None,
+        }
+    }
+
+    fn change(&mut self, now_ms: i64) {
+        self.report.seq += 1;
+        self.waiting_since.get_or_insert(now_ms);
+    }
+
+    fn admit(&mut self, one: &Slice, now_ms: i64) -> bool {
+        let open = !self.report.done && now_ms < self.until_ms;
+        if !open || !self.grant.fits(&self.report.admitted, one) {
+            return false;
+        }
+        self.report.admitted = self.report.admitted.plus(one);
+        self.change(now_ms);
+        true
+    }
+
+    fn finish(&mut self, one: &Slice, used: Option<(&MeterKey, &Usage, bool)>, now_ms: i64) {
+        self.report.finished = self.report.finished.plus(one);
+        if let Some((key, usage, estimated)) = used {
+            let found = self.report.usage.iter_mut().find(|(k, _)| k == key);
+            match found {
+                Some((_, t)) => t.add(usage, estimated),
+                None => self
+                    .report
+                    .usage
+                    .push((key.clone(), Tally::one(usage, estimated))),
+            }
+        }
+        self.change(now_ms);
+    }
+
+    fn retire(&mut self, now_ms: i64) {
+        if !self.report.done {
+            self.report.done = true;
+            self.change(now_ms);
+        }
+    }
+
+    fn unsent(&self) -> u64 {
+        self.report.seq.saturating_sub(self.sent)
+    }
+
+    fn due(&self, now_ms: i64) -> bool {
+        let aged = self.waiting_since.is_some_and(|t| now_ms - t >= REPORT_MS);
+        self.unsent() >= REPORT_CHANGES || (self.unsent() > 0 && aged)
+    }
+
+    /// Its whole life is reported: nothing more can change.
+    fn over(&self) -> bool {
+        self.report.done && self.report.open().requests == 0 && self.unsent() == 0
+    }
+}
+
+/// Where a request admitted under a lease is to be finished.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admission {
+    pub counter: String,
+    pub lease: u64,
+    pub plan: String,
+    pub bounds: Slice,
+}
+
+/// Every lease an isolate holds: per holder (a counter and key) the one it admits
+/// under now, and the retired ones until their last report is sent.
+#[derive(Debug, Default)]
+pub struct LeaseBook {
+    current: BTreeMap<String, (String, u64)>,
+    held: BTreeMap<(String, u64), Held>,
+}
+
+impl LeaseBook {
+    /// The plan of the lease `holder` admits under, if it still may.
+    pub fn plan(&self, holder: &str, now_ms: i64) -> Option<&str> {
+        let held = self.held.get(self.current.get(holder)?)?;
+        (now_ms < held.until_ms && !held.report.done).then_some(held.plan.as_str())
+    }
+
+    /// Admits a request needing `one` under `holder`'s lease, or `None` when there is
+    /// none or it is spent: then the counter decides.
+    pub fn admit(&mut self, holder: &str, one: &Slice, now_ms: i64) -> Option<Admission> {
+        let (counter, lease) = self.current.get(holder)?.clone();
+        let held = self.held.get_mut(&(counter.clone(), lease))?;
+        held.admit(one, now_ms).then(|| Admission {
+            counter,
+            lease,
+            plan: held.plan.clone(),
+            bounds: one.clone(),
+        })
+    }
+
+    /// Retires `holder`'s lease (spent or ended): its next report says it is done.
+    /// Returns the reports that then wait for `counter`, to carry with the next ask.
+    pub fn retire(&mut self, holder: &str, now_ms: i64) -> Vec<Report> {
+        let Some(at) = self.current.remove(holder) else {
+            return vec![];
+        };
+        if let Some(held) = self.held.get_mut(&at) {
+            held.retire(now_ms);
+        }
+        self.take(&at.0)
+    }
+
+    /// Holds a new lease for `holder`, from `counter`.
+    pub fn install(&mut self, holder: &str, counter: &str, lease: u64, held: Held) {
+        let at = (counter.to_string(), lease);
+        self.held.insert(at.clone(), held);
+        self.current.insert(holder.to_string(), at);
+    }
+
+    /// A request admitted under a lease finished: `used` is what it used (`None` when
+    /// it was released, costing nothing).
+    pub fn finish(&mut self, a: &Admission, used: Option<(&MeterKey, &Usage, bool)>, now: i64) {
+        if let Some(held) = self.held.get_mut(&(a.counter.clone(), a.lease)) {
+            held.finish(&a.bounds, used, now);
+        }
+    }
+
+    /// Marks a running request's lease changed, so its next report (a heartbeat)
+    /// moves its deadline.
+    pub fn touch(&mut self, a: &Admission, now_ms: i64) {
+        if let Some(held) = self.held.get_mut(&(a.counter.clone(), a.lease)) {
+            held.change(now_ms);
+        }
+    }
+
+    /// Whether `counter` has a report due at `now_ms` (old enough, or enough changes).
+    pub fn due(&self, counter: &str, now_ms: i64) -> bool {
+        self.of(counter).any(|(_, h)| h.due(now_ms))
+    }
+
+    /// Every report `counter` is owed and has not been sent, marked sent. Leases
+    /// whose window is over by `now_ms` say they are done.
+    pub fn take_at(&mut self, counter: &str, now_ms: i64) -> Vec<Report> {
+        for ((c, _), held) in self.held.iter_mut() {
+            if c == counter && now_ms >= held.until_ms {
+                held.retire(now_ms);
+            }
+        }
+        self.take(counter)
+    }
+
+    fn take(&mut self, counter: &str) -> Vec<Report> {
+        let mut out = vec![];
+        for ((c, _), held) in self.held.iter_mut() {
+            if c == counter && held.unsent() > 0 {
+                held.sent = held.report.seq;
+                held.waiting_since = None;
+                out.push(held.report.clone());
+            }
+        }
+        self.held.retain(|_, h| !h.over());
+        out
+    }
+
+    /// Reports that did not reach the counter: sent again with the next batch (each
+    /// is cumulative, so the newest carries the rest).
+    pub fn failed(&mut self, counter: &str, reports: &[Report], now_ms: i64) {
+        for r in reports {
+            let key = (counter.to_string(), r.lease);
+            let held = self.held.entry(key).or_insert_with(|| Held {
+                plan: String::new(),
+                grant: Grant::default(),
+                until_ms: 0,
+                report: r.clone(),
+                sent: 0,
+                waiting_since: None,
+            });
+            held.sent = held.sent.min(r.seq.saturating_sub(1));
+            held.waiting_since.get_or_insert(now_ms);
+        }
+    }
+
+    fn of<'a>(&'a self, counter: &'a str) -> impl Iterator<Item = (&'a (String, u64), &'a Held)> {
+        self.held.iter().filter(move |((c, _), _)| c == counter)
+    }
+
+    /// How many leases the book holds (for the metrics).
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+}
+
+#[cfg(test)]
+#[path = "lease_holder_tests.rs"]
+mod tests;

@@ -1,0 +1,117 @@
+//! Tests of the holder's lease book.
+use super::*;
+use crate::lease::LEASE_MS;
+
+const NOW: i64 = 1_764_547_200_000;
+
+fn one() -> Slice {
+    Slice {
+        requests: 1,
+        tokens: 20,
+        cost: rust_decimal::Decimal::ZERO,
+    }
+}
+
+fn book(requests: u64) -> LeaseBook {
+    let mut b = LeaseBook::default();
+    let grant = Grant {
+        requests,
+        tokens: Some(20 * requests),
+        cost: None,
+    };
+    b.install(
+        "cus/key",
+        "cus",
+        7,
+        Held::new(7, "pro".into(), grant, NOW, LEASE_MS),
+    );
+    b
+}
+
+fn key() -> MeterKey {
+    ("chat.completions".into(), "m".into())
+}
+
+#[test]
+fn it_admits_within_the_grant_and_the_window_only() {
+    let mut b = book(3);
+    assert_eq!(b.plan("cus/key", NOW), Some("pro"));
+    for _ in 0..3 {
+        assert!(b.admit("cus/key", &one(), NOW + 1).is_some());
+    }
+    assert_eq!(b.admit("cus/key", &one(), NOW + 1), None, "spent");
+    let mut b = book(3);
+    assert_eq!(
+        b.admit("cus/key", &one(), NOW + LEASE_MS),
+        None,
+        "its window is over"
+    );
+    assert_eq!(b.plan("cus/key", NOW + LEASE_MS), None);
+    assert_eq!(
+        b.admit("other", &one(), NOW),
+        None,
+        "another holder has none"
+    );
+}
+
+#[test]
+fn reports_are_due_by_age_or_count_and_are_cumulative() {
+    let mut b = book(1_000);
+    let a = b.admit("cus/key", &one(), NOW).unwrap();
+    assert!(!b.due("cus", NOW + REPORT_MS - 1));
+    assert!(b.due("cus", NOW + REPORT_MS));
+    let u = Usage {
+        input: 10,
+        output: 5,
+        ..Usage::default()
+    };
+    b.finish(&a, Some((&key(), &u, false)), NOW + 1);
+    let first = b.take_at("cus", NOW + 2);
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        (first[0].admitted.requests, first[0].finished.requests),
+        (1, 1)
+    );
+    assert!(b.take_at("cus", NOW + 3).is_empty(), "nothing new");
+    let mut n = 0;
+    while !b.due("cus", NOW + 3) {
+        b.admit("cus/key", &one(), NOW + 3).unwrap();
+        n += 1;
+    }
+    assert_eq!(n, REPORT_CHANGES);
+    let second = b.take_at("cus", NOW + 3);
+    assert_eq!(second[0].admitted.requests, 1 + REPORT_CHANGES);
+    assert_eq!(second[0].usage, vec![(key(), Tally::one(&u, false))]);
+    assert!(second[0].seq > first[0].seq);
+}
+
+#[test]
+fn a_failed_report_is_sent_again_and_a_finished_lease_is_forgotten() {
+    let mut b = book(10);
+    let a = b.admit("cus/key", &one(), NOW).unwrap();
+    let sent = b.take_at("cus", NOW + 1);
+    b.failed("cus", &sent, NOW + 2);
+    assert_eq!(b.take_at("cus", NOW + 3), sent, "the same report again");
+    b.finish(&a, None, NOW + 4);
+    let last = b.retire("cus/key", NOW + 5);
+    assert!(last[0].done && last[0].open().requests == 0);
+    assert!(last[0].usage.is_empty(), "a released request used nothing");
+    assert!(b.is_empty(), "nothing more can change");
+    b.failed("cus", &last, NOW + 6);
+    assert_eq!(
+        b.take_at("cus", NOW + 7),
+        last,
+        "kept until it is delivered"
+    );
+    assert!(b.is_empty());
+}
+
+#[test]
+fn a_lease_whose_window_ended_reports_done() {
+    let mut b = book(10);
+    let a = b.admit("cus/key", &one(), NOW).unwrap();
+    b.finish(&a, None, NOW + 1);
+    let reports = b.take_at("cus", NOW + LEASE_MS);
+    assert!(reports[0].done);
+    assert!(b.is_empty());
+}
