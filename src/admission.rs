@@ -171,13 +171,7 @@ pub fn decide(state: &mut CounterState, held: Held, asked: Asked) -> Result<Deci
             (cost, Some(basis))
         }
     };
-    let output_cap = match ask.output_cap {
-        None if plan.needs_output_cap() => {
-            let d = plan.default_max_output_tokens;
-            Some(ask.max_output.map_or(d, |max| d.min(max)))
-        }
-        _ => None,
-    };
+    let output_cap = output_cap(plan, ask);
     let answer = AdmitResponse::Admitted {
         reservation: r.id,
         plan: held.plan_name.to_string(),
@@ -191,6 +185,18 @@ pub fn decide(state: &mut CounterState, held: Held, asked: Asked) -> Result<Deci
         answer,
         reserved: Some(r),
     })
+}
+
+/// The output cap to send upstream: the plan's default when its limits need a bound
+/// and the request names none.
+pub fn output_cap(plan: &Plan, ask: &AdmitAsk) -> Option<u64> {
+    match ask.output_cap {
+        None if plan.needs_output_cap() => {
+            let d = plan.default_max_output_tokens;
+            Some(ask.max_output.map_or(d, |max| d.min(max)))
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]

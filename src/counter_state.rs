@@ -179,6 +179,8 @@ impl CounterState {
             t.period_tokens = t.period_tokens.saturating_add(r.tokens);
         }
         let (leased, _) = self.lease_holds();
+        let leased_in_flight: u64 = self.leases.values().map(Lease::in_flight).sum();
+        t.in_flight = t.in_flight.saturating_add(leased_in_flight);
         t.period_requests = t.period_requests.saturating_add(leased.requests);
         t.period_tokens = t.period_tokens.saturating_add(leased.tokens);
         t.period_spend += leased.cost;

@@ -74,15 +74,20 @@ pub struct Grant {
     pub requests: u64,
     pub tokens: Option<u64>,
     pub cost: Option<Decimal>,
+    /// Requests it may have running at once, under a concurrency limit.
+    #[serde(default)]
+    pub concurrent: Option<u64>,
 }
 
 impl Grant {
-    /// Whether `admitted` plus `want` still fits.
-    pub fn fits(&self, admitted: &Slice, want: &Slice) -> bool {
-        let with = admitted.plus(want);
+    /// Whether one more request needing `want` fits what `report` says is used.
+    pub fn fits(&self, report: &Report, want: &Slice) -> bool {
+        let with = report.admitted.plus(want);
+        let running = report.open().requests.saturating_add(1);
         with.requests <= self.requests
             && self.tokens.is_none_or(|t| with.tokens <= t)
             && self.cost.is_none_or(|c| with.cost <= c)
+            && self.concurrent.is_none_or(|c| running <= c)
     }
 }
 
@@ -146,6 +151,16 @@ impl Lease {
             },
         };
         top.minus(&self.report.finished)
+    }
+
+    /// The requests it counts as running: its unused concurrency while it may still
+    /// admit, or the running requests its reports say.
+    pub fn in_flight(&self) -> u64 {
+        let running = self.report.open().requests;
+        match (self.closed, self.grant.concurrent) {
+            (false, Some(slots)) => slots.max(running),
+            _ => running,
+        }
     }
 
     /// When the counter next has to look at it.
@@ -263,6 +278,12 @@ impl CounterState {
         Some(LeaseChange::Drop(lease.id))
     }
 
+    /// Requests running under leases, by their holders' last reports.
+    pub fn leased_running(&self) -> u64 {
+        let running = self.leases.values().map(|l| l.report.open().requests);
+        running.sum()
+    }
+
     /// The held part of every lease, added to the totals quota decisions see.
     pub(crate) fn lease_holds(&self) -> (Slice, Slice) {
         let mut period = Slice::default();
@@ -276,6 +297,36 @@ impl CounterState {
         }
         (period, minute)
     }
+}
+
+/// A holder asking its counter for a lease, for the request it has to admit, with the
+/// reports it owes (they free what its returned leases held).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaseAsk {
+    pub key_hash: String,
+    pub ask: crate::request::AdmitAsk,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reports: Vec<Report>,
+    pub now_ms: i64,
+}
+
+/// The counter's answer to a [`LeaseAsk`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub enum LeaseAnswer {
+    /// A lease: its window is `window_ms` long from the grant.
+    Granted {
+        lease: u64,
+        plan: String,
+        grant: Grant,
+        window_ms: i64,
+        /// The minute window's requests and tokens after the grant.
+        minute: (u64, u64),
+    },
+    /// No lease: the request was decided on its own (reserved, refused or rejected).
+    Alone {
+        admit: crate::protocol::AdmitResponse,
+    },
 }
 
 #[cfg(test)]

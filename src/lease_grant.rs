@@ -12,11 +12,10 @@ use crate::request::AdmitAsk;
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 
-/// Whether a plan's limits can be leased at all. Concurrency needs every start and end
-/// at the counter, and a price book prices each request against the period's whole
-/// usage (tiers, and the cost a response reports): those plans reserve per request.
-pub fn leasable(plan: &Plan, pricing: &Pricing) -> bool {
-    plan.max_concurrent.is_none() && !pricing.needs_totals()
+/// Whether a plan's limits can be leased at all: a price book prices each request
+/// against the period's whole usage (tiers), so its plans reserve per request.
+pub fn leasable(pricing: &Pricing) -> bool {
+    !pricing.needs_totals()
 }
 
 /// One request's bounds: what a lease's holder takes from it to admit the request.
@@ -71,13 +70,15 @@ pub fn size(plan: &Plan, t: &Totals, one: &Slice) -> Option<Grant> {
     if let (Some(cost), true) = (cost, one.cost > Decimal::ZERO) {
         n = n.min((cost / one.cost).floor().to_u64().unwrap_or(u64::MAX));
     }
-    if n < MIN_LEASE_REQUESTS {
+    let concurrent = left(plan.max_concurrent, t.in_flight).map(|l| l / SHARE);
+    if n < MIN_LEASE_REQUESTS || concurrent.is_some_and(|c| c < MIN_LEASE_REQUESTS) {
         return None;
     }
     Some(Grant {
         requests: n,
         tokens,
         cost,
+        concurrent,
     })
 }
 
@@ -94,7 +95,7 @@ impl CounterState {
     ) -> Result<Option<Lease>, Refusal> {
         self.roll(now_ms);
         check_bounded(plan, ask)?;
-        if !leasable(plan, pricing) {
+        if !leasable(pricing) {
             return Ok(None);
         }
         let one = bounds_of(plan, pricing.catalog(), ask);

@@ -18,6 +18,9 @@ pub struct Held {
     /// The end of its window by the holder's clock: the granted length counted from
     /// when the holder asked, so it never ends after the counter's.
     pub until_ms: i64,
+    /// The counter's minute window at the grant (requests, tokens), this lease's whole
+    /// hold included: what the rate-limit headers of its requests say.
+    pub minute: (u64, u64),
     report: Report,
     /// The report sequence sent (or being sent).
     sent: u64,
@@ -32,6 +35,7 @@ impl Held {
             plan,
             grant,
             until_ms: asked_ms.saturating_add(window_ms),
+            minute: (0, 0),
             report: Report {
                 lease: id,
                 ..Report::default()
@@ -48,7 +52,7 @@ impl Held {
 
     fn admit(&mut self, one: &Slice, now_ms: i64) -> bool {
         let open = !self.report.done && now_ms < self.until_ms;
-        if !open || !self.grant.fits(&self.report.admitted, one) {
+        if !open || !self.grant.fits(&self.report, one) {
             return false;
         }
         self.report.admitted = self.report.admitted.plus(one);
@@ -100,6 +104,8 @@ pub struct Admission {
     pub lease: u64,
     pub plan: String,
     pub bounds: Slice,
+    /// The counter's minute window as the lease saw it (see [`Held::minute`]).
+    pub minute: (u64, u64),
 }
 
 /// Every lease an isolate holds: per holder (a counter and key) the one it admits
@@ -127,6 +133,7 @@ impl LeaseBook {
             lease,
             plan: held.plan.clone(),
             bounds: one.clone(),
+            minute: held.minute,
         })
     }
 
@@ -142,11 +149,34 @@ impl LeaseBook {
         self.take(&at.0)
     }
 
-    /// Holds a new lease for `holder`, from `counter`.
-    pub fn install(&mut self, holder: &str, counter: &str, lease: u64, held: Held) {
+    /// Retires every lease of `counter` (a key was revoked, the plan or credits changed
+    /// through this isolate): its next requests ask the counter again.
+    pub fn retire_counter(&mut self, counter: &str, now_ms: i64) {
+        let holders: Vec<String> = self
+            .current
+            .iter()
+            .filter(|(_, (c, _))| c == counter)
+            .map(|(h, _)| h.clone())
+            .collect();
+        for h in holders {
+            if let Some(at) = self.current.remove(&h) {
+                if let Some(held) = self.held.get_mut(&at) {
+                    held.retire(now_ms);
+                }
+            }
+        }
+    }
+
+    /// Holds a new lease for `holder`, from `counter`. One it replaces (another request
+    /// asked at the same time) is retired, so its next report returns what it has left.
+    pub fn install(&mut self, holder: &str, counter: &str, lease: u64, held: Held, now: i64) {
         let at = (counter.to_string(), lease);
-        self.held.insert(at.clone(), held);
-        self.current.insert(holder.to_string(), at);
+        if let Some(old) = self.current.insert(holder.to_string(), at.clone()) {
+            if let Some(replaced) = self.held.get_mut(&old) {
+                replaced.retire(now);
+            }
+        }
+        self.held.insert(at, held);
     }
 
     /// A request admitted under a lease finished: `used` is what it used (`None` when
@@ -203,6 +233,7 @@ impl LeaseBook {
                 plan: String::new(),
                 grant: Grant::default(),
                 until_ms: 0,
+                minute: (0, 0),
                 report: r.clone(),
                 sent: 0,
                 waiting_since: None,

@@ -18,12 +18,14 @@ fn book(requests: u64) -> LeaseBook {
         requests,
         tokens: Some(20 * requests),
         cost: None,
+        concurrent: None,
     };
     b.install(
         "cus/key",
         "cus",
         7,
         Held::new(7, "pro".into(), grant, NOW, LEASE_MS),
+        NOW,
     );
     b
 }
@@ -114,4 +116,44 @@ fn a_lease_whose_window_ended_reports_done() {
     let reports = b.take_at("cus", NOW + LEASE_MS);
     assert!(reports[0].done);
     assert!(b.is_empty());
+}
+
+#[test]
+fn a_lease_replaced_by_a_concurrent_grant_is_returned() {
+    let mut b = book(10);
+    b.admit("cus/key", &one(), NOW).unwrap();
+    let grant = Grant {
+        requests: 5,
+        tokens: None,
+        cost: None,
+        concurrent: Some(1),
+    };
+    b.install(
+        "cus/key",
+        "cus",
+        8,
+        Held::new(8, "pro".into(), grant, NOW, LEASE_MS),
+        NOW + 1,
+    );
+    let a = b.admit("cus/key", &one(), NOW + 2).unwrap();
+    assert_eq!(a.lease, 8, "the newest admits");
+    assert_eq!(b.admit("cus/key", &one(), NOW + 2), None, "one at a time");
+    b.finish(&a, None, NOW + 2);
+    assert!(
+        b.admit("cus/key", &one(), NOW + 2).is_some(),
+        "the slot is free again"
+    );
+    let reports = b.take_at("cus", NOW + 3);
+    let old = reports.iter().find(|r| r.lease == 7).unwrap();
+    assert!(old.done, "the replaced one says it is done: {old:?}");
+}
+
+#[test]
+fn a_counter_s_leases_can_all_be_retired_at_once() {
+    let mut b = book(10);
+    b.retire_counter("other", NOW);
+    assert!(b.admit("cus/key", &one(), NOW).is_some());
+    b.retire_counter("cus", NOW + 1);
+    assert_eq!(b.admit("cus/key", &one(), NOW + 2), None);
+    assert!(b.take_at("cus", NOW + 3)[0].done);
 }

@@ -286,7 +286,7 @@ fn a_lease_window_never_crosses_a_minute_and_lands_in_its_own_period() {
 }
 
 #[test]
-fn plans_a_lease_cannot_judge_are_reserved_per_request() {
+fn concurrency_is_leased_in_slots_and_the_plan_still_refuses() {
     let c = catalog();
     let pricing = Pricing::List(&c);
     let mut s = CounterState::new(1, NOW);
@@ -294,7 +294,32 @@ fn plans_a_lease_cannot_judge_are_reserved_per_request() {
         max_concurrent: Some(4),
         ..Plan::default()
     };
-    assert_eq!(s.grant_lease(&pricing, &concurrent, &ask(), NOW), Ok(None));
+    assert_eq!(
+        s.grant_lease(&pricing, &concurrent, &ask(), NOW),
+        Ok(None),
+        "4/8 slots"
+    );
+    let wide = Plan {
+        max_concurrent: Some(64),
+        ..Plan::default()
+    };
+    let l = s
+        .grant_lease(&pricing, &wide, &ask(), NOW)
+        .unwrap()
+        .unwrap();
+    assert_eq!(l.grant.concurrent, Some(8));
+    assert_eq!(
+        s.totals(&pricing).in_flight,
+        8,
+        "its slots count as running"
+    );
+    s.apply_report(&report(l.id, 1, 3, 1, true), NOW + 1)
+        .unwrap();
+    assert_eq!(
+        s.totals(&pricing).in_flight,
+        2,
+        "returned: its two running requests"
+    );
     let refused = s.grant_lease(&pricing, &plan(0), &ask(), NOW);
     assert!(refused.is_err(), "a request the plan refuses is refused");
     let spend = Plan {

@@ -96,6 +96,10 @@ pub enum CounterCall {
     Admit(AdmitRequest),
     Settle(SettleRequest),
     Extend(ExtendRequest),
+    /// A lease for an isolate, or the request decided on its own.
+    Lease(crate::lease::LeaseAsk),
+    /// An isolate's lease reports.
+    Report(Vec<crate::lease::Report>),
     /// Where its pushes to the shard stand.
     PushView,
     /// Push new usage to the shard now, without waiting for the alarm.
@@ -271,6 +275,9 @@ pub struct UsageReport {
     pub meters: Vec<MeterUsage>,
     pub totals: UsageTotals,
     pub remaining: Remaining,
+    /// Leases closed without their holder's last report: the loss window leases add.
+    #[serde(default)]
+    pub lease_losses: crate::lease::LeaseLosses,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -42,7 +42,9 @@ pub fn build(pricing: &Pricing, customer: &Customer, state: &CounterState) -> Us
             requests: settled_requests,
             tokens: settled_tokens,
             cost: settled_cost.normalize().to_string(),
-            in_flight: used.in_flight,
+            // Reservations, and requests running under isolates' leases as their last
+            // reports say (not the concurrency a lease holds unused).
+            in_flight: (state.reservations.len() as u64).saturating_add(state.leased_running()),
         },
         remaining: Remaining {
             requests: left(
@@ -55,6 +57,7 @@ pub fn build(pricing: &Pricing, customer: &Customer, state: &CounterState) -> Us
                 left.normalize().to_string()
             }),
         },
+        lease_losses: state.lease_losses,
     }
 }
 

@@ -20,12 +20,18 @@ fn burst(port: u16, key: &str, path: &str, body: &Value) -> usize {
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let started = Instant::now();
-    let statuses: Vec<u16> = std::thread::scope(|s| {
+    let answers: Vec<(u16, String)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..BURST)
-            .map(|_| s.spawn(move || call(port, key, path, body, &[]).status))
+            .map(|_| {
+                s.spawn(move || {
+                    let r = call(port, key, path, body, &[]);
+                    (r.status, r.text())
+                })
+            })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
+    let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
     assert!(
         started.elapsed() < Duration::from_secs(180),
         "bounded burst"
@@ -34,7 +40,11 @@ fn burst(port: u16, key: &str, path: &str, body: &Value) -> usize {
         .iter()
         .filter(|s| **s != 200 && **s != 429)
         .collect();
-    assert!(odd.is_empty(), "only 200 or 429: {odd:?}");
+    let first_odd = answers.iter().find(|a| a.0 != 200 && a.0 != 429);
+    assert!(
+        odd.is_empty(),
+        "only 200 or 429: {odd:?}, first {first_odd:?}"
+    );
     statuses.iter().filter(|s| **s == 200).count()
 }
 

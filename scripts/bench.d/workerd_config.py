@@ -7,13 +7,15 @@ namespace, with SQLite for the classes a migration lists in `new_sqlite_classes`
 `--var NAME=VALUE` overrides a variable, `--var-file NAME=PATH` embeds a file as one.
 
 Each `--instance PORT:DISK_DIR` adds one copy of the Worker listening on
-127.0.0.1:PORT, with its Durable Object storage in DISK_DIR. `--bare-js PORT:UPSTREAM`
+127.0.0.1:PORT, with its Durable Object storage in DISK_DIR. Each `--front PORT` adds
+a stateless copy on PORT, its own isolate, whose Durable Object bindings reach the
+first instance's objects: several isolates metering the same customers. `--bare-js PORT:UPSTREAM`
 adds the baseline every target is held against: a JavaScript Worker of a few lines that
 forwards each request to UPSTREAM and returns its answer, metering nothing. Binding kinds this script
 does not know (KV, R2, queues, ...) are an error rather than silently left out.
 
 usage: workerd_config.py --wrangler wrangler.toml --js NAME --wasm NAME
-           --instance PORT:DIR [--instance ...] [--bare-js PORT:UPSTREAM]
+           --instance PORT:DIR [--instance ...] [--front PORT ...] [--bare-js PORT:UPSTREAM]
            [--var N=V ...] [--var-file N=PATH ...]
 The module files are expected in dist/ beside the written config.
 """
@@ -60,6 +62,7 @@ def main() -> int:
     ap.add_argument("--instance", action="append", required=True)
     ap.add_argument("--var", action="append", default=[])
     ap.add_argument("--var-file", action="append", default=[])
+    ap.add_argument("--front", action="append", default=[])
     ap.add_argument("--bare-js")
     args = ap.parse_args()
 
@@ -72,6 +75,7 @@ def main() -> int:
         return 1
 
     bindings = []
+    object_bindings = []
     overrides = dict(v.split("=", 1) for v in args.var)
     files = dict(v.split("=", 1) for v in args.var_file)
     names = list(cfg.get("vars", {})) + [n for n in overrides if n not in cfg.get("vars", {})]
@@ -96,10 +100,30 @@ def main() -> int:
                   "script; not supported", file=sys.stderr)
             return 1
         bindings.append(f"(name = {text(b['name'])}, durableObjectNamespace = {text(b['class_name'])})")
+        object_bindings.append((b["name"], b["class_name"]))
         if b["class_name"] not in classes:
             classes.append(b["class_name"])
 
     flags = ", ".join(text(f) for f in cfg.get("compatibility_flags", []))
+
+    def edge_worker(name, worker_bindings, extra):
+        """The built Worker as one workerd worker (its own isolate)."""
+        return [
+            f"const {name} :Workerd.Worker = (",
+            "  modules = [",
+            f"    (name = {text(args.js)}, esModule = embed {text('dist/' + args.js)}),",
+            f"    (name = {text(args.wasm)}, wasm = embed {text('dist/' + args.wasm)}),",
+            "  ],",
+            f"  compatibilityDate = {text(cfg['compatibility_date'])},",
+            f"  compatibilityFlags = [{flags}],",
+            "  bindings = [",
+            *(f"    {b}," for b in worker_bindings),
+            "  ],",
+            *extra,
+            '  globalOutbound = "loopback",',
+            ");",
+            "",
+        ]
     out = ['using Workerd = import "/workerd/workerd.capnp";', ""]
     services, sockets, workers = [], [], []
     for i, spec in enumerate(args.instance):
@@ -110,23 +134,18 @@ def main() -> int:
         namespaces = ", ".join(
             f'(className = {text(c)}, uniqueKey = "edgemeter-bench-{i}-{c}", enableSql = {str(c in sqlite).lower()})'
             for c in classes)
-        workers += [
-            f"const worker{i} :Workerd.Worker = (",
-            "  modules = [",
-            f"    (name = {text(args.js)}, esModule = embed {text('dist/' + args.js)}),",
-            f"    (name = {text(args.wasm)}, wasm = embed {text('dist/' + args.wasm)}),",
-            "  ],",
-            f"  compatibilityDate = {text(cfg['compatibility_date'])},",
-            f"  compatibilityFlags = [{flags}],",
-            "  bindings = [",
-            *(f"    {b}," for b in bindings),
-            "  ],",
+        workers += edge_worker(f"worker{i}", bindings, [
             f"  durableObjectNamespaces = [{namespaces}],",
             f'  durableObjectStorage = (localDisk = "disk{i}"),',
-            '  globalOutbound = "loopback",',
-            ");",
-            "",
-        ]
+        ])
+    # Fronts: the same modules and variables, the objects of worker0.
+    plain = [b for b in bindings if "durableObjectNamespace" not in b]
+    remote = [f"(name = {text(n)}, durableObjectNamespace = (className = {text(c)}, serviceName = \"worker0\"))"
+              for n, c in object_bindings]
+    for j, port in enumerate(args.front):
+        services.append(f'(name = "front{j}", worker = .front{j})')
+        sockets.append(f'(name = "front{j}", address = "127.0.0.1:{port}", http = (), service = "front{j}")')
+        workers += edge_worker(f"front{j}", plain + remote, [])
     if args.bare_js:
         port, upstream = args.bare_js.split(":", 1)
         services.append('(name = "barejs", worker = .barejs)')

@@ -1,6 +1,7 @@
 //! Calls from the Worker to a customer's `UsageCounter` Durable Object.
 
 use crate::error::ApiError;
+use crate::lease::{LeaseAnswer, LeaseAsk, Report};
 use crate::protocol::{
     AdmitRequest, AdmitResponse, CounterCall, ExtendRequest, OwnedChange, SettleRequest,
 };
@@ -17,6 +18,12 @@ pub const SHARD_BINDING: &str = "FLUSH_SHARD";
 
 /// Sends one call to the counter of `customer`.
 pub async fn call(env: &Env, customer: &str, call: &CounterCall) -> Result<Response, ApiError> {
+    if changes_access(call) {
+        super::leases::retire_counter(customer);
+    }
+    if reads_usage(call) || changes_access(call) {
+        super::leases::send(env, customer).await;
+    }
     super::metrics::bump(super::metrics::Metric::CounterCalls);
     call_object(
         env,
@@ -29,6 +36,31 @@ pub async fn call(env: &Env, customer: &str, call: &CounterCall) -> Result<Respo
     .await
 }
 
+/// A call that reads or sends the counter's usage: what this isolate has not reported
+/// yet goes first, so its own requests are in what it reads.
+fn reads_usage(call: &CounterCall) -> bool {
+    matches!(
+        call,
+        CounterCall::Usage(_)
+            | CounterCall::Push
+            | CounterCall::PushView
+            | CounterCall::Reconcile(_)
+            | CounterCall::ClosePeriod
+    )
+}
+
+/// A call that changes what the counter admits: this isolate's leases for it end now
+/// (other isolates' at their window's end, the documented bound).
+fn changes_access(call: &CounterCall) -> bool {
+    matches!(
+        call,
+        CounterCall::RevokeKey(_)
+            | CounterCall::Credit(_)
+            | CounterCall::ClosePeriod
+            | CounterCall::CreateCustomer { .. }
+    )
+}
+
 /// Sends one request to the Durable Object `name` of namespace `binding`.
 pub async fn call_object<T: Serialize>(
     env: &Env,
@@ -38,6 +70,7 @@ pub async fn call_object<T: Serialize>(
     path: &str,
     body: Option<&T>,
 ) -> Result<Response, ApiError> {
+    super::metrics::bump(super::metrics::Metric::ObjectCalls);
     let fail =
         |e: worker::Error| ApiError::internal(format!("{binding} unavailable: {e}")).caused_by(e);
     let stub = env
@@ -77,6 +110,21 @@ pub async fn admit(
     resp.json()
         .await
         .map_err(|e| ApiError::internal(format!("usage counter answered badly: {e}")).caused_by(e))
+}
+
+/// Asks for a lease (or the request decided on its own).
+pub async fn lease(env: &Env, customer: &str, ask: LeaseAsk) -> Result<LeaseAnswer, ApiError> {
+    let mut resp = call(env, customer, &CounterCall::Lease(ask)).await?;
+    resp.json()
+        .await
+        .map_err(|e| ApiError::internal(format!("usage counter answered badly: {e}")).caused_by(e))
+}
+
+/// Sends lease reports in one try, with a deadline; false when they did not land.
+pub async fn report(env: &Env, customer: &str, reports: Vec<Report>) -> bool {
+    let report = CounterCall::Report(reports);
+    let sent = within(SETTLE_TRY_MS, call(env, customer, &report)).await;
+    matches!(sent, Ok(r) if r.status_code() < 300)
 }
 
 /// `call` with a deadline.

@@ -89,6 +89,22 @@ impl DurableObject for UsageCounter {
                 settled
             }
             CounterCall::Extend(r) => self.extend(r),
+            CounterCall::Lease(ask) => {
+                let reported = !ask.reports.is_empty();
+                let answer = self.lease(ask, now_ms);
+                self.arm_deadlines(now_ms).await;
+                if reported || self.expired_unpushed.take() {
+                    self.schedule_push(now_ms).await;
+                }
+                answer
+            }
+            CounterCall::Report(reports) => {
+                let reported = self.report(reports, now_ms);
+                if reported.is_ok() {
+                    self.schedule_push(now_ms).await;
+                }
+                reported
+            }
             CounterCall::PushView => self.push_view(now_ms),
             CounterCall::Reconcile(at) => self.reconcile_view(at, now_ms),
             CounterCall::Push => match self.push(now_ms).await {
@@ -112,6 +128,7 @@ impl DurableObject for UsageCounter {
     /// within the push interval, retries a failed push, or sends a period's final
     /// records. A failed push sets its own retry, so the alarm itself always succeeds.
     async fn alarm(&self) -> Result<Response> {
+        super::metrics::bump(super::metrics::Metric::ObjectCalls);
         self.store.ready()?;
         let now_ms = super::clock::now_ms();
         self.forget_alarm();

@@ -12,8 +12,24 @@ use crate::protocol::*;
 use crate::settlement::{self, Settled};
 use worker::Response;
 
+/// An error before any decision, as the proxy answers it.
+pub(super) fn rejected(e: ApiError) -> AdmitResponse {
+    AdmitResponse::Rejected {
+        status: e.status,
+        body: e.body(),
+        retry_after_s: e.retry_after_s,
+        headers: vec![],
+    }
+}
+
 impl UsageCounter {
     pub(super) fn admit(&self, req: AdmitRequest) -> std::result::Result<Response, ApiError> {
+        let answer = self.decide_admit(req)?;
+        http::json_response(&answer, 200).map_err(http::internal)
+    }
+
+    /// The answer to one request reserved on its own (`crate::admission::decide`).
+    pub(super) fn decide_admit(&self, req: AdmitRequest) -> Result<AdmitResponse, ApiError> {
         let catalog = config::catalog(&self.env)?;
         let book = config::price_book(&self.env).ok();
         let now = req.now_ms;
@@ -59,13 +75,7 @@ impl UsageCounter {
             }
             Ok(decision.answer)
         });
-        let answer = decided.unwrap_or_else(|e| AdmitResponse::Rejected {
-            status: e.status,
-            body: e.body(),
-            retry_after_s: e.retry_after_s,
-            headers: vec![],
-        });
-        http::json_response(&answer, 200).map_err(http::internal)
+        Ok(decided.unwrap_or_else(rejected))
     }
 
     /// Stores what `crate::settlement::settle` decided.

@@ -28,6 +28,10 @@ impl UsageCounter {
             }
             self.expired_unpushed.set(true);
         }
+        while let Some(change) = l.state.expire_lease(now) {
+            self.store.save_lease_change(&change).map_err(stored)?;
+            self.store.save_cursor(&l.state).map_err(stored)?;
+        }
         Ok(())
     }
 

@@ -29,7 +29,8 @@ impl Store {
     pub fn save_owned(&self, r: &OwnedResource) -> Result<()> {
         let q = "INSERT INTO owned (kind, id, body) VALUES (?, ?, ?)
                  ON CONFLICT(kind, id) DO UPDATE SET body = excluded.body";
-        self.sql.exec(
+        super::sql::exec(
+            &self.sql,
             q,
             vec![kind_name(r.kind).into(), r.id.as_str().into(), json(r)],
         )?;
@@ -38,7 +39,7 @@ impl Store {
 
     fn forget_owned(&self, kind: ResourceKind, id: &str) -> Result<()> {
         let q = "DELETE FROM owned WHERE kind = ? AND id = ?";
-        self.sql.exec(q, vec![kind_name(kind).into(), id.into()])?;
+        super::sql::exec(&self.sql, q, vec![kind_name(kind).into(), id.into()])?;
         Ok(())
     }
 

@@ -20,6 +20,7 @@ CREATE TABLE IF NOT EXISTS usage (period_start INTEGER NOT NULL, period_end INTE
   meter TEXT NOT NULL, model TEXT NOT NULL, tally TEXT NOT NULL, flushed TEXT, closed INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (period_start, meter, model));
 CREATE TABLE IF NOT EXISTS reservations (id INTEGER PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS leases (id INTEGER PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS expired (id INTEGER PRIMARY KEY, period_start INTEGER NOT NULL,
   body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, body_hash TEXT NOT NULL,
@@ -74,7 +75,7 @@ impl Store {
 
     pub(super) fn set_meta<T: Serialize>(&self, k: &str, v: &T) -> Result<()> {
         let q = "INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v";
-        self.sql.exec(q, vec![k.into(), json(v)])?;
+        super::sql::exec(&self.sql, q, vec![k.into(), json(v)])?;
         Ok(())
     }
 
@@ -106,19 +107,24 @@ impl Store {
         }
         let start = || vec![int(period.start_ms)];
         let q = "SELECT meter, model, tally FROM usage WHERE period_start = ?";
-        let usage: Vec<UsageRow> = self.sql.exec(q, start())?.to_array()?;
+        let usage: Vec<UsageRow> = super::sql::exec(&self.sql, q, start())?.to_array()?;
         let mut rows = Rows::default();
         for r in usage {
             rows.tallies
                 .push(((r.meter, r.model), stored_tally(&r.tally)?));
         }
         let q = "SELECT body FROM reservations";
-        let reservations: Vec<BodyRow> = self.sql.exec(q, None)?.to_array()?;
+        let reservations: Vec<BodyRow> = super::sql::exec(&self.sql, q, vec![])?.to_array()?;
         for r in reservations {
             rows.reservations.push(parse(&r.body)?);
         }
+        let q = "SELECT body FROM leases";
+        let leases: Vec<BodyRow> = super::sql::exec(&self.sql, q, vec![])?.to_array()?;
+        for r in leases {
+            rows.leases.push(parse(&r.body)?);
+        }
         let q = "SELECT body FROM expired WHERE period_start = ?";
-        let expired: Vec<BodyRow> = self.sql.exec(q, start())?.to_array()?;
+        let expired: Vec<BodyRow> = super::sql::exec(&self.sql, q, start())?.to_array()?;
         for r in expired {
             rows.expired.push(parse(&r.body)?);
         }
@@ -140,7 +146,7 @@ impl Store {
             model.as_str().into(),
             json(t),
         ];
-        self.sql.exec(q, binds)?;
+        super::sql::exec(&self.sql, q, binds)?;
         Ok(())
     }
 
@@ -201,7 +207,7 @@ impl Store {
                 row.meter.as_str().into(),
                 row.model.as_str().into(),
             ];
-            self.sql.exec(q, binds)?;
+            super::sql::exec(&self.sql, q, binds)?;
         }
         Ok(())
     }
@@ -209,7 +215,7 @@ impl Store {
     /// Moves the end of a period (closing it early).
     pub fn end_period(&self, period_start: i64, end_ms: i64) -> Result<()> {
         let q = "UPDATE usage SET period_end = ? WHERE period_start = ?";
-        self.sql.exec(q, vec![int(end_ms), int(period_start)])?;
+        super::sql::exec(&self.sql, q, vec![int(end_ms), int(period_start)])?;
         Ok(())
     }
 

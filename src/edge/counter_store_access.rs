@@ -37,14 +37,14 @@ impl Store {
             info.mode.as_str().into(),
             int(info.created_ms),
         ];
-        self.sql.exec(q, binds)?;
+        super::sql::exec(&self.sql, q, binds)?;
         Ok(())
     }
 
     /// Marks a key revoked; returns whether a live key with that id existed.
     pub fn revoke_key(&self, id: &str, now_ms: i64) -> Result<bool> {
         let q = "UPDATE keys SET revoked_ms = ? WHERE id = ? AND revoked_ms IS NULL";
-        let cursor = self.sql.exec(q, vec![int(now_ms), id.into()])?;
+        let cursor = super::sql::exec(&self.sql, q, vec![int(now_ms), id.into()])?;
         Ok(cursor.rows_written() > 0)
     }
 
@@ -76,7 +76,8 @@ impl Store {
         let q = "INSERT INTO idempotency (key, body_hash, reservation, created_ms, replay) VALUES (?, ?, ?, ?, NULL)
                  ON CONFLICT(key) DO UPDATE SET body_hash = excluded.body_hash,
                  reservation = excluded.reservation, created_ms = excluded.created_ms, replay = NULL";
-        self.sql.exec(
+        super::sql::exec(
+            &self.sql,
             q,
             vec![
                 key.into(),
@@ -98,7 +99,8 @@ impl Store {
 
     /// Forgets an idempotent request that failed, so a retry can run.
     pub fn forget_idempotent(&self, reservation: u64, now_ms: i64) -> Result<()> {
-        self.sql.exec(
+        super::sql::exec(
+            &self.sql,
             "DELETE FROM idempotency WHERE reservation = ? OR created_ms < ?",
             vec![int(reservation as i64), int(now_ms - IDEMPOTENCY_TTL_MS)],
         )?;

@@ -4,6 +4,7 @@
 use super::counter_store::{int, json, stored_tally, Store};
 use super::sql::text;
 use crate::counter_state::Reservation;
+use crate::lease::LeaseChange;
 use crate::period::Period;
 use crate::reservation::{Expired, Landing};
 use crate::tally::{MeterKey, Tally};
@@ -13,21 +14,34 @@ impl Store {
     /// Stores a new or extended reservation.
     pub fn save_reservation(&self, r: &Reservation) -> Result<()> {
         let q = "INSERT OR REPLACE INTO reservations (id, body) VALUES (?, ?)";
-        self.sql.exec(q, vec![int(r.id as i64), json(r)])?;
+        super::sql::exec(&self.sql, q, vec![int(r.id as i64), json(r)])?;
         Ok(())
     }
 
     /// Forgets a reservation once settled or expired.
     pub fn delete_reservation(&self, id: u64) -> Result<()> {
         let q = "DELETE FROM reservations WHERE id = ?";
-        self.sql.exec(q, vec![int(id as i64)])?;
+        super::sql::exec(&self.sql, q, vec![int(id as i64)])?;
+        Ok(())
+    }
+
+    /// Stores what a lease decision changed: the lease kept, or dropped.
+    pub fn save_lease_change(&self, change: &LeaseChange) -> Result<()> {
+        let (q, binds) = match change {
+            LeaseChange::Store(l) => (
+                "INSERT OR REPLACE INTO leases (id, body) VALUES (?, ?)",
+                vec![int(l.id as i64), json(l)],
+            ),
+            LeaseChange::Drop(id) => ("DELETE FROM leases WHERE id = ?", vec![int(*id as i64)]),
+        };
+        super::sql::exec(&self.sql, q, binds)?;
         Ok(())
     }
 
     /// Forgets an expired reservation's estimate, once a late settlement replaced it.
     pub fn forget_expired(&self, id: u64) -> Result<()> {
         let q = "DELETE FROM expired WHERE id = ?";
-        self.sql.exec(q, vec![int(id as i64)])?;
+        super::sql::exec(&self.sql, q, vec![int(id as i64)])?;
         Ok(())
     }
 
@@ -36,10 +50,9 @@ impl Store {
     pub fn save_expired(&self, e: &Expired) -> Result<()> {
         let start = int(e.period.start_ms);
         let q = "INSERT OR REPLACE INTO expired (id, period_start, body) VALUES (?, ?, ?)";
-        self.sql
-            .exec(q, vec![int(e.id as i64), start.clone(), json(e)])?;
-        self.sql
-            .exec("DELETE FROM expired WHERE period_start < ?", vec![start])?;
+        super::sql::exec(&self.sql, q, vec![int(e.id as i64), start.clone(), json(e)])?;
+        let q = "DELETE FROM expired WHERE period_start < ?";
+        super::sql::exec(&self.sql, q, vec![start])?;
         Ok(())
     }
 

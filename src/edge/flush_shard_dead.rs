@@ -89,7 +89,7 @@ impl FlushShard {
             error.into(),
             now_ms.into(),
         ];
-        self.sql.exec(q, binds)?;
+        super::sql::exec(&self.sql, q, binds)?;
         self.mark_ids(ids, KEPT_ASIDE, now_ms)
     }
 
@@ -125,13 +125,13 @@ impl FlushShard {
                 let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
                 self.mark_ids(&ids, WAITING, now_ms)?;
                 let q = "DELETE FROM dead WHERE batch_id = ?";
-                self.sql.exec(q, vec![letter.into()])?;
+                super::sql::exec(&self.sql, q, vec![letter.into()])?;
                 continue;
             }
             match requeued(&ids, deliver(&self.env, receiver, &rendered).await) {
                 Requeued::Delivered { acknowledged } => {
                     let q = "DELETE FROM dead WHERE batch_id = ?";
-                    self.sql.exec(q, vec![letter.into()])?;
+                    super::sql::exec(&self.sql, q, vec![letter.into()])?;
                     let acknowledged: Vec<&str> = acknowledged.iter().map(String::as_str).collect();
                     self.mark_ids(&acknowledged, ACKNOWLEDGED, now_ms)?;
                     delivered += 1;
@@ -151,11 +151,11 @@ impl FlushShard {
                         (kept.len() as i64).into(),
                         letter.into(),
                     ];
-                    self.sql.exec(q, binds)?;
+                    super::sql::exec(&self.sql, q, binds)?;
                 }
                 Requeued::Failed(why) => {
                     let q = "UPDATE dead SET error = ? WHERE batch_id = ?";
-                    self.sql.exec(q, vec![why.into(), letter.into()])?;
+                    super::sql::exec(&self.sql, q, vec![why.into(), letter.into()])?;
                 }
             }
         }

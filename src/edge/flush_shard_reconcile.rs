@@ -27,7 +27,7 @@ impl FlushShard {
             i64::from(livemode).into(),
             now_ms.into(),
         ];
-        self.sql.exec(q, binds)?;
+        super::sql::exec(&self.sql, q, binds)?;
         Ok(())
     }
 

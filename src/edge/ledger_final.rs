@@ -72,7 +72,7 @@ impl Ledger {
         let q =
             "INSERT INTO finals (period_start, number, invoice, finalized_ms) VALUES (?, ?, ?, ?)";
         let binds = vec![start.into(), number.into(), body.into(), now_ms.into()];
-        self.sql.exec(q, binds).map_err(stored)?;
+        super::sql::exec(&self.sql, q, binds).map_err(stored)?;
         for (period, charges) in made.billed {
             self.add_billed(period, charges)?;
         }
@@ -83,7 +83,7 @@ impl Ledger {
         }
         // It and later periods drew on what this one left: rated again when read.
         let q = "DELETE FROM rated WHERE period_start >= ?";
-        self.sql.exec(q, vec![start.into()]).map_err(stored)?;
+        super::sql::exec(&self.sql, q, vec![start.into()]).map_err(stored)?;
         // The reconciliation as of now is kept with the invoice (or at its first read).
         match self
             .reconcile_settled(&customer, livemode, start, now_ms)

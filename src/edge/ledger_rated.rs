@@ -110,9 +110,9 @@ impl Books for Ledger {
             kept.valid_until_ms.into(),
             invoice.into(),
         ];
-        self.sql.exec(q, binds).map_err(stored)?;
+        super::sql::exec(&self.sql, q, binds).map_err(stored)?;
         let later = "DELETE FROM rated WHERE period_start > ?";
-        self.sql.exec(later, vec![start.into()]).map_err(stored)?;
+        super::sql::exec(&self.sql, later, vec![start.into()]).map_err(stored)?;
         Ok(())
     }
 
@@ -143,7 +143,7 @@ impl Books for Ledger {
 impl Ledger {
     /// The account or its grants changed: every kept invoice is out of date.
     pub(super) fn forget_rated(&self) -> Result<(), ApiError> {
-        self.sql.exec("DELETE FROM rated", None).map_err(stored)?;
+        super::sql::exec(&self.sql, "DELETE FROM rated", vec![]).map_err(stored)?;
         Ok(())
     }
 }

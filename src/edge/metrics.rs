@@ -23,6 +23,17 @@ pub enum Metric {
     StreamsAborted,
     AbortsBilledAtBound,
     HeartbeatFailures,
+    /// SQLite rows the isolate's Durable Objects wrote and read (what storage bills).
+    RowsWritten,
+    RowsRead,
+    /// Requests admitted under a lease, with no counter call; lease reports sent, and
+    /// those that failed (sent again with the next).
+    LeasedAdmissions,
+    LeaseReports,
+    LeaseReportFailures,
+    /// Every Durable Object request the isolate makes or serves as an alarm: what
+    /// Durable Objects bill as requests.
+    ObjectCalls,
 }
 
 const NAMES: [&str; COUNT] = [
@@ -37,18 +48,28 @@ const NAMES: [&str; COUNT] = [
     "streams_aborted",
     "aborts_billed_at_bound",
     "heartbeat_failures",
+    "rows_written",
+    "rows_read",
+    "leased_admissions",
+    "lease_reports",
+    "lease_report_failures",
+    "object_calls",
 ];
 
-const COUNT: usize = 11;
+const COUNT: usize = 17;
 
 thread_local! {
     static COUNTS: [Cell<u64>; COUNT] = const { [const { Cell::new(0) }; COUNT] };
 }
 
 pub fn bump(metric: Metric) {
+    bump_by(metric, 1);
+}
+
+pub fn bump_by(metric: Metric, n: u64) {
     COUNTS.with(|c| {
         let cell = &c[metric as usize];
-        cell.set(cell.get().saturating_add(1));
+        cell.set(cell.get().saturating_add(n));
     });
 }
 

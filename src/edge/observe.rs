@@ -108,6 +108,7 @@ pub async fn observe(
                 env: ticket.env.clone(),
                 counter: ticket.counter.clone(),
                 reservation: ticket.reservation,
+                leased: ticket.leased.clone(),
             },
             reserved: ticket.reserved,
         };

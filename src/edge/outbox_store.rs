@@ -42,7 +42,7 @@ impl OutboxStore for SqlOutbox<'_> {
             let record = serde_json::to_string(r).unwrap_or_default();
             let at = recorded_at(r, self.now_ms);
             let binds = vec![r.id.as_str().into(), owner.into(), record.into(), at.into()];
-            self.sql.exec(q, binds)?;
+            super::sql::exec(self.sql, q, binds)?;
         }
         Ok(())
     }

@@ -5,18 +5,25 @@
 //! checks the key's revocation state; a forged key is refused before it.
 
 use super::auth::{authenticate, Caller};
+use super::leases::{self, Leased};
 use super::metrics::{bump, Metric};
 use super::observe::{observe, CostBasis};
 use super::ticket::{not_admitted, Ticket};
 use super::upstream::{self, OutBody, Outgoing};
 use super::{client, config, http, resources};
-use crate::catalog::Catalog;
+use crate::admission::output_cap;
+use crate::catalog::{cost_of, Catalog};
+use crate::counter_state::reserve_of;
 use crate::error::ApiError;
+use crate::lease::LeaseAnswer;
 use crate::prepare::{idempotency_digest, idempotency_key, prepare, Owns, Ready, Sender};
 use crate::protocol::{AdmitRequest, AdmitResponse};
+use crate::quota::{rate_headers, Totals};
+use crate::request::AdmitAsk;
 use crate::request::{self, Meter, Prepared};
 use crate::surface::headers::refused_by_provider;
 use crate::surface::{self, Handling, Routed};
+use std::rc::Rc;
 use worker::{Context, Env, Method, Request, Response};
 
 pub async fn handle(req: Request, env: &Env, ctx: &Context) -> worker::Result<Response> {
@@ -100,24 +107,109 @@ struct Admitted {
     headers: Vec<(String, String)>,
 }
 
-/// The admit phase: one counter round trip reserves the request's bound (or refuses
-/// it, or replays a kept answer), and caps the output the plan's limits need.
+/// The output cap the plan's limits need, written into the body sent upstream.
+fn cap_output(prepared: &mut Prepared, read: &Read, catalog: &Catalog, cap: Option<u64>) {
+    if let Some(cap) = cap {
+        let chat_cap = catalog.proxy.chat_cap();
+        let current = prepared.upstream_body.as_deref().unwrap_or(&read.body);
+        if let Some(capped) = request::with_output_cap(prepared.meter, current, cap, chat_cap) {
+            prepared.upstream_body = Some(capped);
+        }
+    }
+}
+
+/// Admitted under the isolate's lease: no counter call. Its report goes out soon.
+fn admitted_locally(
+    env: &Env,
+    ctx: &Context,
+    leased: Leased,
+    ask: &AdmitAsk,
+    prepared: &mut Prepared,
+    read: &Read,
+    catalog: &Catalog,
+) -> Result<Admitted, ApiError> {
+    let a = &leased.admission;
+    let plan = catalog
+        .plan(&a.plan)
+        .ok_or_else(|| ApiError::internal(format!("plan `{}` is not in the catalog", a.plan)))?;
+    cap_output(prepared, read, catalog, output_cap(plan, ask));
+    let reserved = reserve_of(plan, ask);
+    let minute = Totals {
+        minute_requests: a.minute.0,
+        minute_tokens: a.minute.1,
+        ..Totals::default()
+    };
+    let headers = rate_headers(plan, &minute, read.now_ms);
+    let headers = headers
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    let cost = CostBasis {
+        reserved: cost_of(catalog, &ask.model, &reserved, 1)
+            .normalize()
+            .to_string(),
+        plan: a.plan.clone(),
+        spend: None,
+    };
+    leases::reported_soon(ctx, env, &a.counter);
+    let ticket = Ticket {
+        env: env.clone(),
+        counter: a.counter.clone(),
+        reservation: 0,
+        keep: false,
+        stored_response: None,
+        reserved,
+        leased: Some(Rc::new(leased)),
+    };
+    Ok(Admitted {
+        ticket,
+        cost,
+        headers,
+    })
+}
+
+/// The admit phase. A request that needs nothing of the counter but quota is admitted
+/// under the isolate's lease, asking for one when it has none; otherwise (or when the
+/// counter grants none) one counter round trip reserves the request's bound, refuses
+/// it, or replays a kept answer. Either way the output is capped as the plan needs.
 async fn admit(
     env: &Env,
+    ctx: &Context,
     caller: &Caller,
     prepared: &mut Prepared,
-    owns: Owns,
+    (owns, stores): (Owns, bool),
     read: &Read,
     catalog: &Catalog,
 ) -> Result<Result<Admitted, Response>, ApiError> {
-    let ask = AdmitRequest {
-        key_hash: caller.key_hash.clone(),
-        ask: prepared.ask(),
-        idempotency: read.idempotency.clone(),
-        owns,
-        now_ms: read.now_ms,
+    let ask = prepared.ask();
+    let now = read.now_ms;
+    let leasable = read.idempotency.is_none() && owns.is_empty() && !stores;
+    let mut answer = None;
+    if leasable {
+        if let Some(l) = leases::admit(caller, catalog, &ask, now) {
+            return admitted_locally(env, ctx, l, &ask, prepared, read, catalog).map(Ok);
+        }
+        if let LeaseAnswer::Alone { admit } =
+            leases::ask(env, ctx, caller, ask.clone(), now).await?
+        {
+            answer = Some(admit);
+        } else if let Some(l) = leases::admit(caller, catalog, &ask, now) {
+            return admitted_locally(env, ctx, l, &ask, prepared, read, catalog).map(Ok);
+        }
+    }
+    let answer = match answer {
+        Some(answer) => answer,
+        None => {
+            let req = AdmitRequest {
+                key_hash: caller.key_hash.clone(),
+                ask,
+                idempotency: read.idempotency.clone(),
+                owns,
+                now_ms: now,
+            };
+            client::admit(env, &caller.counter, req).await?
+        }
     };
-    let answer = client::admit(env, &caller.counter, ask).await?;
     let AdmitResponse::Admitted {
         reservation,
         reserved_cost,
@@ -130,14 +222,7 @@ async fn admit(
     else {
         return not_admitted(answer).map(Err);
     };
-    if let Some(cap) = output_cap {
-        // The plan's hard limits need a bound on the output: send the reserved amount.
-        let chat_cap = catalog.proxy.chat_cap();
-        let current = prepared.upstream_body.as_deref().unwrap_or(&read.body);
-        if let Some(capped) = request::with_output_cap(prepared.meter, current, cap, chat_cap) {
-            prepared.upstream_body = Some(capped);
-        }
-    }
+    cap_output(prepared, read, catalog, output_cap);
     let ticket = Ticket {
         env: env.clone(),
         counter: caller.counter.clone(),
@@ -145,6 +230,7 @@ async fn admit(
         keep: read.idempotency.is_some(),
         stored_response: None,
         reserved,
+        leased: None,
     };
     let cost = CostBasis {
         reserved: reserved_cost,
@@ -224,7 +310,16 @@ async fn metered(
     } = prepare_phase(env, &caller, meter, &read.body)?;
     // Loaded before admission: no step after it can fail without closing its ticket.
     let catalog = config::catalog(env)?;
-    let admitted = match admit(env, &caller, &mut prepared, owns, &read, &catalog).await? {
+    let asked = admit(
+        env,
+        ctx,
+        &caller,
+        &mut prepared,
+        (owns, stores),
+        &read,
+        &catalog,
+    );
+    let admitted = match asked.await? {
         Ok(admitted) => admitted,
         Err(answer) => return Ok(answer),
     };

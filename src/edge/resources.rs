@@ -160,6 +160,7 @@ async fn admit(
             keep: false,
             stored_response: None,
             reserved,
+            leased: None,
         })),
         other => Ok(Err(not_admitted(other)?)),
     }

@@ -1,14 +1,27 @@
 //! Reading SQLite rows as raw values. `to_array` would compile a second deserializer
 //! (serde-wasm-bindgen) for every row type into the bundle; these few helpers do not.
 
+use super::metrics::{bump_by, Metric};
 use std::cell::Cell;
-use worker::{Result, SqlStorage, SqlStorageValue};
+use worker::{Result, SqlCursor, SqlStorage, SqlStorageValue};
 
 pub type Row = Vec<SqlStorageValue>;
 
-/// Every row of a query.
+/// Runs a statement. The rows it wrote (known once it ran) are counted per isolate:
+/// the bench prices them.
+pub fn exec(sql: &SqlStorage, query: &str, binds: Vec<SqlStorageValue>) -> Result<SqlCursor> {
+    let cursor = sql.exec(query, binds)?;
+    bump_by(Metric::RowsWritten, cursor.rows_written() as u64);
+    Ok(cursor)
+}
+
+/// Every row of a query, counting the rows it read and wrote.
 pub fn rows(sql: &SqlStorage, query: &str, binds: Vec<SqlStorageValue>) -> Result<Vec<Row>> {
-    sql.exec(query, binds)?.raw().collect()
+    let cursor = sql.exec(query, binds)?;
+    let rows = cursor.raw().collect::<Result<Vec<Row>>>()?;
+    bump_by(Metric::RowsRead, cursor.rows_read() as u64);
+    bump_by(Metric::RowsWritten, cursor.rows_written() as u64);
+    Ok(rows)
 }
 
 /// Column `i` as text; empty when it is not text.

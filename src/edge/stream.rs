@@ -39,6 +39,8 @@ pub struct Heartbeat {
     pub env: Env,
     pub counter: String,
     pub reservation: u64,
+    /// A stream admitted under a lease beats with a lease report instead.
+    pub leased: Option<std::rc::Rc<super::leases::Leased>>,
 }
 
 pub struct Pump {
@@ -147,11 +149,16 @@ impl Pump {
             if heartbeat_due(last_beat, now) {
                 last_beat = now;
                 let h = &self.heartbeat;
-                let beat = ExtendRequest {
-                    reservation: h.reservation,
-                    now_ms: now,
-                };
-                client::extend(&h.env, &h.counter, &beat).await;
+                match &h.leased {
+                    Some(leased) => super::leases::beat(&h.env, &leased.admission).await,
+                    None => {
+                        let beat = ExtendRequest {
+                            reservation: h.reservation,
+                            now_ms: now,
+                        };
+                        client::extend(&h.env, &h.counter, &beat).await;
+                    }
+                }
             }
         };
         let sent = self.meter.take_sent();

@@ -3,10 +3,12 @@
 //! releases that reservation exactly once.
 
 use super::http;
+use super::leases::Leased;
 use super::stream::Body;
 use crate::error::ApiError;
 use crate::protocol::{AdmitResponse, Replay, SettleRequest};
 use crate::usage::{Metered, Usage};
+use std::rc::Rc;
 use worker::{Env, Headers, Response};
 
 /// A reserved request, to be settled or released exactly once.
@@ -21,11 +23,16 @@ pub struct Ticket {
     pub stored_response: Option<String>,
     /// The usage reserved: what is billed when the provider's answer cannot be read.
     pub reserved: Usage,
+    /// Admitted under the isolate's lease instead of a reservation.
+    pub leased: Option<Rc<Leased>>,
 }
 
 impl Ticket {
     /// Settles to `metered`, or releases the reservation when it is `None`.
     pub async fn close(self, metered: Option<Metered>, replay: Option<Replay>) {
+        if let Some(leased) = &self.leased {
+            return super::leases::finish(&self.env, leased, metered).await;
+        }
         let req = SettleRequest {
             reservation: self.reservation,
             estimated: metered.is_some_and(|m| m.estimated),

@@ -7,6 +7,7 @@ pub mod rating;
 pub mod receiver;
 pub mod upstream;
 pub mod wire;
+pub mod workerd;
 pub mod wrangler;
 
 use serde_json::{json, Value};
