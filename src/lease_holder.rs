@@ -97,6 +97,14 @@ impl Held {
     }
 }
 
+/// One change to a lease (an admission, a finish): covered once a report carrying it
+/// was sent, so a request's report waiter sends only when nobody else did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    pub lease: u64,
+    pub seq: u64,
+}
+
 /// Where a request admitted under a lease is to be finished.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Admission {
@@ -106,6 +114,8 @@ pub struct Admission {
     pub bounds: Slice,
     /// The counter's minute window as the lease saw it (see [`Held::minute`]).
     pub minute: (u64, u64),
+    /// The admission itself, to be reported.
+    pub change: Change,
 }
 
 /// Every lease an isolate holds: per holder (a counter and key) the one it admits
@@ -134,6 +144,10 @@ impl LeaseBook {
             plan: held.plan.clone(),
             bounds: one.clone(),
             minute: held.minute,
+            change: Change {
+                lease,
+                seq: held.report.seq,
+            },
         })
     }
 
@@ -181,10 +195,29 @@ impl LeaseBook {
 
     /// A request admitted under a lease finished: `used` is what it used (`None` when
     /// it was released, costing nothing).
-    pub fn finish(&mut self, a: &Admission, used: Option<(&MeterKey, &Usage, bool)>, now: i64) {
-        if let Some(held) = self.held.get_mut(&(a.counter.clone(), a.lease)) {
-            held.finish(&a.bounds, used, now);
+    pub fn finish(
+        &mut self,
+        a: &Admission,
+        used: Option<(&MeterKey, &Usage, bool)>,
+        now: i64,
+    ) -> Change {
+        let seq = match self.held.get_mut(&(a.counter.clone(), a.lease)) {
+            Some(held) => {
+                held.finish(&a.bounds, used, now);
+                held.report.seq
+            }
+            None => 0,
+        };
+        Change {
+            lease: a.lease,
+            seq,
         }
+    }
+
+    /// Whether a report carrying `change` was sent (or its lease is over).
+    pub fn covered(&self, counter: &str, change: Change) -> bool {
+        let held = self.held.get(&(counter.to_string(), change.lease));
+        held.is_none_or(|h| h.sent >= change.seq)
     }
 
     /// Marks a running request's lease changed, so its next report (a heartbeat)

@@ -157,3 +157,21 @@ fn a_counter_s_leases_can_all_be_retired_at_once() {
     assert_eq!(b.admit("cus/key", &one(), NOW + 2), None);
     assert!(b.take_at("cus", NOW + 3)[0].done);
 }
+
+#[test]
+fn a_change_is_covered_once_a_report_carrying_it_was_sent() {
+    let mut b = book(10);
+    let a = b.admit("cus/key", &one(), NOW).unwrap();
+    assert!(!b.covered("cus", a.change));
+    let later = b.admit("cus/key", &one(), NOW + 1).unwrap();
+    b.take_at("cus", NOW + 2);
+    assert!(b.covered("cus", a.change) && b.covered("cus", later.change));
+    let done = b.finish(&a, None, NOW + 3);
+    assert!(
+        !b.covered("cus", done),
+        "a change after the report waits for the next"
+    );
+    let sent = b.take_at("cus", NOW + 4);
+    b.failed("cus", &sent, NOW + 5);
+    assert!(!b.covered("cus", done), "a failed report covers nothing");
+}

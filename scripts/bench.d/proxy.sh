@@ -84,11 +84,11 @@ wait_healthy "$WORKER_URL" "$WORKERD_PID"
 info "workerd is up (pid $WORKERD_PID)"
 
 # ---------------------------------------------------------------- customer + key
-live_key() { # BASE_URL: creates the bench customer there and prints a live key
+live_key() { # BASE_URL ID PLAN: creates the customer there and prints a live key
   local resp key
-  resp=$(admin "$1" POST /admin/v1/customers '{"id":"bench","plan":"bench"}')
+  resp=$(admin "$1" POST /admin/v1/customers "{\"id\":\"$2\",\"plan\":\"$3\"}")
   [ "$(tail -n 1 <<<"$resp")" = 201 ] || die "creating the customer failed: $resp"
-  resp=$(admin "$1" POST /admin/v1/customers/bench/keys '{"mode":"live"}')
+  resp=$(admin "$1" POST "/admin/v1/customers/$2/keys" '{"mode":"live"}')
   [ "$(tail -n 1 <<<"$resp")" = 201 ] || die "issuing a key failed: $resp"
   key=$(head -n -1 <<<"$resp" | jq -r .key)
   [[ "$key" == em_live_* ]] || die "unexpected key in: $resp"
@@ -107,6 +107,11 @@ LABEL[bare_js]="bare JS"
 LABEL[bare]=bare
 LABEL[metered]=metered
 BASE[metered]=$WORKER_URL
+TARGETS+=(metered_near)
+URL[metered_near]=$WORKER_URL/v1/chat/completions
+LABEL[metered_near]="metered, per request"
+BASE[metered_near]=$WORKER_URL
+declare -A CUSTOMER=([metered]=bench [metered_tmpfs]=bench [metered_near]=near)
 if [ -n "$TMPFS_URL" ]; then
   TARGETS+=(metered_tmpfs)
   URL[metered_tmpfs]=$TMPFS_URL/v1/chat/completions
@@ -116,10 +121,10 @@ fi
 AUTH[direct]=""
 AUTH[bare_js]=""
 AUTH[bare]=""
-step "creating the bench customer (plan \"bench\", no limits) and a live key on each Worker"
+step "creating the bench customers (plans \"bench\", every limit high, and \"near\") and live keys"
 for t in "${TARGETS[@]}"; do
   [ -n "${BASE[$t]:-}" ] || continue
-  key=$(live_key "${BASE[$t]}")
+  key=$(live_key "${BASE[$t]}" "${CUSTOMER[$t]}" "${CUSTOMER[$t]}")
   AUTH[$t]="Bearer $key"
   SENT[$t]=0
   info "${LABEL[$t]}: key ${key:0:16}..."
@@ -168,14 +173,21 @@ run_oha() { # TARGET CONNS SECONDS OUTFILE
 }
 us() { jq -r ".latencyPercentiles.$1 * 1e6 | floor" "$2"; }
 
-declare -A RPS P50 P90 P99 MAX DONE FAILED WCPU UCPU OTHER
+declare -A RPS P50 P90 P99 MAX DONE FAILED WCPU UCPU OTHER CALLS WROWS RROWS LEASED
+# The Worker's own counts (GET /admin/v1/metrics, per isolate: the Worker and its
+# Durable Objects share one here): object calls, rows written and read, leased.
+counts() { # BASE_URL
+  admin_get "$1" /admin/v1/metrics |
+    jq -r '"\(.object_calls) \(.rows_written) \(.rows_read) \(.leased_admissions)"'
+}
 
 # ---------------------------------------------------------------- non-streamed load
 # A point during which other processes used more than MAX_OTHER % of a CPU (someone
 # else building, say) is measured again, up to RETRIES times; the least disturbed
 # attempt is kept, and the report shows how disturbed it was.
 measure() { # TARGET CONNS: one measured run; sets the m_* variables
-  local t=$1 c=$2 w0 w1 u0 u1 r=$WORK/run.json
+  local t=$1 c=$2 w0 w1 u0 u1 r=$WORK/run.json n0=(0 0 0 0) n1=(0 0 0 0)
+  [ -z "${BASE[$t]:-}" ] || read -r -a n0 <<<"$(counts "${BASE[$t]}")"
   w0=$(proc_ticks "$WORKERD_PID")
   u0=$(proc_ticks "$UPSTREAM_PID")
   others_snapshot >"$WORK/others0"
@@ -183,6 +195,7 @@ measure() { # TARGET CONNS: one measured run; sets the m_* variables
   others_snapshot >"$WORK/others1"
   w1=$(proc_ticks "$WORKERD_PID")
   u1=$(proc_ticks "$UPSTREAM_PID")
+  [ -z "${BASE[$t]:-}" ] || read -r -a n1 <<<"$(counts "${BASE[$t]}")"
   m_done=$(jq '[.statusCodeDistribution[]] | add // 0' "$r")
   m_failed=$(jq '([.statusCodeDistribution | to_entries[] | select(.key != "200") | .value] | add // 0)
     + ([.errorDistribution[]] | add // 0)' "$r")
@@ -199,10 +212,18 @@ measure() { # TARGET CONNS: one measured run; sets the m_* variables
   m_ucpu=$(awk -v d=$((u1 - u0)) -v n="$m_done" -v hz="$HZ" 'BEGIN { printf "%.0f", d / hz * 1e6 / n }')
   m_other=$(awk -v d="$(others_ticks "$WORK/others0" "$WORK/others1")" -v s="$secs" -v hz="$HZ" \
     -v cap="$(nproc)" 'BEGIN { v = d / hz / s * 100; if (v > cap * 100) v = cap * 100; printf "%.0f", v }')
+  # Per request; the metrics read itself is one object-free admin call, not counted.
+  per() { awk -v d="$1" -v n="$m_done" 'BEGIN { printf "%.4f", (n > 0) ? d / n : 0 }'; }
+  m_calls=$(per $((n1[0] - n0[0])))
+  m_wrows=$(per $((n1[1] - n0[1])))
+  m_rrows=$(per $((n1[2] - n0[2])))
+  m_leased=$(per $((n1[3] - n0[3])))
 }
 declare -A TRIES
 for c in $CONNS; do
   for t in "${TARGETS[@]}"; do
+    # "near" allows 8 requests at once: measured for latency only, at the first c.
+    [ "$t" != metered_near ] || [ "$c" = "${CONNS%% *}" ] || continue
     step "non-streamed chat, $t, c=$c: ${WARMUP}s warm-up, ${SECONDS_PER_POINT}s measured"
     run_oha "$t" "$c" "$WARMUP" "$WORK/warmup.json"
     if [ -n "${BASE[$t]:-}" ]; then
@@ -217,6 +238,7 @@ for c in $CONNS; do
       if [ "$try" = 1 ] || [ "$m_other" -lt "${OTHER[$k]}" ]; then
         DONE[$k]=$m_done FAILED[$k]=$m_failed RPS[$k]=$m_rps P50[$k]=$m_p50 P90[$k]=$m_p90
         P99[$k]=$m_p99 MAX[$k]=$m_max WCPU[$k]=$m_wcpu UCPU[$k]=$m_ucpu OTHER[$k]=$m_other
+        CALLS[$k]=$m_calls WROWS[$k]=$m_wrows RROWS[$k]=$m_rrows LEASED[$k]=$m_leased
       fi
       TRIES[$k]=$try
       [ "${OTHER[$k]}" -gt "$MAX_OTHER" ] || break
@@ -264,6 +286,9 @@ for t in "${TARGETS[@]}"; do
   info "TTFB p50 ${S_TTFB50[$t]} us, p90 ${S_TTFB90[$t]} us; whole stream p50 ${S_TOT50[$t]} us"
 done
 
+# ---------------------------------------------------------------- hot and cold customers
+. scripts/bench.d/hotcold.sh
+
 # ---------------------------------------------------------------- metering check
 step "reading the bench customer's usage from each counter"
 sleep 1 # settlement runs after the response (waitUntil)
@@ -289,6 +314,18 @@ PAIRS=("metered bare_js" "bare bare_js" "metered bare")
 [ -z "$TMPFS_URL" ] || PAIRS+=("metered_tmpfs bare" "metered metered_tmpfs")
 PAIRS+=("metered direct" "bare direct")
 
+# What Cloudflare would bill per million requests of a target at concurrency C, from the
+# counts this run measured, at the published rates: Workers $0.30 per million requests and
+# $0.02 per million CPU-ms; Durable Objects $0.15 per million requests and $12.50 per
+# million GB-s, taken as 128 MB for 2 ms per object request (an assumption: this bench
+# cannot see billed duration); SQLite $1.00 per million rows written, $0.001 per million read.
+# The CPU is all of workerd's, Durable Objects included, so it is counted twice over.
+cost() { # TARGET C
+  local k=$1/$2
+  awk -v cpu="${WCPU[$k]}" -v calls="${CALLS[$k]:-0}" -v w="${WROWS[$k]:-0}" -v r="${RROWS[$k]:-0}" \
+    'BEGIN { printf "%.3f", 0.30 + 0.02 * cpu / 1000 + 0.15 * calls + 12.50 * calls * 0.128 * 0.002 + 1.00 * w + 0.001 * r }'
+}
+
 proxy_targets() {
   local r
   r=$(awk -v a="${P50[metered/$first_c]}" -v b="${P50[bare_js/$first_c]}" 'BEGIN { printf "%.2f", a / b }')
@@ -299,6 +336,20 @@ proxy_targets() {
     r=$(awk -v a="${P50[metered_tmpfs/$first_c]}" -v b="${P50[bare/$first_c]}" 'BEGIN { printf "%.2f", a / b }')
     echo "| the same, Durable Object storage on tmpfs | $(ratio "${P50[metered_tmpfs/$first_c]}" "${P50[bare/$first_c]}") ($(ms "${P50[metered_tmpfs/$first_c]}") ms vs $(ms "${P50[bare/$first_c]}") ms) | $(verdict "$r" 1.3) |"
   fi
+  local c
+  for c in $CONNS; do
+    echo "| at most 0.1 Durable Object calls per metered request (c=$c, warm lease) | ${CALLS[metered/$c]} | $(verdict "${CALLS[metered/$c]}" 0.1) |"
+  done
+  r=$(awk -v a="${S_TTFB50[metered]}" -v b="${S_TTFB50[bare]}" 'BEGIN { printf "%.3f", (a - b) / 1000 }')
+  echo "| metered stream TTFB p50 ≤ the bare route's + 0.5 ms | $(plus_ms "${S_TTFB50[metered]}" "${S_TTFB50[bare]}") ms ($(ms "${S_TTFB50[metered]}") vs $(ms "${S_TTFB50[bare]}")) | $(verdict "$r" 0.5) |"
+  local m b
+  m=$(cost metered "$first_c")
+  b=$(cost bare_js "$first_c")
+  r=$(awk -v a="$m" -v b="$b" 'BEGIN { printf "%.2f", a / b }')
+  echo "| cost per million metered requests ≤ 2× a bare Worker's (c=$first_c) | ${r}× (\$$m vs \$$b) | $(verdict "$r" 2) |"
+  hotcold_targets
+  r=$(awk -v a="${WCPU[metered/$first_c]}" -v b="${WCPU[bare_js/$first_c]}" 'BEGIN { printf "%.2f", a / b }')
+  echo "| stretch: metered CPU ≤ 2× a bare JavaScript Worker's (c=$first_c) | ${r}× (${WCPU[metered/$first_c]} vs ${WCPU[bare_js/$first_c]} µs) | $(verdict "$r" 2) |"
 }
 
 proxy_notes() {
@@ -347,6 +398,7 @@ proxy_report() {
   for c in $CONNS; do
     for t in "${TARGETS[@]}"; do
       k=$t/$c
+      [ -n "${DONE[$k]:-}" ] || continue
       cpu=${WCPU[$k]}
       [ "$t" != direct ] || cpu="${UCPU[$k]} (upstream)"
       echo "| $c | ${LABEL[$t]} | ${RPS[$k]} | $(ms "${P50[$k]}") | $(ms "${P90[$k]}") | $(ms "${P99[$k]}") | $(ms "${MAX[$k]}") | ${DONE[$k]} | ${FAILED[$k]} | $cpu | ${OTHER[$k]}% | ${TRIES[$k]} |"
@@ -362,6 +414,26 @@ proxy_report() {
     for pair in "${PAIRS[@]}"; do
       read -r a b <<<"$pair"
       echo "| $c | ${LABEL[$a]} ÷ ${LABEL[$b]} | $(ratio "${RPS[$a/$c]}" "${RPS[$b/$c]}") | $(ratio "${P50[$a/$c]}" "${P50[$b/$c]}") | $(ratio "${P90[$a/$c]}" "${P90[$b/$c]}") | $(ratio "${P99[$a/$c]}" "${P99[$b/$c]}") | $(plus_ms "${P50[$a/$c]}" "${P50[$b/$c]}") |"
+    done
+  done
+  echo
+  echo "### Durable Object calls, SQLite rows and cost"
+  echo
+  echo "Counted by the Worker itself (\`GET /admin/v1/metrics\` before and after each measured"
+  echo "run; the Worker and its Durable Objects share one isolate here), per request:"
+  echo "object calls (Worker to object, object to object, and alarms), rows written and read"
+  echo "(the SQL cursors' counts), and requests admitted under a lease with no call. *Cost* is"
+  echo "what Cloudflare would bill per million such requests at its published rates (Workers"
+  echo "\$0.30/M requests and \$0.02/M CPU-ms; Durable Objects \$0.15/M requests and \$12.50/M"
+  echo "GB-s, taken as 128 MB for 2 ms per object request; SQLite \$1.00/M rows written and"
+  echo "\$0.001/M rows read), with the CPU column above as the CPU."
+  echo
+  echo "| c | target | object calls | rows written | rows read | leased | workerd CPU µs/req | cost per million |"
+  echo "|---:|---|---:|---:|---:|---:|---:|---:|"
+  for c in $CONNS; do
+    for t in "${TARGETS[@]}"; do
+      [ "$t" != direct ] && [ -n "${DONE[$t/$c]:-}" ] || continue
+      echo "| $c | ${LABEL[$t]} | ${CALLS[$t/$c]:-0} | ${WROWS[$t/$c]:-0} | ${RROWS[$t/$c]:-0} | ${LEASED[$t/$c]:-0} | ${WCPU[$t/$c]} | \$$(cost "$t" "$c") |"
     done
   done
   echo
@@ -385,6 +457,7 @@ proxy_report() {
     echo "| ${LABEL[$a]} ÷ ${LABEL[$b]} | $(ratio "${S_TTFB50[$a]}" "${S_TTFB50[$b]}") | $(ratio "${S_TTFB90[$a]}" "${S_TTFB90[$b]}") | $(ratio "${S_TOT50[$a]}" "${S_TOT50[$b]}") | $(ratio "${S_TOT90[$a]}" "${S_TOT90[$b]}") | $(plus_ms "${S_TTFB50[$a]}" "${S_TTFB50[$b]}") |"
   done
   echo
+  hotcold_report
   echo "### Metering check"
   echo
   echo "After the run, requests that each bench customer's counter had settled"

@@ -10,7 +10,7 @@ use crate::counter_state::check_bounded;
 use crate::error::ApiError;
 use crate::lease::{LeaseAnswer, LeaseAsk, REPORT_MS};
 use crate::lease_grant::bounds_of;
-use crate::lease_holder::{Admission, Held, LeaseBook};
+use crate::lease_holder::{Admission, Change, Held, LeaseBook};
 use crate::request::AdmitAsk;
 use crate::tally::MeterKey;
 use crate::usage::Metered;
@@ -118,21 +118,25 @@ pub async fn send(env: &Env, counter: &str) {
     }
 }
 
-/// Reports within [`REPORT_MS`]: now when a batch is due, else after that wait, when
-/// whatever this request changed is still unsent.
-async fn report_soon(env: &Env, counter: &str) {
+/// Makes sure `change` is reported within [`REPORT_MS`]: at once when a batch is due,
+/// else after that wait, unless another request's report carried it meanwhile. So a
+/// busy isolate sends one report per interval, not one per request.
+async fn report_soon(env: &Env, counter: &str, change: Change) {
     let now = super::clock::now_ms();
     if !BOOK.with(|b| b.borrow().due(counter, now)) {
         worker::Delay::from(std::time::Duration::from_millis(REPORT_MS as u64)).await;
+        if BOOK.with(|b| b.borrow().covered(counter, change)) {
+            return;
+        }
     }
     send(env, counter).await;
 }
 
 /// After a local admission: its report goes out within [`REPORT_MS`], so the counter
 /// hears of it long before the lease's grace ends, however long the request runs.
-pub fn reported_soon(ctx: &Context, env: &Env, counter: &str) {
-    let (env, counter) = (env.clone(), counter.to_string());
-    ctx.wait_until(async move { report_soon(&env, &counter).await });
+pub fn reported_soon(ctx: &Context, env: &Env, admission: &Admission) {
+    let (env, counter, change) = (env.clone(), admission.counter.clone(), admission.change);
+    ctx.wait_until(async move { report_soon(&env, &counter, change).await });
 }
 
 /// A request admitted under a lease finished (`None`: released, costing nothing).
@@ -141,8 +145,8 @@ pub async fn finish(env: &Env, leased: &Leased, metered: Option<Metered>) {
     let used = metered
         .as_ref()
         .map(|m| (&leased.key, &m.usage, m.estimated));
-    BOOK.with(|b| b.borrow_mut().finish(&leased.admission, used, now));
-    report_soon(env, &leased.admission.counter).await;
+    let change = BOOK.with(|b| b.borrow_mut().finish(&leased.admission, used, now));
+    report_soon(env, &leased.admission.counter, change).await;
 }
 
 /// A running stream's heartbeat under a lease: a report, which moves its deadline.

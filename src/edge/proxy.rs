@@ -151,7 +151,7 @@ fn admitted_locally(
         plan: a.plan.clone(),
         spend: None,
     };
-    leases::reported_soon(ctx, env, &a.counter);
+    leases::reported_soon(ctx, env, a);
     let ticket = Ticket {
         env: env.clone(),
         counter: a.counter.clone(),
