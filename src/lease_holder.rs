@@ -271,6 +271,11 @@ impl LeaseBook {
                 sent: 0,
                 waiting_since: None,
             });
+            // An older batch failing after a newer one was taken (or after the lease was
+            // forgotten and made again from it) must not replace what the newer carries.
+            if r.seq > held.report.seq {
+                held.report = r.clone();
+            }
             held.sent = held.sent.min(r.seq.saturating_sub(1));
             held.waiting_since.get_or_insert(now_ms);
         }

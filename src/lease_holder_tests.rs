@@ -175,3 +175,26 @@ fn a_change_is_covered_once_a_report_carrying_it_was_sent() {
     b.failed("cus", &sent, NOW + 5);
     assert!(!b.covered("cus", done), "a failed report covers nothing");
 }
+
+#[test]
+fn batches_that_fail_out_of_order_lose_nothing() {
+    // Found by the lease model: the older batch fails after the lease was forgotten,
+    // then the newer one fails too; what is sent again must be the newer.
+    let mut b = book(10);
+    let a = b.admit("cus/key", &one(), NOW).unwrap();
+    let first = b.take_at("cus", NOW + 1);
+    let u = Usage {
+        input: 3,
+        ..Usage::default()
+    };
+    b.finish(&a, Some((&key(), &u, false)), NOW + 2);
+    let last = b.retire("cus/key", NOW + 3);
+    assert!(b.is_empty());
+    b.failed("cus", &first, NOW + 4);
+    b.failed("cus", &last, NOW + 5);
+    let again = b.take_at("cus", NOW + 6);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].finished.requests, 1, "{again:?}");
+    assert_eq!(again[0].usage, last[0].usage);
+    assert!(again[0].seq >= last[0].seq);
+}

@@ -154,7 +154,7 @@ proc_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # utime + stime of a
 # (user + system) plus that of its children that ended, so a short-lived compiler run
 # still counts towards its parent.
 others_snapshot() {
-  cat /proc/[0-9]*/stat 2>/dev/null | awk -v a="$$" -v b="$WORKERD_PID" -v c="$UPSTREAM_PID" '{
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v a="$$" -v b="$WORKERD_PID" -v c="$UPSTREAM_PID" '{
     pid = $1; i = length($0); while (substr($0, i, 1) != ")") i--
     split(substr($0, i + 2), f, " ")  # f[1] is field 3 (state)
     if (pid != a && pid != b && pid != c) print pid, f[12] + f[13] + f[14] + f[15] }'

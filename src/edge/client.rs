@@ -114,7 +114,10 @@ pub async fn admit(
 
 /// Asks for a lease (or the request decided on its own).
 pub async fn lease(env: &Env, customer: &str, ask: LeaseAsk) -> Result<LeaseAnswer, ApiError> {
-    let mut resp = call(env, customer, &CounterCall::Lease(ask)).await?;
+    // A deadline far inside the lease grace: a grant that comes later than this is not
+    // used, so an isolate never admits under a lease the counter may have closed.
+    let lease = CounterCall::Lease(ask);
+    let mut resp = within(SETTLE_TRY_MS, call(env, customer, &lease)).await?;
     resp.json()
         .await
         .map_err(|e| ApiError::internal(format!("usage counter answered badly: {e}")).caused_by(e))
