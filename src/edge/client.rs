@@ -106,7 +106,12 @@ pub async fn admit(
     customer: &str,
     req: AdmitRequest,
 ) -> Result<AdmitResponse, ApiError> {
-    let mut resp = call(env, customer, &CounterCall::Admit(req)).await?;
+    let resp = call(env, customer, &CounterCall::Admit(req)).await?;
+    answer(resp).await
+}
+
+/// The counter's answer, read as `T`.
+async fn answer<T: serde::de::DeserializeOwned>(mut resp: Response) -> Result<T, ApiError> {
     resp.json()
         .await
         .map_err(|e| ApiError::internal(format!("usage counter answered badly: {e}")).caused_by(e))
@@ -117,10 +122,8 @@ pub async fn lease(env: &Env, customer: &str, ask: LeaseAsk) -> Result<LeaseAnsw
     // A deadline far inside the lease grace: a grant that comes later than this is not
     // used, so an isolate never admits under a lease the counter may have closed.
     let lease = CounterCall::Lease(ask);
-    let mut resp = within(SETTLE_TRY_MS, call(env, customer, &lease)).await?;
-    resp.json()
-        .await
-        .map_err(|e| ApiError::internal(format!("usage counter answered badly: {e}")).caused_by(e))
+    let resp = within(SETTLE_TRY_MS, call(env, customer, &lease)).await?;
+    answer(resp).await
 }
 
 /// Sends lease reports in one try, with a deadline; false when they did not land.
