@@ -3,7 +3,8 @@
 //!
 //! The Workers runtime has no timers outside a request and a request cannot await
 //! another's I/O, so the book only decides; the edge sends what [`LeaseBook::take`]
-//! gives from a request's own `wait_until`, within [`REPORT_MS`] of each change.
+//! gives from a request's own `wait_until`, within [`REPORT_MS`] of each change
+//! ([`LeaseBook::schedule`]).
 
 use crate::lease::{Grant, Report, Slice, REPORT_CHANGES, REPORT_MS};
 use crate::tally::{MeterKey, Tally};
@@ -97,12 +98,14 @@ impl Held {
     }
 }
 
-/// One change to a lease (an admission, a finish): covered once a report carrying it
-/// was sent, so a request's report waiter sends only when nobody else did.
+/// What a request does after changing a lease: send the counter's reports now, wait
+/// until a time and then send, or nothing, since a waiter already pending carries the
+/// change. So a busy isolate keeps one timer per counter, not one per request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Change {
-    pub lease: u64,
-    pub seq: u64,
+pub enum Wake {
+    Now,
+    At(i64),
+    Pending,
 }
 
 /// Where a request admitted under a lease is to be finished.
@@ -114,8 +117,6 @@ pub struct Admission {
     pub bounds: Slice,
     /// The counter's minute window as the lease saw it (see [`Held::minute`]).
     pub minute: (u64, u64),
-    /// The admission itself, to be reported.
-    pub change: Change,
 }
 
 /// Every lease an isolate holds: per holder (a counter and key) the one it admits
@@ -124,6 +125,8 @@ pub struct Admission {
 pub struct LeaseBook {
     current: BTreeMap<String, (String, u64)>,
     held: BTreeMap<(String, u64), Held>,
+    /// Per counter, when its pending report waiter wakes.
+    waiters: BTreeMap<String, i64>,
 }
 
 impl LeaseBook {
@@ -144,10 +147,6 @@ impl LeaseBook {
             plan: held.plan.clone(),
             bounds: one.clone(),
             minute: held.minute,
-            change: Change {
-                lease,
-                seq: held.report.seq,
-            },
         })
     }
 
@@ -195,29 +194,32 @@ impl LeaseBook {
 
     /// A request admitted under a lease finished: `used` is what it used (`None` when
     /// it was released, costing nothing).
-    pub fn finish(
-        &mut self,
-        a: &Admission,
-        used: Option<(&MeterKey, &Usage, bool)>,
-        now: i64,
-    ) -> Change {
-        let seq = match self.held.get_mut(&(a.counter.clone(), a.lease)) {
-            Some(held) => {
-                held.finish(&a.bounds, used, now);
-                held.report.seq
-            }
-            None => 0,
-        };
-        Change {
-            lease: a.lease,
-            seq,
+    pub fn finish(&mut self, a: &Admission, used: Option<(&MeterKey, &Usage, bool)>, now: i64) {
+        if let Some(held) = self.held.get_mut(&(a.counter.clone(), a.lease)) {
+            held.finish(&a.bounds, used, now);
         }
     }
 
-    /// Whether a report carrying `change` was sent (or its lease is over).
-    pub fn covered(&self, counter: &str, change: Change) -> bool {
-        let held = self.held.get(&(counter.to_string(), change.lease));
-        held.is_none_or(|h| h.sent >= change.seq)
+    /// What to do so `counter`'s changes are reported within [`REPORT_MS`]: send now
+    /// when a report is due; else leave it to a pending waiter; else wait. A waiter
+    /// whose time passed long ago (its request was cancelled) no longer counts.
+    pub fn schedule(&mut self, counter: &str, now_ms: i64) -> Wake {
+        if self.due(counter, now_ms) {
+            return Wake::Now;
+        }
+        if let Some(&at) = self.waiters.get(counter) {
+            if now_ms < at.saturating_add(REPORT_MS) {
+                return Wake::Pending;
+            }
+        }
+        let at = now_ms.saturating_add(REPORT_MS);
+        self.waiters.insert(counter.to_string(), at);
+        Wake::At(at)
+    }
+
+    /// `counter`'s waiter woke: it sends now, and the next change schedules anew.
+    pub fn woke(&mut self, counter: &str) {
+        self.waiters.remove(counter);
     }
 
     /// Marks a running request's lease changed, so its next report (a heartbeat)

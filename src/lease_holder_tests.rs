@@ -159,21 +159,35 @@ fn a_counter_s_leases_can_all_be_retired_at_once() {
 }
 
 #[test]
-fn a_change_is_covered_once_a_report_carrying_it_was_sent() {
+fn one_waiter_per_counter_carries_every_change_until_it_wakes() {
     let mut b = book(10);
-    let a = b.admit("cus/key", &one(), NOW).unwrap();
-    assert!(!b.covered("cus", a.change));
-    let later = b.admit("cus/key", &one(), NOW + 1).unwrap();
-    b.take_at("cus", NOW + 2);
-    assert!(b.covered("cus", a.change) && b.covered("cus", later.change));
-    let done = b.finish(&a, None, NOW + 3);
-    assert!(
-        !b.covered("cus", done),
-        "a change after the report waits for the next"
-    );
-    let sent = b.take_at("cus", NOW + 4);
-    b.failed("cus", &sent, NOW + 5);
-    assert!(!b.covered("cus", done), "a failed report covers nothing");
+    b.admit("cus/key", &one(), NOW).unwrap();
+    assert_eq!(b.schedule("cus", NOW), Wake::At(NOW + REPORT_MS));
+    b.admit("cus/key", &one(), NOW + 1).unwrap();
+    assert_eq!(b.schedule("cus", NOW + 1), Wake::Pending);
+    assert_eq!(b.schedule("other", NOW + 1), Wake::At(NOW + 1 + REPORT_MS));
+    // Once a change is old enough, whoever changes the lease next sends at once.
+    assert_eq!(b.schedule("cus", NOW + REPORT_MS), Wake::Now);
+    b.woke("cus");
+    let sent = b.take_at("cus", NOW + REPORT_MS);
+    assert_eq!(sent[0].admitted.requests, 2, "the waiter carries both");
+    b.admit("cus/key", &one(), NOW + REPORT_MS + 1).unwrap();
+    assert!(matches!(
+        b.schedule("cus", NOW + REPORT_MS + 1),
+        Wake::At(_)
+    ));
+}
+
+#[test]
+fn a_waiter_that_never_woke_is_replaced() {
+    let mut b = book(10);
+    b.admit("cus/key", &one(), NOW).unwrap();
+    assert_eq!(b.schedule("cus", NOW), Wake::At(NOW + REPORT_MS));
+    b.take_at("cus", NOW + 1); // sent by another request; the waiter is still out
+    b.admit("cus/key", &one(), NOW + 2 * REPORT_MS).unwrap();
+    // Its request was cancelled: a new waiter is made rather than the change left.
+    let late = NOW + 2 * REPORT_MS;
+    assert_eq!(b.schedule("cus", late), Wake::At(late + REPORT_MS));
 }
 
 #[test]

@@ -38,6 +38,9 @@ pub struct Sender<'a> {
     pub customer: &'a str,
     /// The deployment's key secret, which per-customer identities are derived with.
     pub key_secret: &'a [u8],
+    /// The customer's identity for an end user the body does not name
+    /// (`keys::identity` of the empty string): made once per key, not per request.
+    pub anonymous: &'a str,
 }
 
 /// What preparing a body gives: the request to admit, the stored resources it names,
@@ -58,7 +61,10 @@ pub fn prepare(
     body: &[u8],
 ) -> Result<Ready, ApiError> {
     let mut json = request::parse_object(body)?;
-    let identity = |v: &str| keys::identity(sender.key_secret, sender.mode, sender.customer, v);
+    let identity = |v: &str| match v {
+        "" => sender.anonymous.to_string(),
+        v => keys::identity(sender.key_secret, sender.mode, sender.customer, v),
+    };
     let owns_stored = sender.mode == Mode::Live;
     let extra = catalog.proxy.extra_fields(meter);
     fields::sanitize(meter, &mut json, extra, owns_stored, &identity)?;
@@ -91,11 +97,28 @@ mod tests {
     use super::*;
 
     fn sender(mode: Mode) -> Sender<'static> {
+        let anonymous = keys::identity(b"secret", mode, "acme", "");
         Sender {
             mode,
             customer: "acme",
             key_secret: b"secret",
+            anonymous: Box::leak(anonymous.into_boxed_str()),
         }
+    }
+
+    #[test]
+    fn an_unnamed_end_user_gets_the_customer_s_identity_and_a_named_one_its_own() {
+        let catalog = crate::fixtures::catalog();
+        let s = sender(Mode::Live);
+        let body = br#"{"model": "gpt-4o-mini", "messages": [], "user": "bob"}"#;
+        let ready = prepare(&catalog, &s, Meter::ChatCompletions, body).unwrap();
+        let sent: serde_json::Value =
+            serde_json::from_slice(ready.prepared.upstream_body.as_deref().unwrap()).unwrap();
+        assert_eq!(sent["safety_identifier"], s.anonymous);
+        assert_eq!(sent["prompt_cache_key"], s.anonymous);
+        let bob = keys::identity(b"secret", Mode::Live, "acme", "bob");
+        assert_eq!(sent["user"], bob.as_str());
+        assert_ne!(bob, s.anonymous);
     }
 
     #[test]

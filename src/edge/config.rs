@@ -6,6 +6,7 @@ use crate::error::ApiError;
 use crate::limits::{self, Provider};
 use crate::rating::PriceBook;
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use worker::Env;
 
@@ -19,6 +20,7 @@ thread_local! {
     static CATALOG: RefCell<Option<Rc<Catalog>>> = const { RefCell::new(None) };
     static PRICE_BOOK: RefCell<Option<Rc<PriceBook>>> = const { RefCell::new(None) };
     static KEY_SECRET: RefCell<Option<Rc<[u8]>>> = const { RefCell::new(None) };
+    static SETTINGS: RefCell<BTreeMap<String, Option<String>>> = const { RefCell::new(BTreeMap::new()) };
 }
 
 /// The rating endpoint's price book; a broken one is an internal error with its path.
@@ -35,10 +37,17 @@ pub fn price_book(env: &Env) -> Result<Rc<PriceBook>, ApiError> {
     Ok(book)
 }
 
-/// A plain setting or secret, `None` when unset or empty.
+/// A plain setting or secret, `None` when unset or empty. Read from the environment
+/// once per isolate: several are on every request's path, and each read crosses into
+/// JavaScript.
 pub fn setting(env: &Env, name: &str) -> Option<String> {
-    let value = env.var(name).ok()?.to_string();
-    (!value.trim().is_empty()).then_some(value)
+    if let Some(known) = SETTINGS.with(|c| c.borrow().get(name).cloned()) {
+        return known;
+    }
+    let value = env.var(name).ok().map(|v| v.to_string());
+    let value = value.filter(|v| !v.trim().is_empty());
+    SETTINGS.with(|c| c.borrow_mut().insert(name.to_string(), value.clone()));
+    value
 }
 
 /// The current catalog; a broken one is an internal error naming its JSON path. Read

@@ -8,9 +8,9 @@ use super::metrics::{bump, Metric};
 use crate::catalog::Catalog;
 use crate::counter_state::check_bounded;
 use crate::error::ApiError;
-use crate::lease::{LeaseAnswer, LeaseAsk, REPORT_MS};
+use crate::lease::{LeaseAnswer, LeaseAsk};
 use crate::lease_grant::bounds_of;
-use crate::lease_holder::{Admission, Change, Held, LeaseBook};
+use crate::lease_holder::{Admission, Held, LeaseBook, Wake};
 use crate::request::AdmitAsk;
 use crate::tally::MeterKey;
 use crate::usage::Metered;
@@ -118,25 +118,33 @@ pub async fn send(env: &Env, counter: &str) {
     }
 }
 
-/// Makes sure `change` is reported within [`REPORT_MS`]: at once when a batch is due,
-/// else after that wait, unless another request's report carried it meanwhile. So a
-/// busy isolate sends one report per interval, not one per request.
-async fn report_soon(env: &Env, counter: &str, change: Change) {
+/// Makes sure `counter`'s changes are reported within `REPORT_MS` (20 ms): at once when a
+/// batch is due, after a wait when no other request is already waiting to send, else
+/// not at all (the pending waiter carries them). `None`: nothing to do.
+fn report_soon(env: &Env, counter: &str) -> Option<impl std::future::Future<Output = ()>> {
     let now = super::clock::now_ms();
-    if !BOOK.with(|b| b.borrow().due(counter, now)) {
-        worker::Delay::from(std::time::Duration::from_millis(REPORT_MS as u64)).await;
-        if BOOK.with(|b| b.borrow().covered(counter, change)) {
-            return;
+    let wake = BOOK.with(|b| b.borrow_mut().schedule(counter, now));
+    let (env, counter) = (env.clone(), counter.to_string());
+    let wait = match wake {
+        Wake::Pending => return None,
+        Wake::Now => 0,
+        Wake::At(at) => at.saturating_sub(now).max(0) as u64,
+    };
+    Some(async move {
+        if wait > 0 {
+            worker::Delay::from(std::time::Duration::from_millis(wait)).await;
+            BOOK.with(|b| b.borrow_mut().woke(&counter));
         }
-    }
-    send(env, counter).await;
+        send(&env, &counter).await;
+    })
 }
 
-/// After a local admission: its report goes out within [`REPORT_MS`], so the counter
+/// After a local admission: its report goes out within `REPORT_MS` (20 ms), so the counter
 /// hears of it long before the lease's grace ends, however long the request runs.
 pub fn reported_soon(ctx: &Context, env: &Env, admission: &Admission) {
-    let (env, counter, change) = (env.clone(), admission.counter.clone(), admission.change);
-    ctx.wait_until(async move { report_soon(&env, &counter, change).await });
+    if let Some(report) = report_soon(env, &admission.counter) {
+        ctx.wait_until(report);
+    }
 }
 
 /// A request admitted under a lease finished (`None`: released, costing nothing).
@@ -145,8 +153,10 @@ pub async fn finish(env: &Env, leased: &Leased, metered: Option<Metered>) {
     let used = metered
         .as_ref()
         .map(|m| (&leased.key, &m.usage, m.estimated));
-    let change = BOOK.with(|b| b.borrow_mut().finish(&leased.admission, used, now));
-    report_soon(env, &leased.admission.counter, change).await;
+    BOOK.with(|b| b.borrow_mut().finish(&leased.admission, used, now));
+    if let Some(report) = report_soon(env, &leased.admission.counter) {
+        report.await;
+    }
 }
 
 /// A running stream's heartbeat under a lease: a report, which moves its deadline.

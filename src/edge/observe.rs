@@ -4,7 +4,7 @@
 
 use super::stream::{channel, client_body, Body, Heartbeat, Pump};
 use super::ticket::{respond, Payload, Ticket};
-use super::upstream::{collect, Upstreamed};
+use super::upstream::{Answer, Upstreamed};
 use super::{client, config};
 use crate::catalog::Catalog;
 use crate::error::ApiError;
@@ -86,21 +86,23 @@ pub async fn observe(
     let content_type = upstream.content_type.clone();
     let adapter = prepared.meter.adapter();
     if prepared.stream && content_type.starts_with("text/event-stream") {
+        let mut body = std::mem::replace(
+            &mut upstream.body,
+            Answer::Chunks(Box::pin(futures_util::stream::empty())),
+        )
+        .into_stream();
         if stores {
-            let (seen, id) = peek_created(&mut upstream.body).await;
+            let (seen, id) = peek_created(&mut body).await;
             let now_ms = super::clock::now_ms();
             if let Some(r) = id.and_then(|id| OwnedResource::response(&id, now_ms)) {
                 record(&mut ticket, r).await;
             }
-            let rest =
-                std::mem::replace(&mut upstream.body, Box::pin(futures_util::stream::empty()));
-            upstream.body =
-                Box::pin(futures_util::stream::iter(seen.into_iter().map(Ok)).chain(rest));
+            body = Box::pin(futures_util::stream::iter(seen.into_iter().map(Ok)).chain(body));
         }
         let hide = !prepared.client_wants_usage;
         let meter = StreamMeter::new(adapter, hide, prepared.input_estimate, ticket.keep);
         let pump = Pump {
-            upstream: upstream.body,
+            upstream: body,
             meter,
             budget: config::drain_budget(&ticket.env),
             cancel: upstream.cancel.take(),
@@ -123,7 +125,8 @@ pub async fn observe(
         headers.push(("x-edgemeter-cost-basis".into(), "reserved".into()));
         return respond(status, &headers, Payload::Stream(client_body(rx)));
     }
-    let collected = collect(upstream.body, config::max_response_bytes(&ticket.env)).await;
+    let limit = config::max_response_bytes(&ticket.env);
+    let collected = upstream.body.collect(limit).await;
     let body = collected.as_ref().ok().map(Vec::as_slice);
     let metered = settle_buffered(&*adapter, body, prepared.input_estimate, ticket.reserved);
     let bytes = match collected {

@@ -72,6 +72,7 @@ fn prepare_phase(env: &Env, caller: &Caller, meter: Meter, body: &[u8]) -> Resul
         mode: caller.mode,
         customer: &caller.customer,
         key_secret: &secret,
+        anonymous: &caller.anonymous,
     };
     prepare(&catalog, &sender, meter, body)
 }

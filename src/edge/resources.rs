@@ -6,7 +6,7 @@
 use super::auth::Caller;
 use super::metrics::{bump, Metric};
 use super::ticket::{not_admitted, respond, Payload, Ticket};
-use super::upstream::{self, collect, OutBody, Outgoing, Upstreamed};
+use super::upstream::{self, OutBody, Outgoing, Upstreamed};
 use super::{client, config, http};
 use crate::error::ApiError;
 use crate::limits::{declared_within, RESOURCE_ANSWER_BYTES};
@@ -288,7 +288,7 @@ async fn upload(
     }
     let (up, ticket) = sent?;
     let (status, headers) = (up.status, up.headers.clone());
-    let bytes = collect(up.body, RESOURCE_ANSWER_BYTES).await;
+    let bytes = up.body.collect(RESOURCE_ANSWER_BYTES).await;
     let bytes = match bytes {
         Ok(b) => b,
         Err(e) => {
@@ -339,9 +339,9 @@ async fn forward_counted(
     let Some((kind, id)) = forget else {
         ctx.wait_until(async move { ticket.close(one_request(), None).await });
         let body = if up.content_type.starts_with("text/event-stream") {
-            super::stream::scrubbed(up.body)
+            super::stream::scrubbed(up.body.into_stream())
         } else {
-            up.body
+            up.body.into_stream()
         };
         return respond(up.status, &up.headers, Payload::Stream(body));
     };
@@ -349,7 +349,7 @@ async fn forward_counted(
     // resource is gone, so a refused deletion leaves it manageable by its owner.
     let (status, headers) = (up.status, up.headers.clone());
     let counter = ticket.counter.clone();
-    let bytes = collect(up.body, RESOURCE_ANSWER_BYTES).await;
+    let bytes = up.body.collect(RESOURCE_ANSWER_BYTES).await;
     ctx.wait_until(async move { ticket.close(one_request(), None).await });
     let bytes = bytes?;
     if deletion_confirmed(&bytes) {

@@ -12,8 +12,9 @@ use crate::sandbox;
 use crate::surface::headers::{forward_request, pass_response, HeaderPolicy};
 use crate::surface::headers::{redirect_refused, too_large_answer, ERROR_BODY_LIMIT};
 use futures_util::StreamExt;
-use wasm_bindgen::JsValue;
-use worker::{AbortSignal, Env, Fetch, Headers, Method, Request, RequestInit, RequestRedirect};
+use wasm_bindgen::{JsCast, JsValue};
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::{js_sys, web_sys, AbortSignal, Env, Method};
 
 /// The upstream's answer, from the real provider or the sandbox.
 pub struct Upstreamed {
@@ -22,7 +23,7 @@ pub struct Upstreamed {
     /// Only the headers that may reach the client.
     pub headers: Vec<(String, String)>,
     pub retry_after: Option<String>,
-    pub body: Body,
+    pub body: Answer,
     /// Cancels the fetch (a stream whose client left and whose usage never came).
     pub cancel: Option<worker::AbortController>,
 }
@@ -48,6 +49,10 @@ pub struct Outgoing<'a> {
     pub signal: Option<AbortSignal>,
 }
 
+fn js_fail(e: JsValue) -> ApiError {
+    fail(worker::Error::from(e))
+}
+
 fn fail(e: worker::Error) -> ApiError {
     let msg = format!("The upstream provider could not be reached: {e}");
     ApiError::upstream(502, msg).caused_by(e)
@@ -67,7 +72,8 @@ pub async fn send(
     send_to(&upstream, catalog, out).await.map(Some)
 }
 
-/// Sends a request to `upstream`, resolved by the caller.
+/// Sends a request to `upstream`, resolved by the caller. Built on the runtime's own
+/// `fetch`: a `worker::Request` would be made only to be taken apart again.
 pub async fn send_to(
     upstream: &config::Upstream,
     catalog: &Catalog,
@@ -78,9 +84,9 @@ pub async fn send_to(
         anthropic_beta: &catalog.proxy.anthropic_beta,
         anthropic: upstream.anthropic,
     };
-    let headers = Headers::new();
+    let headers = web_sys::Headers::new().map_err(js_fail)?;
     for (k, v) in forward_request(out.client_headers, &policy) {
-        headers.set(&k, &v).map_err(fail)?;
+        headers.set(&k, &v).map_err(js_fail)?;
     }
     if let Some(key) = &upstream.api_key {
         let (name, value) = if upstream.anthropic {
@@ -88,44 +94,88 @@ pub async fn send_to(
         } else {
             ("authorization", format!("Bearer {key}"))
         };
-        headers.set(name, &value).map_err(fail)?;
+        headers.set(name, &value).map_err(js_fail)?;
     }
-    let mut init = RequestInit::new();
-    init.with_method(out.method)
-        .with_headers(headers)
-        .with_redirect(RequestRedirect::Manual);
+    let init = web_sys::RequestInit::new();
+    init.set_method(out.method.as_ref());
+    init.set_headers(&headers);
+    init.set_redirect(web_sys::RequestRedirect::Manual);
     match out.body {
         OutBody::Empty => {}
-        OutBody::Bytes(b) => {
-            init.with_body(Some(JsValue::from(worker::js_sys::Uint8Array::from(b))));
-        }
-        OutBody::Stream(s) => {
-            init.with_body(Some(s));
-        }
+        OutBody::Bytes(b) => init.set_body(&js_sys::Uint8Array::from(b)),
+        OutBody::Stream(s) => init.set_body(&s),
+    }
+    if let Some(signal) = &out.signal {
+        init.set_signal(Some(signal));
     }
     let url = format!("{}{}", upstream.base_url, out.target);
-    let request = Request::new_with_init(&url, &init).map_err(fail)?;
-    let fetch = Fetch::Request(request);
-    let sent = match &out.signal {
-        Some(signal) => fetch.send_with_signal(signal).await,
-        None => fetch.send().await,
-    };
-    let mut resp = sent.map_err(fail)?;
-    let status = resp.status_code();
+    let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+    let answer = JsFuture::from(global.fetch_with_str_and_init(&url, &init)).await;
+    let resp: web_sys::Response = answer.and_then(|r| r.dyn_into()).map_err(js_fail)?;
+    let status = resp.status();
     redirect_refused(status)?;
-    let all: Vec<(String, String)> = resp.headers().entries().collect();
+    let all: Vec<(String, String)> = worker::Headers(resp.headers()).entries().collect();
     let find = |name: &str| all.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let content_type = find("content-type").unwrap_or_default();
     let retry_after = find("retry-after");
-    let stream = resp.stream().map_err(fail)?;
+    let declared = find("content-length").and_then(|l| l.parse().ok());
     Ok(Upstreamed {
         status,
         content_type,
         headers: pass_response(all),
         retry_after,
-        body: Box::pin(stream),
+        body: Answer::Web(resp, declared),
         cancel: None,
     })
+}
+
+/// An upstream answer's body, not yet read.
+pub enum Answer {
+    /// The provider's response, with the length it declares.
+    Web(web_sys::Response, Option<usize>),
+    /// Chunks edgemeter holds (the sandbox's answer, a peeked stream).
+    Chunks(Body),
+}
+
+impl Answer {
+    /// The body as a stream of chunks (empty when the answer has none).
+    pub fn into_stream(self) -> Body {
+        match self {
+            Answer::Chunks(body) => body,
+            Answer::Web(resp, _) => match worker::Response::from(resp).stream() {
+                Ok(stream) => Box::pin(stream),
+                Err(_) => Box::pin(futures_util::stream::empty()),
+            },
+        }
+    }
+
+    /// Reads the whole body, refusing it once it passes `limit` bytes. A declared
+    /// length within the limit is read in one call, not chunk by chunk.
+    pub async fn collect(self, limit: usize) -> Result<Vec<u8>, ApiError> {
+        let (resp, declared) = match self {
+            Answer::Web(resp, Some(declared)) => (resp, declared),
+            other => return collect(other.into_stream(), limit).await,
+        };
+        if declared > limit {
+            bump(Metric::ResponseCapHits);
+            return Err(too_large_answer(limit));
+        }
+        let read = match resp.array_buffer() {
+            Ok(promise) => JsFuture::from(promise).await,
+            Err(e) => Err(e),
+        };
+        let bytes = read.map(|b| js_sys::Uint8Array::new(&b).to_vec());
+        let bytes = bytes.map_err(|e| {
+            let e = worker::Error::from(e);
+            ApiError::upstream(502, format!("The upstream response broke off: {e}"))
+        })?;
+        // A compressed answer declares its compressed length; what was read counts.
+        if bytes.len() > limit {
+            bump(Metric::ResponseCapHits);
+            return Err(too_large_answer(limit));
+        }
+        Ok(bytes)
+    }
 }
 
 /// The sandbox provider's answer to a metered request.
@@ -143,13 +193,13 @@ pub fn sandbox(prepared: &Prepared) -> Result<Upstreamed, ApiError> {
         content_type: reply.content_type.to_string(),
         headers: vec![("content-type".into(), reply.content_type.into())],
         retry_after: None,
-        body: Box::pin(chunks),
+        body: Answer::Chunks(Box::pin(chunks)),
         cancel: None,
     })
 }
 
-/// Reads a whole upstream body, refusing it once it passes `limit` bytes.
-pub async fn collect(mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+/// Reads a whole stream of chunks, refusing it once it passes `limit` bytes.
+async fn collect(mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
     let mut out = Vec::new();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| {
@@ -166,6 +216,6 @@ pub async fn collect(mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError> 
 
 /// An upstream error answer, rewritten so no account detail reaches the client.
 pub async fn refused(up: Upstreamed) -> ApiError {
-    let body = collect(up.body, ERROR_BODY_LIMIT).await.unwrap_or_default();
+    let body = up.body.collect(ERROR_BODY_LIMIT).await.unwrap_or_default();
     crate::surface::headers::provider_error(up.status, &body, up.retry_after.as_deref())
 }
