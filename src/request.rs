@@ -100,9 +100,28 @@ pub fn with_output_cap(meter: Meter, body: &[u8], cap: u64, chat: &str) -> Optio
         Meter::Completions | Meter::Messages => "max_tokens",
         Meter::Embeddings | Meter::Request => return None,
     };
+    if let Some(spliced) = splice_cap(body, field, cap) {
+        return Some(spliced);
+    }
     let mut json: Map<String, Value> = serde_json::from_slice(body).ok()?;
     json.insert(field.to_string(), Value::from(cap));
     serde_json::to_vec(&json).ok()
+}
+
+/// The cap written in front of an object's first member, without parsing the body
+/// again (it was parsed in preparing it): only when no cap's name appears anywhere in
+/// it, so the object gets no second member of that name. `None`: parse it instead.
+fn splice_cap(body: &[u8], field: &str, cap: u64) -> Option<Vec<u8>> {
+    let rest = body.strip_prefix(b"{")?;
+    let quoted = |name: &str| format!("\"{name}\"");
+    let names = CAP_FIELDS.iter().copied().chain([field]).map(quoted);
+    let mut names = names.map(|n| n.into_bytes());
+    if names.any(|n| body.windows(n.len()).any(|w| w == n.as_slice())) {
+        return None;
+    }
+    let empty = rest.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
+    let member = format!("{{\"{field}\":{cap}{}", if empty { "" } else { "," });
+    Some([member.as_bytes(), rest].concat())
 }
 
 /// The request's output cap. Every spelling it uses must agree: which one an upstream

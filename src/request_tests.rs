@@ -144,6 +144,39 @@ fn output_cap_is_added_under_the_field_each_api_reads() {
 }
 
 #[test]
+fn a_cap_spliced_in_gives_the_object_parsing_would() {
+    let parsed = |b: &[u8]| serde_json::from_slice::<Value>(b).unwrap();
+    let bodies: [&[u8]; 6] = [
+        br#"{"model":"m","messages":[]}"#,
+        br#"{}"#,
+        br#"{ }"#,
+        br#" {"model":"m"}"#,
+        br#"{"model":"m","max_tokens":9}"#,
+        br#"{"model":"m","tools":[{"parameters":{"max_completion_tokens":1}}]}"#,
+    ];
+    for body in bodies {
+        let Ok(Value::Object(mut json)) = serde_json::from_slice::<Value>(body) else {
+            panic!("a test body is an object");
+        };
+        json.insert("max_completion_tokens".into(), Value::from(64));
+        let capped = with_output_cap(Meter::ChatCompletions, body, 64, "max_completion_tokens");
+        assert_eq!(parsed(&capped.unwrap()), Value::Object(json), "{body:?}");
+    }
+    // A body naming a cap anywhere is parsed, not spliced: no member is doubled.
+    let named = br#"{"model":"m","max_tokens":9}"#;
+    assert_eq!(splice_cap(named, "max_completion_tokens", 64), None);
+    assert!(splice_cap(br#"{"model":"m"}"#, "max_tokens", 64).is_some());
+    let text = with_output_cap(Meter::ChatCompletions, named, 64, "max_tokens").unwrap();
+    assert_eq!(
+        String::from_utf8(text)
+            .unwrap()
+            .matches("max_tokens")
+            .count(),
+        1
+    );
+}
+
+#[test]
 fn other_paths_are_plain_requests() {
     let p = prepare("/v1/models", b"").unwrap();
     assert_eq!(

@@ -219,32 +219,55 @@ measure() { # TARGET CONNS: one measured run; sets the m_* variables
   m_rrows=$(per $((n1[2] - n0[2])))
   m_leased=$(per $((n1[3] - n0[3])))
 }
-declare -A TRIES
+declare -A TRIES ROUND_P50
+# Targets are measured in interleaved rounds (every target once per round), and each
+# target's round with the median p50 is kept: a burst of noise on this shared machine
+# then moves one round of one target, not the ratio between targets.
+keep_median_round() { # TARGET CONNS: copies the median round's figures to TARGET/CONNS
+  local t=$1 c=$2 r mid picked v
+  mapfile -t picked < <(for ((r = 1; r <= ROUNDS; r++)); do
+    [ -z "${P50[$t/$c/$r]:-}" ] || echo "${P50[$t/$c/$r]} $r"
+  done | sort -n)
+  [ "${#picked[@]}" -gt 0 ] || return 0
+  mid=${picked[$(((${#picked[@]} - 1) / 2))]##* }
+  for v in DONE FAILED RPS P50 P90 P99 MAX WCPU UCPU OTHER CALLS WROWS RROWS LEASED TRIES; do
+    declare -n arr=$v
+    arr[$t/$c]=${arr[$t/$c/$mid]}
+  done
+  ROUND_P50[$t/$c]=$(for ((r = 1; r <= ROUNDS; r++)); do
+    [ -z "${P50[$t/$c/$r]:-}" ] || printf '%s ' "$(ms "${P50[$t/$c/$r]}")"
+  done)
+}
 for c in $CONNS; do
-  for t in "${TARGETS[@]}"; do
-    # "near" allows 8 requests at once: measured for latency only, at the first c.
-    [ "$t" != metered_near ] || [ "$c" = "${CONNS%% *}" ] || continue
-    step "non-streamed chat, $t, c=$c: ${WARMUP}s warm-up, ${SECONDS_PER_POINT}s measured"
-    run_oha "$t" "$c" "$WARMUP" "$WORK/warmup.json"
-    if [ -n "${BASE[$t]:-}" ]; then
-      SENT[$t]=$((${SENT[$t]} + $(jq '[.statusCodeDistribution[]] | add // 0' "$WORK/warmup.json")))
-    fi
-    k=$t/$c
-    for ((try = 1; try <= RETRIES + 1; try++)); do
-      measure "$t" "$c"
-      [ -z "${BASE[$t]:-}" ] || SENT[$t]=$((${SENT[$t]} + m_done))
-      info "$(printf '%s req/s, p50 %s us, p99 %s us, failed %s, workerd CPU %s us/req, other processes %s%% of a CPU' \
-        "$m_rps" "$m_p50" "$m_p99" "$m_failed" "$m_wcpu" "$m_other")"
-      if [ "$try" = 1 ] || [ "$m_other" -lt "${OTHER[$k]}" ]; then
-        DONE[$k]=$m_done FAILED[$k]=$m_failed RPS[$k]=$m_rps P50[$k]=$m_p50 P90[$k]=$m_p90
-        P99[$k]=$m_p99 MAX[$k]=$m_max WCPU[$k]=$m_wcpu UCPU[$k]=$m_ucpu OTHER[$k]=$m_other
-        CALLS[$k]=$m_calls WROWS[$k]=$m_wrows RROWS[$k]=$m_rrows LEASED[$k]=$m_leased
+  for ((round = 1; round <= ROUNDS; round++)); do
+    for t in "${TARGETS[@]}"; do
+      # "near" allows 8 requests at once: measured for latency only, at the first c.
+      [ "$t" != metered_near ] || [ "$c" = "${CONNS%% *}" ] || continue
+      step "non-streamed chat, $t, c=$c, round $round of $ROUNDS: ${SECONDS_PER_POINT}s measured"
+      if [ "$round" = 1 ]; then
+        run_oha "$t" "$c" "$WARMUP" "$WORK/warmup.json"
+        if [ -n "${BASE[$t]:-}" ]; then
+          SENT[$t]=$((${SENT[$t]} + $(jq '[.statusCodeDistribution[]] | add // 0' "$WORK/warmup.json")))
+        fi
       fi
-      TRIES[$k]=$try
-      [ "${OTHER[$k]}" -gt "$MAX_OTHER" ] || break
-      [ "$try" -gt "$RETRIES" ] || info "other processes were busy: measuring again"
+      k=$t/$c/$round
+      for ((try = 1; try <= RETRIES + 1; try++)); do
+        measure "$t" "$c"
+        [ -z "${BASE[$t]:-}" ] || SENT[$t]=$((${SENT[$t]} + m_done))
+        info "$(printf '%s req/s, p50 %s us, p99 %s us, failed %s, workerd CPU %s us/req, other processes %s%% of a CPU' \
+          "$m_rps" "$m_p50" "$m_p99" "$m_failed" "$m_wcpu" "$m_other")"
+        if [ "$try" = 1 ] || [ "$m_other" -lt "${OTHER[$k]}" ]; then
+          DONE[$k]=$m_done FAILED[$k]=$m_failed RPS[$k]=$m_rps P50[$k]=$m_p50 P90[$k]=$m_p90
+          P99[$k]=$m_p99 MAX[$k]=$m_max WCPU[$k]=$m_wcpu UCPU[$k]=$m_ucpu OTHER[$k]=$m_other
+          CALLS[$k]=$m_calls WROWS[$k]=$m_wrows RROWS[$k]=$m_rrows LEASED[$k]=$m_leased
+        fi
+        TRIES[$k]=$try
+        [ "${OTHER[$k]}" -gt "$MAX_OTHER" ] || break
+        [ "$try" -gt "$RETRIES" ] || info "other processes were busy: measuring again"
+      done
     done
   done
+  for t in "${TARGETS[@]}"; do keep_median_round "$t" "$c"; done
 done
 
 # ---------------------------------------------------------------- streamed
@@ -383,7 +406,9 @@ proxy_report() {
   echo "### Non-streamed chat completion"
   echo
   echo "\`POST …/v1/chat/completions\` (gpt-4o-mini, answered at once by the upstream),"
-  echo "${SECONDS_PER_POINT} s per point after a ${WARMUP} s warm-up. Latencies in ms."
+  echo "after a ${WARMUP} s warm-up, in $ROUNDS interleaved rounds of ${SECONDS_PER_POINT} s per target (every"
+  echo "target once per round); each target's round with the median p50 is shown, and"
+  echo "*p50 per round* lists all of them. Latencies in ms."
   echo "*workerd CPU* is the workerd process's CPU time per request (for *direct*: the"
   echo "upstream's). *Others* is the CPU time that every other process on the machine"
   echo "(not workerd, the upstream or oha) used meanwhile, in % of one CPU (roughly: a"
@@ -393,15 +418,15 @@ proxy_report() {
   echo "with others above $MAX_OTHER% was measured again, up to $((RETRIES + 1)) runs in all (*runs*),"
   echo "and the least disturbed run is shown."
   echo
-  echo "| c | target | req/s | p50 | p90 | p99 | max | requests | failed | workerd CPU µs/req | others | runs |"
-  echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| c | target | req/s | p50 | p90 | p99 | max | requests | failed | workerd CPU µs/req | others | runs | p50 per round |"
+  echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
   for c in $CONNS; do
     for t in "${TARGETS[@]}"; do
       k=$t/$c
       [ -n "${DONE[$k]:-}" ] || continue
       cpu=${WCPU[$k]}
       [ "$t" != direct ] || cpu="${UCPU[$k]} (upstream)"
-      echo "| $c | ${LABEL[$t]} | ${RPS[$k]} | $(ms "${P50[$k]}") | $(ms "${P90[$k]}") | $(ms "${P99[$k]}") | $(ms "${MAX[$k]}") | ${DONE[$k]} | ${FAILED[$k]} | $cpu | ${OTHER[$k]}% | ${TRIES[$k]} |"
+      echo "| $c | ${LABEL[$t]} | ${RPS[$k]} | $(ms "${P50[$k]}") | $(ms "${P90[$k]}") | $(ms "${P99[$k]}") | $(ms "${MAX[$k]}") | ${DONE[$k]} | ${FAILED[$k]} | $cpu | ${OTHER[$k]}% | ${TRIES[$k]} | ${ROUND_P50[$k]:-} |"
     done
   done
   echo
