@@ -31,9 +31,9 @@ pub const LEASE_MS: i64 = 2_000;
 /// retries, so only a dead holder's capacity is freed this way.
 pub const RELEASE_GRACE_MS: i64 = 30_000;
 /// The holder reports within this long of any change (a batch's age).
-pub const REPORT_MS: i64 = 20;
+pub const REPORT_MS: i64 = 50;
 /// Or as soon as this many changes wait.
-pub const REPORT_CHANGES: u64 = 64;
+pub const REPORT_CHANGES: u64 = 256;
 /// A lease takes at most this fraction (1/SHARE) of what is left of each limit.
 pub const SHARE: u64 = 8;
 /// The most requests one lease admits.

@@ -118,7 +118,7 @@ pub async fn send(env: &Env, counter: &str) {
     }
 }
 
-/// Makes sure `counter`'s changes are reported within `REPORT_MS` (20 ms): at once when a
+/// Makes sure `counter`'s changes are reported within `REPORT_MS`: at once when a
 /// batch is due, after a wait when no other request is already waiting to send, else
 /// not at all (the pending waiter carries them). `None`: nothing to do.
 fn report_soon(env: &Env, counter: &str) -> Option<impl std::future::Future<Output = ()>> {
@@ -139,7 +139,7 @@ fn report_soon(env: &Env, counter: &str) -> Option<impl std::future::Future<Outp
     })
 }
 
-/// After a local admission: its report goes out within `REPORT_MS` (20 ms), so the counter
+/// After a local admission: its report goes out within `REPORT_MS`, so the counter
 /// hears of it long before the lease's grace ends, however long the request runs.
 pub fn reported_soon(ctx: &Context, env: &Env, admission: &Admission) {
     if let Some(report) = report_soon(env, &admission.counter) {
@@ -147,16 +147,20 @@ pub fn reported_soon(ctx: &Context, env: &Env, admission: &Admission) {
     }
 }
 
-/// A request admitted under a lease finished (`None`: released, costing nothing).
-pub async fn finish(env: &Env, leased: &Leased, metered: Option<Metered>) {
+/// A request admitted under a lease finished (`None`: released, costing nothing). It
+/// is recorded at once; what is returned sends its report, when this request is the
+/// one to send it.
+pub fn finish(
+    env: &Env,
+    leased: &Leased,
+    metered: Option<Metered>,
+) -> Option<impl std::future::Future<Output = ()>> {
     let now = super::clock::now_ms();
     let used = metered
         .as_ref()
         .map(|m| (&leased.key, &m.usage, m.estimated));
     BOOK.with(|b| b.borrow_mut().finish(&leased.admission, used, now));
-    if let Some(report) = report_soon(env, &leased.admission.counter) {
-        report.await;
-    }
+    report_soon(env, &leased.admission.counter)
 }
 
 /// A running stream's heartbeat under a lease: a report, which moves its deadline.

@@ -148,6 +148,6 @@ pub async fn observe(
     headers.push(("x-edgemeter-cost".into(), cost.normalize().to_string()));
     headers.push(("x-edgemeter-cost-basis".into(), cost_basis(&metered).into()));
     let replay = Replay::keep(ticket.keep, status, &content_type, &bytes);
-    ctx.wait_until(async move { ticket.close(Some(metered), replay).await });
+    ticket.close_after(ctx, Some(metered), replay);
     respond(status, &headers, Payload::Bytes(bytes))
 }

@@ -292,7 +292,7 @@ async fn upload(
     let bytes = match bytes {
         Ok(b) => b,
         Err(e) => {
-            ctx.wait_until(async move { ticket.close(one_request(), None).await });
+            ticket.close_after(ctx, one_request(), None);
             return Err(e);
         }
     };
@@ -322,7 +322,7 @@ async fn upload(
         ticket.close(None, None).await;
         return Err(not_kept_answer(differs));
     }
-    ctx.wait_until(async move { ticket.close(one_request(), None).await });
+    ticket.close_after(ctx, one_request(), None);
     respond(status, &headers, Payload::Bytes(bytes))
 }
 
@@ -337,7 +337,7 @@ async fn forward_counted(
 ) -> Result<Response, ApiError> {
     let (up, ticket) = send(env, ticket, out).await?;
     let Some((kind, id)) = forget else {
-        ctx.wait_until(async move { ticket.close(one_request(), None).await });
+        ticket.close_after(ctx, one_request(), None);
         let body = if up.content_type.starts_with("text/event-stream") {
             super::stream::scrubbed(up.body.into_stream())
         } else {
@@ -350,7 +350,7 @@ async fn forward_counted(
     let (status, headers) = (up.status, up.headers.clone());
     let counter = ticket.counter.clone();
     let bytes = up.body.collect(RESOURCE_ANSWER_BYTES).await;
-    ctx.wait_until(async move { ticket.close(one_request(), None).await });
+    ticket.close_after(ctx, one_request(), None);
     let bytes = bytes?;
     if deletion_confirmed(&bytes) {
         client::change_owned(env, &counter, &OwnedChange::Remove(kind, id)).await;

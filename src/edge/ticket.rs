@@ -9,7 +9,7 @@ use crate::error::ApiError;
 use crate::protocol::{AdmitResponse, Replay, SettleRequest};
 use crate::usage::{Metered, Usage};
 use std::rc::Rc;
-use worker::{Env, Headers, Response};
+use worker::{Context, Env, Headers, Response};
 
 /// A reserved request, to be settled or released exactly once.
 pub struct Ticket {
@@ -31,7 +31,10 @@ impl Ticket {
     /// Settles to `metered`, or releases the reservation when it is `None`.
     pub async fn close(self, metered: Option<Metered>, replay: Option<Replay>) {
         if let Some(leased) = &self.leased {
-            return super::leases::finish(&self.env, leased, metered).await;
+            if let Some(report) = super::leases::finish(&self.env, leased, metered) {
+                report.await;
+            }
+            return;
         }
         let req = SettleRequest {
             reservation: self.reservation,
@@ -42,6 +45,21 @@ impl Ticket {
             now_ms: super::clock::now_ms(),
         };
         super::client::settle(&self.env, &self.counter, req).await;
+    }
+}
+
+impl Ticket {
+    /// Settles after the response: under a lease at once (it is local), with only its
+    /// report, if this request is to send one, left to `wait_until`.
+    pub fn close_after(self, ctx: &Context, metered: Option<Metered>, replay: Option<Replay>) {
+        match &self.leased {
+            Some(leased) => {
+                if let Some(report) = super::leases::finish(&self.env, leased, metered) {
+                    ctx.wait_until(report);
+                }
+            }
+            None => ctx.wait_until(async move { self.close(metered, replay).await }),
+        }
     }
 }
 
