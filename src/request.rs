@@ -113,10 +113,12 @@ pub fn with_output_cap(meter: Meter, body: &[u8], cap: u64, chat: &str) -> Optio
 /// it, so the object gets no second member of that name. `None`: parse it instead.
 fn splice_cap(body: &[u8], field: &str, cap: u64) -> Option<Vec<u8>> {
     let rest = body.strip_prefix(b"{")?;
-    let quoted = |name: &str| format!("\"{name}\"");
-    let names = CAP_FIELDS.iter().copied().chain([field]).map(quoted);
-    let mut names = names.map(|n| n.into_bytes());
-    if names.any(|n| body.windows(n.len()).any(|w| w == n.as_slice())) {
+    let quoted_at = |i: usize, name: &str| {
+        let after = &body[i + 1..];
+        after.starts_with(name.as_bytes()) && after.get(name.len()) == Some(&b'"')
+    };
+    let mut quotes = (0..body.len()).filter(|&i| body[i] == b'"');
+    if quotes.any(|i| CAP_FIELDS.iter().chain([&field]).any(|n| quoted_at(i, n))) {
         return None;
     }
     let empty = rest.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');

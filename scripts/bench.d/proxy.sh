@@ -329,6 +329,9 @@ step "stopping the proxy section's workerd"
 stop "$WORKERD_PID"
 WORKERD_PID=""
 
+# ---------------------------------------------------------------- profile
+. scripts/bench.d/profile.sh
+
 
 # ---------------------------------------------------------------- report
 first_c=${CONNS%% *}
@@ -483,6 +486,7 @@ proxy_report() {
   done
   echo
   hotcold_report
+  profile_report
   echo "### Metering check"
   echo
   echo "After the run, requests that each bench customer's counter had settled"
@@ -516,8 +520,11 @@ proxy_how() {
   echo "  hundreds of synthetic slow samples at c=1). c=$first_c measures latency,"
   echo "  c=$last_c throughput. oha, workerd and the upstream share the machine's $NPROC CPUs."
   echo "- Streamed: one \`curl -K\` process per target sending the requests one after another."
-  echo "- The metered path makes one Durable Object round trip before forwarding (admission)"
-  echo "  and one after the response (settlement, in \`waitUntil\`); the bare route makes none."
+  echo "- *metered* admits under the isolate's quota lease, with no Durable Object call on"
+  echo "  the request's path; what it used is reported in batches from \`waitUntil\`."
+  echo "  *metered, per request* (plan \`near\`, too tight to lease) makes one round trip"
+  echo "  before forwarding (admission) and one after the response (settlement). The bare"
+  echo "  route makes none."
 }
 
 proxy_summary() {

@@ -1,6 +1,7 @@
 //! Who may call: a customer by a key this deployment issued (checked without any
 //! Durable Object call), an operator by the admin token.
 
+use super::http::NamedHeaders;
 use super::metrics::{bump, Metric};
 use super::{config, http};
 use crate::error::ApiError;
@@ -33,8 +34,8 @@ thread_local! {
 
 /// The authenticate phase: no body is read and no Durable Object is called for a key
 /// this deployment did not issue.
-pub fn authenticate(req: &Request, env: &Env) -> Result<Caller, ApiError> {
-    let key = http::api_key(req.headers()).ok_or_else(|| {
+pub fn authenticate(headers: &NamedHeaders, env: &Env) -> Result<Caller, ApiError> {
+    let key = http::api_key(headers).ok_or_else(|| {
         ApiError::unauthorized(
             "You didn't provide an API key. Send it as `Authorization: Bearer em_live_...`.",
         )
@@ -66,6 +67,7 @@ pub fn authenticate(req: &Request, env: &Env) -> Result<Caller, ApiError> {
 }
 
 pub(super) fn authorize(req: &Request, env: &Env) -> Result<(), ApiError> {
-    let given = http::api_key(req.headers()).unwrap_or_default();
+    let headers = NamedHeaders::read(req.headers(), http::KEY_HEADERS);
+    let given = http::api_key(&headers).unwrap_or_default();
     keys::authorize_admin(config::setting(env, "ADMIN_TOKEN").as_deref(), &given)
 }

@@ -34,7 +34,7 @@ pub fn wall_at(at_ms: i64) -> i64 {
 /// Wall-clock time, never moved by the test clock: for signatures, which the other
 /// side checks against its own clock.
 pub fn wall_ms() -> i64 {
-    worker::Date::now().as_millis() as i64
+    worker::js_sys::Date::now() as i64
 }
 
 /// Refuses every request when the test clock is on outside a local test run.

@@ -46,15 +46,46 @@ pub fn internal(e: worker::Error) -> ApiError {
     ApiError::internal(e.to_string()).caused_by(e)
 }
 
+/// Some of a request's or response's headers, read by name (names lower-cased):
+/// reading a few by name costs far less than copying them all out of the runtime.
+pub struct NamedHeaders(Vec<(String, String)>);
+
+impl NamedHeaders {
+    pub fn read<'a>(headers: &Headers, names: impl IntoIterator<Item = &'a str>) -> NamedHeaders {
+        let value = |n: &str| headers.get(n).ok().flatten();
+        let found = names
+            .into_iter()
+            .filter_map(|n| value(n).map(|v| (n.to_ascii_lowercase(), v)));
+        NamedHeaders(found.collect())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        let found = self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(name));
+        found.map(|(_, v)| v.as_str())
+    }
+
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.0
+    }
+
+    /// The Content-Length it declares, if any.
+    pub fn declared_length(&self) -> Option<usize> {
+        self.get("content-length").and_then(|l| l.parse().ok())
+    }
+}
+
+/// Where a caller's key may be: a bearer token, or Anthropic's `x-api-key`.
+pub const KEY_HEADERS: [&str; 2] = ["authorization", "x-api-key"];
+
 /// The bearer token of a request, or its `x-api-key` (what Anthropic's SDK sends).
-pub fn api_key(headers: &Headers) -> Option<String> {
-    if let Ok(Some(auth)) = headers.get("authorization") {
+pub fn api_key(headers: &NamedHeaders) -> Option<String> {
+    if let Some(auth) = headers.get("authorization") {
         let token = auth
             .strip_prefix("Bearer ")
             .or(auth.strip_prefix("bearer "));
         return token.map(|t| t.trim().to_string());
     }
-    headers.get("x-api-key").ok().flatten()
+    headers.get("x-api-key").map(str::to_string)
 }
 
 /// The Content-Length a request declares, if any.
@@ -70,9 +101,18 @@ pub async fn read_capped(
     req: &mut worker::Request,
     limit: usize,
 ) -> std::result::Result<Vec<u8>, ApiError> {
+    let declared = declared_length(req);
+    read_declared(req, limit, declared).await
+}
+
+/// [`read_capped`] with the Content-Length already read.
+pub async fn read_declared(
+    req: &mut worker::Request,
+    limit: usize,
+    declared: Option<usize>,
+) -> std::result::Result<Vec<u8>, ApiError> {
     use super::metrics::{bump, Metric};
     use futures_util::StreamExt;
-    let declared = declared_length(req);
     if let Err(e) = crate::limits::declared_within(declared, limit) {
         bump(Metric::BodyCapHits);
         return Err(e);

@@ -102,7 +102,8 @@ async fn usage(req: Request, env: &Env) -> Result<Response> {
                 "Use GET /v1/usage.",
             ));
         }
-        let caller = auth::authenticate(&req, env)?;
+        let headers = http::NamedHeaders::read(req.headers(), http::KEY_HEADERS);
+        let caller = auth::authenticate(&headers, env)?;
         let hash = Some(caller.key_hash);
         client::call(env, &caller.counter, &CounterCall::Usage(hash)).await
     };

@@ -5,6 +5,7 @@
 //! checks the key's revocation state; a forged key is refused before it.
 
 use super::auth::{authenticate, Caller};
+use super::http::NamedHeaders;
 use super::leases::{self, Leased};
 use super::metrics::{bump, Metric};
 use super::observe::{observe, CostBasis};
@@ -21,7 +22,7 @@ use crate::protocol::{AdmitRequest, AdmitResponse};
 use crate::quota::{rate_headers, Totals};
 use crate::request::AdmitAsk;
 use crate::request::{self, Meter, Prepared};
-use crate::surface::headers::refused_by_provider;
+use crate::surface::headers::{refused_by_provider, request_names, HeaderPolicy};
 use crate::surface::{self, Handling, Routed};
 use std::rc::Rc;
 use worker::{Context, Env, Method, Request, Response};
@@ -44,18 +45,28 @@ pub fn route(req: &Request, env: &Env) -> Result<Routed, ApiError> {
 
 async fn proxy(req: Request, env: &Env, ctx: &Context) -> Result<Response, ApiError> {
     let routed = route(&req, env)?;
-    let caller = authenticate(&req, env)?;
+    let catalog = config::catalog(env)?;
+    let policy = HeaderPolicy::for_path(&catalog.proxy, &routed.upstream_path);
+    let own = ["idempotency-key", "content-length"];
+    let names = http::KEY_HEADERS.into_iter().chain(own);
+    let headers = NamedHeaders::read(req.headers(), names.chain(request_names(&policy)));
+    let caller = authenticate(&headers, env)?;
     match &routed.handling {
         Handling::Metered(meter) => {
             let target = routed.upstream_target();
-            metered(req, env, ctx, caller, *meter, target).await
+            let asked = Asked {
+                caller,
+                meter: *meter,
+                target,
+                headers,
+            };
+            metered(req, env, ctx, asked).await
         }
         Handling::ListModels => {
-            let catalog = config::catalog(env)?;
             http::json_response(&surface::model_list(&catalog), 200).map_err(http::internal)
         }
         Handling::GetModel(id) => {
-            let model = surface::model(&*config::catalog(env)?, id)?;
+            let model = surface::model(&catalog, id)?;
             http::json_response(&model, 200).map_err(http::internal)
         }
         _ => resources::handle(req, env, ctx, caller, routed).await,
@@ -77,6 +88,15 @@ fn prepare_phase(env: &Env, caller: &Caller, meter: Meter, body: &[u8]) -> Resul
     prepare(&catalog, &sender, meter, body)
 }
 
+/// A metered request as routed and authenticated.
+struct Asked {
+    caller: Caller,
+    meter: Meter,
+    /// The canonical upstream path and allowlisted query.
+    target: String,
+    headers: NamedHeaders,
+}
+
 /// What the read phase gives: the body, and the idempotency key with the digest of
 /// what it names.
 struct Read {
@@ -87,11 +107,13 @@ struct Read {
 }
 
 /// The read phase: the idempotency key checked, the body read within its cap.
-async fn read(req: &mut Request, env: &Env, target: &str) -> Result<Read, ApiError> {
+async fn read(req: &mut Request, env: &Env, asked: &Asked) -> Result<Read, ApiError> {
     let now_ms = super::clock::now_ms();
-    let header = req.headers().get("idempotency-key").ok().flatten();
+    let header = asked.headers.get("idempotency-key").map(str::to_string);
     let key = idempotency_key(header)?;
-    let body = http::read_capped(req, config::max_body_bytes(env)).await?;
+    let (limit, declared) = (config::max_body_bytes(env), asked.headers.declared_length());
+    let body = http::read_declared(req, limit, declared).await?;
+    let target = asked.target.as_str();
     let idempotency = key.map(|k| (k, idempotency_digest(target, &body)));
     Ok(Read {
         now_ms,
@@ -248,14 +270,13 @@ async fn admit(
 /// The forward phase: the request goes to the provider (test keys to the sandbox);
 /// a failure or a refusal by the provider releases the reservation, costing nothing.
 async fn forward(
-    req: &Request,
     env: &Env,
-    caller: &Caller,
+    asked: &Asked,
     prepared: &Prepared,
-    target: String,
     ticket: Ticket,
     catalog: &Catalog,
 ) -> Result<(upstream::Upstreamed, Ticket), ApiError> {
+    let (caller, target) = (&asked.caller, asked.target.clone());
     // A stream can be cancelled once its client left and its drain budget is spent.
     let cancel = prepared.stream.then(worker::AbortController::default);
     // Resolved once: whether the sandbox answers depends on it, and the send uses it.
@@ -271,7 +292,7 @@ async fn forward(
                     .upstream_body
                     .as_deref()
                     .map_or(OutBody::Empty, OutBody::Bytes),
-                client_headers: req.headers().entries().collect(),
+                client_headers: asked.headers.pairs().to_vec(),
                 signal: cancel.as_ref().map(|c| c.signal()),
             };
             upstream::send_to(&provider, catalog, out).await
@@ -299,28 +320,26 @@ async fn metered(
     mut req: Request,
     env: &Env,
     ctx: &Context,
-    caller: Caller,
-    meter: Meter,
-    target: String,
+    asked: Asked,
 ) -> Result<Response, ApiError> {
-    let read = read(&mut req, env, &target).await?;
+    let read = read(&mut req, env, &asked).await?;
     let Ready {
         mut prepared,
         owns,
         stores,
-    } = prepare_phase(env, &caller, meter, &read.body)?;
+    } = prepare_phase(env, &asked.caller, asked.meter, &read.body)?;
     // Loaded before admission: no step after it can fail without closing its ticket.
     let catalog = config::catalog(env)?;
-    let asked = admit(
+    let admission = admit(
         env,
         ctx,
-        &caller,
+        &asked.caller,
         &mut prepared,
         (owns, stores),
         &read,
         &catalog,
     );
-    let admitted = match asked.await? {
+    let admitted = match admission.await? {
         Ok(admitted) => admitted,
         Err(answer) => return Ok(answer),
     };
@@ -329,7 +348,7 @@ async fn metered(
         cost,
         mut headers,
     } = admitted;
-    let forwarded = forward(&req, env, &caller, &prepared, target, ticket, &catalog);
+    let forwarded = forward(env, &asked, &prepared, ticket, &catalog);
     let (upstream, ticket) = forwarded.await?;
     headers.extend(upstream.headers.iter().cloned());
     observe(

@@ -4,15 +4,17 @@
 //! is never metered again.
 
 use super::auth::Caller;
+use super::http::NamedHeaders;
 use super::metrics::{bump, Metric};
 use super::ticket::{not_admitted, respond, Payload, Ticket};
 use super::upstream::{self, OutBody, Outgoing, Upstreamed};
 use super::{client, config, http};
+use crate::catalog::Catalog;
 use crate::error::ApiError;
 use crate::limits::{declared_within, RESOURCE_ANSWER_BYTES};
 use crate::protocol::{AdmitRequest, AdmitResponse, CounterCall, ListOwned, OwnedChange};
 use crate::request::Prepared;
-use crate::surface::headers::refused_by_provider;
+use crate::surface::headers::{refused_by_provider, request_names, HeaderPolicy};
 use crate::surface::multipart::{not_kept_answer, upload_kept};
 use crate::surface::owned::{deletion_confirmed, ListQuery, OwnedResource};
 use crate::surface::{multipart, Handling, ResourceKind, Routed};
@@ -81,11 +83,9 @@ pub async fn handle(
                 method: req.method(),
                 target: routed.upstream_target(),
                 body: OutBody::Empty,
-                client_headers: req
-                    .headers()
-                    .entries()
-                    .filter(|(k, _)| k == "accept")
-                    .collect(),
+                client_headers: NamedHeaders::read(req.headers(), ["accept"])
+                    .pairs()
+                    .to_vec(),
                 signal: None,
             };
             let forget = deletes.then_some((kind, id));
@@ -128,7 +128,7 @@ async fn optional(
         method: Method::Post,
         target: routed.upstream_target(),
         body: OutBody::Bytes(&sent),
-        client_headers: req.headers().entries().collect(),
+        client_headers: forwardable(&req, &catalog, &routed),
         signal: None,
     };
     forward_counted(env, ctx, ticket, out, None).await
@@ -356,4 +356,12 @@ async fn forward_counted(
         client::change_owned(env, &counter, &OwnedChange::Remove(kind, id)).await;
     }
     respond(status, &headers, Payload::Bytes(bytes))
+}
+
+/// The request's headers that its route's policy can forward.
+fn forwardable(req: &Request, catalog: &Catalog, routed: &Routed) -> Vec<(String, String)> {
+    let policy = HeaderPolicy::for_path(&catalog.proxy, &routed.upstream_path);
+    NamedHeaders::read(req.headers(), request_names(&policy))
+        .pairs()
+        .to_vec()
 }

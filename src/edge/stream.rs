@@ -13,7 +13,7 @@ use crate::stream_meter::{broken_off, replayable, DrainBudget, Ending, StreamMet
 use crate::usage::{Metered, Usage};
 use futures_channel::mpsc;
 use futures_util::future::{select, Either};
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use std::pin::Pin;
 use std::time::Duration;
 use worker::{AbortController, Delay, Env};
@@ -74,7 +74,7 @@ impl Client {
     fn gone(&mut self) {
         if self.tx.take().is_some() {
             super::metrics::bump(super::metrics::Metric::StreamsAborted);
-            self.left = Some((worker::Date::now().as_millis() as f64, 0));
+            self.left = Some((worker::js_sys::Date::now(), 0));
         }
     }
 
@@ -84,6 +84,14 @@ impl Client {
         let Some(tx) = self.tx.as_mut() else {
             return;
         };
+        // A client keeping up leaves room in the queue: no timer for that chunk.
+        let room = futures_util::future::poll_fn(|cx| tx.poll_ready(cx)).now_or_never();
+        if let Some(ready) = room {
+            if !(ready.is_ok() && tx.start_send(out).is_ok()) {
+                self.gone();
+            }
+            return;
+        }
         let wait = Delay::from(Duration::from_millis(budget.ms));
         let ready = {
             let ready = futures_util::future::poll_fn(|cx| tx.poll_ready(cx));
@@ -106,9 +114,11 @@ impl Pump {
             left: None,
         };
         let mut last_beat = super::clock::now_ms();
+        // One timer for many chunks: made again only once it fired.
+        let mut tick = Box::pin(Delay::from(TICK));
         let ending = loop {
             let next = self.upstream.next();
-            match select(next, Delay::from(TICK)).await {
+            match select(next, tick.as_mut()).await {
                 Either::Left((Some(Ok(chunk)), _)) => {
                     let out = self.meter.forward(&chunk);
                     if let Some((_, drained)) = &mut client.left {
@@ -130,7 +140,7 @@ impl Pump {
                     }
                     break broken_off(false);
                 }
-                Either::Right(_) => {}
+                Either::Right(_) => tick = Box::pin(Delay::from(TICK)),
             }
             if client.tx.as_ref().is_some_and(|tx| tx.is_closed()) {
                 client.gone();
@@ -138,7 +148,7 @@ impl Pump {
             // After the client left, the upstream is read to its end (its usage comes
             // last), within the drain budget.
             if let Some((at, drained)) = client.left {
-                let waited = worker::Date::now().as_millis() as f64 - at;
+                let waited = worker::js_sys::Date::now() - at;
                 if self.budget.spent(waited, drained) {
                     super::metrics::bump(super::metrics::Metric::AbortsBilledAtBound);
                     break Ending::DrainSpent;

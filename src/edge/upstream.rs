@@ -3,13 +3,14 @@
 //! followed. Test keys are answered by the built-in sandbox provider instead.
 
 use super::config;
+use super::http;
 use super::metrics::{bump, Metric};
 use super::stream::Body;
 use crate::catalog::Catalog;
 use crate::error::ApiError;
 use crate::request::Prepared;
 use crate::sandbox;
-use crate::surface::headers::{forward_request, pass_response, HeaderPolicy};
+use crate::surface::headers::{forward_request, pass_response, HeaderPolicy, RESPONSE_READ};
 use crate::surface::headers::{redirect_refused, too_large_answer, ERROR_BODY_LIMIT};
 use futures_util::StreamExt;
 use wasm_bindgen::{JsCast, JsValue};
@@ -89,10 +90,9 @@ pub async fn send_to(
         headers.set(&k, &v).map_err(js_fail)?;
     }
     if let Some(key) = &upstream.api_key {
-        let (name, value) = if upstream.anthropic {
-            ("x-api-key", key.clone())
-        } else {
-            ("authorization", format!("Bearer {key}"))
+        let (name, value) = match upstream.anthropic {
+            true => ("x-api-key", key.clone()),
+            false => ("authorization", format!("Bearer {key}")),
         };
         headers.set(name, &value).map_err(js_fail)?;
     }
@@ -114,15 +114,14 @@ pub async fn send_to(
     let resp: web_sys::Response = answer.and_then(|r| r.dyn_into()).map_err(js_fail)?;
     let status = resp.status();
     redirect_refused(status)?;
-    let all: Vec<(String, String)> = worker::Headers(resp.headers()).entries().collect();
-    let find = |name: &str| all.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let content_type = find("content-type").unwrap_or_default();
-    let retry_after = find("retry-after");
-    let declared = find("content-length").and_then(|l| l.parse().ok());
+    let all = http::NamedHeaders::read(&worker::Headers(resp.headers()), RESPONSE_READ);
+    let content_type = all.get("content-type").unwrap_or_default().to_string();
+    let retry_after = all.get("retry-after").map(str::to_string);
+    let declared = all.declared_length();
     Ok(Upstreamed {
         status,
         content_type,
-        headers: pass_response(all),
+        headers: pass_response(all.pairs().iter().cloned()),
         retry_after,
         body: Answer::Web(resp, declared),
         cancel: None,

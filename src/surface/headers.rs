@@ -39,6 +39,39 @@ pub struct HeaderPolicy<'a> {
     pub anthropic: bool,
 }
 
+impl<'a> HeaderPolicy<'a> {
+    /// The policy for a request to `path`, under the catalog's proxy settings.
+    pub fn for_path(proxy: &'a crate::surface::settings::ProxySettings, path: &str) -> Self {
+        HeaderPolicy {
+            extra: &proxy.request_headers,
+            anthropic_beta: &proxy.anthropic_beta,
+            anthropic: crate::limits::Provider::for_path(path)
+                == crate::limits::Provider::Anthropic,
+        }
+    }
+}
+
+/// The client's headers worth reading: no other can be forwarded, so the rest (an
+/// SDK sends a dozen) is never read out of the runtime.
+pub fn request_names<'a>(policy: &'a HeaderPolicy<'a>) -> impl Iterator<Item = &'a str> {
+    let anthropic = ["anthropic-version", "anthropic-beta"];
+    REQUEST_ALLOWED
+        .into_iter()
+        .chain(anthropic.into_iter().filter(|_| policy.anthropic))
+        .chain(policy.extra.iter().map(String::as_str))
+}
+
+/// The provider's headers worth reading: those that may pass, and those edgemeter
+/// reads itself.
+pub const RESPONSE_READ: [&str; 6] = [
+    RESPONSE_ALLOWED[0],
+    RESPONSE_ALLOWED[1],
+    RESPONSE_ALLOWED[2],
+    RESPONSE_ALLOWED[3],
+    "retry-after",
+    "content-length",
+];
+
 /// The request headers to forward, from the client's (lower-cased names).
 pub fn forward_request<'h>(
     incoming: impl IntoIterator<Item = (String, String)>,
@@ -336,6 +369,42 @@ mod tests {
     fn a_provider_refusal_costs_nothing() {
         assert!(!refused_by_provider(200) && !refused_by_provider(399));
         assert!(refused_by_provider(400) && refused_by_provider(429) && refused_by_provider(503));
+    }
+
+    #[test]
+    fn reading_only_the_named_headers_forwards_what_reading_all_would() {
+        let extra = vec!["x-trace".to_string(), "Authorization".to_string()];
+        let betas = vec!["tools-2024".to_string()];
+        let sent: Vec<(String, String)> = [
+            ("content-type", "application/json"),
+            ("accept", "*/*"),
+            ("authorization", "Bearer em_live_x"),
+            ("user-agent", "OpenAI/Python"),
+            ("x-stainless-os", "Linux"),
+            ("anthropic-version", "2023-06-01"),
+            ("anthropic-beta", "tools-2024,other"),
+            ("x-trace", "t1"),
+            ("openai-organization", "org-x"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for anthropic in [false, true] {
+            let policy = HeaderPolicy {
+                extra: &extra,
+                anthropic_beta: &betas,
+                anthropic,
+            };
+            let named: Vec<String> = request_names(&policy).map(str::to_lowercase).collect();
+            let read = sent.iter().filter(|(k, _)| named.contains(k));
+            let all = forward_request(sent.clone(), &policy);
+            assert_eq!(forward_request(read.cloned(), &policy), all);
+            assert!(all.iter().any(|(k, _)| k == "x-trace"));
+            assert_eq!(all.iter().any(|(k, _)| k == "anthropic-beta"), anthropic);
+        }
+        for name in RESPONSE_ALLOWED {
+            assert!(RESPONSE_READ.contains(&name));
+        }
     }
 
     #[test]
