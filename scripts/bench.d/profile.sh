@@ -13,23 +13,31 @@ profile_run() {
   step "profile: building with function names"
   EDGEMETER_KEEP_NAMES=1 scripts/build >"$WORK/profile-build.log" 2>&1 ||
     { tail -n 20 "$WORK/profile-build.log" >&2; return 1; }
-  rm -rf "$WORK/pdist" "$WORK/pdo" && mkdir -p "$WORK/pdist" "$WORK/pdo" "$PROFILE_DIR"
+  # The config and catalog beside dist/, as workerd_config.py expects.
+  local dir=$WORK/profile js wasm port inspector key
+  rm -rf "$dir" && mkdir -p "$dir/dist" "$dir/do" "$PROFILE_DIR"
   WRANGLER_SEND_METRICS=false node_modules/.bin/wrangler deploy --dry-run \
-    --outdir "$WORK/pdist" >"$WORK/profile-wrangler.log" 2>&1 || return 1
-  local js wasm port inspector key
-  js=$(cd "$WORK/pdist" && ls ./*.js ./*.mjs 2>/dev/null | head -n 1)
-  wasm=$(cd "$WORK/pdist" && ls ./*.wasm | head -n 1)
-  cp "$WORK/catalog.json" "$WORK/pdist/catalog.json"
+    --outdir "$dir/dist" >"$dir/wrangler.log" 2>&1 || return 1
+  js=$(cd "$dir/dist" && find . -maxdepth 1 \( -name '*.js' -o -name '*.mjs' \) | head -n 1)
+  wasm=$(cd "$dir/dist" && find . -maxdepth 1 -name '*.wasm' | head -n 1)
+  cp "$WORK/catalog.json" "$dir/catalog.json"
   port=$(free_port $((WORKER_PORT + 10))) || return 1
   inspector=$(free_port $((port + 1))) || return 1
   python3 scripts/bench.d/workerd_config.py --wrangler wrangler.toml \
-    --js "${js#./}" --wasm "${wasm#./}" --instance "$port:$WORK/pdo" \
+    --js "${js#./}" --wasm "${wasm#./}" --instance "$port:$dir/do" \
     --var "UPSTREAM_URL=$UPSTREAM_URL" --var "ADMIN_TOKEN=$ADMIN_TOKEN" --var "KEY_SECRET=$ADMIN_TOKEN-keys" \
-    --var BENCH_BARE_ROUTE=1 --var-file CATALOG=catalog.json >"$WORK/pdist/config.capnp" || return 1
-  "$WORKERD" serve "$WORK/pdist/config.capnp" --experimental \
-    --inspector-addr="127.0.0.1:$inspector" >"$WORK/profile-workerd.log" 2>&1 &
+    --var BENCH_BARE_ROUTE=1 --var-file CATALOG=catalog.json >"$dir/config.capnp" || return 1
+  "$WORKERD" serve "$dir/config.capnp" --experimental \
+    --inspector-addr="127.0.0.1:$inspector" >"$dir/workerd.log" 2>&1 &
   WORKERD_PID=$!
-  wait_healthy "http://127.0.0.1:$port" "$WORKERD_PID"
+  # Not wait_healthy: a profile that cannot start is reported, not the end of the bench.
+  local up=""
+  for _ in $(seq 100); do
+    curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && up=1 && break
+    alive "$WORKERD_PID" || break
+    sleep 0.2
+  done
+  [ -n "$up" ] || { tail -n 5 "$dir/workerd.log" >&2; return 1; }
   key=$(live_key "http://127.0.0.1:$port" bench bench)
   local ws="ws://127.0.0.1:$inspector/worker0" t url auth
   for t in metered bare; do
@@ -45,7 +53,7 @@ profile_run() {
   stop "$WORKERD_PID"
   WORKERD_PID=""
   PROFILE_MD=$(node scripts/profile.d/report.mjs "$PROFILE_DIR/metered.cpuprofile" \
-    "$PROFILE_DIR/bare.cpuprofile" "$PROFILE_N") || return 1
+    "$PROFILE_DIR/bare.cpuprofile" "$PROFILE_N" "$dir/dist/${js#./}") || return 1
   info "wrote $PROFILE_DIR/metered.cpuprofile and bare.cpuprofile"
 }
 # A failed profile is reported, not fatal: the measurements above stand without it.
