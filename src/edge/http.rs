@@ -6,17 +6,14 @@ use worker::{Headers, Response, Result};
 
 /// An error in OpenAI's shape, with `Retry-After` and any extra headers.
 pub fn error_response(e: &ApiError, extra: &[(String, String)]) -> Result<Response> {
-    let headers = Headers::new();
-    headers.set("content-type", "application/json")?;
+    let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
     if let Some(s) = e.retry_after_s {
-        headers.set("retry-after", &s.to_string())?;
+        headers.push(("retry-after".into(), s.to_string()));
     }
-    for (k, v) in extra {
-        headers.set(k, v)?;
-    }
+    headers.extend_from_slice(extra);
     Ok(Response::from_bytes(e.body().into_bytes())?
         .with_status(e.status)
-        .with_headers(headers))
+        .with_headers(super::js_headers::headers_of(&headers)?))
 }
 
 /// A JSON body with the given status.
@@ -52,11 +49,7 @@ pub struct NamedHeaders(Vec<(String, String)>);
 
 impl NamedHeaders {
     pub fn read<'a>(headers: &Headers, names: impl IntoIterator<Item = &'a str>) -> NamedHeaders {
-        let value = |n: &str| headers.get(n).ok().flatten();
-        let found = names
-            .into_iter()
-            .filter_map(|n| value(n).map(|v| (n.to_ascii_lowercase(), v)));
-        NamedHeaders(found.collect())
+        NamedHeaders(super::js_headers::present(&headers.0, names))
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {

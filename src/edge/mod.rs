@@ -26,6 +26,7 @@ mod flush_shard_run;
 mod flush_shard_store;
 mod http;
 mod invoice_numbers;
+mod js_headers;
 mod leases;
 mod ledger;
 mod ledger_account;

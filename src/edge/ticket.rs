@@ -9,7 +9,7 @@ use crate::error::ApiError;
 use crate::protocol::{AdmitResponse, Replay, SettleRequest};
 use crate::usage::{Metered, Usage};
 use std::rc::Rc;
-use worker::{Context, Env, Headers, Response};
+use worker::{Context, Env, Response};
 
 /// A reserved request, to be settled or released exactly once.
 pub struct Ticket {
@@ -116,10 +116,7 @@ pub fn respond(
     headers: &[(String, String)],
     payload: Payload,
 ) -> Result<Response, ApiError> {
-    let h = Headers::new();
-    for (k, v) in headers {
-        h.set(k, v).map_err(http::internal)?;
-    }
+    let h = super::js_headers::headers_of(headers).map_err(http::internal)?;
     let resp = match payload {
         Payload::Bytes(b) => Response::from_bytes(b),
         Payload::Stream(s) => Response::from_stream(s),

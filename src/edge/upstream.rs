@@ -85,20 +85,17 @@ pub async fn send_to(
         anthropic_beta: &catalog.proxy.anthropic_beta,
         anthropic: upstream.anthropic,
     };
-    let headers = web_sys::Headers::new().map_err(js_fail)?;
-    for (k, v) in forward_request(out.client_headers, &policy) {
-        headers.set(&k, &v).map_err(js_fail)?;
-    }
+    let mut headers = forward_request(out.client_headers, &policy);
     if let Some(key) = &upstream.api_key {
-        let (name, value) = match upstream.anthropic {
-            true => ("x-api-key", key.clone()),
-            false => ("authorization", format!("Bearer {key}")),
-        };
-        headers.set(name, &value).map_err(js_fail)?;
+        headers.push(match upstream.anthropic {
+            true => ("x-api-key".into(), key.clone()),
+            false => ("authorization".into(), format!("Bearer {key}")),
+        });
     }
+    let headers = super::js_headers::headers_of(&headers).map_err(fail)?;
     let init = web_sys::RequestInit::new();
     init.set_method(out.method.as_ref());
-    init.set_headers(&headers);
+    init.set_headers(&headers.0);
     init.set_redirect(web_sys::RequestRedirect::Manual);
     match out.body {
         OutBody::Empty => {}
