@@ -1,8 +1,9 @@
 //! The metered proxy, as named phases:
 //! route → authenticate → read → prepare → admit (reserve) → forward → observe →
 //! respond, with settlement after the response (`wait_until`, or at the end of a
-//! stream). One Durable Object round trip is on the hot path: admission, which also
-//! checks the key's revocation state; a forged key is refused before it.
+//! stream). A request that needs only quota is admitted under the isolate's lease,
+//! with no Durable Object call; any other makes one round trip at admission, which
+//! also checks the key's revocation state. A forged key is refused before either.
 
 use super::auth::{authenticate, Caller};
 use super::http::NamedHeaders;
