@@ -83,8 +83,7 @@ pub fn api_key(headers: &NamedHeaders) -> Option<String> {
 
 /// The Content-Length a request declares, if any.
 pub fn declared_length(req: &worker::Request) -> Option<usize> {
-    let declared = req.headers().get("content-length").ok().flatten();
-    declared.and_then(|l| l.parse().ok())
+    NamedHeaders::read(req.headers(), ["content-length"]).declared_length()
 }
 
 /// Reads a request body, refusing it as soon as it passes `limit` bytes: a declared

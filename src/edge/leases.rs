@@ -124,12 +124,12 @@ pub async fn send(env: &Env, counter: &str) {
 fn report_soon(env: &Env, counter: &str) -> Option<impl std::future::Future<Output = ()>> {
     let now = super::clock::now_ms();
     let wake = BOOK.with(|b| b.borrow_mut().schedule(counter, now));
-    let (env, counter) = (env.clone(), counter.to_string());
     let wait = match wake {
         Wake::Pending => return None,
         Wake::Now => 0,
         Wake::At(at) => at.saturating_sub(now).max(0) as u64,
     };
+    let (env, counter) = (env.clone(), counter.to_string());
     Some(async move {
         if wait > 0 {
             worker::Delay::from(std::time::Duration::from_millis(wait)).await;

@@ -61,7 +61,7 @@ async fn proxy(req: Request, env: &Env, ctx: &Context) -> Result<Response, ApiEr
                 target,
                 headers,
             };
-            metered(req, env, ctx, asked).await
+            metered(req, env, ctx, asked, &catalog).await
         }
         Handling::ListModels => {
             http::json_response(&surface::model_list(&catalog), 200).map_err(http::internal)
@@ -70,15 +70,20 @@ async fn proxy(req: Request, env: &Env, ctx: &Context) -> Result<Response, ApiEr
             let model = surface::model(&catalog, id)?;
             http::json_response(&model, 200).map_err(http::internal)
         }
-        _ => resources::handle(req, env, ctx, caller, routed).await,
+        _ => resources::handle(req, env, ctx, caller, &headers, routed).await,
     }
 }
 
 /// The prepare phase (`crate::prepare::prepare` decides): the body parsed, reduced to
 /// the route's allowed fields with per-customer identities, and measured for the
 /// reservation.
-fn prepare_phase(env: &Env, caller: &Caller, meter: Meter, body: &[u8]) -> Result<Ready, ApiError> {
-    let catalog = config::catalog(env)?;
+fn prepare_phase(
+    env: &Env,
+    catalog: &Catalog,
+    caller: &Caller,
+    meter: Meter,
+    body: &[u8],
+) -> Result<Ready, ApiError> {
     let secret = config::key_secret(env)?;
     let sender = Sender {
         mode: caller.mode,
@@ -86,7 +91,7 @@ fn prepare_phase(env: &Env, caller: &Caller, meter: Meter, body: &[u8]) -> Resul
         key_secret: &secret,
         anonymous: &caller.anonymous,
     };
-    prepare(&catalog, &sender, meter, body)
+    prepare(catalog, &sender, meter, body)
 }
 
 /// A metered request as routed and authenticated.
@@ -322,15 +327,14 @@ async fn metered(
     env: &Env,
     ctx: &Context,
     asked: Asked,
+    catalog: &Catalog,
 ) -> Result<Response, ApiError> {
     let read = read(&mut req, env, &asked).await?;
     let Ready {
         mut prepared,
         owns,
         stores,
-    } = prepare_phase(env, &asked.caller, asked.meter, &read.body)?;
-    // Loaded before admission: no step after it can fail without closing its ticket.
-    let catalog = config::catalog(env)?;
+    } = prepare_phase(env, catalog, &asked.caller, asked.meter, &read.body)?;
     let admission = admit(
         env,
         ctx,
@@ -338,7 +342,7 @@ async fn metered(
         &mut prepared,
         (owns, stores),
         &read,
-        &catalog,
+        catalog,
     );
     let admitted = match admission.await? {
         Ok(admitted) => admitted,
@@ -349,11 +353,11 @@ async fn metered(
         cost,
         mut headers,
     } = admitted;
-    let forwarded = forward(env, &asked, &prepared, ticket, &catalog);
+    let forwarded = forward(env, &asked, &prepared, ticket, catalog);
     let (upstream, ticket) = forwarded.await?;
     headers.extend(upstream.headers.iter().cloned());
     observe(
-        upstream, prepared, ticket, headers, cost, stores, &catalog, ctx,
+        upstream, prepared, ticket, headers, cost, stores, catalog, ctx,
     )
     .await
 }

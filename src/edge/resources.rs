@@ -9,12 +9,11 @@ use super::metrics::{bump, Metric};
 use super::ticket::{not_admitted, respond, Payload, Ticket};
 use super::upstream::{self, OutBody, Outgoing, Upstreamed};
 use super::{client, config, http};
-use crate::catalog::Catalog;
 use crate::error::ApiError;
 use crate::limits::{declared_within, RESOURCE_ANSWER_BYTES};
 use crate::protocol::{AdmitRequest, AdmitResponse, CounterCall, ListOwned, OwnedChange};
 use crate::request::Prepared;
-use crate::surface::headers::{refused_by_provider, request_names, HeaderPolicy};
+use crate::surface::headers::refused_by_provider;
 use crate::surface::multipart::{not_kept_answer, upload_kept};
 use crate::surface::owned::{deletion_confirmed, ListQuery, OwnedResource};
 use crate::surface::{multipart, Handling, ResourceKind, Routed};
@@ -25,11 +24,14 @@ use std::rc::Rc;
 use wasm_bindgen::JsValue;
 use worker::{AbortController, AbortSignal, Context, Env, Method, Request, Response};
 
+/// A stored-resource or opted-in route; `headers` are those the proxy read for the
+/// route (its forwardable ones among them).
 pub async fn handle(
     mut req: Request,
     env: &Env,
     ctx: &Context,
     caller: Caller,
+    headers: &NamedHeaders,
     routed: Routed,
 ) -> Result<Response, ApiError> {
     routed.handling.open_to(caller.mode)?;
@@ -83,15 +85,18 @@ pub async fn handle(
                 method: req.method(),
                 target: routed.upstream_target(),
                 body: OutBody::Empty,
-                client_headers: NamedHeaders::read(req.headers(), ["accept"])
-                    .pairs()
-                    .to_vec(),
+                client_headers: headers
+                    .get("accept")
+                    .map_or(vec![], |v| vec![("accept".to_string(), v.to_string())]),
                 signal: None,
             };
             let forget = deletes.then_some((kind, id));
             forward_counted(env, ctx, ticket, out, forget).await
         }
-        Handling::Optional(name) => optional(req, env, ctx, &caller, routed, &name).await,
+        Handling::Optional(name) => {
+            let forwardable = headers.pairs().to_vec();
+            optional(req, env, ctx, &caller, forwardable, routed, &name).await
+        }
         _ => Err(ApiError::internal("not a stored-resource route")),
     }
 }
@@ -103,6 +108,7 @@ async fn optional(
     env: &Env,
     ctx: &Context,
     caller: &Caller,
+    forwardable: Vec<(String, String)>,
     routed: Routed,
     name: &str,
 ) -> Result<Response, ApiError> {
@@ -128,7 +134,7 @@ async fn optional(
         method: Method::Post,
         target: routed.upstream_target(),
         body: OutBody::Bytes(&sent),
-        client_headers: forwardable(&req, &catalog, &routed),
+        client_headers: forwardable,
         signal: None,
     };
     forward_counted(env, ctx, ticket, out, None).await
@@ -356,12 +362,4 @@ async fn forward_counted(
         client::change_owned(env, &counter, &OwnedChange::Remove(kind, id)).await;
     }
     respond(status, &headers, Payload::Bytes(bytes))
-}
-
-/// The request's headers that its route's policy can forward.
-fn forwardable(req: &Request, catalog: &Catalog, routed: &Routed) -> Vec<(String, String)> {
-    let policy = HeaderPolicy::for_path(&catalog.proxy, &routed.upstream_path);
-    NamedHeaders::read(req.headers(), request_names(&policy))
-        .pairs()
-        .to_vec()
 }

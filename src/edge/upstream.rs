@@ -80,11 +80,8 @@ pub async fn send_to(
     catalog: &Catalog,
     out: Outgoing<'_>,
 ) -> Result<Upstreamed, ApiError> {
-    let policy = HeaderPolicy {
-        extra: &catalog.proxy.request_headers,
-        anthropic_beta: &catalog.proxy.anthropic_beta,
-        anthropic: upstream.anthropic,
-    };
+    let path = out.target.split('?').next().unwrap_or("");
+    let policy = HeaderPolicy::for_path(&catalog.proxy, path);
     let mut headers = forward_request(out.client_headers, &policy);
     if let Some(key) = &upstream.api_key {
         headers.push(match upstream.anthropic {
