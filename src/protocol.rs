@@ -11,12 +11,21 @@ use crate::tally::{MeterKey, Tally};
 use crate::usage::Usage;
 use serde::{Deserialize, Serialize};
 
-/// A call to a customer's Ledger (one per customer and mode): every message it takes.
+/// A call to a Ledger shard: every message it takes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "call", content = "with", rename_all = "snake_case")]
 pub enum LedgerCall {
-    /// Records of this customer from a checked batch.
+    /// Checked records of the shard's customers, any number of them.
     Ingest(Vec<crate::flush::UsageRecord>),
+    /// A call about one customer's ledger, by its owner key (`flush::owner_key`: each
+    /// mode has its own).
+    Customer { owner: String, ask: LedgerAsk },
+}
+
+/// What a call about one customer's ledger asks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "ask", content = "with", rename_all = "snake_case")]
+pub enum LedgerAsk {
     /// `{plan, account, livemode}`, checked by the Ledger against the price book.
     SetAccount(serde_json::Value),
     /// A credit grant as given, checked by the Ledger with the others.

@@ -160,29 +160,65 @@ def timed(fn, calls: int) -> dict:
     return {"median_ms": round(statistics.median(samples), 3), "max_ms": round(max(samples), 3)}
 
 
+def flush_shard(customer: str, shards: int) -> int:
+    """The flush shard a customer's counter pushes to (flush::shard_for)."""
+    return int.from_bytes(hashlib.sha256(customer.encode()).digest()[:4], "big") % shards
+
+
+def requests_billed(run: Run, customer: str) -> int | None:
+    inv = json.loads(run.admin_call("GET", f"/rating/v1/customers/{customer}/invoices/{run.args.period}", None))
+    for ln in inv.get("lines", []):
+        if isinstance(ln, dict) and ln.get("meter") == "requests":
+            return ln.get("quantity", ln.get("units"))
+    return None
+
+
 def spread(run: Run, a) -> None:
     names = [f"rate-{i:05d}" for i in range(a.customers)]
     t0 = time.monotonic()
     for n in names:
         run.set_account(n)
     accounts_s = time.monotonic() - t0
+    # A flush batch holds the customers of one flush shard (--flush-shards N); with 0,
+    # any customers, in order.
+    groups = [names]
+    if a.flush_shards > 0:
+        groups = [[] for _ in range(a.flush_shards)]
+        for n in names:
+            groups[flush_shard(n, a.flush_shards)].append(n)
+        groups = [g for g in groups if g]
+    cursors = [0] * len(groups)
     seq = [0]
+    sent = {}
 
     def make_batch():
+        g = seq[0] // a.batch % len(groups)
         records = []
         for _ in range(a.batch):
-            i = seq[0]
+            customer = groups[g][cursors[g] % len(groups[g])]
+            cursors[g] += 1
+            records.append(run.record(customer, seq[0]))
+            sent[customer] = sent.get(customer, 0) + 1
             seq[0] += 1
-            records.append(run.record(names[i % len(names)], i))
         return records
 
     t0 = time.monotonic()
     deadline = t0 + a.seconds
     out = run.pump(make_batch, lambda o: time.monotonic() >= deadline)
     secs = time.monotonic() - t0
-    print(json.dumps({"kind": "summary", "customers": a.customers, "accounts_s": round(accounts_s, 3),
+    # Every record is new and each counts one request: a sample of customers' invoices
+    # must bill exactly the records sent to them (every sent batch was answered 200).
+    checked, wrong = 0, []
+    if out["error"] is None:
+        for n in names[:: max(1, len(names) // a.verify)][: a.verify]:
+            billed = requests_billed(run, n)
+            checked += 1
+            if billed is None or int(float(billed)) != sent.get(n, 0):
+                wrong.append({"customer": n, "sent": sent.get(n, 0), "billed": billed})
+    print(json.dumps({"kind": "summary", "customers": a.customers, "flush_shards": a.flush_shards,
+                      "customers_with_records": len(sent), "accounts_s": round(accounts_s, 3),
                       "seconds": round(secs, 3), "records_per_s": round(out["stored"] / secs),
-                      **out}))
+                      "invoices_checked": checked, "invoices_wrong": wrong, **out}))
 
 
 def single(run: Run, a) -> None:
@@ -257,6 +293,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("mode", choices=["spread", "single"])
     ap.add_argument("--url", required=True)
+    ap.add_argument("--flush-shards", type=int, default=16)
+    ap.add_argument("--verify", type=int, default=20)
     ap.add_argument("--token", required=True)
     ap.add_argument("--secret", required=True)
     ap.add_argument("--period", required=True)

@@ -5,12 +5,12 @@
 
 use super::client::{call_object, SHARD_BINDING};
 use super::flush_shard::FlushShard;
-use super::rating_api::LEDGER_BINDING;
+use super::rating_api::ledger;
 use super::sql::{integer, text};
 use crate::error::ApiError;
 use crate::flush::owner_key;
 use crate::limits::{RECONCILE_AT_ONCE, RECONCILE_PAGE};
-use crate::protocol::{FleetPage, LedgerCall, ShardCall};
+use crate::protocol::{FleetPage, LedgerAsk, ShardCall};
 use crate::reconcile::{FleetSummary, Report};
 use futures_util::StreamExt;
 use worker::{Env, Method, Result};
@@ -48,12 +48,12 @@ impl FlushShard {
         let asks = rows.iter().map(|r| {
             let (owner, customer, livemode) = (text(r, 0), text(r, 1), integer(r, 2) != Some(0));
             async move {
-                let ask = LedgerCall::Reconcile {
+                let ask = LedgerAsk::Reconcile {
                     customer,
                     livemode,
                     at_ms,
                 };
-                let answer = ledger_report(env, &owner, &ask).await;
+                let answer = ledger_report(env, &owner, ask).await;
                 (owner, answer)
             }
         });
@@ -72,9 +72,9 @@ impl FlushShard {
 async fn ledger_report(
     env: &Env,
     owner: &str,
-    ask: &LedgerCall,
+    ask: LedgerAsk,
 ) -> std::result::Result<Report, ApiError> {
-    let mut resp = call_object(env, LEDGER_BINDING, owner, Method::Post, "/", Some(ask)).await?;
+    let mut resp = ledger(env, owner, ask).await?;
     if resp.status_code() >= 300 {
         let text = resp.text().await.unwrap_or_default();
         return Err(ApiError::unavailable(format!(

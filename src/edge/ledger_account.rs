@@ -2,7 +2,7 @@
 //! (`crate::ledger::account`, `crate::ledger::books`) and stores or answers.
 
 use super::client::call;
-use super::ledger::Ledger;
+use super::ledger::CustomerLedger;
 use super::sql::integer;
 use super::{config, http};
 use crate::error::ApiError;
@@ -16,10 +16,13 @@ use worker::Response;
 
 type Answer = std::result::Result<Response, ApiError>;
 
-impl Ledger {
+/// How long after a failed finalization it is tried again.
+const FINALIZE_RETRY_MS: i64 = 60_000;
+
+impl CustomerLedger<'_> {
     /// `{"plan", "account"}`: the customer's plan in the price book and billing account.
     pub(super) fn set_account(&self, v: &Value) -> Answer {
-        let book = config::price_book(&self.env)?;
+        let book = config::price_book(&self.shard.env)?;
         let livemode = account::check(&book, v)?;
         self.set_meta("account", v)?;
         self.set_meta("livemode", &Value::Bool(livemode))?;
@@ -48,29 +51,38 @@ impl Ledger {
         http::json_response(&body.map_err(ApiError::unexpected)?, 200).map_err(http::internal)
     }
 
-    /// After new usage or a new grant, and on the alarm: finalizes what is due (waking
-    /// again for the next), then pushes the credit state. Failures are logged and tried
-    /// again on the next change or alarm.
+    /// After final records arrived or a new grant, and on the shard's alarm: finalizes
+    /// what is due and keeps when the next finalization is (a failure is tried again
+    /// a minute later), then tells the counter of its credits.
     pub(super) async fn after_change(&self, now_ms: i64) {
-        match self.finalize_due(now_ms).await {
-            Ok(Some(at)) => {
-                let alarm = super::counter_alarm::alarm_at(at);
-                if let Err(e) = self.state.storage().set_alarm(alarm).await {
-                    worker::console_error!("ledger alarm: {e}");
-                }
+        let due = match self.finalize_due(now_ms).await {
+            Ok(due) => due,
+            Err(e) => {
+                worker::console_error!("finalizing {}: {}", self.owner, e.message);
+                Some(now_ms + FINALIZE_RETRY_MS)
             }
-            Ok(None) => {}
-            Err(e) => worker::console_error!("finalizing: {}", e.message),
+        };
+        if let Err(e) = self.shard.set_due(self.owner, due).await {
+            worker::console_error!("ledger alarm: {}", e.message);
         }
+        self.tell_credit_state(now_ms).await;
+    }
+
+    /// Tells the counter of its credits when that may have changed; a failure is
+    /// logged and tried again on the next change.
+    pub(super) async fn tell_credit_state(&self, now_ms: i64) {
         if let Err(e) = self.push_credit_state(now_ms).await {
-            worker::console_error!("credit state: {e}");
+            worker::console_error!("credit state of {}: {e}", self.owner);
         }
     }
 
     /// After new usage or a new grant, on a plan that blocks when prepaid credits run
     /// out: tells the customer's counter whether usage must stop (or may go on again).
     async fn push_credit_state(&self, now_ms: i64) -> std::result::Result<(), ApiError> {
-        let latest = self.rows("SELECT MAX(period_start) FROM totals", vec![])?;
+        let latest = self.rows(
+            "SELECT MAX(period_start) FROM totals WHERE customer = ?",
+            vec![],
+        )?;
         let start = latest
             .first()
             .and_then(|r| integer(r, 0))
@@ -94,7 +106,7 @@ impl Ledger {
         };
         let blocked = state.blocked;
         let resp = call(
-            &self.env,
+            &self.shard.env,
             &c.account.customer_id,
             &CounterCall::Credit(state),
         )

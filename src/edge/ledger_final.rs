@@ -7,7 +7,7 @@
 
 use super::client::call_object;
 use super::invoice_numbers::NUMBERS_BINDING;
-use super::ledger::{stored, Ledger};
+use super::ledger::{stored, CustomerLedger, Ledger};
 use super::ledger_rated::carried_key;
 use super::ledger_store::final_key;
 use super::sql::{integer, text};
@@ -18,10 +18,10 @@ use crate::protocol::NumberAsk;
 use serde_json::{json, Value};
 use worker::Method;
 
-impl Ledger {
+impl CustomerLedger<'_> {
     /// The final invoice of the period starting at `start`, as stored, byte for byte.
     pub(super) fn final_text(&self, start: i64) -> Result<Option<String>, ApiError> {
-        let q = "SELECT invoice FROM finals WHERE period_start = ?";
+        let q = "SELECT invoice FROM finals WHERE customer = ? AND period_start = ?";
         Ok(self
             .rows(q, vec![start.into()])?
             .first()
@@ -33,11 +33,11 @@ impl Ledger {
     /// or its grace runs) holds back every later one, so credits are always drawn in
     /// period order.
     pub(super) async fn finalize_due(&self, now_ms: i64) -> Result<Option<i64>, ApiError> {
-        let finality = self.finality();
+        let finality = self.shard.finality();
         // One period a step: finalizing one changes what the next draws and carries.
         loop {
-            let q = "SELECT DISTINCT period_start FROM totals
-                     WHERE period_start NOT IN (SELECT period_start FROM finals)";
+            let q = "SELECT DISTINCT period_start FROM totals WHERE customer = ?1
+                     AND period_start NOT IN (SELECT period_start FROM finals WHERE customer = ?1)";
             let mut open = Vec::new();
             for start in self.rows(q, vec![])?.iter().filter_map(|r| integer(r, 0)) {
                 let arrived = self.meta(&final_key(start))?.and_then(|v| v.as_i64());
@@ -65,14 +65,16 @@ impl Ledger {
         if self.final_text(start)?.is_some() {
             return Ok(()); // finalized by another request meanwhile
         }
-        let prefix = super::config::setting(&self.env, "INVOICE_PREFIX");
+        let prefix = super::config::setting(&self.shard.env, "INVOICE_PREFIX");
         let number = invoice_number(&invoice_prefix(prefix.as_deref(), livemode), n);
         let made = books::finalize(self, start, &number, now_ms)?;
         let body = serde_json::to_string(&made.invoice).map_err(ApiError::unexpected)?;
-        let q =
-            "INSERT INTO finals (period_start, number, invoice, finalized_ms) VALUES (?, ?, ?, ?)";
-        let binds = vec![start.into(), number.into(), body.into(), now_ms.into()];
-        super::sql::exec(&self.sql, q, binds).map_err(stored)?;
+        let q = "INSERT INTO finals (customer, period_start, number, invoice, finalized_ms)
+                 VALUES (?, ?, ?, ?, ?)";
+        self.exec(
+            q,
+            vec![start.into(), number.into(), body.into(), now_ms.into()],
+        )?;
         for (period, charges) in made.billed {
             self.add_billed(period, charges)?;
         }
@@ -82,8 +84,8 @@ impl Ledger {
             self.set_meta(&carried_key(period), &json!(late))?;
         }
         // It and later periods drew on what this one left: rated again when read.
-        let q = "DELETE FROM rated WHERE period_start >= ?";
-        super::sql::exec(&self.sql, q, vec![start.into()]).map_err(stored)?;
+        let q = "DELETE FROM rated WHERE customer = ? AND period_start >= ?";
+        self.exec(q, vec![start.into()])?;
         // The reconciliation as of now is kept with the invoice (or at its first read).
         match self
             .reconcile_settled(&customer, livemode, start, now_ms)
@@ -107,7 +109,7 @@ impl Ledger {
         };
         let instance = if livemode { "live" } else { "test" };
         let mut resp = call_object(
-            &self.env,
+            &self.shard.env,
             NUMBERS_BINDING,
             instance,
             Method::Post,
@@ -126,12 +128,62 @@ impl Ledger {
 
     fn add_billed(&self, start: i64, more: Charges) -> Result<(), ApiError> {
         let sum = self.billed(start)?.plus(more);
-        let q = "INSERT INTO billed (period_start, charges) VALUES (?, ?)
-                 ON CONFLICT(period_start) DO UPDATE SET charges = excluded.charges";
+        let q = "INSERT INTO billed (customer, period_start, charges) VALUES (?, ?, ?)
+                 ON CONFLICT(customer, period_start) DO UPDATE SET charges = excluded.charges";
         let text = serde_json::to_string(&sum).map_err(ApiError::unexpected)?;
-        self.sql
-            .exec(q, vec![start.into(), text.into()])
-            .map_err(stored)?;
+        self.exec(q, vec![start.into(), text.into()])
+    }
+}
+
+/// Customers finalized on one alarm at most; the alarm comes back for the rest.
+const DUE_AT_ONCE: i64 = 100;
+
+impl Ledger {
+    /// Keeps when `owner`'s next finalization is due (none: forgets it), and sets the
+    /// shard's alarm for the earliest customer's.
+    pub(super) async fn set_due(&self, owner: &str, at_ms: Option<i64>) -> Result<(), ApiError> {
+        let sql = &self.sql;
+        match at_ms {
+            Some(at) => {
+                let q = "INSERT INTO due (customer, at_ms) VALUES (?, ?)
+                         ON CONFLICT(customer) DO UPDATE SET at_ms = excluded.at_ms";
+                super::sql::exec(sql, q, vec![owner.into(), at.into()]).map_err(stored)?
+            }
+            None => super::sql::exec(
+                sql,
+                "DELETE FROM due WHERE customer = ?",
+                vec![owner.into()],
+            )
+            .map_err(stored)?,
+        };
+        self.set_alarm().await
+    }
+
+    async fn set_alarm(&self) -> Result<(), ApiError> {
+        let next =
+            super::sql::rows(&self.sql, "SELECT MIN(at_ms) FROM due", vec![]).map_err(stored)?;
+        if let Some(at) = next.first().and_then(|r| integer(r, 0)) {
+            let alarm = super::counter_alarm::alarm_at(at);
+            self.state
+                .storage()
+                .set_alarm(alarm)
+                .await
+                .map_err(stored)?;
+        }
         Ok(())
+    }
+
+    /// The alarm: finalizes for the customers whose finalization is due.
+    pub(super) async fn finalize_due_customers(&self, now_ms: i64) {
+        let q = "SELECT customer FROM due WHERE at_ms <= ? ORDER BY at_ms LIMIT ?";
+        let due = super::sql::rows(&self.sql, q, vec![now_ms.into(), DUE_AT_ONCE.into()]);
+        let owners: Vec<String> = due.unwrap_or_default().iter().map(|r| text(r, 0)).collect();
+        for owner in &owners {
+            let customer = CustomerLedger { shard: self, owner };
+            customer.after_change(now_ms).await;
+        }
+        if let Err(e) = self.set_alarm().await {
+            worker::console_error!("ledger alarm: {}", e.message);
+        }
     }
 }

@@ -4,7 +4,7 @@
 
 use super::config;
 use super::http;
-use super::ledger::Ledger;
+use super::ledger::CustomerLedger;
 use crate::error::ApiError;
 use crate::ledger::account;
 use crate::ledger::books::{self, rating_error};
@@ -14,7 +14,7 @@ use worker::Response;
 
 type Answer = Result<Response, ApiError>;
 
-impl Ledger {
+impl CustomerLedger<'_> {
     /// The stored account document (`{"plan", "account", …}`); 404 before one is set.
     fn account_doc(&self) -> Result<Value, ApiError> {
         self.meta("account")?
@@ -24,7 +24,7 @@ impl Ledger {
     /// Validates the account with its changed grants against the book, stores it, and
     /// forgets the drafts (finals never change).
     fn store_grants(&self, mut doc: Value, grants: Vec<Value>) -> Result<Value, ApiError> {
-        let book = config::price_book(&self.env)?;
+        let book = config::price_book(&self.shard.env)?;
         doc["account"]["grants"] = Value::Array(grants);
         Account::parse(&doc["account"].to_string(), &book).map_err(rating_error)?;
         self.set_meta("account", &doc)?;
@@ -43,7 +43,7 @@ impl Ledger {
 
     /// Every grant with what invoices drew on it and what is left now.
     pub(super) fn list_grants(&self, now_ms: i64) -> Answer {
-        let book = config::price_book(&self.env)?;
+        let book = config::price_book(&self.shard.env)?;
         let doc = self.account_doc()?;
         let account = Account::parse(&doc["account"].to_string(), &book).map_err(rating_error)?;
         let invoices = books::earlier_invoices(self, i64::MAX, now_ms)?;

@@ -3,7 +3,7 @@
 //! final period's correction is are decided there.
 
 use super::config;
-use super::ledger::{stored, Ledger};
+use super::ledger::CustomerLedger;
 use super::ledger_store::{late_key, plan_key};
 use super::sql::{integer, text};
 use crate::error::ApiError;
@@ -23,9 +23,9 @@ fn starts(rows: Vec<Vec<worker::SqlStorageValue>>) -> Vec<i64> {
     rows.iter().filter_map(|r| integer(r, 0)).collect()
 }
 
-impl Books for Ledger {
+impl Books for CustomerLedger<'_> {
     fn book(&self) -> Result<Rc<PriceBook>, ApiError> {
-        config::price_book(&self.env)
+        config::price_book(&self.shard.env)
     }
 
     fn account(&self, book: &PriceBook) -> Result<Option<(Account, String)>, ApiError> {
@@ -42,8 +42,7 @@ impl Books for Ledger {
     }
 
     fn finality(&self) -> Finality {
-        let days = |name| config::setting(&self.env, name).and_then(|v| v.parse().ok());
-        Finality::from_days(days("INVOICE_GRACE_DAYS"), days("BACKDATING_DAYS"))
+        self.shard.finality()
     }
 
     fn recorded_plan(&self, start: i64) -> Result<Option<String>, ApiError> {
@@ -52,7 +51,7 @@ impl Books for Ledger {
     }
 
     fn totals(&self, start: i64) -> Result<(Vec<MeterTotals>, Option<i64>), ApiError> {
-        let q = "SELECT meter, model, tally, period_end FROM totals WHERE period_start = ?";
+        let q = "SELECT meter, model, tally, period_end FROM totals WHERE customer = ? AND period_start = ?";
         let rows = self.rows(q, vec![start.into()])?;
         let tally = |r: &[worker::SqlStorageValue]| Tally::stored(&text(r, 2)).unwrap_or_default();
         let totals = rows
@@ -63,23 +62,27 @@ impl Books for Ledger {
     }
 
     fn starts_before(&self, before: i64) -> Result<Vec<i64>, ApiError> {
-        let q =
-            "SELECT DISTINCT period_start FROM totals WHERE period_start < ? ORDER BY period_start";
+        let q = "SELECT DISTINCT period_start FROM totals WHERE customer = ? AND period_start < ?
+                 ORDER BY period_start";
         Ok(starts(self.rows(q, vec![before.into()])?))
     }
 
     fn unfinal_starts(&self) -> Result<Vec<i64>, ApiError> {
-        let q = "SELECT DISTINCT period_start FROM totals WHERE period_start NOT IN (SELECT period_start FROM finals)";
+        let q = "SELECT DISTINCT period_start FROM totals WHERE customer = ?1
+                 AND period_start NOT IN (SELECT period_start FROM finals WHERE customer = ?1)";
         Ok(starts(self.rows(q, vec![])?))
     }
 
     fn latest_end(&self) -> Result<Option<i64>, ApiError> {
-        let latest = self.rows("SELECT MAX(period_end) FROM totals", vec![])?;
+        let latest = self.rows(
+            "SELECT MAX(period_end) FROM totals WHERE customer = ?",
+            vec![],
+        )?;
         Ok(latest.first().and_then(|r| integer(r, 0)))
     }
 
     fn finals_before(&self, before: i64) -> Result<Vec<i64>, ApiError> {
-        let q = "SELECT period_start FROM finals WHERE period_start < ? ORDER BY period_start";
+        let q = "SELECT period_start FROM finals WHERE customer = ? AND period_start < ? ORDER BY period_start";
         Ok(starts(self.rows(q, vec![before.into()])?))
     }
 
@@ -89,7 +92,7 @@ impl Books for Ledger {
     }
 
     fn kept(&self, start: i64) -> Result<Option<Kept>, ApiError> {
-        let q = "SELECT book_version, valid_until_ms, invoice FROM rated WHERE period_start = ?";
+        let q = "SELECT book_version, valid_until_ms, invoice FROM rated WHERE customer = ? AND period_start = ?";
         let rows = self.rows(q, vec![start.into()])?;
         Ok(rows.first().and_then(|r| {
             let invoice = serde_json::from_str::<Invoice>(&text(r, 2)).ok()?;
@@ -103,17 +106,17 @@ impl Books for Ledger {
 
     fn keep(&self, start: i64, kept: &Kept) -> Result<(), ApiError> {
         let invoice = serde_json::to_string(&kept.invoice).map_err(ApiError::unexpected)?;
-        let q = "INSERT OR REPLACE INTO rated (period_start, book_version, valid_until_ms, invoice) VALUES (?, ?, ?, ?)";
+        let q = "INSERT OR REPLACE INTO rated (customer, period_start, book_version, valid_until_ms, invoice)
+                 VALUES (?, ?, ?, ?, ?)";
         let binds = vec![
             start.into(),
             kept.book_version.as_str().into(),
             kept.valid_until_ms.into(),
             invoice.into(),
         ];
-        super::sql::exec(&self.sql, q, binds).map_err(stored)?;
-        let later = "DELETE FROM rated WHERE period_start > ?";
-        super::sql::exec(&self.sql, later, vec![start.into()]).map_err(stored)?;
-        Ok(())
+        self.exec(q, binds)?;
+        let later = "DELETE FROM rated WHERE customer = ? AND period_start > ?";
+        self.exec(later, vec![start.into()])
     }
 
     fn late_records(&self, start: i64) -> Result<u64, ApiError> {
@@ -127,7 +130,7 @@ impl Books for Ledger {
     }
 
     fn billed(&self, start: i64) -> Result<Charges, ApiError> {
-        let q = "SELECT charges FROM billed WHERE period_start = ?";
+        let q = "SELECT charges FROM billed WHERE customer = ? AND period_start = ?";
         let rows = self.rows(q, vec![start.into()])?;
         Ok(rows
             .first()
@@ -140,10 +143,9 @@ impl Books for Ledger {
     }
 }
 
-impl Ledger {
+impl CustomerLedger<'_> {
     /// The account or its grants changed: every kept invoice is out of date.
     pub(super) fn forget_rated(&self) -> Result<(), ApiError> {
-        super::sql::exec(&self.sql, "DELETE FROM rated", vec![]).map_err(stored)?;
-        Ok(())
+        self.exec("DELETE FROM rated WHERE customer = ?", vec![])
     }
 }

@@ -4,7 +4,7 @@
 //! invoice keeps the report made when it became final.
 
 use super::client;
-use super::ledger::{stored, Ledger};
+use super::ledger::CustomerLedger;
 use super::sql::text;
 use crate::error::ApiError;
 use crate::flush::{owner_key, rated_by_builtin};
@@ -14,7 +14,7 @@ use crate::reconcile::{at_finalization, report, CounterView, LedgerView, Report}
 use serde_json::Value;
 use worker::Response;
 
-impl Ledger {
+impl CustomerLedger<'_> {
     /// The report of the customer's period containing `at_ms`, made now; made once
     /// more when it finds an unexplained difference, since records ingested while the
     /// counter was asked can make the two views disagree for a moment.
@@ -40,7 +40,8 @@ impl Ledger {
         now_ms: i64,
     ) -> Result<Report, ApiError> {
         let owner = owner_key(customer, livemode);
-        let mut resp = client::call(&self.env, &owner, &CounterCall::Reconcile(at_ms)).await?;
+        let mut resp =
+            client::call(&self.shard.env, &owner, &CounterCall::Reconcile(at_ms)).await?;
         if resp.status_code() >= 300 {
             let detail = resp.text().await.unwrap_or_default();
             let e = ApiError::unavailable(format!(
@@ -53,7 +54,7 @@ impl Ledger {
             });
         }
         let counter: CounterView = resp.json().await.map_err(super::http::internal)?;
-        let route = super::config::test_usage_route(&self.env);
+        let route = super::config::test_usage_route(&self.shard.env);
         let builtin = rated_by_builtin(route.receiver_is_internal, livemode, route.export_test);
         let view = match builtin {
             true => Some(self.ledger_view(&counter)?),
@@ -69,11 +70,11 @@ impl Ledger {
             ..LedgerView::default()
         };
         for r in &counter.held {
-            let q = "SELECT 1 FROM records WHERE id = ?";
+            let q = "SELECT 1 FROM records WHERE customer = ? AND id = ?";
             if !self.rows(q, vec![r.id.as_str().into()])?.is_empty() {
                 view.stored_held.insert(r.id.clone());
             }
-            let q = "SELECT reason FROM refused WHERE id = ?";
+            let q = "SELECT reason FROM refused WHERE customer = ? AND id = ?";
             if let Some(row) = self.rows(q, vec![r.id.as_str().into()])?.first() {
                 view.refused_held.insert(r.id.clone(), text(row, 0));
             }
@@ -83,12 +84,9 @@ impl Ledger {
 
     /// Keeps the report of a period made when it became final.
     pub(super) fn keep_report(&self, start: i64, r: &Report) -> Result<(), ApiError> {
-        let q = "INSERT OR IGNORE INTO reports (period_start, report) VALUES (?, ?)";
+        let q = "INSERT OR IGNORE INTO reports (customer, period_start, report) VALUES (?, ?, ?)";
         let text = serde_json::to_string(r).map_err(ApiError::unexpected)?;
-        self.sql
-            .exec(q, vec![start.into(), text.into()])
-            .map_err(stored)?;
-        Ok(())
+        self.exec(q, vec![start.into(), text.into()])
     }
 
     /// `{customer, livemode, at_ms}`: the report made now, and for a final period the
@@ -104,7 +102,7 @@ impl Ledger {
             .reconcile_settled(customer, livemode, at_ms, now_ms)
             .await?;
         let start = now.period.start_ms;
-        let q = "SELECT report FROM reports WHERE period_start = ?";
+        let q = "SELECT report FROM reports WHERE customer = ? AND period_start = ?";
         let kept = self.rows(q, vec![start.into()])?;
         let kept: Option<Value> = kept
             .first()

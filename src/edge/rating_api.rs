@@ -8,9 +8,9 @@ use super::params::{customer_id, instant, period_start};
 use super::{auth, config, http};
 use crate::error::ApiError;
 use crate::flush::{signature_fresh, verify};
-use crate::ledger::{account, parse_batch};
+use crate::ledger::{account, ledger_shard, parse_batch};
 use crate::limits;
-use crate::protocol::LedgerCall;
+use crate::protocol::{LedgerAsk, LedgerCall};
 use futures_util::StreamExt;
 use serde_json::Value;
 use worker::{Env, Method, Request, Response};
@@ -43,12 +43,18 @@ pub async fn handle(mut req: Request, env: &Env) -> worker::Result<Response> {
     http::respond(result.await)
 }
 
-async fn ledger(env: &Env, customer: &str, call: &LedgerCall) -> Result<Response, ApiError> {
-    call_object(env, LEDGER_BINDING, customer, Method::Post, "/", Some(call)).await
+/// Asks `owner`'s ledger (`crate::flush::owner_key`), in its shard.
+pub(super) async fn ledger(env: &Env, owner: &str, ask: LedgerAsk) -> Result<Response, ApiError> {
+    let call = LedgerCall::Customer {
+        owner: owner.to_string(),
+        ask,
+    };
+    let shard = ledger_shard(owner);
+    call_object(env, LEDGER_BINDING, &shard, Method::Post, "/", Some(&call)).await
 }
 
-/// Ledger calls one ingestion has in flight at most.
-const LEDGER_CALLS_AT_ONCE: usize = 32;
+/// Ledger shard calls one ingestion has in flight at most.
+const LEDGER_CALLS_AT_ONCE: usize = 16;
 
 /// Verifies and stores a flush batch. 401 for a bad signature, 400 for a malformed
 /// batch (nothing of it stored); records seen before are counted, not stored again.
@@ -68,20 +74,23 @@ pub async fn ingest(env: &Env, signature: &str, body: &[u8]) -> Result<Response,
         ));
     }
     let batch = parse_batch(body).map_err(|e| ApiError::bad_request("invalid_batch", e))?;
-    let by_owner = batch.by_owner();
-    // Each customer's Ledger is its own object: call them side by side, a bounded
-    // number at a time.
-    let calls = by_owner.into_iter().map(|(customer, records)| async move {
-        let mut resp = ledger(env, &customer, &LedgerCall::Ingest(records)).await?;
-        if resp.status_code() >= 300 {
-            // The sender retries the whole batch; what was stored dedupes.
-            return Err(ApiError::internal(format!(
-                "ledger of {customer} answered {}",
-                resp.status_code()
-            )));
-        }
-        resp.json::<Value>().await.map_err(http::internal)
-    });
+    // One call per Ledger shard the batch's customers live in, side by side.
+    let calls = batch
+        .by_shard()
+        .into_iter()
+        .map(|(shard, records)| async move {
+            let call = LedgerCall::Ingest(records);
+            let mut resp =
+                call_object(env, LEDGER_BINDING, &shard, Method::Post, "/", Some(&call)).await?;
+            if resp.status_code() >= 300 {
+                // The sender retries the whole batch; what was stored dedupes.
+                return Err(ApiError::internal(format!(
+                    "{shard} answered {}",
+                    resp.status_code()
+                )));
+            }
+            resp.json::<Value>().await.map_err(http::internal)
+        });
     let answers: Vec<Result<Value, ApiError>> = futures_util::stream::iter(calls)
         .buffer_unordered(LEDGER_CALLS_AT_ONCE)
         .collect()
@@ -114,40 +123,40 @@ async fn manage(
     match (method, parts.as_slice()) {
         (Method::Put, ["customers", id, "account"]) => {
             let body = account::for_customer(id, body, livemode)?;
-            ledger(env, &customer(id)?, &LedgerCall::SetAccount(body)).await
+            ledger(env, &customer(id)?, LedgerAsk::SetAccount(body)).await
         }
         (Method::Post, ["customers", id, "grants"]) => {
-            ledger(env, &customer(id)?, &LedgerCall::AddGrant(body)).await
+            ledger(env, &customer(id)?, LedgerAsk::AddGrant(body)).await
         }
         (Method::Get, ["customers", id, "reconciliation", at]) => {
-            let ask = LedgerCall::Reconcile {
+            let ask = LedgerAsk::Reconcile {
                 customer: customer_id(id)?.to_string(),
                 livemode,
                 at_ms: instant(at)?,
             };
-            ledger(env, &customer(id)?, &ask).await
+            ledger(env, &customer(id)?, ask).await
         }
         (Method::Get, ["customers", id, "grants"]) => {
-            ledger(env, &customer(id)?, &LedgerCall::ListGrants).await
+            ledger(env, &customer(id)?, LedgerAsk::ListGrants).await
         }
         (Method::Post, ["customers", id, "grants", grant, "void"]) => {
-            let ask = LedgerCall::VoidGrant(grant.to_string());
-            ledger(env, &customer(id)?, &ask).await
+            let ask = LedgerAsk::VoidGrant(grant.to_string());
+            ledger(env, &customer(id)?, ask).await
         }
         (Method::Get, ["customers", id, "invoices", period]) => {
-            let ask = LedgerCall::Invoice {
+            let ask = LedgerAsk::Invoice {
                 period_start_ms: period_start(period)?,
             };
-            ledger(env, &customer(id)?, &ask).await
+            ledger(env, &customer(id)?, ask).await
         }
         (Method::Post, ["preview"]) => {
             let id = customer(body["customer"].as_str().unwrap_or_default())?;
             let period = period_start(body["period"].as_str().unwrap_or_default())?;
-            let ask = LedgerCall::Preview {
+            let ask = LedgerAsk::Preview {
                 period_start_ms: period,
                 price_book: body["price_book"].to_string(),
             };
-            ledger(env, &id, &ask).await
+            ledger(env, &id, ask).await
         }
         _ => Err(ApiError::not_found(format!("No rating route {path}."))),
     }

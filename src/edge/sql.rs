@@ -3,7 +3,41 @@
 
 use super::metrics::{bump_by, Metric};
 use std::cell::Cell;
-use worker::{Result, SqlCursor, SqlStorage, SqlStorageValue};
+use wasm_bindgen::prelude::*;
+use worker::{js_sys, Result, SqlCursor, SqlStorage, SqlStorageValue, State};
+
+// workers-rs has no binding for `transactionSync`, and its closure would have to be
+// 'static; statements that each bind one value run in it from here instead.
+#[wasm_bindgen(inline_js = r#"
+export function in_transaction(state, statements) {
+  const storage = state.storage;
+  let written = 0;
+  storage.transactionSync(() => {
+    for (const [query, bind] of statements) written += storage.sql.exec(query, bind).rowsWritten;
+  });
+  return written;
+}
+"#)]
+extern "C" {
+    #[wasm_bindgen(catch)]
+    fn in_transaction(
+        state: &JsValue,
+        statements: js_sys::Array,
+    ) -> std::result::Result<f64, JsValue>;
+}
+
+/// Runs `statements` (a query and its one parameter each) in one transaction: all of
+/// them are written, or none when one fails.
+pub fn transaction(state: &State, statements: &[(&str, String)]) -> Result<()> {
+    let list = js_sys::Array::new();
+    for (query, bind) in statements {
+        let pair = js_sys::Array::of2(&JsValue::from_str(query), &JsValue::from_str(bind));
+        list.push(&pair);
+    }
+    let written = in_transaction(state.as_raw(), list).map_err(worker::Error::from)?;
+    bump_by(Metric::RowsWritten, written as u64);
+    Ok(())
+}
 
 pub type Row = Vec<SqlStorageValue>;
 

@@ -1,7 +1,8 @@
-//! A Ledger's invoices, over its [`Books`]: a period is rated as its usage arrives and
-//! the invoice kept, so reading one is a single row. A kept invoice serves while the
-//! price book has the version it was rated under and no credit grant has started or
-//! ended since. Credits are balances: a period draws on what the invoices of earlier
+//! A Ledger's invoices, over its [`Books`]: a period is rated when its invoice is read
+//! and the invoice kept, so reading it again is a single row. New usage forgets the
+//! kept invoices from its period on (ingestion stays a few writes a batch, however many
+//! customers it holds). A kept invoice serves while the price book has the version it
+//! was rated under and no credit grant has started or ended since. Credits are balances: a period draws on what the invoices of earlier
 //! periods left, so keeping a period's invoice forgets those after it. A final invoice
 //! never changes; what a final period owes later becomes a correction on the next open
 //! one ([`adjustments_for`]).
@@ -208,37 +209,6 @@ pub fn open_periods<B: Books + ?Sized>(b: &B) -> Result<Vec<i64>, ApiError> {
     let mut open = b.unfinal_starts()?;
     open.extend(b.latest_end()?);
     Ok(open)
-}
-
-/// The periods to rate when records arrived for `starts`: each open one, and for a
-/// final one the open period its correction lands on; in order, once each.
-pub fn rating_targets(starts: &[i64], open: &[i64]) -> Vec<i64> {
-    let mut targets: Vec<i64> = starts
-        .iter()
-        .filter_map(|&s| match open.contains(&s) {
-            true => Some(s),
-            false => lands_on(s, open),
-        })
-        .collect();
-    targets.sort();
-    targets.dedup();
-    targets
-}
-
-/// Rates the periods new records arrived for. A customer without a billing account
-/// yet has nothing to rate; other failures are noted and rated again on read.
-pub fn rate_periods<B: Books + ?Sized>(b: &B, starts: &[i64], now_ms: i64) {
-    let open = match open_periods(b) {
-        Ok(open) => open,
-        Err(e) => return b.note(&format!("open periods: {}", e.message)),
-    };
-    for start in rating_targets(starts, &open) {
-        match rate_and_keep(b, start, now_ms) {
-            Ok(_) => {}
-            Err(e) if e.status == 404 => return,
-            Err(e) => b.note(&format!("rating period {start}: {}", e.message)),
-        }
-    }
 }
 
 /// The corrections of earlier final periods that land on the period at `start`.

@@ -176,13 +176,6 @@ fn an_unratable_period_draws_nothing_and_is_noted() {
         .any(|n| n.contains("rating period 0")));
 }
 
-#[test]
-fn records_for_a_final_period_rate_the_open_period_its_correction_lands_on() {
-    assert_eq!(rating_targets(&[P1, P2, P2], &[P2, P3]), vec![P2]);
-    assert_eq!(rating_targets(&[P3], &[P2, P3]), vec![P3]);
-    assert_eq!(rating_targets(&[P3], &[P1]), Vec::<i64>::new());
-}
-
 /// Books whose first period is final, with 1M more tokens for it arriving after. Pay
 /// as you go: under pro's minimum commitment a little more usage changes nothing.
 fn final_with_late_usage(now: i64) -> MemoryBooks {

@@ -2,8 +2,9 @@
 //! to its period's running total per meter and model, with the plan and the mode it
 //! carries and when its period's final records first came; a record for a final
 //! period is taken as late usage inside the backdating window and refused after it.
-//! The decision is [`ingest`]; where it is kept is a [`LedgerStore`]: SQLite in the
-//! Ledger Durable Object, memory in tests ([`MemoryStore`]).
+//! The decision is [`take`], from what the ledger already holds ([`Known`]) to what it
+//! writes ([`Changes`]); a store reads the one and writes the other in a few queries
+//! for a whole batch: SQLite in a Ledger shard, memory in tests ([`MemoryStore`]).
 
 use super::{tally_of, Refused};
 use crate::finality::{Finality, Late};
@@ -27,22 +28,34 @@ pub struct PeriodBook {
     pub late_records: u64,
 }
 
-/// Where a ledger keeps its records, totals and periods. `insert_new` takes many
-/// records at once where a store can; [`ingest`] gives it one at a time, so a failure
-/// part-way never leaves ids marked seen whose usage is not in the totals.
-pub trait LedgerStore {
-    type Error;
-    /// Stores the ids not stored before; says for each whether it was new.
-    fn insert_new(&mut self, records: &[&UsageRecord]) -> Result<Vec<bool>, Self::Error>;
-    fn seen(&self, id: &str) -> Result<bool, Self::Error>;
-    fn period(&self, start: i64) -> Result<PeriodBook, Self::Error>;
-    fn put_period(&mut self, start: i64, book: &PeriodBook) -> Result<(), Self::Error>;
-    fn total(&self, key: &TotalKey) -> Result<Tally, Self::Error>;
-    fn put_total(&mut self, key: &TotalKey, total: &Total) -> Result<(), Self::Error>;
-    /// Keeps a refused record once, with why.
-    fn keep_refused(&mut self, r: &UsageRecord, reason: &str) -> Result<(), Self::Error>;
+/// What a ledger already holds that a batch touches, read before the batch is taken:
+/// a store reads it in a few queries however many records the batch has.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Known {
+    /// The ids among the batch's that were stored before.
+    pub seen: BTreeSet<String>,
+    /// The books of the batch's periods that exist.
+    pub books: BTreeMap<i64, PeriodBook>,
+    /// The running totals of the batch's keys that exist.
+    pub totals: BTreeMap<TotalKey, Total>,
+}
+
+/// What taking a batch writes. A store writes it all or nothing, so a failure never
+/// leaves ids marked seen whose usage is not in the totals (a retry would find only
+/// duplicates), nor usage in the totals whose ids are not seen (a retry would count it
+/// again).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// The ids stored now, with their period.
+    pub stored: Vec<(String, i64)>,
+    /// The records refused now: id, period and why.
+    pub refused: Vec<(String, i64, String)>,
+    /// The period books that changed, as they are now.
+    pub books: BTreeMap<i64, PeriodBook>,
+    /// The running totals that changed, as they are now.
+    pub totals: BTreeMap<TotalKey, Total>,
     /// The ledger holds test-mode usage.
-    fn mark_test_mode(&mut self) -> Result<(), Self::Error>;
+    pub test_mode: bool,
 }
 
 /// A running total as stored.
@@ -64,36 +77,45 @@ pub struct Ingested {
     pub periods: Vec<i64>,
 }
 
-/// Takes `records` into `store` at `now_ms`.
-pub fn ingest<S: LedgerStore>(
-    store: &mut S,
+/// The keys a batch's records read: ids, periods and running totals.
+pub fn keys_of(records: &[UsageRecord]) -> (BTreeSet<&str>, BTreeSet<i64>, BTreeSet<TotalKey>) {
+    let ids = records.iter().map(|r| r.id.as_str()).collect();
+    let periods = records.iter().map(|r| r.period_start_ms).collect();
+    let totals = records.iter().map(total_key).collect();
+    (ids, periods, totals)
+}
+
+fn total_key(r: &UsageRecord) -> TotalKey {
+    (r.period_start_ms, r.meter.clone(), r.model.clone())
+}
+
+/// Takes one ledger's `records` at `now_ms`, given what it `known`s: what the batch did
+/// and what to write. Records are taken in order, each once (by id).
+pub fn take(
+    known: &Known,
     records: &[UsageRecord],
     finality: &Finality,
     now_ms: i64,
-) -> Result<Ingested, S::Error> {
+) -> (Ingested, Changes) {
     let mut out = Ingested::default();
+    let mut changes = Changes::default();
     let mut ids: BTreeSet<&str> = BTreeSet::new();
-    // Each period's book is read once a batch and written through as it changes.
     let mut books: BTreeMap<i64, PeriodBook> = BTreeMap::new();
-    // Each record is marked seen and added to its totals before the next one: storage
-    // is not transactional here, so a failure part-way must not leave a whole batch
-    // marked seen with its totals unwritten (its retry would find only duplicates).
     for r in records {
         if !ids.insert(&r.id) {
             out.duplicates += 1; // twice in one batch
             continue;
         }
-        let book = match books.entry(r.period_start_ms) {
-            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => {
-                e.insert(store.period(r.period_start_ms)?)
-            }
-        };
-        let before = book.clone();
-        if book.invoiced && !store.seen(&r.id)? {
+        let book = books.entry(r.period_start_ms).or_insert_with(|| {
+            let known_book = known.books.get(&r.period_start_ms);
+            known_book.cloned().unwrap_or_default()
+        });
+        let stored_before = known.seen.contains(&r.id);
+        if book.invoiced && !stored_before {
             match finality.late(r.period_end_ms, now_ms) {
                 Late::Refuse(reason) => {
-                    store.keep_refused(r, &reason)?;
+                    let refused = (r.id.clone(), r.period_start_ms, reason.clone());
+                    changes.refused.push(refused);
                     let id = r.id.clone();
                     out.refused.push(Refused { id, reason });
                     continue;
@@ -101,11 +123,12 @@ pub fn ingest<S: LedgerStore>(
                 Late::Adjust => book.late_records += 1,
             }
         }
-        if !store.insert_new(&[r])?.first().copied().unwrap_or(false) {
+        if stored_before {
             out.duplicates += 1;
             continue;
         }
         out.stored += 1;
+        changes.stored.push((r.id.clone(), r.period_start_ms));
         if !out.periods.contains(&r.period_start_ms) {
             out.periods.push(r.period_start_ms);
         }
@@ -119,21 +142,33 @@ pub fn ingest<S: LedgerStore>(
         if !r.plan.is_empty() && newer {
             book.plan = Some((r.plan.clone(), r.seq_to));
         }
-        if *book != before {
-            store.put_period(r.period_start_ms, book)?;
-        }
-        let key = (r.period_start_ms, r.meter.clone(), r.model.clone());
-        let total = Total {
-            period_end: r.period_end_ms,
-            tally: store.total(&key)?.plus(&tally_of(r)),
-            is_final: r.is_final,
-        };
-        store.put_total(&key, &total)?;
-        if !r.livemode {
-            store.mark_test_mode()?;
-        }
+        let key = total_key(r);
+        let total = changes.totals.entry(key).or_insert_with_key(|key| {
+            let known_total = known.totals.get(key);
+            known_total.copied().unwrap_or_default()
+        });
+        total.tally = total.tally.plus(&tally_of(r));
+        total.period_end = r.period_end_ms;
+        total.is_final |= r.is_final;
+        changes.test_mode |= !r.livemode;
     }
-    Ok(out)
+    changes.books = books
+        .into_iter()
+        .filter(|(start, book)| known.books.get(start).cloned().unwrap_or_default() != *book)
+        .collect();
+    (out, changes)
+}
+
+/// Takes `records` into a ledger kept in memory at `now_ms`.
+pub fn ingest(
+    store: &mut MemoryStore,
+    records: &[UsageRecord],
+    finality: &Finality,
+    now_ms: i64,
+) -> Ingested {
+    let (out, changes) = take(&store.known(records), records, finality, now_ms);
+    store.apply(changes);
+    out
 }
 
 /// A ledger kept in memory, for tests and models.
@@ -146,49 +181,36 @@ pub struct MemoryStore {
     pub test_mode: bool,
 }
 
-impl LedgerStore for MemoryStore {
-    type Error = std::convert::Infallible;
-
-    fn insert_new(&mut self, records: &[&UsageRecord]) -> Result<Vec<bool>, Self::Error> {
-        Ok(records
-            .iter()
-            .map(|r| self.seen.insert(r.id.clone()))
-            .collect())
+impl MemoryStore {
+    /// What it holds that `records` touch.
+    pub fn known(&self, records: &[UsageRecord]) -> Known {
+        let (ids, periods, keys) = keys_of(records);
+        Known {
+            seen: ids
+                .into_iter()
+                .filter(|id| self.seen.contains(*id))
+                .map(String::from)
+                .collect(),
+            books: periods
+                .into_iter()
+                .filter_map(|p| Some((p, self.periods.get(&p)?.clone())))
+                .collect(),
+            totals: keys
+                .into_iter()
+                .filter_map(|k| Some((k.clone(), *self.totals.get(&k)?)))
+                .collect(),
+        }
     }
 
-    fn seen(&self, id: &str) -> Result<bool, Self::Error> {
-        Ok(self.seen.contains(id))
-    }
-
-    fn period(&self, start: i64) -> Result<PeriodBook, Self::Error> {
-        Ok(self.periods.get(&start).cloned().unwrap_or_default())
-    }
-
-    fn put_period(&mut self, start: i64, book: &PeriodBook) -> Result<(), Self::Error> {
-        self.periods.insert(start, book.clone());
-        Ok(())
-    }
-
-    fn total(&self, key: &TotalKey) -> Result<Tally, Self::Error> {
-        Ok(self.totals.get(key).map(|t| t.tally).unwrap_or_default())
-    }
-
-    fn put_total(&mut self, key: &TotalKey, total: &Total) -> Result<(), Self::Error> {
-        let was_final = self.totals.get(key).is_some_and(|t| t.is_final);
-        let is_final = total.is_final || was_final;
-        self.totals
-            .insert(key.clone(), Total { is_final, ..*total });
-        Ok(())
-    }
-
-    fn keep_refused(&mut self, r: &UsageRecord, reason: &str) -> Result<(), Self::Error> {
-        self.refused.entry(r.id.clone()).or_insert(reason.into());
-        Ok(())
-    }
-
-    fn mark_test_mode(&mut self) -> Result<(), Self::Error> {
-        self.test_mode = true;
-        Ok(())
+    pub fn apply(&mut self, changes: Changes) {
+        self.seen
+            .extend(changes.stored.into_iter().map(|(id, _)| id));
+        for (id, _, reason) in changes.refused {
+            self.refused.entry(id).or_insert(reason);
+        }
+        self.periods.extend(changes.books);
+        self.totals.extend(changes.totals);
+        self.test_mode |= changes.test_mode;
     }
 }
 

@@ -17,7 +17,7 @@ fn finality() -> Finality {
 }
 
 fn take(store: &mut MemoryStore, records: &[UsageRecord], now_ms: i64) -> Ingested {
-    ingest(store, records, &finality(), now_ms).unwrap()
+    ingest(store, records, &finality(), now_ms)
 }
 
 #[test]
@@ -137,4 +137,25 @@ proptest! {
         prop_assert_eq!(&other.totals, &once.totals);
         prop_assert_eq!(&other.seen, &once.seen);
     }
+}
+
+#[test]
+fn a_batch_reads_only_what_it_touches_and_writes_only_what_changed() {
+    let mut store = MemoryStore::default();
+    let (a, b) = (record(1, "m", 10), record(2, "n", 5));
+    take(&mut store, std::slice::from_ref(&a), 1);
+    let batch = [a.clone(), b.clone()];
+    let known = store.known(&batch);
+    assert_eq!(known.seen, BTreeSet::from([a.id.clone()]));
+    assert_eq!(known.totals.len(), 1, "the total of n is not there yet");
+    let (out, changes) = super::take(&known, &batch, &finality(), 2);
+    assert_eq!((out.stored, out.duplicates), (1, 1));
+    assert_eq!(changes.stored, vec![(b.id.clone(), 0)]);
+    let n = (0, "chat.completions".to_string(), "n".to_string());
+    assert_eq!(changes.totals.keys().collect::<Vec<_>>(), vec![&n]);
+    assert_eq!(changes.totals[&n].tally.input, 5);
+    // only the book's plan sequence moved (to the newer record's)
+    let book = &changes.books[&0];
+    assert_eq!(book.plan.as_ref().map(|p| p.1), Some(2));
+    assert_eq!(book.final_arrived_ms, None);
 }

@@ -11,8 +11,28 @@ use crate::tally::Tally;
 pub mod account;
 pub mod books;
 mod ingest;
-pub use ingest::{ingest, Ingested, LedgerStore, MemoryStore, PeriodBook, Total, TotalKey};
+pub use ingest::{
+    ingest, keys_of, take, Changes, Ingested, Known, MemoryStore, PeriodBook, Total, TotalKey,
+};
 use serde::Deserialize;
+
+/// How many Ledger shards there are. A customer's ledger (both modes) lives in one of
+/// them, next to other customers', so a flush batch of many customers' records takes
+/// a handful of calls, not one per customer. Fixed: changing it moves customers to
+/// other shards, where their ledgers would look empty, so it needs a data migration.
+/// A multiple of the default `FLUSH_SHARDS` (16): a flush batch holds one flush
+/// shard's customers, who then share `LEDGER_SHARDS / 16` Ledger shards.
+pub const LEDGER_SHARDS: u32 = 64;
+
+/// The name of the Ledger shard that keeps an owner's ledger (a customer id, or a
+/// `flush::owner_key`): a customer's test and live ledgers share one.
+pub fn ledger_shard(owner: &str) -> String {
+    let customer = owner.strip_prefix("test:").unwrap_or(owner);
+    format!(
+        "ledger-{}",
+        crate::flush::shard_for(customer, LEDGER_SHARDS)
+    )
+}
 
 /// A native flush batch as the rating endpoint accepts it; its records are checked
 /// one by one.
@@ -58,18 +78,18 @@ pub struct CheckedBatch {
 }
 
 impl CheckedBatch {
-    /// Its records by the Ledger that keeps them: a customer's test usage in its own
-    /// (`test:<customer>`), so it never reaches a live invoice.
-    pub fn by_owner(&self) -> std::collections::BTreeMap<String, Vec<UsageRecord>> {
+    /// Its records by the Ledger shard that keeps them ([`ledger_shard`]).
+    pub fn by_shard(&self) -> std::collections::BTreeMap<String, Vec<UsageRecord>> {
         let mut out: std::collections::BTreeMap<String, Vec<UsageRecord>> = Default::default();
         for r in &self.records {
-            let owner = crate::flush::owner_key(&r.customer, r.livemode);
-            out.entry(owner).or_default().push(r.clone());
+            out.entry(ledger_shard(&r.customer))
+                .or_default()
+                .push(r.clone());
         }
         out
     }
 
-    /// The batch's answer from what each Ledger answered: counts added up, and every
+    /// The batch's answer from what each Ledger shard answered: counts added up, and every
     /// refused record listed (those the check refused and those a Ledger refused, such
     /// as usage for a final period past its backdating window), so the sender keeps
     /// exactly those aside.

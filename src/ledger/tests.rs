@@ -160,10 +160,13 @@ fn a_batch_goes_to_each_owners_ledger_and_its_answer_adds_them_up() {
             reason: "unreadable".into(),
         }],
     };
-    let owners = batch.by_owner();
-    let keys: Vec<&str> = owners.keys().map(String::as_str).collect();
-    assert_eq!(keys, ["a", "b", "test:a"]);
-    assert_eq!(owners["test:a"], vec![test]);
+    let shards = batch.by_shard();
+    // a customer's test and live records go to one shard
+    assert_eq!(ledger_shard("test:a"), ledger_shard("a"));
+    assert_eq!(shards[&ledger_shard("a")][..2], [live, test]);
+    let total: usize = shards.values().map(Vec::len).sum();
+    assert_eq!(total, 3);
+    assert!(shards[&ledger_shard("b")].contains(&other));
     let answers = [
         serde_json::json!({"stored": 2, "duplicates": 0, "refused": []}),
         serde_json::json!({"stored": 0, "duplicates": 1,
