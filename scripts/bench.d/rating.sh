@@ -10,7 +10,8 @@
 
 RATING_SECRET=whsec_bench_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 RATING_PERIOD=$(date -u +%Y-%m-01)
-RATING_SPREAD_CUSTOMERS=1000
+RATING_SPREAD_CUSTOMERS=${BENCH_RATING_CUSTOMERS:-10000}
+RATING_FLUSH_SHARDS=16
 RATING_SPREAD_SECONDS=15
 RATING_CALLS=20
 RATING_CHECKPOINTS=10000,100000
@@ -24,11 +25,20 @@ rating_load() { # MODE ARGS...
     --secret "$RATING_SECRET" --period "$RATING_PERIOD" --price-book price_book.json "${@:2}"
 }
 
-step "rating endpoint, as a flush delivers: batches of 500 records of 500 different customers ($RATING_SPREAD_CUSTOMERS in all), ${RATING_SPREAD_SECONDS} s"
-rating_load spread --customers "$RATING_SPREAD_CUSTOMERS" --seconds "$RATING_SPREAD_SECONDS" >"$WORK/spread.json"
+spread_run() { # NAME FLUSH_SHARDS: runs, checks, and leaves the summary in $WORK/NAME.json
+  rating_load spread --customers "$RATING_SPREAD_CUSTOMERS" --seconds "$RATING_SPREAD_SECONDS" \
+    --flush-shards "$2" --prefix "$1-" >"$WORK/$1.json"
+  local r
+  r=$(tail -n 1 "$WORK/$1.json")
+  [ -z "$(jq -r '.error // empty' <<<"$r")" ] || die "rating ingestion failed: $(jq -r .error <<<"$r")"
+  info "$(jq -r '"\(.stored) records of \(.customers_with_records) customers in \(.batches) batches in \(.seconds) s: \(.records_per_s) records/s (accounts set in \(.accounts_s) s); invoices checked: \(.invoices_checked), wrong: \(.invoices_wrong | length)"' <<<"$r")"
+}
+step "rating endpoint, as a flush delivers: batches of 500 records, each of one flush shard's customers ($RATING_FLUSH_SHARDS flush shards, $RATING_SPREAD_CUSTOMERS customers), ${RATING_SPREAD_SECONDS} s"
+spread_run spread "$RATING_FLUSH_SHARDS"
 R_SPREAD=$(tail -n 1 "$WORK/spread.json")
-[ -z "$(jq -r '.error // empty' <<<"$R_SPREAD")" ] || die "rating ingestion failed: $(jq -r .error <<<"$R_SPREAD")"
-info "$(jq -r '"\(.stored) records in \(.batches) batches in \(.seconds) s: \(.records_per_s) records/s (accounts set in \(.accounts_s) s)"' <<<"$R_SPREAD")"
+step "rating endpoint, batches of 500 records of any customers (no flush shard), ${RATING_SPREAD_SECONDS} s"
+spread_run mixed 0
+R_MIXED=$(tail -n 1 "$WORK/mixed.json")
 
 step "rating endpoint, one customer: up to $RATING_RECORDS records or ${RATING_SECONDS} s; invoice and preview timed (median of $RATING_CALLS) at $RATING_CHECKPOINTS and the end"
 rating_load single --customer rating-bench --target "$RATING_RECORDS" --seconds "$RATING_SECONDS" \

@@ -21,7 +21,10 @@ CREATE TABLE IF NOT EXISTS records (customer TEXT NOT NULL, id TEXT NOT NULL, pe
 CREATE TABLE IF NOT EXISTS totals (customer TEXT NOT NULL, period_start INTEGER NOT NULL, period_end INTEGER NOT NULL,
   meter TEXT NOT NULL, model TEXT NOT NULL, tally TEXT NOT NULL, final INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (customer, period_start, meter, model));
+CREATE TABLE IF NOT EXISTS periods (customer TEXT NOT NULL, period_start INTEGER NOT NULL, final_at INTEGER,
+  plan TEXT, plan_seq INTEGER, late INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (customer, period_start));
 CREATE TABLE IF NOT EXISTS meta (customer TEXT NOT NULL, k TEXT NOT NULL, v TEXT NOT NULL, PRIMARY KEY (customer, k));
+CREATE TABLE IF NOT EXISTS credit_watch (customer TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS rated (customer TEXT NOT NULL, period_start INTEGER NOT NULL, book_version TEXT NOT NULL,
   valid_until_ms INTEGER, invoice TEXT NOT NULL, PRIMARY KEY (customer, period_start));
 CREATE TABLE IF NOT EXISTS finals (customer TEXT NOT NULL, period_start INTEGER NOT NULL, number TEXT NOT NULL,
@@ -75,7 +78,7 @@ impl DurableObject for Ledger {
         };
         let now_ms = super::clock::now_ms();
         http::respond(match call {
-            LedgerCall::Ingest(records) => self.ingest(&records, now_ms).await,
+            LedgerCall::Ingest(records) => self.ingest(records, now_ms).await,
             LedgerCall::Customer { owner, ask } => {
                 let customer = CustomerLedger {
                     shard: self,

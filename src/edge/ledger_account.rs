@@ -27,6 +27,7 @@ impl CustomerLedger<'_> {
         self.set_meta("account", v)?;
         self.set_meta("livemode", &Value::Bool(livemode))?;
         self.forget_rated()?;
+        self.watch_credits(&book)?;
         http::json_response(v, 200).map_err(http::internal)
     }
 
@@ -113,7 +114,28 @@ impl CustomerLedger<'_> {
         .await?;
         if resp.status_code() < 300 {
             self.set_meta("blocked", &Value::Bool(blocked))?;
+            self.watch_credits(&c.book)?;
         }
         Ok(())
+    }
+
+    /// Keeps the customer in its shard's credit watch while its counter may need to
+    /// hear of credits (`account::may_need_news`: a plan that blocks when credits run
+    /// out, or a counter told usage is blocked), so a batch asks only those.
+    fn watch_credits(&self, book: &PriceBook) -> std::result::Result<(), ApiError> {
+        let plan = self.meta("account")?.and_then(|doc| {
+            let name = doc["plan"].as_str()?.to_string();
+            book.plans.get(&name).cloned()
+        });
+        let told = self.meta("blocked")?.and_then(|v| v.as_bool());
+        let watch =
+            plan.is_some_and(|plan| account::may_need_news(&plan, told)) || told == Some(true);
+        match watch {
+            true => self.exec(
+                "INSERT OR IGNORE INTO credit_watch (customer) VALUES (?)",
+                vec![],
+            ),
+            false => self.exec("DELETE FROM credit_watch WHERE customer = ?", vec![]),
+        }
     }
 }

@@ -9,7 +9,6 @@ use super::client::call_object;
 use super::invoice_numbers::NUMBERS_BINDING;
 use super::ledger::{stored, CustomerLedger, Ledger};
 use super::ledger_rated::carried_key;
-use super::ledger_store::final_key;
 use super::sql::{integer, text};
 use crate::error::ApiError;
 use crate::finality::{invoice_number, invoice_prefix, Charges, Next};
@@ -36,13 +35,16 @@ impl CustomerLedger<'_> {
         let finality = self.shard.finality();
         // One period a step: finalizing one changes what the next draws and carries.
         loop {
-            let q = "SELECT DISTINCT period_start FROM totals WHERE customer = ?1
-                     AND period_start NOT IN (SELECT period_start FROM finals WHERE customer = ?1)";
-            let mut open = Vec::new();
-            for start in self.rows(q, vec![])?.iter().filter_map(|r| integer(r, 0)) {
-                let arrived = self.meta(&final_key(start))?.and_then(|v| v.as_i64());
-                open.push((start, arrived));
-            }
+            let q =
+                "SELECT t.period_start, p.final_at FROM (SELECT DISTINCT period_start FROM totals
+                     WHERE customer = ?1 AND period_start NOT IN
+                     (SELECT period_start FROM finals WHERE customer = ?1)) t
+                     LEFT JOIN periods p ON p.customer = ?1 AND p.period_start = t.period_start";
+            let rows = self.rows(q, vec![])?;
+            let open: Vec<(i64, Option<i64>)> = rows
+                .iter()
+                .filter_map(|r| Some((integer(r, 0)?, integer(r, 1))))
+                .collect();
             match finality.next(&open, now_ms) {
                 Next::Finalize(start) => self.finalize(start, now_ms).await?,
                 Next::WaitUntil(at) => return Ok(Some(at)),

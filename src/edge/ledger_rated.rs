@@ -4,7 +4,6 @@
 
 use super::config;
 use super::ledger::CustomerLedger;
-use super::ledger_store::{late_key, plan_key};
 use super::sql::{integer, text};
 use crate::error::ApiError;
 use crate::finality::{Charges, Finality};
@@ -46,8 +45,12 @@ impl Books for CustomerLedger<'_> {
     }
 
     fn recorded_plan(&self, start: i64) -> Result<Option<String>, ApiError> {
-        let recorded = self.meta(&plan_key(start))?;
-        Ok(recorded.and_then(|p| p["plan"].as_str().map(String::from)))
+        let q = "SELECT plan FROM periods WHERE customer = ? AND period_start = ?";
+        let rows = self.rows(q, vec![start.into()])?;
+        Ok(rows
+            .first()
+            .map(|r| text(r, 0))
+            .filter(|plan| !plan.is_empty()))
     }
 
     fn totals(&self, start: i64) -> Result<(Vec<MeterTotals>, Option<i64>), ApiError> {
@@ -120,8 +123,9 @@ impl Books for CustomerLedger<'_> {
     }
 
     fn late_records(&self, start: i64) -> Result<u64, ApiError> {
-        let late = self.meta(&late_key(start))?;
-        Ok(late.and_then(|v| v.as_u64()).unwrap_or(0))
+        let q = "SELECT late FROM periods WHERE customer = ? AND period_start = ?";
+        let rows = self.rows(q, vec![start.into()])?;
+        Ok(rows.first().and_then(|r| integer(r, 0)).unwrap_or(0) as u64)
     }
 
     fn carried(&self, start: i64) -> Result<u64, ApiError> {

@@ -1,33 +1,20 @@
 //! A Ledger shard's batch ingestion in SQLite: what a batch of many customers' records
 //! touches is read in a few queries (each binds one JSON array, walked with
-//! `json_each`), `crate::ledger::take` decides per customer, and every change is
-//! written in one transaction, so a failure leaves nothing half taken.
+//! `json_each`, and answers one JSON array), `crate::ledger::take` decides per
+//! customer, and every change is written in one transaction, so a failure leaves
+//! nothing half taken.
 
 use super::ledger::{stored, CustomerLedger, Ledger};
-use super::sql::{integer, rows, text, transaction, Row};
+use super::sql::{json_rows, transaction};
 use super::{config, http};
 use crate::error::ApiError;
 use crate::finality::Finality;
 use crate::flush::{owner_key, UsageRecord};
-use crate::ledger::{keys_of, take, Changes, Known, PeriodBook, Total};
+use crate::ledger::{keys_of, take, Changes, Known, Total};
 use crate::tally::Tally;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
-
-/// Meta key of the instant a period's final records first arrived.
-pub(super) fn final_key(start: i64) -> String {
-    format!("final_at:{start}")
-}
-
-/// Meta key of the count of records stored for a period after it was final.
-pub(super) fn late_key(start: i64) -> String {
-    format!("late:{start}")
-}
-
-/// Meta key of the plan a period's latest record carries, and its sequence.
-pub(super) fn plan_key(start: i64) -> String {
-    format!("plan:{start}")
-}
 
 type Owners = BTreeMap<String, Vec<UsageRecord>>;
 
@@ -37,6 +24,11 @@ struct Taken {
     changes: Changes,
     /// Its book gained a final arrival: its finalization may now be due.
     final_arrived: bool,
+}
+
+/// A statement's one parameter: its rows as a JSON array.
+fn rows_json<T: Serialize>(rows: &[T]) -> Result<String, ApiError> {
+    serde_json::to_string(rows).map_err(ApiError::unexpected)
 }
 
 impl Ledger {
@@ -49,13 +41,15 @@ impl Ledger {
     /// tells counters whose credits may have run out.
     pub(super) async fn ingest(
         &self,
-        records: &[UsageRecord],
+        records: Vec<UsageRecord>,
         now_ms: i64,
     ) -> Result<worker::Response, ApiError> {
         let mut owners = Owners::new();
         for r in records {
-            let owner = owner_key(&r.customer, r.livemode);
-            owners.entry(owner).or_default().push(r.clone());
+            owners
+                .entry(owner_key(&r.customer, r.livemode))
+                .or_default()
+                .push(r);
         }
         let mut known = self.known(&owners)?;
         let finality = self.finality();
@@ -83,81 +77,74 @@ impl Ledger {
         http::json_response(&answer, 200).map_err(http::internal)
     }
 
-    fn read(&self, q: &str, keys: Vec<Value>) -> Result<Vec<Row>, ApiError> {
-        rows(&self.sql, q, vec![Value::Array(keys).to_string().into()]).map_err(stored)
+    /// The rows of `q` (a `json_group_array` of rows, `sql::json_rows`) for `keys`,
+    /// bound as one JSON array.
+    fn read<K: Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        q: &str,
+        keys: &[K],
+    ) -> Result<Vec<T>, ApiError> {
+        json_rows(&self.sql, q, vec![rows_json(keys)?.into()]).map_err(stored)
     }
 
     /// What each customer's ledger holds that the batch touches.
     fn known(&self, owners: &Owners) -> Result<BTreeMap<String, Known>, ApiError> {
-        let (mut ids, mut metas, mut periods, mut totals) = (vec![], vec![], vec![], vec![]);
+        let (mut ids, mut periods, mut totals) = (vec![], vec![], vec![]);
         for (owner, records) in owners {
             let (batch_ids, starts, keys) = keys_of(records);
-            ids.extend(batch_ids.into_iter().map(|id| json!([owner, id])));
-            for start in starts {
-                periods.push(json!([owner, start]));
-                for k in [final_key(start), plan_key(start), late_key(start)] {
-                    metas.push(json!([owner, k]));
-                }
-            }
-            totals.extend(
-                keys.into_iter()
-                    .map(|(p, m, model)| json!([owner, p, m, model])),
-            );
+            ids.extend(batch_ids.into_iter().map(|id| (owner, id)));
+            periods.extend(starts.into_iter().map(|start| (owner, start)));
+            totals.extend(keys.into_iter().map(|(p, m, model)| (owner, p, m, model)));
         }
         let mut known: BTreeMap<String, Known> = BTreeMap::new();
-        let q = "SELECT r.customer, r.id FROM json_each(?) j
+        let q = "SELECT json_group_array(json_array(r.customer, r.id)) FROM json_each(?) j
                  JOIN records r ON r.customer = j.value->>0 AND r.id = j.value->>1";
-        for row in self.read(q, ids)? {
-            known
-                .entry(text(&row, 0))
+        for (owner, id) in self.read::<_, (String, String)>(q, &ids)? {
+            known.entry(owner).or_default().seen.insert(id);
+        }
+        let q = "SELECT json_group_array(json_array(j.value->>0, j.value->>1, p.final_at, p.plan,
+                 p.plan_seq, coalesce(p.late, 0), f.period_start IS NOT NULL)) FROM json_each(?) j
+                 LEFT JOIN periods p ON p.customer = j.value->>0 AND p.period_start = j.value->>1
+                 LEFT JOIN finals f ON f.customer = j.value->>0 AND f.period_start = j.value->>1
+                 WHERE p.customer IS NOT NULL OR f.customer IS NOT NULL";
+        type BookRow = (
+            String,
+            i64,
+            Option<i64>,
+            Option<String>,
+            Option<u64>,
+            u64,
+            u8,
+        );
+        for (owner, start, final_at, plan, seq, late, invoiced) in
+            self.read::<_, BookRow>(q, &periods)?
+        {
+            let book = known
+                .entry(owner)
                 .or_default()
-                .seen
-                .insert(text(&row, 1));
+                .books
+                .entry(start)
+                .or_default();
+            book.final_arrived_ms = final_at;
+            book.plan = plan.map(|plan| (plan, seq.unwrap_or(0)));
+            book.late_records = late;
+            book.invoiced = invoiced == 1;
         }
-        let q = "SELECT f.customer, f.period_start FROM json_each(?) j
-                 JOIN finals f ON f.customer = j.value->>0 AND f.period_start = j.value->>1";
-        for row in self.read(q, periods)? {
-            let start = integer(&row, 1).unwrap_or_default();
-            book(&mut known, &row, start).invoiced = true;
-        }
-        let q = "SELECT m.customer, m.k, m.v FROM json_each(?) j
-                 JOIN meta m ON m.customer = j.value->>0 AND m.k = j.value->>1";
-        for row in self.read(q, metas)? {
-            let (k, v) = (text(&row, 1), serde_json::from_str::<Value>(&text(&row, 2)));
-            let (Some((name, start)), Ok(v)) = (k.split_once(':'), v) else {
-                continue;
-            };
-            let b = book(&mut known, &row, start.parse().unwrap_or_default());
-            match name {
-                "final_at" => b.final_arrived_ms = v.as_i64(),
-                "plan" => {
-                    b.plan = Some((
-                        v["plan"].as_str().unwrap_or_default().into(),
-                        v["seq"].as_u64().unwrap_or(0),
-                    ))
-                }
-                _ => b.late_records = v.as_u64().unwrap_or(0),
-            }
-        }
-        let q = "SELECT t.customer, t.period_start, t.meter, t.model, t.tally, t.final, t.period_end
-                 FROM json_each(?) j JOIN totals t ON t.customer = j.value->>0
-                 AND t.period_start = j.value->>1 AND t.meter = j.value->>2 AND t.model = j.value->>3";
-        for row in self.read(q, totals)? {
-            let key = (
-                integer(&row, 1).unwrap_or_default(),
-                text(&row, 2),
-                text(&row, 3),
-            );
+        let q = "SELECT json_group_array(json_array(t.customer, t.period_start, t.meter, t.model,
+                 t.tally, t.final, t.period_end)) FROM json_each(?) j JOIN totals t
+                 ON t.customer = j.value->>0 AND t.period_start = j.value->>1
+                 AND t.meter = j.value->>2 AND t.model = j.value->>3";
+        type TotalRow = (String, i64, String, String, String, u8, i64);
+        for (owner, start, meter, model, tally, is_final, end) in
+            self.read::<_, TotalRow>(q, &totals)?
+        {
             let total = Total {
-                period_end: integer(&row, 6).unwrap_or_default(),
-                tally: Tally::stored(&text(&row, 4)).unwrap_or_default(),
-                is_final: integer(&row, 5) == Some(1),
+                period_end: end,
+                tally: Tally::stored(&tally).unwrap_or_default(),
+                is_final: is_final == 1,
             };
-            known
-                .entry(text(&row, 0))
-                .or_default()
-                .totals
-                .insert(key, total);
+            let totals = &mut known.entry(owner).or_default().totals;
+            totals.insert((start, meter, model), total);
         }
         Ok(known)
     }
@@ -165,60 +152,71 @@ impl Ledger {
     /// Writes every customer's changes in one transaction, and forgets their kept
     /// invoices from the earliest period that got usage on (later periods draw on it).
     fn write(&self, taken: &[Taken]) -> Result<(), ApiError> {
-        let (mut records, mut refused, mut totals, mut metas) = (vec![], vec![], vec![], vec![]);
+        let (mut records, mut refused, mut totals, mut books) = (vec![], vec![], vec![], vec![]);
         let (mut test_mode, mut stale) = (vec![], vec![]);
         for Taken { owner, changes, .. } in taken {
-            for (id, start) in &changes.stored {
-                records.push(json!([owner, id, start]));
-            }
-            for (id, start, reason) in &changes.refused {
-                refused.push(json!([owner, id, start, reason]));
-            }
+            records.extend(changes.stored.iter().map(|(id, start)| (owner, id, start)));
+            refused.extend(
+                changes
+                    .refused
+                    .iter()
+                    .map(|(id, start, why)| (owner, id, start, why)),
+            );
             for ((start, meter, model), t) in &changes.totals {
                 let tally = serde_json::to_string(&t.tally).map_err(ApiError::unexpected)?;
-                totals.push(json!([
+                totals.push((
                     owner,
                     start,
                     t.period_end,
                     meter,
                     model,
                     tally,
-                    i64::from(t.is_final)
-                ]));
+                    u8::from(t.is_final),
+                ));
             }
-            for (start, book) in &changes.books {
-                metas.extend(book_rows(owner, *start, book));
+            for (start, b) in &changes.books {
+                let (plan, seq) = b
+                    .plan
+                    .as_ref()
+                    .map(|(p, s)| (Some(p), Some(s)))
+                    .unwrap_or_default();
+                books.push((owner, start, b.final_arrived_ms, plan, seq, b.late_records));
             }
             if changes.test_mode {
-                test_mode.push(json!([owner, "livemode", "false"]));
+                test_mode.push((owner, "livemode", "false"));
             }
             if let Some(first) = changes.stored.iter().map(|(_, start)| start).min() {
-                stale.push(json!([owner, first]));
+                stale.push((owner, first));
             }
         }
         let statements = [
             ("INSERT OR IGNORE INTO records (customer, id, period_start)
-              SELECT value->>0, value->>1, value->>2 FROM json_each(?)", records),
+              SELECT value->>0, value->>1, value->>2 FROM json_each(?)", records.is_empty(), rows_json(&records)),
             ("INSERT OR IGNORE INTO refused (customer, id, period_start, reason)
-              SELECT value->>0, value->>1, value->>2, value->>3 FROM json_each(?)", refused),
+              SELECT value->>0, value->>1, value->>2, value->>3 FROM json_each(?)", refused.is_empty(), rows_json(&refused)),
             ("INSERT INTO totals (customer, period_start, period_end, meter, model, tally, final)
               SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6
               FROM json_each(?) WHERE true ON CONFLICT(customer, period_start, meter, model)
               DO UPDATE SET tally = excluded.tally, period_end = excluded.period_end,
-              final = MAX(final, excluded.final)", totals),
-            ("INSERT INTO meta (customer, k, v) SELECT value->>0, value->>1, value->>2
-              FROM json_each(?) WHERE true ON CONFLICT(customer, k) DO UPDATE SET v = excluded.v", metas),
+              final = MAX(final, excluded.final)", totals.is_empty(), rows_json(&totals)),
+            // A book in the changes is the whole book as it is now.
+            ("INSERT INTO periods (customer, period_start, final_at, plan, plan_seq, late)
+              SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5
+              FROM json_each(?) WHERE true ON CONFLICT(customer, period_start) DO UPDATE SET
+              final_at = excluded.final_at, plan = excluded.plan, plan_seq = excluded.plan_seq,
+              late = excluded.late", books.is_empty(), rows_json(&books)),
             ("INSERT OR IGNORE INTO meta (customer, k, v)
-              SELECT value->>0, value->>1, value->>2 FROM json_each(?)", test_mode),
+              SELECT value->>0, value->>1, value->>2 FROM json_each(?)", test_mode.is_empty(), rows_json(&test_mode)),
             ("DELETE FROM rated WHERE rowid IN (SELECT r.rowid FROM json_each(?) j
-              JOIN rated r ON r.customer = j.value->>0 AND r.period_start >= j.value->>1)", stale),
+              JOIN rated r ON r.customer = j.value->>0 AND r.period_start >= j.value->>1)", stale.is_empty(), rows_json(&stale)),
         ];
-        let statements: Vec<(&str, String)> = statements
-            .into_iter()
-            .filter(|(_, rows)| !rows.is_empty())
-            .map(|(q, rows)| (q, Value::Array(rows).to_string()))
-            .collect();
-        transaction(&self.state, &statements).map_err(stored)
+        let mut run = Vec::new();
+        for (q, empty, rows) in statements {
+            if !empty {
+                run.push((q, rows?));
+            }
+        }
+        transaction(&self.state, &run).map_err(stored)
     }
 
     /// Finalizes for the customers whose final records just arrived (which sets their
@@ -244,9 +242,9 @@ impl Ledger {
         }
     }
 
-    /// The batch's customers with an account whose counter may need to hear of their
-    /// credits (`crate::ledger::account::may_need_news`), under their account's plan
-    /// or a plan their records carry; read in one query.
+    /// The batch's customers whose counter may need to hear of their credits: those
+    /// the credit watch holds (`CustomerLedger::watch_credits`), and those whose
+    /// records carry a plan that blocks when credits run out.
     fn may_need_credit_news(&self, owners: &Owners) -> Result<BTreeSet<String>, ApiError> {
         let book = config::price_book(&self.env)?;
         let blocks = |plan: &str| {
@@ -254,51 +252,15 @@ impl Ledger {
                 .get(plan)
                 .is_some_and(|p| p.block_when_credits_exhausted)
         };
-        let q = "SELECT m.customer, m.k, CASE m.k WHEN 'account' THEN m.v->>'$.plan' ELSE m.v END
-                 FROM json_each(?) j JOIN meta m ON m.customer = j.value AND m.k IN ('account', 'blocked')";
-        let keys = owners.keys().map(|o| json!(o)).collect();
-        // Without an account there is nothing to tell; with one, news may be needed
-        // on a blocking plan or after the counter was told usage is blocked.
-        let (mut accounts, mut needs) = (BTreeSet::new(), BTreeSet::new());
-        for row in self.read(q, keys)? {
-            let (owner, k, v) = (text(&row, 0), text(&row, 1), text(&row, 2));
-            if (k == "account" && blocks(&v)) || (k == "blocked" && v == "true") {
+        let q = "SELECT json_group_array(w.customer) FROM json_each(?) j
+                 JOIN credit_watch w ON w.customer = j.value";
+        let keys: Vec<&String> = owners.keys().collect();
+        let mut needs: BTreeSet<String> = self.read::<_, String>(q, &keys)?.into_iter().collect();
+        for (owner, records) in owners {
+            if records.iter().any(|r| blocks(&r.plan)) {
                 needs.insert(owner.clone());
             }
-            if k == "account" {
-                accounts.insert(owner);
-            }
         }
-        let carries_blocking = |o: &String| owners[o].iter().any(|r| blocks(&r.plan));
-        Ok(accounts
-            .into_iter()
-            .filter(|o| needs.contains(o) || carries_blocking(o))
-            .collect())
+        Ok(needs)
     }
-}
-
-/// The book of the row's customer (column 0) for the period at `start`.
-fn book<'a>(known: &'a mut BTreeMap<String, Known>, row: &Row, start: i64) -> &'a mut PeriodBook {
-    let k = known.entry(text(row, 0)).or_default();
-    k.books.entry(start).or_default()
-}
-
-/// A period book as meta rows: what it has set (nothing is ever unset).
-fn book_rows(owner: &str, start: i64, book: &PeriodBook) -> Vec<Value> {
-    let mut out = Vec::new();
-    if let Some(at) = book.final_arrived_ms {
-        out.push(json!([owner, final_key(start), json!(at).to_string()]));
-    }
-    if let Some((plan, seq)) = &book.plan {
-        let v = json!({"plan": plan, "seq": seq}).to_string();
-        out.push(json!([owner, plan_key(start), v]));
-    }
-    if book.late_records > 0 {
-        out.push(json!([
-            owner,
-            late_key(start),
-            json!(book.late_records).to_string()
-        ]));
-    }
-    out
 }

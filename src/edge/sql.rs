@@ -58,6 +58,22 @@ pub fn rows(sql: &SqlStorage, query: &str, binds: Vec<SqlStorageValue>) -> Resul
     Ok(rows)
 }
 
+/// The rows of `query`, which selects one `json_group_array(json_array(...))`: SQLite
+/// builds them as one JSON text, so one value crosses into the wasm however many rows
+/// there are (reading rows value by value costs a crossing per value).
+pub fn json_rows<T: serde::de::DeserializeOwned>(
+    sql: &SqlStorage,
+    query: &str,
+    binds: Vec<SqlStorageValue>,
+) -> Result<Vec<T>> {
+    let rows = rows(sql, query, binds)?;
+    let text = rows.first().map(|r| text(r, 0)).unwrap_or_default();
+    match text.as_str() {
+        "" => Ok(Vec::new()),
+        text => serde_json::from_str(text).map_err(|e| worker::Error::RustError(e.to_string())),
+    }
+}
+
 /// Column `i` as text; empty when it is not text.
 pub fn text(row: &[SqlStorageValue], i: usize) -> String {
     match row.get(i) {

@@ -20,9 +20,10 @@ use serde::Deserialize;
 /// them, next to other customers', so a flush batch of many customers' records takes
 /// a handful of calls, not one per customer. Fixed: changing it moves customers to
 /// other shards, where their ledgers would look empty, so it needs a data migration.
-/// A multiple of the default `FLUSH_SHARDS` (16): a flush batch holds one flush
-/// shard's customers, who then share `LEDGER_SHARDS / 16` Ledger shards.
-pub const LEDGER_SHARDS: u32 = 64;
+/// Equal to the default `FLUSH_SHARDS`, with the same hash: a flush batch holds one
+/// flush shard's customers, who then all live in one Ledger shard (one call, one
+/// transaction per batch).
+pub const LEDGER_SHARDS: u32 = 16;
 
 /// The name of the Ledger shard that keeps an owner's ledger (a customer id, or a
 /// `flush::owner_key`): a customer's test and live ledgers share one.
@@ -112,6 +113,16 @@ impl CheckedBatch {
 /// Nothing is stored for a refused record.
 pub fn parse_batch(body: &[u8]) -> Result<CheckedBatch, String> {
     let text = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8".to_string())?;
+    // Most batches are native with every record well-formed: read in one pass. Any
+    // other batch is read again record by record, so each bad record gets its reason.
+    if let Ok(batch) = serde_json::from_str::<TypedBatch>(text) {
+        if batch.schema == "edgemeter.usage.v1" {
+            return Ok(checked(
+                batch.batch_id,
+                batch.records.into_iter().map(|r| (r.id.clone(), Ok(r))),
+            ));
+        }
+    }
     let native = serde_json::from_str::<NativeBatch>(text).map_err(|e| {
         format!(
             "{e} (at {})",
@@ -132,7 +143,7 @@ pub fn parse_batch(body: &[u8]) -> Result<CheckedBatch, String> {
                     serde_json::from_value(value).map_err(|e| format!("$.records[{i}]: {e}"));
                 (id, record)
             });
-            (batch.batch_id, records.collect())
+            (batch.batch_id, records.collect::<Vec<_>>())
         }
         Err(native_error) => {
             let value: serde_json::Value =
@@ -150,6 +161,22 @@ pub fn parse_batch(body: &[u8]) -> Result<CheckedBatch, String> {
             )
         }
     };
+    Ok(checked(batch_id, parsed))
+}
+
+/// A native batch whose records all parse.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TypedBatch {
+    schema: String,
+    batch_id: String,
+    #[allow(dead_code)]
+    sent_at: String,
+    records: Vec<UsageRecord>,
+}
+
+/// Parsed records checked one by one: the good ones taken, the others refused.
+fn checked(batch_id: String, parsed: impl IntoIterator<Item = Parsed>) -> CheckedBatch {
     let mut checked = CheckedBatch {
         batch_id,
         ..CheckedBatch::default()
@@ -160,7 +187,7 @@ pub fn parse_batch(body: &[u8]) -> Result<CheckedBatch, String> {
             Err(reason) => checked.refused.push(Refused { id, reason }),
         }
     }
-    Ok(checked)
+    checked
 }
 
 /// A record's id, and the record or why it could not be parsed.
