@@ -70,6 +70,32 @@ pub async fn call_object<T: Serialize>(
     path: &str,
     body: Option<&T>,
 ) -> Result<Response, ApiError> {
+    let text = match body {
+        Some(b) => Some(serde_json::to_string(b).map_err(ApiError::unexpected)?),
+        None => None,
+    };
+    send(env, binding, name, method, path, text).await
+}
+
+/// POSTs `body`, JSON text already, to the Durable Object `name` of namespace
+/// `binding`.
+pub async fn call_object_text(
+    env: &Env,
+    binding: &str,
+    name: &str,
+    body: String,
+) -> Result<Response, ApiError> {
+    send(env, binding, name, Method::Post, "/", Some(body)).await
+}
+
+async fn send(
+    env: &Env,
+    binding: &str,
+    name: &str,
+    method: Method,
+    path: &str,
+    body: Option<String>,
+) -> Result<Response, ApiError> {
     super::metrics::bump(super::metrics::Metric::ObjectCalls);
     let fail =
         |e: worker::Error| ApiError::internal(format!("{binding} unavailable: {e}")).caused_by(e);
@@ -79,8 +105,7 @@ pub async fn call_object<T: Serialize>(
         .map_err(fail)?;
     let mut init = RequestInit::new();
     init.with_method(method);
-    if let Some(b) = body {
-        let text = serde_json::to_string(b).map_err(ApiError::unexpected)?;
+    if let Some(text) = body {
         init.with_body(Some(JsValue::from_str(&text)));
     }
     let req = Request::new_with_init(&format!("https://object{path}"), &init).map_err(fail)?;

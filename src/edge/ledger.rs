@@ -15,14 +15,16 @@ use worker::{
     SqlStorageValue, State,
 };
 
+// The tables a batch reads and writes row by row are WITHOUT ROWID: keyed by their
+// primary key alone, each row is one B-tree entry, not a row plus an index entry.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS records (customer TEXT NOT NULL, id TEXT NOT NULL, period_start INTEGER NOT NULL,
-  PRIMARY KEY (customer, id));
+  PRIMARY KEY (customer, id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS totals (customer TEXT NOT NULL, period_start INTEGER NOT NULL, period_end INTEGER NOT NULL,
   meter TEXT NOT NULL, model TEXT NOT NULL, tally TEXT NOT NULL, final INTEGER NOT NULL DEFAULT 0,
-  PRIMARY KEY (customer, period_start, meter, model));
+  PRIMARY KEY (customer, period_start, meter, model)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS periods (customer TEXT NOT NULL, period_start INTEGER NOT NULL, final_at INTEGER,
-  plan TEXT, plan_seq INTEGER, late INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (customer, period_start));
+  plan TEXT, plan_seq INTEGER, late INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (customer, period_start)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (customer TEXT NOT NULL, k TEXT NOT NULL, v TEXT NOT NULL, PRIMARY KEY (customer, k));
 CREATE TABLE IF NOT EXISTS credit_watch (customer TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS rated (customer TEXT NOT NULL, period_start INTEGER NOT NULL, book_version TEXT NOT NULL,

@@ -130,17 +130,20 @@ impl Ledger {
             book.late_records = late;
             book.invoiced = invoiced == 1;
         }
+        // The tally is embedded as the object it is (`json`), not as a string to unescape;
+        // these rows are only ever written from a serialized `Tally` (never the older
+        // whole-seconds form `Tally::stored` also reads).
         let q = "SELECT json_group_array(json_array(t.customer, t.period_start, t.meter, t.model,
-                 t.tally, t.final, t.period_end)) FROM json_each(?) j JOIN totals t
+                 json(t.tally), t.final, t.period_end)) FROM json_each(?) j JOIN totals t
                  ON t.customer = j.value->>0 AND t.period_start = j.value->>1
                  AND t.meter = j.value->>2 AND t.model = j.value->>3";
-        type TotalRow = (String, i64, String, String, String, u8, i64);
+        type TotalRow = (String, i64, String, String, Tally, u8, i64);
         for (owner, start, meter, model, tally, is_final, end) in
             self.read::<_, TotalRow>(q, &totals)?
         {
             let total = Total {
                 period_end: end,
-                tally: Tally::stored(&tally).unwrap_or_default(),
+                tally,
                 is_final: is_final == 1,
             };
             let totals = &mut known.entry(owner).or_default().totals;
@@ -163,14 +166,14 @@ impl Ledger {
                     .map(|(id, start, why)| (owner, id, start, why)),
             );
             for ((start, meter, model), t) in &changes.totals {
-                let tally = serde_json::to_string(&t.tally).map_err(ApiError::unexpected)?;
+                // Written as an object, stored as its text (`->>` of an object).
                 totals.push((
                     owner,
                     start,
                     t.period_end,
                     meter,
                     model,
-                    tally,
+                    &t.tally,
                     u8::from(t.is_final),
                 ));
             }

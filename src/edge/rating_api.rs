@@ -3,7 +3,7 @@
 //! and the preview under a draft price book. Each customer's data lives in its
 //! `Ledger` Durable Object.
 
-use super::client::call_object;
+use super::client::{call_object, call_object_text};
 use super::params::{customer_id, instant, period_start};
 use super::{auth, config, http};
 use crate::error::ApiError;
@@ -74,23 +74,21 @@ pub async fn ingest(env: &Env, signature: &str, body: &[u8]) -> Result<Response,
         ));
     }
     let batch = parse_batch(body).map_err(|e| ApiError::bad_request("invalid_batch", e))?;
-    // One call per Ledger shard the batch's customers live in, side by side.
-    let calls = batch
-        .by_shard()
-        .into_iter()
-        .map(|(shard, records)| async move {
-            let call = LedgerCall::Ingest(records);
-            let mut resp =
-                call_object(env, LEDGER_BINDING, &shard, Method::Post, "/", Some(&call)).await?;
-            if resp.status_code() >= 300 {
-                // The sender retries the whole batch; what was stored dedupes.
-                return Err(ApiError::internal(format!(
-                    "{shard} answered {}",
-                    resp.status_code()
-                )));
-            }
-            resp.json::<Value>().await.map_err(http::internal)
-        });
+    // One call per Ledger shard the batch's customers live in, side by side; the
+    // records go as they came (`{"call": "ingest", "with": [...]}`, a LedgerCall).
+    let shards = batch.by_shard().map_err(ApiError::internal)?;
+    let calls = shards.into_iter().map(|(shard, records)| async move {
+        let call = format!(r#"{{"call":"ingest","with":{records}}}"#);
+        let mut resp = call_object_text(env, LEDGER_BINDING, &shard, call).await?;
+        if resp.status_code() >= 300 {
+            // The sender retries the whole batch; what was stored dedupes.
+            return Err(ApiError::internal(format!(
+                "{shard} answered {}",
+                resp.status_code()
+            )));
+        }
+        resp.json::<Value>().await.map_err(http::internal)
+    });
     let answers: Vec<Result<Value, ApiError>> = futures_util::stream::iter(calls)
         .buffer_unordered(LEDGER_CALLS_AT_ONCE)
         .collect()

@@ -15,6 +15,7 @@ pub use ingest::{
     ingest, keys_of, take, Changes, Ingested, Known, MemoryStore, PeriodBook, Total, TotalKey,
 };
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 /// How many Ledger shards there are. A customer's ledger (both modes) lives in one of
 /// them, next to other customers', so a flush batch of many customers' records takes
@@ -75,19 +76,32 @@ pub fn refused_in(answer: &str) -> Result<Vec<Refused>, String> {
 pub struct CheckedBatch {
     pub batch_id: String,
     pub records: Vec<UsageRecord>,
+    /// Each record's JSON text as it came (when the batch was read in one pass), in
+    /// the order of `records`: handed on to its Ledger shard as it is.
+    pub texts: Vec<Box<RawValue>>,
     pub refused: Vec<Refused>,
 }
 
 impl CheckedBatch {
-    /// Its records by the Ledger shard that keeps them ([`ledger_shard`]).
-    pub fn by_shard(&self) -> std::collections::BTreeMap<String, Vec<UsageRecord>> {
-        let mut out: std::collections::BTreeMap<String, Vec<UsageRecord>> = Default::default();
-        for r in &self.records {
-            out.entry(ledger_shard(&r.customer))
-                .or_default()
-                .push(r.clone());
+    /// Its records by the Ledger shard that keeps them ([`ledger_shard`]), each
+    /// shard's as the JSON array a `LedgerCall::Ingest` carries: the texts as they
+    /// came when there are, so a flush batch is not written out again.
+    pub fn by_shard(&self) -> Result<std::collections::BTreeMap<String, String>, String> {
+        let mut out: std::collections::BTreeMap<String, String> = Default::default();
+        for (i, r) in self.records.iter().enumerate() {
+            let list = out
+                .entry(ledger_shard(&r.customer))
+                .or_insert_with(|| "[".into());
+            if list.len() > 1 {
+                list.push(',');
+            }
+            match self.texts.get(i) {
+                Some(text) => list.push_str(text.get()),
+                None => list.push_str(&serde_json::to_string(r).map_err(|e| e.to_string())?),
+            }
         }
-        out
+        out.values_mut().for_each(|list| list.push(']'));
+        Ok(out)
     }
 
     /// The batch's answer from what each Ledger shard answered: counts added up, and every
@@ -115,13 +129,8 @@ pub fn parse_batch(body: &[u8]) -> Result<CheckedBatch, String> {
     let text = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8".to_string())?;
     // Most batches are native with every record well-formed: read in one pass. Any
     // other batch is read again record by record, so each bad record gets its reason.
-    if let Ok(batch) = serde_json::from_str::<TypedBatch>(text) {
-        if batch.schema == "edgemeter.usage.v1" {
-            return Ok(checked(
-                batch.batch_id,
-                batch.records.into_iter().map(|r| (r.id.clone(), Ok(r))),
-            ));
-        }
+    if let Some(batch) = one_pass(text) {
+        return Ok(batch);
     }
     let native = serde_json::from_str::<NativeBatch>(text).map_err(|e| {
         format!(
@@ -164,15 +173,39 @@ pub fn parse_batch(body: &[u8]) -> Result<CheckedBatch, String> {
     Ok(checked(batch_id, parsed))
 }
 
-/// A native batch whose records all parse.
+/// A native batch, its records' texts kept as they came.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TypedBatch {
+struct RawBatch {
     schema: String,
     batch_id: String,
     #[allow(dead_code)]
     sent_at: String,
-    records: Vec<UsageRecord>,
+    records: Vec<Box<RawValue>>,
+}
+
+/// A native batch whose records all parse, with their texts; `None` for any other.
+fn one_pass(text: &str) -> Option<CheckedBatch> {
+    let batch = serde_json::from_str::<RawBatch>(text).ok()?;
+    if batch.schema != "edgemeter.usage.v1" {
+        return None;
+    }
+    let mut out = CheckedBatch {
+        batch_id: batch.batch_id,
+        ..CheckedBatch::default()
+    };
+    for (i, raw) in batch.records.into_iter().enumerate() {
+        let record = serde_json::from_str::<UsageRecord>(raw.get()).ok()?;
+        let id = record.id.clone();
+        match check_record(i, record) {
+            Ok(r) => {
+                out.records.push(r);
+                out.texts.push(raw);
+            }
+            Err(reason) => out.refused.push(Refused { id, reason }),
+        }
+    }
+    Some(out)
 }
 
 /// Parsed records checked one by one: the good ones taken, the others refused.

@@ -153,6 +153,7 @@ fn a_batch_goes_to_each_owners_ledger_and_its_answer_adds_them_up() {
     };
     let other = crate::fixtures::record("b", "gpt-4o-mini", (1, 1), 1);
     let batch = CheckedBatch {
+        texts: Vec::new(),
         batch_id: "b1".into(),
         records: vec![live.clone(), test.clone(), other.clone()],
         refused: vec![Refused {
@@ -160,7 +161,12 @@ fn a_batch_goes_to_each_owners_ledger_and_its_answer_adds_them_up() {
             reason: "unreadable".into(),
         }],
     };
-    let shards = batch.by_shard();
+    let shards: std::collections::BTreeMap<String, Vec<UsageRecord>> = batch
+        .by_shard()
+        .unwrap()
+        .into_iter()
+        .map(|(shard, text)| (shard, serde_json::from_str(&text).unwrap()))
+        .collect();
     // a customer's test and live records go to one shard
     assert_eq!(ledger_shard("test:a"), ledger_shard("a"));
     assert_eq!(shards[&ledger_shard("a")][..2], [live, test]);
@@ -184,4 +190,26 @@ fn a_batch_goes_to_each_owners_ledger_and_its_answer_adds_them_up() {
         .map(|r| r["id"].as_str().unwrap())
         .collect();
     assert_eq!(refused, ["bad", "late"]);
+}
+
+#[test]
+fn a_native_batch_goes_to_its_shards_as_it_came_but_for_refused_records() {
+    let good = crate::fixtures::record("a", "gpt-4o-mini", (1, 1), 1);
+    let mut bad = crate::fixtures::record("b", "gpt-4o-mini", (2, 2), 1);
+    bad.period_end_ms = bad.period_start_ms; // refused: ends before it starts
+    let body = serde_json::json!({"schema": "edgemeter.usage.v1", "batch_id": "b",
+        "sent_at": "2026-01-01T00:00:00Z", "records": [good, bad]});
+    // an extra space inside the good record's text shows it is handed on as it came
+    let text = body
+        .to_string()
+        .replacen("{\"audio_tokens\"", "{ \"audio_tokens\"", 1);
+    let batch = parse_batch(text.as_bytes()).unwrap();
+    assert_eq!(batch.records, vec![good.clone()]);
+    assert_eq!(batch.refused.len(), 1);
+    let shards = batch.by_shard().unwrap();
+    assert_eq!(shards.len(), 1);
+    let list = &shards[&ledger_shard("a")];
+    assert!(list.starts_with("[{ \"audio_tokens\""), "{list}");
+    let back: Vec<UsageRecord> = serde_json::from_str(list).unwrap();
+    assert_eq!(back, vec![good]);
 }
