@@ -10,17 +10,10 @@ PROFILE_C=${BENCH_PROFILE_C:-16}
 PROFILE_DIR=$ROOT/target/profile
 PROFILE_MD=""
 profile_run() {
-  step "profile: building with function names"
-  EDGEMETER_KEEP_NAMES=1 scripts/build >"$WORK/profile-build.log" 2>&1 ||
-    { tail -n 20 "$WORK/profile-build.log" >&2; return 1; }
-  # The config and catalog beside dist/, as workerd_config.py expects.
   local dir=$WORK/profile js wasm port inspector key
-  rm -rf "$dir" && mkdir -p "$dir/dist" "$dir/do" "$PROFILE_DIR"
-  WRANGLER_SEND_METRICS=false node_modules/.bin/wrangler deploy --dry-run \
-    --outdir "$dir/dist" >"$dir/wrangler.log" 2>&1 || return 1
-  js=$(cd "$dir/dist" && find . -maxdepth 1 \( -name '*.js' -o -name '*.mjs' \) | head -n 1)
-  wasm=$(cd "$dir/dist" && find . -maxdepth 1 -name '*.wasm' | head -n 1)
-  cp "$WORK/catalog.json" "$dir/catalog.json"
+  names_build "$dir" || return 1
+  js=$NAMES_JS wasm=$NAMES_WASM
+  rm -rf "$dir/do" && mkdir -p "$dir/do" "$PROFILE_DIR"
   port=$(free_port $((WORKER_PORT + 10))) || return 1
   inspector=$(free_port $((port + 1))) || return 1
   python3 scripts/bench.d/workerd_config.py --wrangler wrangler.toml \

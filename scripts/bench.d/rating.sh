@@ -58,6 +58,60 @@ step "stopping the rating section's workerd"
 stop "$SECTION_PID"
 SECTION_PID=""
 
+# Where the flush-shaped path's time goes: a build with function names, served by its
+# own workerd with V8's inspector on, sampled over one more flush-shaped run (fresh
+# customers) after their accounts are set. A failed profile is reported, not fatal.
+R_PROFILE_S=10
+R_PROFILE=""
+PROFILE_DIR=${PROFILE_DIR:-$ROOT/target/profile}
+rating_profile() {
+  local dir=$WORK/profile port inspector out stored
+  names_build "$dir" || return 1
+  port=$(free_port 18950) || return 1
+  inspector=$(free_port $((port + 1))) || return 1
+  mkdir -p "$WORK/do-rating-profile" "$PROFILE_DIR"
+  python3 scripts/bench.d/workerd_config.py --wrangler wrangler.toml \
+    --js "$NAMES_JS" --wasm "$NAMES_WASM" --instance "$port:$WORK/do-rating-profile" \
+    --var "ADMIN_TOKEN=$ADMIN_TOKEN" --var "KEY_SECRET=$ADMIN_TOKEN-keys" \
+    --var "RATING_SECRET=$RATING_SECRET" --var-file CATALOG=catalog.json >"$dir/rating.capnp" || return 1
+  "$WORKERD" serve "$dir/rating.capnp" --experimental \
+    --inspector-addr="127.0.0.1:$inspector" >"$dir/rating-workerd.log" 2>&1 &
+  WORKERD_PID=$!
+  local up=""
+  for _ in $(seq 100); do
+    curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && up=1 && break
+    alive "$WORKERD_PID" || break
+    sleep 0.2
+  done
+  [ -n "$up" ] || { tail -n 5 "$dir/rating-workerd.log" >&2; return 1; }
+  step "profile: rating ingest as a flush delivers, ${R_PROFILE_S} s"
+  local load=(python3 scripts/bench.d/rating_load.py spread --url "http://127.0.0.1:$port"
+    --token "$ADMIN_TOKEN" --secret "$RATING_SECRET" --period "$RATING_PERIOD"
+    --customers "$RATING_SPREAD_CUSTOMERS" --flush-shards "$RATING_FLUSH_SHARDS" --prefix prof- --verify 0)
+  "${load[@]}" --seconds 0 >/dev/null || return 1
+  out=$(node scripts/profile.d/sample.mjs "ws://127.0.0.1:$inspector/worker0" \
+    "$PROFILE_DIR/rating.cpuprofile" "${load[@]}" --accounts-set --seconds "$R_PROFILE_S" | tail -n 1)
+  stop "$WORKERD_PID"
+  WORKERD_PID=""
+  stored=$(jq -r .stored <<<"$out")
+  [ "$stored" -gt 0 ] 2>/dev/null || return 1
+  R_PROFILE=$(node scripts/profile.d/top.mjs "$PROFILE_DIR/rating.cpuprofile" "$stored" record \
+    "$dir/dist/$NAMES_JS" \
+    "the endpoint: signature, batch check, routing=rating_api::ingest" \
+    "a shard decoding its call (serde)=LedgerCall>::deserialize" \
+    "a shard's reads (SQLite, one statement each)=edge::sql::rows" \
+    "a shard's writes in one transaction (SQLite)=^transactionSync$") || return 1
+  R_PROFILE="$stored records sampled while sending ($(jq -r .records_per_s <<<"$out") records/s under the profiler).
+
+$R_PROFILE"
+  info "wrote $PROFILE_DIR/rating.cpuprofile"
+}
+rating_profile || {
+  stop "$WORKERD_PID"
+  WORKERD_PID=""
+  R_PROFILE="The profile could not be taken in this run (see scripts/bench.d/rating.sh)."
+}
+
 R_CORE_ONE=""
 R_CORE_MANY=""
 if [ -n "$CORE_BENCH" ]; then
@@ -125,6 +179,15 @@ rating_report() {
   echo "After each run, $(jq -r .invoices_checked <<<"$R_SPREAD") customers' invoices (spread over the"
   echo "customers) were read: each bills exactly the requests sent for that customer"
   echo "(wrong: $(jq -s '[.[] | .invoices_wrong | length] | add' "$WORK/spread.json" "$WORK/mixed.json"))."
+  echo
+  echo "### Where the flush-shaped ingest's time goes"
+  echo
+  echo "V8's CPU profiler sampled the isolate (JavaScript, the wasm, and the runtime's"
+  echo "built-ins it calls, SQLite's \`exec\` included) through workerd's inspector over one"
+  echo "more flush-shaped run of ${R_PROFILE_S} s, on a build with function names kept; the endpoint"
+  echo "and the Ledger shards share the isolate. The profile is \`target/profile/rating.cpuprofile\`."
+  echo
+  echo "$R_PROFILE"
   echo
   echo "### Invoice and preview time as one customer's records grow"
   echo
