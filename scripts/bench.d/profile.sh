@@ -23,14 +23,7 @@ profile_run() {
   "$WORKERD" serve "$dir/config.capnp" --experimental \
     --inspector-addr="127.0.0.1:$inspector" >"$dir/workerd.log" 2>&1 &
   WORKERD_PID=$!
-  # Not wait_healthy: a profile that cannot start is reported, not the end of the bench.
-  local up=""
-  for _ in $(seq 100); do
-    curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && up=1 && break
-    alive "$WORKERD_PID" || break
-    sleep 0.2
-  done
-  [ -n "$up" ] || { tail -n 5 "$dir/workerd.log" >&2; return 1; }
+  profile_worker_up "http://127.0.0.1:$port" "$dir/workerd.log" || return 1
   key=$(live_key "http://127.0.0.1:$port" bench bench)
   local ws="ws://127.0.0.1:$inspector/worker0" t url auth
   for t in metered bare; do

@@ -77,13 +77,7 @@ rating_profile() {
   "$WORKERD" serve "$dir/rating.capnp" --experimental \
     --inspector-addr="127.0.0.1:$inspector" >"$dir/rating-workerd.log" 2>&1 &
   WORKERD_PID=$!
-  local up=""
-  for _ in $(seq 100); do
-    curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && up=1 && break
-    alive "$WORKERD_PID" || break
-    sleep 0.2
-  done
-  [ -n "$up" ] || { tail -n 5 "$dir/rating-workerd.log" >&2; return 1; }
+  profile_worker_up "http://127.0.0.1:$port" "$dir/rating-workerd.log" || return 1
   step "profile: rating ingest as a flush delivers, ${R_PROFILE_S} s"
   local load=(python3 scripts/bench.d/rating_load.py spread --url "http://127.0.0.1:$port"
     --token "$ADMIN_TOKEN" --secret "$RATING_SECRET" --period "$RATING_PERIOD"

@@ -3,21 +3,11 @@
 // (self time, Rust hashes dropped) what the metered path adds over the bare route.
 // GLUE.js, the bundled wasm-bindgen glue, names its anonymous import functions.
 import { readFileSync } from "fs";
+import { labeller } from "./label.mjs";
 
 const [meteredFile, bareFile, requests, glueFile] = process.argv.slice(2);
 const n = Number(requests);
-const glue = glueFile ? readFileSync(glueFile, "utf8").split("\n") : [];
-// An import of the glue is `__wbg_<name>_<hash>: __name(function ...` on its line.
-const glueName = (line) => {
-  const found = /(__wbg_[A-Za-z0-9_]+|__wbindgen_[A-Za-z0-9_]+): \/\* @__PURE__ \*\/ __name\(function/.exec(glue[line] || "");
-  return found && `wasm-bindgen import ${found[1].replace(/_[0-9a-f]{16}$/, "")}`;
-};
-const label = (node) =>
-  (node.callFrame.functionName ||
-    glueName(node.callFrame.lineNumber) ||
-    `(anonymous ${node.callFrame.url.split("/").pop()}:${node.callFrame.lineNumber})`)
-    .replace(/::h[0-9a-f]{16}/g, "")
-    .replace(/\|/g, "\\|");
+const label = labeller(glueFile);
 function selfTimes(file) {
   const profile = JSON.parse(readFileSync(file));
   const nodes = new Map(profile.nodes.map((node) => [node.id, node]));

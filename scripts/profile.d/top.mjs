@@ -3,19 +3,10 @@
 // (samples with a frame matching REGEX anywhere on their stack), and the functions
 // with the most self time. GLUE.js names wasm-bindgen's anonymous imports.
 import { readFileSync } from "fs";
+import { labeller } from "./label.mjs";
 
 const [file, units, unitName, glueFile, ...phases] = process.argv.slice(2);
-const glue = glueFile ? readFileSync(glueFile, "utf8").split("\n") : [];
-const glueName = (line) => {
-  const found = /(__wbg_[A-Za-z0-9_]+|__wbindgen_[A-Za-z0-9_]+): \/\* @__PURE__ \*\/ __name\(function/.exec(glue[line] || "");
-  return found && `wasm-bindgen import ${found[1].replace(/_[0-9a-f]{16}$/, "")}`;
-};
-const label = (node) =>
-  (node.callFrame.functionName ||
-    glueName(node.callFrame.lineNumber) ||
-    `(anonymous ${node.callFrame.url.split("/").pop()}:${node.callFrame.lineNumber})`)
-    .replace(/::h[0-9a-f]{16}/g, "")
-    .replace(/\|/g, "\\|");
+const label = labeller(glueFile);
 const profile = JSON.parse(readFileSync(file));
 const nodes = new Map(profile.nodes.map((node) => [node.id, node]));
 const parent = new Map();
