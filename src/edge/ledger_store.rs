@@ -18,13 +18,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 type Owners = BTreeMap<String, Vec<UsageRecord>>;
 
-/// One customer's part of a batch, as taken.
-struct Taken {
-    owner: String,
-    changes: Changes,
-    /// Its book gained a final arrival: its finalization may now be due.
-    final_arrived: bool,
-}
+/// One customer's part of a batch, as taken: its owner key and what to write.
+type Taken = (String, Changes);
 
 /// A statement's one parameter: its rows as a JSON array.
 fn rows_json<T: Serialize>(rows: &[T]) -> Result<String, ApiError> {
@@ -60,16 +55,7 @@ impl Ledger {
             let (out, changes) = take(&known, records, &finality, now_ms);
             (stored_n, duplicates) = (stored_n + out.stored, duplicates + out.duplicates);
             refused.extend(out.refused);
-            let final_arrived = changes.books.iter().any(|(start, book)| {
-                let before = known.books.get(start).and_then(|b| b.final_arrived_ms);
-                before.is_none() && book.final_arrived_ms.is_some()
-            });
-            let owner = owner.clone();
-            taken.push(Taken {
-                owner,
-                changes,
-                final_arrived,
-            });
+            taken.push((owner.clone(), changes));
         }
         self.write(&taken)?;
         self.after_ingest(&owners, &taken, now_ms).await;
@@ -157,7 +143,7 @@ impl Ledger {
     fn write(&self, taken: &[Taken]) -> Result<(), ApiError> {
         let (mut records, mut refused, mut totals, mut books) = (vec![], vec![], vec![], vec![]);
         let (mut test_mode, mut stale) = (vec![], vec![]);
-        for Taken { owner, changes, .. } in taken {
+        for (owner, changes) in taken {
             records.extend(changes.stored.iter().map(|(id, start)| (owner, id, start)));
             refused.extend(
                 changes
@@ -194,31 +180,30 @@ impl Ledger {
         }
         let statements = [
             ("INSERT OR IGNORE INTO records (customer, id, period_start)
-              SELECT value->>0, value->>1, value->>2 FROM json_each(?)", records.is_empty(), rows_json(&records)),
+              SELECT value->>0, value->>1, value->>2 FROM json_each(?)", rows_json(&records)?),
             ("INSERT OR IGNORE INTO refused (customer, id, period_start, reason)
-              SELECT value->>0, value->>1, value->>2, value->>3 FROM json_each(?)", refused.is_empty(), rows_json(&refused)),
+              SELECT value->>0, value->>1, value->>2, value->>3 FROM json_each(?)", rows_json(&refused)?),
             ("INSERT INTO totals (customer, period_start, period_end, meter, model, tally, final)
               SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6
               FROM json_each(?) WHERE true ON CONFLICT(customer, period_start, meter, model)
               DO UPDATE SET tally = excluded.tally, period_end = excluded.period_end,
-              final = MAX(final, excluded.final)", totals.is_empty(), rows_json(&totals)),
+              final = MAX(final, excluded.final)", rows_json(&totals)?),
             // A book in the changes is the whole book as it is now.
             ("INSERT INTO periods (customer, period_start, final_at, plan, plan_seq, late)
               SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5
               FROM json_each(?) WHERE true ON CONFLICT(customer, period_start) DO UPDATE SET
               final_at = excluded.final_at, plan = excluded.plan, plan_seq = excluded.plan_seq,
-              late = excluded.late", books.is_empty(), rows_json(&books)),
+              late = excluded.late", rows_json(&books)?),
             ("INSERT OR IGNORE INTO meta (customer, k, v)
-              SELECT value->>0, value->>1, value->>2 FROM json_each(?)", test_mode.is_empty(), rows_json(&test_mode)),
+              SELECT value->>0, value->>1, value->>2 FROM json_each(?)", rows_json(&test_mode)?),
             ("DELETE FROM rated WHERE rowid IN (SELECT r.rowid FROM json_each(?) j
-              JOIN rated r ON r.customer = j.value->>0 AND r.period_start >= j.value->>1)", stale.is_empty(), rows_json(&stale)),
+              JOIN rated r ON r.customer = j.value->>0 AND r.period_start >= j.value->>1)", rows_json(&stale)?),
         ];
-        let mut run = Vec::new();
-        for (q, empty, rows) in statements {
-            if !empty {
-                run.push((q, rows?));
-            }
-        }
+        // A statement with no rows is not run.
+        let run: Vec<(&str, String)> = statements
+            .into_iter()
+            .filter(|(_, rows)| rows != "[]")
+            .collect();
         transaction(&self.state, &run).map_err(stored)
     }
 
@@ -232,14 +217,11 @@ impl Ledger {
                 BTreeSet::new()
             }
         };
-        for t in taken {
-            let customer = CustomerLedger {
-                shard: self,
-                owner: &t.owner,
-            };
-            if t.final_arrived {
+        for (owner, changes) in taken {
+            let customer = CustomerLedger { shard: self, owner };
+            if changes.final_arrived {
                 customer.after_change(now_ms).await;
-            } else if news.contains(&t.owner) {
+            } else if news.contains(owner) {
                 customer.tell_credit_state(now_ms).await;
             }
         }

@@ -56,6 +56,9 @@ pub struct Changes {
     pub totals: BTreeMap<TotalKey, Total>,
     /// The ledger holds test-mode usage.
     pub test_mode: bool,
+    /// A period's final records arrived for the first time: its finalization may now
+    /// be due.
+    pub final_arrived: bool,
 }
 
 /// A running total as stored.
@@ -134,6 +137,7 @@ pub fn take(
         }
         if r.is_final && book.final_arrived_ms.is_none() {
             book.final_arrived_ms = Some(now_ms);
+            changes.final_arrived = true;
         }
         // The counter's plan assignment: the period is rated under the plan of its
         // latest record by sequence, so a late or requeued older record never brings

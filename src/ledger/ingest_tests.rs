@@ -159,3 +159,32 @@ fn a_batch_reads_only_what_it_touches_and_writes_only_what_changed() {
     assert_eq!(book.plan.as_ref().map(|p| p.1), Some(2));
     assert_eq!(book.final_arrived_ms, None);
 }
+
+#[test]
+fn a_first_final_arrival_is_told_and_a_later_one_is_not() {
+    let mut first = record(1, "m", 1);
+    first.is_final = true;
+    first.id = first.content_id();
+    let mut store = MemoryStore::default();
+    let (_, changes) = super::take(
+        &store.known(std::slice::from_ref(&first)),
+        std::slice::from_ref(&first),
+        &finality(),
+        5,
+    );
+    assert!(changes.final_arrived);
+    store.apply(changes);
+    let mut again = record(2, "n", 1);
+    again.is_final = true;
+    again.id = again.content_id();
+    let (_, changes) = super::take(
+        &store.known(std::slice::from_ref(&again)),
+        std::slice::from_ref(&again),
+        &finality(),
+        6,
+    );
+    assert!(
+        !changes.final_arrived,
+        "the period's final records had arrived already"
+    );
+}
