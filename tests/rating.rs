@@ -256,6 +256,21 @@ fn ingestion_checks_signatures_and_batches_and_dedupes() {
 
     let (bad_sig, body3) = signed_batch(vec![rec(3, 7)], "wrong-secret");
     assert_eq!(post(&bad_sig, &body3).status, 401);
+    // The right secret over other bytes, or over another timestamp, is refused too, and
+    // stores nothing.
+    let (good_sig, body4) = signed_batch(vec![rec(6, 9)], SECRET);
+    let mut tampered = body4.clone();
+    let at = tampered.iter().rposition(|b| *b == b'9').unwrap();
+    tampered[at] = b'8';
+    assert_eq!(post(&good_sig, &tampered).status, 401);
+    let (t, mac) = good_sig.split_once(",v1=").unwrap();
+    let t: i64 = t.trim_start_matches("t=").parse().unwrap();
+    assert_eq!(post(&format!("t={},v1={mac}", t - 1), &body4).status, 401);
+    assert_eq!(
+        post(&format!("t={t},v1={}", mac.to_uppercase()), &body4).status,
+        401
+    );
+    assert_eq!(requests(), billed, "no refused batch was stored");
     let mut broken: Value =
         serde_json::from_slice(&signed_batch(vec![rec(4, 7), rec(5, 1)], SECRET).1).unwrap();
     broken["records"][1]["period_end_ms"] = json!(0);

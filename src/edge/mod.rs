@@ -42,6 +42,7 @@ mod params;
 mod proxy;
 mod rating_api;
 mod resources;
+mod signing;
 mod sql;
 mod stream;
 mod ticket;

@@ -5,9 +5,9 @@
 
 use super::client::{call_object, call_object_text};
 use super::params::{customer_id, instant, period_start};
-use super::{auth, config, http};
+use super::{auth, config, http, signing};
 use crate::error::ApiError;
-use crate::flush::{signature_fresh, verify};
+use crate::flush::signature_fresh;
 use crate::ledger::{account, ledger_shard, parse_batch};
 use crate::limits;
 use crate::protocol::{LedgerAsk, LedgerCall};
@@ -62,13 +62,15 @@ pub async fn ingest(env: &Env, signature: &str, body: &[u8]) -> Result<Response,
     let secret = config::setting(env, "RATING_SECRET")
         .ok_or_else(|| ApiError::internal("RATING_SECRET is not set"))?;
     let now_s = super::clock::wall_ms() / 1000;
-    if !verify(
+    if !signing::verified(
         &secret,
         signature,
         body,
         now_s,
         limits::SIGNATURE_TOLERANCE_S,
-    ) {
+    )
+    .await
+    {
         return Err(ApiError::unauthorized(
             "Missing or invalid X-Edgemeter-Signature.",
         ));

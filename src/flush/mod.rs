@@ -319,7 +319,9 @@ pub fn signature_fresh(header: &str, now_s: i64, tolerance_s: i64) -> bool {
         .is_some_and(|t| (now_s - t).abs() <= tolerance_s)
 }
 
-pub fn verify(secret: &str, header: &str, body: &[u8], now_s: i64, tolerance_s: i64) -> bool {
+/// A signature header's timestamp and `v1` MAC, when it has both and the timestamp is
+/// within `tolerance_s` of now: what is left to check is the MAC of `"t.body"`.
+pub fn signature_parts(header: &str, now_s: i64, tolerance_s: i64) -> Option<(i64, &str)> {
     let mut t = None;
     let mut v1 = None;
     for part in header.split(',') {
@@ -329,14 +331,22 @@ pub fn verify(secret: &str, header: &str, body: &[u8], now_s: i64, tolerance_s: 
             _ => {}
         }
     }
-    let (Some(t), Some(v1)) = (t, v1) else {
+    let (t, v1) = (t?, v1?);
+    ((now_s - t).abs() <= tolerance_s).then_some((t, v1))
+}
+
+/// Whether `v1` (from the header) is `expected_hex`, the MAC of `"t.body"`, compared in
+/// constant time.
+pub fn mac_matches(expected_hex: &str, v1: &str) -> bool {
+    crate::keys::same_hash(expected_hex, v1)
+}
+
+pub fn verify(secret: &str, header: &str, body: &[u8], now_s: i64, tolerance_s: i64) -> bool {
+    let Some((t, v1)) = signature_parts(header, now_s, tolerance_s) else {
         return false;
     };
-    if (now_s - t).abs() > tolerance_s {
-        return false;
-    }
     let expected = signature(secret, t, body);
-    crate::keys::same_hash(&expected[expected.len() - 64..], v1)
+    mac_matches(&expected[expected.len() - 64..], v1)
 }
 
 #[cfg(test)]

@@ -224,3 +224,18 @@ fn test_usage_routes_from_the_settings() {
     assert!(!route(None, Some("yes")).export_test, "only `true` exports");
     assert_eq!(route(None, None), route(Some("intern"), Some("")));
 }
+
+#[test]
+fn signature_parts_are_the_timestamp_and_mac_of_a_fresh_header() {
+    let header = "t=1700000000, v1=ab12,v0=zz";
+    assert_eq!(
+        signature_parts(header, 1_700_000_100, 300),
+        Some((1_700_000_000, "ab12"))
+    );
+    assert_eq!(signature_parts(header, 1_700_000_301, 300), None, "stale");
+    assert_eq!(signature_parts("t=1700000000", 1_700_000_000, 300), None);
+    assert_eq!(signature_parts("v1=ab12", 1_700_000_000, 300), None);
+    assert!(mac_matches("ab12", "ab12"));
+    assert!(!mac_matches("ab12", "AB12"));
+    assert!(!mac_matches("ab12", "ab1"));
+}
