@@ -312,7 +312,7 @@ pub struct LeaseAsk {
 
 /// The counter's answer to a [`LeaseAsk`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "answer", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum LeaseAnswer {
     /// A lease: its window is `window_ms` long from the grant.
     Granted {

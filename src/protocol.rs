@@ -1,6 +1,11 @@
 //! Messages between the Worker and its Durable Objects (a customer's counter, the
 //! flush shards), typed. Kept in the core so both sides (and the tests) share one
 //! definition.
+//!
+//! Enums here (and the lease answer and refusal they carry) are externally tagged,
+//! serde's default (`{"ingest": [...]}`): a tagged or adjacently tagged enum also
+//! compiles a buffered fallback deserializer for every payload type, which was about
+//! 9% of the wasm. These messages never leave the deployment.
 
 use crate::error::ApiError;
 use crate::keys::Mode;
@@ -13,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 /// A call to a Ledger shard: every message it takes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "call", content = "with", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum LedgerCall {
     /// Checked records of the shard's customers, any number of them.
     Ingest(Vec<crate::flush::UsageRecord>),
@@ -24,7 +29,7 @@ pub enum LedgerCall {
 
 /// What a call about one customer's ledger asks.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "ask", content = "with", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum LedgerAsk {
     /// `{plan, account, livemode}`, checked by the Ledger against the price book.
     SetAccount(serde_json::Value),
@@ -56,7 +61,7 @@ pub struct NumberAsk {
 
 /// A call to a flush shard: every message it takes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "call", content = "with", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum ShardCall {
     /// A counter's records not yet acknowledged.
     Push(ShardPush),
@@ -100,7 +105,7 @@ pub struct FleetPage {
 
 /// A call to a customer's counter object: every message it takes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "call", content = "with", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum CounterCall {
     Admit(AdmitRequest),
     Settle(SettleRequest),

@@ -30,7 +30,7 @@ impl Reset {
 
 /// The limit a request would have passed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "refused", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Refusal {
     Concurrency {
         limit: u64,

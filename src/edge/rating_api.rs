@@ -77,10 +77,10 @@ pub async fn ingest(env: &Env, signature: &str, body: &[u8]) -> Result<Response,
     }
     let batch = parse_batch(body).map_err(|e| ApiError::bad_request("invalid_batch", e))?;
     // One call per Ledger shard the batch's customers live in, side by side; the
-    // records go as they came (`{"call": "ingest", "with": [...]}`, a LedgerCall).
+    // records go as they came (`{"ingest": [...]}`, a LedgerCall).
     let shards = batch.by_shard().map_err(ApiError::internal)?;
     let calls = shards.into_iter().map(|(shard, records)| async move {
-        let call = format!(r#"{{"call":"ingest","with":{records}}}"#);
+        let call = format!(r#"{{"ingest":{records}}}"#);
         let mut resp = call_object_text(env, LEDGER_BINDING, &shard, call).await?;
         if resp.status_code() >= 300 {
             // The sender retries the whole batch; what was stored dedupes.
