@@ -92,7 +92,6 @@ rating_profile() {
   R_PROFILE=$(node scripts/profile.d/top.mjs "$PROFILE_DIR/rating.cpuprofile" "$stored" record \
     "$dir/dist/$NAMES_JS" \
     "the endpoint: signature, batch check, routing=rating_api::ingest" \
-    "a shard decoding its call (serde)=edge::ledger::decode_call" \
     "a shard's reads (SQLite, one statement each)=edge::sql::rows" \
     "a shard's writes in one transaction (SQLite)=^transactionSync$") || return 1
   R_PROFILE="$stored records sampled while sending ($(jq -r .records_per_s <<<"$out") records/s under the profiler).

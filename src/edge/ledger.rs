@@ -74,7 +74,7 @@ impl DurableObject for Ledger {
             );
         }
         let bytes = req.bytes().await.unwrap_or_default();
-        let call = match decode_call(&bytes) {
+        let call = match serde_json::from_slice::<LedgerCall>(&bytes) {
             Ok(call) => call,
             Err(e) => return http::error_response(&ApiError::invalid_json(e), &[]),
         };
@@ -186,11 +186,4 @@ impl CustomerLedger<'_> {
                  ON CONFLICT(customer, k) DO UPDATE SET v = excluded.v";
         self.exec(q, vec![k.into(), v.to_string().into()])
     }
-}
-
-/// A shard's call, decoded. Kept out of line so a profile can tell its share apart
-/// (`scripts/bench.d/rating.sh`).
-#[inline(never)]
-fn decode_call(bytes: &[u8]) -> serde_json::Result<LedgerCall> {
-    serde_json::from_slice(bytes)
 }

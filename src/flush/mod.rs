@@ -308,7 +308,6 @@ pub fn signature(secret: &str, unix_s: i64, body: &[u8]) -> String {
     format!("t={unix_s},v1={}", hex(&mac.finalize().into_bytes()))
 }
 
-/// Checks a signature header, in constant time, allowing `tolerance_s` of clock skew.
 /// Whether a signature header's timestamp is within `tolerance_s` of now: checked
 /// before a signed body is read, so a stale or unsigned sender cannot make the
 /// receiver buffer anything.
@@ -341,6 +340,9 @@ pub fn mac_matches(expected_hex: &str, v1: &str) -> bool {
     crate::keys::same_hash(expected_hex, v1)
 }
 
+/// Checks a signature header against `body`, in constant time, allowing `tolerance_s`
+/// of clock skew: the native check (the receivers' fakes); the edge computes the MAC
+/// with WebCrypto (`edge::signing`).
 pub fn verify(secret: &str, header: &str, body: &[u8], now_s: i64, tolerance_s: i64) -> bool {
     let Some((t, v1)) = signature_parts(header, now_s, tolerance_s) else {
         return false;
