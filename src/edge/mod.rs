@@ -45,6 +45,7 @@ mod resources;
 mod signing;
 mod sql;
 mod stream;
+mod stream_tap;
 mod ticket;
 mod upstream;
 

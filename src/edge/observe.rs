@@ -2,7 +2,7 @@
 //! or buffered under a cap), a stored response is recorded for its owner before the
 //! client can learn its id, and settlement is arranged.
 
-use super::stream::{channel, client_body, Body, Heartbeat, Pump};
+use super::stream::{channel, client_body, Body, Heartbeat, Pump, StreamEnd};
 use super::ticket::{respond, Payload, Ticket};
 use super::upstream::{Answer, Upstreamed};
 use super::{client, config};
@@ -18,6 +18,10 @@ use crate::tally::MeterKey;
 use crate::usage::{cost_basis, settle_buffered, Usage};
 use futures_util::StreamExt;
 use rust_decimal::Decimal;
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
 use worker::{Context, Env, Response};
 
 /// What a request's `x-edgemeter-cost` is worked out from.
@@ -86,24 +90,15 @@ pub async fn observe(
     let content_type = upstream.content_type.clone();
     let adapter = prepared.meter.adapter();
     if prepared.stream && content_type.starts_with("text/event-stream") {
-        let mut body = std::mem::replace(
+        let answer = std::mem::replace(
             &mut upstream.body,
             Answer::Chunks(Box::pin(futures_util::stream::empty())),
-        )
-        .into_stream();
-        if stores {
-            let (seen, id) = peek_created(&mut body).await;
-            let now_ms = super::clock::now_ms();
-            if let Some(r) = id.and_then(|id| OwnedResource::response(&id, now_ms)) {
-                record(&mut ticket, r).await;
-            }
-            body = Box::pin(futures_util::stream::iter(seen.into_iter().map(Ok)).chain(body));
-        }
+        );
         let hide = !prepared.client_wants_usage;
         let meter = StreamMeter::new(adapter, hide, prepared.input_estimate, ticket.keep);
-        let pump = Pump {
-            upstream: body,
-            meter,
+        let mut pump = Pump {
+            upstream: Box::pin(futures_util::stream::empty()),
+            meter: Rc::new(RefCell::new(meter)),
             budget: config::drain_budget(&ticket.env),
             cancel: upstream.cancel.take(),
             heartbeat: Heartbeat {
@@ -114,16 +109,42 @@ pub async fn observe(
             },
             reserved: ticket.reserved,
         };
-        let (tx, rx) = channel();
+        // The provider's own stream takes the fast path; a peeked or sandboxed one is
+        // pumped through the channel.
+        let source = match &answer {
+            Answer::Web(resp, _) if !stores => resp.body(),
+            _ => None,
+        };
+        let (payload, task): (Payload, Pin<Box<dyn Future<Output = StreamEnd>>>) = match source {
+            Some(source) => {
+                let (body, task) = pump.tapped(&source);
+                (Payload::Web(body), Box::pin(task))
+            }
+            None => {
+                let mut body = answer.into_stream();
+                if stores {
+                    let (seen, id) = peek_created(&mut body).await;
+                    let now_ms = super::clock::now_ms();
+                    if let Some(r) = id.and_then(|id| OwnedResource::response(&id, now_ms)) {
+                        record(&mut ticket, r).await;
+                    }
+                    let seen = futures_util::stream::iter(seen.into_iter().map(Ok));
+                    body = Box::pin(seen.chain(body));
+                }
+                pump.upstream = body;
+                let (tx, rx) = channel();
+                (Payload::Stream(client_body(rx)), Box::pin(pump.run(tx)))
+            }
+        };
         ctx.wait_until(async move {
-            let end = pump.run(tx).await;
+            let end = task.await;
             let sent = end.sent.as_deref();
             let replay = sent.and_then(|b| Replay::keep(ticket.keep, status, &content_type, b));
             ticket.close(Some(end.metered), replay).await;
         });
         headers.push(("x-edgemeter-cost".into(), cost.reserved));
         headers.push(("x-edgemeter-cost-basis".into(), "reserved".into()));
-        return respond(status, &headers, Payload::Stream(client_body(rx)));
+        return respond(status, &headers, payload);
     }
     let limit = config::max_response_bytes(&ticket.env);
     let collected = upstream.body.collect(limit).await;

@@ -1,5 +1,7 @@
 //! The stream pump: a task in `wait_until` reads the upstream and feeds the client
-//! through a channel, so the client never pulls the upstream itself. When the client
+//! through a channel, so the client never pulls the upstream itself. The provider's own
+//! streams take the fast path (`super::stream_tap`), which hands over to this loop once
+//! the client left. When the client
 //! goes away the task keeps reading, within the drain budget, until the provider's
 //! usage event arrives; past the budget it cancels the upstream and bills the
 //! reservation. While the stream runs it extends its reservation (a heartbeat), so a
@@ -14,7 +16,9 @@ use crate::usage::{Metered, Usage};
 use futures_channel::mpsc;
 use futures_util::future::{select, Either};
 use futures_util::{FutureExt, Stream, StreamExt};
+use std::cell::RefCell;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::time::Duration;
 use worker::{AbortController, Delay, Env};
 
@@ -22,10 +26,10 @@ use worker::{AbortController, Delay, Env};
 pub type Body = Pin<Box<dyn Stream<Item = worker::Result<Vec<u8>>>>>;
 
 /// How often the pump looks at the clock and the client while the upstream is quiet.
-const TICK: Duration = Duration::from_millis(500);
+pub(super) const TICK: Duration = Duration::from_millis(500);
 
 /// Chunks queued for the client before the pump waits for it to read.
-const QUEUE: usize = 16;
+pub(super) const QUEUE: usize = 16;
 
 /// What the stream reports when it is over.
 pub struct StreamEnd {
@@ -45,7 +49,8 @@ pub struct Heartbeat {
 
 pub struct Pump {
     pub upstream: Body,
-    pub meter: StreamMeter,
+    /// Shared with the fast path's forwarding closure (`super::stream_tap`).
+    pub meter: Rc<RefCell<StreamMeter>>,
     pub budget: DrainBudget,
     /// Cancels the upstream fetch when the drain budget is spent.
     pub cancel: Option<AbortController>,
@@ -64,13 +69,21 @@ pub fn channel() -> (mpsc::Sender<Vec<u8>>, mpsc::Receiver<Vec<u8>>) {
 }
 
 /// The client, while it is there.
-struct Client {
+pub(super) struct Client {
     tx: Option<mpsc::Sender<Vec<u8>>>,
     /// When it left (real milliseconds) and how many bytes were drained since.
     left: Option<(f64, usize)>,
 }
 
 impl Client {
+    /// A client that left at `at` (real milliseconds), `drained` bytes ago.
+    pub(super) fn left_at(at: f64, drained: usize) -> Self {
+        Client {
+            tx: None,
+            left: Some((at, drained)),
+        }
+    }
+
     fn gone(&mut self) {
         if self.tx.take().is_some() {
             super::metrics::bump(super::metrics::Metric::StreamsAborted);
@@ -108,11 +121,36 @@ impl Client {
 
 impl Pump {
     /// Runs the stream to its end and says how it is billed.
-    pub async fn run(mut self, tx: mpsc::Sender<Vec<u8>>) -> StreamEnd {
-        let mut client = Client {
+    pub async fn run(self, tx: mpsc::Sender<Vec<u8>>) -> StreamEnd {
+        let client = Client {
             tx: Some(tx),
             left: None,
         };
+        self.drive(client).await
+    }
+
+    /// Extends the reservation (or reports the lease) when its heartbeat is due.
+    pub(super) async fn beat_if_due(&self, last_beat: &mut i64) {
+        let now = super::clock::now_ms();
+        if !heartbeat_due(*last_beat, now) {
+            return;
+        }
+        *last_beat = now;
+        let h = &self.heartbeat;
+        match &h.leased {
+            Some(leased) => super::leases::beat(&h.env, &leased.admission).await,
+            None => {
+                let beat = ExtendRequest {
+                    reservation: h.reservation,
+                    now_ms: now,
+                };
+                client::extend(&h.env, &h.counter, &beat).await;
+            }
+        }
+    }
+
+    /// The channel pump's loop, from a client that is there or already left.
+    pub(super) async fn drive(mut self, mut client: Client) -> StreamEnd {
         let mut last_beat = super::clock::now_ms();
         // One timer for many chunks: made again only once it fired.
         let mut tick = Box::pin(Delay::from(TICK));
@@ -120,7 +158,7 @@ impl Pump {
             let next = self.upstream.next();
             match select(next, tick.as_mut()).await {
                 Either::Left((Some(Ok(chunk)), _)) => {
-                    let out = self.meter.forward(&chunk);
+                    let out = self.meter.borrow_mut().forward(&chunk);
                     if let Some((_, drained)) = &mut client.left {
                         *drained += chunk.len();
                     } else if !out.is_empty() {
@@ -134,7 +172,7 @@ impl Pump {
                 Either::Left((Some(Err(_)) | None, _)) => {
                     // An unfinished last event is forwarded under the same rules; a
                     // broken upstream ends the stream and what it reported is billed.
-                    let rest = self.meter.rest();
+                    let rest = self.meter.borrow_mut().rest();
                     if !rest.is_empty() {
                         client.send(rest, &self.budget).await;
                     }
@@ -155,30 +193,16 @@ impl Pump {
                 }
                 continue; // nobody to keep the reservation alive for
             }
-            let now = super::clock::now_ms();
-            if heartbeat_due(last_beat, now) {
-                last_beat = now;
-                let h = &self.heartbeat;
-                match &h.leased {
-                    Some(leased) => super::leases::beat(&h.env, &leased.admission).await,
-                    None => {
-                        let beat = ExtendRequest {
-                            reservation: h.reservation,
-                            now_ms: now,
-                        };
-                        client::extend(&h.env, &h.counter, &beat).await;
-                    }
-                }
-            }
+            self.beat_if_due(&mut last_beat).await;
         };
-        let sent = self.meter.take_sent();
+        let sent = self.meter.borrow_mut().take_sent();
         if ending == Ending::DrainSpent {
             if let Some(c) = self.cancel.take() {
                 c.abort(); // nothing more is billed from the provider
             }
         }
         StreamEnd {
-            metered: self.meter.metered(ending, &self.reserved),
+            metered: self.meter.borrow().metered(ending, &self.reserved),
             // What a client that left saw is not the answer: it is never replayed.
             sent: replayable(sent, client.left.is_some()),
         }

@@ -109,6 +109,8 @@ fn respond_json(
 pub enum Payload {
     Bytes(Vec<u8>),
     Stream(Body),
+    /// A stream the runtime already holds (the stream pump's fast path).
+    Web(worker::web_sys::ReadableStream),
 }
 
 pub fn respond(
@@ -120,6 +122,7 @@ pub fn respond(
     let resp = match payload {
         Payload::Bytes(b) => Response::from_bytes(b),
         Payload::Stream(s) => Response::from_stream(s),
+        Payload::Web(s) => Response::from_body(worker::ResponseBody::Stream(s)),
     };
     Ok(resp
         .map_err(http::internal)?

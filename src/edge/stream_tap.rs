@@ -1,0 +1,230 @@
+//! The stream pump's fast path: a loop in the runtime's JavaScript reads the upstream,
+//! passes each chunk through the wasm meter (`StreamMeter::forward`, one call) and
+//! enqueues what it returns on the client's stream. A chunk then costs one call into
+//! the wasm instead of a chain of promises through Rust futures and a channel.
+//!
+//! The Rust side (`Pump::tapped`) wakes only on a tick, to keep the reservation alive
+//! and to judge a stalled or departed client, and when the loop stops: at the end of
+//! the upstream, when it breaks, or when the client left. After that it reads the rest
+//! itself under the drain budget, as the channel pump does (`Pump::drive`).
+
+use super::metrics::{bump, Metric};
+use super::stream::{Body, Client, Pump, StreamEnd, TICK};
+use crate::stream_meter::{broken_off, replayable, Ending};
+use futures_util::future::{select, Either};
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+use worker::js_sys::{Date, Promise, Uint8Array};
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::web_sys::ReadableStream;
+use worker::Delay;
+
+// `run` resolves to "end", "error" or "gone". A chunk read after the client left is
+// still metered (the usage may be in it) and counted as drained; a forward that throws
+// (the meter dropped after a spent drain) ends the loop as an error.
+#[wasm_bindgen(inline_js = r#"
+export class Tap {
+  constructor(source, forward, queue) {
+    this.reader = source.getReader();
+    this.forward = forward;
+    this.leftAt = -1;
+    this.drainedBytes = 0;
+    this.fullSince = -1;
+    this.room = null;
+    this.body = new ReadableStream({
+      type: "bytes",
+      start: (c) => { this.client = c; },
+      pull: () => this.wake(),
+      cancel: () => { this.leave(); },
+    }, { highWaterMark: queue * 4096 });
+  }
+  wake() {
+    const room = this.room;
+    this.room = null;
+    this.fullSince = -1;
+    if (room !== null) room();
+  }
+  leave() {
+    if (this.leftAt < 0) this.leftAt = Date.now();
+    try { this.client.close(); } catch (_) {}
+    this.wake();
+  }
+  async run() {
+    try {
+      for (;;) {
+        const { done, value } = await this.reader.read();
+        if (done) return "end";
+        const out = this.forward(value);
+        if (this.leftAt >= 0) {
+          this.drainedBytes += value.length;
+          return "gone";
+        }
+        if (out.length > 0) this.client.enqueue(out);
+        if (this.client.desiredSize <= 0) {
+          this.fullSince = Date.now();
+          await new Promise((resolve) => { this.room = resolve; });
+          if (this.leftAt >= 0) return "gone";
+        }
+      }
+    } catch (_) {
+      return "error";
+    }
+  }
+  left_at() { return this.leftAt; }
+  drained() { return this.drainedBytes; }
+  stalled_since() { return this.fullSince; }
+  finish(rest) {
+    try {
+      if (rest.length > 0) this.client.enqueue(rest);
+      this.client.close();
+    } catch (_) {}
+  }
+  async next() {
+    const { done, value } = await this.reader.read();
+    return done ? null : value;
+  }
+}
+"#)]
+extern "C" {
+    type Tap;
+    #[wasm_bindgen(constructor)]
+    fn new(source: &ReadableStream, forward: &Forward, queue: u32) -> Tap;
+    #[wasm_bindgen(method, getter)]
+    fn body(this: &Tap) -> ReadableStream;
+    #[wasm_bindgen(method)]
+    fn run(this: &Tap) -> Promise;
+    #[wasm_bindgen(method)]
+    fn leave(this: &Tap);
+    #[wasm_bindgen(method)]
+    fn left_at(this: &Tap) -> f64;
+    #[wasm_bindgen(method)]
+    fn drained(this: &Tap) -> f64;
+    #[wasm_bindgen(method)]
+    fn stalled_since(this: &Tap) -> f64;
+    #[wasm_bindgen(method)]
+    fn finish(this: &Tap, rest: &[u8]);
+    /// The next chunk (`null` at the end), once the loop has stopped.
+    #[wasm_bindgen(method)]
+    fn next(this: &Tap) -> Promise;
+}
+
+type Forward = Closure<dyn FnMut(Vec<u8>) -> Vec<u8>>;
+
+/// How the JavaScript loop stopped, or why the Rust side stopped waiting for it.
+enum Stop {
+    End,
+    Broken,
+    Gone,
+    /// The client left and the drain budget ran out while the upstream was quiet.
+    Spent,
+}
+
+impl Pump {
+    /// Starts the fast path on the provider's own stream: gives the client's body and
+    /// the task that runs the stream to its end (for `wait_until`).
+    pub fn tapped(
+        self,
+        source: &ReadableStream,
+    ) -> (ReadableStream, impl std::future::Future<Output = StreamEnd>) {
+        let meter = Rc::clone(&self.meter);
+        let forward: Forward =
+            Closure::new(move |chunk: Vec<u8>| meter.borrow_mut().forward(&chunk));
+        let tap = Tap::new(source, &forward, super::stream::QUEUE as u32);
+        let body = tap.body();
+        (body, self.run_tapped(tap, forward))
+    }
+
+    async fn run_tapped(mut self, tap: Tap, forward: Forward) -> StreamEnd {
+        let stop = self.watch(&tap).await;
+        drop(forward); // the loop has stopped, or it is cut off: it can call it no more
+        let left = tap.left_at();
+        if left >= 0.0 {
+            bump(Metric::StreamsAborted);
+        }
+        let ending = match stop {
+            // An unfinished last event is forwarded (and metered) under the same rules.
+            Stop::End | Stop::Broken if stop_reads_rest(&stop, left) => {
+                let rest = self.meter.borrow_mut().rest();
+                tap.finish(&rest);
+                broken_off(false)
+            }
+            // Broken after the client left: what it generated is unknown.
+            Stop::End | Stop::Broken => broken_off(true),
+            Stop::Spent => {
+                bump(Metric::AbortsBilledAtBound);
+                Ending::DrainSpent
+            }
+            Stop::Gone => {
+                // The rest is read here, under the drain budget, as the channel pump does.
+                let client = Client::left_at(left, tap.drained() as usize);
+                self.upstream = rest_of(tap);
+                return self.drive(client).await;
+            }
+        };
+        if ending == Ending::DrainSpent {
+            if let Some(c) = self.cancel.take() {
+                c.abort(); // nothing more is billed from the provider
+            }
+        }
+        let sent = self.meter.borrow_mut().take_sent();
+        StreamEnd {
+            metered: self.meter.borrow().metered(ending, &self.reserved),
+            sent: replayable(sent, left >= 0.0),
+        }
+    }
+
+    /// Waits for the JavaScript loop to stop, waking on each tick to beat the
+    /// heartbeat, to let a client that stopped reading go, and to spend the drain
+    /// budget of one that left while the upstream is quiet.
+    async fn watch(&mut self, tap: &Tap) -> Stop {
+        let mut run = JsFuture::from(tap.run());
+        let mut last_beat = super::clock::now_ms();
+        loop {
+            let tick = Box::pin(Delay::from(TICK));
+            match select(&mut run, tick).await {
+                Either::Left((Ok(v), _)) => {
+                    return match v.as_string().as_deref() {
+                        Some("end") => Stop::End,
+                        Some("gone") => Stop::Gone,
+                        _ => Stop::Broken,
+                    }
+                }
+                Either::Left((Err(_), _)) => return Stop::Broken,
+                Either::Right(_) => {}
+            }
+            let now = Date::now();
+            let left = tap.left_at();
+            if left >= 0.0 {
+                if self.budget.spent(now - left, tap.drained() as usize) {
+                    return Stop::Spent;
+                }
+                continue;
+            }
+            let stalled = tap.stalled_since();
+            if stalled >= 0.0 && now - stalled >= self.budget.ms as f64 {
+                tap.leave(); // the loop stops at once: it was waiting for room
+                continue;
+            }
+            self.beat_if_due(&mut last_beat).await;
+        }
+    }
+}
+
+/// Whether the stream's last event is still read: at the upstream's end, or when it
+/// broke while the client was there.
+fn stop_reads_rest(stop: &Stop, left: f64) -> bool {
+    matches!(stop, Stop::End) || left < 0.0
+}
+
+/// The rest of the provider's stream, read by Rust from here on through the tap's
+/// reader (a stream once read from cannot be handed to anything else).
+fn rest_of(tap: Tap) -> Body {
+    Box::pin(futures_util::stream::unfold(Some(tap), |tap| async move {
+        let tap = tap?;
+        match JsFuture::from(tap.next()).await {
+            Ok(v) if v.is_null() => None,
+            Ok(v) => Some((Ok(Uint8Array::new(&v).to_vec()), Some(tap))),
+            Err(e) => Some((Err(worker::Error::from(e)), None)),
+        }
+    }))
+}
