@@ -14,41 +14,10 @@ step "probing the fake upstream"
 UPSTREAM_P50=$(probe_upstream)
 [ -n "$UPSTREAM_P50" ] || die "probing the fake upstream failed"
 info "sequential p50 $UPSTREAM_P50 us"
-UPSTREAM_NOTE=""
-if [ "$UPSTREAM_P50" -gt 10000 ]; then
-  # tests/support/upstream.rs writes each response in several small write() calls
-  # without TCP_NODELAY, so Nagle's algorithm holds the rest of every response until
-  # the client's delayed ACK (about 40 ms on Linux): a floor that would hide the
-  # Worker's own cost. Until that is fixed there, measure with a copy of the same
-  # source whose only change is TCP_NODELAY on accepted connections.
-  step "the fake upstream stalls $UPSTREAM_P50 us per response (Nagle + delayed ACK): building a TCP_NODELAY copy"
-  stop "$UPSTREAM_PID"
-  UPSTREAM_PID=""
-  NODELAY_DIR=$ROOT/target/bench-upstream
-  mkdir -p "$NODELAY_DIR"
-  cp tests/support/fake_upstream.rs Cargo.lock "$NODELAY_DIR/"
-  cp scripts/bench.d/nodelay-upstream.toml "$NODELAY_DIR/Cargo.toml"
-  # Insert the option as the first statement of `fn serve(conn: TcpStream, ...)`.
-  awk '/^fn serve\(conn: TcpStream/ { armed = 1 }
-       { print }
-       armed && /\{$/ { print "    let _ = conn.set_nodelay(true);"; armed = 0; done = 1 }
-       END { exit done ? 0 : 1 }' tests/support/upstream.rs >"$NODELAY_DIR/upstream.rs" ||
-    die "cannot patch a copy of tests/support/upstream.rs (fn serve changed); set TCP_NODELAY there"
-  (cd "$NODELAY_DIR" && cargo build --release --quiet 2>"$WORK/nodelay-build.log") ||
-    { cat "$WORK/nodelay-build.log" >&2; die "building the TCP_NODELAY copy failed"; }
-  start_upstream "$NODELAY_DIR/target/release/fake_upstream"
-  STALLED_P50=$UPSTREAM_P50
-  UPSTREAM_P50=$(probe_upstream)
-  info "TCP_NODELAY copy on $UPSTREAM_URL (pid $UPSTREAM_PID), sequential p50 $UPSTREAM_P50 us"
-  UPSTREAM_NOTE="**Upstream caveat.** The fake upstream as built from \`tests/support/upstream.rs\`
-answered sequential requests in $(awk -v u="$STALLED_P50" 'BEGIN { printf "%.1f", u / 1000 }') ms (p50): it writes each response in several
-small \`write()\` calls without \`TCP_NODELAY\`, so Nagle's algorithm holds the rest of the
-response until the client's delayed ACK (about 40 ms on Linux). That floor would hide the
-Worker's cost, so this run used a copy of the same source (built under
-\`target/bench-upstream\`) whose only change is \`conn.set_nodelay(true)\` on accepted
-connections: p50 $(awk -v u="$UPSTREAM_P50" 'BEGIN { printf "%.3f", u / 1000 }') ms. Once \`tests/support/upstream.rs\` sets it,
-\`scripts/bench\` uses the project's binary as is."
-fi
+# tests/support/upstream.rs sets TCP_NODELAY on every connection: without it, Nagle's
+# algorithm and the client's delayed ACK (about 40 ms) would be the floor of every point.
+[ "$UPSTREAM_P50" -le 10000 ] ||
+  die "the fake upstream answers in $UPSTREAM_P50 us (p50): is TCP_NODELAY still set in tests/support/upstream.rs?"
 
 # ---------------------------------------------------------------- workerd
 WORKER_PORT=$(free_port 18787) || die "no free port"
@@ -273,7 +242,7 @@ done
 # ---------------------------------------------------------------- streamed
 # N sequential streamed requests over one kept-alive connection (one curl process);
 # time_starttransfer is the time to the first response byte, time_total the whole stream.
-declare -A S_TTFB50 S_TTFB90 S_TOT50 S_TOT90
+declare -A S_TTFB50 S_TTFB90 S_TOT50 S_TOT90 S_CPU
 pct() { # PERCENT < numbers: nearest-rank percentile
   sort -n | awk -v p="$1" '{ v[NR] = $1 } END { i = int(p / 100 * NR + 0.999999); if (i < 1) i = 1; print v[i] }'
 }
@@ -297,7 +266,13 @@ stream_run() { # TARGET COUNT: prints "ttfb total status" per request
 for t in "${TARGETS[@]}"; do
   step "streamed chat (50 tokens), $t: 20 warm-up and $STREAM_N measured sequential requests"
   stream_run "$t" 20 >/dev/null
+  # CPU per stream: workerd's (the upstream's for direct), as for non-streamed load.
+  cpu_pid=$WORKERD_PID
+  [ "$t" != direct ] || cpu_pid=$UPSTREAM_PID
+  c0=$(proc_ticks "$cpu_pid")
   stream_run "$t" "$STREAM_N" >"$WORK/stream.$t"
+  c1=$(proc_ticks "$cpu_pid")
+  S_CPU[$t]=$(((c1 - c0) * 1000000 / HZ / STREAM_N))
   [ -z "${BASE[$t]:-}" ] || SENT[$t]=$((${SENT[$t]} + 20 + STREAM_N))
   bad=$(awk '$3 != 200' "$WORK/stream.$t" | wc -l)
   [ "$bad" -eq 0 ] || die "$t: $bad streamed requests did not answer 200"
@@ -306,7 +281,7 @@ for t in "${TARGETS[@]}"; do
   S_TTFB90[$t]=$(awk '{ printf "%.0f\n", $1 * 1e6 }' "$WORK/stream.$t" | pct 90)
   S_TOT50[$t]=$(awk '{ printf "%.0f\n", $2 * 1e6 }' "$WORK/stream.$t" | pct 50)
   S_TOT90[$t]=$(awk '{ printf "%.0f\n", $2 * 1e6 }' "$WORK/stream.$t" | pct 90)
-  info "TTFB p50 ${S_TTFB50[$t]} us, p90 ${S_TTFB90[$t]} us; whole stream p50 ${S_TOT50[$t]} us"
+  info "TTFB p50 ${S_TTFB50[$t]} us, p90 ${S_TTFB90[$t]} us; whole stream p50 ${S_TOT50[$t]} us; CPU ${S_CPU[$t]} us per stream"
 done
 
 # ---------------------------------------------------------------- hot and cold customers
@@ -378,12 +353,6 @@ proxy_targets() {
   echo "| stretch: metered CPU ≤ 2× a bare JavaScript Worker's (c=$first_c) | ${r}× (${WCPU[metered/$first_c]} vs ${WCPU[bare_js/$first_c]} µs) | $(verdict "$r" 2) |"
 }
 
-proxy_notes() {
-  if [ -n "$UPSTREAM_NOTE" ]; then
-    echo "$UPSTREAM_NOTE"
-    echo
-  fi
-}
 
 proxy_report() {
   local c t k cpu pair a b
@@ -470,12 +439,14 @@ proxy_report() {
   echo "\`\"stream\": true\`, 50 completion tokens (53 SSE events, sent as fast as possible),"
   echo "$STREAM_N sequential requests per target over one kept-alive connection, after 20"
   echo "warm-up requests. TTFB is curl's \`time_starttransfer\` (first response byte);"
-  echo "*stream* is \`time_total\` (until the last byte). In ms."
+  echo "*stream* is \`time_total\` (until the last byte). In ms. *CPU per stream* is the"
+  echo "workerd process's CPU time over the measured requests, per request (for *direct*:"
+  echo "the upstream's)."
   echo
-  echo "| target | TTFB p50 | TTFB p90 | stream p50 | stream p90 |"
-  echo "|---|---:|---:|---:|---:|"
+  echo "| target | TTFB p50 | TTFB p90 | stream p50 | stream p90 | CPU per stream (ms) |"
+  echo "|---|---:|---:|---:|---:|---:|"
   for t in "${TARGETS[@]}"; do
-    echo "| ${LABEL[$t]} | $(ms "${S_TTFB50[$t]}") | $(ms "${S_TTFB90[$t]}") | $(ms "${S_TOT50[$t]}") | $(ms "${S_TOT90[$t]}") |"
+    echo "| ${LABEL[$t]} | $(ms "${S_TTFB50[$t]}") | $(ms "${S_TTFB90[$t]}") | $(ms "${S_TOT50[$t]}") | $(ms "${S_TOT90[$t]}") | $(ms "${S_CPU[$t]}") |"
   done
   echo
   echo "| comparison | TTFB p50 | TTFB p90 | stream p50 | stream p90 | TTFB p50 difference |"
@@ -505,11 +476,7 @@ proxy_how() {
   echo "- Proxy: the \`UsageCounter\` Durable Object keeps SQLite in a fresh directory ($DO_FS;"
   echo "  and tmpfs for the second Worker copy, if the machine has /dev/shm). The overrides"
   echo "  are the fake upstream as \`UPSTREAM_URL\` and \`BENCH_BARE_ROUTE = \"1\"\`."
-  if [ -n "$UPSTREAM_NOTE" ]; then
-    echo "- Upstream: a TCP_NODELAY copy of \`tests/support/fake_upstream.rs\` (see the caveat above),"
-  else
-    echo "- Upstream: \`target/release/examples/fake_upstream\` (tests/support),"
-  fi
+  echo "- Upstream: \`target/release/examples/fake_upstream\` (tests/support),"
   echo "  HTTP/1.1 with keep-alive on 127.0.0.1, answering at once with deterministic usage."
   echo "  All targets use the same upstream process in the same run."
   echo "- The proxy's bench customer is on the plan \`bench\` with one live key."
