@@ -30,15 +30,12 @@ use edgemeter::catalog::{Cap, Catalog, Plan};
 use edgemeter::counter_state::CounterState;
 use edgemeter::lease::{Grant, Report, Slice, LEASE_MS, RELEASE_GRACE_MS};
 use edgemeter::lease_grant::bounds_of;
-use edgemeter::lease_holder::{Admission, Held, LeaseBook};
+use edgemeter::lease_holder::Admission;
 use edgemeter::pricing::Pricing;
-use edgemeter::request::AdmitAsk;
 use edgemeter::reservation::RESERVATION_TTL_MS;
-use edgemeter::usage::Usage;
 use stateright::{Checker, Expectation, Model, Property};
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::Arc;
 
 const NOW: i64 = 1_764_547_200_000 + 10_000; // 10 s into a period
 const CAP: u64 = 16;
@@ -56,119 +53,9 @@ const TICK: i64 = LEASE_MS + RELEASE_GRACE_MS + RESERVATION_TTL_MS;
 /// back), so it stays `false`: the model checks the fix.
 const SKIP_SUPERSEDED_FAILURES: bool = false;
 
-fn ask_of(tokens: u64) -> AdmitAsk {
-    let mut a = AdmitAsk::default();
-    (a.meter, a.model) = ("chat.completions".into(), "gpt-4o-mini".into());
-    (a.input_estimate, a.input_reserve) = (tokens - tokens / 2, tokens - tokens / 2);
-    (a.output_cap, a.choices) = (Some(tokens / 2), 1);
-    a
-}
-
-fn usage_of(tokens: u64) -> Usage {
-    let mut u = Usage::default();
-    (u.input, u.output) = (tokens - tokens / 2, tokens / 2);
-    u
-}
-
-/// A call on a book, kept to rebuild it.
-#[derive(Debug)]
-enum Op {
-    Install(u64, Grant, i64, i64),
-    Admit(Slice, i64),
-    Finish(Adm, Req, i64),
-    Retire(i64),
-    Take(i64),
-    Failed(Vec<Report>, i64),
-}
-
-fn run(b: &mut LeaseBook, op: &Op) -> (Option<Admission>, Vec<Report>) {
-    match op {
-        Op::Install(id, grant, window, asked) => {
-            let held = Held::new(*id, "open".into(), grant.clone(), *asked, *window);
-            b.install(HOLDER, COUNTER, *id, held, *asked);
-        }
-        Op::Admit(one, now) => return (b.admit(HOLDER, one, *now), vec![]),
-        Op::Finish(a, (tokens, used), now) => {
-            let (key, usage) = ((ask_of(1).meter, ask_of(1).model), usage_of(*tokens));
-            b.finish(&a.0, used.then_some((&key, &usage, false)), *now);
-        }
-        Op::Retire(now) => return (None, b.retire(HOLDER, *now)),
-        Op::Take(now) => return (None, b.take_at(COUNTER, *now)),
-        Op::Failed(reports, now) => b.failed(COUNTER, reports, *now),
-    }
-    (None, vec![])
-}
-
-/// The calls made on a book, newest first, shared between states.
-#[derive(Debug)]
-struct Log(Op, Option<Arc<Log>>);
-
-#[derive(Clone, Default)]
-struct Book {
-    log: Option<Arc<Log>>,
-    seen: u64,
-    /// It has a change not sent (kept, not to replay the book for every look).
-    unsent: bool,
-}
-
-impl Book {
-    fn build(&self) -> LeaseBook {
-        let (mut ops, mut at) = (vec![], &self.log);
-        while let Some(Log(op, before)) = at.as_deref() {
-            ops.push(op);
-            at = before;
-        }
-        let mut b = LeaseBook::default();
-        ops.into_iter().rev().for_each(|op| drop(run(&mut b, op)));
-        b
-    }
-
-    /// Makes the call; one that changed nothing is not kept.
-    fn call(&mut self, op: Op) -> (Option<Admission>, Vec<Report>) {
-        let mut b = self.build();
-        let out = run(&mut b, &op);
-        // Since when a change waits matters only to `due`, which the model leaves to
-        // chance (a batch may go at any time): only that it waits is kept.
-        let mut h = DefaultHasher::new();
-        for part in format!("{b:?}").split("waiting_since: Some(") {
-            part.trim_start_matches(char::is_numeric).hash(&mut h);
-        }
-        self.unsent = b.due(COUNTER, FAR);
-        if h.finish() != self.seen {
-            (self.log, self.seen) = (Some(Arc::new(Log(op, self.log.take()))), h.finish());
-        }
-        out
-    }
-}
-
-impl std::fmt::Debug for Book {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.build().fmt(f)
-    }
-}
-
-/// Equality and hash by a key.
-macro_rules! by_key {
-    ($t:ty, $key:expr) => {
-        impl PartialEq for $t {
-            fn eq(&self, o: &$t) -> bool {
-                $key(self) == $key(o)
-            }
-        }
-        impl Eq for $t {}
-        impl Hash for $t {
-            fn hash<H: Hasher>(&self, h: &mut H) {
-                $key(self).hash(h)
-            }
-        }
-    };
-}
-by_key!(Book, |b: &Book| b.seen);
-
-/// An `Admission` (not Hash): here only its lease and bounds differ.
-#[derive(Clone, Debug)]
-struct Adm(Admission);
-by_key!(Adm, |a: &Adm| (a.0.lease, a.0.bounds.clone()));
+#[path = "lease_model/book.rs"]
+mod book;
+use book::{ask_of, usage_of, Adm, Book, Op};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Answer {
@@ -292,91 +179,8 @@ fn sorted(mut s: State) -> State {
     s
 }
 
-impl LeaseModel {
-    fn new(budget: [u8; 4]) -> LeaseModel {
-        let json = serde_json::json!({"version": "m1", "currency": "USD",
-            "models": {"gpt-4o-mini": {"input_per_mtok": "0.15", "output_per_mtok": "0.60"}},
-            "plans": {"open": {}}});
-        let catalog = Catalog::parse(&json.to_string()).unwrap();
-        let mut plan = Plan::default();
-        (plan.included_tokens, plan.token_cap) = (Some(CAP), Cap::Hard);
-        LeaseModel {
-            catalog,
-            plan,
-            budget,
-        }
-    }
-
-    fn bounds(&self, tokens: u64) -> Slice {
-        bounds_of(&self.plan, &self.catalog, &ask_of(tokens))
-    }
-
-    /// Whether the counter may close or drop `lease` now (the timing assumption).
-    fn may_expire(&self, s: &State, lease: u64) -> bool {
-        let Some(&i) = s.ghost.holders.get(&lease) else {
-            return !s.net.iter().any(|m| match m {
-                Msg::Answer(to, tag, Answer::Lease(id, ..)) => {
-                    let waiting = s.isolates[*to].asking.as_ref();
-                    *id == lease && waiting.is_some_and(|a| a.0 == *tag)
-                }
-                _ => false,
-            });
-        };
-        let iso = &s.isolates[i];
-        let has = |rs: &Vec<Report>| rs.iter().any(|r| r.lease == lease);
-        let sent = s.net.iter().any(|m| match m {
-            Msg::Ask(_, _, _, rs) | Msg::Reports(_, rs) => has(rs),
-            _ => false,
-        });
-        let running = iso.leased.iter().any(|(a, _)| a.0.lease == lease);
-        let asking = iso.asking.as_ref().is_some_and(|a| has(&a.3));
-        iso.crashed || !(sent || running || asking || iso.book.unsent)
-    }
-
-    /// Isolate `i` took `reports` from its book, to send.
-    fn took(&self, s: &mut State, i: usize, op: Op) -> Vec<Report> {
-        let reports = s.isolates[i].book.call(op).1;
-        for r in &reports {
-            s.ghost.taken.insert(r.lease, r.seq);
-        }
-        reports
-    }
-
-    /// Hands a failed call's reports back to isolate `i`'s book.
-    fn failed(&self, s: &mut State, i: usize, mut reports: Vec<Report>) {
-        if SKIP_SUPERSEDED_FAILURES {
-            reports.retain(|r| s.ghost.taken.get(&r.lease) <= Some(&r.seq));
-        }
-        if !s.isolates[i].crashed && !reports.is_empty() {
-            s.isolates[i].book.call(Op::Failed(reports, s.now));
-        }
-    }
-
-    fn upstream(&self, s: &mut State, i: usize, req: Req, leased: Option<Admission>) {
-        let (g, iso, tokens) = (&mut s.ghost, &mut s.isolates[i], req.0);
-        g.upstream = (g.upstream.0 + 1, g.upstream.1 + tokens);
-        if let Some(a) = leased {
-            (g.seen.0, iso.leased_tokens) = (true, iso.leased_tokens + tokens);
-            iso.leased.push((Adm(a), req));
-        }
-    }
-
-    /// The counter answers an ask: reports first, then a lease or the request alone.
-    fn answer(&self, s: &mut State, tokens: u64, carried: &[Report]) -> Answer {
-        let (pricing, now) = (Pricing::List(&self.catalog), s.now);
-        for r in carried {
-            s.counter.apply_report(r, now);
-        }
-        let (c, plan, ask) = (&mut s.counter, &self.plan, ask_of(tokens));
-        match c.grant_lease(&pricing, plan, &ask, now) {
-            Ok(Some(l)) => Answer::Lease(l.id, l.grant, l.until_ms - now),
-            _ => match c.admit(&pricing, plan, &ask, now) {
-                Ok(r) => Answer::Reserved(r.id),
-                Err(_) => Answer::Refused,
-            },
-        }
-    }
-}
+#[path = "lease_model/steps.rs"]
+mod steps;
 
 impl Model for LeaseModel {
     type State = State;
