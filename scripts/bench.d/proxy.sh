@@ -142,7 +142,7 @@ run_oha() { # TARGET CONNS SECONDS OUTFILE
 }
 us() { jq -r ".latencyPercentiles.$1 * 1e6 | floor" "$2"; }
 
-declare -A RPS P50 P90 P99 MAX DONE FAILED WCPU UCPU OTHER CALLS WROWS RROWS LEASED
+declare -A RPS P50 P90 P99 MAX DONE FAILED WCPU UCPU OTHER STEAL CALLS WROWS RROWS LEASED
 # The Worker's own counts (GET /admin/v1/metrics, per isolate: the Worker and its
 # Durable Objects share one here): object calls, rows written and read, leased.
 counts() { # BASE_URL
@@ -160,8 +160,11 @@ measure() { # TARGET CONNS: one measured run; sets the m_* variables
   w0=$(proc_ticks "$WORKERD_PID")
   u0=$(proc_ticks "$UPSTREAM_PID")
   others_snapshot >"$WORK/others0"
+  local st0 st1
+  st0=$(steal_ticks)
   run_oha "$t" "$c" "$SECONDS_PER_POINT" "$r"
   others_snapshot >"$WORK/others1"
+  st1=$(steal_ticks)
   w1=$(proc_ticks "$WORKERD_PID")
   u1=$(proc_ticks "$UPSTREAM_PID")
   [ -z "${BASE[$t]:-}" ] || read -r -a n1 <<<"$(counts "${BASE[$t]}")"
@@ -181,6 +184,7 @@ measure() { # TARGET CONNS: one measured run; sets the m_* variables
   m_ucpu=$(awk -v d=$((u1 - u0)) -v n="$m_done" -v hz="$HZ" 'BEGIN { printf "%.0f", d / hz * 1e6 / n }')
   m_other=$(awk -v d="$(others_ticks "$WORK/others0" "$WORK/others1")" -v s="$secs" -v hz="$HZ" \
     -v cap="$(nproc)" 'BEGIN { v = d / hz / s * 100; if (v > cap * 100) v = cap * 100; printf "%.0f", v }')
+  m_steal=$(awk -v d=$((st1 - st0)) -v s="$secs" -v hz="$HZ" 'BEGIN { printf "%.0f", d / hz / s * 100 }')
   # Per request; the metrics read itself is one object-free admin call, not counted.
   per() { awk -v d="$1" -v n="$m_done" 'BEGIN { printf "%.4f", (n > 0) ? d / n : 0 }'; }
   m_calls=$(per $((n1[0] - n0[0])))
@@ -199,7 +203,7 @@ keep_median_round() { # TARGET CONNS: copies the median round's figures to TARGE
   done | sort -n)
   [ "${#picked[@]}" -gt 0 ] || return 0
   mid=${picked[$(((${#picked[@]} - 1) / 2))]##* }
-  for v in DONE FAILED RPS P50 P90 P99 MAX WCPU UCPU OTHER CALLS WROWS RROWS LEASED TRIES; do
+  for v in DONE FAILED RPS P50 P90 P99 MAX WCPU UCPU OTHER STEAL CALLS WROWS RROWS LEASED TRIES; do
     declare -n arr=$v
     arr[$t/$c]=${arr[$t/$c/$mid]}
   done
@@ -223,11 +227,11 @@ for c in $CONNS; do
       for ((try = 1; try <= RETRIES + 1; try++)); do
         measure "$t" "$c"
         [ -z "${BASE[$t]:-}" ] || SENT[$t]=$((${SENT[$t]} + m_done))
-        info "$(printf '%s req/s, p50 %s us, p99 %s us, failed %s, workerd CPU %s us/req, other processes %s%% of a CPU' \
-          "$m_rps" "$m_p50" "$m_p99" "$m_failed" "$m_wcpu" "$m_other")"
+        info "$(printf '%s req/s, p50 %s us, p99 %s us, failed %s, workerd CPU %s us/req, other processes %s%% of a CPU, steal %s%%' \
+          "$m_rps" "$m_p50" "$m_p99" "$m_failed" "$m_wcpu" "$m_other" "$m_steal")"
         if [ "$try" = 1 ] || [ "$m_other" -lt "${OTHER[$k]}" ]; then
           DONE[$k]=$m_done FAILED[$k]=$m_failed RPS[$k]=$m_rps P50[$k]=$m_p50 P90[$k]=$m_p90
-          P99[$k]=$m_p99 MAX[$k]=$m_max WCPU[$k]=$m_wcpu UCPU[$k]=$m_ucpu OTHER[$k]=$m_other
+          P99[$k]=$m_p99 MAX[$k]=$m_max WCPU[$k]=$m_wcpu UCPU[$k]=$m_ucpu OTHER[$k]=$m_other STEAL[$k]=$m_steal
           CALLS[$k]=$m_calls WROWS[$k]=$m_wrows RROWS[$k]=$m_rrows LEASED[$k]=$m_leased
         fi
         TRIES[$k]=$try
@@ -388,17 +392,19 @@ proxy_report() {
   echo "mean the point was disturbed by other work (kernel threads, such as the ones that"
   echo "write the ext4 journal after the metered path's flushes, count here too). A point"
   echo "with others above $MAX_OTHER% was measured again, up to $((RETRIES + 1)) runs in all (*runs*),"
-  echo "and the least disturbed run is shown."
+  echo "and the least disturbed run is shown. *Steal* is the time the host ran something"
+  echo "else while this VM's CPUs were ready (from /proc/stat), in % of one CPU: it slows"
+  echo "every process here at once, and no retry is made for it."
   echo
-  echo "| c | target | req/s | p50 | p90 | p99 | max | requests | failed | workerd CPU µs/req | others | runs | p50 per round |"
-  echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+  echo "| c | target | req/s | p50 | p90 | p99 | max | requests | failed | workerd CPU µs/req | others | steal | runs | p50 per round |"
+  echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
   for c in $CONNS; do
     for t in "${TARGETS[@]}"; do
       k=$t/$c
       [ -n "${DONE[$k]:-}" ] || continue
       cpu=${WCPU[$k]}
       [ "$t" != direct ] || cpu="${UCPU[$k]} (upstream)"
-      echo "| $c | ${LABEL[$t]} | ${RPS[$k]} | $(ms "${P50[$k]}") | $(ms "${P90[$k]}") | $(ms "${P99[$k]}") | $(ms "${MAX[$k]}") | ${DONE[$k]} | ${FAILED[$k]} | $cpu | ${OTHER[$k]}% | ${TRIES[$k]} | ${ROUND_P50[$k]:-} |"
+      echo "| $c | ${LABEL[$t]} | ${RPS[$k]} | $(ms "${P50[$k]}") | $(ms "${P90[$k]}") | $(ms "${P99[$k]}") | $(ms "${MAX[$k]}") | ${DONE[$k]} | ${FAILED[$k]} | $cpu | ${OTHER[$k]}% | ${STEAL[$k]}% | ${TRIES[$k]} | ${ROUND_P50[$k]:-} |"
     done
   done
   echo
