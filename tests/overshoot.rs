@@ -9,10 +9,27 @@
 mod support;
 
 use serde_json::{json, Value};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-use support::{call, customer, settled_usage, shared};
+use support::upstream::FakeUpstream;
+use support::workerd::Workerd;
+use support::{call, customer, settled_usage};
 
 const BURST: usize = 500;
+
+/// The Worker under plain `workerd`, with no dev proxy in front: under a burst of 500
+/// new connections `wrangler dev`'s proxy sometimes failed its own hop to the runtime
+/// and answered 503 ("Your worker restarted mid-request") for requests it never passed
+/// on, which said nothing about the quota.
+fn port() -> u16 {
+    static ENV: OnceLock<(FakeUpstream, Workerd)> = OnceLock::new();
+    let (_, workerd) = ENV.get_or_init(|| {
+        let upstream = FakeUpstream::start(0);
+        let workerd = Workerd::start(&upstream.url(), &support::catalog(), 0);
+        (upstream, workerd)
+    });
+    workerd.port
+}
 
 /// Sends `BURST` copies of a request at once; returns how many were admitted. One
 /// burst at a time: several at once would test the local runtime's limits instead.
@@ -85,7 +102,7 @@ fn chat(max_tokens: u64, extra: Value) -> Value {
 
 #[test]
 fn a_request_quota_holds_under_a_burst_of_multi_choice_requests() {
-    let port = shared().worker.port;
+    let port = port();
     let (_, key) = customer(port, "fifty");
     let admitted = burst(
         port,
@@ -99,7 +116,7 @@ fn a_request_quota_holds_under_a_burst_of_multi_choice_requests() {
 
 #[test]
 fn a_token_quota_holds_when_every_choice_runs_to_its_cap() {
-    let port = shared().worker.port;
+    let port = port();
     let (_, key) = customer(port, "tokens");
     let admitted = burst(
         port,
@@ -112,7 +129,7 @@ fn a_token_quota_holds_when_every_choice_runs_to_its_cap() {
 
 #[test]
 fn a_token_quota_holds_with_best_of() {
-    let port = shared().worker.port;
+    let port = port();
     let (_, key) = customer(port, "tokens");
     let prompt = "Write one line about the sea, please.";
     let body = json!({"model": "gpt-4o-mini", "prompt": prompt, "max_tokens": 10, "best_of": 4});
@@ -122,7 +139,7 @@ fn a_token_quota_holds_with_best_of() {
 
 #[test]
 fn a_token_quota_holds_with_images() {
-    let port = shared().worker.port;
+    let port = port();
     let (_, key) = customer(port, "big");
     let image = json!({"type": "image_url", "image_url": {"url": "https://example.com/a.png"}});
     let content = json!([{"type": "text", "text": "what is this"}, image, image]);
@@ -134,7 +151,7 @@ fn a_token_quota_holds_with_images() {
 
 #[test]
 fn a_token_quota_holds_with_previous_response_id() {
-    let port = shared().worker.port;
+    let port = port();
     let (_, key) = customer(port, "big");
     let first = json!({"model": "gpt-4o-mini", "input": "hi", "max_output_tokens": 40});
     let r = call(port, &key, "/v1/responses", &first, &[]);
@@ -150,7 +167,7 @@ fn a_token_quota_holds_with_previous_response_id() {
 
 #[test]
 fn a_spend_cap_holds_under_a_burst() {
-    let port = shared().worker.port;
+    let port = port();
     let (_, key) = customer(port, "spend");
     // 51 input tokens reserved (the messages' JSON) at $0.15/M and 1 output at
     // $0.60/M: $0.00000825, so one fits under the $0.00001 cap
