@@ -393,17 +393,19 @@ pub fn chat_stream(model: &str, n: u64, include_usage: bool) -> Vec<String> {
     events
 }
 
+/// Each event goes out in one write, as a provider sends it (`write!` on the socket
+/// itself would send its pieces as separate segments).
 fn stream(out: &mut TcpStream, events: &[String], delay_ms: u64) -> std::io::Result<()> {
-    write!(
-        out,
+    let head = format!(
         "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n{}\r\n",
         OPERATOR_HEADERS
             .iter()
             .map(|(k, v)| format!("{k}: {v}\r\n"))
             .collect::<String>()
-    )?;
+    );
+    out.write_all(head.as_bytes())?;
     for e in events {
-        write!(out, "{:x}\r\n{e}\r\n", e.len())?;
+        out.write_all(format!("{:x}\r\n{e}\r\n", e.len()).as_bytes())?;
         out.flush()?;
         if delay_ms > 0 {
             thread::sleep(Duration::from_millis(delay_ms));
