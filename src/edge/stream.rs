@@ -1,8 +1,7 @@
 //! The stream pump: a task in `wait_until` reads the upstream and feeds the client
 //! through a channel, so the client never pulls the upstream itself. The provider's own
 //! streams take the fast path (`super::stream_tap`), which hands over to this loop once
-//! the client left. When the client
-//! goes away the task keeps reading, within the drain budget, until the provider's
+//! the client left. When the client goes away the task keeps reading, within the drain budget, until the provider's
 //! usage event arrives; past the budget it cancels the upstream and bills the
 //! reservation. While the stream runs it extends its reservation (a heartbeat), so a
 //! long stream is never expired from under itself. Every decision is the core's
@@ -28,7 +27,8 @@ pub type Body = Pin<Box<dyn Stream<Item = worker::Result<Vec<u8>>>>>;
 /// How often the pump looks at the clock and the client while the upstream is quiet.
 pub(super) const TICK: Duration = Duration::from_millis(500);
 
-/// Chunks queued for the client before the pump waits for it to read.
+/// Chunks queued for the client before the pump waits for it to read (on the fast
+/// path's byte stream, that many 4 KiB).
 pub(super) const QUEUE: usize = 16;
 
 /// What the stream reports when it is over.
@@ -195,16 +195,22 @@ impl Pump {
             }
             self.beat_if_due(&mut last_beat).await;
         };
-        let sent = self.meter.borrow_mut().take_sent();
+        self.end(ending, client.left.is_some())
+    }
+
+    /// Ends the stream: the upstream is cancelled after a spent drain, and what it is
+    /// billed and may replay is said.
+    pub(super) fn end(mut self, ending: Ending, client_left: bool) -> StreamEnd {
         if ending == Ending::DrainSpent {
             if let Some(c) = self.cancel.take() {
                 c.abort(); // nothing more is billed from the provider
             }
         }
+        let sent = self.meter.borrow_mut().take_sent();
         StreamEnd {
             metered: self.meter.borrow().metered(ending, &self.reserved),
             // What a client that left saw is not the answer: it is never replayed.
-            sent: replayable(sent, client.left.is_some()),
+            sent: replayable(sent, client_left),
         }
     }
 }

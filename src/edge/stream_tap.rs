@@ -10,7 +10,7 @@
 
 use super::metrics::{bump, Metric};
 use super::stream::{Body, Client, Pump, StreamEnd, TICK};
-use crate::stream_meter::{broken_off, replayable, Ending};
+use crate::stream_meter::{broken_off, Ending};
 use futures_util::future::{select, Either};
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
@@ -142,14 +142,14 @@ impl Pump {
             bump(Metric::StreamsAborted);
         }
         let ending = match stop {
+            // Broken after the client left: what it generated is unknown.
+            Stop::Broken if left >= 0.0 => broken_off(true),
             // An unfinished last event is forwarded (and metered) under the same rules.
-            Stop::End | Stop::Broken if stop_reads_rest(&stop, left) => {
+            Stop::End | Stop::Broken => {
                 let rest = self.meter.borrow_mut().rest();
                 tap.finish(&rest);
                 broken_off(false)
             }
-            // Broken after the client left: what it generated is unknown.
-            Stop::End | Stop::Broken => broken_off(true),
             Stop::Spent => {
                 bump(Metric::AbortsBilledAtBound);
                 Ending::DrainSpent
@@ -161,16 +161,7 @@ impl Pump {
                 return self.drive(client).await;
             }
         };
-        if ending == Ending::DrainSpent {
-            if let Some(c) = self.cancel.take() {
-                c.abort(); // nothing more is billed from the provider
-            }
-        }
-        let sent = self.meter.borrow_mut().take_sent();
-        StreamEnd {
-            metered: self.meter.borrow().metered(ending, &self.reserved),
-            sent: replayable(sent, left >= 0.0),
-        }
+        self.end(ending, left >= 0.0)
     }
 
     /// Waits for the JavaScript loop to stop, waking on each tick to beat the
@@ -208,12 +199,6 @@ impl Pump {
             self.beat_if_due(&mut last_beat).await;
         }
     }
-}
-
-/// Whether the stream's last event is still read: at the upstream's end, or when it
-/// broke while the client was there.
-fn stop_reads_rest(stop: &Stop, left: f64) -> bool {
-    matches!(stop, Stop::End) || left < 0.0
 }
 
 /// The rest of the provider's stream, read by Rust from here on through the tap's
