@@ -144,7 +144,7 @@ impl Store {
             int(period.end_ms),
             meter.as_str().into(),
             model.as_str().into(),
-            json(t),
+            t.stored_json().into(),
         ];
         super::sql::exec(&self.sql, q, binds)?;
         Ok(())
@@ -201,7 +201,7 @@ impl Store {
         for row in rows {
             let q = "UPDATE usage SET flushed = ?, closed = ? WHERE period_start = ? AND meter = ? AND model = ?";
             let binds = vec![
-                json(&row.flushed),
+                row.flushed.stored_json().into(),
                 int(i64::from(row.closed)),
                 int(row.period.start_ms),
                 row.meter.as_str().into(),

@@ -117,7 +117,7 @@ impl Ledger {
             book.invoiced = invoiced == 1;
         }
         // The tally is embedded as the object it is (`json`), not as a string to unescape;
-        // these rows are only ever written from a serialized `Tally` (never the older
+        // these rows are only ever written as `Tally::stored_json` (never the older
         // whole-seconds form `Tally::stored` also reads).
         let q = "SELECT json_group_array(json_array(t.customer, t.period_start, t.meter, t.model,
                  json(t.tally), t.final, t.period_end)) FROM json_each(?) j JOIN totals t
@@ -152,14 +152,15 @@ impl Ledger {
                     .map(|(id, start, why)| (owner, id, start, why)),
             );
             for ((start, meter, model), t) in &changes.totals {
-                // Written as an object, stored as its text (`->>` of an object).
+                // Sent as its stored form's text: `->>` of a string is the string, where
+                // an object would be written out again.
                 totals.push((
                     owner,
                     start,
                     t.period_end,
                     meter,
                     model,
-                    &t.tally,
+                    t.tally.stored_json(),
                     u8::from(t.is_final),
                 ));
             }
