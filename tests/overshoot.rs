@@ -9,26 +9,15 @@
 mod support;
 
 use serde_json::{json, Value};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-use support::upstream::FakeUpstream;
-use support::workerd::Workerd;
 use support::{call, customer, settled_usage};
 
 const BURST: usize = 500;
 
-/// The Worker under plain `workerd`, with no dev proxy in front: under a burst of 500
-/// new connections `wrangler dev`'s proxy sometimes failed its own hop to the runtime
-/// and answered 503 ("Your worker restarted mid-request") for requests it never passed
-/// on, which said nothing about the quota.
+/// The Worker under plain `workerd` (`support::plain`: no dev proxy to fail under a
+/// burst of new connections).
 fn port() -> u16 {
-    static ENV: OnceLock<(FakeUpstream, Workerd)> = OnceLock::new();
-    let (_, workerd) = ENV.get_or_init(|| {
-        let upstream = FakeUpstream::start(0);
-        let workerd = Workerd::start(&upstream.url(), &support::catalog(), 0);
-        (upstream, workerd)
-    });
-    workerd.port
+    support::plain().workerd.port
 }
 
 /// Sends `BURST` copies of a request at once; returns how many were admitted. One

@@ -13,8 +13,9 @@ fn ask(max_tokens: u64) -> serde_json::Value {
 
 #[test]
 fn two_hundred_concurrent_requests_against_a_hard_quota_of_fifty() {
-    let env = shared();
-    let port = env.worker.port;
+    // A burst of new connections: under plain workerd (`support::plain`).
+    let env = support::plain();
+    let port = env.workerd.port;
     let (_, key) = customer(port, "fifty");
     let tag = unique("burst");
     let statuses: Vec<(u16, String)> = thread::scope(|s| {

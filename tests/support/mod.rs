@@ -62,6 +62,24 @@ pub fn shared() -> &'static Env {
     })
 }
 
+/// The built wasm under plain `workerd` (no dev proxy in front) and its own upstream,
+/// shared by a test binary's bursts: under hundreds of new connections at once,
+/// `wrangler dev`'s proxy sometimes failed its own hop to the runtime and answered 503
+/// ("Your worker restarted mid-request") for requests it never passed on.
+pub struct Plain {
+    pub upstream: FakeUpstream,
+    pub workerd: workerd::Workerd,
+}
+
+pub fn plain() -> &'static Plain {
+    static ENV: OnceLock<Plain> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let upstream = FakeUpstream::start(0);
+        let workerd = workerd::Workerd::start(&upstream.url(), &catalog(), 0);
+        Plain { upstream, workerd }
+    })
+}
+
 /// A customer id no other test uses.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
