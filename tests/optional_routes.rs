@@ -1,13 +1,14 @@
 //! A stateless route the operator opts in through the catalog, at a fixed price per
 //! request: it is forwarded with its listed fields only, metered as one request under
-//! its name, and held to the plan's spend cap like any other usage.
+//! its name, and held to the plan's spend cap like any other usage. And the one route
+//! that is not metered, the benchmark's pass-through, is off unless enabled.
 
 mod support;
 
 use serde_json::{json, Value};
 use support::upstream::FakeUpstream;
 use support::wrangler::{self, Worker};
-use support::{call, catalog, customer, meter, settled_usage};
+use support::{call, catalog, customer, meter, settled_usage, shared};
 
 #[test]
 fn an_opted_in_route_is_metered_at_its_price_and_capped() {
@@ -73,4 +74,17 @@ fn an_opted_in_route_is_metered_at_its_price_and_capped() {
     let row = meter(&settled_usage(port, &capped), "requests", "moderations");
     assert_eq!(row["requests"].as_u64(), Some(admitted));
     worker.stop();
+}
+
+#[test]
+fn the_benchmarks_unmetered_route_is_off_unless_enabled() {
+    let env = shared();
+    let port = env.worker.port;
+    let (_, key) = customer(port, "open");
+    let marker = support::unique("bare");
+    let body = json!({"model": "gpt-4o-mini", "messages": [], "marker": marker});
+    let r = call(port, &key, "/bare/v1/chat/completions", &body, &[]);
+    assert_eq!(r.status, 404, "{}", r.text());
+    let seen = env.upstream.all();
+    assert!(!seen.iter().any(|s| s.body.contains(&marker)), "forwarded");
 }

@@ -121,13 +121,15 @@ async fn bare(mut req: Request, env: &Env) -> Result<Response> {
     let (true, Some(upstream)) = (enabled, upstream) else {
         return http::error_response(&ApiError::not_found("Unknown path."), &[]);
     };
+    // The same glue as the metered path's: the body read into the wasm, sent with the
+    // runtime's fetch, the answer handed back as it came.
     let body = req.bytes().await?;
-    let mut init = worker::RequestInit::new();
-    init.with_method(Method::Post).with_body(Some(
-        worker::js_sys::Uint8Array::from(body.as_slice()).into(),
-    ));
+    let init = worker::web_sys::RequestInit::new();
+    init.set_method("POST");
+    init.set_body(&worker::js_sys::Uint8Array::from(body.as_slice()));
     let url = format!("{}/v1/chat/completions", upstream.base_url);
-    worker::Fetch::Request(Request::new_with_init(&url, &init)?)
-        .send()
-        .await
+    match upstream::fetch(&url, &init).await {
+        Ok(answer) => Ok(Response::from(answer)),
+        Err(e) => http::error_response(&e, &[]),
+    }
 }

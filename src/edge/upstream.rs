@@ -73,8 +73,7 @@ pub async fn send(
     send_to(&upstream, catalog, out).await.map(Some)
 }
 
-/// Sends a request to `upstream`, resolved by the caller. Built on the runtime's own
-/// `fetch`: a `worker::Request` would be made only to be taken apart again.
+/// Sends a request to `upstream`, resolved by the caller, with [`fetch`].
 pub async fn send_to(
     upstream: &config::Upstream,
     catalog: &Catalog,
@@ -103,9 +102,7 @@ pub async fn send_to(
         init.set_signal(Some(signal));
     }
     let url = format!("{}{}", upstream.base_url, out.target);
-    let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
-    let answer = JsFuture::from(global.fetch_with_str_and_init(&url, &init)).await;
-    let resp: web_sys::Response = answer.and_then(|r| r.dyn_into()).map_err(js_fail)?;
+    let resp = fetch(&url, &init).await?;
     let status = resp.status();
     redirect_refused(status)?;
     let all = http::NamedHeaders::read(&worker::Headers(resp.headers()), RESPONSE_READ);
@@ -120,6 +117,14 @@ pub async fn send_to(
         body: Answer::Web(resp, declared),
         cancel: None,
     })
+}
+
+/// The runtime's own `fetch`, with no `worker::Request` made only to be taken apart
+/// again.
+pub async fn fetch(url: &str, init: &web_sys::RequestInit) -> Result<web_sys::Response, ApiError> {
+    let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+    let answer = JsFuture::from(global.fetch_with_str_and_init(url, init)).await;
+    answer.and_then(|r| r.dyn_into()).map_err(js_fail)
 }
 
 /// An upstream answer's body, not yet read.
