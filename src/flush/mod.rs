@@ -308,14 +308,12 @@ pub fn signature(secret: &str, unix_s: i64, body: &[u8]) -> String {
     format!("t={unix_s},v1={}", hex(&mac.finalize().into_bytes()))
 }
 
-/// Whether a signature header's timestamp is within `tolerance_s` of now: checked
-/// before a signed body is read, so a stale or unsigned sender cannot make the
-/// receiver buffer anything.
+/// Whether a signature header has a MAC and a timestamp within `tolerance_s` of now:
+/// checked before a signed body is read, so a stale or unsigned sender cannot make the
+/// receiver buffer anything. The same reading as the MAC check's (`signature_parts`),
+/// so a header with two timestamps is judged by the same one both times.
 pub fn signature_fresh(header: &str, now_s: i64, tolerance_s: i64) -> bool {
-    header
-        .split(',')
-        .find_map(|part| part.trim().strip_prefix("t=")?.parse::<i64>().ok())
-        .is_some_and(|t| (now_s - t).abs() <= tolerance_s)
+    signature_parts(header, now_s, tolerance_s).is_some()
 }
 
 /// A signature header's timestamp and `v1` MAC, when it has both and the timestamp is

@@ -235,6 +235,16 @@ fn signature_parts_are_the_timestamp_and_mac_of_a_fresh_header() {
     assert_eq!(signature_parts(header, 1_700_000_301, 300), None, "stale");
     assert_eq!(signature_parts("t=1700000000", 1_700_000_000, 300), None);
     assert_eq!(signature_parts("v1=ab12", 1_700_000_000, 300), None);
+    // The check before the body is read judges the same timestamp as the MAC check:
+    // a fresh `t` put in front of a replayed header's stale one passes neither.
+    let replayed = "t=1700000300,t=1700000000,v1=ab12";
+    assert_eq!(signature_parts(replayed, 1_700_000_301, 300), None);
+    assert!(!signature_fresh(replayed, 1_700_000_301, 300));
+    assert!(signature_fresh(header, 1_700_000_100, 300));
+    assert!(
+        !signature_fresh("t=1700000000", 1_700_000_000, 300),
+        "no MAC"
+    );
     assert!(mac_matches("ab12", "ab12"));
     assert!(!mac_matches("ab12", "AB12"));
     assert!(!mac_matches("ab12", "ab1"));
