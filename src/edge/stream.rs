@@ -28,7 +28,7 @@ pub type Body = Pin<Box<dyn Stream<Item = worker::Result<Vec<u8>>>>>;
 pub(super) const TICK: Duration = Duration::from_millis(500);
 
 /// Chunks queued for the client before the pump waits for it to read (on the fast
-/// path's byte stream, that many 4 KiB).
+/// path's identity stream, that many 4 KiB).
 pub(super) const QUEUE: usize = 16;
 
 /// What the stream reports when it is over.
