@@ -50,16 +50,17 @@ export class Tap {
         const { done, value } = await this.reader.read();
         if (done) return "end";
         const out = this.forward(value);
-        if (this.leftAt < 0 && out.length > 0) {
+        if (this.leftAt < 0) {
+          if (out.length === 0) continue;
           this.fullSince = Date.now();
           const written = await this.writer.write(out).then(() => true, () => false);
           this.fullSince = -1;
-          if (!written) this.leave();
+          if (written) continue;
+          this.leave();
         }
-        if (this.leftAt >= 0) {
-          this.drainedBytes += value.length;
-          return "gone";
-        }
+        // Metered, never delivered: the client had left, or left while it waited.
+        this.drainedBytes += value.length;
+        return "gone";
       }
     } catch (_) {
       return "error";
