@@ -89,7 +89,9 @@ impl Tally {
 pub type MeterKey = (String, String);
 
 impl Tally {
-    /// `f` applied field by field: the one place that lists every field.
+    /// `f` applied field by field. With `fields` (the stored form's names), one of the
+    /// two places that list every field; the stored form's test fails if `fields`
+    /// misses one.
     fn zip(&self, o: &Tally, f: impl Fn(u64, u64) -> u64) -> Tally {
         Tally {
             requests: f(self.requests, o.requests),
@@ -183,8 +185,8 @@ mod tests {
         let mut t = Tally::default();
         assert_eq!(t.stored_json(), "{}");
         assert_eq!(Tally::stored(&t.stored_json()).unwrap(), t);
-        // Each field set on its own, then all at once with distinct values: a field
-        // missing from `fields` would read back as zero.
+        // Every field set, each to its own value: a field missing from `fields` would
+        // read back as zero.
         let full = Tally {
             requests: 1,
             input: 2,

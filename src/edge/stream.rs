@@ -1,9 +1,9 @@
 //! The stream pump: a task in `wait_until` reads the upstream and feeds the client
 //! through a channel, so the client never pulls the upstream itself. The provider's own
 //! streams take the fast path (`super::stream_tap`), which hands over to this loop once
-//! the client left. When the client goes away the task keeps reading, within the drain budget, until the provider's
-//! usage event arrives; past the budget it cancels the upstream and bills the
-//! reservation. While the stream runs it extends its reservation (a heartbeat), so a
+//! the client left. When the client goes away the task keeps reading, within the drain
+//! budget, until the provider's usage event arrives; past the budget it cancels the
+//! upstream and bills the reservation. While the stream runs it extends its reservation (a heartbeat), so a
 //! long stream is never expired from under itself. Every decision is the core's
 //! (`stream_meter`, `reservation`); this file moves bytes and keeps time.
 
