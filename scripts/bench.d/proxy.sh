@@ -142,12 +142,13 @@ run_oha() { # TARGET CONNS SECONDS OUTFILE
 }
 us() { jq -r ".latencyPercentiles.$1 * 1e6 | floor" "$2"; }
 
-declare -A RPS P50 P90 P99 MAX DONE FAILED WCPU UCPU OTHER STEAL CALLS WROWS RROWS LEASED
+declare -A RPS P50 P90 P99 MAX DONE FAILED WCPU UCPU OTHER STEAL CALLS WROWS RROWS LEASED FAST
 # The Worker's own counts (GET /admin/v1/metrics, per isolate: the Worker and its
-# Durable Objects share one here): object calls, rows written and read, leased.
+# Durable Objects share one here): object calls, rows written and read, leased, and
+# answered by the entry's common case.
 counts() { # BASE_URL
   admin_get "$1" /admin/v1/metrics |
-    jq -r '"\(.object_calls) \(.rows_written) \(.rows_read) \(.leased_admissions)"'
+    jq -r '"\(.object_calls) \(.rows_written) \(.rows_read) \(.leased_admissions) \(.fast_path)"'
 }
 
 # ---------------------------------------------------------------- non-streamed load
@@ -155,7 +156,7 @@ counts() { # BASE_URL
 # else building, say) is measured again, up to RETRIES times; the least disturbed
 # attempt is kept, and the report shows how disturbed it was.
 measure() { # TARGET CONNS: one measured run; sets the m_* variables
-  local t=$1 c=$2 w0 w1 u0 u1 r=$WORK/run.json n0=(0 0 0 0) n1=(0 0 0 0)
+  local t=$1 c=$2 w0 w1 u0 u1 r=$WORK/run.json n0=(0 0 0 0 0) n1=(0 0 0 0 0)
   [ -z "${BASE[$t]:-}" ] || read -r -a n0 <<<"$(counts "${BASE[$t]}")"
   w0=$(proc_ticks "$WORKERD_PID")
   u0=$(proc_ticks "$UPSTREAM_PID")
@@ -191,6 +192,7 @@ measure() { # TARGET CONNS: one measured run; sets the m_* variables
   m_wrows=$(per $((n1[1] - n0[1])))
   m_rrows=$(per $((n1[2] - n0[2])))
   m_leased=$(per $((n1[3] - n0[3])))
+  m_fast=$(per $((n1[4] - n0[4])))
 }
 declare -A TRIES ROUND_P50
 # Targets are measured in interleaved rounds (every target once per round), and each
@@ -203,7 +205,7 @@ keep_median_round() { # TARGET CONNS: copies the median round's figures to TARGE
   done | sort -n)
   [ "${#picked[@]}" -gt 0 ] || return 0
   mid=${picked[$(((${#picked[@]} - 1) / 2))]##* }
-  for v in DONE FAILED RPS P50 P90 P99 MAX WCPU UCPU OTHER STEAL CALLS WROWS RROWS LEASED TRIES; do
+  for v in DONE FAILED RPS P50 P90 P99 MAX WCPU UCPU OTHER STEAL CALLS WROWS RROWS LEASED FAST TRIES; do
     declare -n arr=$v
     arr[$t/$c]=${arr[$t/$c/$mid]}
   done
@@ -232,7 +234,7 @@ for c in $CONNS; do
         if [ "$try" = 1 ] || [ "$m_other" -lt "${OTHER[$k]}" ]; then
           DONE[$k]=$m_done FAILED[$k]=$m_failed RPS[$k]=$m_rps P50[$k]=$m_p50 P90[$k]=$m_p90
           P99[$k]=$m_p99 MAX[$k]=$m_max WCPU[$k]=$m_wcpu UCPU[$k]=$m_ucpu OTHER[$k]=$m_other STEAL[$k]=$m_steal
-          CALLS[$k]=$m_calls WROWS[$k]=$m_wrows RROWS[$k]=$m_rrows LEASED[$k]=$m_leased
+          CALLS[$k]=$m_calls WROWS[$k]=$m_wrows RROWS[$k]=$m_rrows LEASED[$k]=$m_leased FAST[$k]=$m_fast
         fi
         TRIES[$k]=$try
         [ "${OTHER[$k]}" -gt "$MAX_OTHER" ] || break
@@ -425,18 +427,20 @@ proxy_report() {
   echo "Counted by the Worker itself (\`GET /admin/v1/metrics\` before and after each measured"
   echo "run; the Worker and its Durable Objects share one isolate here), per request:"
   echo "object calls (Worker to object, object to object, and alarms), rows written and read"
-  echo "(the SQL cursors' counts), and requests admitted under a lease with no call. *Cost* is"
+  echo "(the SQL cursors' counts), requests admitted under a lease with no call, and"
+  echo "*common case*: requests the Worker's JavaScript entry drove itself (\`src/entry.mjs\`;"
+  echo "the others went through the wasm's fetch handler). *Cost* is"
   echo "what Cloudflare would bill per million such requests at its published rates (Workers"
   echo "\$0.30/M requests and \$0.02/M CPU-ms; Durable Objects \$0.15/M requests and \$12.50/M"
   echo "GB-s, taken as 128 MB for 2 ms per object request; SQLite \$1.00/M rows written and"
   echo "\$0.001/M rows read), with the CPU column above as the CPU."
   echo
-  echo "| c | target | object calls | rows written | rows read | leased | workerd CPU µs/req | cost per million |"
-  echo "|---:|---|---:|---:|---:|---:|---:|---:|"
+  echo "| c | target | object calls | rows written | rows read | leased | common case | workerd CPU µs/req | cost per million |"
+  echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|"
   for c in $CONNS; do
     for t in "${TARGETS[@]}"; do
       [ "$t" != direct ] && [ -n "${DONE[$t/$c]:-}" ] || continue
-      echo "| $c | ${LABEL[$t]} | ${CALLS[$t/$c]:-0} | ${WROWS[$t/$c]:-0} | ${RROWS[$t/$c]:-0} | ${LEASED[$t/$c]:-0} | ${WCPU[$t/$c]} | \$$(cost "$t" "$c") |"
+      echo "| $c | ${LABEL[$t]} | ${CALLS[$t/$c]:-0} | ${WROWS[$t/$c]:-0} | ${RROWS[$t/$c]:-0} | ${LEASED[$t/$c]:-0} | ${FAST[$t/$c]:-0} | ${WCPU[$t/$c]} | \$$(cost "$t" "$c") |"
     done
   done
   echo

@@ -39,11 +39,18 @@ pub fn wall_ms() -> i64 {
 
 /// Refuses every request when the test clock is on outside a local test run.
 pub fn guard(req: &Request, env: &Env) -> Result<(), ApiError> {
-    let Some(setting) = setting(env) else {
+    if setting(env).is_none() {
         return Ok(()); // the usual case: no test clock, nothing to look at
+    }
+    guard_url(&req.inner().url(), env)
+}
+
+/// [`guard`], from the request's URL.
+pub fn guard_url(url: &str, env: &Env) -> Result<(), ApiError> {
+    let Some(setting) = setting(env) else {
+        return Ok(());
     };
-    let url = req.inner().url();
-    test_clock::allowed(Some(&setting), test_clock::host_of(&url)).map(|_| ())
+    test_clock::allowed(Some(&setting), test_clock::host_of(url)).map(|_| ())
 }
 
 /// Whether the `TEST_CLOCK` setting turns the test hooks on (clock, faults).

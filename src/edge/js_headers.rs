@@ -14,9 +14,15 @@ export function headers_from_lines(text) {
   for (let i = 0; i + 1 < parts.length; i += 2) headers.set(parts[i], parts[i + 1]);
   return headers;
 }
+const split = new Map();
 export function present_lines(headers, names) {
+  let list = split.get(names);
+  if (list === undefined) {
+    list = names.split("\n");
+    if (split.size < 64) split.set(names, list);
+  }
   const out = [];
-  for (const name of names.split("\n")) {
+  for (const name of list) {
     const value = headers.get(name);
     if (value !== null) out.push(name, value);
   }
@@ -31,6 +37,11 @@ extern "C" {
 
 /// `Headers` holding `pairs`, set in order (a later name replaces an earlier one).
 pub fn headers_of(pairs: &[(String, String)]) -> worker::Result<worker::Headers> {
+    Ok(worker::Headers(headers_from_lines(&lines_of(pairs)?)?))
+}
+
+/// `pairs` as one text: name and value each on its own line.
+pub fn lines_of(pairs: &[(String, String)]) -> worker::Result<String> {
     let mut text = String::new();
     for (i, (k, v)) in pairs.iter().enumerate() {
         if k.contains('\n') || v.contains('\n') {
@@ -45,7 +56,7 @@ pub fn headers_of(pairs: &[(String, String)]) -> worker::Result<worker::Headers>
         text.push('\n');
         text.push_str(v);
     }
-    Ok(worker::Headers(headers_from_lines(&text)?))
+    Ok(text)
 }
 
 /// The headers among `names` that `headers` has, with their values.

@@ -34,6 +34,8 @@ pub enum Metric {
     /// Every Durable Object request the isolate makes or serves as an alarm: what
     /// Durable Objects bill as requests.
     ObjectCalls,
+    /// Metered requests the entry's common case answered (`edge::fast`).
+    FastPath,
 }
 
 const NAMES: [&str; COUNT] = [
@@ -54,9 +56,10 @@ const NAMES: [&str; COUNT] = [
     "lease_reports",
     "lease_report_failures",
     "object_calls",
+    "fast_path",
 ];
 
-const COUNT: usize = 17;
+const COUNT: usize = 18;
 
 thread_local! {
     static COUNTS: [Cell<u64>; COUNT] = const { [const { Cell::new(0) }; COUNT] };

@@ -18,6 +18,7 @@ mod counter_store;
 mod counter_store_access;
 mod counter_store_reservations;
 mod delivery;
+mod fast;
 mod faults;
 mod flush_shard;
 mod flush_shard_dead;

@@ -15,7 +15,7 @@ use crate::stream_meter::StreamMeter;
 use crate::surface::owned::{CreatedPeek, OwnedResource, Peeked};
 use crate::surface::ResourceKind;
 use crate::tally::MeterKey;
-use crate::usage::{cost_basis, settle_buffered, Usage};
+use crate::usage::{cost_basis, settle_buffered, Metered, Usage};
 use futures_util::StreamExt;
 use rust_decimal::Decimal;
 use std::cell::RefCell;
@@ -164,11 +164,57 @@ pub async fn observe(
             record(&mut ticket, r).await;
         }
     }
+    let answer = Buffered {
+        status,
+        content_type: &content_type,
+        bytes,
+        metered,
+    };
+    let reply = respond_buffered(answer, &prepared, ticket, headers, cost, catalog, ctx);
+    respond(reply.status, &reply.headers, Payload::Bytes(reply.bytes))
+}
+
+/// A non-streamed answer, read whole, and the usage read from it.
+pub struct Buffered<'a> {
+    pub status: u16,
+    pub content_type: &'a str,
+    pub bytes: Vec<u8>,
+    pub metered: Metered,
+}
+
+/// A buffered answer as it is to be sent.
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub bytes: Vec<u8>,
+}
+
+/// The respond phase of a buffered answer: its cost in the headers, its settlement
+/// after the response.
+pub fn respond_buffered(
+    answer: Buffered,
+    prepared: &Prepared,
+    ticket: Ticket,
+    mut headers: Vec<(String, String)>,
+    cost: CostBasis,
+    catalog: &Catalog,
+    ctx: &Context,
+) -> Reply {
+    let Buffered {
+        status,
+        content_type,
+        bytes,
+        metered,
+    } = answer;
     let key = (prepared.meter.name().to_string(), prepared.model.clone());
     let cost = cost.of(&ticket.env, catalog, key, &metered.usage);
     headers.push(("x-edgemeter-cost".into(), cost.normalize().to_string()));
     headers.push(("x-edgemeter-cost-basis".into(), cost_basis(&metered).into()));
-    let replay = Replay::keep(ticket.keep, status, &content_type, &bytes);
+    let replay = Replay::keep(ticket.keep, status, content_type, &bytes);
     ticket.close_after(ctx, Some(metered), replay);
-    respond(status, &headers, Payload::Bytes(bytes))
+    Reply {
+        status,
+        headers,
+        bytes,
+    }
 }

@@ -34,23 +34,24 @@ pub async fn handle(req: Request, env: &Env, ctx: &Context) -> worker::Result<Re
 
 /// The route phase: the exact route, or 404 before anything else is read.
 pub fn route(req: &Request, env: &Env) -> Result<Routed, ApiError> {
-    let url = req.inner().url();
-    let (path, query) = surface::split_url(&url);
-    let proxy = &config::catalog(env)?.proxy;
-    surface::route_with(req.method().as_ref(), path, query, proxy).inspect_err(|e| {
+    route_url(req.method().as_ref(), &req.inner().url(), env).inspect_err(|e| {
         if e.status == 404 {
             bump(Metric::RefusedRoutes);
         }
     })
 }
 
+/// [`route`] from the method and the URL, counting nothing.
+pub(super) fn route_url(method: &str, url: &str, env: &Env) -> Result<Routed, ApiError> {
+    let (path, query) = surface::split_url(url);
+    let proxy = &config::catalog(env)?.proxy;
+    surface::route_with(method, path, query, proxy)
+}
+
 async fn proxy(req: Request, env: &Env, ctx: &Context) -> Result<Response, ApiError> {
     let routed = route(&req, env)?;
     let catalog = config::catalog(env)?;
-    let policy = HeaderPolicy::for_path(&catalog.proxy, &routed.upstream_path);
-    let own = ["idempotency-key", "content-length"];
-    let names = http::KEY_HEADERS.into_iter().chain(own);
-    let headers = NamedHeaders::read(req.headers(), names.chain(request_names(&policy)));
+    let headers = read_headers(req.headers(), &catalog, &routed);
     let caller = authenticate(&headers, env)?;
     match &routed.handling {
         Handling::Metered(meter) => {
@@ -74,10 +75,23 @@ async fn proxy(req: Request, env: &Env, ctx: &Context) -> Result<Response, ApiEr
     }
 }
 
+/// The request headers the routed path needs: the key, the idempotency key, the
+/// declared length and the ones the catalog lets through, read in one call.
+pub(super) fn read_headers(
+    h: &worker::Headers,
+    catalog: &Catalog,
+    routed: &Routed,
+) -> NamedHeaders {
+    let policy = HeaderPolicy::for_path(&catalog.proxy, &routed.upstream_path);
+    let own = ["idempotency-key", "content-length"];
+    let names = http::KEY_HEADERS.into_iter().chain(own);
+    NamedHeaders::read(h, names.chain(request_names(&policy)))
+}
+
 /// The prepare phase (`crate::prepare::prepare` decides): the body parsed, reduced to
 /// the route's allowed fields with per-customer identities, and measured for the
 /// reservation.
-fn prepare_phase(
+pub(super) fn prepare_phase(
     env: &Env,
     catalog: &Catalog,
     caller: &Caller,
@@ -95,21 +109,21 @@ fn prepare_phase(
 }
 
 /// A metered request as routed and authenticated.
-struct Asked {
-    caller: Caller,
-    meter: Meter,
+pub(super) struct Asked {
+    pub caller: Caller,
+    pub meter: Meter,
     /// The canonical upstream path and allowlisted query.
-    target: String,
-    headers: NamedHeaders,
+    pub target: String,
+    pub headers: NamedHeaders,
 }
 
 /// What the read phase gives: the body, and the idempotency key with the digest of
 /// what it names.
-struct Read {
+pub(super) struct Read {
     /// When the request arrived: the period and minute window it is admitted in.
-    now_ms: i64,
-    body: Vec<u8>,
-    idempotency: Option<(String, String)>,
+    pub now_ms: i64,
+    pub body: Vec<u8>,
+    pub idempotency: Option<(String, String)>,
 }
 
 /// The read phase: the idempotency key checked, the body read within its cap.
@@ -130,10 +144,10 @@ async fn read(req: &mut Request, env: &Env, asked: &Asked) -> Result<Read, ApiEr
 
 /// What admission gave a request: its reservation, how its cost is reported, and the
 /// headers the counter adds. Or the answer to send instead (a replay or a refusal).
-struct Admitted {
-    ticket: Ticket,
-    cost: CostBasis,
-    headers: Vec<(String, String)>,
+pub(super) struct Admitted {
+    pub ticket: Ticket,
+    pub cost: CostBasis,
+    pub headers: Vec<(String, String)>,
 }
 
 /// The output cap the plan's limits need, written into the body sent upstream.
@@ -148,7 +162,7 @@ fn cap_output(prepared: &mut Prepared, read: &Read, catalog: &Catalog, cap: Opti
 }
 
 /// Admitted under the isolate's lease: no counter call. Its report goes out soon.
-fn admitted_locally(
+pub(super) fn admitted_locally(
     env: &Env,
     ctx: &Context,
     leased: Leased,

@@ -79,15 +79,7 @@ pub async fn send_to(
     catalog: &Catalog,
     out: Outgoing<'_>,
 ) -> Result<Upstreamed, ApiError> {
-    let path = out.target.split('?').next().unwrap_or("");
-    let policy = HeaderPolicy::for_path(&catalog.proxy, path);
-    let mut headers = forward_request(out.client_headers, &policy);
-    if let Some(key) = &upstream.api_key {
-        headers.push(match upstream.anthropic {
-            true => ("x-api-key".into(), key.clone()),
-            false => ("authorization".into(), format!("Bearer {key}")),
-        });
-    }
+    let (url, headers) = outgoing(upstream, catalog, &out.target, out.client_headers);
     let headers = super::js_headers::headers_of(&headers).map_err(fail)?;
     let init = web_sys::RequestInit::new();
     init.set_method(out.method.as_ref());
@@ -101,8 +93,32 @@ pub async fn send_to(
     if let Some(signal) = &out.signal {
         init.set_signal(Some(signal));
     }
-    let url = format!("{}{}", upstream.base_url, out.target);
-    let resp = fetch(&url, &init).await?;
+    upstreamed(fetch(&url, &init).await?)
+}
+
+/// Where a request goes upstream and the headers it carries there: the client's, as
+/// the catalog's policy for its path allows, and the operator's key.
+pub fn outgoing(
+    upstream: &config::Upstream,
+    catalog: &Catalog,
+    target: &str,
+    client_headers: Vec<(String, String)>,
+) -> (String, Vec<(String, String)>) {
+    let path = target.split('?').next().unwrap_or("");
+    let policy = HeaderPolicy::for_path(&catalog.proxy, path);
+    let mut headers = forward_request(client_headers, &policy);
+    if let Some(key) = &upstream.api_key {
+        headers.push(match upstream.anthropic {
+            true => ("x-api-key".into(), key.clone()),
+            false => ("authorization".into(), format!("Bearer {key}")),
+        });
+    }
+    (format!("{}{}", upstream.base_url, target), headers)
+}
+
+/// The provider's response as it arrived, with only the headers that may reach the
+/// client; a redirect is refused.
+pub fn upstreamed(resp: web_sys::Response) -> Result<Upstreamed, ApiError> {
     let status = resp.status();
     redirect_refused(status)?;
     let all = http::NamedHeaders::read(&worker::Headers(resp.headers()), RESPONSE_READ);
@@ -215,5 +231,16 @@ async fn collect(mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
 /// An upstream error answer, rewritten so no account detail reaches the client.
 pub async fn refused(up: Upstreamed) -> ApiError {
     let body = up.body.collect(ERROR_BODY_LIMIT).await.unwrap_or_default();
-    crate::surface::headers::provider_error(up.status, &body, up.retry_after.as_deref())
+    refused_with(up.status, up.retry_after.as_deref(), &body)
+}
+
+/// An upstream error answer whose body was read, rewritten as [`refused`] does.
+pub fn refused_with(status: u16, retry_after: Option<&str>, body: &[u8]) -> ApiError {
+    // An answer past the cap is not read, as `collect` refuses it.
+    let body = if body.len() > ERROR_BODY_LIMIT {
+        &[][..]
+    } else {
+        body
+    };
+    crate::surface::headers::provider_error(status, body, retry_after)
 }

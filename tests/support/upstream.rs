@@ -8,7 +8,8 @@
 //!
 //! Request headers steer it: `x-fake-status: 500` forces a status, `x-fake-delay-ms: N`
 //! pauses between streamed events, `x-test-tag: T` labels requests for counting,
-//! `x-fake-size: N` pads a chat completion to N bytes, `x-fake-redirect: 1` answers 307,
+//! `x-fake-size: N` pads a chat completion to N bytes, `x-fake-chunked: 1` sends it
+//! chunked with no length, `x-fake-redirect: 1` answers 307,
 //! `x-fake-stream-error: 1` ends a streamed chat with an error event naming the account.
 
 #[path = "upstream_account.rs"]
@@ -288,6 +289,15 @@ fn respond(out: &mut TcpStream, req: &Incoming, account: &Mutex<Account>) -> std
             if let Some(size) = req.header("x-fake-size").and_then(|s| s.parse().ok()) {
                 pad(&mut done, size);
             }
+            if req.header("x-fake-chunked").is_some() {
+                let text = done.to_string();
+                let pieces: Vec<String> = text
+                    .as_bytes()
+                    .chunks(64)
+                    .map(|c| String::from_utf8_lossy(c).into_owned())
+                    .collect();
+                return chunked(out, "application/json", &pieces, 0);
+            }
             send_json(out, 200, &done)
         }
         ("POST", "/v1/messages") => {
@@ -348,15 +358,25 @@ fn respond(out: &mut TcpStream, req: &Incoming, account: &Mutex<Account>) -> std
 /// Each event goes out in one write, as a provider sends it (`write!` on the socket
 /// itself would send its pieces as separate segments).
 fn stream(out: &mut TcpStream, events: &[String], delay_ms: u64) -> std::io::Result<()> {
+    chunked(out, "text/event-stream", events, delay_ms)
+}
+
+/// A 200 of `content_type` sent chunked, a chunk per piece.
+fn chunked(
+    out: &mut TcpStream,
+    content_type: &str,
+    pieces: &[String],
+    delay_ms: u64,
+) -> std::io::Result<()> {
     let head = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n{}\r\n",
+        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ntransfer-encoding: chunked\r\n{}\r\n",
         OPERATOR_HEADERS
             .iter()
             .map(|(k, v)| format!("{k}: {v}\r\n"))
             .collect::<String>()
     );
     out.write_all(head.as_bytes())?;
-    for e in events {
+    for e in pieces {
         out.write_all(format!("{:x}\r\n{e}\r\n", e.len()).as_bytes())?;
         out.flush()?;
         if delay_ms > 0 {
