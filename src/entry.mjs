@@ -1,8 +1,8 @@
 // The Worker's entry: scripts/build writes it over worker-build's build/worker/shim.mjs
 // (which only re-exports ../index.js), so its imports are relative to that place.
 //
-// The metered proxy's common case (a non-streamed request admitted
-// under the isolate's quota lease, see src/edge/fast.rs) does its I/O here, with the
+// The metered proxy's common case (a request admitted under the isolate's quota
+// lease, see src/edge/fast.rs) does its I/O here, with the
 // runtime's own awaits, and every decision in the wasm through MeteredFast's
 // synchronous calls. Every other request goes to the wasm's fetch handler whole.
 import Worker, { MeteredFast } from "../index.js";
@@ -41,6 +41,7 @@ async function metered(id, request, whole) {
   } catch (e) {
     return MeteredFast.finish(id, undefined, undefined, String(e));
   }
+  if (plan.stream) return MeteredFast.stream(id, resp);
   try {
     return MeteredFast.finish(id, resp, await capped(resp, plan.limit), undefined);
   } catch (e) {

@@ -111,11 +111,24 @@ fn the_common_case_answers_and_meters_as_the_fetch_handler_does() {
     });
     assert_eq!(r.status, 502, "{}", r.text());
 
-    // Streams, idempotency keys and bad input go to the fetch handler.
+    // A stream is metered as it passes, and settled when it ends; one the provider
+    // refuses costs nothing.
     let stream = json!({"model": "gpt-4o-mini", "max_tokens": 2, "stream": true,
         "messages": [{"role": "user", "content": "hi"}]});
-    let r = taken(port, false, || chat(port, &key, &stream, &[]));
+    let r = taken(port, true, || chat(port, &key, &stream, &[]));
     assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r
+        .header("content-type")
+        .unwrap_or("")
+        .starts_with("text/event-stream"));
+    assert!(r.text().contains("data: [DONE]"), "{}", r.text());
+    assert_eq!(r.header("x-edgemeter-cost-basis"), Some("reserved"));
+    let r = taken(port, true, || {
+        chat(port, &key, &stream, &[("x-fake-status", "500")])
+    });
+    assert_eq!(r.status, 502, "{}", r.text());
+
+    // Idempotency keys and bad input go to the fetch handler.
     let r = taken(port, false, || {
         chat(port, &key, &ask(2), &[("idempotency-key", "k-1")])
     });

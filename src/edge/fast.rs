@@ -1,5 +1,5 @@
 //! The metered proxy's common case, driven by the Worker's JavaScript entry
-//! (`src/entry.mjs`): a non-streamed request admitted under the isolate's quota lease.
+//! (`src/entry.mjs`): a request admitted under the isolate's quota lease.
 //! The entry does the I/O (the body, the provider's fetch, its answer) with the
 //! runtime's own awaits, and calls in here between them, synchronously, for every
 //! decision; these are the proxy's own phases (route, authenticate, prepare, admit,
@@ -8,17 +8,18 @@
 //! cost per request.
 //!
 //! Anything else is declined before the upstream is asked, and the Worker's fetch
-//! handler takes the request from the start: no lease to admit under, a stream, an
-//! idempotency key, a stored resource, a test key, or any error (which that handler
-//! then answers).
+//! handler takes the request from the start: no lease to admit under, an idempotency
+//! key, a stored resource, a test key, a key this isolate has not checked yet, or any
+//! error (which that handler then answers).
 
 use super::auth::verified;
 use super::js_headers::lines_of;
 use super::leases;
 use super::metrics::{bump, Metric};
-use super::observe::{respond_buffered, Buffered};
+use super::observe::{observe, respond_buffered, respond_tapped, Buffered, Head};
 use super::proxy::{self, admitted_locally, prepare_phase, Admitted, Asked, Read};
 use super::ticket::Ticket;
+use super::upstream::Answer;
 use super::{clock, config, http, upstream};
 use crate::catalog::Catalog;
 use crate::error::ApiError;
@@ -30,16 +31,18 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
-use worker::{web_sys, Context, Env};
+use worker::wasm_bindgen_futures::future_to_promise;
+use worker::{web_sys, AbortController, Context, Env};
 
 #[wasm_bindgen(inline_js = r#"
-export function fetch_plan(url, lines, body, limit) {
+export function fetch_plan(url, lines, body, limit, signal) {
   const parts = lines === "" ? [] : lines.split("\n");
   const headers = [];
   for (let i = 0; i + 1 < parts.length; i += 2) headers.push([parts[i], parts[i + 1]]);
   // A copy: `body` is a view of the wasm's memory, valid only during this call.
   const init = { method: "POST", headers, body: body.slice(), redirect: "manual" };
-  return { url, limit, init };
+  if (signal !== undefined) init.signal = signal;
+  return { url, limit, stream: signal !== undefined, init };
 }
 export function reply_of(status, lines, body) {
   const parts = lines === "" ? [] : lines.split("\n");
@@ -49,7 +52,13 @@ export function reply_of(status, lines, body) {
 }
 "#)]
 extern "C" {
-    fn fetch_plan(url: &str, lines: &str, body: &[u8], limit: usize) -> JsValue;
+    fn fetch_plan(
+        url: &str,
+        lines: &str,
+        body: &[u8],
+        limit: usize,
+        signal: Option<&web_sys::AbortSignal>,
+    ) -> JsValue;
     #[wasm_bindgen(catch)]
     fn reply_of(status: u16, lines: &str, body: &[u8]) -> Result<web_sys::Response, JsValue>;
 }
@@ -66,6 +75,8 @@ struct InFlight {
     prepared: Prepared,
     admitted: Admitted,
     limit: usize,
+    /// A stream's: cancels its fetch once its client left and its drain budget is spent.
+    cancel: Option<AbortController>,
 }
 
 struct Entry {
@@ -158,7 +169,7 @@ impl MeteredFast {
         })
     }
 
-    /// The prepare and admit phases: what to fetch upstream (`{url, init, limit}`),
+    /// The prepare and admit phases: what to fetch upstream (`{url, init, limit, stream}`),
     /// `undefined` when the fetch handler is to take the request after all, or the
     /// answer itself.
     pub fn begin(id: u32, body: Vec<u8>) -> JsValue {
@@ -182,7 +193,7 @@ impl MeteredFast {
         let path = asked.target.split('?').next().unwrap_or("");
         let provider = config::upstream(env, path);
         let sandboxed = crate::limits::sandboxed(caller.mode, provider.is_some());
-        let plain = ready.owns.is_empty() && !ready.stores && !prepared.stream;
+        let plain = ready.owns.is_empty() && !ready.stores;
         let Some(provider) = provider.filter(|_| plain && !sandboxed) else {
             return JsValue::UNDEFINED;
         };
@@ -206,11 +217,15 @@ impl MeteredFast {
         };
         let limit = config::max_response_bytes(env);
         let body = prepared.upstream_body.as_deref().unwrap_or(&read.body);
-        let plan = fetch_plan(&url, &lines, body, limit);
+        let cancel = prepared.stream.then(AbortController::default);
+        let signal = cancel.as_ref().map(|c| c.signal());
+        let signal = signal.as_deref();
+        let plan = fetch_plan(&url, &lines, body, limit, signal);
         entry.pending = Pending::Sent(Box::new(InFlight {
             prepared,
             admitted,
             limit,
+            cancel,
         }));
         PENDING.with(|p| p.borrow_mut().1.insert(id, entry));
         bump(Metric::FastPath);
@@ -236,6 +251,7 @@ impl MeteredFast {
             prepared,
             admitted,
             limit,
+            cancel: _,
         } = *flight;
         let Admitted {
             ticket,
@@ -295,6 +311,67 @@ impl MeteredFast {
             Ok(r) => r,
             Err(e) => web_response(Err(http::internal(worker::Error::from(e)))),
         }
+    }
+
+    /// The observe and respond phases of a stream, from the provider's answer with its
+    /// body unread: the response (the provider's own stream, metered as it passes), or
+    /// a promise of it when the answer is not a stream (the fetch handler's phases read
+    /// it then, as they would have).
+    pub fn stream(id: u32, resp: web_sys::Response) -> JsValue {
+        let Some(entry) = take(id) else {
+            return web(Err(ApiError::internal("no request in flight with this id")));
+        };
+        let Pending::Sent(flight) = entry.pending else {
+            return web(Err(ApiError::internal("the request was never sent")));
+        };
+        let InFlight {
+            prepared,
+            admitted,
+            cancel,
+            ..
+        } = *flight;
+        let Admitted {
+            ticket,
+            cost,
+            mut headers,
+        } = admitted;
+        let (ctx, catalog) = (entry.ctx, entry.catalog);
+        let mut up = match upstream::upstreamed(resp) {
+            Ok(up) => up,
+            Err(e) => {
+                ticket.close_after(&ctx, None, None);
+                return web(Err(e));
+            }
+        };
+        let sse = up.content_type.starts_with("text/event-stream");
+        let source = match &up.body {
+            Answer::Web(resp, _) if sse && !refused_by_provider(up.status) => resp.body(),
+            _ => None,
+        };
+        headers.extend(up.headers.iter().cloned());
+        if let Some(source) = source {
+            let head = Head {
+                status: up.status,
+                content_type: up.content_type.clone(),
+                headers,
+                cost,
+            };
+            return web(respond_tapped(
+                &source, head, cancel, &prepared, ticket, &ctx,
+            ));
+        }
+        // Refused by the provider, or not a stream after all: read as the fetch
+        // handler reads it.
+        up.cancel = cancel;
+        let answered = async move {
+            if refused_by_provider(up.status) {
+                ticket.close(None, None).await;
+                return Ok(web(Err(upstream::refused(up).await)));
+            }
+            let observed = observe(up, prepared, ticket, headers, cost, false, &catalog, &ctx);
+            Ok(web(observed.await))
+        };
+        future_to_promise(answered).into()
     }
 
     /// Forgets a request the entry gave up on (its client left while its body was

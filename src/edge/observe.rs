@@ -22,7 +22,8 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use worker::{Context, Env, Response};
+use worker::web_sys::ReadableStream;
+use worker::{AbortController, Context, Env, Response};
 
 /// What a request's `x-edgemeter-cost` is worked out from.
 pub struct CostBasis {
@@ -80,7 +81,7 @@ pub async fn observe(
     mut upstream: Upstreamed,
     prepared: Prepared,
     mut ticket: Ticket,
-    mut headers: Vec<(String, String)>,
+    headers: Vec<(String, String)>,
     cost: CostBasis,
     stores: bool,
     catalog: &Catalog,
@@ -94,57 +95,37 @@ pub async fn observe(
             &mut upstream.body,
             Answer::Chunks(Box::pin(futures_util::stream::empty())),
         );
-        let hide = !prepared.client_wants_usage;
-        let meter = StreamMeter::new(adapter, hide, prepared.input_estimate, ticket.keep);
-        let mut pump = Pump {
-            upstream: Box::pin(futures_util::stream::empty()),
-            meter: Rc::new(RefCell::new(meter)),
-            budget: config::drain_budget(&ticket.env),
-            cancel: upstream.cancel.take(),
-            heartbeat: Heartbeat {
-                env: ticket.env.clone(),
-                counter: ticket.counter.clone(),
-                reservation: ticket.reservation,
-                leased: ticket.leased.clone(),
-            },
-            reserved: ticket.reserved,
-        };
-        // The provider's own stream takes the fast path; a peeked or sandboxed one is
-        // pumped through the channel.
+        let cancel = upstream.cancel.take();
+        // The provider's own stream takes the stream pump's fast path; a peeked or
+        // sandboxed one is pumped through the channel.
         let source = match &answer {
             Answer::Web(resp, _) if !stores => resp.body(),
             _ => None,
         };
-        let (payload, task): (Payload, Pin<Box<dyn Future<Output = StreamEnd>>>) = match source {
-            Some(source) => {
-                let (body, task) = pump.tapped(&source);
-                (Payload::Web(body), Box::pin(task))
-            }
-            None => {
-                let mut body = answer.into_stream();
-                if stores {
-                    let (seen, id) = peek_created(&mut body).await;
-                    let now_ms = super::clock::now_ms();
-                    if let Some(r) = id.and_then(|id| OwnedResource::response(&id, now_ms)) {
-                        record(&mut ticket, r).await;
-                    }
-                    let seen = futures_util::stream::iter(seen.into_iter().map(Ok));
-                    body = Box::pin(seen.chain(body));
-                }
-                pump.upstream = body;
-                let (tx, rx) = channel();
-                (Payload::Stream(client_body(rx)), Box::pin(pump.run(tx)))
-            }
+        let head = Head {
+            status,
+            content_type,
+            headers,
+            cost,
         };
-        ctx.wait_until(async move {
-            let end = task.await;
-            let sent = end.sent.as_deref();
-            let replay = sent.and_then(|b| Replay::keep(ticket.keep, status, &content_type, b));
-            ticket.close(Some(end.metered), replay).await;
-        });
-        headers.push(("x-edgemeter-cost".into(), cost.reserved));
-        headers.push(("x-edgemeter-cost-basis".into(), "reserved".into()));
-        return respond(status, &headers, payload);
+        if let Some(source) = source {
+            return respond_tapped(&source, head, cancel, &prepared, ticket, ctx);
+        }
+        let mut body = answer.into_stream();
+        if stores {
+            let (seen, id) = peek_created(&mut body).await;
+            let now_ms = super::clock::now_ms();
+            if let Some(r) = id.and_then(|id| OwnedResource::response(&id, now_ms)) {
+                record(&mut ticket, r).await;
+            }
+            let seen = futures_util::stream::iter(seen.into_iter().map(Ok));
+            body = Box::pin(seen.chain(body));
+        }
+        let mut pump = pump_of(&prepared, &ticket, cancel);
+        pump.upstream = body;
+        let (tx, rx) = channel();
+        let task = Box::pin(pump.run(tx));
+        return respond_streamed(head, Payload::Stream(client_body(rx)), task, ticket, ctx);
     }
     let limit = config::max_response_bytes(&ticket.env);
     let collected = upstream.body.collect(limit).await;
@@ -172,6 +153,73 @@ pub async fn observe(
     };
     let reply = respond_buffered(answer, &prepared, ticket, headers, cost, catalog, ctx);
     respond(reply.status, &reply.headers, Payload::Bytes(reply.bytes))
+}
+
+/// A streamed answer's status and headers, and what its cost header is worked out from.
+pub struct Head {
+    pub status: u16,
+    pub content_type: String,
+    pub headers: Vec<(String, String)>,
+    pub cost: CostBasis,
+}
+
+/// The pump that meters a stream for `ticket`, cancelling its fetch with `cancel`.
+fn pump_of(prepared: &Prepared, ticket: &Ticket, cancel: Option<AbortController>) -> Pump {
+    let adapter = prepared.meter.adapter();
+    let hide = !prepared.client_wants_usage;
+    let meter = StreamMeter::new(adapter, hide, prepared.input_estimate, ticket.keep);
+    Pump {
+        upstream: Box::pin(futures_util::stream::empty()),
+        meter: Rc::new(RefCell::new(meter)),
+        budget: config::drain_budget(&ticket.env),
+        cancel,
+        heartbeat: Heartbeat {
+            env: ticket.env.clone(),
+            counter: ticket.counter.clone(),
+            reservation: ticket.reservation,
+            leased: ticket.leased.clone(),
+        },
+        reserved: ticket.reserved,
+    }
+}
+
+/// The respond phase of the provider's own stream, metered as it passes through the
+/// stream pump's fast path and settled when it ends.
+pub fn respond_tapped(
+    source: &ReadableStream,
+    head: Head,
+    cancel: Option<AbortController>,
+    prepared: &Prepared,
+    ticket: Ticket,
+    ctx: &Context,
+) -> Result<Response, ApiError> {
+    let (body, task) = pump_of(prepared, &ticket, cancel).tapped(source);
+    respond_streamed(head, Payload::Web(body), Box::pin(task), ticket, ctx)
+}
+
+/// Answers with a stream whose `task` meters it; settles when the task ends.
+fn respond_streamed(
+    head: Head,
+    payload: Payload,
+    task: Pin<Box<dyn Future<Output = StreamEnd>>>,
+    ticket: Ticket,
+    ctx: &Context,
+) -> Result<Response, ApiError> {
+    let Head {
+        status,
+        content_type,
+        mut headers,
+        cost,
+    } = head;
+    ctx.wait_until(async move {
+        let end = task.await;
+        let sent = end.sent.as_deref();
+        let replay = sent.and_then(|b| Replay::keep(ticket.keep, status, &content_type, b));
+        ticket.close(Some(end.metered), replay).await;
+    });
+    headers.push(("x-edgemeter-cost".into(), cost.reserved));
+    headers.push(("x-edgemeter-cost-basis".into(), "reserved".into()));
+    respond(status, &headers, payload)
 }
 
 /// A non-streamed answer, read whole, and the usage read from it.
