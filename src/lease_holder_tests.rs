@@ -58,7 +58,7 @@ fn it_admits_within_the_grant_and_the_window_only() {
 
 #[test]
 fn reports_are_due_by_age_or_count_and_are_cumulative() {
-    let mut b = book(1_000);
+    let mut b = book(2 * REPORT_CHANGES);
     let a = b.admit("cus/key", &one(), NOW).unwrap();
     assert!(!b.due("cus", NOW + REPORT_MS - 1));
     assert!(b.due("cus", NOW + REPORT_MS));
