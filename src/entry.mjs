@@ -1,10 +1,10 @@
 // The Worker's entry: scripts/build writes it over worker-build's build/worker/shim.mjs
 // (which only re-exports ../index.js), so its imports are relative to that place.
 //
-// The metered proxy's common case (a request admitted under the isolate's quota
-// lease, see src/edge/fast.rs) does its I/O here, with the
-// runtime's own awaits, and every decision in the wasm through MeteredFast's
-// synchronous calls. Every other request goes to the wasm's fetch handler whole.
+// The metered proxy's common case (a request admitted under the isolate's quota lease,
+// see src/edge/fast.rs) does its I/O here, with the runtime's own awaits, and makes
+// every decision in the wasm through MeteredFast's synchronous calls. Every other
+// request goes to the wasm's fetch handler whole.
 import Worker, { MeteredFast } from "../index.js";
 export * from "../index.js";
 
@@ -42,11 +42,13 @@ async function metered(id, request, whole) {
     return MeteredFast.finish(id, undefined, undefined, String(e));
   }
   if (plan.stream) return MeteredFast.stream(id, resp);
+  let bytes;
   try {
-    return MeteredFast.finish(id, resp, await capped(resp, plan.limit), undefined);
+    bytes = await capped(resp, plan.limit);
   } catch (e) {
     return MeteredFast.finish(id, resp, undefined, String(e));
   }
+  return MeteredFast.finish(id, resp, bytes, undefined);
 }
 
 // The whole body, or null past `limit` bytes (read no further).
