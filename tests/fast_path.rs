@@ -111,6 +111,13 @@ fn the_common_case_answers_and_meters_as_the_fetch_handler_does() {
     });
     assert_eq!(r.status, 502, "{}", r.text());
 
+    // An answer that breaks off: the provider did the work, so its bound is billed.
+    let r = taken(port, true, || {
+        chat(port, &key, &ask(5), &[("x-fake-break", "1")])
+    });
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.text().contains("broke off"), "{}", r.text());
+
     // A stream is metered as it passes, and settled when it ends; one the provider
     // refuses costs nothing.
     let stream = json!({"model": "gpt-4o-mini", "max_tokens": 2, "stream": true,
@@ -138,14 +145,15 @@ fn the_common_case_answers_and_meters_as_the_fetch_handler_does() {
     });
     assert_eq!(r.status, 400, "{}", r.text());
 
-    // Settled once each: three answered (3, 3 and 4 tokens), the two capped answers at
-    // their bound (5 each), the stream (2) and the idempotent request (2).
+    // Settled once each: three answered (3, 3 and 4 tokens), the two capped answers and
+    // the broken one at their bound (5 each), the stream (2) and the idempotent request
+    // (2).
     let usage = settled_usage(port, &key);
     let row = meter(&usage, "chat.completions", "gpt-4o-mini");
-    assert_eq!(row["requests"], 7, "{usage}");
-    assert_eq!(row["output"], 3 + 3 + 4 + 5 + 5 + 2 + 2, "{usage}");
-    assert_eq!(row["estimated"], 2, "{usage}");
+    assert_eq!(row["requests"], 8, "{usage}");
+    assert_eq!(row["output"], 3 + 3 + 4 + 5 + 5 + 5 + 2 + 2, "{usage}");
+    assert_eq!(row["estimated"], 3, "{usage}");
     // Nothing else: the refused and unreachable requests cost nothing.
-    assert_eq!(usage["totals"]["requests"], 7, "{usage}");
+    assert_eq!(usage["totals"]["requests"], 8, "{usage}");
     worker.stop();
 }

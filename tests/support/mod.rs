@@ -42,7 +42,7 @@ pub fn catalog() -> String {
             "prepaid": {}
         },
         // the headers that steer the fake upstream must reach it
-        "proxy": {"request_headers": ["x-test-tag", "x-fake-status", "x-fake-delay-ms", "x-fake-size", "x-fake-redirect", "x-fake-stream-error", "x-fake-chunked"]}
+        "proxy": {"request_headers": ["x-test-tag", "x-fake-status", "x-fake-delay-ms", "x-fake-size", "x-fake-redirect", "x-fake-stream-error", "x-fake-chunked", "x-fake-break"]}
     })
     .to_string()
 }

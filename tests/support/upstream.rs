@@ -9,7 +9,7 @@
 //! Request headers steer it: `x-fake-status: 500` forces a status, `x-fake-delay-ms: N`
 //! pauses between streamed events, `x-test-tag: T` labels requests for counting,
 //! `x-fake-size: N` pads a chat completion to N bytes, `x-fake-chunked: 1` sends it
-//! chunked with no length, `x-fake-redirect: 1` answers 307,
+//! chunked with no length, `x-fake-break: 1` hangs up halfway through it, `x-fake-redirect: 1` answers 307,
 //! `x-fake-stream-error: 1` ends a streamed chat with an error event naming the account.
 
 #[path = "upstream_account.rs"]
@@ -289,6 +289,9 @@ fn respond(out: &mut TcpStream, req: &Incoming, account: &Mutex<Account>) -> std
             if let Some(size) = req.header("x-fake-size").and_then(|s| s.parse().ok()) {
                 pad(&mut done, size);
             }
+            if req.header("x-fake-break").is_some() {
+                return broken(out, &done.to_string());
+            }
             if req.header("x-fake-chunked").is_some() {
                 let text = done.to_string();
                 let pieces: Vec<String> = text
@@ -353,6 +356,20 @@ fn respond(out: &mut TcpStream, req: &Incoming, account: &Mutex<Account>) -> std
             &json!({"object": "list", "data": [], "path": path}),
         ),
     }
+}
+
+/// Declares twice the body's length, sends the body and hangs up: an answer that
+/// breaks off.
+fn broken(out: &mut TcpStream, body: &str) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        2 * body.len()
+    );
+    out.write_all(head.as_bytes())?;
+    out.write_all(body.as_bytes())?;
+    out.flush()?;
+    let _ = out.shutdown(std::net::Shutdown::Both);
+    Err(std::io::Error::other("the answer broke off"))
 }
 
 /// Each event goes out in one write, as a provider sends it (`write!` on the socket
