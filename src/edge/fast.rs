@@ -36,19 +36,21 @@ use worker::{web_sys, AbortController, Context, Env};
 
 #[wasm_bindgen(inline_js = r#"
 export function fetch_plan(url, lines, body, limit, signal) {
-  const parts = lines === "" ? [] : lines.split("\n");
-  const headers = [];
-  for (let i = 0; i + 1 < parts.length; i += 2) headers.push([parts[i], parts[i + 1]]);
+  const headers = pairs(lines);
   // A copy: `body` is a view of the wasm's memory, valid only during this call.
   const init = { method: "POST", headers, body: body.slice(), redirect: "manual" };
   if (signal !== undefined) init.signal = signal;
   return { url, limit, stream: signal !== undefined, init };
 }
 export function reply_of(status, lines, body) {
+  return new Response(body.slice(), { status, headers: pairs(lines) });
+}
+// Header pairs from name and value lines (`js_headers::lines_of`).
+function pairs(lines) {
   const parts = lines === "" ? [] : lines.split("\n");
-  const headers = [];
-  for (let i = 0; i + 1 < parts.length; i += 2) headers.push([parts[i], parts[i + 1]]);
-  return new Response(body.slice(), { status, headers });
+  const out = [];
+  for (let i = 0; i + 1 < parts.length; i += 2) out.push([parts[i], parts[i + 1]]);
+  return out;
 }
 "#)]
 extern "C" {
@@ -116,6 +118,15 @@ fn keep(entry: Entry) -> u32 {
 
 fn take(id: u32) -> Option<Entry> {
     PENDING.with(|p| p.borrow_mut().1.remove(&id))
+}
+
+/// The request `id` names, sent upstream: its context, catalog and state.
+fn take_sent(id: u32) -> Result<(Context, Rc<Catalog>, InFlight), ApiError> {
+    let entry = take(id).ok_or_else(|| ApiError::internal("no request in flight with this id"))?;
+    match entry.pending {
+        Pending::Sent(flight) => Ok((entry.ctx, entry.catalog, *flight)),
+        Pending::Routed(_) => Err(ApiError::internal("the request was never sent")),
+    }
 }
 
 /// The entry point's side of the common case. Its methods are static: a request is
@@ -241,24 +252,22 @@ impl MeteredFast {
         bytes: Option<Vec<u8>>,
         failure: Option<String>,
     ) -> web_sys::Response {
-        let Some(entry) = take(id) else {
-            return web_response(Err(ApiError::internal("no request in flight with this id")));
-        };
-        let Pending::Sent(flight) = entry.pending else {
-            return web_response(Err(ApiError::internal("the request was never sent")));
+        let (ctx, catalog, flight) = match take_sent(id) {
+            Ok(sent) => sent,
+            Err(e) => return web_response(Err(e)),
         };
         let InFlight {
             prepared,
             admitted,
             limit,
             cancel: _,
-        } = *flight;
+        } = flight;
         let Admitted {
             ticket,
             cost,
             mut headers,
         } = admitted;
-        let (ctx, catalog) = (&entry.ctx, &*entry.catalog);
+        let (ctx, catalog) = (&ctx, &*catalog);
         let up = match resp.ok_or(failure.clone()).map(upstream::upstreamed) {
             Err(why) => {
                 ticket.close_after(ctx, None, None);
@@ -318,24 +327,21 @@ impl MeteredFast {
     /// a promise of it when the answer is not a stream (the fetch handler's phases read
     /// it then, as they would have).
     pub fn stream(id: u32, resp: web_sys::Response) -> JsValue {
-        let Some(entry) = take(id) else {
-            return web(Err(ApiError::internal("no request in flight with this id")));
-        };
-        let Pending::Sent(flight) = entry.pending else {
-            return web(Err(ApiError::internal("the request was never sent")));
+        let (ctx, catalog, flight) = match take_sent(id) {
+            Ok(sent) => sent,
+            Err(e) => return web(Err(e)),
         };
         let InFlight {
             prepared,
             admitted,
             cancel,
             ..
-        } = *flight;
+        } = flight;
         let Admitted {
             ticket,
             cost,
             mut headers,
         } = admitted;
-        let (ctx, catalog) = (entry.ctx, entry.catalog);
         let mut up = match upstream::upstreamed(resp) {
             Ok(up) => up,
             Err(e) => {
