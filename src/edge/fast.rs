@@ -36,20 +36,21 @@ use worker::{web_sys, AbortController, Context, Env};
 
 #[wasm_bindgen(inline_js = r#"
 export function fetch_plan(url, lines, body, limit, signal) {
-  const headers = pairs(lines);
   // A copy: `body` is a view of the wasm's memory, valid only during this call.
-  const init = { method: "POST", headers, body: body.slice(), redirect: "manual" };
+  const init = { method: "POST", headers: headers(lines), body: body.slice(), redirect: "manual" };
   if (signal !== undefined) init.signal = signal;
   return { url, limit, stream: signal !== undefined, init };
 }
 export function reply_of(status, lines, body) {
-  return new Response(body.slice(), { status, headers: pairs(lines) });
+  return new Response(body.slice(), { status, headers: headers(lines) });
 }
-// Header pairs from name and value lines (`js_headers::lines_of`).
-function pairs(lines) {
-  const parts = lines === "" ? [] : lines.split("\n");
-  const out = [];
-  for (let i = 0; i + 1 < parts.length; i += 2) out.push([parts[i], parts[i + 1]]);
+// Headers from name and value lines (`js_headers::lines_of`), appended in order. A
+// Headers object costs the runtime half what converting an array of pairs does.
+function headers(lines) {
+  const out = new Headers();
+  if (lines === "") return out;
+  const parts = lines.split("\n");
+  for (let i = 0; i + 1 < parts.length; i += 2) out.append(parts[i], parts[i + 1]);
   return out;
 }
 "#)]
