@@ -9,7 +9,8 @@ use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-const BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello to the benchmark."}]}"#;
+// max_tokens as in scripts/bench's CHAT_BODY: every target gets the same answer.
+const BODY: &str = r#"{"model":"gpt-4o-mini","max_tokens":50,"messages":[{"role":"user","content":"Say hello to the benchmark."}]}"#;
 
 /// Reads one response; its status, or None when the connection broke.
 fn response(r: &mut BufReader<TcpStream>) -> Option<u16> {

@@ -383,7 +383,7 @@ proxy_report() {
   echo
   echo "### Non-streamed chat completion"
   echo
-  echo "\`POST …/v1/chat/completions\` (gpt-4o-mini, answered at once by the upstream),"
+  echo "\`POST …/v1/chat/completions\` (gpt-4o-mini, 50 completion tokens answered at once by the upstream),"
   echo "after a ${WARMUP} s warm-up, in $ROUNDS interleaved rounds of ${SECONDS_PER_POINT} s per target (every"
   echo "target once per round); each target's round with the median p50 is shown, and"
   echo "*p50 per round* lists all of them. Latencies in ms."
