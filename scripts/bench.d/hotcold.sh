@@ -16,23 +16,44 @@ declare -A HC_URL=([bare]=${URL[bare]} [hot]=${URL[metered]} [cold]=${URL[metere
 declare -A HC_KEYS=([bare]=$WORK/bare.keys [hot]=$WORK/hot.keys [cold]=$WORK/cold.keys)
 declare -A HC_LABEL=([bare]="bare route" [hot]="one hot customer" [cold]="1,000 cold customers")
 declare -A HC_RPS HC_P50 HC_P99 HC_FAILED
+# In interleaved rounds (bare, hot, cold in each), as the proxy points: the targets are
+# judged on the median of the rounds' own ratios, and the table shows each kind's round
+# with the median req/s.
 for c in $HOTCOLD_CONNS; do
-  for kind in bare hot cold; do
-    step "hot and cold, $kind, c=$c: ${WARMUP}s warm-up, ${SECONDS_PER_POINT}s measured"
-    "$KEYLOAD" "${HC_URL[$kind]}" "${HC_KEYS[$kind]}" "$c" "$WARMUP" >"$WORK/hc-warm.json" ||
-      die "keyload failed"
-    "$KEYLOAD" "${HC_URL[$kind]}" "${HC_KEYS[$kind]}" "$c" "$SECONDS_PER_POINT" >"$WORK/hc.json" ||
-      die "keyload failed"
-    HC_RPS[$kind/$c]=$(jq .rps "$WORK/hc.json")
-    HC_P50[$kind/$c]=$(jq .p50_us "$WORK/hc.json")
-    HC_P99[$kind/$c]=$(jq .p99_us "$WORK/hc.json")
-    HC_FAILED[$kind/$c]=$(jq .failed "$WORK/hc.json")
-    if [ "$kind" = hot ]; then # the bench customer's: part of the metering check
-      for f in "$WORK/hc-warm.json" "$WORK/hc.json"; do
-        SENT[metered]=$((${SENT[metered]} + $(jq '.requests - .failed' "$f")))
-      done
-    fi
-    info "$(jq -c . "$WORK/hc.json")"
+  for ((round = 1; round <= ROUNDS; round++)); do
+    for kind in bare hot cold; do
+      k=$kind/$c/$round
+      step "hot and cold, $kind, c=$c, round $round of $ROUNDS: ${SECONDS_PER_POINT}s measured"
+      : >"$WORK/hc-warm.json"
+      if [ "$round" = 1 ]; then
+        "$KEYLOAD" "${HC_URL[$kind]}" "${HC_KEYS[$kind]}" "$c" "$WARMUP" >"$WORK/hc-warm.json" ||
+          die "keyload failed"
+      fi
+      "$KEYLOAD" "${HC_URL[$kind]}" "${HC_KEYS[$kind]}" "$c" "$SECONDS_PER_POINT" >"$WORK/hc.json" ||
+        die "keyload failed"
+      HC_RPS[$k]=$(jq .rps "$WORK/hc.json")
+      HC_P50[$k]=$(jq .p50_us "$WORK/hc.json")
+      HC_P99[$k]=$(jq .p99_us "$WORK/hc.json")
+      HC_FAILED[$k]=$(jq .failed "$WORK/hc.json")
+      if [ "$kind" = hot ]; then # the bench customer's: part of the metering check
+        for f in "$WORK/hc-warm.json" "$WORK/hc.json"; do
+          [ -s "$f" ] || continue
+          SENT[metered]=$((${SENT[metered]} + $(jq '.requests - .failed' "$f")))
+        done
+      fi
+      info "$(jq -c . "$WORK/hc.json")"
+    done
+  done
+  for kind in bare hot cold; do # the median round's figures
+    mid=$(for ((round = 1; round <= ROUNDS; round++)); do
+      echo "${HC_RPS[$kind/$c/$round]} $round"
+    done | sort -g | sed -n "$(((ROUNDS + 1) / 2))p")
+    mid=${mid##* }
+    for v in HC_RPS HC_P50 HC_P99 HC_FAILED; do
+      declare -n hc_arr=$v
+      hc_arr[$kind/$c]=${hc_arr[$kind/$c/$mid]}
+    done
+    unset -n hc_arr
   done
 done
 
@@ -41,7 +62,8 @@ hotcold_report() {
   echo "### One hot customer against 1,000 cold ones"
   echo
   echo "Non-streamed chat with \`scripts/bench.d/keyload.rs\` (kept-alive connections, closed"
-  echo "loop), ${SECONDS_PER_POINT} s per point after a ${WARMUP} s warm-up. *Hot*: every request is the bench"
+  echo "loop), ${SECONDS_PER_POINT} s per point after a ${WARMUP} s warm-up, in $ROUNDS interleaved rounds (each"
+  echo "kind's round with the median req/s is shown). *Hot*: every request is the bench"
   echo "customer's. *Cold*: 1,000 customers (plan \`bench\`), request i is customer i mod 1,000's."
   echo
   echo "| c | target | req/s | p50 | p99 | failed |"
@@ -54,12 +76,24 @@ hotcold_report() {
   echo
 }
 
+# The hot customer's req/s over another kind's, as the median of the rounds' own
+# ratios. Prints "MEDIAN LIST".
+hc_ratios() { # OVER C
+  local r list=""
+  for ((r = 1; r <= ROUNDS; r++)); do
+    list+="$(awk -v a="${HC_RPS[hot/$2/$r]}" -v b="${HC_RPS[$1/$2/$r]}" 'BEGIN { printf "%.2f", a / b }') "
+  done
+  printf '%s %s\n' "$(echo $list | tr ' ' '\n' | median)" "$(echo $list | sed 's/ /, /g')"
+}
+
 hotcold_targets() {
-  local c r
+  local c m rest over
   for c in $HOTCOLD_CONNS; do
-    r=$(awk -v a="${HC_RPS[hot/$c]}" -v b="${HC_RPS[cold/$c]}" 'BEGIN { printf "%.2f", b / a }')
-    echo "| one hot customer ≥ 0.8× the req/s of 1,000 cold customers (c=$c) | $(ratio "${HC_RPS[hot/$c]}" "${HC_RPS[cold/$c]}") | $(verdict "$r" 1.25) |"
-    r=$(awk -v a="${HC_RPS[hot/$c]}" -v b="${HC_RPS[bare/$c]}" 'BEGIN { printf "%.2f", b / a }')
-    echo "| one hot customer ≥ 0.8× the bare route's req/s (c=$c) | $(ratio "${HC_RPS[hot/$c]}" "${HC_RPS[bare/$c]}") | $(verdict "$r" 1.25) |"
+    for over in cold bare; do
+      read -r m rest < <(hc_ratios "$over" "$c")
+      local what="the req/s of 1,000 cold customers"
+      [ "$over" = cold ] || what="the bare route's req/s"
+      echo "| one hot customer ≥ 0.8× $what (c=$c) | ${m}× (median of the rounds' ratios: $rest) | $(awk -v m="$m" 'BEGIN { print (m >= 0.8) ? "**met**" : "**missed**" }') |"
+    done
   done
 }
