@@ -16,7 +16,7 @@ use super::auth::verified;
 use super::js_headers::lines_of;
 use super::leases;
 use super::metrics::{bump, Metric};
-use super::observe::{observe, respond_buffered, respond_tapped, Buffered, Head};
+use super::observe::{observe, respond_buffered, tap_phase, Buffered, Head};
 use super::proxy::{self, admitted_locally, prepare_phase, Admitted, Asked, Read};
 use super::ticket::Ticket;
 use super::upstream::Answer;
@@ -44,6 +44,9 @@ export function fetch_plan(url, lines, body, limit, signal) {
 export function reply_of(status, lines, body) {
   return new Response(body.slice(), { status, headers: headers(lines) });
 }
+export function stream_reply(status, lines, body) {
+  return new Response(body, { status, headers: headers(lines) });
+}
 // Headers from name and value lines (`js_headers::lines_of`), appended in order. A
 // Headers object costs the runtime half what converting an array of pairs does.
 function headers(lines) {
@@ -64,6 +67,12 @@ extern "C" {
     ) -> JsValue;
     #[wasm_bindgen(catch)]
     fn reply_of(status: u16, lines: &str, body: &[u8]) -> Result<web_sys::Response, JsValue>;
+    #[wasm_bindgen(catch)]
+    fn stream_reply(
+        status: u16,
+        lines: &str,
+        body: &web_sys::ReadableStream,
+    ) -> Result<web_sys::Response, JsValue>;
 }
 
 /// A request between two calls from the entry.
@@ -363,9 +372,12 @@ impl MeteredFast {
                 headers,
                 cost,
             };
-            return web(respond_tapped(
-                &source, head, cancel, &prepared, ticket, &ctx,
-            ));
+            let tapped = tap_phase(&source, head, cancel, &prepared, ticket, &ctx);
+            let sent = lines_of(&tapped.headers).map_err(JsValue::from);
+            return match sent.and_then(|l| stream_reply(tapped.status, &l, &tapped.body)) {
+                Ok(r) => r.into(),
+                Err(e) => web(Err(http::internal(worker::Error::from(e)))),
+            };
         }
         // Refused by the provider, or not a stream after all: read as the fetch
         // handler reads it.

@@ -109,7 +109,8 @@ pub async fn observe(
             cost,
         };
         if let Some(source) = source {
-            return respond_tapped(&source, head, cancel, &prepared, ticket, ctx);
+            let tapped = tap_phase(&source, head, cancel, &prepared, ticket, ctx);
+            return respond(tapped.status, &tapped.headers, Payload::Web(tapped.body));
         }
         let mut body = answer.into_stream();
         if stores {
@@ -183,18 +184,31 @@ fn pump_of(prepared: &Prepared, ticket: &Ticket, cancel: Option<AbortController>
     }
 }
 
-/// The respond phase of the provider's own stream, metered as it passes through the
-/// stream pump's fast path and settled when it ends.
-pub fn respond_tapped(
+/// A stream on the pump's fast path, its settlement already handed to `wait_until`:
+/// what the response is to carry.
+pub struct Tapped {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: ReadableStream,
+}
+
+/// The respond phase of the provider's own stream: starts the pump's fast path on
+/// `source`, metering it as it passes, and settles when it ends.
+pub fn tap_phase(
     source: &ReadableStream,
     head: Head,
     cancel: Option<AbortController>,
     prepared: &Prepared,
     ticket: Ticket,
     ctx: &Context,
-) -> Result<Response, ApiError> {
+) -> Tapped {
     let (body, task) = pump_of(prepared, &ticket, cancel).tapped(source);
-    respond_streamed(head, Payload::Web(body), Box::pin(task), ticket, ctx)
+    let (status, headers) = settle_streamed(head, Box::pin(task), ticket, ctx);
+    Tapped {
+        status,
+        headers,
+        body,
+    }
 }
 
 /// Answers with a stream whose `task` meters it; settles when the task ends.
@@ -205,6 +219,17 @@ fn respond_streamed(
     ticket: Ticket,
     ctx: &Context,
 ) -> Result<Response, ApiError> {
+    let (status, headers) = settle_streamed(head, task, ticket, ctx);
+    respond(status, &headers, payload)
+}
+
+/// Hands the settlement after `task` to `wait_until`: the status and headers to send.
+fn settle_streamed(
+    head: Head,
+    task: Pin<Box<dyn Future<Output = StreamEnd>>>,
+    ticket: Ticket,
+    ctx: &Context,
+) -> (u16, Vec<(String, String)>) {
     let Head {
         status,
         content_type,
@@ -219,7 +244,7 @@ fn respond_streamed(
     });
     headers.push(("x-edgemeter-cost".into(), cost.reserved));
     headers.push(("x-edgemeter-cost-basis".into(), "reserved".into()));
-    respond(status, &headers, payload)
+    (status, headers)
 }
 
 /// A non-streamed answer, read whole, and the usage read from it.

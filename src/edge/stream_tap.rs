@@ -24,6 +24,17 @@ use worker::Delay;
 // still metered (the usage may be in it) and counted as drained; a forward that throws
 // (the meter dropped after a spent drain) ends the loop as an error.
 #[wasm_bindgen(inline_js = r#"
+// Where the first event of `bytes` ends (after its blank line), or 0 if it does not
+// within the first 4 KiB.
+function eventEnd(bytes) {
+  const end = Math.min(bytes.length, 4096) - 1;
+  for (let i = 0; i < end; i++) {
+    if (bytes[i] !== 10) continue;
+    if (bytes[i + 1] === 10) return i + 2;
+    if (bytes[i + 1] === 13 && bytes[i + 2] === 10) return i + 3;
+  }
+  return 0;
+}
 export class Tap {
   constructor(source, forward, queue) {
     this.reader = source.getReader();
@@ -46,25 +57,45 @@ export class Tap {
   }
   async run() {
     try {
+      let head = true;
       for (;;) {
         const { done, value } = await this.reader.read();
         if (done) return "end";
-        const out = this.forward(value);
-        if (this.leftAt < 0) {
-          if (out.length === 0) continue;
-          this.fullSince = Date.now();
-          const written = await this.writer.write(out).then(() => true, () => false);
-          this.fullSince = -1;
-          if (written) continue;
-          this.leave();
+        let rest = value;
+        if (head) {
+          // The first event goes out on its own: the runtime sends the response head
+          // with the first bytes written, and a burst the provider already sent would
+          // otherwise wait until all of it is metered.
+          head = false;
+          const cut = eventEnd(value);
+          if (cut > 0 && cut < value.length) {
+            rest = value.subarray(cut);
+            if (!(await this.put(value.subarray(0, cut)))) {
+              await this.put(rest);
+              return "gone";
+            }
+          }
         }
-        // Metered, never delivered: the client had left, or left while it waited.
-        this.drainedBytes += value.length;
-        return "gone";
+        if (!(await this.put(rest))) return "gone";
       }
     } catch (_) {
       return "error";
     }
+  }
+  // Meters `value` and writes what the meter lets through: false once the client left
+  // (then it is metered, never delivered, and counted as drained).
+  async put(value) {
+    const out = this.forward(value);
+    if (this.leftAt < 0) {
+      if (out.length === 0) return true;
+      this.fullSince = Date.now();
+      const written = await this.writer.write(out).then(() => true, () => false);
+      this.fullSince = -1;
+      if (written) return true;
+      this.leave();
+    }
+    this.drainedBytes += value.length;
+    return false;
   }
   left_at() { return this.leftAt; }
   drained() { return this.drainedBytes; }
