@@ -13,6 +13,7 @@
 //! error (which that handler then answers).
 
 use super::auth::verified;
+use super::fast_js::{fetch_plan, reply_of, stream_reply};
 use super::js_headers::lines_of;
 use super::leases;
 use super::metrics::{bump, Metric};
@@ -33,47 +34,6 @@ use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use worker::wasm_bindgen_futures::future_to_promise;
 use worker::{web_sys, AbortController, Context, Env};
-
-#[wasm_bindgen(inline_js = r#"
-export function fetch_plan(url, lines, body, limit, signal) {
-  // A copy: `body` is a view of the wasm's memory, valid only during this call.
-  const init = { method: "POST", headers: headers(lines), body: body.slice(), redirect: "manual" };
-  if (signal !== undefined) init.signal = signal;
-  return { url, limit, stream: signal !== undefined, init };
-}
-export function reply_of(status, lines, body) {
-  return new Response(body.slice(), { status, headers: headers(lines) });
-}
-export function stream_reply(status, lines, body) {
-  return new Response(body, { status, headers: headers(lines) });
-}
-// Headers from name and value lines (`js_headers::lines_of`), appended in order. A
-// Headers object costs the runtime half what converting an array of pairs does.
-function headers(lines) {
-  const out = new Headers();
-  if (lines === "") return out;
-  const parts = lines.split("\n");
-  for (let i = 0; i + 1 < parts.length; i += 2) out.append(parts[i], parts[i + 1]);
-  return out;
-}
-"#)]
-extern "C" {
-    fn fetch_plan(
-        url: &str,
-        lines: &str,
-        body: &[u8],
-        limit: usize,
-        signal: Option<&web_sys::AbortSignal>,
-    ) -> JsValue;
-    #[wasm_bindgen(catch)]
-    fn reply_of(status: u16, lines: &str, body: &[u8]) -> Result<web_sys::Response, JsValue>;
-    #[wasm_bindgen(catch)]
-    fn stream_reply(
-        status: u16,
-        lines: &str,
-        body: &web_sys::ReadableStream,
-    ) -> Result<web_sys::Response, JsValue>;
-}
 
 /// A request between two calls from the entry.
 enum Pending {

@@ -19,6 +19,7 @@ mod counter_store_access;
 mod counter_store_reservations;
 mod delivery;
 mod fast;
+mod fast_js;
 mod faults;
 mod flush_shard;
 mod flush_shard_dead;
