@@ -19,8 +19,8 @@ mod bodies;
 
 use super::wire::{read_request, Incoming};
 use account::{response_events, Account, Answer};
-pub use bodies::chat_stream;
 use bodies::{chat, pad, usage_of};
+pub use bodies::{chat_stream, choices, completion_tokens, prompt_tokens};
 use serde_json::{json, Value};
 use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -48,41 +48,12 @@ pub const OPERATOR_HEADERS: [(&str, &str); 7] = [
 /// Where a followed redirect would lead.
 pub const REDIRECT_TARGET: &str = "/v1/redirected-secret";
 
-/// Completion tokens for a request: its `max_completion_tokens`, `max_tokens` or
-/// `max_output_tokens`, else 7, never more than 50.
-pub fn completion_tokens(body: &Value) -> u64 {
-    let cap = body["max_completion_tokens"]
-        .as_u64()
-        .or(body["max_tokens"].as_u64())
-        .or(body["max_output_tokens"].as_u64());
-    cap.unwrap_or(7).min(50)
-}
-
 /// What one image costs in the fake, as the most a provider may bill: the test
 /// catalog's `image_input_tokens` for gpt-4o-mini.
 pub const IMAGE_TOKENS: u64 = 300;
 
 /// Audio tokens the fake bills for a prompt with inline audio.
 pub const AUDIO_TOKENS: u64 = 50;
-
-/// Choices the provider generates: `n`, or `best_of` (all candidates are generated).
-pub fn choices(body: &Value) -> u64 {
-    let n = body["n"].as_u64().unwrap_or(1);
-    n.max(body["best_of"].as_u64().unwrap_or(1)).max(1)
-}
-
-/// Prompt tokens the fake bills: a fixed count, plus each image at its most.
-pub fn prompt_tokens(body: &Value) -> u64 {
-    fn images(v: &Value) -> u64 {
-        match v {
-            Value::Array(items) => items.iter().map(images).sum(),
-            Value::Object(m) if m.get("type") == Some(&json!("image_url")) => 1,
-            Value::Object(m) => m.values().map(images).sum(),
-            _ => 0,
-        }
-    }
-    PROMPT_TOKENS + IMAGE_TOKENS * images(&body["messages"])
-}
 
 /// One request as the fake saw it (header names lower-cased).
 #[derive(Debug, Clone)]

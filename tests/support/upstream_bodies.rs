@@ -1,7 +1,7 @@
 //! The fake upstream's answer bodies: chat completions and their SSE events, with the
-//! usage the fake reports.
+//! usage the fake reports and the tokens it bills a request.
 
-use super::{CACHED_TOKENS, PROMPT_TOKENS};
+use super::{CACHED_TOKENS, IMAGE_TOKENS, PROMPT_TOKENS};
 use serde_json::{json, Value};
 
 /// Pads a chat completion's content so its JSON is at least `size` bytes.
@@ -54,4 +54,33 @@ pub fn chat_stream(model: &str, n: u64, include_usage: bool) -> Vec<String> {
     }
     events.push("data: [DONE]\n\n".to_string());
     events
+}
+
+/// Completion tokens for a request: its `max_completion_tokens`, `max_tokens` or
+/// `max_output_tokens`, else 7, never more than 50.
+pub fn completion_tokens(body: &Value) -> u64 {
+    let cap = body["max_completion_tokens"]
+        .as_u64()
+        .or(body["max_tokens"].as_u64())
+        .or(body["max_output_tokens"].as_u64());
+    cap.unwrap_or(7).min(50)
+}
+
+/// Choices the provider generates: `n`, or `best_of` (all candidates are generated).
+pub fn choices(body: &Value) -> u64 {
+    let n = body["n"].as_u64().unwrap_or(1);
+    n.max(body["best_of"].as_u64().unwrap_or(1)).max(1)
+}
+
+/// Prompt tokens the fake bills: a fixed count, plus each image at its most.
+pub fn prompt_tokens(body: &Value) -> u64 {
+    fn images(v: &Value) -> u64 {
+        match v {
+            Value::Array(items) => items.iter().map(images).sum(),
+            Value::Object(m) if m.get("type") == Some(&json!("image_url")) => 1,
+            Value::Object(m) => m.values().map(images).sum(),
+            _ => 0,
+        }
+    }
+    PROMPT_TOKENS + IMAGE_TOKENS * images(&body["messages"])
 }
