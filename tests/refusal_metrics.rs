@@ -5,21 +5,13 @@
 mod support;
 
 use serde_json::{json, Value};
-use support::http::{request_chunked, Resp};
+use support::http::request_chunked;
 use support::upstream::FakeUpstream;
 use support::wrangler::{self, Worker};
 use support::{call, catalog, chat, customer, metrics};
 
 fn ask() -> Value {
     json!({"model": "gpt-4o-mini", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]})
-}
-
-fn code(r: &Resp) -> String {
-    r.error_type();
-    r.json()["error"]["code"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
 }
 
 fn grew(before: &Value, after: &Value, field: &str) -> u64 {
@@ -48,7 +40,10 @@ fn refusals_and_caps_are_counted_in_the_metrics() {
     let old_shape = format!("em_live_{id}_{}", "0123456789abcdef".repeat(2));
     for forged in [zeros, old_shape] {
         let r = chat(port, &forged, &ask(), &[]);
-        assert_eq!((r.status, code(&r).as_str()), (401, "invalid_api_key"));
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (401, "invalid_api_key")
+        );
     }
     let m1 = metrics(port);
     assert_eq!(grew(&m0, &m1, "counter_calls"), 0, "{m0} -> {m1}");
@@ -72,7 +67,10 @@ fn refusals_and_caps_are_counted_in_the_metrics() {
 
     // an upstream answer over MAX_RESPONSE_BYTES is refused; one under it passes
     let r = chat(port, &key, &ask(), &[("x-fake-size", "2000000")]);
-    assert_eq!((r.status, code(&r).as_str()), (502, "upstream_too_large"));
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (502, "upstream_too_large")
+    );
     let m3 = metrics(port);
     assert_eq!(grew(&m2, &m3, "response_cap_hits"), 1, "{m2} -> {m3}");
     let r = chat(port, &key, &ask(), &[("x-fake-size", "500000")]);

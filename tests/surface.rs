@@ -23,14 +23,6 @@ fn ask_with(extra: Value) -> Value {
     body
 }
 
-fn code(r: &Resp) -> String {
-    r.error_type();
-    r.json()["error"]["code"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
 fn nothing_metered(port: u16, key: &str) {
     let usage = settled_usage(port, key);
     assert_eq!(usage["totals"]["requests"], 0, "{usage}");
@@ -80,7 +72,7 @@ fn unlisted_families_are_404_and_never_forwarded() {
         ];
         let r = request(port, method, path, &headers, br#"{"model": "gpt-4o-mini"}"#);
         assert_eq!(r.status, 404, "{method} {path}: {}", r.text());
-        assert_eq!(code(&r), "unknown_route", "{method} {path}");
+        assert_eq!(r.error_code(), "unknown_route", "{method} {path}");
     }
     let reached: Vec<String> = env
         .upstream
@@ -114,7 +106,7 @@ fn path_aliases_are_404_and_never_forwarded() {
     for path in aliases {
         let r = call(port, &key, path, &ask(), &[("x-test-tag", &tag)]);
         assert_eq!(r.status, 404, "{path}: {}", r.text());
-        assert_eq!(code(&r), "unknown_route", "{path}");
+        assert_eq!(r.error_code(), "unknown_route", "{path}");
     }
     assert!(
         env.upstream.tagged(&tag).is_empty(),
@@ -247,7 +239,7 @@ fn bad_bodies_are_400_before_the_upstream() {
         }
     }
     let r = chat(port, &key, &ask_with(json!({"frobnicate": 1})), &[]);
-    assert_eq!(code(&r), "unknown_parameter");
+    assert_eq!(r.error_code(), "unknown_parameter");
     let long = "k".repeat(256);
     let r = chat(
         port,
@@ -270,7 +262,10 @@ fn provider_errors_do_not_leak_the_operator_account() {
     let port = shared().worker.port;
     let (_, key) = customer(port, "open");
     let r = chat(port, &key, &ask(), &[("x-fake-status", "401")]);
-    assert_eq!((r.status, code(&r).as_str()), (502, "upstream_auth_error"));
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (502, "upstream_auth_error")
+    );
     no_operator_leak(&r);
     let r = chat(port, &key, &ask(), &[("x-fake-status", "429")]);
     assert_eq!(r.status, 503, "{}", r.text());
@@ -298,7 +293,10 @@ fn upstream_redirects_are_not_followed() {
     let port = env.worker.port;
     let (_, key) = customer(port, "open");
     let r = chat(port, &key, &ask(), &[("x-fake-redirect", "1")]);
-    assert_eq!((r.status, code(&r).as_str()), (502, "upstream_redirect"));
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (502, "upstream_redirect")
+    );
     assert!(!r.text().contains("redirect followed"));
     assert!(!env.upstream.paths().iter().any(|p| p == REDIRECT_TARGET));
     nothing_metered(port, &key);

@@ -43,6 +43,15 @@ impl Resp {
         }
         e["type"].as_str().unwrap_or_default().to_string()
     }
+
+    /// The error's `code`, once the body is checked to be in OpenAI's error shape.
+    pub fn error_code(&self) -> String {
+        self.error_type();
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
 }
 
 fn open(port: u16, method: &str, path: &str, headers: &[(&str, &str)], framing: &str) -> TcpStream {
