@@ -157,3 +157,33 @@ fn the_common_case_answers_and_meters_as_the_fetch_handler_does() {
     assert_eq!(usage["totals"]["requests"], 8, "{usage}");
     worker.stop();
 }
+
+/// A provider key holding a character no header may carry (a carriage return pasted
+/// with it): the runtime refuses the header as the request is built. Both paths answer 502 in
+/// OpenAI's shape, name neither the key nor its value, bill nothing and hold nothing.
+#[test]
+fn a_provider_key_no_header_can_carry_is_a_502_that_costs_nothing() {
+    let upstream = FakeUpstream::start(0);
+    let dir = wrangler::scratch("fast-bad-key");
+    let url = upstream.url();
+    let vars = [
+        ("ANTHROPIC_UPSTREAM_URL", url.as_str()),
+        ("ANTHROPIC_API_KEY", "sk-ant-\rsecret"),
+    ];
+    let worker = Worker::start_with(&dir, &url, &catalog(), &vars);
+    let port = worker.port;
+    let (_, key) = customer(port, "open");
+    let msg = json!({"model": "claude-test", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+    // The first request has no lease yet (the fetch handler's path); the second has.
+    for fast in [false, true] {
+        let r = taken(port, fast, || call(port, &key, "/v1/messages", &msg, &[]));
+        assert_eq!(r.status, 502, "{}", r.text());
+        assert_eq!(r.error_type(), "api_error", "{}", r.text());
+        assert!(!r.text().contains("sk-ant"), "{}", r.text());
+    }
+    assert!(upstream.paths().is_empty(), "{:?}", upstream.paths());
+    // Settled (nothing in flight) and nothing billed.
+    let usage = settled_usage(port, &key);
+    assert_eq!(usage["totals"]["requests"], 0, "{usage}");
+    worker.stop();
+}

@@ -187,6 +187,7 @@ impl MeteredFast {
             Ok(a) => a,
             Err(e) => return web(Err(e)),
         };
+        bump(Metric::FastPath);
         let client = asked.headers.pairs().to_vec();
         let (url, headers) = upstream::outgoing(&provider, catalog, &asked.target, client);
         let lines = match lines_of(&headers) {
@@ -201,7 +202,14 @@ impl MeteredFast {
         let cancel = prepared.stream.then(AbortController::default);
         let signal = cancel.as_ref().map(|c| c.signal());
         let signal = signal.as_deref();
-        let plan = fetch_plan(&url, &lines, body, limit, signal);
+        let plan = match fetch_plan(&url, &lines, body, limit, signal) {
+            Ok(plan) => plan,
+            Err(e) => {
+                // As the fetch handler answers a request it cannot build.
+                admitted.ticket.close_after(ctx, None, None);
+                return web(Err(upstream::fail(worker::Error::from(e))));
+            }
+        };
         entry.pending = Pending::Sent(Box::new(InFlight {
             prepared,
             admitted,
@@ -209,7 +217,6 @@ impl MeteredFast {
             cancel,
         }));
         PENDING.with(|p| p.borrow_mut().1.insert(id, entry));
-        bump(Metric::FastPath);
         plan
     }
 

@@ -29,13 +29,16 @@ function headers(lines) {
 }
 "#)]
 extern "C" {
+    /// Throws when the runtime refuses a header (a provider key holding a character
+    /// no header may carry).
+    #[wasm_bindgen(catch)]
     pub(super) fn fetch_plan(
         url: &str,
         lines: &str,
         body: &[u8],
         limit: usize,
         signal: Option<&web_sys::AbortSignal>,
-    ) -> JsValue;
+    ) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(catch)]
     pub(super) fn reply_of(
         status: u16,

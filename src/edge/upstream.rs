@@ -54,7 +54,7 @@ fn js_fail(e: JsValue) -> ApiError {
     fail(worker::Error::from(e))
 }
 
-fn fail(e: worker::Error) -> ApiError {
+pub(super) fn fail(e: worker::Error) -> ApiError {
     let msg = format!("The upstream provider could not be reached: {e}");
     ApiError::upstream(502, msg).caused_by(e)
 }

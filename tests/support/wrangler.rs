@@ -106,12 +106,29 @@ new_sqlite_classes = ["InvoiceNumbers"]
         },
         extra = vars
             .iter()
-            .map(|(k, v)| format!("{k} = '''{v}'''\n"))
+            .map(|(k, v)| format!("{k} = {}\n", toml_string(v)))
             .collect::<String>(),
     );
     let path = dir.join("wrangler.toml");
     std::fs::write(&path, toml).unwrap();
     path
+}
+
+/// `value` as a TOML string: literal, unless it holds a control character, which only
+/// a basic string's escapes can carry.
+fn toml_string(value: &str) -> String {
+    if !value.chars().any(|c| c.is_control() && c != '\t') {
+        return format!("'''{value}'''");
+    }
+    let escaped: String = value
+        .chars()
+        .map(|c| match c {
+            '"' | '\\' => format!("\\{c}"),
+            c if c.is_control() => format!("\\u{:04X}", u32::from(c)),
+            c => c.to_string(),
+        })
+        .collect();
+    format!("\"{escaped}\"")
 }
 
 impl Worker {
