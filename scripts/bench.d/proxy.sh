@@ -443,7 +443,7 @@ proxy_how() {
   echo "  (wrk's built-in percentiles include it, which turns a single 50 ms pause into"
   echo "  hundreds of synthetic slow samples at c=1). c=$first_c measures latency,"
   echo "  c=$last_c throughput. oha, workerd and the upstream share the machine's $NPROC CPUs."
-  echo "- Streamed: one \`curl -K\` process per target sending the requests one after another."
+  echo "- Streamed: one \`curl -K\` process per target and round, sending its requests one after another."
   echo "- *metered* admits under the isolate's quota lease, with no Durable Object call on"
   echo "  the request's path; what it used is reported in batches from \`waitUntil\`."
   echo "  *metered, per request* (plan \`near\`, too tight to lease) makes one round trip"

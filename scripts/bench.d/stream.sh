@@ -1,5 +1,6 @@
 # Sourced by proxy.sh: streamed chat completions, every target in interleaved rounds.
-# N sequential streamed requests over one kept-alive connection (one curl process);
+# Each round of a target is one curl process sending its requests one after another
+# over one kept-alive connection; its first request (the connect) is not counted.
 # time_starttransfer is the time to the first response byte, time_total the whole stream.
 declare -A S_TTFB50 S_TTFB90 S_TOT50 S_TOT90 S_CPU
 pct() { # PERCENT < numbers: nearest-rank percentile
@@ -29,10 +30,10 @@ S_PER_ROUND=$(((STREAM_N + ROUNDS - 1) / ROUNDS))
 STREAM_N=$((S_PER_ROUND * ROUNDS))
 for t in "${TARGETS[@]}"; do
   step "streamed chat (50 tokens), $t: 20 warm-up requests"
-  stream_run "$t" 20 >/dev/null
+  stream_run "$t" 20 >"$WORK/stream.warm"
   : >"$WORK/stream.$t"
   S_CPU[$t]=0
-  [ -z "${BASE[$t]:-}" ] || SENT[$t]=$((${SENT[$t]} + 20))
+  [ -z "${BASE[$t]:-}" ] || SENT[$t]=$((${SENT[$t]} + $(awk '$3 == 200' "$WORK/stream.warm" | wc -l)))
 done
 for ((round = 1; round <= ROUNDS; round++)); do
   for t in "${TARGETS[@]}"; do
@@ -41,11 +42,12 @@ for ((round = 1; round <= ROUNDS; round++)); do
     cpu_pid=$WORKERD_PID
     [ "$t" != direct ] || cpu_pid=$UPSTREAM_PID
     c0=$(proc_ticks "$cpu_pid")
-    stream_run "$t" "$S_PER_ROUND" >"$WORK/stream.round"
+    stream_run "$t" $((S_PER_ROUND + 1)) >"$WORK/stream.all"
     c1=$(proc_ticks "$cpu_pid")
     S_CPU[$t]=$((${S_CPU[$t]} + c1 - c0))
-    [ -z "${BASE[$t]:-}" ] || SENT[$t]=$((${SENT[$t]} + S_PER_ROUND))
-    bad=$(awk '$3 != 200' "$WORK/stream.round" | wc -l)
+    [ -z "${BASE[$t]:-}" ] || SENT[$t]=$((${SENT[$t]} + S_PER_ROUND + 1))
+    tail -n +2 "$WORK/stream.all" >"$WORK/stream.round"
+    bad=$(awk '$3 != 200' "$WORK/stream.all" | wc -l)
     [ "$bad" -eq 0 ] || die "$t: $bad streamed requests did not answer 200"
     [ "$(wc -l <"$WORK/stream.round")" -eq "$S_PER_ROUND" ] || die "$t: expected $S_PER_ROUND streamed results"
     S_RTTFB[$t/$round]=$(awk '{ printf "%.0f\n", $1 * 1e6 }' "$WORK/stream.round" | pct 50)
@@ -54,7 +56,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
   done
 done
 for t in "${TARGETS[@]}"; do
-  S_CPU[$t]=$((${S_CPU[$t]} * 1000000 / HZ / STREAM_N))
+  S_CPU[$t]=$((${S_CPU[$t]} * 1000000 / HZ / (STREAM_N + ROUNDS)))
   S_TTFB50[$t]=$(awk '{ printf "%.0f\n", $1 * 1e6 }' "$WORK/stream.$t" | pct 50)
   S_TTFB90[$t]=$(awk '{ printf "%.0f\n", $1 * 1e6 }' "$WORK/stream.$t" | pct 90)
   S_TOT50[$t]=$(awk '{ printf "%.0f\n", $2 * 1e6 }' "$WORK/stream.$t" | pct 50)
@@ -76,9 +78,10 @@ stream_report() {
   echo "### Streamed chat completion"
   echo
   echo "\`\"stream\": true\`, 50 completion tokens (53 SSE events, sent as fast as possible),"
-  echo "$STREAM_N sequential requests per target over one kept-alive connection, after 20"
-  echo "warm-up requests, in $ROUNDS interleaved rounds of $S_PER_ROUND (the percentiles pool them;"
-  echo "the target row takes the median of the rounds' own differences)."
+  echo "$STREAM_N sequential requests per target after 20 warm-up requests, in $ROUNDS interleaved"
+  echo "rounds of $S_PER_ROUND, each over one kept-alive connection whose first request (the"
+  echo "connect) is not counted. The percentiles pool the rounds; the target row takes the"
+  echo "median of the rounds' own differences."
   echo "TTFB is curl's \`time_starttransfer\` (first response byte);"
   echo "*stream* is \`time_total\` (until the last byte). In ms. *CPU per stream* is the"
   echo "workerd process's CPU time over the measured requests, per request (for *direct*:"
