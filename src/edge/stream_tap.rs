@@ -63,9 +63,8 @@ export class Tap {
         if (done) return "end";
         let rest = value;
         if (head) {
-          // The first event goes out on its own: the runtime sends the response head
-          // with the first bytes written, and a burst the provider already sent would
-          // otherwise wait until all of it is metered.
+          // The first event goes out on its own: a burst the provider already sent
+          // would otherwise hold it back until all of the burst is metered.
           head = false;
           const cut = eventEnd(value);
           if (cut > 0 && cut < value.length) {
