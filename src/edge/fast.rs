@@ -99,6 +99,21 @@ fn take_sent(id: u32) -> Result<(Context, Rc<Catalog>, InFlight), ApiError> {
     }
 }
 
+/// The response a reply's JavaScript builds (`make`) from its header lines; headers
+/// that cannot cross, or that the runtime refuses, are an internal error.
+fn built(
+    headers: &[(String, String)],
+    make: impl FnOnce(&str) -> Result<web_sys::Response, JsValue>,
+) -> web_sys::Response {
+    match lines_of(headers)
+        .map_err(JsValue::from)
+        .and_then(|l| make(&l))
+    {
+        Ok(r) => r,
+        Err(e) => web_response(Err(http::internal(worker::Error::from(e)))),
+    }
+}
+
 /// The entry point's side of the common case. Its methods are static: a request is
 /// named by the id [`MeteredFast::route`] gives.
 #[wasm_bindgen]
@@ -292,11 +307,7 @@ impl MeteredFast {
             metered,
         };
         let reply = respond_buffered(answer, &prepared, ticket, headers, cost, catalog, ctx);
-        let sent = lines_of(&reply.headers).map_err(JsValue::from);
-        match sent.and_then(|lines| reply_of(reply.status, &lines, &reply.bytes)) {
-            Ok(r) => r,
-            Err(e) => web_response(Err(http::internal(worker::Error::from(e)))),
-        }
+        built(&reply.headers, |l| reply_of(reply.status, l, &reply.bytes))
     }
 
     /// The observe and respond phases of a stream, from the provider's answer with its
@@ -340,11 +351,10 @@ impl MeteredFast {
                 cost,
             };
             let tapped = tap_phase(&source, head, cancel, &prepared, ticket, &ctx);
-            let sent = lines_of(&tapped.headers).map_err(JsValue::from);
-            return match sent.and_then(|l| stream_reply(tapped.status, &l, &tapped.body)) {
-                Ok(r) => r.into(),
-                Err(e) => web(Err(http::internal(worker::Error::from(e)))),
-            };
+            return built(&tapped.headers, |l| {
+                stream_reply(tapped.status, l, &tapped.body)
+            })
+            .into();
         }
         // Refused by the provider, or not a stream after all: read as the fetch
         // handler reads it.
