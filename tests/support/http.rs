@@ -2,7 +2,7 @@
 //! a test can read part of a stream and then hang up like an impatient client.
 
 use serde_json::Value;
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -55,8 +55,18 @@ impl Resp {
 }
 
 fn open(port: u16, method: &str, path: &str, headers: &[(&str, &str)], framing: &str) -> TcpStream {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to worker");
-    s.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
+    try_open(port, method, path, headers, framing).expect("connect to worker")
+}
+
+fn try_open(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    framing: &str,
+) -> io::Result<TcpStream> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(90)))?;
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n{framing}\r\n"
     );
@@ -64,8 +74,8 @@ fn open(port: u16, method: &str, path: &str, headers: &[(&str, &str)], framing: 
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
-    s
+    s.write_all(head.as_bytes())?;
+    Ok(s)
 }
 
 fn connect(
@@ -75,10 +85,20 @@ fn connect(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> TcpStream {
+    try_connect(port, method, path, headers, body).expect("send request")
+}
+
+fn try_connect(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<TcpStream> {
     let framing = format!("content-length: {}", body.len());
-    let mut s = open(port, method, path, headers, &framing);
-    s.write_all(body).unwrap();
-    s
+    let mut s = try_open(port, method, path, headers, &framing)?;
+    s.write_all(body)?;
+    Ok(s)
 }
 
 /// Status, headers and where the body starts.
@@ -133,6 +153,18 @@ pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], bo
     read_response(connect(port, method, path, headers, body), false)
 }
 
+/// [`request`], with a connection that fails or breaks off as an error, not a panic
+/// (a server still starting up).
+pub fn try_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<Resp> {
+    try_read_response(try_connect(port, method, path, headers, body)?, false)
+}
+
 /// Sends a body `transfer-encoding: chunked`, without Content-Length, one chunk per
 /// piece, and reads the response. The server may answer and hang up before the last
 /// piece: failed writes are ignored, and a reset after the response head ends it.
@@ -156,7 +188,11 @@ pub fn request_chunked(port: u16, path: &str, headers: &[(&str, &str)], pieces: 
     r
 }
 
-fn read_response(mut s: TcpStream, reset_ends: bool) -> Resp {
+fn read_response(s: TcpStream, reset_ends: bool) -> Resp {
+    try_read_response(s, reset_ends).unwrap_or_else(|e| panic!("read response: {e}"))
+}
+
+fn try_read_response(mut s: TcpStream, reset_ends: bool) -> io::Result<Resp> {
     let mut raw = Vec::new();
     let mut buf = [0u8; 16384];
     let mut head = None;
@@ -172,15 +208,15 @@ fn read_response(mut s: TcpStream, reset_ends: bool) -> Resp {
         let n = match s.read(&mut buf) {
             Ok(n) => n,
             Err(_) if reset_ends && head.is_some() => 0,
-            Err(e) => panic!("read response: {e}"),
+            Err(e) => return Err(e),
         };
         if n == 0 {
             break;
         }
         raw.extend_from_slice(&buf[..n]);
     }
-    let (status, headers, start) =
-        split_head(&raw).unwrap_or_else(|| panic!("bad response: {raw:?}"));
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, format!("bad response: {raw:?}"));
+    let (status, headers, start) = split_head(&raw).ok_or_else(bad)?;
     let chunked = headers
         .iter()
         .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
@@ -189,11 +225,11 @@ fn read_response(mut s: TcpStream, reset_ends: bool) -> Resp {
     } else {
         raw[start..].to_vec()
     };
-    Resp {
+    Ok(Resp {
         status,
         headers,
         body,
-    }
+    })
 }
 
 /// Sends a request, reads until the raw response contains `until`, then hangs up.

@@ -131,22 +131,6 @@ fn toml_string(value: &str) -> String {
     format!("\"{escaped}\"")
 }
 
-/// `GET /healthz` on `port`: its status and body, or `None` if the connection failed.
-fn health(port: u16) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    // HTTP/1.0: the body comes whole, unchunked, up to the close.
-    let ask = "GET /healthz HTTP/1.0\r\nhost: 127.0.0.1\r\n\r\n";
-    s.write_all(ask.as_bytes()).ok()?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    let text = String::from_utf8_lossy(&raw);
-    let status = text.split(' ').nth(1)?.parse().ok()?;
-    let (_, body) = text.split_once("\r\n\r\n")?;
-    Some((status, body.to_string()))
-}
-
 impl Worker {
     /// Starts a worker whose state lives in `dir` and waits until it answers.
     pub fn start(dir: &Path, upstream: &str, catalog: &str) -> Worker {
@@ -213,9 +197,9 @@ impl Worker {
             // 503 is a running Worker reporting settings that cannot work. Its own
             // answer, not another test's server that took the port meanwhile. A reset
             // while wrangler is still starting is not an answer yet.
-            let ours = match health(self.port) {
-                Some((200, body)) => body == "ok",
-                Some((503, body)) => body.contains("problems"),
+            let ours = match super::http::try_request(self.port, "GET", "/healthz", &[], b"") {
+                Ok(r) if r.status == 200 => r.text() == "ok",
+                Ok(r) if r.status == 503 => r.text().contains("problems"),
                 _ => false,
             };
             if ours {
