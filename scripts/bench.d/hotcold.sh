@@ -76,21 +76,11 @@ hotcold_report() {
   echo
 }
 
-# The hot customer's req/s over another kind's, as the median of the rounds' own
-# ratios. Prints "MEDIAN LIST".
-hc_ratios() { # OVER C
-  local r list=""
-  for ((r = 1; r <= ROUNDS; r++)); do
-    list+="$(awk -v a="${HC_RPS[hot/$2/$r]}" -v b="${HC_RPS[$1/$2/$r]}" 'BEGIN { printf "%.2f", a / b }') "
-  done
-  printf '%s %s\n' "$(echo $list | tr ' ' '\n' | median)" "$(echo $list | sed 's/ /, /g')"
-}
-
 hotcold_targets() {
   local c m rest over
   for c in $HOTCOLD_CONNS; do
     for over in cold bare; do
-      read -r m rest < <(hc_ratios "$over" "$c")
+      read -r m rest < <(by_round HC_RPS "hot/$c" "$over/$c" ratio)
       local what="the req/s of 1,000 cold customers"
       [ "$over" = cold ] || what="the bare route's req/s"
       echo "| one hot customer ≥ 0.8× $what (c=$c) | ${m}× (median of the rounds' ratios: $rest) | $(awk -v m="$m" 'BEGIN { print (m >= 0.8) ? "**met**" : "**missed**" }') |"

@@ -18,20 +18,9 @@ cost() { # TARGET C
     'BEGIN { printf "%.3f", 0.30 + 0.02 * cpu / 1000 + 0.15 * calls + 12.50 * calls * 0.128 * 0.002 + 1.00 * w + 0.001 * r }'
 }
 
-# One target's p50 over another's, judged as the median of the rounds' own ratios: the
-# two were measured one after the other in each round, so a burst of steal that slows
-# one round moves both. Prints "MEDIAN LIST" (LIST: every round's ratio, comma separated).
-round_ratios() { # TARGET OVER C
-  local r list=""
-  for ((r = 1; r <= ROUNDS; r++)); do
-    [ -n "${P50[$1/$3/$r]:-}" ] && [ -n "${P50[$2/$3/$r]:-}" ] || continue
-    list+="$(awk -v a="${P50[$1/$3/$r]}" -v b="${P50[$2/$3/$r]}" 'BEGIN { printf "%.2f", a / b }') "
-  done
-  printf '%s %s\n' "$(echo $list | tr ' ' '\n' | median)" "$(echo $list | sed 's/ /, /g')"
-}
 p50_target() { # TARGET OVER WHAT: one target row on the rounds' ratios
   local m rest
-  read -r m rest < <(round_ratios "$1" "$2" "$first_c")
+  read -r m rest < <(by_round P50 "$1/$first_c" "$2/$first_c" ratio)
   echo "| $3 | ${m}× (median of the rounds' ratios: $rest; median rounds $(ms "${P50[$1/$first_c]}") vs $(ms "${P50[$2/$first_c]}") ms) | $(verdict "$m" 1.3) |"
 }
 proxy_targets() {

@@ -65,12 +65,9 @@ for t in "${TARGETS[@]}"; do
 done
 
 stream_target() { # the TTFB target row: the median of the rounds' own differences
-  local r list=""
-  for ((r = 1; r <= ROUNDS; r++)); do
-    list+="$(plus_ms "${S_RTTFB[metered/$r]}" "${S_RTTFB[bare/$r]}") "
-  done
-  r=$(echo $list | tr ' ' '\n' | median)
-  echo "| metered stream TTFB p50 ≤ the bare route's + 0.5 ms | $r ms (median of the rounds' differences: $(echo $list | sed 's/ /, /g'); all rounds $(ms "${S_TTFB50[metered]}") vs $(ms "${S_TTFB50[bare]}") ms) | $(verdict "$r" 0.5) |"
+  local m rest
+  read -r m rest < <(by_round S_RTTFB metered bare diff)
+  echo "| metered stream TTFB p50 ≤ the bare route's + 0.5 ms | $m ms (median of the rounds' differences: $rest; all rounds $(ms "${S_TTFB50[metered]}") vs $(ms "${S_TTFB50[bare]}") ms) | $(verdict "$m" 0.5) |"
 }
 
 stream_report() {
