@@ -234,7 +234,7 @@ rating_how() {
     echo "  batches in memory first, then times \`ledger::parse_batch\` + \`ledger::tally_of\` +"
     echo "  \`Tally::plus\` into totals per customer × period × meter × model, and \`rating::rate\`"
     echo "  over one customer's totals (2000 rounds). Built with the crate's release profile"
-    echo "  (\`opt-level = \"z\"\`, as for the Worker), natively on this machine."
+    echo "  (\`opt-level = \"s\"\`, as for the Worker), natively on this machine."
   fi
 }
 
