@@ -6,7 +6,7 @@
 //! gives from a request's own `wait_until`, within [`REPORT_MS`] of each change
 //! ([`LeaseBook::schedule`]).
 
-use crate::lease::{Grant, Report, Slice, REPORT_CHANGES, REPORT_MS};
+use crate::lease::{Grant, Report, Slice, RELEASE_GRACE_MS, REPORT_CHANGES, REPORT_MS};
 use crate::tally::{MeterKey, Tally};
 use crate::usage::Usage;
 use std::collections::BTreeMap;
@@ -96,6 +96,13 @@ impl Held {
     fn over(&self) -> bool {
         self.report.done && self.report.open().requests == 0 && self.unsent() == 0
     }
+
+    /// Its window ended longer ago than the counter waits for reports, with nothing
+    /// running under it and nothing unsent: the counter has freed what it held.
+    fn stale(&self, now_ms: i64) -> bool {
+        let ended = now_ms >= self.until_ms.saturating_add(RELEASE_GRACE_MS);
+        ended && self.report.open().requests == 0 && self.unsent() == 0
+    }
 }
 
 /// What a request does after changing a lease: send the counter's reports now, wait
@@ -121,18 +128,24 @@ pub struct Admission {
 
 /// Every lease an isolate holds: per holder (a counter and key) the one it admits
 /// under now, and the retired ones until their last report is sent.
+///
+/// Leases are kept per counter, so what a request does to its own counter's leases
+/// costs the same however many other customers the isolate has served.
 #[derive(Debug, Default)]
 pub struct LeaseBook {
     current: BTreeMap<String, (String, u64)>,
-    held: BTreeMap<(String, u64), Held>,
+    held: BTreeMap<String, BTreeMap<u64, Held>>,
     /// Per counter, when its pending report waiter wakes.
     waiters: BTreeMap<String, i64>,
+    /// When stale leases were last forgotten.
+    swept_ms: i64,
 }
 
 impl LeaseBook {
     /// The plan of the lease `holder` admits under, if it still may.
     pub fn plan(&self, holder: &str, now_ms: i64) -> Option<&str> {
-        let held = self.held.get(self.current.get(holder)?)?;
+        let (counter, lease) = self.current.get(holder)?;
+        let held = self.held.get(counter)?.get(lease)?;
         (now_ms < held.until_ms && !held.report.done).then_some(held.plan.as_str())
     }
 
@@ -140,7 +153,7 @@ impl LeaseBook {
     /// none or it is spent: then the counter decides.
     pub fn admit(&mut self, holder: &str, one: &Slice, now_ms: i64) -> Option<Admission> {
         let (counter, lease) = self.current.get(holder)?.clone();
-        let held = self.held.get_mut(&(counter.clone(), lease))?;
+        let held = self.held_mut(&counter, lease)?;
         held.admit(one, now_ms).then(|| Admission {
             counter,
             lease,
@@ -153,13 +166,13 @@ impl LeaseBook {
     /// Retires `holder`'s lease (spent or ended): its next report says it is done.
     /// Returns the reports that then wait for `counter`, to carry with the next ask.
     pub fn retire(&mut self, holder: &str, now_ms: i64) -> Vec<Report> {
-        let Some(at) = self.current.remove(holder) else {
+        let Some((counter, lease)) = self.current.remove(holder) else {
             return vec![];
         };
-        if let Some(held) = self.held.get_mut(&at) {
+        if let Some(held) = self.held_mut(&counter, lease) {
             held.retire(now_ms);
         }
-        self.take(&at.0)
+        self.take(&counter)
     }
 
     /// Retires every lease of `counter` (a key was revoked, the plan or credits changed
@@ -172,8 +185,8 @@ impl LeaseBook {
             .map(|(h, _)| h.clone())
             .collect();
         for h in holders {
-            if let Some(at) = self.current.remove(&h) {
-                if let Some(held) = self.held.get_mut(&at) {
+            if let Some((c, lease)) = self.current.remove(&h) {
+                if let Some(held) = self.held_mut(&c, lease) {
                     held.retire(now_ms);
                 }
             }
@@ -184,18 +197,38 @@ impl LeaseBook {
     /// asked at the same time) is retired, so its next report returns what it has left.
     pub fn install(&mut self, holder: &str, counter: &str, lease: u64, held: Held, now: i64) {
         let at = (counter.to_string(), lease);
-        if let Some(old) = self.current.insert(holder.to_string(), at.clone()) {
-            if let Some(replaced) = self.held.get_mut(&old) {
+        if let Some((c, old)) = self.current.insert(holder.to_string(), at) {
+            if let Some(replaced) = self.held_mut(&c, old) {
                 replaced.retire(now);
             }
         }
-        self.held.insert(at, held);
+        let leases = self.held.entry(counter.to_string()).or_default();
+        leases.insert(lease, held);
+        if now >= self.swept_ms.saturating_add(RELEASE_GRACE_MS) {
+            self.sweep(now);
+        }
+    }
+
+    /// Forgets stale leases and waiters, at most once a grace period, so a holder
+    /// that went quiet (a customer who stopped) does not stay in the book for the
+    /// isolate's life.
+    fn sweep(&mut self, now_ms: i64) {
+        self.swept_ms = now_ms;
+        for leases in self.held.values_mut() {
+            leases.retain(|_, h| !h.stale(now_ms));
+        }
+        self.held.retain(|_, leases| !leases.is_empty());
+        let held = &self.held;
+        self.current
+            .retain(|_, (c, lease)| held.get(c).is_some_and(|l| l.contains_key(lease)));
+        self.waiters
+            .retain(|_, at| now_ms < at.saturating_add(REPORT_MS));
     }
 
     /// A request admitted under a lease finished: `used` is what it used (`None` when
     /// it was released, costing nothing).
     pub fn finish(&mut self, a: &Admission, used: Option<(&MeterKey, &Usage, bool)>, now: i64) {
-        if let Some(held) = self.held.get_mut(&(a.counter.clone(), a.lease)) {
+        if let Some(held) = self.held_mut(&a.counter, a.lease) {
             held.finish(&a.bounds, used, now);
         }
     }
@@ -225,21 +258,26 @@ impl LeaseBook {
     /// Marks a running request's lease changed, so its next report (a heartbeat)
     /// moves its deadline.
     pub fn touch(&mut self, a: &Admission, now_ms: i64) {
-        if let Some(held) = self.held.get_mut(&(a.counter.clone(), a.lease)) {
+        if let Some(held) = self.held_mut(&a.counter, a.lease) {
             held.change(now_ms);
         }
     }
 
     /// Whether `counter` has a report due at `now_ms` (old enough, or enough changes).
     pub fn due(&self, counter: &str, now_ms: i64) -> bool {
-        self.of(counter).any(|(_, h)| h.due(now_ms))
+        self.of(counter).any(|h| h.due(now_ms))
     }
 
     /// Every report `counter` is owed and has not been sent, marked sent. Leases
     /// whose window is over by `now_ms` say they are done.
     pub fn take_at(&mut self, counter: &str, now_ms: i64) -> Vec<Report> {
-        for ((c, _), held) in self.held.iter_mut() {
-            if c == counter && now_ms >= held.until_ms {
+        for held in self
+            .held
+            .get_mut(counter)
+            .into_iter()
+            .flat_map(|l| l.values_mut())
+        {
+            if now_ms >= held.until_ms {
                 held.retire(now_ms);
             }
         }
@@ -248,14 +286,18 @@ impl LeaseBook {
 
     fn take(&mut self, counter: &str) -> Vec<Report> {
         let mut out = vec![];
-        for ((c, _), held) in self.held.iter_mut() {
-            if c == counter && held.unsent() > 0 {
-                held.sent = held.report.seq;
-                held.waiting_since = None;
-                out.push(held.report.clone());
-            }
+        let Some(leases) = self.held.get_mut(counter) else {
+            return out;
+        };
+        for held in leases.values_mut().filter(|h| h.unsent() > 0) {
+            held.sent = held.report.seq;
+            held.waiting_since = None;
+            out.push(held.report.clone());
         }
-        self.held.retain(|_, h| !h.over());
+        leases.retain(|_, h| !h.over());
+        if leases.is_empty() {
+            self.held.remove(counter);
+        }
         out
     }
 
@@ -263,8 +305,8 @@ impl LeaseBook {
     /// is cumulative, so the newest carries the rest).
     pub fn failed(&mut self, counter: &str, reports: &[Report], now_ms: i64) {
         for r in reports {
-            let key = (counter.to_string(), r.lease);
-            let held = self.held.entry(key).or_insert_with(|| Held {
+            let leases = self.held.entry(counter.to_string()).or_default();
+            let held = leases.entry(r.lease).or_insert_with(|| Held {
                 plan: String::new(),
                 grant: Grant::default(),
                 until_ms: 0,
@@ -283,13 +325,17 @@ impl LeaseBook {
         }
     }
 
-    fn of<'a>(&'a self, counter: &'a str) -> impl Iterator<Item = (&'a (String, u64), &'a Held)> {
-        self.held.iter().filter(move |((c, _), _)| c == counter)
+    fn of(&self, counter: &str) -> impl Iterator<Item = &Held> {
+        self.held.get(counter).into_iter().flat_map(|l| l.values())
+    }
+
+    fn held_mut(&mut self, counter: &str, lease: u64) -> Option<&mut Held> {
+        self.held.get_mut(counter)?.get_mut(&lease)
     }
 
     /// How many leases the book holds (for the metrics).
     pub fn len(&self) -> usize {
-        self.held.len()
+        self.held.values().map(BTreeMap::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {

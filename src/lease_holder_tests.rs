@@ -212,3 +212,52 @@ fn batches_that_fail_out_of_order_lose_nothing() {
     assert_eq!(again[0].usage, last[0].usage);
     assert!(again[0].seq >= last[0].seq);
 }
+
+fn install(b: &mut LeaseBook, counter: &str, lease: u64, now: i64) {
+    let grant = Grant {
+        requests: 10,
+        tokens: Some(200),
+        cost: None,
+        concurrent: None,
+    };
+    let holder = format!("{counter}/key");
+    let held = Held::new(lease, "pro".into(), grant, now, LEASE_MS);
+    b.install(&holder, counter, lease, held, now);
+}
+
+#[test]
+fn a_quiet_holder_is_forgotten_after_the_grace_unless_something_is_left() {
+    let mut b = LeaseBook::default();
+    for (lease, counter) in ["quiet", "running", "unsent"].iter().enumerate() {
+        install(&mut b, counter, lease as u64 + 1, NOW);
+    }
+    let u = Usage {
+        input: 3,
+        ..Usage::default()
+    };
+    let quiet = b.admit("quiet/key", &one(), NOW).unwrap();
+    b.finish(&quiet, Some((&key(), &u, false)), NOW + 1);
+    let running = b.admit("running/key", &one(), NOW).unwrap();
+    let unsent = b.admit("unsent/key", &one(), NOW).unwrap();
+    b.finish(&unsent, Some((&key(), &u, false)), NOW + 1);
+    assert_eq!(b.take_at("quiet", NOW + 2).len(), 1);
+    assert_eq!(b.take_at("running", NOW + 2).len(), 1);
+    assert_eq!(b.len(), 3);
+
+    // Within the grace nothing is forgotten.
+    let within = NOW + LEASE_MS + RELEASE_GRACE_MS - 1;
+    install(&mut b, "late", 9, within);
+    assert_eq!(b.len(), 4);
+
+    // Past it, the leases with nothing running and nothing unsent go (the quiet one,
+    // and the late one nobody used); the others still finish and report.
+    let past = NOW + 2 * (LEASE_MS + RELEASE_GRACE_MS);
+    install(&mut b, "later", 10, past);
+    assert_eq!(b.len(), 3, "running, unsent and the new one");
+    assert!(b.take_at("quiet", past).is_empty());
+    b.finish(&running, None, past + 1);
+    let last = b.take_at("running", past + 1);
+    assert_eq!(last[0].open().requests, 0);
+    let owed = b.take_at("unsent", past + 1);
+    assert_eq!(owed[0].usage, vec![(key(), Tally::one(&u, false))]);
+}
