@@ -96,13 +96,6 @@ impl Held {
     fn over(&self) -> bool {
         self.report.done && self.report.open().requests == 0 && self.unsent() == 0
     }
-
-    /// Its window ended longer ago than the counter waits for reports, with nothing
-    /// running under it and nothing unsent: the counter has freed what it held.
-    fn stale(&self, now_ms: i64) -> bool {
-        let ended = now_ms >= self.until_ms.saturating_add(RELEASE_GRACE_MS);
-        ended && self.report.open().requests == 0 && self.unsent() == 0
-    }
 }
 
 /// What a request does after changing a lease: send the counter's reports now, wait
@@ -137,7 +130,7 @@ pub struct LeaseBook {
     held: BTreeMap<String, BTreeMap<u64, Held>>,
     /// Per counter, when its pending report waiter wakes.
     waiters: BTreeMap<String, i64>,
-    /// When stale leases were last forgotten.
+    /// When holders and waiters that no longer count were last forgotten.
     swept_ms: i64,
 }
 
@@ -209,15 +202,12 @@ impl LeaseBook {
         }
     }
 
-    /// Forgets stale leases and waiters, at most once a grace period, so a holder
-    /// that went quiet (a customer who stopped) does not stay in the book for the
-    /// isolate's life.
+    /// Forgets, at most once a grace period, the holders whose lease is gone (its
+    /// last report was taken) and the waiters whose time passed, so a key that went
+    /// quiet does not stay in the book for the isolate's life. A lease itself leaves
+    /// only through [`LeaseBook::take`], once nothing about it can change.
     fn sweep(&mut self, now_ms: i64) {
         self.swept_ms = now_ms;
-        for leases in self.held.values_mut() {
-            leases.retain(|_, h| !h.stale(now_ms));
-        }
-        self.held.retain(|_, leases| !leases.is_empty());
         let held = &self.held;
         self.current
             .retain(|_, (c, lease)| held.get(c).is_some_and(|l| l.contains_key(lease)));
@@ -331,6 +321,11 @@ impl LeaseBook {
 
     fn held_mut(&mut self, counter: &str, lease: u64) -> Option<&mut Held> {
         self.held.get_mut(counter)?.get_mut(&lease)
+    }
+
+    /// How many holders have a current lease entry.
+    pub fn holders(&self) -> usize {
+        self.current.len()
     }
 
     /// How many leases the book holds (for the metrics).
