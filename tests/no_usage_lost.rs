@@ -1,7 +1,8 @@
 //! Usage is never lost: streams whose clients leave are metered by what the provider
 //! reported, or billed their reservation when that never comes within the drain
 //! budget; a 20-minute stream (on the test clock) is billed for all its output; a
-//! settlement that fails is retried and lands in the period its request belongs to.
+//! settlement that fails is retried and lands in the period its request belongs to;
+//! so is a lease report that fails.
 
 mod support;
 
@@ -61,6 +62,15 @@ fn ask(max_tokens: u64, stream: bool) -> Value {
     json!({"model": "gpt-4o-mini", "max_tokens": max_tokens, "stream": stream,
         "stream_options": {"include_usage": true},
         "messages": [{"role": "user", "content": "Say something"}]})
+}
+
+/// Runs the cron once; the records the receiver has of customer `id`.
+fn delivered(env: &Env, id: &str) -> Vec<Value> {
+    let port = env.worker.port;
+    let cron = http::request(port, "GET", "/__scheduled?cron=*+*+*+*+*", &[], b"");
+    assert!(cron.status < 300, "{}", cron.text());
+    let records = env.receiver.records().into_iter();
+    records.filter(|r| r["customer"] == id).collect()
 }
 
 fn advance(port: u16, ms: i64) -> i64 {
@@ -240,14 +250,7 @@ fn a_killed_settlement_is_retried_and_lands_in_its_requests_period() {
     // The receiver gets it in the old period, with that period's final record.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let cron = http::request(port, "GET", "/__scheduled?cron=*+*+*+*+*", &[], b"");
-        assert!(cron.status < 300, "{}", cron.text());
-        let mine: Vec<Value> = env
-            .receiver
-            .records()
-            .into_iter()
-            .filter(|r| r["customer"] == id.as_str())
-            .collect();
+        let mine = delivered(env, &id);
         let sum = |f: &str| mine.iter().map(|r| r[f].as_u64().unwrap_or(0)).sum::<u64>();
         if mine.iter().any(|r| r["final"] == true) {
             assert_eq!((sum("requests"), sum("output_tokens")), (1, 7), "{mine:?}");
@@ -271,4 +274,46 @@ fn a_killed_settlement_is_retried_and_lands_in_its_requests_period() {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+}
+
+/// A customer's last lease report has no later request to carry it: when it fails, the
+/// isolate tries again (`lease::REPORT_BACKOFF_MS`), not only when its customer comes
+/// back. The first three tries are dropped: with no retry, the batch's own and the
+/// window end's would be all. Nothing asks the counter meanwhile (any call to it
+/// would carry the report): the record is awaited at the receiver.
+#[test]
+fn a_failed_lease_report_is_sent_again_with_no_other_request() {
+    let _clock = shared_clock();
+    let env = env();
+    let port = env.worker.port;
+    let (id, key) = customer(port, "open");
+    let before = metrics(port);
+    let r = admin(
+        port,
+        "POST",
+        "/admin/v1/test/faults",
+        &json!({"drop_reports": 3}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(chat(port, &key, &ask(7, false), &[]).status, 200);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let sum = loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let mine = delivered(env, &id);
+        let sum = |f: &str| mine.iter().map(|r| r[f].as_u64().unwrap_or(0)).sum::<u64>();
+        if sum("requests") > 0 || Instant::now() > deadline {
+            break (sum("requests"), sum("output_tokens"));
+        }
+    };
+    assert_eq!(sum, (1, 7), "the request's usage reached the receiver");
+    let after = metrics(port);
+    let grew = |m: &str| after[m].as_u64().unwrap() - before[m].as_u64().unwrap();
+    assert!(
+        grew("leased_admissions") >= 1,
+        "admitted under a lease: {after}"
+    );
+    assert!(
+        grew("lease_report_failures") >= 1,
+        "a report failed: {after}"
+    );
 }

@@ -153,6 +153,9 @@ pub async fn lease(env: &Env, customer: &str, ask: LeaseAsk) -> Result<LeaseAnsw
 
 /// Sends lease reports in one try, with a deadline; false when they did not land.
 pub async fn report(env: &Env, customer: &str, reports: Vec<Report>) -> bool {
+    if super::faults::report_fails() {
+        return false;
+    }
     let report = CounterCall::Report(reports);
     let sent = within(SETTLE_TRY_MS, call(env, customer, &report)).await;
     matches!(sent, Ok(r) if r.status_code() < 300)

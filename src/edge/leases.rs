@@ -8,7 +8,7 @@ use super::metrics::{bump, Metric};
 use crate::catalog::Catalog;
 use crate::counter_state::check_bounded;
 use crate::error::ApiError;
-use crate::lease::{LeaseAnswer, LeaseAsk};
+use crate::lease::{LeaseAnswer, LeaseAsk, REPORT_BACKOFF_MS};
 use crate::lease_grant::bounds_of;
 use crate::lease_holder::{Admission, Held, LeaseBook, Wake};
 use crate::request::AdmitAsk;
@@ -101,17 +101,24 @@ pub fn retire_counter(counter: &str) {
     BOOK.with(|b| b.borrow_mut().retire_counter(counter, now));
 }
 
-/// Sends what `counter` is owed now, if anything; a batch that fails is sent again with
-/// the next (each report is cumulative).
+/// Sends what `counter` is owed now, if anything, trying again after each failure
+/// (`REPORT_BACKOFF_MS`). Each report is cumulative, so a try also carries what
+/// changed while it waited, and one that fails for good goes with the next batch.
 pub async fn send(env: &Env, counter: &str) {
-    let now = super::clock::now_ms();
-    let reports = BOOK.with(|b| b.borrow_mut().take_at(counter, now));
-    if reports.is_empty() {
-        return;
-    }
-    // Boxed: a report is itself a counter call, which may send reports first.
-    bump(Metric::LeaseReports);
-    if !Box::pin(client::report(env, counter, reports.clone())).await {
+    for (i, wait) in REPORT_BACKOFF_MS.into_iter().enumerate() {
+        if i > 0 {
+            worker::Delay::from(std::time::Duration::from_millis(wait)).await;
+        }
+        let now = super::clock::now_ms();
+        let reports = BOOK.with(|b| b.borrow_mut().take_at(counter, now));
+        if reports.is_empty() {
+            return;
+        }
+        // Boxed: a report is itself a counter call, which may send reports first.
+        bump(Metric::LeaseReports);
+        if Box::pin(client::report(env, counter, reports.clone())).await {
+            return;
+        }
         bump(Metric::LeaseReportFailures);
         let now = super::clock::now_ms();
         BOOK.with(|b| b.borrow_mut().failed(counter, &reports, now));
