@@ -36,13 +36,13 @@ pub const RELEASE_GRACE_MS: i64 = 30_000;
 /// below a tenth of a millisecond per request at a thousand requests a second, and
 /// the loss window far inside the 30 s a request's `wait_until` may run.
 pub const REPORT_MS: i64 = 250;
+/// Or as soon as this many changes wait (an admission and a finish are two).
+pub const REPORT_CHANGES: u64 = 1024;
 /// Waits before each try of a lease report (milliseconds), within `wait_until`. A
 /// failed try is carried by the next report anyway, but a customer's last report has
 /// no next one: without these tries it would wait in the isolate until its customer
 /// came back or the isolate died. About 5 s in all, far inside what `wait_until` may run.
 pub const REPORT_BACKOFF_MS: [u64; 4] = [0, 250, 1_000, 4_000];
-/// Or as soon as this many changes wait (an admission and a finish are two).
-pub const REPORT_CHANGES: u64 = 1024;
 /// A lease takes at most this fraction (1/SHARE) of what is left of each limit.
 pub const SHARE: u64 = 8;
 /// The most requests one lease admits.

@@ -47,7 +47,7 @@ fn env() -> &'static Env {
     })
 }
 
-/// Tests that move the clock far run alone; the others share it.
+/// Tests that move the clock far, or inject faults, run alone; the others share it.
 static CLOCK: RwLock<()> = RwLock::new(());
 
 fn shared_clock() -> RwLockReadGuard<'static, ()> {
@@ -283,7 +283,8 @@ fn a_killed_settlement_is_retried_and_lands_in_its_requests_period() {
 /// would carry the report): the record is awaited at the receiver.
 #[test]
 fn a_failed_lease_report_is_sent_again_with_no_other_request() {
-    let _clock = shared_clock();
+    // Alone: the dropped tries are the isolate's, and another test's would use them.
+    let _clock = own_clock();
     let env = env();
     let port = env.worker.port;
     let (id, key) = customer(port, "open");

@@ -22,7 +22,7 @@ pub async fn call(env: &Env, customer: &str, call: &CounterCall) -> Result<Respo
         super::leases::retire_counter(customer);
     }
     if reads_usage(call) || changes_access(call) {
-        super::leases::send(env, customer).await;
+        super::leases::send_once(env, customer).await;
     }
     super::metrics::bump(super::metrics::Metric::CounterCalls);
     call_object(

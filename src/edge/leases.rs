@@ -102,10 +102,21 @@ pub fn retire_counter(counter: &str) {
 }
 
 /// Sends what `counter` is owed now, if anything, trying again after each failure
-/// (`REPORT_BACKOFF_MS`). Each report is cumulative, so a try also carries what
-/// changed while it waited, and one that fails for good goes with the next batch.
+/// (`REPORT_BACKOFF_MS`), from a `wait_until`. Each report is cumulative, so a try
+/// also carries what changed while it waited, and one that fails for good goes with
+/// the next batch.
 pub async fn send(env: &Env, counter: &str) {
-    for (i, wait) in REPORT_BACKOFF_MS.into_iter().enumerate() {
+    send_tries(env, counter, &REPORT_BACKOFF_MS).await;
+}
+
+/// One try of [`send`], for a request about to call the counter itself: it does not
+/// wait out a failing counter's back-off.
+pub async fn send_once(env: &Env, counter: &str) {
+    send_tries(env, counter, &REPORT_BACKOFF_MS[..1]).await;
+}
+
+async fn send_tries(env: &Env, counter: &str, waits: &[u64]) {
+    for (i, &wait) in waits.iter().enumerate() {
         if i > 0 {
             worker::Delay::from(std::time::Duration::from_millis(wait)).await;
         }
@@ -174,5 +185,6 @@ pub fn finish(
 pub async fn beat(env: &Env, admission: &Admission) {
     let now = super::clock::now_ms();
     BOOK.with(|b| b.borrow_mut().touch(admission, now));
-    send(env, &admission.counter).await;
+    // One try: the stream waits on it, and the next beat or report carries a failure.
+    send_once(env, &admission.counter).await;
 }
