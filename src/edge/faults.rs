@@ -57,12 +57,12 @@ pub fn set(env: &Env, bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
         return Err(ApiError::not_found("No admin route test/faults."));
     }
     let f: Faults = serde_json::from_slice(bytes).map_err(ApiError::invalid_json)?;
-    DROP_SETTLES.with(|d| d.set(f.drop_settles.min(1_000)));
-    DROP_REPORTS.with(|d| d.set(f.drop_reports.min(1_000)));
+    let (settles, reports) = (f.drop_settles.min(1_000), f.drop_reports.min(1_000));
+    DROP_SETTLES.with(|d| d.set(settles));
+    DROP_REPORTS.with(|d| d.set(reports));
     FAIL_EVERY_OTHER_DELIVERY.with(|d| d.set(f.fail_every_other_delivery));
     Ok(
-        serde_json::json!({ "drop_settles": f.drop_settles.min(1_000),
-        "drop_reports": f.drop_reports.min(1_000),
+        serde_json::json!({ "drop_settles": settles, "drop_reports": reports,
         "fail_every_other_delivery": f.fail_every_other_delivery }),
     )
 }
